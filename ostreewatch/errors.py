@@ -1,0 +1,98 @@
+"""The project's one error hierarchy.
+
+Every error that can cross the bus carries its D-Bus error name; the service
+maps exceptions to named errors at the edge and nowhere else.
+"""
+
+from __future__ import annotations
+
+ERROR_PREFIX = "org.ostreewatch1.Error."
+
+
+class OstreewatchError(Exception):
+    """Base of every error this project raises on purpose."""
+
+    dbus_name: str = ERROR_PREFIX + "Failed"
+
+
+# --- parsers: each parser raises only its own subclass ----------------------
+
+
+class ParseError(OstreewatchError):
+    """Input text or bytes that a parser cannot make sense of."""
+
+    dbus_name = ERROR_PREFIX + "ParseError"
+
+
+class BlsError(ParseError):
+    """A Boot Loader Specification entry that cannot be parsed."""
+
+
+class MountinfoError(ParseError):
+    """A mountinfo line that does not have the kernel's format."""
+
+
+class GrubenvError(ParseError):
+    """A grub environment block that is malformed, or would overflow."""
+
+
+class LoaderConfError(ParseError):
+    """A systemd-boot loader.conf that cannot be parsed or rewritten."""
+
+
+class CmdlineError(ParseError):
+    """A kernel command line that cannot be split."""
+
+
+class OriginError(ParseError):
+    """A deployment .origin key file that cannot be parsed."""
+
+
+class OsReleaseError(ParseError):
+    """An os-release file that cannot be parsed."""
+
+
+class GVariantError(ParseError):
+    """A serialized GVariant that does not match the expected type."""
+
+
+# --- reading a sysroot --------------------------------------------------------
+
+
+class SysrootError(OstreewatchError):
+    """The directory given as sysroot is unreadable or is not an ostree sysroot."""
+
+    dbus_name = ERROR_PREFIX + "NotOstree"
+
+
+# --- errors that D-Bus callers see -------------------------------------------
+
+
+class AccessDenied(OstreewatchError):
+    dbus_name = "org.freedesktop.DBus.Error.AccessDenied"
+
+
+class InvalidArgs(OstreewatchError):
+    dbus_name = "org.freedesktop.DBus.Error.InvalidArgs"
+
+
+class NoSuchEntry(OstreewatchError):
+    dbus_name = ERROR_PREFIX + "NoSuchEntry"
+
+
+class NotSupported(OstreewatchError):
+    dbus_name = ERROR_PREFIX + "NotSupported"
+
+
+class Busy(OstreewatchError):
+    dbus_name = ERROR_PREFIX + "Busy"
+
+
+class WriteFailed(OstreewatchError):
+    dbus_name = ERROR_PREFIX + "WriteFailed"
+
+
+class DaemonUnavailable(OstreewatchError):
+    """The CLI found no daemon on the bus."""
+
+    dbus_name = ERROR_PREFIX + "Unavailable"

@@ -1,0 +1,209 @@
+"""The boot-state snapshot: immutable values, and their shape on the bus.
+
+Field names are the contract (DESIGN.md §2): properties keep the D-Bus names,
+dictionary keys are snake_case, "" means none, -1 means unknown for numbers.
+Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict, Tuple
+
+# D-Bus signature of each key of the a{sv} dictionaries.
+DEPLOYMENT_KEYS: Dict[str, str] = {
+    "id": "s",            # OSNAME-CHECKSUM.SERIAL
+    "osname": "s",
+    "checksum": "s",
+    "serial": "i",
+    "index": "i",         # position in boot order; -1 for a staged deployment
+    "path": "s",          # absolute path of the deployment directory under the sysroot
+    "entry": "s",         # entry id, "" when no entry points at it
+    "bootcsum": "s",
+    "bootserial": "i",    # -1 when no entry
+    "booted": "b",
+    "default": "b",
+    "rollback": "b",
+    "staged": "b",
+    "pinned": "b",
+    "origin": "s",        # the refspec (or container image reference) of the .origin file
+    "version": "s",       # os-release VERSION (or OSTREE_VERSION / IMAGE_VERSION)
+    "title": "s",         # os-release PRETTY_NAME
+}
+
+BOOT_ENTRY_KEYS: Dict[str, str] = {
+    "id": "s",            # file name less .conf and boot-counting suffix
+    "file": "s",          # file name as on disk
+    "title": "s",
+    "version": "s",
+    "sort_key": "s",
+    "machine_id": "s",
+    "linux": "s",
+    "initrd": "as",
+    "options": "s",       # all options lines joined by a space
+    "devicetree": "s",
+    "architecture": "s",
+    "ostree": "s",        # the ostree= argument of options, "" when none
+    "deployment": "s",    # the deployment id it resolves to, "" when none
+    "default": "b",
+    "booted": "b",
+    "tries_left": "i",    # -1 when the file has no boot-counting suffix
+}
+
+MOUNT_KEYS: Dict[str, str] = {
+    "mount_point": "s",
+    "mount_id": "u",
+    "parent_id": "u",
+    "device": "s",        # "MAJOR:MINOR"
+    "root": "s",
+    "source": "s",
+    "fstype": "s",
+    "options": "s",       # per-mount options
+    "super_options": "s",
+    "read_only": "b",
+    "propagation": "s",   # optional fields joined by a space ("shared:1 master:2"), "" = private
+}
+
+PROBLEM_KEYS: Dict[str, str] = {
+    "code": "s",          # stable code, see docs/problems.md
+    "message": "s",
+    "subject": "s",       # the entry id, deployment id, path or mount point concerned
+}
+
+# The mount points published in Mounts, in this order.
+WATCHED_MOUNT_POINTS: Tuple[str, ...] = ("/", "/sysroot", "/usr", "/etc", "/var", "/boot", "/boot/efi")
+
+BOOTLOADERS = ("grub2", "systemd-boot", "none")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    id: str
+    osname: str
+    checksum: str
+    serial: int
+    index: int
+    path: str
+    entry: str = ""
+    bootcsum: str = ""
+    bootserial: int = -1
+    booted: bool = False
+    default: bool = False
+    rollback: bool = False
+    staged: bool = False
+    pinned: bool = False
+    origin: str = ""
+    version: str = ""
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class BootEntry:
+    id: str
+    file: str
+    title: str = ""
+    version: str = ""
+    sort_key: str = ""
+    machine_id: str = ""
+    linux: str = ""
+    initrd: Tuple[str, ...] = ()
+    options: str = ""
+    devicetree: str = ""
+    architecture: str = ""
+    ostree: str = ""
+    deployment: str = ""
+    default: bool = False
+    booted: bool = False
+    tries_left: int = -1
+
+
+@dataclass(frozen=True)
+class Mount:
+    mount_point: str
+    mount_id: int
+    parent_id: int
+    device: str
+    root: str
+    source: str
+    fstype: str
+    options: str
+    super_options: str
+    read_only: bool
+    propagation: str
+
+
+@dataclass(frozen=True)
+class Problem:
+    code: str
+    message: str
+    subject: str = ""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The whole boot state at one moment; the D-Bus properties, minus Generation and Version."""
+
+    Bootloader: str = "none"
+    OstreeBooted: bool = False
+    BootedDeployment: str = ""
+    DefaultDeployment: str = ""
+    RollbackDeployment: str = ""
+    StagedDeployment: str = ""
+    DefaultEntry: str = ""
+    NextEntry: str = ""
+    BootedEntry: str = ""
+    Deployments: Tuple[Deployment, ...] = ()
+    BootEntries: Tuple[BootEntry, ...] = ()
+    Mounts: Tuple[Mount, ...] = ()
+    Problems: Tuple[Problem, ...] = ()
+
+
+# D-Bus signature of each snapshot property (Generation "t" and Version "s" are the service's).
+PROPERTY_SIGNATURES: Dict[str, str] = {
+    "Bootloader": "s",
+    "OstreeBooted": "b",
+    "BootedDeployment": "s",
+    "DefaultDeployment": "s",
+    "RollbackDeployment": "s",
+    "StagedDeployment": "s",
+    "DefaultEntry": "s",
+    "NextEntry": "s",
+    "BootedEntry": "s",
+    "Deployments": "aa{sv}",
+    "BootEntries": "aa{sv}",
+    "Mounts": "aa{sv}",
+    "Problems": "aa{sv}",
+}
+
+_KEYS_OF = {Deployment: DEPLOYMENT_KEYS, BootEntry: BOOT_ENTRY_KEYS, Mount: MOUNT_KEYS, Problem: PROBLEM_KEYS}
+
+
+def record_to_dict(record: Any) -> Dict[str, Any]:
+    """One Deployment/BootEntry/Mount/Problem as a plain dict of its contract keys."""
+    out = {}
+    for key in _KEYS_OF[type(record)]:
+        value = getattr(record, key)
+        out[key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def snapshot_to_plain(snapshot: Snapshot) -> Dict[str, Any]:
+    """The snapshot as {"Property": value}: JSON-ready, the shape of --json output."""
+    out: Dict[str, Any] = {}
+    for field in dataclasses.fields(snapshot):
+        value = getattr(snapshot, field.name)
+        if isinstance(value, tuple):
+            value = [record_to_dict(item) for item in value]
+        out[field.name] = value
+    return out
+
+
+def key_signatures(property_name: str) -> Dict[str, str]:
+    """The a{sv} key signatures of an aa{sv} property."""
+    return {
+        "Deployments": DEPLOYMENT_KEYS,
+        "BootEntries": BOOT_ENTRY_KEYS,
+        "Mounts": MOUNT_KEYS,
+        "Problems": PROBLEM_KEYS,
+    }[property_name]
