@@ -159,6 +159,16 @@ class Snapshot:
     Problems: Tuple[Problem, ...] = ()
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who called a method, as the bus daemon vouches for it (GetConnectionCredentials)."""
+
+    uid: int = -1          # -1: unknown (then nothing is granted)
+    pid: int = -1
+    bus_name: str = ""     # the unique name, ":1.42"
+    unit: str = ""         # the systemd unit of pid, "" when unknown
+
+
 # D-Bus signature of each snapshot property (Generation "t" and Version "s" are the service's).
 PROPERTY_SIGNATURES: Dict[str, str] = {
     "Bootloader": "s",
