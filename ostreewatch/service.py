@@ -1,0 +1,395 @@
+"""The D-Bus edge: the org.ostreewatch1.Manager object and a small client.
+
+The only module importing dbus_next. Properties are served by a dbus-next
+ServiceInterface (read-only); method calls to the Manager and Introspect of
+its path are intercepted with a message handler, because dbus-next hides the
+caller from @method handlers and answers uncaught exceptions with a Python
+traceback (DESIGN.md §3). Every error that leaves here is a named D-Bus error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import xml.etree.ElementTree as ET
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Tuple
+
+from dbus_next import BusType, Message, MessageFlag, MessageType, Variant
+from dbus_next.aio import MessageBus
+from dbus_next.constants import NameFlag, RequestNameReply
+from dbus_next.service import PropertyAccess, ServiceInterface, dbus_property
+
+from . import errors, model
+
+BUS_NAME = "org.ostreewatch1"
+OBJECT_PATH = "/org/ostreewatch1"
+INTERFACE = "org.ostreewatch1.Manager"
+PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
+EMITS = "org.freedesktop.DBus.Property.EmitsChangedSignal"
+
+UNKNOWN_METHOD = "org.freedesktop.DBus.Error.UnknownMethod"
+INVALID_ARGS = errors.InvalidArgs.dbus_name
+FAILED = errors.OstreewatchError.dbus_name
+
+log = logging.getLogger("ostreewatch.service")
+
+# The interface, as dbus/org.ostreewatch1.Manager.xml declares it (a test keeps them equal).
+# method name -> (in args [(name, sig)], out args [(name, sig)])
+METHODS: Dict[str, Tuple[List[Tuple[str, str]], List[Tuple[str, str]]]] = {
+    "Reload": ([], [("generation", "t")]),
+    "SetDefaultEntry": ([("id", "s")], []),
+    "SetNextEntry": ([("id", "s")], []),
+}
+SIGNALS: Dict[str, List[Tuple[str, str]]] = {
+    "DeploymentsChanged": [("added", "as"), ("removed", "as")],
+    "BootEntriesChanged": [("added", "as"), ("removed", "as"), ("modified", "as")],
+    "DefaultEntryChanged": [("previous", "s"), ("current", "s")],
+    "MountsChanged": [("mount_points", "as")],
+}
+PROPERTIES: Dict[str, str] = dict(model.PROPERTY_SIGNATURES, Generation="t", Version="s")
+# Version never changes while the daemon runs; every other property is sent with its value.
+EMITS_CHANGED: Dict[str, str] = {name: ("const" if name == "Version" else "true") for name in PROPERTIES}
+
+# Hooks the daemon gives the service: Reload() and the two write methods.
+ReloadHook = Callable[[], Awaitable[int]]
+SetEntryHook = Callable[[str, str, model.Caller], Awaitable[None]]
+
+
+# --- values: snapshot -> dbus-next values --------------------------------------------
+
+
+def _record_variants(record: Any) -> Dict[str, Variant]:
+    sigs = model._KEYS_OF[type(record)]
+    return {key: Variant(sig, value) for key, value in model.record_to_dict(record).items()
+            for sig in (sigs[key],)}
+
+
+def snapshot_values(snapshot: model.Snapshot) -> Dict[str, Any]:
+    """The snapshot's properties as dbus-next values (aa{sv} items typed per model.*_KEYS)."""
+    out: Dict[str, Any] = {}
+    for name, sig in model.PROPERTY_SIGNATURES.items():
+        value = getattr(snapshot, name)
+        out[name] = [_record_variants(r) for r in value] if sig == "aa{sv}" else value
+    return out
+
+
+def unwrap(value: Any) -> Any:
+    """dbus-next values (Variants inside lists and dicts) as plain Python values."""
+    if isinstance(value, Variant):
+        return unwrap(value.value)
+    if isinstance(value, dict):
+        return {k: unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap(v) for v in value]
+    return value
+
+
+# --- the object -----------------------------------------------------------------------
+
+
+def _property(name: str, sig: str) -> Any:
+    def getter(self: "Manager") -> Any:
+        return self._values[name]
+
+    getter.__name__ = name
+    getter.__annotations__ = {"return": sig}
+    return dbus_property(access=PropertyAccess.READ, name=name)(getter)
+
+
+class _ManagerBase(ServiceInterface):
+    pass
+
+
+for _name, _sig in PROPERTIES.items():
+    setattr(_ManagerBase, "_prop_" + _name, _property(_name, _sig))
+
+
+def interface_xml() -> ET.Element:
+    """The Manager's <interface> element, with arg names and annotations."""
+    iface = ET.Element("interface", name=INTERFACE)
+    for name, (ins, outs) in METHODS.items():
+        m = ET.SubElement(iface, "method", name=name)
+        for arg, sig in ins:
+            ET.SubElement(m, "arg", name=arg, type=sig, direction="in")
+        for arg, sig in outs:
+            ET.SubElement(m, "arg", name=arg, type=sig, direction="out")
+    for name, args in SIGNALS.items():
+        s = ET.SubElement(iface, "signal", name=name)
+        for arg, sig in args:
+            ET.SubElement(s, "arg", name=arg, type=sig)
+    for name, sig in PROPERTIES.items():
+        p = ET.SubElement(iface, "property", name=name, type=sig, access="read")
+        ET.SubElement(p, "annotation", name=EMITS, value=EMITS_CHANGED[name])
+    return iface
+
+
+_DOCTYPE = ('<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"\n'
+            '"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">\n')
+
+
+class Manager(_ManagerBase):
+    """org.ostreewatch1.Manager: the published snapshot, its signals, and its methods."""
+
+    def __init__(self, snapshot: model.Snapshot, generation: int, version: str,
+                 reload: ReloadHook, set_entry: Optional[SetEntryHook] = None) -> None:
+        super().__init__(INTERFACE)
+        self.snapshot = snapshot
+        self.generation = generation
+        self._values: Dict[str, Any] = dict(snapshot_values(snapshot), Generation=generation, Version=version)
+        self._reload = reload
+        self._set_entry = set_entry
+        self._buses: List[MessageBus] = []
+        self._tasks: set = set()
+
+    # -- publishing --
+
+    def publish(self, snapshot: model.Snapshot, generation: int, changes: Any) -> None:
+        """Swap in a new snapshot and emit PropertiesChanged once, then the typed signals."""
+        self.snapshot = snapshot
+        self.generation = generation
+        new_values = snapshot_values(snapshot)
+        changed = {name: new_values[name] for name in changes.changed_properties}
+        self._values.update(new_values)
+        self._values["Generation"] = generation
+        changed["Generation"] = generation
+        self.emit_properties_changed(changed)
+        if changes.deployments_added or changes.deployments_removed:
+            self._signal("DeploymentsChanged", "asas",
+                         [list(changes.deployments_added), list(changes.deployments_removed)])
+        if changes.entries_added or changes.entries_removed or changes.entries_modified:
+            self._signal("BootEntriesChanged", "asasas",
+                         [list(changes.entries_added), list(changes.entries_removed),
+                          list(changes.entries_modified)])
+        if changes.default_entry is not None:
+            self._signal("DefaultEntryChanged", "ss", list(changes.default_entry))
+        if changes.mount_points_changed:
+            self._signal("MountsChanged", "as", [list(changes.mount_points_changed)])
+
+    def _signal(self, member: str, signature: str, body: List[Any]) -> None:
+        for bus in self._buses:
+            if bus.connected:
+                bus.send(Message.new_signal(OBJECT_PATH, INTERFACE, member, signature, body))
+
+    # -- attaching to a bus --
+
+    def attach(self, bus: MessageBus) -> None:
+        """Export on BUS and intercept the calls dbus-next would mishandle."""
+        bus.export(OBJECT_PATH, self)
+        bus.add_message_handler(lambda msg: self._on_message(bus, msg))
+        self._buses.append(bus)
+
+    def detach(self, bus: MessageBus) -> None:
+        if bus in self._buses:
+            self._buses.remove(bus)
+
+    def _on_message(self, bus: MessageBus, msg: Message) -> bool:
+        if msg.message_type != MessageType.METHOD_CALL or msg.path != OBJECT_PATH:
+            return False
+        if msg.interface == "org.freedesktop.DBus.Introspectable" and msg.member == "Introspect":
+            if msg.signature != "":
+                return False  # dbus-next answers UnknownMethod
+            self._reply(bus, msg, Message.new_method_return(msg, "s", [self.introspection_xml(bus)]))
+            return True
+        if msg.interface not in (INTERFACE, None) or (msg.interface is None and msg.member not in METHODS):
+            return False
+        task = asyncio.ensure_future(self._dispatch(bus, msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    def introspection_xml(self, bus: MessageBus) -> str:
+        node = bus._introspect_export_path(OBJECT_PATH).to_xml()
+        for child in list(node):
+            if child.tag == "interface" and child.get("name") == INTERFACE:
+                node.remove(child)
+        node.append(interface_xml())
+        ET.indent(node)
+        return _DOCTYPE + ET.tostring(node, encoding="unicode")
+
+    @staticmethod
+    def _reply(bus: MessageBus, msg: Message, reply: Message) -> None:
+        if msg.flags & MessageFlag.NO_REPLY_EXPECTED or not bus.connected:
+            return
+        bus.send(reply)
+
+    async def _dispatch(self, bus: MessageBus, msg: Message) -> None:
+        try:
+            reply = await self._call(bus, msg)
+        except errors.OstreewatchError as e:
+            reply = Message.new_error(msg, e.dbus_name, str(e) or type(e).__name__)
+        except Exception:  # never a traceback on the bus: log it here, name it there
+            log.exception("internal error in %s", msg.member)
+            reply = Message.new_error(msg, FAILED, f"internal error in {msg.member}; see the daemon's log")
+        self._reply(bus, msg, reply)
+
+    async def _call(self, bus: MessageBus, msg: Message) -> Message:
+        if msg.member not in METHODS:
+            return Message.new_error(msg, UNKNOWN_METHOD,
+                                     f"{INTERFACE} has no method {msg.member!r}")
+        in_sig = "".join(sig for _, sig in METHODS[msg.member][0])
+        if msg.signature != in_sig:
+            raise errors.InvalidArgs(
+                f"{msg.member} takes signature {in_sig!r}, got {msg.signature!r}")
+        caller = await caller_of(bus, msg.sender)
+        if msg.member == "Reload":
+            if caller.uid != 0:
+                raise errors.AccessDenied("Reload is for root only")
+            return Message.new_method_return(msg, "t", [await self._reload()])
+        which = "default" if msg.member == "SetDefaultEntry" else "next"
+        if self._set_entry is None:
+            if caller.uid != 0:
+                raise errors.AccessDenied(f"{msg.member} is for root only")
+            raise errors.NotSupported("this daemon was built without the boot writer")
+        await self._set_entry(which, msg.body[0], caller)
+        return Message.new_method_return(msg)
+
+
+# --- callers ----------------------------------------------------------------------------
+
+
+def _unit_of(pid: int) -> str:
+    """The systemd unit of PID from /proc/PID/cgroup (cgroup v2), "" when unknown."""
+    try:
+        with open(f"/proc/{pid}/cgroup", "rb") as f:
+            data = f.read(65536).decode("utf-8", "replace")
+    except OSError:
+        return ""
+    for line in data.splitlines():
+        if line.startswith("0::"):
+            for part in reversed(line[3:].split("/")):
+                if part.endswith((".service", ".scope", ".socket", ".mount")):
+                    return part
+    return ""
+
+
+async def caller_of(bus: MessageBus, sender: Optional[str]) -> model.Caller:
+    """Who sent a message, as the bus daemon vouches for it; uid -1 when it cannot say."""
+    if not sender:
+        return model.Caller()
+    reply = await bus.call(Message(
+        destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+        interface="org.freedesktop.DBus", member="GetConnectionCredentials",
+        signature="s", body=[sender]))
+    if reply is None or reply.message_type != MessageType.METHOD_RETURN:
+        return model.Caller(bus_name=sender)
+    creds = reply.body[0]
+    uid = int(creds["UnixUserID"].value) if "UnixUserID" in creds else -1
+    pid = int(creds["ProcessID"].value) if "ProcessID" in creds else -1
+    unit = await asyncio.get_running_loop().run_in_executor(None, _unit_of, pid) if pid > 0 else ""
+    return model.Caller(uid=uid, pid=pid, bus_name=sender, unit=unit)
+
+
+# --- connecting -------------------------------------------------------------------------
+
+
+def bus_address(spec: str) -> Tuple[Optional[str], BusType]:
+    """--bus system|session|ADDRESS as (address or None, bus type)."""
+    if spec == "system":
+        return None, BusType.SYSTEM
+    if spec == "session":
+        return None, BusType.SESSION
+    return spec, BusType.SYSTEM
+
+
+def socket_path(spec: str) -> Optional[str]:
+    """The unix socket file a bus spec resolves to, None when not a path (abstract, tcp)."""
+    address, bus_type = bus_address(spec)
+    if address is None:
+        if bus_type == BusType.SYSTEM:
+            address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/var/run/dbus/system_bus_socket")
+        else:
+            address = os.environ.get("DBUS_SESSION_BUS_ADDRESS", "")
+    first = address.split(";")[0]
+    if not first.startswith("unix:"):
+        return None
+    for kv in first[5:].split(","):
+        key, _, value = kv.partition("=")
+        if key == "path":
+            return value
+    return None
+
+
+async def connect(spec: str) -> MessageBus:
+    """Connect to the bus named by --bus; raises OSError (and others) when it is not there."""
+    address, bus_type = bus_address(spec)
+    return await MessageBus(bus_address=address, bus_type=bus_type).connect()
+
+
+async def own_name(bus: MessageBus) -> bool:
+    """Ask for org.ostreewatch1 (queued if taken); True when we are the primary owner."""
+    reply = await bus.request_name(BUS_NAME, NameFlag.NONE)
+    return reply == RequestNameReply.PRIMARY_OWNER or reply == RequestNameReply.ALREADY_OWNER
+
+
+# --- the client -------------------------------------------------------------------------
+
+
+class Client:
+    """A client of a running ostreewatchd (used by the CLI)."""
+
+    def __init__(self, bus: MessageBus) -> None:
+        self.bus = bus
+
+    @classmethod
+    async def connect(cls, spec: str = "system") -> "Client":
+        try:
+            return cls(await connect(spec))
+        except Exception as e:
+            raise errors.DaemonUnavailable(f"cannot connect to the {spec} bus: {e}") from None
+
+    def close(self) -> None:
+        self.bus.disconnect()
+
+    async def _call(self, member: str, signature: str = "", body: Iterable[Any] = (),
+                    interface: str = INTERFACE, destination: str = BUS_NAME,
+                    path: str = OBJECT_PATH) -> List[Any]:
+        reply = await self.bus.call(Message(destination=destination, path=path, interface=interface,
+                                            member=member, signature=signature, body=list(body)))
+        if reply.message_type == MessageType.ERROR:
+            text = reply.body[0] if reply.body else reply.error_name
+            err_cls = next((c for c in _ERRORS if c.dbus_name == reply.error_name), errors.OstreewatchError)
+            err = err_cls(f"{reply.error_name}: {text}")
+            raise err
+        return reply.body
+
+    async def has_owner(self) -> bool:
+        body = await self._call("NameHasOwner", "s", [BUS_NAME], interface="org.freedesktop.DBus",
+                                destination="org.freedesktop.DBus", path="/org/freedesktop/DBus")
+        return bool(body[0])
+
+    async def get_all(self) -> Dict[str, Any]:
+        """Every property, as plain values ({"Property": value})."""
+        body = await self._call("GetAll", "s", [INTERFACE], interface=PROPERTIES_IFACE)
+        return unwrap(body[0])
+
+    async def reload(self) -> int:
+        return int((await self._call("Reload"))[0])
+
+    async def set_entry(self, which: str, entry_id: str) -> None:
+        await self._call("SetDefaultEntry" if which == "default" else "SetNextEntry", "s", [entry_id])
+
+    async def subscribe(self, on_signal: Callable[[str, Dict[str, Any]], None]) -> None:
+        """Call on_signal(name, args) for every signal of the daemon, PropertiesChanged included."""
+        def handler(msg: Message) -> bool:
+            if msg.message_type != MessageType.SIGNAL or msg.path != OBJECT_PATH:
+                return False
+            if msg.interface == PROPERTIES_IFACE and msg.member == "PropertiesChanged":
+                if msg.body[0] != INTERFACE:
+                    return False
+                on_signal("PropertiesChanged", {"changed": unwrap(msg.body[1]),
+                                                "invalidated": list(msg.body[2])})
+            elif msg.interface == INTERFACE and msg.member in SIGNALS:
+                names = [n for n, _ in SIGNALS[msg.member]]
+                on_signal(msg.member, dict(zip(names, unwrap(msg.body))))
+            return False
+
+        self.bus.add_message_handler(handler)
+        for rule in (f"type='signal',sender='{BUS_NAME}',path='{OBJECT_PATH}',interface='{INTERFACE}'",
+                     f"type='signal',sender='{BUS_NAME}',path='{OBJECT_PATH}',interface='{PROPERTIES_IFACE}'"):
+            await self._call("AddMatch", "s", [rule], interface="org.freedesktop.DBus",
+                             destination="org.freedesktop.DBus", path="/org/freedesktop/DBus")
+
+
+_ERRORS = [errors.AccessDenied, errors.InvalidArgs, errors.NoSuchEntry, errors.NotSupported,
+           errors.Busy, errors.WriteFailed, errors.DaemonUnavailable, errors.SysrootError]
