@@ -1,0 +1,286 @@
+"""Structured journal records with fixed MESSAGE_IDs; stderr when there is no journal.
+
+The only module importing systemd.journal. Every record carries
+SYSLOG_IDENTIFIER, a MESSAGE_ID constant below, a PRIORITY, a human-readable
+MESSAGE and typed OSTREEWATCH_* fields (docs/journal.md). Fields that hold
+several ids (OSTREEWATCH_DEPLOYMENTS_ADDED, ...) are repeated, one value per
+id, so `journalctl OSTREEWATCH_DEPLOYMENTS_ADDED=ID` matches exactly.
+Nothing here raises: a record that cannot reach the journal goes to stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import Any, Iterable, List, Optional, Sequence, TextIO, Tuple
+
+from ostreewatch.changes import Changes
+from ostreewatch.model import Problem, Snapshot
+
+try:  # systemd-python is a hard dependency, but a broken install must not stop the daemon
+    from systemd import journal as _sd_journal
+except ImportError:  # pragma: no cover - exercised only on broken installs
+    _sd_journal = None
+
+MESSAGE_ID_STARTED = "f3d48fa3fb0d4738b5bb70c685396c1f"
+MESSAGE_ID_CHANGED = "488341b5a41c468d9f349204a50f4972"
+MESSAGE_ID_PROBLEM_APPEARED = "9bfbe0e2a307441eaf788b4dc8daa70c"
+MESSAGE_ID_PROBLEM_CLEARED = "d0034dae0098497f9159685ec374a760"
+MESSAGE_ID_WRITE_ATTEMPT = "64c23d02494a4656819de4e18f356173"
+MESSAGE_ID_STOPPING = "459753d14c1e43aeb6addf71a7c527b1"
+MESSAGE_ID_BUS_CONNECTED = "0cbf114ab1ef46c4ba9d4c3b90d5a899"
+MESSAGE_ID_BUS_LOST = "b9b286b80dac431791901d192e96a63a"
+
+# syslog priorities (sd-daemon.h / syslog.h)
+LOG_ERR = 3
+LOG_WARNING = 4
+LOG_NOTICE = 5
+LOG_INFO = 6
+LOG_DEBUG = 7
+
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+
+# Snapshot properties holding one string: journaled as _PREVIOUS / _CURRENT pairs.
+_SCALAR_PROPERTIES = (
+    "Bootloader",
+    "OstreeBooted",
+    "BootedDeployment",
+    "DefaultDeployment",
+    "RollbackDeployment",
+    "StagedDeployment",
+    "DefaultEntry",
+    "NextEntry",
+    "BootedEntry",
+)
+
+_WRITE_SUCCESS = ("success", "ok", "succeeded", "done")
+_FIELD_RE = re.compile(r"[^A-Z0-9_]")
+_PLAIN_RE = re.compile(r"[A-Za-z0-9_.,:/@+=%-]+")
+
+Field = Tuple[str, Any]
+
+
+def _snake_upper(name: str) -> str:
+    """DefaultEntry -> DEFAULT_ENTRY."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper()
+
+
+def field_name(key: str) -> str:
+    """caller-uid / caller_uid -> OSTREEWATCH_CALLER_UID (a valid journal field name)."""
+    name = _FIELD_RE.sub("_", key.upper()).lstrip("_")
+    return ("OSTREEWATCH_" + name)[:64]
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return ""
+    return str(value)
+
+
+class Journal:
+    """Writes ostreewatch's records; `stream` is where they go without a journal."""
+
+    def __init__(
+        self,
+        identifier: str = "ostreewatch",
+        *,
+        socket_path: str = JOURNAL_SOCKET,
+        stream: Optional[TextIO] = None,
+    ) -> None:
+        self.identifier = identifier
+        self.socket_path = socket_path
+        self._stream = stream
+
+    # --- the record kinds ------------------------------------------------------
+
+    def started(self, snapshot: Snapshot, version: str) -> None:
+        """The daemon started and read its first snapshot."""
+        booted = snapshot.BootedDeployment or "none"
+        default = snapshot.DefaultDeployment or "none"
+        message = (
+            f"ostreewatch {version} started: booted {booted}, default {default}, "
+            f"default entry {snapshot.DefaultEntry or 'none'}, {len(snapshot.Problems)} problem(s)"
+        )
+        self._emit(
+            MESSAGE_ID_STARTED,
+            LOG_INFO,
+            message,
+            [
+                ("OSTREEWATCH_VERSION", version),
+                ("OSTREEWATCH_BOOTLOADER", snapshot.Bootloader),
+                ("OSTREEWATCH_OSTREE_BOOTED", snapshot.OstreeBooted),
+                ("OSTREEWATCH_BOOTED_DEPLOYMENT", snapshot.BootedDeployment),
+                ("OSTREEWATCH_DEFAULT_DEPLOYMENT", snapshot.DefaultDeployment),
+                ("OSTREEWATCH_ROLLBACK_DEPLOYMENT", snapshot.RollbackDeployment),
+                ("OSTREEWATCH_STAGED_DEPLOYMENT", snapshot.StagedDeployment),
+                ("OSTREEWATCH_DEFAULT_ENTRY", snapshot.DefaultEntry),
+                ("OSTREEWATCH_BOOTED_ENTRY", snapshot.BootedEntry),
+                ("OSTREEWATCH_DEPLOYMENT_COUNT", len(snapshot.Deployments)),
+                ("OSTREEWATCH_ENTRY_COUNT", len(snapshot.BootEntries)),
+                ("OSTREEWATCH_PROBLEM_COUNT", len(snapshot.Problems)),
+            ],
+        )
+
+    def changed(self, old: Snapshot, new: Snapshot, changes: Changes, generation: int) -> None:
+        """One published change: what changed, with before and after."""
+        fields: List[Field] = [("OSTREEWATCH_GENERATION", generation)]
+        fields += [("OSTREEWATCH_CHANGED", name) for name in changes.changed_properties]
+        summary: List[str] = []
+        for prop in _SCALAR_PROPERTIES:
+            if prop in changes.changed_properties:
+                before, after = getattr(old, prop), getattr(new, prop)
+                key = "OSTREEWATCH_" + _snake_upper(prop)
+                fields += [(key + "_PREVIOUS", before), (key + "_CURRENT", after)]
+                summary.append(f"{prop} {_text(before) or 'none'} -> {_text(after) or 'none'}")
+        lists: Sequence[Tuple[str, Iterable[str], str]] = (
+            ("DEPLOYMENTS_ADDED", changes.deployments_added, "deployment(s) added"),
+            ("DEPLOYMENTS_REMOVED", changes.deployments_removed, "deployment(s) removed"),
+            ("ENTRIES_ADDED", changes.entries_added, "entry(ies) added"),
+            ("ENTRIES_REMOVED", changes.entries_removed, "entry(ies) removed"),
+            ("ENTRIES_MODIFIED", changes.entries_modified, "entry(ies) modified"),
+            ("MOUNTS_CHANGED", changes.mount_points_changed, "mount point(s) changed"),
+        )
+        for key, ids, words in lists:
+            ids = tuple(ids)
+            fields += [("OSTREEWATCH_" + key, i) for i in ids]
+            if ids:
+                summary.append(f"{len(ids)} {words}: {' '.join(ids)}")
+        fields += [("OSTREEWATCH_PROBLEMS_APPEARED", p.code) for p in changes.problems_appeared]
+        fields += [("OSTREEWATCH_PROBLEMS_CLEARED", p.code) for p in changes.problems_cleared]
+        if changes.problems_appeared or changes.problems_cleared:
+            summary.append(
+                f"problems +{len(changes.problems_appeared)} -{len(changes.problems_cleared)}"
+            )
+        if not summary:
+            summary.append(", ".join(changes.changed_properties) or "nothing")
+        message = f"Boot state changed (generation {generation}): " + "; ".join(summary)
+        self._emit(MESSAGE_ID_CHANGED, LOG_INFO, message, fields)
+
+    def problem_appeared(self, problem: Problem) -> None:
+        """A problem that was not in the previous snapshot."""
+        self._emit(
+            MESSAGE_ID_PROBLEM_APPEARED,
+            LOG_WARNING,
+            f"Problem {problem.code}"
+            + (f" ({problem.subject})" if problem.subject else "")
+            + f": {problem.message}",
+            self._problem_fields(problem),
+        )
+
+    def problem_cleared(self, problem: Problem) -> None:
+        """A problem of the previous snapshot that is gone."""
+        self._emit(
+            MESSAGE_ID_PROBLEM_CLEARED,
+            LOG_INFO,
+            f"Problem cleared: {problem.code}" + (f" ({problem.subject})" if problem.subject else ""),
+            self._problem_fields(problem),
+        )
+
+    def write_attempt(self, **fields: Any) -> None:
+        """Audit record of a boot write (SetDefaultEntry, ...): notice on success, warning on refusal."""
+        result = _text(fields.get("result", ""))
+        error = _text(fields.get("error", ""))
+        ok = not error and (result == "" or result.lower() in _WRITE_SUCCESS)
+        method = _text(fields.get("method", "")) or "write"
+        who = f"uid {_text(fields.get('caller_uid', '?'))}"
+        if fields.get("caller_unit"):
+            who += f" ({fields['caller_unit']})"
+        target = _text(fields.get("entry") or fields.get("deployment") or "")
+        message = f"{method}({target}) by {who}: " + (
+            "succeeded" if ok else f"refused: {error or result}"
+        )
+        self._emit(
+            MESSAGE_ID_WRITE_ATTEMPT,
+            LOG_NOTICE if ok else LOG_WARNING,
+            message,
+            [(field_name(k), v) for k, v in fields.items()],
+        )
+
+    def stopping(self, reason: str = "") -> None:
+        """The daemon is exiting."""
+        self._emit(
+            MESSAGE_ID_STOPPING,
+            LOG_INFO,
+            "ostreewatch stopping" + (f": {reason}" if reason else ""),
+            [("OSTREEWATCH_REASON", reason)] if reason else [],
+        )
+
+    def bus_connected(self, address: str = "", unique_name: str = "") -> None:
+        """The daemon owns its name on the bus (first time or after a reconnection)."""
+        self._emit(
+            MESSAGE_ID_BUS_CONNECTED,
+            LOG_INFO,
+            f"Connected to the bus {address}".rstrip() + (f" as {unique_name}" if unique_name else ""),
+            [("OSTREEWATCH_BUS_ADDRESS", address), ("OSTREEWATCH_BUS_UNIQUE_NAME", unique_name)],
+        )
+
+    def bus_lost(self, address: str = "", reason: str = "") -> None:
+        """The bus connection went away; the daemon keeps watching and will reconnect."""
+        self._emit(
+            MESSAGE_ID_BUS_LOST,
+            LOG_WARNING,
+            "Lost the bus connection" + (f": {reason}" if reason else "") + ", will reconnect",
+            [("OSTREEWATCH_BUS_ADDRESS", address), ("OSTREEWATCH_REASON", reason)],
+        )
+
+    def log(self, priority: int, message: str, **fields: Any) -> None:
+        """A plain message (no MESSAGE_ID); extra fields become OSTREEWATCH_*."""
+        self._emit(None, priority, message, [(field_name(k), v) for k, v in fields.items()])
+
+    # --- plumbing --------------------------------------------------------------
+
+    @staticmethod
+    def _problem_fields(problem: Problem) -> List[Field]:
+        return [
+            ("OSTREEWATCH_PROBLEM_CODE", problem.code),
+            ("OSTREEWATCH_PROBLEM_SUBJECT", problem.subject),
+            ("OSTREEWATCH_PROBLEM_MESSAGE", problem.message),
+        ]
+
+    def _lines(
+        self, message_id: Optional[str], priority: int, message: str, fields: Sequence[Field]
+    ) -> List[str]:
+        lines = [
+            "MESSAGE=" + message,
+            f"PRIORITY={int(priority)}",
+            "SYSLOG_IDENTIFIER=" + self.identifier,
+        ]
+        if message_id:
+            lines.append("MESSAGE_ID=" + message_id)
+        lines += [f"{key}={_text(value)}" for key, value in fields]
+        return lines
+
+    def _emit(
+        self, message_id: Optional[str], priority: int, message: str, fields: Sequence[Field]
+    ) -> None:
+        try:
+            lines = self._lines(message_id, priority, message, fields)
+        except Exception as exc:  # a field whose str() fails must not lose the record
+            lines = ["MESSAGE=" + str(message), f"OSTREEWATCH_FORMAT_ERROR={exc!r}"]
+        # systemd-python is silent when the socket is missing: check first so the
+        # record is not lost; a stale socket raises ConnectionRefusedError instead.
+        if _sd_journal is not None and os.path.exists(self.socket_path):
+            try:
+                _sd_journal.sendv(*lines)
+                return
+            except Exception as exc:  # OSError mostly; never let logging kill the daemon
+                lines.append(f"OSTREEWATCH_JOURNAL_ERROR={exc.__class__.__name__}")
+        self._to_stderr(lines)
+
+    def _to_stderr(self, lines: Sequence[str]) -> None:
+        """One line: `identifier: KEY=value ...`, values quoted when not plain."""
+        parts = []
+        for line in lines:
+            key, _, value = line.partition("=")
+            if not _PLAIN_RE.fullmatch(value):
+                value = '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+            parts.append(f"{key}={value}")
+        try:
+            stream = self._stream if self._stream is not None else sys.stderr
+            stream.write(f"{self.identifier}: " + " ".join(parts) + "\n")
+            stream.flush()
+        except Exception:  # stderr closed or full: nothing left to tell
+            pass
