@@ -1,0 +1,487 @@
+"""ostreewatchd: watcher -> debounce -> snapshot -> diff -> D-Bus signals and journal.
+
+The daemon is ready (sd_notify READY=1) as soon as its first snapshot is read
+and journaled; the bus is joined whenever its socket appears, and joined again
+after it goes away. Nothing here wakes up while nothing changes: the only timer
+is the watchdog's, and only when systemd asks for one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import ctypes
+import ctypes.util
+import logging
+import os
+import signal
+import socket
+import struct
+import sys
+from typing import Any, Callable, List, Optional, Tuple
+
+from . import __version__, errors, model
+
+log = logging.getLogger("ostreewatch.daemon")
+
+DEFAULT_DEBOUNCE_MS = 20
+# A burst that never goes quiet is still published after this many debounce periods.
+MAX_DEBOUNCE_FACTOR = 10
+
+
+# --- small platform helpers ------------------------------------------------------------
+
+
+def sd_notify(state: str) -> bool:
+    """Send STATE to systemd's NOTIFY_SOCKET; False when there is none."""
+    try:
+        from systemd import daemon as sd_daemon  # type: ignore
+        return bool(sd_daemon.notify(state))
+    except ImportError:
+        pass
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+        try:
+            s.sendto(state.encode(), addr)
+        except OSError:
+            return False
+    return True
+
+
+def status_line(snapshot: model.Snapshot) -> str:
+    """One line for systemctl status: booted deployment, default entry, problem count."""
+    booted = snapshot.BootedDeployment or "none"
+    default = snapshot.DefaultEntry or "none"
+    return f"booted {booted}, default entry {default}, {len(snapshot.Problems)} problem(s)"
+
+
+_IN_CREATE, _IN_MOVED_TO, _IN_ATTRIB = 0x100, 0x80, 0x4
+_IN_DELETE_SELF, _IN_MOVE_SELF, _IN_IGNORED = 0x400, 0x800, 0x8000
+_IN_NONBLOCK, _IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
+_libc: Any = None
+
+
+def _inotify() -> Any:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return _libc
+
+
+class PathWaiter:
+    """Wait, without polling, until a file (the bus socket) is created at PATH.
+
+    A one-shot inotify watch on the file's directory, or on its nearest existing
+    ancestor when the directory is missing (then any creation there ends the
+    wait and the caller looks again). Set up *before* trying to connect, so a
+    socket created in between is not missed.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+        libc = _inotify()
+        fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        self.fd = fd
+        directory = os.path.dirname(path) or "."
+        self.name: Optional[str] = os.path.basename(path)
+        while not os.path.isdir(directory) and directory not in ("/", ""):
+            directory, self.name = os.path.dirname(directory), None
+        mask = _IN_CREATE | _IN_MOVED_TO | _IN_ATTRIB | _IN_DELETE_SELF | _IN_MOVE_SELF
+        if libc.inotify_add_watch(fd, os.fsencode(directory), mask) < 0:
+            err = ctypes.get_errno()
+            self.close()
+            raise OSError(err, f"inotify_add_watch {directory}")
+
+    async def wait(self) -> None:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def readable() -> None:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return
+            pos = 0
+            while pos + 16 <= len(data):
+                _wd, mask, _cookie, length = struct.unpack_from("iIII", data, pos)
+                name = data[pos + 16:pos + 16 + length].rstrip(b"\0").decode(errors="replace")
+                pos += 16 + length
+                if mask & (_IN_DELETE_SELF | _IN_MOVE_SELF | _IN_IGNORED) or self.name is None \
+                        or name == self.name:
+                    if not done.done():
+                        done.set_result(None)
+
+        loop.add_reader(self.fd, readable)
+        try:
+            await done
+        finally:
+            loop.remove_reader(self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+# --- fallbacks for modules that may be missing in a partial checkout --------------------
+
+
+class _StderrJournal:
+    """Stand-in for journal.Journal: the same calls, one log line each."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        def record(*args: Any, **kwargs: Any) -> None:
+            log.info("%s %s", name, kwargs or "")
+        return record
+
+
+def _make_journal() -> Any:
+    try:
+        from .journal import Journal
+    except ImportError:
+        return _StderrJournal()
+    return Journal()
+
+
+def _journal_call(journal: Any, name: str, *args: Any, **fields: Any) -> None:
+    """journal.NAME(*args, **fields); a journal failure never stops the daemon."""
+    try:
+        getattr(journal, name)(*args, **fields)
+    except Exception:
+        log.exception("journal record %s failed", name)
+
+
+# --- the daemon ------------------------------------------------------------------------
+
+
+class Daemon:
+    """Holds the published snapshot and its generation; runs the change flow."""
+
+    def __init__(self, paths: Any, bus_spec: str, debounce_ms: int = DEFAULT_DEBOUNCE_MS,
+                 journal: Any = None) -> None:
+        from . import changes, state  # noqa: F401 (fail early if the tree is incomplete)
+        self.paths = paths
+        self.bus_spec = bus_spec
+        self.debounce = max(0, debounce_ms) / 1000.0
+        self.journal = journal if journal is not None else _make_journal()
+        self.snapshot = model.Snapshot()
+        self.generation = 0
+        self.manager: Any = None
+        self.writer: Any = None
+        self.watcher: Any = None
+        self.bus: Any = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="scan")
+        self._stopping: Optional[asyncio.Event] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._debounce_handle: Optional[asyncio.TimerHandle] = None
+        self._burst_start = 0.0
+        self._want = 0
+        self._done = 0
+        self._scan_task: Optional[asyncio.Task] = None
+        self._waiters: List[Tuple[int, asyncio.Future]] = []
+        self._tasks: List[asyncio.Task] = []
+
+    # -- scanning --
+
+    def _read(self) -> model.Snapshot:
+        from .state import read_snapshot
+        return read_snapshot(self.paths)
+
+    def on_change(self, reason: str = "") -> None:
+        """The watcher's callback: rescan after a quiet time (trailing debounce, capped)."""
+        loop = self._loop
+        if loop is None or self._stopping is None or self._stopping.is_set():
+            return
+        now = loop.time()
+        if self._debounce_handle is None:
+            self._burst_start = now
+        else:
+            self._debounce_handle.cancel()
+        due = min(now + self.debounce, self._burst_start + self.debounce * MAX_DEBOUNCE_FACTOR)
+        self._debounce_handle = loop.call_at(due, self._debounced)
+
+    def _debounced(self) -> None:
+        self._debounce_handle = None
+        self.request_scan()
+
+    def request_scan(self) -> int:
+        """Ask for a rescan; returns a ticket that wait_scan() waits for."""
+        self._want += 1
+        if self._scan_task is None:
+            self._scan_task = asyncio.ensure_future(self._scan_loop())
+        return self._want
+
+    async def wait_scan(self, ticket: int) -> None:
+        if self._done >= ticket:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append((ticket, fut))
+        await fut
+
+    async def _scan_loop(self) -> None:
+        """One read at a time; requests arriving during a read cause exactly one more."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self._done < self._want:
+                target = self._want
+                try:
+                    new = await loop.run_in_executor(self._executor, self._read)
+                except Exception:
+                    log.exception("reading the boot state failed; keeping the published one")
+                else:
+                    self._apply(new)
+                self._done = target
+                still = []
+                for ticket, fut in self._waiters:
+                    if ticket <= target:
+                        if not fut.done():
+                            fut.set_result(None)
+                    else:
+                        still.append((ticket, fut))
+                self._waiters = still
+        finally:
+            self._scan_task = None
+
+    def _apply(self, new: model.Snapshot) -> None:
+        from .changes import diff
+        old = self.snapshot
+        changes = diff(old, new)
+        if changes.empty:
+            return
+        self.generation += 1
+        self.snapshot = new
+        if self.manager is not None:
+            self.manager.publish(new, self.generation, changes)
+        _journal_call(self.journal, "changed", old, new, changes, self.generation)
+        for problem in changes.problems_appeared:
+            _journal_call(self.journal, "problem_appeared", problem)
+        for problem in changes.problems_cleared:
+            _journal_call(self.journal, "problem_cleared", problem)
+        sd_notify("STATUS=" + status_line(new))
+
+    async def reload(self) -> int:
+        """Reload(): rescan now (pending debounce included) and return the Generation after it."""
+        if self._debounce_handle is not None:
+            self._debounce_handle.cancel()
+            self._debounce_handle = None
+        await self.wait_scan(self.request_scan())
+        return self.generation
+
+    async def set_entry(self, which: str, entry_id: str, caller: model.Caller) -> None:
+        if self.writer is None:
+            raise errors.NotSupported("the boot writer is not available in this build")
+        await self.writer.set_entry(which, entry_id, caller, self.snapshot)
+
+    # -- bus --
+
+    async def _bus_loop(self) -> None:
+        from . import service
+        path = service.socket_path(self.bus_spec)
+        backoff = 0.5
+        said_missing = False
+        while True:
+            waiter = None
+            if path:
+                try:
+                    waiter = PathWaiter(path)
+                except OSError as e:
+                    log.warning("cannot watch %s for the bus socket: %s", path, e)
+            try:
+                bus = await self._connect_retrying(service)
+            except Exception as e:
+                if not said_missing:
+                    _journal_call(self.journal, "log", 5, f"D-Bus bus not available ({e}); waiting for it",
+                                  bus=self.bus_spec)
+                    said_missing = True
+                if waiter is not None:
+                    await waiter.wait()
+                    waiter.close()
+                else:  # no socket file to watch (abstract or tcp address): back off
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 60.0)
+                continue
+            finally:
+                if waiter is not None:
+                    waiter.close()
+            said_missing, backoff = False, 0.5
+            self.bus = bus
+            self.manager.attach(bus)
+            try:
+                owner = await service.own_name(bus)
+            except Exception as e:
+                owner = False
+                log.warning("RequestName failed: %s", e)
+            if owner:
+                _journal_call(self.journal, "bus_connected", self.bus_spec, bus.unique_name or "")
+            else:
+                _journal_call(self.journal, "log", 4, f"{service.BUS_NAME} is owned by another "
+                              "connection; queued for it", bus=self.bus_spec)
+            reason = "disconnected"
+            try:
+                await bus.wait_for_disconnect()
+            except Exception as e:
+                reason = str(e) or type(e).__name__
+            self.manager.detach(bus)
+            self.bus = None
+            _journal_call(self.journal, "bus_lost", self.bus_spec, reason)
+
+    async def _connect_retrying(self, service: Any) -> Any:
+        """Connect; a socket just created may not be listening yet, so retry a few times."""
+        for attempt in range(5):
+            try:
+                return await service.connect(self.bus_spec)
+            except ConnectionRefusedError:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    # -- life cycle --
+
+    async def run(self) -> int:
+        from . import service
+        self._loop = loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        self.snapshot = await loop.run_in_executor(self._executor, self._read)
+        self.generation = 1
+        _journal_call(self.journal, "started", self.snapshot, __version__)
+        for problem in self.snapshot.Problems:
+            _journal_call(self.journal, "problem_appeared", problem)
+        self.manager = service.Manager(self.snapshot, self.generation, __version__,
+                                       reload=self.reload, set_entry=self.set_entry)
+        try:
+            from .bootwrite import BootWriter
+        except ImportError:
+            log.warning("ostreewatch.bootwrite missing: SetDefaultEntry/SetNextEntry are NotSupported")
+        else:
+            self.writer = BootWriter(self.paths, self.journal)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.request_scan)
+        self._start_watcher(loop)
+        sd_notify("READY=1\nSTATUS=" + status_line(self.snapshot))
+        self._start_watchdog(loop)
+        self._tasks.append(asyncio.ensure_future(self._bus_loop()))
+        await self._stopping.wait()
+        sd_notify("STOPPING=1")
+        await self._shutdown()
+        return 0
+
+    def _start_watcher(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            from .watcher import Watcher
+        except ImportError:
+            log.warning("ostreewatch.watcher missing: only SIGHUP and Reload() rescan")
+            return
+        self.watcher = Watcher(self.paths, self.on_change, loop)
+        self.watcher.start()
+
+    def _start_watchdog(self, loop: asyncio.AbstractEventLoop) -> None:
+        usec = os.environ.get("WATCHDOG_USEC")
+        pid = os.environ.get("WATCHDOG_PID")
+        if not usec or (pid and pid != str(os.getpid())):
+            return
+        try:
+            interval = int(usec) / 2e6
+        except ValueError:
+            return
+        if interval <= 0:
+            return
+
+        def ping() -> None:
+            sd_notify("WATCHDOG=1")
+            loop.call_later(interval, ping)
+
+        ping()
+
+    async def _shutdown(self) -> None:
+        _journal_call(self.journal, "stopping")
+        if self.watcher is not None:
+            try:
+                self.watcher.stop()
+            except Exception:
+                log.exception("stopping the watcher failed")
+        if self._debounce_handle is not None:
+            self._debounce_handle.cancel()
+        for task in self._tasks:
+            task.cancel()
+        if self.bus is not None:
+            self.bus.disconnect()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+# --- command line ----------------------------------------------------------------------
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="ostreewatchd", description="Publish an OSTree host's boot state on D-Bus.")
+    p.add_argument("--bus", default="system", help="system, session or a D-Bus address (default: system)")
+    p.add_argument("--sysroot", default="/", help="the sysroot to watch (default: /)")
+    p.add_argument("--mountinfo", default="/proc/1/mountinfo", help="mount table (default: /proc/1/mountinfo)")
+    p.add_argument("--cmdline", default="/proc/cmdline", help="kernel command line (default: /proc/cmdline)")
+    p.add_argument("--run", default="/run", help="the run directory (default: /run)")
+    p.add_argument("--debounce-ms", type=int, default=DEFAULT_DEBOUNCE_MS,
+                   help=f"quiet time before a rescan (default: {DEFAULT_DEBOUNCE_MS})")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--sample", action="store_true", help="watch the bundled sample system")
+    return p.parse_args(argv)
+
+
+def _paths(args: argparse.Namespace) -> Any:
+    from .state import Paths
+    if args.sample:
+        return _sample_paths()
+    return Paths(sysroot=args.sysroot, mountinfo=args.mountinfo, cmdline=args.cmdline, run=args.run)
+
+
+def _sample_paths() -> Any:
+    """The bundled sample's Paths, from whichever helper state/cli offers."""
+    from . import state
+    for name in ("sample_paths", "materialize_sample", "sample"):
+        fn = getattr(state, name, None)
+        if callable(fn):
+            return fn()
+    raise errors.OstreewatchError("this build has no bundled sample")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
+                        format="ostreewatchd: %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        paths = _paths(args)
+        daemon = Daemon(paths, args.bus, args.debounce_ms)
+    except (errors.OstreewatchError, ImportError, OSError) as e:
+        print(f"ostreewatchd: {e}", file=sys.stderr)
+        return 1
+    debug = os.environ.get("OSTREEWATCH_ASYNCIO_DEBUG") == "1"
+    loop = asyncio.new_event_loop()
+    if debug:
+        # A test sets this: any callback holding the loop for 100 ms is reported on stderr.
+        loop.set_debug(True)
+        loop.slow_callback_duration = 0.1
+        logging.getLogger("asyncio").setLevel(logging.WARNING)
+    try:
+        return loop.run_until_complete(daemon.run())
+    except errors.OstreewatchError as e:
+        print(f"ostreewatchd: {e}", file=sys.stderr)
+        return 1
+    finally:
+        loop.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
