@@ -1,0 +1,465 @@
+"""SetDefaultEntry / SetNextEntry: the daemon's one write (docs/default-entry.md).
+
+Order of a call: authorize (uid 0) -> validate the id -> check the boot loader
+can honour it -> take the asyncio lock and ostree's sysroot lock (without
+waiting: Busy) -> re-check the entry on disk -> compute the new bytes with the
+pure parsers -> replace the file crash-safely (ostreewatch._writehelper), in a
+helper process with a private mount namespace when the file's filesystem is
+mounted read-only. Every attempt ends in one journal record. File work runs in
+an executor or a subprocess, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import errno
+import fcntl
+import json
+import logging
+import os
+import re
+import struct
+import sys
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+from ostreewatch import errors, model
+from ostreewatch._writehelper import ContentChanged, atomic_replace
+from ostreewatch.parse import grubenv, loaderconf
+from ostreewatch.parse.bls import split_boot_counting
+
+log = logging.getLogger("ostreewatch.bootwrite")
+
+METHODS = {"default": "SetDefaultEntry", "next": "SetNextEntry"}
+MAX_ID_BYTES = 255
+
+# Where things live, relative to the sysroot (DESIGN.md §1).
+GRUB_DIRS = ("boot/grub2", "boot/grub")
+GRUB_CONFIGS = ("grub.cfg", "user.cfg", "custom.cfg")  # what grub2-mkconfig's grub.cfg sources
+LOADER_CONF = "boot/loader/loader.conf"
+ENTRIES_DIR = "boot/loader/entries"
+SYSROOT_LOCK = "ostree/lock"
+EFIVARS = "/sys/firmware/efi/efivars"
+
+# The grubenv variables: (entry variable, recorded deployment variable). helper B's
+# state reader compares the second with the entry's deployment (problem default-entry-moved).
+GRUB_VARS = {
+    "default": ("saved_entry", "ostreewatch_saved_deployment"),
+    "next": ("next_entry", "ostreewatch_next_deployment"),
+}
+# loader.conf: this comment directly before the `default` line records the deployment.
+LOADER_COMMENT = "#ostreewatch-deployment"
+
+_MAX_FILE = 1 << 20  # grubenv, loader.conf and grub.cfg are small; refuse anything absurd
+_MAX_LINKS = 40
+_GLOB_CHARS = set("*?[]\\")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One planned file replacement: path, old bytes (None: absent), new bytes, previous value."""
+
+    path: str
+    old: Optional[bytes]
+    new: bytes
+    previous: str
+
+
+def _printable(value: Any, limit: int = 256) -> str:
+    """A journal-safe rendering of an untrusted id: control characters escaped, length capped."""
+    if not isinstance(value, str):
+        return repr(value)[:limit]
+    text = value[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
+    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    if len(value) > limit:
+        text += f"...({len(value)} characters)"
+    return text
+
+
+def validate_id(entry_id: Any) -> str:
+    """The requested id, less one ".conf"; "" means clear. Raises InvalidArgs before anything is read."""
+    if not isinstance(entry_id, str):
+        raise errors.InvalidArgs("the entry id must be a string")
+    if entry_id == "":
+        return ""
+    try:
+        raw = entry_id.encode("utf-8", "strict")
+    except UnicodeEncodeError:
+        raise errors.InvalidArgs("the entry id is not valid UTF-8") from None
+    if len(raw) > MAX_ID_BYTES:
+        raise errors.InvalidArgs(f"the entry id is {len(raw)} bytes long; at most {MAX_ID_BYTES} are allowed")
+    for bad, name in (("\n", "a newline"), ("\0", "a NUL byte"), ("=", "'='"), ("/", "'/'")):
+        if bad in entry_id:
+            raise errors.InvalidArgs(f"the entry id must not contain {name}")
+    if ".." in entry_id:
+        raise errors.InvalidArgs("the entry id must not contain '..'")
+    if any(not c.isprintable() for c in entry_id):
+        raise errors.InvalidArgs("the entry id must not contain control characters")
+    if entry_id.strip() != entry_id or not entry_id.strip():
+        raise errors.InvalidArgs("the entry id must not be blank or start or end with white space")
+    stem = entry_id[:-5] if entry_id.endswith(".conf") else entry_id
+    if not stem:
+        raise errors.InvalidArgs("the entry id is empty once '.conf' is removed")
+    return stem
+
+
+def find_entry(snapshot: model.Snapshot, stem: str) -> model.BootEntry:
+    """The published entry with this id (or this file name less .conf); NoSuchEntry otherwise."""
+    for entry in snapshot.BootEntries:
+        if entry.id == stem:
+            return entry
+    for entry in snapshot.BootEntries:
+        if entry.file in (stem, stem + ".conf"):
+            return entry
+    known = ", ".join(e.id for e in snapshot.BootEntries[:20]) or "none"
+    raise errors.NoSuchEntry(f"no boot entry {_printable(stem, 64)!r} (entries: {known})")
+
+
+# --- paths under the sysroot ----------------------------------------------------------
+
+
+def resolve_in_sysroot(sysroot: str, rel: str) -> str:
+    """Absolute path of REL under SYSROOT, symlinks followed as if SYSROOT were / (never out of it).
+
+    The last component need not exist. Raises OSError on a loop or a non-directory on the way.
+    """
+    root = os.path.realpath(sysroot)
+    parts = [p for p in rel.split("/") if p]
+    done: list = []
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        path = os.path.join(root, *done, part)
+        try:
+            target = os.readlink(path)
+        except FileNotFoundError:
+            done.append(part)
+            continue
+        except OSError as e:
+            if e.errno == errno.EINVAL:  # not a link
+                done.append(part)
+                continue
+            raise
+        links += 1
+        if links > _MAX_LINKS:
+            raise OSError(errno.ELOOP, f"too many symbolic links under {sysroot}: {rel}")
+        if target.startswith("/"):
+            done = []
+        parts = [p for p in target.split("/") if p] + parts
+    return os.path.join(root, *done)
+
+
+def _read_small(path: str) -> Optional[bytes]:
+    """Bytes of a regular file (None when absent); refuses FIFOs, devices and huge files."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not (st.st_mode & 0o170000 == 0o100000):
+            raise OSError(f"{path} is not a regular file")
+        if st.st_size > _MAX_FILE:
+            raise OSError(f"{path} is larger than {_MAX_FILE} bytes")
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+# --- the sysroot lock -------------------------------------------------------------------
+
+
+def take_sysroot_lock(sysroot: str) -> Optional[int]:
+    """Take ostree's lock on SYSROOT/ostree/lock without waiting; the fd holds it. Busy when held.
+
+    ostree (libglnx) takes an OFD write lock (F_OFD_SETLK); flock(1) and others
+    take flock(2); the two do not exclude each other on Linux, so take both.
+    None when the file is missing and cannot be created (read-only /sysroot):
+    then no ostree process holds it either, as ostree creates it to lock.
+    """
+    lock_dir = resolve_in_sysroot(sysroot, "ostree")
+    path = os.path.join(lock_dir, "lock")
+    for _ in range(5):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOCTTY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            writable = True
+        except OSError as e:
+            if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return None
+            writable = False
+        try:
+            # struct flock: l_type, l_whence (short), l_start, l_len (off_t), l_pid (int), padding.
+            lock_type = fcntl.F_WRLCK if writable else fcntl.F_RDLCK
+            fl = struct.pack("hhqqi4x", lock_type, 0, 0, 0, 0)
+            fcntl.fcntl(fd, getattr(fcntl, "F_OFD_SETLK", 37), fl)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # ostree unlinks the file when it releases the lock: ours must still be the one on disk.
+            st, now = os.fstat(fd), os.stat(path, follow_symlinks=False)
+            if st.st_nlink > 0 and (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino):
+                return fd
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise errors.Busy("another process holds the ostree sysroot lock "
+                                  f"({path}); try again when it has finished") from None
+            if e.errno == errno.ENOENT:
+                continue
+            raise
+        os.close(fd)
+    raise errors.Busy(f"the ostree sysroot lock {path} keeps being replaced; try again")
+
+
+# --- per boot loader: what to write ---------------------------------------------------
+
+
+def _strip_comments(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+
+
+def grub_support(sysroot: str) -> Tuple[Optional[str], Dict[str, bool]]:
+    """(grub directory, {"default": reads saved_entry, "next": reads next_entry}) from grub.cfg and what it sources."""
+    for rel in GRUB_DIRS:
+        directory = resolve_in_sysroot(sysroot, rel)
+        cfg = _read_small(os.path.join(directory, "grub.cfg"))
+        if cfg is None:
+            continue
+        text = ""
+        for name in GRUB_CONFIGS:
+            data = cfg if name == "grub.cfg" else _read_small(os.path.join(directory, name))
+            if data is not None:
+                text += _strip_comments(data.decode("utf-8", "replace")) + "\n"
+        return directory, {
+            "default": re.search(r"\$\{?saved_entry\b", text) is not None,
+            "next": re.search(r"\$\{?next_entry\b", text) is not None,
+        }
+    return None, {"default": False, "next": False}
+
+
+def find_grubenv(sysroot: str, grub_dir: Optional[str]) -> Optional[str]:
+    """The grubenv path (resolved inside the sysroot): the first that exists, else beside grub.cfg."""
+    for rel in GRUB_DIRS:
+        path = resolve_in_sysroot(sysroot, rel + "/grubenv")
+        if os.path.lexists(path):
+            return path
+    return os.path.join(grub_dir, "grubenv") if grub_dir else None
+
+
+def plan_grub(sysroot: str, which: str, entry_id: str, deployment: str) -> Optional[_Plan]:
+    """The grubenv rewrite for one call; None when there is nothing to write."""
+    grub_dir, support = grub_support(sysroot)
+    var, dep_var = GRUB_VARS[which]
+    if entry_id and not support[which]:
+        if grub_dir is None:
+            raise errors.NotSupported(
+                "no grub.cfg under boot/grub2 or boot/grub: cannot tell whether grub reads "
+                f"{var}, so it is not written")
+        raise errors.NotSupported(
+            f"{grub_dir}/grub.cfg never reads ${{{var}}} (a static grub configuration such as "
+            f"Fedora CoreOS's boots the highest ostree entry): writing {var} would have no effect")
+    path = find_grubenv(sysroot, grub_dir)
+    if path is None:
+        return None  # clearing, and there is no grub directory at all
+    old = _read_small(path)
+    if old is None and not entry_id:
+        return None  # clearing a variable of a grubenv that does not exist
+    base = old if old is not None else grubenv.create_grubenv()
+    try:
+        previous = grubenv.parse_grubenv(base).get(var, "")
+        new = grubenv.update_grubenv(base, {var: entry_id or None, dep_var: deployment or None})
+    except errors.GrubenvError as e:
+        raise errors.WriteFailed(f"{path}: {e}; the file is unchanged") from None
+    return _Plan(path, old, new, previous)
+
+
+def _with_deployment_comment(text: str, deployment: str) -> str:
+    """Drop old '#ostreewatch-deployment' lines; put one before the `default` line when DEPLOYMENT."""
+    lines = [line for line in loaderconf._split_lines(text)
+             if not line.startswith(LOADER_COMMENT + " ") and line.rstrip("\r\n") != LOADER_COMMENT]
+    if deployment:
+        default_idx = [i for i, line in enumerate(lines)
+                       if re.match(r"[ \t]*default([ \t]|$)", line)]
+        if default_idx:
+            i = default_idx[-1]
+            ending = "\r\n" if lines[i].endswith("\r\n") else "\n"
+            lines.insert(i, f"{LOADER_COMMENT} {deployment}{ending}")
+    return "".join(lines)
+
+
+def plan_loader_conf(sysroot: str, which: str, entry_id: str, deployment: str, efivars: str) -> Optional[_Plan]:
+    """The loader.conf rewrite for one call; None when there is nothing to write."""
+    if which == "next":
+        if not os.path.isdir(efivars):
+            raise errors.NotSupported(
+                "on systemd-boot the next boot is chosen by the EFI variable LoaderEntryOneShot, "
+                f"and this system has no {efivars} (not booted with EFI)")
+        raise errors.NotSupported(
+            "on systemd-boot the next boot is chosen by the EFI variable LoaderEntryOneShot; "
+            "ostreewatch does not write EFI variables (use: bootctl set-oneshot ID)")
+    path = resolve_in_sysroot(sysroot, LOADER_CONF)
+    old = _read_small(path)
+    if old is None and not entry_id:
+        return None
+    try:
+        text = (old or b"").decode("utf-8", "strict")
+        previous = loaderconf.parse_loader_conf(text).default or ""
+        # systemd-boot ids keep ".conf": the glob must match "ID.conf".
+        value = entry_id + ".conf" if entry_id else None
+        new_text = _with_deployment_comment(loaderconf.set_default(text, value), deployment if entry_id else "")
+    except (UnicodeDecodeError, errors.LoaderConfError) as e:
+        raise errors.WriteFailed(f"{path}: {e}; the file is unchanged") from None
+    previous = previous[:-5] if previous.endswith(".conf") else previous
+    return _Plan(path, old, new_text.encode("utf-8"), previous)
+
+
+def entry_on_disk(sysroot: str, entry_id: str) -> bool:
+    """True when boot/loader/entries still holds a file with this id (checked under the lock)."""
+    directory = resolve_in_sysroot(sysroot, ENTRIES_DIR)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return False
+    return any(name.endswith(".conf") and split_boot_counting(name)[0] == entry_id for name in names)
+
+
+def is_read_only(path: str) -> bool:
+    """True when the filesystem holding PATH's directory is mounted read-only (per mount or superblock)."""
+    return bool(os.statvfs(os.path.dirname(path)).f_flag & os.ST_RDONLY)
+
+
+# --- the writer -----------------------------------------------------------------------
+
+
+class BootWriter:
+    """Writes the boot default for the daemon; one call at a time."""
+
+    def __init__(self, paths: Any, journal: Any, *, efivars: str = EFIVARS,
+                 python: str = sys.executable) -> None:
+        self._paths = paths
+        self._journal = journal
+        self._efivars = efivars
+        self._python = python
+        self._lock: Optional[asyncio.Lock] = None  # created on the loop that uses it (Python 3.9)
+
+    async def set_entry(self, which: str, entry_id: str, caller: model.Caller, snapshot: model.Snapshot) -> None:
+        """Make ENTRY_ID the default ("default") or the next boot ("next"); "" clears. Audited."""
+        method = METHODS.get(which, str(which))
+        record: Dict[str, Any] = {
+            "caller_uid": caller.uid, "caller_pid": caller.pid, "caller_bus_name": caller.bus_name,
+            "caller_unit": caller.unit, "method": method, "entry": _printable(entry_id),
+            "deployment": "", "previous": "", "new": "", "bootloader": snapshot.Bootloader,
+        }
+        try:
+            await self._set_entry(which, entry_id, caller, snapshot, record)
+        except errors.OstreewatchError as e:
+            failed = isinstance(e, errors.WriteFailed)
+            self._audit(record, "failed" if failed else "refused", e.dbus_name)
+            raise
+        except Exception as e:  # an unexpected failure is still answered with a named error
+            log.exception("%s failed", method)
+            self._audit(record, "failed", errors.WriteFailed.dbus_name)
+            raise errors.WriteFailed(f"{method} failed: {type(e).__name__}: {e}") from e
+        self._audit(record, "granted", "")
+
+    def _audit(self, record: Dict[str, Any], result: str, error: str) -> None:
+        try:
+            self._journal.write_attempt(**record, result=result, error=error)
+        except Exception:  # the audit must never turn a done write into an error
+            log.exception("cannot journal the write attempt")
+
+    async def _set_entry(self, which: str, entry_id: str, caller: model.Caller,
+                         snapshot: model.Snapshot, record: Dict[str, Any]) -> None:
+        method = record["method"]
+        if which not in METHODS:
+            raise errors.InvalidArgs(f"unknown write {which!r}")
+        if caller.uid != 0:
+            raise errors.AccessDenied(f"{method} is for root only (caller uid {caller.uid})")
+        stem = validate_id(entry_id)
+        bootloader = snapshot.Bootloader
+        deployment = ""
+        if stem:
+            entry = find_entry(snapshot, stem)
+            stem, deployment = entry.id, entry.deployment
+            record["deployment"] = deployment
+            if bootloader == "systemd-boot" and set(stem) & _GLOB_CHARS:
+                raise errors.InvalidArgs("a systemd-boot default is a glob: the id must not hold * ? [ ] \\")
+        record["new"] = stem
+        if bootloader not in ("grub2", "systemd-boot"):
+            raise errors.NotSupported(f"boot loader {bootloader!r}: no default entry can be written")
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        loop = asyncio.get_running_loop()
+        sysroot = self._paths.sysroot
+        async with self._lock:
+            lock_fd = await loop.run_in_executor(None, take_sysroot_lock, sysroot)
+            try:
+                if stem and not await loop.run_in_executor(None, entry_on_disk, sysroot, stem):
+                    raise errors.NoSuchEntry(f"boot entry {stem!r} is no longer in {ENTRIES_DIR}")
+                if bootloader == "grub2":
+                    plan = await loop.run_in_executor(None, plan_grub, sysroot, which, stem, deployment)
+                else:
+                    plan = await loop.run_in_executor(
+                        None, plan_loader_conf, sysroot, which, stem, deployment, self._efivars)
+                if plan is None:
+                    return
+                record["previous"] = plan.previous
+                if plan.new != plan.old:
+                    await self._replace(plan)
+            finally:
+                if lock_fd is not None:
+                    os.close(lock_fd)
+
+    async def _replace(self, plan: _Plan) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            read_only = await loop.run_in_executor(None, is_read_only, plan.path)
+            if read_only:
+                await self._replace_in_helper(plan)
+            else:
+                await loop.run_in_executor(None, atomic_replace, plan.path, plan.new, plan.old or b"")
+        except ContentChanged as e:
+            raise errors.Busy(f"{e}; nothing was written, try again") from None
+        except OSError as e:
+            raise errors.WriteFailed(f"cannot write {plan.path}: {e}") from None
+
+    async def _replace_in_helper(self, plan: _Plan) -> None:
+        """Write through `python -m ostreewatch._writehelper`: private mount namespace, mount read-write there."""
+        request = json.dumps({
+            "path": plan.path,
+            "data": base64.b64encode(plan.new).decode(),
+            "expect": base64.b64encode(plan.old or b"").decode(),
+        }).encode()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))] +
+            ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
+        proc = await asyncio.create_subprocess_exec(
+            self._python, "-m", "ostreewatch._writehelper",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=env, cwd="/")
+        out, err = await proc.communicate(request)
+        try:
+            answer = json.loads(out.decode("utf-8", "replace").strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            answer = {"ok": False, "error": f"helper exited with {proc.returncode}: "
+                                            f"{err.decode('utf-8', 'replace').strip()[-500:]}"}
+        if not answer.get("ok"):
+            if answer.get("changed"):
+                raise ContentChanged(answer.get("error", ""))
+            raise errors.WriteFailed(f"cannot write {plan.path} (read-only mount, helper process): "
+                                     f"{answer.get('error')}")
