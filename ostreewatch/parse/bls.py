@@ -1,0 +1,173 @@
+"""Boot Loader Specification Type #1 entries: parse one file, sort as systemd-boot does.
+
+References: uapi-group boot_loader_specification.md; systemd src/shared/bootspec.c
+(boot_entry_load_type1, boot_entry_compare) and src/boot/efi/boot.c (config_entry_compare).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from typing import Iterable, List, Optional, Tuple
+
+from ostreewatch.errors import BlsError
+from ostreewatch.parse.vercmp import strverscmp_improved
+
+# systemd's WHITESPACE: the separators between key and value.
+_WHITESPACE = " \t\n\r"
+_COUNTING = re.compile(r"(.*)\+([0-9]+)(?:-([0-9]+))?", re.DOTALL)
+_UINT_MAX = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class BlsEntry:
+    id: str
+    file: str
+    title: str = ""
+    version: str = ""
+    sort_key: str = ""
+    machine_id: str = ""
+    linux: str = ""
+    efi: str = ""
+    initrd: Tuple[str, ...] = ()
+    options: str = ""           # all options lines joined by one space
+    first_options: str = ""     # only the first options line (what grub's blscfg uses)
+    devicetree: str = ""
+    devicetree_overlay: str = ""
+    architecture: str = ""
+    tries_left: Optional[int] = None
+    tries_done: Optional[int] = None
+    extra: Tuple[Tuple[str, str], ...] = ()  # unknown keys, in file order
+
+
+def split_boot_counting(file_name: str) -> Tuple[str, Optional[int], Optional[int]]:
+    """Split "NAME+LEFT[-DONE].conf" into (NAME, LEFT, DONE); the id also drops ".conf"."""
+    stem = file_name[:-5] if file_name.endswith(".conf") else file_name
+    m = _COUNTING.fullmatch(stem)
+    if m is None or not m.group(1):
+        return stem, None, None
+    left = int(m.group(2))
+    done = int(m.group(3)) if m.group(3) is not None else None
+    # systemd parses the counters as unsigned ints; an overflow means "no counting".
+    if left > _UINT_MAX or (done is not None and done > _UINT_MAX):
+        return stem, None, None
+    return m.group(1), left, done
+
+
+_SINGLE_KEYS = {
+    "title": "title",
+    "version": "version",
+    "sort-key": "sort_key",
+    "machine-id": "machine_id",
+    "linux": "linux",
+    "efi": "efi",
+    "devicetree": "devicetree",
+    "devicetree-overlay": "devicetree_overlay",
+    "architecture": "architecture",
+}
+
+
+def parse_entry(file_name: str, data: bytes) -> BlsEntry:
+    """Parse one entry file's bytes; raises BlsError for anything that is not an entry."""
+    try:
+        return _parse_entry(file_name, data)
+    except BlsError:
+        raise
+    except Exception as e:  # never let anything else escape: bad input is an error, not a crash
+        raise BlsError(f"{file_name}: cannot parse entry: {e}") from e
+
+
+def _parse_entry(file_name: str, data: bytes) -> BlsEntry:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise BlsError(f"{file_name}: entry data must be bytes")
+    if not isinstance(file_name, str) or not file_name or "/" in file_name or "\0" in file_name:
+        raise BlsError(f"invalid entry file name {file_name!r}")
+    raw = bytes(data)
+    if b"\0" in raw:
+        raise BlsError(f"{file_name}: NUL byte in entry")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BlsError(f"{file_name}: not valid UTF-8 at byte {e.start}") from None
+    if text.startswith("\ufeff"):
+        text = text[1:]  # a BOM is not part of the first key
+
+    ident, tries_left, tries_done = split_boot_counting(file_name)
+    fields = {}
+    initrd: List[str] = []
+    options: List[str] = []
+    extra: List[Tuple[str, str]] = []
+    # Split on "\n" only (as systemd's read_line); strip() then removes a CR of CRLF.
+    for line in text.split("\n"):
+        line = line.strip(_WHITESPACE)
+        if not line or line.startswith("#"):
+            continue
+        n = 0
+        while n < len(line) and line[n] not in _WHITESPACE:
+            n += 1
+        key = line[:n]
+        value = line[n:].strip(_WHITESPACE)
+        if not value:
+            continue  # systemd: "Bad syntax", line ignored
+        if key in _SINGLE_KEYS:
+            fields[_SINGLE_KEYS[key]] = value  # a repeated single key: the last wins (systemd)
+        elif key == "initrd":
+            initrd.append(value)
+        elif key == "options":
+            options.append(value)
+        else:
+            extra.append((key, value))
+    return BlsEntry(
+        id=ident,
+        file=file_name,
+        initrd=tuple(initrd),
+        options=" ".join(options),
+        first_options=options[0] if options else "",
+        tries_left=tries_left,
+        tries_done=tries_done,
+        extra=tuple(extra),
+        **fields,
+    )
+
+
+def _compare(a: BlsEntry, b: BlsEntry) -> int:
+    """systemd-boot's config_entry_compare / bootctl's boot_entry_compare."""
+    # Entries with no tries left go last.
+    r = (a.tries_left == 0) - (b.tries_left == 0)
+    if r:
+        return r
+    # Entries with a sort-key before those without.
+    r = (not a.sort_key) - (not b.sort_key)
+    if r:
+        return r
+    if a.sort_key and b.sort_key:
+        r = (a.sort_key > b.sort_key) - (a.sort_key < b.sort_key)
+        if r:
+            return r
+        r = (a.machine_id > b.machine_id) - (a.machine_id < b.machine_id)
+        if r:
+            return r
+        r = -strverscmp_improved(a.version, b.version)
+        if r:
+            return r
+    r = -strverscmp_improved(a.id, b.id)
+    if r:
+        return r
+    # Same id: the one with more tries left, then fewer tries done (sd-boot).
+    if a.tries_left is not None and b.tries_left is not None:
+        r = -((a.tries_left > b.tries_left) - (a.tries_left < b.tries_left))
+        if r:
+            return r
+        ad = a.tries_done or 0
+        bd = b.tries_done or 0
+        r = (ad > bd) - (ad < bd)
+        if r:
+            return r
+    # Last resort so the order never depends on input order.
+    return -strverscmp_improved(a.file, b.file) or (a.file < b.file) - (a.file > b.file)
+
+
+def sort_entries(entries: Iterable[BlsEntry]) -> List[BlsEntry]:
+    """Entries in systemd-boot's order (the first is the default when nothing else says)."""
+    return sorted(entries, key=functools.cmp_to_key(_compare))

@@ -1,0 +1,100 @@
+"""systemd's version comparison, ported exactly.
+
+Port of ``strverscmp_improved()`` from systemd
+src/fundamental/string-util-fundamental.c (used by bootctl and systemd-boot to
+sort boot entries). Segments are numeric or alphabetic runs, optionally
+prefixed by '~' (oldest), '-', '^' or '.'; any other character is a separator.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+def _is_digit(c: str) -> bool:
+    return "0" <= c <= "9"
+
+
+def _is_alpha(c: str) -> bool:
+    return ("a" <= c <= "z") or ("A" <= c <= "Z")
+
+
+def _is_valid_version_char(c: str) -> bool:
+    return _is_digit(c) or _is_alpha(c) or c in "~-^."
+
+
+def _cmp(x: object, y: object) -> int:
+    return (x > y) - (x < y)  # type: ignore[operator]
+
+
+def strverscmp_improved(a: Optional[str], b: Optional[str]) -> int:
+    """Compare two version strings as systemd does: -1, 0 or 1 (None counts as "")."""
+    a = a or ""
+    b = b or ""
+    # A NUL ends a C string: keep the port exact for strings holding one.
+    a = a.split("\0", 1)[0]
+    b = b.split("\0", 1)[0]
+    # Sentinel "\0" plays the C terminator, so indexing never runs off the end.
+    a += "\0"
+    b += "\0"
+    i = j = 0
+    while True:
+        while a[i] != "\0" and not _is_valid_version_char(a[i]):
+            i += 1
+        while b[j] != "\0" and not _is_valid_version_char(b[j]):
+            j += 1
+
+        if a[i] == "~" or b[j] == "~":
+            r = _cmp(a[i] != "~", b[j] != "~")
+            if r:
+                return r
+            i += 1
+            j += 1
+
+        if a[i] == "\0" or b[j] == "\0":
+            return _cmp(a[i], b[j])
+
+        for sep in "-^.":
+            if a[i] == sep or b[j] == sep:
+                r = _cmp(a[i] != sep, b[j] != sep)
+                if r:
+                    return r
+                i += 1
+                j += 1
+
+        if _is_digit(a[i]) or _is_digit(b[j]):
+            ii = i
+            while _is_digit(a[ii]):
+                ii += 1
+            jj = j
+            while _is_digit(b[jj]):
+                jj += 1
+            r = _cmp(i != ii, j != jj)
+            if r:
+                return r
+            while a[i] == "0":
+                i += 1
+            while b[j] == "0":
+                j += 1
+            r = _cmp(ii - i, jj - j)
+            if r:
+                return r
+            r = _cmp(a[i:ii], b[j:jj])
+            if r:
+                return r
+        else:
+            ii = i
+            while _is_alpha(a[ii]):
+                ii += 1
+            jj = j
+            while _is_alpha(b[jj]):
+                jj += 1
+            n = min(ii - i, jj - j)
+            r = _cmp(a[i:i + n], b[j:j + n])
+            if r:
+                return r
+            r = _cmp(ii - i, jj - j)
+            if r:
+                return r
+        i = ii
+        j = jj
