@@ -102,7 +102,7 @@ class _ManagerBase(ServiceInterface):
 
 
 for _name, _sig in PROPERTIES.items():
-    setattr(_ManagerBase, "_prop_" + _name, _property(_name, _sig))
+    setattr(_ManagerBase, _name, _property(_name, _sig))  # dbus-next reads the value by this name
 
 
 def interface_xml() -> ET.Element:

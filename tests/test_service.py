@@ -1,0 +1,460 @@
+"""service.Manager on a real system-type dbus-daemon, read by busctl, gdbus, dbus-send and dbus-next.
+
+The Manager runs in this process (on an asyncio loop) with a hand-built
+snapshot, so these tests prove the D-Bus edge alone; tests/test_daemon*.py
+prove the whole daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import xml.etree.ElementTree as ET
+from typing import Any, Dict, List, Optional, Tuple
+
+import pytest
+
+from ostreewatch import changes as changes_mod
+from ostreewatch import errors, model, service
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+XML = os.path.join(REPO, "dbus", "org.ostreewatch1.Manager.xml")
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+# --- a bus: helper C's make_bus when there, else a local stand-in --------------------------
+
+_LOCAL_CONF = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={sock}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+  </policy>
+  <policy user="root">
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>
+  </policy>
+  {policy}
+</busconfig>
+"""
+
+_LOCAL_POLICY = """
+  <policy user="root">
+    <allow own="org.ostreewatch1"/>
+    <allow send_destination="org.ostreewatch1"/>
+  </policy>
+  <policy context="default">
+    <allow send_destination="org.ostreewatch1" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.ostreewatch1" send_interface="org.freedesktop.DBus.Peer"/>
+    <allow send_destination="org.ostreewatch1" send_interface="org.freedesktop.DBus.Properties" send_member="Get"/>
+    <allow send_destination="org.ostreewatch1" send_interface="org.freedesktop.DBus.Properties" send_member="GetAll"/>
+  </policy>
+"""
+
+_RELAXED_POLICY = """
+  <policy user="root"><allow own="org.ostreewatch1"/></policy>
+  <policy context="default"><allow send_destination="org.ostreewatch1"/></policy>
+"""
+
+
+class LocalBus:
+    """Stand-in for tests.fixtures.bus.SystemBus until helper C's lands: same attributes."""
+
+    def __init__(self, relaxed_policy: bool = False) -> None:
+        self.dir = tempfile.mkdtemp(prefix="ow-bus-")
+        os.chmod(self.dir, 0o755)
+        self.socket_path = os.path.join(self.dir, "system_bus_socket")
+        self.address = "unix:path=" + self.socket_path
+        self.conf = os.path.join(self.dir, "bus.conf")
+        with open(self.conf, "w") as f:
+            f.write(_LOCAL_CONF.format(sock=self.socket_path,
+                                       policy=_RELAXED_POLICY if relaxed_policy else _LOCAL_POLICY))
+        self.proc: Optional[subprocess.Popen] = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(["dbus-daemon", "--config-file=" + self.conf, "--nofork", "--print-pid"],
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.proc.stdout.readline()  # printed once it listens
+        self.proc.stdout.close()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def env(self) -> Dict[str, str]:
+        return dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.address)
+
+
+def make_test_bus(relaxed_policy: bool = False) -> Any:
+    try:
+        from tests.fixtures.bus import make_bus  # type: ignore[attr-defined]
+    except ImportError:
+        return LocalBus(relaxed_policy)
+    return make_bus(relaxed_policy=relaxed_policy)
+
+
+def close_bus(bus: Any) -> None:
+    getattr(bus, "close", bus.stop)()
+
+
+@pytest.fixture
+def bus() -> Any:
+    b = make_test_bus()
+    yield b
+    close_bus(b)
+
+
+@pytest.fixture
+def relaxed_bus() -> Any:
+    b = make_test_bus(relaxed_policy=True)
+    yield b
+    close_bus(b)
+
+
+# --- a snapshot to publish ---------------------------------------------------------------
+
+DEP_A = model.Deployment(id="fedora-aaaa.0", osname="fedora", checksum="aaaa", serial=0, index=0,
+                         path="/ostree/deploy/fedora/deploy/aaaa.0", entry="ostree-2", bootcsum="b1",
+                         bootserial=0, booted=True, default=True, origin="fedora:fedora/x86_64",
+                         version="40.1", title="Fedora 40")
+DEP_B = model.Deployment(id="fedora-bbbb.0", osname="fedora", checksum="bbbb", serial=0, index=1,
+                         path="/ostree/deploy/fedora/deploy/bbbb.0", entry="ostree-1", rollback=True)
+ENT_2 = model.BootEntry(id="ostree-2", file="ostree-2.conf", title="Fedora 40 (ostree:0)", version="2",
+                        linux="/ostree/fedora-b1/vmlinuz", initrd=("/ostree/fedora-b1/initramfs.img", "/x.img"),
+                        options="rw ostree=/ostree/boot.1/fedora/b1/0", ostree="/ostree/boot.1/fedora/b1/0",
+                        deployment="fedora-aaaa.0", default=True, booted=True)
+ENT_1 = model.BootEntry(id="ostree-1", file="ostree-1+3.conf", title="Fedora 39 (ostree:1)", version="1",
+                        tries_left=3)
+MNT = model.Mount(mount_point="/usr", mount_id=104, parent_id=102, device="252:4",
+                  root="/ostree/deploy/fedora/deploy/aaaa.0/usr", source="/dev/vda4", fstype="xfs",
+                  options="ro,relatime", super_options="rw", read_only=True, propagation="shared:3")
+SNAP1 = model.Snapshot(Bootloader="grub2", OstreeBooted=True, BootedDeployment=DEP_A.id,
+                       DefaultDeployment=DEP_A.id, RollbackDeployment=DEP_B.id, DefaultEntry="ostree-2",
+                       BootedEntry="ostree-2", Deployments=(DEP_A, DEP_B), BootEntries=(ENT_2, ENT_1),
+                       Mounts=(MNT,))
+PROBLEM = model.Problem(code="saved-entry-missing", message="saved_entry names no entry", subject="ostree-9")
+ENT_3 = model.BootEntry(id="extra", file="extra.conf", title="Hand-added")
+SNAP2 = model.Snapshot(Bootloader="grub2", OstreeBooted=True, BootedDeployment=DEP_A.id,
+                       DefaultDeployment=DEP_A.id, RollbackDeployment="", DefaultEntry="extra",
+                       BootedEntry="ostree-2", Deployments=(DEP_A,),
+                       BootEntries=(ENT_2, ENT_3), Mounts=(), Problems=(PROBLEM,))
+
+
+# --- running the Manager in this process ------------------------------------------------
+
+class Served:
+    """A Manager exported on a bus, owning org.ostreewatch1, with a counting Reload hook."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.reloads = 0
+        self.set_calls: List[Tuple[str, str, model.Caller]] = []
+        self.manager = service.Manager(SNAP1, 7, "9.9.9", reload=self._reload, set_entry=None)
+        self.bus: Any = None
+
+    async def _reload(self) -> int:
+        self.reloads += 1
+        return self.manager.generation
+
+    async def __aenter__(self) -> "Served":
+        self.bus = await service.connect(self.address)
+        self.manager.attach(self.bus)
+        assert await service.own_name(self.bus)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.bus.disconnect()
+
+
+async def run(argv: List[str], env: Dict[str, str], timeout: float = 30.0) -> Tuple[int, str, str]:
+    """A command, without blocking the loop that serves the Manager."""
+    proc = await asyncio.create_subprocess_exec(*argv, env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+def busctl(*args: str) -> List[str]:
+    return ["busctl", "--system", *args]
+
+
+M = ("org.ostreewatch1", "/org/ostreewatch1", "org.ostreewatch1.Manager")
+
+
+# --- introspection == the XML -------------------------------------------------------------
+
+def _members(iface: ET.Element) -> Dict[Tuple[str, str], Any]:
+    """Members of an <interface> as comparable data: args (name, type, direction) and annotations."""
+    out: Dict[Tuple[str, str], Any] = {}
+    for child in iface:
+        if child.tag not in ("method", "signal", "property"):
+            continue
+        args = [(a.get("name"), a.get("type"), a.get("direction", "in" if child.tag == "method" else "out"))
+                for a in child.findall("arg")]
+        annotations = sorted((a.get("name"), a.get("value")) for a in child.findall("annotation"))
+        out[(child.tag, child.get("name"))] = (args, child.get("type"), child.get("access"), annotations)
+    return out
+
+
+def _interface(xml_text: str) -> ET.Element:
+    root = ET.fromstring(re.sub(r"<!DOCTYPE[^>]*>", "", xml_text, flags=re.S))
+    found = [i for i in root.findall("interface") if i.get("name") == "org.ostreewatch1.Manager"]
+    assert len(found) == 1
+    return found[0]
+
+
+def test_introspection_equals_the_xml(bus: Any) -> None:
+    with open(XML) as f:
+        want = _members(_interface(f.read()))
+
+    async def main() -> str:
+        async with Served(bus.address):
+            rc, out, err = await run(busctl("introspect", "--xml-interface", *M[:2]), bus.env())
+            assert rc == 0, err
+            return out
+
+    got = _members(_interface(asyncio.run(main())))
+    assert got == want
+    # and the properties dbus-next really serves have the XML's types
+    served = {p.name: p.signature for p in service.Manager(SNAP1, 1, "v", reload=None).introspect().properties}
+    assert served == {name: t for (kind, name), (_, t, _, _) in want.items() if kind == "property"}
+    assert all(access == "read" for (kind, _), (_, _, access, _) in want.items() if kind == "property")
+
+
+def test_every_member_of_the_xml_has_a_doc_comment() -> None:
+    text = open(XML).read()
+    for kind, name in re.findall(r'<(method|signal|property) name="(\w+)"', text):
+        before = text[:text.index(f'<{kind} name="{name}"')].rstrip()
+        assert before.endswith("-->"), f"{kind} {name} has no doc comment"
+
+
+# --- reading the state with every client ------------------------------------------------------
+
+def test_busctl_gdbus_dbus_send_read_the_state(bus: Any) -> None:
+    async def main() -> None:
+        async with Served(bus.address):
+            env = bus.env()
+            rc, out, err = await run(busctl("--json=short", "get-property", *M, "DefaultEntry"), env)
+            assert rc == 0, err
+            assert json.loads(out) == {"type": "s", "data": "ostree-2"}
+            rc, out, err = await run(busctl("--json=short", "get-property", *M, "Deployments"), env)
+            deps = json.loads(out)["data"]
+            assert [d["id"]["data"] for d in deps] == ["fedora-aaaa.0", "fedora-bbbb.0"]
+            assert deps[0]["serial"] == {"type": "i", "data": 0}
+            assert deps[0]["booted"] == {"type": "b", "data": True}
+            rc, out, err = await run(busctl("--json=short", "get-property", *M, "Generation"), env)
+            assert json.loads(out) == {"type": "t", "data": 7}
+            rc, out, err = await run(["gdbus", "call", "--system", "--dest", M[0], "--object-path", M[1],
+                                      "--method", "org.freedesktop.DBus.Properties.GetAll", M[2]], env)
+            assert rc == 0, err
+            assert "'Version': <'9.9.9'>" in out and "'tries_left': <3>" in out
+            assert "'initrd': <['/ostree/fedora-b1/initramfs.img', '/x.img']>" in out
+            assert "'mount_id': <uint32 104>" in out
+            rc, out, err = await run(["dbus-send", "--system", "--print-reply", "--dest=" + M[0], M[1],
+                                      "org.freedesktop.DBus.Properties.Get", "string:" + M[2],
+                                      "string:BootedDeployment"], env)
+            assert rc == 0, err
+            assert 'variant       string "fedora-aaaa.0"' in out
+
+    asyncio.run(main())
+
+
+def test_values_have_the_contract_types() -> None:
+    values = service.snapshot_values(SNAP1)
+    for name, sig in model.PROPERTY_SIGNATURES.items():
+        if sig == "aa{sv}":
+            keys = model.key_signatures(name)
+            for item in values[name]:
+                assert {k: v.signature for k, v in item.items()} == keys
+    assert service.unwrap(values["BootEntries"])[0]["initrd"] == list(ENT_2.initrd)
+
+
+def test_nobody_reads_every_property_and_is_refused_reload_by_the_policy(bus: Any) -> None:
+    async def main() -> None:
+        async with Served(bus.address) as served:
+            env = bus.env()
+            rc, out, err = await run(NOBODY + ["gdbus", "call", "--system", "--dest", M[0], "--object-path",
+                                               M[1], "--method", "org.freedesktop.DBus.Properties.GetAll",
+                                               M[2]], env)
+            assert rc == 0, err
+            for name in service.PROPERTIES:
+                assert f"'{name}':" in out
+            rc, out, err = await run(NOBODY + busctl("call", *M, "Reload"), env)
+            assert rc != 0
+            assert "Access denied" in err or "AccessDenied" in err
+            assert served.reloads == 0
+
+    asyncio.run(main())
+
+
+# --- the daemon's own checks and error names ------------------------------------------------
+
+def test_daemon_refuses_nobody_when_the_policy_is_relaxed(relaxed_bus: Any) -> None:
+    async def main() -> None:
+        async with Served(relaxed_bus.address) as served:
+            env = relaxed_bus.env()
+            rc, out, err = await run(NOBODY + ["gdbus", "call", "--system", "--dest", M[0], "--object-path",
+                                               M[1], "--method", M[2] + ".Reload"], env)
+            assert rc != 0
+            assert "org.freedesktop.DBus.Error.AccessDenied" in err
+            assert "Traceback" not in err
+            assert served.reloads == 0
+            rc, out, err = await run(NOBODY + ["gdbus", "call", "--system", "--dest", M[0], "--object-path",
+                                               M[1], "--method", M[2] + ".SetDefaultEntry", "ostree-1"], env)
+            assert "org.freedesktop.DBus.Error.AccessDenied" in err
+            # root passes the daemon's check
+            rc, out, err = await run(busctl("call", *M, "Reload"), env)
+            assert rc == 0, err
+            assert out.strip() == "t 7"
+            assert served.reloads == 1
+
+    asyncio.run(main())
+
+
+def test_errors_are_named_never_tracebacks(bus: Any) -> None:
+    async def failing() -> int:
+        raise RuntimeError("boom with secret detail")
+
+    async def main() -> None:
+        async with Served(bus.address) as served:
+            env = bus.env()
+
+            async def gdbus(method: str, *args: str) -> str:
+                rc, out, err = await run(["gdbus", "call", "--system", "--dest", M[0], "--object-path", M[1],
+                                          "--method", method, *args], env)
+                assert rc != 0
+                assert "Traceback" not in err and "File \"" not in err
+                return err
+
+            assert "org.freedesktop.DBus.Error.InvalidArgs" in await gdbus(M[2] + ".Reload", "x")
+            assert "org.freedesktop.DBus.Error.InvalidArgs" in await gdbus(M[2] + ".SetNextEntry", "1", "2")
+            assert "org.freedesktop.DBus.Error.UnknownMethod" in await gdbus(M[2] + ".Explode")
+            # root, no boot writer in this Manager: a named NotSupported
+            assert "org.ostreewatch1.Error.NotSupported" in await gdbus(M[2] + ".SetDefaultEntry", "ostree-1")
+            err = await gdbus("org.freedesktop.DBus.Properties.Set", M[2], "DefaultEntry", "<'x'>")
+            assert "org.freedesktop.DBus.Error" in err
+            served.manager._reload = failing
+            err = await gdbus(M[2] + ".Reload")
+            assert "org.ostreewatch1.Error.Failed" in err and "secret" not in err
+
+    asyncio.run(main())
+
+
+def test_set_entry_hook_gets_the_caller(relaxed_bus: Any) -> None:
+    calls: List[Tuple[str, str, model.Caller]] = []
+
+    async def set_entry(which: str, entry_id: str, caller: model.Caller) -> None:
+        calls.append((which, entry_id, caller))
+        if entry_id == "nope":
+            raise errors.NoSuchEntry("no entry 'nope'")
+
+    async def main() -> None:
+        async with Served(relaxed_bus.address) as served:
+            served.manager._set_entry = set_entry
+            env = relaxed_bus.env()
+            rc, out, err = await run(busctl("call", *M, "SetNextEntry", "s", "ostree-1"), env)
+            assert rc == 0, err
+            rc, out, err = await run(NOBODY + busctl("call", *M, "SetDefaultEntry", "s", "nope"), env)
+            assert rc != 0 and "No such entry" not in out
+            rc, out, err = await run(["gdbus", "call", "--system", "--dest", M[0], "--object-path", M[1],
+                                      "--method", M[2] + ".SetDefaultEntry", "nope"], env)
+            assert "org.ostreewatch1.Error.NoSuchEntry" in err
+
+    asyncio.run(main())
+    assert [(w, e, c.uid) for w, e, c in calls] == [("next", "ostree-1", 0), ("default", "nope", 65534),
+                                                    ("default", "nope", 0)]
+    assert all(c.pid > 0 and c.bus_name.startswith(":") for _, _, c in calls)
+
+
+# --- signals ------------------------------------------------------------------------------------
+
+def test_publish_emits_properties_changed_once_and_typed_signals(bus: Any) -> None:
+    async def main() -> Tuple[List[Tuple[str, Dict[str, Any]]], str]:
+        async with Served(bus.address) as served:
+            client = await service.Client.connect(bus.address)
+            got: List[Tuple[str, Dict[str, Any]]] = []
+            await client.subscribe(lambda name, args: got.append((name, args)))
+            mon = await asyncio.create_subprocess_exec(
+                *busctl("monitor", "--json=short", M[0]), env=bus.env(), stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL)
+            await asyncio.sleep(0.5)  # let busctl monitor become a monitor
+            ch = changes_mod.diff(SNAP1, SNAP2)
+            served.manager.publish(SNAP2, 8, ch)
+            for _ in range(100):
+                if len(got) >= 5:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)  # anything extra would arrive now
+            rc, out, err = await run(busctl("--json=short", "get-property", *M, "DefaultEntry"), bus.env())
+            assert json.loads(out)["data"] == "extra"
+            mon.terminate()
+            mon_out, _ = await mon.communicate()
+            client.close()
+            return got, mon_out.decode()
+
+    got, mon_out = asyncio.run(main())
+    names = [name for name, _ in got]
+    assert names == ["PropertiesChanged", "DeploymentsChanged", "BootEntriesChanged",
+                     "DefaultEntryChanged", "MountsChanged"]
+    changed = got[0][1]["changed"]
+    assert set(changed) == {"RollbackDeployment", "DefaultEntry", "Deployments", "BootEntries", "Mounts",
+                            "Problems", "Generation"}
+    assert changed["Generation"] == 8 and changed["DefaultEntry"] == "extra"
+    assert changed["Problems"] == [{"code": "saved-entry-missing", "message": "saved_entry names no entry",
+                                    "subject": "ostree-9"}]
+    assert got[1][1] == {"added": [], "removed": ["fedora-bbbb.0"]}
+    assert got[2][1] == {"added": ["extra"], "removed": ["ostree-1"], "modified": []}
+    assert got[3][1] == {"previous": "ostree-2", "current": "extra"}
+    assert got[4][1] == {"mount_points": ["/usr"]}
+    members = [json.loads(line).get("member") for line in mon_out.splitlines() if line.strip()]
+    signals = [m for m in members if m in ("PropertiesChanged", "DeploymentsChanged", "BootEntriesChanged",
+                                           "DefaultEntryChanged", "MountsChanged")]
+    assert signals == names
+
+
+def test_nobody_receives_signals(bus: Any) -> None:
+    async def main() -> str:
+        async with Served(bus.address) as served:
+            mon = await asyncio.create_subprocess_exec(
+                *NOBODY, "gdbus", "monitor", "--system", "--dest", M[0], env=bus.env(),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+            assert mon.stdout is not None
+            await asyncio.wait_for(mon.stdout.readline(), 20)  # "Monitoring signals from ..."
+            await asyncio.sleep(0.3)
+            served.manager.publish(SNAP2, 8, changes_mod.diff(SNAP1, SNAP2))
+            lines = []
+            while not any("MountsChanged" in line for line in lines):
+                lines.append((await asyncio.wait_for(mon.stdout.readline(), 20)).decode())
+            mon.terminate()
+            await mon.wait()
+            return "".join(lines)
+
+    out = asyncio.run(main())
+    assert "org.freedesktop.DBus.Properties.PropertiesChanged" in out
+    assert "org.ostreewatch1.Manager.DefaultEntryChanged ('ostree-2', 'extra')" in out
