@@ -1,0 +1,422 @@
+"""ostreewatchd as a process: on a real system bus, watching a sysroot built by the real ostree tool.
+
+Every ostree call runs in `unshare --user --map-root-user` with
+OSTREE_SYSROOT_DEBUG=mutable-deployments (DESIGN.md §4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import pytest
+
+from ostreewatch import service
+from tests.fixtures.daemon import DaemonProcess, start_daemon
+from tests.test_service import close_bus, make_test_bus
+
+OSNAME = "testos"
+REFS = ("a", "b", "c")
+TYPED = ("DeploymentsChanged", "BootEntriesChanged", "DefaultEntryChanged", "MountsChanged")
+
+_BUILD = r"""
+set -e
+SR="$1"; OS="$2"; WORK="$3"
+mkdir -p "$SR"
+ostree admin init-fs "$SR" >/dev/null
+ostree admin os-init "$OS" --sysroot="$SR" >/dev/null
+ostree --repo="$SR/ostree/repo" config set sysroot.bootloader none
+for v in a b c; do
+  T="$WORK/tree-$v"
+  mkdir -p "$T/usr/lib/modules/6.1.0-$v" "$T/usr/etc"
+  echo "kernel $v" > "$T/usr/lib/modules/6.1.0-$v/vmlinuz"
+  echo "initramfs $v" > "$T/usr/lib/modules/6.1.0-$v/initramfs.img"
+  printf 'NAME=Test\nID=testos\nVERSION="%s"\nPRETTY_NAME="Test %s"\n' "$v" "$v" > "$T/usr/lib/os-release"
+  ostree --repo="$SR/ostree/repo" commit --bootable --timestamp=2020-01-01 --owner-uid=0 --owner-gid=0 \
+     -b "$OS/$v" --tree=dir="$T" -s "$v" >/dev/null
+done
+rm -rf "$WORK"/tree-*
+ostree admin deploy --sysroot="$SR" --os="$OS" "$OS/a" >/dev/null
+ostree admin deploy --sysroot="$SR" --os="$OS" --retain "$OS/b" >/dev/null
+"""
+
+
+def ostree(*args: str) -> str:
+    r = subprocess.run(["unshare", "--user", "--map-root-user", "ostree", *args],
+                       env=dict(os.environ, OSTREE_SYSROOT_DEBUG="mutable-deployments"),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"ostree {' '.join(args)}: {r.stderr}"
+    return r.stdout
+
+
+@pytest.fixture
+def sysroot() -> Iterator[str]:
+    """A sysroot with two deployments (refs testos/a, testos/b), built by the real ostree."""
+    work = tempfile.mkdtemp(prefix="ow-sysroot-")
+    os.chmod(work, 0o755)
+    sr = os.path.join(work, "sysroot")
+    r = subprocess.run(["unshare", "--user", "--map-root-user", "sh", "-c", _BUILD, "build", sr, OSNAME, work],
+                       env=dict(os.environ, OSTREE_SYSROOT_DEBUG="mutable-deployments"),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    yield sr
+    shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture
+def bus() -> Iterator[Any]:
+    b = make_test_bus()
+    yield b
+    close_bus(b)
+
+
+@pytest.fixture
+def daemons() -> Iterator[List[DaemonProcess]]:
+    started: List[DaemonProcess] = []
+    yield started
+    for d in started:
+        d.close()
+
+
+def deployment_ids(d: DaemonProcess) -> List[str]:
+    return [dep["id"]["data"] for dep in d.get_property("Deployments")]
+
+
+def entries_dir(sr: str) -> str:
+    return os.path.join(sr, "boot", "loader", "entries")
+
+
+# --- a subscriber that records everything -----------------------------------------------------
+
+class Subscriber:
+    """A dbus-next client in a thread of its own, recording every signal of the daemon."""
+
+    def __init__(self, address: str) -> None:
+        import threading
+        self.address = address
+        self.events: List[Tuple[str, Dict[str, Any]]] = []
+        self.cond = threading.Condition()
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        assert self.ready.wait(20), "subscriber did not connect"
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._main())
+
+    async def _main(self) -> None:
+        self.client = await service.Client.connect(self.address)
+        await self.client.subscribe(self._on)
+        self.stop_fut = self.loop.create_future()
+        self.ready.set()
+        await self.stop_fut
+        self.client.close()
+
+    def _on(self, name: str, args: Dict[str, Any]) -> None:
+        with self.cond:
+            self.events.append((name, args))
+            self.cond.notify_all()
+
+    def mark(self) -> int:
+        with self.cond:
+            return len(self.events)
+
+    def wait_for(self, since: int, pred: Any, timeout: float = 30.0) -> List[Tuple[str, Dict[str, Any]]]:
+        """Events since SINCE once pred(events) holds; AssertionError with the events on timeout."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while not pred(self.events[since:]):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"expected signals did not come; got {self.events[since:]}")
+                self.cond.wait(left)
+            return list(self.events[since:])
+
+    def settle(self, since: int, quiet: float = 1.0) -> List[Tuple[str, Dict[str, Any]]]:
+        """Events since SINCE after QUIET seconds without a new one (a generous wait, not a speed test)."""
+        with self.cond:
+            n = len(self.events)
+            while True:
+                self.cond.wait(quiet)
+                if len(self.events) == n:
+                    return list(self.events[since:])
+                n = len(self.events)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(lambda: self.stop_fut.done() or self.stop_fut.set_result(None))
+        self.thread.join(10)
+
+
+def typed(events: List[Tuple[str, Dict[str, Any]]], name: str) -> List[Dict[str, Any]]:
+    return [args for n, args in events if n == name]
+
+
+def generations(events: List[Tuple[str, Dict[str, Any]]]) -> List[int]:
+    return [args["changed"]["Generation"] for n, args in events if n == "PropertiesChanged"]
+
+
+def union(events: List[Dict[str, Any]], key: str) -> set:
+    return {x for e in events for x in e[key]}
+
+
+# --- life cycle ---------------------------------------------------------------------------------
+
+def test_ready_before_the_bus_then_connects_when_it_appears(bus: Any, sysroot: str,
+                                                            daemons: List[DaemonProcess]) -> None:
+    bus.stop()
+    d = start_daemon(bus, sysroot, notify=True)
+    daemons.append(d)
+    ready = d.wait_notify("READY=1")
+    assert "STATUS=" in ready or any("STATUS=" in m for m in d.notify_messages())
+    assert not d.has_owner()
+    assert d.alive()
+    bus.start()
+    d.wait_name()
+    ids = deployment_ids(d)
+    assert len(ids) == 2 and all(i.startswith(OSNAME + "-") for i in ids)
+    assert d.get_property("Generation") == 1
+
+
+def test_bus_restart_daemon_owns_its_name_again(bus: Any, sysroot: str, daemons: List[DaemonProcess]) -> None:
+    d = start_daemon(bus, sysroot)
+    daemons.append(d)
+    d.wait_name()
+    before = d.get_property("Deployments")
+    bus.stop()
+    # change the state while the bus is away: the daemon keeps watching
+    ostree("admin", "deploy", f"--sysroot={sysroot}", f"--os={OSNAME}", "--retain", f"{OSNAME}/c")
+    bus.start()
+    d.wait_name()
+    deadline = time.monotonic() + 30
+    while len(d.get_property("Deployments")) != 3:
+        assert time.monotonic() < deadline, d.stderr_text()
+        time.sleep(0.1)
+    assert d.get_property("Deployments") != before
+    assert d.alive()
+    bus.stop()
+    bus.start()
+    d.wait_name()
+    assert len(d.get_property("Deployments")) == 3
+
+
+def test_sigterm_exits_zero_and_sighup_rescans(bus: Any, sysroot: str, daemons: List[DaemonProcess]) -> None:
+    d = start_daemon(bus, sysroot, extra_args=["--debounce-ms", "5000"])
+    daemons.append(d)
+    d.wait_name()
+    sub = Subscriber(bus.address)
+    try:
+        mark = sub.mark()
+        # a hand-added entry; the 5 s debounce holds the watcher's rescan back, SIGHUP does it now
+        with open(os.path.join(entries_dir(sysroot), "zz-hand.conf"), "w") as f:
+            f.write("title hand\nlinux /vmlinuz\n")
+        d.send_signal(signal.SIGHUP)
+        ev = sub.wait_for(mark, lambda ev: typed(ev, "BootEntriesChanged"))
+        assert typed(ev, "BootEntriesChanged")[0]["added"] == ["zz-hand"]
+    finally:
+        sub.close()
+    # Reload (root) returns the new Generation; nothing changed -> the same number again
+    gen = d.get_property("Generation")
+    out = d.busctl("call", "org.ostreewatch1", "/org/ostreewatch1", "org.ostreewatch1.Manager", "Reload").stdout
+    assert out.strip() == f"t {gen}"
+    t0 = time.monotonic()
+    assert d.stop(timeout=5) == 0
+    assert time.monotonic() - t0 < 5  # within the stop() wait: it was not killed
+
+
+# --- changes made by the real ostree tool ----------------------------------------------------------
+
+def test_real_ostree_changes_emit_the_expected_signals(bus: Any, sysroot: str,
+                                                        daemons: List[DaemonProcess]) -> None:
+    d = start_daemon(bus, sysroot)
+    daemons.append(d)
+    d.wait_name()
+    mon = subprocess.Popen(["busctl", "--system", "monitor", "--json=short", "org.ostreewatch1"],
+                           env=d.env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    sub = Subscriber(bus.address)
+    try:
+        time.sleep(0.5)  # busctl monitor is a monitor by now
+        old_ids = deployment_ids(d)
+
+        # 1. a further deploy: one deployment added, entries renumbered, the default moves
+        mark = sub.mark()
+        ostree("admin", "deploy", f"--sysroot={sysroot}", f"--os={OSNAME}", "--retain", f"{OSNAME}/c")
+        ev = sub.wait_for(mark, lambda ev: union(typed(ev, "DeploymentsChanged"), "added"))
+        ev = sub.settle(mark)
+        new_ids = deployment_ids(d)
+        assert len(new_ids) == 3 and set(old_ids) < set(new_ids)
+        added = (set(new_ids) - set(old_ids)).pop()
+        assert union(typed(ev, "DeploymentsChanged"), "added") == {added}
+        assert union(typed(ev, "DeploymentsChanged"), "removed") == set()
+        assert typed(ev, "BootEntriesChanged"), ev
+        assert d.get_property("DefaultDeployment") == added
+        assert not typed(ev, "MountsChanged")
+        gens = generations(ev)
+        assert gens == list(range(gens[0], gens[0] + len(gens)))  # one PropertiesChanged per change
+
+        # 2. undeploy the last one (index 2)
+        mark = sub.mark()
+        victim = new_ids[2]
+        ostree("admin", "undeploy", f"--sysroot={sysroot}", "2")
+        ev = sub.wait_for(mark, lambda ev: union(typed(ev, "DeploymentsChanged"), "removed"))
+        ev = sub.settle(mark)
+        assert union(typed(ev, "DeploymentsChanged"), "removed") == {victim}
+        assert union(typed(ev, "DeploymentsChanged"), "added") == set()
+        assert victim not in deployment_ids(d)
+
+        # 3. pin index 1: only Deployments changes (pinned), no typed signal but PropertiesChanged
+        mark = sub.mark()
+        ostree("admin", "pin", f"--sysroot={sysroot}", "1")
+        ev = sub.wait_for(mark, lambda ev: any(n == "PropertiesChanged" and "Deployments" in a["changed"]
+                                               for n, a in ev))
+        ev = sub.settle(mark)
+        deps = d.get_property("Deployments")
+        assert deps[1]["pinned"]["data"] is True and deps[0]["pinned"]["data"] is False
+        assert not any(n in TYPED for n, _ in ev), ev
+
+        # 4. kargs edit-in-place: every entry modified, nothing added or removed
+        mark = sub.mark()
+        ostree("admin", "kargs", "edit-in-place", f"--sysroot={sysroot}", "--append-if-missing=owtest=1")
+        ev = sub.wait_for(mark, lambda ev: typed(ev, "BootEntriesChanged"))
+        ev = sub.settle(mark)
+        changes = typed(ev, "BootEntriesChanged")
+        entries = d.get_property("BootEntries")
+        assert union(changes, "modified") == {e["id"]["data"] for e in entries}
+        assert union(changes, "added") == set() and union(changes, "removed") == set()
+        assert all("owtest=1" in e["options"]["data"] for e in entries)
+        assert not typed(ev, "DeploymentsChanged")
+
+        # 5. a hand-added entry, then a malformed one (a problem, the daemon stays up)
+        mark = sub.mark()
+        with open(os.path.join(entries_dir(sysroot), "hand.conf"), "w") as f:
+            f.write("title Hand-added\nversion 99\nlinux /vmlinuz-hand\noptions rw\n")
+        ev = sub.wait_for(mark, lambda ev: typed(ev, "BootEntriesChanged"))
+        ev = sub.settle(mark)
+        assert typed(ev, "BootEntriesChanged") == [{"added": ["hand"], "removed": [], "modified": []}]
+        problems_before = d.get_property("Problems")
+        mark = sub.mark()
+        with open(os.path.join(entries_dir(sysroot), "bad.conf"), "wb") as f:
+            f.write(b"\xff\xfe\x00garbage\nlinux\n")
+        ev = sub.wait_for(mark, lambda ev: any(n == "PropertiesChanged" for n, _ in ev))
+        ev = sub.settle(mark)
+        assert d.alive()
+        assert d.get_property("Problems") != problems_before
+        assert not typed(ev, "DeploymentsChanged")
+
+        # 6. the entries directory removed, then recreated with the same files
+        saved = tempfile.mkdtemp(prefix="ow-entries-")
+        try:
+            for name in os.listdir(entries_dir(sysroot)):
+                shutil.copy2(os.path.join(entries_dir(sysroot), name), saved)
+            ids_before = {e["id"]["data"] for e in d.get_property("BootEntries")}
+            mark = sub.mark()
+            shutil.rmtree(entries_dir(sysroot))
+            ev = sub.wait_for(mark, lambda ev: union(typed(ev, "BootEntriesChanged"), "removed") >= ids_before)
+            ev = sub.settle(mark)
+            assert d.get_property("BootEntries") == []
+            mark = sub.mark()
+            os.mkdir(entries_dir(sysroot))
+            for name in os.listdir(saved):
+                shutil.copy2(os.path.join(saved, name), entries_dir(sysroot))
+            ev = sub.wait_for(mark, lambda ev: union(typed(ev, "BootEntriesChanged"), "added") >= ids_before)
+            ev = sub.settle(mark)
+            assert {e["id"]["data"] for e in d.get_property("BootEntries")} == ids_before
+        finally:
+            shutil.rmtree(saved, ignore_errors=True)
+        assert d.alive()
+    finally:
+        sub.close()
+        mon.terminate()
+        mon_out, _ = mon.communicate(timeout=10)
+    # busctl monitor saw the same signals, in the same order, as the dbus-next subscriber
+    seen = [json.loads(line).get("member") for line in mon_out.splitlines() if line.startswith("{")]
+    seen = [m for m in seen if m in TYPED + ("PropertiesChanged",)]
+    assert seen == [n for n, _ in sub.events]
+
+
+# --- mounts --------------------------------------------------------------------------------------
+
+_STORM = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL("libc.so.6", use_errno=True)
+base = sys.argv[1]
+os.makedirs(base, exist_ok=True)
+for i in range(int(sys.argv[2])):
+    if libc.mount(b"none", base.encode(), b"tmpfs", 0, None) != 0:
+        raise OSError(ctypes.get_errno(), "mount")
+    if libc.umount2(base.encode(), 0) != 0:
+        raise OSError(ctypes.get_errno(), "umount")
+"""
+
+
+def test_mounts_in_a_private_namespace(bus: Any, sysroot: str, daemons: List[DaemonProcess]) -> None:
+    d = start_daemon(bus, sysroot, mountinfo="/proc/self/mountinfo",
+                     prefix=["unshare", "--mount", "--propagation", "private"])
+    daemons.append(d)
+    d.wait_name()
+    sub = Subscriber(bus.address)
+    scratch = tempfile.mkdtemp(prefix="ow-mnt-")
+    try:
+        nsenter = ["nsenter", "--mount", "--target", str(d.pid)]
+        usr_before = [m for m in d.get_property("Mounts") if m["mount_point"]["data"] == "/usr"]
+
+        # 2,000 unrelated tmpfs mounts and unmounts: nothing is published
+        mark = sub.mark()
+        gen = d.get_property("Generation")
+        subprocess.run(nsenter + [sys.executable, "-c", _STORM, os.path.join(scratch, "storm"), "2000"],
+                       check=True, timeout=120)
+        ev = sub.settle(mark, quiet=1.5)
+        assert ev == []
+        assert d.get_property("Generation") == gen
+
+        # a bind mount onto /usr: Mounts changes, MountsChanged(["/usr"])
+        mark = sub.mark()
+        subprocess.run(nsenter + ["mount", "--bind", scratch, "/usr"], check=True, timeout=30)
+        ev = sub.wait_for(mark, lambda ev: typed(ev, "MountsChanged"))
+        ev = sub.settle(mark)
+        assert typed(ev, "MountsChanged") == [{"mount_points": ["/usr"]}]
+        usr = [m for m in d.get_property("Mounts") if m["mount_point"]["data"] == "/usr"]
+        assert len(usr) == 1 and usr != usr_before
+        # the host's /usr is untouched
+        host = subprocess.run(["findmnt", "-n", "-o", "SOURCE", "/usr"], capture_output=True, text=True)
+        assert scratch not in host.stdout
+    finally:
+        sub.close()
+        d.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+# --- the event loop never blocks ------------------------------------------------------------
+
+def test_nothing_blocks_the_event_loop(bus: Any, sysroot: str, daemons: List[DaemonProcess]) -> None:
+    d = start_daemon(bus, sysroot, env={"OSTREEWATCH_ASYNCIO_DEBUG": "1"}, extra_args=["--debounce-ms", "0"])
+    daemons.append(d)
+    d.wait_name()
+    sub = Subscriber(bus.address)
+    try:
+        # load: 200 entries written and removed in bursts, GetAll calls meanwhile
+        for round_ in range(5):
+            mark = sub.mark()
+            for i in range(40):
+                with open(os.path.join(entries_dir(sysroot), f"load-{round_}-{i}.conf"), "w") as f:
+                    f.write(f"title load {i}\nversion {i}\nlinux /vmlinuz-{i}\noptions rw quiet\n")
+            for _ in range(5):
+                d.busctl("call", "org.ostreewatch1", "/org/ostreewatch1", "org.freedesktop.DBus.Properties",
+                         "GetAll", "s", "org.ostreewatch1.Manager")
+            sub.wait_for(mark, lambda ev: len(union(typed(ev, "BootEntriesChanged"), "added")) >= 40)
+        sub.settle(sub.mark())
+    finally:
+        sub.close()
+    assert d.stop() == 0
+    err = d.stderr_text()
+    assert "Executing" not in err or " took " not in err, err
+    assert "Traceback" not in err, err
