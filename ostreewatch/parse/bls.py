@@ -55,6 +55,15 @@ def split_boot_counting(file_name: str) -> Tuple[str, Optional[int], Optional[in
     return m.group(1), left, done
 
 
+_VALID_NAME = re.compile(r"[A-Za-z0-9_.+-]+")
+
+
+def valid_entry_file_name(file_name: str) -> bool:
+    """Whether bootctl 252 accepts this entry file name (efi_loader_entry_name_valid:
+    only [A-Za-z0-9_.+-]); it skips others with "Invalid loader entry name"."""
+    return bool(_VALID_NAME.fullmatch(file_name)) and file_name.endswith(".conf")
+
+
 _SINGLE_KEYS = {
     "title": "title",
     "version": "version",
@@ -131,8 +140,16 @@ def _parse_entry(file_name: str, data: bytes) -> BlsEntry:
     )
 
 
+def _sort_id(e: BlsEntry) -> str:
+    return e.id + ".conf" if e.file.endswith(".conf") else e.id
+
+
 def _compare(a: BlsEntry, b: BlsEntry) -> int:
-    """systemd-boot's config_entry_compare / bootctl's boot_entry_compare."""
+    """bootctl 252's boot_entry_compare (systemd-boot's config_entry_compare).
+
+    Differences from systemd-boot itself, where bootctl 252 is followed: sd-boot
+    lowercases ids before comparing them; bootctl 252 does not.
+    """
     # Entries with no tries left go last.
     r = (a.tries_left == 0) - (b.tries_left == 0)
     if r:
@@ -151,7 +168,9 @@ def _compare(a: BlsEntry, b: BlsEntry) -> int:
         r = -strverscmp_improved(a.version, b.version)
         if r:
             return r
-    r = -strverscmp_improved(a.id, b.id)
+    # bootctl 252 compares ids that keep ".conf" but drop the counting suffix:
+    # "a-1.conf" < "a.conf" while "a-1" > "a", so the suffix matters.
+    r = -strverscmp_improved(_sort_id(a), _sort_id(b))
     if r:
         return r
     # Same id: the one with more tries left, then fewer tries done (sd-boot).

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ostreewatch.errors import LoaderConfError
+from ostreewatch.parse.bls import split_boot_counting
 
 _WHITESPACE = " \t\n\r"
 
@@ -199,14 +200,19 @@ def _glob_to_regex(pattern: str) -> "re.Pattern[str]":
 
 
 def match_default(pattern: str, entry_files: Sequence[str]) -> Optional[str]:
-    """The first entry file (in the given boot order) whose name, `.conf` included,
-    matches the glob case-insensitively; None when none does."""
+    """The first entry file (in the given boot order) whose id, `.conf` included and
+    boot-counting suffix dropped, matches the glob case-insensitively (bootctl 252's
+    boot_config_find: fnmatch(FNM_CASEFOLD), first match wins); None when none does."""
     try:
         if not isinstance(pattern, str) or not pattern:
             return None
         rx = _glob_to_regex(pattern)
         for name in entry_files:
-            if rx.fullmatch(name):
+            # The id bootctl matches keeps ".conf" but not the boot-counting suffix.
+            ident, _, _ = split_boot_counting(name)
+            if name.endswith(".conf"):
+                ident += ".conf"
+            if rx.fullmatch(ident):
                 return name
         return None
     except Exception as e:
