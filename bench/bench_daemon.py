@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Figures for ostreewatchd's own choices (helper E); bench/run.py holds the full suite.
+
+    .venv/bin/python bench/bench_daemon.py burst [-n 10]   # inotify event gaps of one `ostree admin deploy`
+    .venv/bin/python bench/bench_daemon.py daemon [-n 5]   # start->READY, idle wakeups, swap->signal, RSS
+
+`burst` picks --debounce-ms: it records every inotify event the watcher's
+directories see during a real deploy and reports the burst's span and the
+gaps between consecutive events (a debounce longer than the usual gap folds a
+deploy into fewer published changes; a shorter one publishes intermediate
+states). Needs root (unshare, dbus-daemon).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import os
+import select
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from typing import List, Tuple
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from bench import sysroot as srmod  # noqa: E402
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+IN_ALL = 0xFFF  # every event kind
+IN_NONBLOCK = os.O_NONBLOCK
+
+
+def _watch(fd: int, path: str) -> int:
+    wd = _libc.inotify_add_watch(fd, os.fsencode(path), IN_ALL)
+    if wd < 0:
+        raise OSError(ctypes.get_errno(), path)
+    return wd
+
+
+def burst_once(sr: str, ref: str) -> List[Tuple[float, str]]:
+    """(time, dir/name) of each event on the watched dirs while one deploy runs."""
+    fd = _libc.inotify_init1(IN_NONBLOCK)
+    dirs = {}
+    for rel in ("boot", "boot/loader/entries", "ostree", "ostree/deploy", f"ostree/deploy/{srmod.OSNAME}"):
+        path = os.path.realpath(os.path.join(sr, rel))
+        dirs[_watch(fd, path)] = rel
+    events: List[Tuple[float, str]] = []
+    proc = subprocess.Popen(["unshare", "--user", "--map-root-user", "ostree", "admin", "deploy",
+                             f"--sysroot={sr}", f"--os={srmod.OSNAME}", ref], env=srmod.ostree_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while True:
+        done = proc.poll() is not None
+        if poller.poll(50 if not done else 200):
+            t = time.monotonic()
+            buf = os.read(fd, 65536)
+            off = 0
+            while off < len(buf):
+                wd, _mask, _cookie, length = struct.unpack_from("iIII", buf, off)
+                name = buf[off + 16:off + 16 + length].rstrip(b"\0").decode()
+                off += 16 + length
+                events.append((t, f"{dirs.get(wd, '?')}/{name}"))
+        elif done:
+            break
+    os.close(fd)
+    return events
+
+
+def cmd_burst(n: int) -> None:
+    work = tempfile.mkdtemp(prefix="owbench-burst-")
+    try:
+        sr = srmod.build_sysroot(os.path.join(work, "sysroot"))
+        spans, gaps, counts = [], [], []
+        for i in range(n):
+            ev = burst_once(sr, srmod.REFS[i % 2])
+            times = sorted(t for t, _ in ev)
+            if len(times) < 2:
+                continue
+            spans.append(times[-1] - times[0])
+            gaps.extend(b - a for a, b in zip(times, times[1:]) if b > a)
+            counts.append(len(ev))
+        gaps.sort()
+        print(f"deploys: {len(spans)}; events per deploy (median): {statistics.median(counts)}")
+        print(f"burst span ms: median {statistics.median(spans)*1e3:.1f}, max {max(spans)*1e3:.1f}")
+        for q in (0.5, 0.9, 0.99):
+            print(f"gap between wakeups p{int(q*100)}: {gaps[int(q*(len(gaps)-1))]*1e3:.2f} ms")
+        print(f"largest gap: {gaps[-1]*1e3:.1f} ms")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def cmd_daemon(n: int) -> None:
+    """Start->READY, idle wakeups over 60 s, loader swap->signal, RSS: medians of N runs."""
+    import asyncio
+    from bench.daemonrun import Daemon, DaemonArgs, PrivateBus, Recorder, wait_for_name
+    from bench.harness import proc_sample
+    work = tempfile.mkdtemp(prefix="owbench-daemon-")
+    bus = PrivateBus()
+    ready, wake, lat, rss = [], [], [], []
+    try:
+        sr = srmod.build_sysroot(os.path.join(work, "sysroot"))
+        for i in range(n):
+            d = Daemon(bus.address, DaemonArgs(sysroot=sr, mountinfo="/proc/self/mountinfo"))
+            ready.append(d.start())
+            try:
+                asyncio.run(wait_for_name(bus.address))
+                time.sleep(1)
+                s0 = proc_sample(d.pid)
+                time.sleep(60 if i == 0 else 10)
+                s1 = proc_sample(d.pid)
+                per60 = (s1.voluntary + s1.involuntary - s0.voluntary - s0.involuntary) * (60 if i == 0 else 6)
+                wake.append(per60)
+                rss.append(s1.rss_kb)
+
+                async def swap() -> float:
+                    rec = await Recorder.create(bus.address)
+                    mark = len(rec.events)
+                    t0 = time.monotonic()
+                    srmod.deploy(sr, srmod.REFS[i % 2])
+                    ev = await rec.wait(mark, lambda e: e.member == "DeploymentsChanged", 30)
+                    rec.close()
+                    return (ev.t - t0) if ev else float("nan")
+                lat.append(asyncio.run(swap()))
+            finally:
+                d.stop()
+        print(f"runs: {n}")
+        print(f"start -> READY=1: median {statistics.median(ready)*1e3:.0f} ms")
+        print(f"idle wakeups per 60 s (voluntary+involuntary ctxt switches): median {statistics.median(wake):.0f}")
+        print(f"deploy start -> DeploymentsChanged at a subscriber: median {statistics.median(lat)*1e3:.0f} ms")
+        print(f"RSS: median {statistics.median(rss)/1024:.1f} MiB")
+    finally:
+        bus.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["burst", "daemon"])
+    p.add_argument("-n", type=int, default=0)
+    a = p.parse_args()
+    if a.what == "burst":
+        cmd_burst(a.n or 10)
+    else:
+        cmd_daemon(a.n or 5)
+
+
+if __name__ == "__main__":
+    main()
