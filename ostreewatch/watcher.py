@@ -1,16 +1,81 @@
-"""Turns inotify and mountinfo events into a "rescan soon" callback (skeleton; implementation follows).
+"""Turns inotify and mountinfo events into a "rescan soon" callback.
 
-The only module importing pyinotify.
+The only module importing pyinotify. Nothing here polls: the inotify fd and a
+private epoll holding the mountinfo fd are handed to the event loop with
+`add_reader`; with nothing changing, the process never wakes up.
+
+The set of watches is recomputed from the file system (`rescan_watches`) after
+anything structural happens: the `boot/loader` symlink swap, a watched
+directory removed, moved, replaced or unmounted. A path that does not exist
+yet is stood in for by a watch on its nearest existing ancestor, so it is
+picked up when it appears. Watches are keyed by inode: a directory replaced
+under the same name, or a /boot mounted again, gets a fresh watch.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+import logging
+import os
+import re
+import select
+import stat
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+
+import pyinotify
+
+# pyinotify logs to stderr from inside its event processing (events for a
+# watch just removed, moves it cannot follow); this module handles all of those.
+pyinotify.log.setLevel(logging.CRITICAL)
+
+IN_ACCESS = pyinotify.IN_ACCESS
+IN_ATTRIB = pyinotify.IN_ATTRIB
+IN_CLOSE_WRITE = pyinotify.IN_CLOSE_WRITE
+IN_CREATE = pyinotify.IN_CREATE
+IN_DELETE = pyinotify.IN_DELETE
+IN_DELETE_SELF = pyinotify.IN_DELETE_SELF
+IN_IGNORED = pyinotify.IN_IGNORED
+IN_MOVED_FROM = pyinotify.IN_MOVED_FROM
+IN_MOVED_TO = pyinotify.IN_MOVED_TO
+IN_MOVE_SELF = pyinotify.IN_MOVE_SELF
+IN_ONLYDIR = pyinotify.IN_ONLYDIR
+IN_Q_OVERFLOW = pyinotify.IN_Q_OVERFLOW
+IN_UNMOUNT = pyinotify.IN_UNMOUNT
+
+_NAMES = IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM
+_SELF = IN_DELETE_SELF | IN_MOVE_SELF  # IN_UNMOUNT and IN_IGNORED come unasked
+_DIR = _NAMES | _SELF | IN_ONLYDIR
+_GONE = IN_UNMOUNT | IN_DELETE_SELF | IN_MOVE_SELF
+
+_BOOT_LINK = re.compile(r"boot\.[0-9]+")
+
+
+@dataclass(frozen=True)
+class _Target:
+    role: str
+    path: str
+    mask: int
+    reason: str        # on_change reason when the target itself changes or (re)appears
+    root: str          # never watch above this directory when standing in for a missing target
+    stand_in: bool = True  # when missing, watch the nearest existing ancestor
+
+
+@dataclass
+class _Armed:
+    wd: int
+    mask: int
+    path: str
+    roles: Set[Tuple[str, str]] = field(default_factory=set)  # (role, reason)
 
 
 class Watcher:
-    """Calls on_change(reason) when the boot state may have changed; never polls."""
+    """Calls on_change(reason) when the boot state may have changed; never polls.
+
+    on_change only means "rescan soon": the caller debounces. Reasons:
+    entries, loader-swap, loader.conf, grubenv, boot-links, deploy-mtime,
+    staged, booted, mounts, overflow.
+    """
 
     def __init__(
         self,
@@ -19,17 +84,331 @@ class Watcher:
         loop: asyncio.AbstractEventLoop,
         *,
         mount_min_interval: float = 0.2,
+        mount_rate_per_s: Optional[float] = None,
     ) -> None:
         self.paths = paths
         self.on_change = on_change
         self.loop = loop
-        self.mount_min_interval = mount_min_interval
+        # mount_rate_per_s is the spelling in docs/ARCHITECTURE.md; both work.
+        self.mount_min_interval = 1.0 / mount_rate_per_s if mount_rate_per_s else mount_min_interval
+        self._notifier: Optional[pyinotify.Notifier] = None
+        self._wm: Optional[pyinotify.WatchManager] = None
+        self._armed: Dict[Tuple[int, int], _Armed] = {}  # (st_dev, st_ino) -> watch
+        self._mi_file: Optional[Any] = None
+        self._mi_epoll: Optional[select.epoll] = None
+        self._mi_reader = False
+        self._mi_last = float("-inf")
+        self._mi_trailing: Optional[asyncio.TimerHandle] = None
+        self._mi_is_file = False  # mountinfo given as a plain file: watched with inotify
+        self._batch_reasons: Dict[str, None] = {}
+        self._batch_rearm = False
+        # Counters for tests and benchmarks.
+        self.stats: Dict[str, int] = {"inotify_wakeups": 0, "mount_wakeups": 0, "mount_callbacks": 0,
+                                      "rearms": 0, "overflows": 0}
+
+    # --- life cycle ------------------------------------------------------------
 
     def start(self) -> None:
         """Arm every watch; never raises for missing paths."""
+        if self._wm is not None:
+            return
+        self._wm = pyinotify.WatchManager()
+        self._notifier = pyinotify.Notifier(self._wm, default_proc_fun=self._on_event)
+        os.set_inheritable(self._wm.get_fd(), False)
+        self.loop.add_reader(self._wm.get_fd(), self._on_inotify_readable)
+        self._start_mountinfo()
+        self._rescan(fire=False)
 
     def stop(self) -> None:
         """Remove every watch and reader; idempotent."""
+        if self._mi_trailing is not None:
+            self._mi_trailing.cancel()
+            self._mi_trailing = None
+        if self._mi_epoll is not None:
+            if self._mi_reader:
+                self.loop.remove_reader(self._mi_epoll.fileno())
+                self._mi_reader = False
+            self._mi_epoll.close()
+            self._mi_epoll = None
+        if self._mi_file is not None:
+            self._mi_file.close()
+            self._mi_file = None
+        if self._wm is not None and self._notifier is not None:
+            self.loop.remove_reader(self._wm.get_fd())
+            self._notifier.stop()  # closes the inotify fd: the kernel drops every watch
+        self._wm = None
+        self._notifier = None
+        self._armed.clear()
 
     def rescan_watches(self) -> None:
         """Re-arm watches onto the paths as they are now (after a swap, removal, remount)."""
+        if self._wm is not None:
+            self._rescan(fire=False)
+
+    def armed_paths(self) -> List[str]:
+        """The paths watched right now (for tests and debugging)."""
+        return sorted(a.path for a in self._armed.values())
+
+    # --- what to watch ---------------------------------------------------------
+
+    def _targets(self) -> List[_Target]:
+        sysroot = os.path.abspath(str(self.paths.sysroot))
+        run = os.path.abspath(str(self.paths.run))
+        boot = os.path.join(sysroot, "boot")
+        loader = os.path.join(boot, "loader")
+        # Follow the `loader -> loader.N` symlink, but never out of boot/.
+        real_loader = os.path.realpath(loader)
+        real_boot = os.path.realpath(boot)
+        loader_inside = os.path.commonpath([real_loader, real_boot]) == real_boot and real_loader != real_boot
+        ostree = os.path.join(sysroot, "ostree")
+        run_ostree = os.path.join(run, "ostree")
+        targets = [_Target("boot", boot, _DIR, "loader-swap", sysroot)]
+        if loader_inside:  # a loader link pointing out of boot/ is a problem for state.py, not a watch
+            targets += [
+                _Target("loader", real_loader, _DIR | IN_CLOSE_WRITE | IN_ATTRIB, "loader-swap", sysroot),
+                _Target("entries", os.path.join(real_loader, "entries"),
+                        _DIR | IN_CLOSE_WRITE | IN_ATTRIB, "entries", sysroot),
+            ]
+        targets += [
+            _Target("grub", os.path.join(boot, "grub2"), _DIR | IN_CLOSE_WRITE, "grubenv", sysroot),
+            _Target("grub", os.path.join(boot, "grub"), _DIR | IN_CLOSE_WRITE, "grubenv", sysroot),
+            _Target("efi-loader", os.path.join(boot, "efi", "loader"), _DIR | IN_CLOSE_WRITE,
+                    "loader.conf", sysroot, stand_in=False),
+            _Target("ostree", ostree, _DIR, "boot-links", sysroot),
+            _Target("deploy", os.path.join(ostree, "deploy"), _SELF | IN_ONLYDIR | IN_ATTRIB,
+                    "deploy-mtime", sysroot),
+            # Standing in for RUN/ostree, RUN itself is watched only while it is missing.
+            _Target("run-ostree", run_ostree, _DIR | IN_CLOSE_WRITE, "staged", run),
+            _Target("booted", os.path.join(run, "ostree-booted"), _SELF | IN_ATTRIB | IN_CLOSE_WRITE,
+                    "booted", run, stand_in=False),
+        ]
+        if self._mi_is_file:
+            mi = os.path.abspath(str(self.paths.mountinfo))
+            targets.append(_Target("mountinfo", os.path.dirname(mi), _DIR | IN_CLOSE_WRITE, "mounts",
+                                   os.path.dirname(mi), stand_in=False))
+        return targets
+
+    def _desired(self) -> Dict[Tuple[int, int], _Armed]:
+        """Stat every target (or its stand-in ancestor): inode -> mask, path, roles."""
+        want: Dict[Tuple[int, int], _Armed] = {}
+
+        def add(path: str, mask: int, role: Tuple[str, str]) -> bool:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return False
+            if mask & IN_ONLYDIR and not stat.S_ISDIR(st.st_mode):
+                return False
+            key = (st.st_dev, st.st_ino)
+            item = want.setdefault(key, _Armed(wd=-1, mask=0, path=path))
+            item.mask |= mask
+            item.roles.add(role)
+            return True
+
+        for t in self._targets():
+            if add(t.path, t.mask, (t.role, t.reason)) or not t.stand_in:
+                continue
+            parent = os.path.dirname(t.path)
+            while len(parent) >= len(t.root) and parent != os.path.dirname(parent):
+                if add(parent, _DIR, ("parent", t.reason)):
+                    break
+                parent = os.path.dirname(parent)
+        return want
+
+    def _rescan(self, fire: bool) -> None:
+        """Bring the armed watches in line with the file system."""
+        if self._wm is None:
+            return
+        want = self._desired()
+        changed_reasons: List[str] = []
+        keep_wds: Set[int] = set()
+        for key, item in want.items():
+            old = self._armed.get(key)
+            if old is not None and old.wd >= 0 and old.mask == item.mask:
+                old.roles, old.path = item.roles, item.path
+                keep_wds.add(old.wd)
+                continue
+            wd = self._wm.add_watch(item.path, item.mask, quiet=True).get(item.path, -1)
+            if wd is None or wd < 0:
+                continue  # vanished between stat and add_watch: its parent's event re-arms
+            item.wd = wd
+            self._armed[key] = item
+            keep_wds.add(wd)
+            if old is None:
+                changed_reasons += [reason for _role, reason in item.roles]
+        for key in [k for k in self._armed if k not in want]:
+            gone = self._armed.pop(key)
+            changed_reasons += [reason for _role, reason in gone.roles]
+            # The same wd may now serve a desired inode (replaced between stat and add).
+            if gone.wd not in keep_wds:
+                self._wm.rm_watch(gone.wd, quiet=True)
+        if changed_reasons:
+            self.stats["rearms"] += 1
+        if fire:
+            for reason in dict.fromkeys(changed_reasons):
+                self._fire(reason)
+
+    # --- inotify ---------------------------------------------------------------
+
+    def _on_inotify_readable(self) -> None:
+        self.stats["inotify_wakeups"] += 1
+        self._batch_reasons = {}
+        self._batch_rearm = False
+        assert self._notifier is not None
+        try:
+            self._notifier.read_events()
+            self._notifier.process_events()
+        except Exception:
+            # e.g. a file name that is not UTF-8 (pyinotify decodes strictly):
+            # the batch is lost, so behave as after an overflow.
+            self._notifier._eventq.clear()
+            self._batch_reasons["overflow"] = None
+            self._batch_rearm = True
+        if "overflow" in self._batch_reasons:
+            self.stats["overflows"] += 1
+        for reason in self._batch_reasons:
+            self._fire(reason)
+        if self._batch_rearm:
+            self._rescan(fire=True)
+
+    def _on_event(self, event: Any) -> None:
+        mask = event.mask
+        if mask & IN_Q_OVERFLOW:
+            self._batch_reasons["overflow"] = None
+            self._batch_rearm = True
+            return
+        wd = getattr(event, "wd", -1)
+        entries = [(k, a) for k, a in self._armed.items() if a.wd == wd]
+        if mask & (IN_IGNORED | _GONE):
+            # The watched directory itself went away, moved or was unmounted.
+            self._batch_rearm = True
+            for key, armed in entries:
+                if mask & IN_IGNORED:
+                    del self._armed[key]
+                for _role, reason in armed.roles:
+                    self._batch_reasons[reason] = None
+            return
+        name = getattr(event, "name", "") or ""
+        for _key, armed in entries:
+            for role, reason in armed.roles:
+                self._classify(role, reason, name, mask)
+
+    def _classify(self, role: str, reason: str, name: str, mask: int) -> None:
+        """Decide what one event in a watched directory means."""
+        structural = bool(mask & _NAMES)
+        hit: Optional[str] = None
+        if role == "boot":
+            if name == "loader":
+                hit, self._batch_rearm = "loader-swap", True
+            elif name in ("grub2", "grub", "efi") and structural:
+                self._batch_rearm = True
+        elif role == "loader":
+            if name == "loader.conf":
+                hit = "loader.conf"
+            elif name == "entries" and structural:
+                hit, self._batch_rearm = "entries", True
+        elif role == "entries":
+            hit = "entries"
+        elif role == "grub":
+            if name == "grubenv":
+                hit = "grubenv"
+        elif role == "efi-loader":
+            if name == "loader.conf":
+                hit = "loader.conf"
+        elif role == "ostree":
+            if _BOOT_LINK.fullmatch(name):
+                hit = "boot-links"
+            elif name == "deploy" and structural:
+                hit, self._batch_rearm = "deploy-mtime", True
+        elif role == "deploy":
+            if mask & IN_ATTRIB:
+                hit = "deploy-mtime"
+        elif role == "run-ostree":
+            if name.startswith("staged-deployment"):
+                hit = "staged"
+        elif role == "booted":
+            hit = "booted"
+        elif role == "mountinfo":
+            if name == os.path.basename(str(self.paths.mountinfo)):
+                hit = "mounts"
+        elif role == "parent":
+            if structural:
+                # Something appeared on the way to a missing target: look again.
+                self._batch_rearm = True
+        # RUN/ostree-booted is a file: it appears and goes in the RUN or parent watch.
+        if name == "ostree-booted" and structural and role in ("parent",):
+            hit, self._batch_rearm = "booted", True
+        if hit is not None:
+            self._batch_reasons[hit] = None
+
+    # --- mountinfo -------------------------------------------------------------
+
+    def _start_mountinfo(self) -> None:
+        path = str(self.paths.mountinfo)
+        try:
+            self._mi_file = open(path, "rb", buffering=0)
+        except OSError:
+            return  # no mount table to watch: everything else still works
+        try:
+            ep = select.epoll()
+            ep.register(self._mi_file.fileno(), select.EPOLLPRI | select.EPOLLERR)
+        except OSError:
+            # A plain file (tests, --mountinfo FILE) cannot be polled: inotify it.
+            ep.close()
+            self._mi_file.close()
+            self._mi_file = None
+            self._mi_is_file = True
+            return
+        self._mi_epoll = ep
+        self.loop.add_reader(ep.fileno(), self._on_mountinfo_readable)
+        self._mi_reader = True
+
+    def _drain_mountinfo(self) -> None:
+        # The kernel clears the per-file "seen" state when the file is polled
+        # (mounts_poll), not when it is read; the outer loop's readiness check
+        # may already have done it, so poll(0) can return []: the wakeup itself
+        # was the signal. No read needed (reading 2,000 mounts is the costly part).
+        if self._mi_epoll is not None:
+            self._mi_epoll.poll(0)
+
+    def _on_mountinfo_readable(self) -> None:
+        self.stats["mount_wakeups"] += 1
+        self._drain_mountinfo()
+        now = self.loop.time()
+        due = self._mi_last + self.mount_min_interval
+        if now >= due:
+            self._mount_fire(now)
+            return
+        # Inside the interval: stop listening until it ends, then report once.
+        # Changes in between are collected by the kernel and covered by that report.
+        assert self._mi_epoll is not None
+        self.loop.remove_reader(self._mi_epoll.fileno())
+        self._mi_reader = False
+        self._mi_trailing = self.loop.call_at(due, self._mount_trailing)
+
+    def _mount_trailing(self) -> None:
+        self._mi_trailing = None
+        if self._mi_epoll is None:
+            return
+        self._drain_mountinfo()
+        self.loop.add_reader(self._mi_epoll.fileno(), self._on_mountinfo_readable)
+        self._mi_reader = True
+        self._mount_fire(self.loop.time())
+
+    def _mount_fire(self, now: float) -> None:
+        self._mi_last = now
+        self.stats["mount_callbacks"] += 1
+        self._fire("mounts")
+        # A /boot unmounted and mounted again leaves inotify watching the
+        # covered directory: re-arm onto whatever is mounted now.
+        self._rescan(fire=True)
+
+    # --- callback --------------------------------------------------------------
+
+    def _fire(self, reason: str) -> None:
+        try:
+            self.on_change(reason)
+        except Exception as exc:  # the caller's bug must not kill the watcher
+            self.loop.call_exception_handler(
+                {"message": f"ostreewatch watcher: on_change({reason!r}) failed", "exception": exc}
+            )
