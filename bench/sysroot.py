@@ -36,6 +36,26 @@ ostree admin deploy --sysroot="$SR" --os="$OS" "$OS/b" >/dev/null
 """
 
 
+# The part of a grub2-mkconfig grub.cfg that reads the environment block (Fedora's 00_header).
+GRUB_CFG = """set pager=1
+if [ -f ${config_directory}/grubenv ]; then
+  load_env -f ${config_directory}/grubenv
+elif [ -s $prefix/grubenv ]; then
+  load_env
+fi
+if [ "${next_entry}" ] ; then
+   set default="${next_entry}"
+   set next_entry=
+   save_env next_entry
+   set boot_once=true
+else
+   set default="${saved_entry}"
+fi
+insmod blscfg
+blscfg
+"""
+
+
 def ostree_env() -> dict:
     return dict(os.environ, OSTREE_SYSROOT_DEBUG="mutable-deployments")
 
@@ -53,8 +73,11 @@ def build_sysroot(sysroot: str, grub: bool = False) -> str:
     if r.returncode != 0:
         raise RuntimeError(f"building sysroot failed: {r.stderr.strip()}")
     if grub:
-        os.makedirs(os.path.join(sysroot, "boot", "grub2"), exist_ok=True)
-        subprocess.run(["grub-editenv", os.path.join(sysroot, "boot", "grub2", "grubenv"), "create"], check=True)
+        gdir = os.path.join(sysroot, "boot", "grub2")
+        os.makedirs(gdir, exist_ok=True)
+        subprocess.run(["grub-editenv", os.path.join(gdir, "grubenv"), "create"], check=True)
+        with open(os.path.join(gdir, "grub.cfg"), "w") as f:
+            f.write(GRUB_CFG)
     return sysroot
 
 
