@@ -72,7 +72,6 @@ _SINGLE_KEYS = {
     "linux": "linux",
     "efi": "efi",
     "devicetree": "devicetree",
-    "devicetree-overlay": "devicetree_overlay",
     "architecture": "architecture",
 }
 
@@ -106,6 +105,7 @@ def _parse_entry(file_name: str, data: bytes) -> BlsEntry:
     fields = {}
     initrd: List[str] = []
     options: List[str] = []
+    overlays: List[str] = []
     extra: List[Tuple[str, str]] = []
     # Split on "\n" only (as systemd's read_line); strip() then removes a CR of CRLF.
     for line in text.split("\n"):
@@ -125,6 +125,8 @@ def _parse_entry(file_name: str, data: bytes) -> BlsEntry:
             initrd.append(value)
         elif key == "options":
             options.append(value)
+        elif key == "devicetree-overlay":
+            overlays.extend(value.split())  # bootctl: repeatable, a whitespace-separated list
         else:
             extra.append((key, value))
     return BlsEntry(
@@ -133,6 +135,7 @@ def _parse_entry(file_name: str, data: bytes) -> BlsEntry:
         initrd=tuple(initrd),
         options=" ".join(options),
         first_options=options[0] if options else "",
+        devicetree_overlay=" ".join(overlays),
         tries_left=tries_left,
         tries_done=tries_done,
         extra=tuple(extra),
