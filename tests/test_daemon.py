@@ -21,7 +21,6 @@ import pytest
 
 from ostreewatch import service
 from tests.fixtures.daemon import DaemonProcess, start_daemon
-from tests.test_service import close_bus, make_test_bus
 
 OSNAME = "testos"
 REFS = ("a", "b", "c")
@@ -72,10 +71,8 @@ def sysroot() -> Iterator[str]:
 
 
 @pytest.fixture
-def bus() -> Iterator[Any]:
-    b = make_test_bus()
-    yield b
-    close_bus(b)
+def bus(system_bus: Any) -> Any:
+    return system_bus
 
 
 @pytest.fixture

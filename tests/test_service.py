@@ -11,9 +11,7 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -27,114 +25,16 @@ XML = os.path.join(REPO, "dbus", "org.ostreewatch1.Manager.xml")
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
-# --- a bus: helper C's make_bus when there, else a local stand-in --------------------------
+# --- buses: helper C's real system-type dbus-daemon with the project's policy -----------------
 
-_LOCAL_CONF = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={sock}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-  </policy>
-  <policy user="root">
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>
-  </policy>
-  {policy}
-</busconfig>
-"""
-
-_LOCAL_POLICY = """
-  <policy user="root">
-    <allow own="org.ostreewatch1"/>
-    <allow send_destination="org.ostreewatch1"/>
-  </policy>
-  <policy context="default">
-    <allow send_destination="org.ostreewatch1" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.ostreewatch1" send_interface="org.freedesktop.DBus.Peer"/>
-    <allow send_destination="org.ostreewatch1" send_interface="org.freedesktop.DBus.Properties" send_member="Get"/>
-    <allow send_destination="org.ostreewatch1" send_interface="org.freedesktop.DBus.Properties" send_member="GetAll"/>
-  </policy>
-"""
-
-_RELAXED_POLICY = """
-  <policy user="root"><allow own="org.ostreewatch1"/></policy>
-  <policy context="default"><allow send_destination="org.ostreewatch1"/></policy>
-"""
-
-
-class LocalBus:
-    """Stand-in for tests.fixtures.bus.SystemBus until helper C's lands: same attributes."""
-
-    def __init__(self, relaxed_policy: bool = False) -> None:
-        self.dir = tempfile.mkdtemp(prefix="ow-bus-")
-        os.chmod(self.dir, 0o755)
-        self.socket_path = os.path.join(self.dir, "system_bus_socket")
-        self.address = "unix:path=" + self.socket_path
-        self.conf = os.path.join(self.dir, "bus.conf")
-        with open(self.conf, "w") as f:
-            f.write(_LOCAL_CONF.format(sock=self.socket_path,
-                                       policy=_RELAXED_POLICY if relaxed_policy else _LOCAL_POLICY))
-        self.proc: Optional[subprocess.Popen] = None
-        self.start()
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(["dbus-daemon", "--config-file=" + self.conf, "--nofork", "--print-pid"],
-                                     stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        self.proc.stdout.readline()  # printed once it listens
-        self.proc.stdout.close()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def env(self) -> Dict[str, str]:
-        return dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.address)
-
-
-def make_test_bus(relaxed_policy: bool = False) -> Any:
-    try:
-        from tests.fixtures.bus import make_bus  # type: ignore[attr-defined]
-    except ImportError:
-        return LocalBus(relaxed_policy)
-    return make_bus(relaxed_policy=relaxed_policy)
-
-
-def close_bus(bus: Any) -> None:
-    getattr(bus, "close", bus.stop)()
+@pytest.fixture
+def bus(system_bus: Any) -> Any:
+    return system_bus
 
 
 @pytest.fixture
-def bus() -> Any:
-    b = make_test_bus()
-    yield b
-    close_bus(b)
-
-
-@pytest.fixture
-def relaxed_bus() -> Any:
-    b = make_test_bus(relaxed_policy=True)
-    yield b
-    close_bus(b)
+def relaxed_bus(make_bus: Any) -> Any:
+    return make_bus(relaxed_policy=True)
 
 
 # --- a snapshot to publish ---------------------------------------------------------------
