@@ -85,6 +85,24 @@ def unwrap(value: Any) -> Any:
     return value
 
 
+def snapshot_from_plain(props: Dict[str, Any]) -> model.Snapshot:
+    """GetAll's plain values back into a model.Snapshot (unknown keys ignored, missing ones defaulted)."""
+    records = {"Deployments": model.Deployment, "BootEntries": model.BootEntry,
+               "Mounts": model.Mount, "Problems": model.Problem}
+    fields: Dict[str, Any] = {}
+    for name in model.PROPERTY_SIGNATURES:
+        if name not in props:
+            continue
+        value = props[name]
+        if name in records:
+            cls = records[name]
+            keys = model.key_signatures(name)
+            value = tuple(cls(**{k: (tuple(v) if isinstance(v, list) else v)
+                                 for k, v in item.items() if k in keys}) for item in value)
+        fields[name] = value
+    return model.Snapshot(**fields)
+
+
 # --- the object -----------------------------------------------------------------------
 
 

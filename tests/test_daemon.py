@@ -184,6 +184,18 @@ def test_ready_before_the_bus_then_connects_when_it_appears(bus: Any, sysroot: s
     assert d.get_property("Generation") == 1
 
 
+def test_watchdog_pings_only_when_asked(bus: Any, sysroot: str, daemons: List[DaemonProcess]) -> None:
+    d = start_daemon(bus, sysroot, notify=True, env={"WATCHDOG_USEC": "200000"})
+    daemons.append(d)
+    d.wait_notify("READY=1")
+    d.wait_notify("WATCHDOG=1")
+    quiet = start_daemon(bus, sysroot, notify=True)
+    daemons.append(quiet)
+    quiet.wait_notify("READY=1")
+    quiet.notify_messages(timeout=1.0)
+    assert not any("WATCHDOG=1" in m for m in quiet.notify_messages())
+
+
 def test_bus_restart_daemon_owns_its_name_again(bus: Any, sysroot: str, daemons: List[DaemonProcess]) -> None:
     d = start_daemon(bus, sysroot)
     daemons.append(d)

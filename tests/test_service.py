@@ -358,3 +358,8 @@ def test_nobody_receives_signals(bus: Any) -> None:
     out = asyncio.run(main())
     assert "org.freedesktop.DBus.Properties.PropertiesChanged" in out
     assert "org.ostreewatch1.Manager.DefaultEntryChanged ('ostree-2', 'extra')" in out
+
+
+def test_getall_values_round_trip_to_the_snapshot() -> None:
+    for snap in (SNAP1, SNAP2, model.Snapshot()):
+        assert service.snapshot_from_plain(service.unwrap(service.snapshot_values(snap))) == snap
