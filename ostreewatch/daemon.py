@@ -415,6 +415,10 @@ class Daemon:
                 log.exception("stopping the watcher failed")
         if self._debounce_handle is not None:
             self._debounce_handle.cancel()
+        if self._scan_task is not None:
+            self._tasks.append(self._scan_task)
+        if self.manager is not None:
+            self._tasks.extend(self.manager._tasks)
         for task in self._tasks:
             task.cancel()
         if self.bus is not None:
