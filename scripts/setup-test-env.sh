@@ -1,0 +1,151 @@
+#!/bin/bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# Set-up steps shared by scripts/run-tests.sh and scripts/run-sample.sh, for a
+# Debian 12 machine (as root). Source it, then call the ow_* functions; or run
+# it directly to do the whole test set-up without running the tests:
+#     sudo scripts/setup-test-env.sh
+# Every step is idempotent and cheap when there is nothing to do.
+
+OW_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OW_VENV="$OW_REPO/.venv"
+# Debian's python, not a pyenv/conda one first on PATH: uid 65534 must be able
+# to run the venv's python in tests, and the system's modules must match.
+OW_PYTHON=/usr/bin/python3
+# The debootstrapped Debian tree for the systemd-nspawn tests: a cache outside
+# the repository, never modified in place (tests use --volatile=overlay).
+: "${OSTREEWATCH_ROOTFS:=/var/cache/ostreewatch/bookworm-root}"
+export OSTREEWATCH_ROOTFS
+OW_ROOTFS_PACKAGES=systemd,systemd-sysv,dbus,python3,python3-dbus-next,python3-systemd,python3-pyinotify
+export PATH="$PATH:/usr/sbin:/sbin"
+
+ow_log() { printf '==> %s\n' "$*" >&2; }
+ow_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Timing: ow_timed NAME CMD... runs CMD and records how long it took.
+OW_TIMINGS=()
+ow_timed() {
+    local name="$1" start end rc=0
+    shift
+    start=$(date +%s.%N)
+    "$@" || rc=$?
+    end=$(date +%s.%N)
+    OW_TIMINGS+=("$(awk -v n="$name" -v a="$start" -v b="$end" 'BEGIN { printf "%-22s %8.1f s", n, b - a }')")
+    return "$rc"
+}
+ow_print_timings() {
+    local line
+    printf '\n==> timing summary\n' >&2
+    for line in "${OW_TIMINGS[@]}"; do printf '    %s\n' "$line" >&2; done
+}
+
+# The packages of scripts/apt-packages.txt (read now: others add to it), comments stripped.
+ow_apt_packages() {
+    sed -e 's/#.*//' "$OW_REPO/scripts/apt-packages.txt" | awk 'NF { print $1 }'
+}
+
+ow_install_apt() {
+    local missing=() p
+    for p in $(ow_apt_packages); do
+        if [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" != installed ]; then
+            missing+=("$p")
+        fi
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        ow_log "apt: all $(ow_apt_packages | wc -l) packages of scripts/apt-packages.txt installed"
+        return 0
+    fi
+    [ "$(id -u)" -eq 0 ] || ow_die "missing packages (${missing[*]}): run as root"
+    ow_log "apt: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q || ow_die "apt-get update failed"
+    apt-get install -y -q "${missing[@]}" || ow_die "apt-get install ${missing[*]} failed"
+}
+
+# The extras the venv must hold: "" for the runtime only, "test" for the tests.
+ow_make_venv() {
+    local extras="${1-test}" spec stamp hash want have
+    spec="$OW_REPO"
+    [ -n "$extras" ] && spec="$OW_REPO[$extras]"
+    stamp="$OW_VENV/.ostreewatch-installed"
+    if [ -x "$OW_VENV/bin/python" ] && ! grep -qx 'home = /usr/bin' "$OW_VENV/pyvenv.cfg" 2>/dev/null; then
+        ow_log "venv: $OW_VENV was not built from $OW_PYTHON; rebuilding it"
+        rm -rf "$OW_VENV"
+    fi
+    if [ ! -x "$OW_VENV/bin/python" ]; then
+        [ -x "$OW_PYTHON" ] || ow_die "$OW_PYTHON not found (apt-get install python3 python3-venv)"
+        ow_log "venv: creating $OW_VENV from $OW_PYTHON"
+        "$OW_PYTHON" -m venv "$OW_VENV" || ow_die "python3 -m venv failed (is python3-venv installed?)"
+    fi
+    # Reinstall when the packaging metadata changed, the extras differ, the
+    # install points at another checkout, or an import fails.
+    hash="$(cat "$OW_REPO/setup.cfg" "$OW_REPO/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+    want="$extras $hash"
+    have="$(cat "$stamp" 2>/dev/null || true)"
+    # A venv with the test extras also serves a runtime-only request.
+    if { [ "$have" = "$want" ] || [ "$have" = "test $hash" ]; } && "$OW_VENV/bin/python" - "$OW_REPO" "$extras" <<'EOF' 2>/dev/null
+import os, sys
+import ostreewatch, dbus_next, systemd.journal, pyinotify
+assert os.path.realpath(ostreewatch.__file__).startswith(os.path.realpath(sys.argv[1]) + os.sep)
+if sys.argv[2] == "test":
+    import pytest, pytest_timeout, hypothesis
+EOF
+    then
+        ow_log "venv: up to date ($OW_VENV)"
+        return 0
+    fi
+    ow_log "venv: pip install -e '$spec'"
+    "$OW_VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$spec" \
+        || ow_die "pip install -e '$spec' failed"
+    echo "$want" > "$stamp"
+}
+
+ow_rootfs_ok() {
+    [ -x "$OSTREEWATCH_ROOTFS/usr/lib/systemd/systemd" ] &&
+    [ -x "$OSTREEWATCH_ROOTFS/usr/bin/dbus-daemon" ] &&
+    [ -x "$OSTREEWATCH_ROOTFS/usr/bin/python3" ] &&
+    [ -d "$OSTREEWATCH_ROOTFS/usr/lib/python3/dist-packages/dbus_next" ] &&
+    [ -d "$OSTREEWATCH_ROOTFS/usr/lib/python3/dist-packages/systemd" ] &&
+    [ -f "$OSTREEWATCH_ROOTFS/usr/lib/python3/dist-packages/pyinotify.py" ]
+}
+
+ow_make_rootfs() {
+    if ow_rootfs_ok; then
+        ow_log "rootfs: cached at $OSTREEWATCH_ROOTFS"
+        return 0
+    fi
+    [ "$(id -u)" -eq 0 ] || ow_die "the Debian tree $OSTREEWATCH_ROOTFS is missing: run as root to build it"
+    local parent tmp
+    parent="$(dirname "$OSTREEWATCH_ROOTFS")"
+    mkdir -p "$parent" || ow_die "cannot create $parent"
+    # One builder at a time; a second run waits, then finds the tree there.
+    exec {lockfd}>"$parent/.build.lock"
+    flock "$lockfd"
+    if ow_rootfs_ok; then
+        exec {lockfd}>&-
+        return 0
+    fi
+    tmp="$OSTREEWATCH_ROOTFS.tmp.$$"
+    rm -rf "$OSTREEWATCH_ROOTFS".tmp.*
+    ow_log "rootfs: debootstrap bookworm into $tmp (about 70 s and 290 MB, once)"
+    if ! debootstrap --variant=minbase --include="$OW_ROOTFS_PACKAGES" bookworm "$tmp" \
+            http://deb.debian.org/debian > "$parent/debootstrap.log" 2>&1; then
+        tail -20 "$parent/debootstrap.log" >&2
+        rm -rf "$tmp"
+        ow_die "debootstrap failed (log: $parent/debootstrap.log)"
+    fi
+    rm -rf "$OSTREEWATCH_ROOTFS"
+    mv "$tmp" "$OSTREEWATCH_ROOTFS" || ow_die "cannot move $tmp to $OSTREEWATCH_ROOTFS"
+    exec {lockfd}>&-
+    ow_rootfs_ok || ow_die "debootstrap finished but $OSTREEWATCH_ROOTFS lacks what the tests need"
+    ow_log "rootfs: ready at $OSTREEWATCH_ROOTFS"
+}
+
+# Run directly: the whole test set-up.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    set -euo pipefail
+    ow_timed "apt packages" ow_install_apt
+    ow_timed "virtualenv" ow_make_venv test
+    ow_timed "debootstrap tree" ow_make_rootfs
+    ow_print_timings
+fi
