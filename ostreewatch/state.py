@@ -1,0 +1,533 @@
+"""read_snapshot(paths) -> Snapshot: a sysroot, a mountinfo, a cmdline and a run dir made one snapshot.
+
+Synchronous and cheap (the daemon runs it in a thread executor). Bad content is
+never raised: it becomes a Problem (codes in docs/problems.md). Only a sysroot
+that is unreadable or not an ostree sysroot raises SysrootError.
+
+Choices worth knowing:
+- Deployment.path is the host path of the deployment directory as seen through
+  the given sysroot (on a booted host: /ostree/deploy/OS/deploy/CSUM.SERIAL).
+- Deployments without an entry (and the staged one) have index -1 and come
+  after the ordered ones; the staged one comes first of all.
+- Booted detection (and BootedEntry) only when run/ostree-booted exists, so an
+  offline look at another sysroot never borrows the host's own boot state.
+- The repo's `sysroot.bootloader` only overrides file detection when it names
+  a boot loader (grub2; "systemd"/"systemd-boot"); ostree's usual "none"/"auto"
+  mean "ostree writes no boot loader config", not "no boot loader".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+from . import model
+from .errors import OstreewatchError, SysrootError
+from .parse import bls, cmdline as cmdline_parse, gvariant, mountinfo as mountinfo_parse
+from .parse import grubenv as grubenv_parse, loaderconf, origin as origin_parse, osrelease
+from .sysroot import ENTRY_MAX, SMALL_MAX, ReadRefused, Root, read_host_file
+
+# The mount points whose lines parse_mountinfo keeps (its cheap prefilter).
+WATCHED_MOUNT_POINTS: Tuple[str, ...] = model.WATCHED_MOUNT_POINTS
+MOUNTINFO_MAX = 32 * 1024 * 1024   # ~150,000 mount lines; a Kubernetes node stays far below
+CMDLINE_MAX = 64 * 1024
+GRUB_DIRS = ("boot/grub2", "boot/grub")
+LOADER_CONFS = ("boot/loader/loader.conf", "boot/efi/loader/loader.conf")
+GRUB_SAVED_DEPLOYMENT = "ostreewatch_saved_deployment"
+GRUB_NEXT_DEPLOYMENT = "ostreewatch_next_deployment"
+LOADER_COMMENT = "#ostreewatch-deployment"
+
+_DEPLOY_NAME = re.compile(r"([0-9a-f]{64})\.([0-9]+)")
+_OSTREE_ARG = re.compile(r"/?ostree/boot\.[01]/([^/]+)/([0-9a-f]{64})/([0-9]+)/?")
+_DEPLOY_ROOT = re.compile(r"(?:^|/)ostree/deploy/([^/]+)/deploy/([0-9a-f]{64})\.([0-9]+)/?$")
+_LOADER_N = re.compile(r"loader\.[0-9]+")
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where to read: a sysroot (holds boot/ and ostree/), a mountinfo, a kernel command line, a run dir."""
+
+    sysroot: str = "/"
+    mountinfo: str = "/proc/self/mountinfo"
+    cmdline: str = "/proc/cmdline"
+    run: str = "/run"
+
+
+@dataclass
+class _Dep:
+    """A deployment being assembled."""
+
+    osname: str
+    checksum: str
+    serial: int
+    rel: str                       # resolved sysroot-relative directory
+    path: str
+    entry: str = ""
+    bootcsum: str = ""
+    bootserial: int = -1
+    pinned: bool = False
+    unlocked: str = ""
+    origin: str = ""
+    version: str = ""
+    title: str = ""
+    staged: bool = False
+
+    @property
+    def id(self) -> str:
+        return f"{self.osname}-{self.checksum}.{self.serial}"
+
+
+class _Reader:
+    """One read; collects problems as it goes."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+        self.root = Root(paths.sysroot)
+        self.problems: List[model.Problem] = []
+        self.deploy_base = self._ostree_base()
+
+    def problem(self, code: str, message: str, subject: str = "") -> None:
+        self.problems.append(model.Problem(code=code, message=message, subject=subject))
+
+    def _ostree_base(self) -> str:
+        """The resolved `ostree/deploy` directory; SysrootError when this is no ostree sysroot."""
+        try:
+            base = self.root.resolve("ostree/deploy")
+        except ReadRefused as e:
+            raise SysrootError(f"{self.paths.sysroot}: not an ostree sysroot (no ostree/deploy: {e})") from None
+        if not self.root.is_dir(base):
+            raise SysrootError(f"{self.paths.sysroot}: not an ostree sysroot (ostree/deploy is not a directory)")
+        try:
+            os.listdir(self.root.real(base))
+        except OSError as e:
+            raise SysrootError(f"{self.paths.sysroot}: cannot read ostree/deploy: {e.strerror or e}") from None
+        return base
+
+    # --- deployments -----------------------------------------------------
+
+    def deployments(self) -> Dict[Tuple[str, str], _Dep]:
+        """Every CHECKSUM.SERIAL directory under ostree/deploy/*/deploy, keyed by (osname, CHECKSUM.SERIAL)."""
+        found: Dict[Tuple[str, str], _Dep] = {}
+        for osname in self.root.listdir(self.deploy_base):
+            try:
+                names = self.root.listdir(f"{self.deploy_base}/{osname}/deploy")
+            except ReadRefused:
+                continue  # a stray file, or an OS dir with no deploy/ yet
+            for name in names:
+                m = _DEPLOY_NAME.fullmatch(name)
+                rel = f"{self.deploy_base}/{osname}/deploy/{name}"
+                if not m or not self.root.is_dir(rel):
+                    continue
+                dep = _Dep(osname=osname, checksum=m.group(1), serial=int(m.group(2)), rel=rel,
+                           path=os.path.join(self.root.path, "ostree/deploy", osname, "deploy", name))
+                self._read_origin(dep, rel + ".origin")
+                self._read_os_release(dep)
+                found[(osname, name)] = dep
+        return found
+
+    def _read_origin(self, dep: _Dep, rel: str) -> None:
+        try:
+            text = self.root.read(rel, SMALL_MAX).decode("utf-8", "strict")
+            origin = origin_parse.parse_origin(text)
+        except ReadRefused as e:
+            if e.reason != ReadRefused.NOT_FOUND:
+                self.problem("origin-unparsable", f"cannot read the origin file: {e}", dep.id)
+            return
+        except (UnicodeDecodeError, OstreewatchError) as e:
+            self.problem("origin-unparsable", f"cannot parse the origin file: {e}", dep.id)
+            return
+        dep.origin, dep.pinned, dep.unlocked = origin.refspec, origin.pinned, origin.unlocked
+
+    def _read_os_release(self, dep: _Dep) -> None:
+        for candidate in ("usr/lib/os-release", "etc/os-release"):
+            try:
+                text = self.root.read_text(f"{dep.rel}/{candidate}", SMALL_MAX)
+            except ReadRefused:
+                continue
+            try:
+                values = osrelease.parse_os_release(text)
+            except OstreewatchError:
+                continue
+            # ostree admin status shows the commit's version; rpm-ostree and bootc put it here.
+            dep.version = (values.get("OSTREE_VERSION") or values.get("IMAGE_VERSION")
+                           or values.get("VERSION") or "")
+            dep.title = values.get("PRETTY_NAME") or values.get("NAME") or ""
+            return
+
+    def resolve_ostree_arg(self, value: str) -> Tuple[Optional[Tuple[str, str]], str]:
+        """((osname, CHECKSUM.SERIAL), "") for an ostree= that ends at a deployment; (None, why) otherwise."""
+        try:
+            rel = self.root.resolve(value)
+        except ReadRefused as e:
+            return None, str(e)
+        prefix = self.deploy_base + "/"
+        m = _DEPLOY_ROOT.search("/" + rel)
+        if not rel.startswith(prefix) or not m or rel.count("/") != self.deploy_base.count("/") + 3:
+            return None, f"resolves to /{rel}, which is not a deployment directory"
+        if not self.root.is_dir(rel):
+            return None, f"/{rel} is not a directory"
+        return (m.group(1), f"{m.group(2)}.{m.group(3)}"), ""
+
+    # --- entries -------------------------------------------------------
+
+    def entries(self) -> List[bls.BlsEntry]:
+        """The parsed entries of boot/loader/entries in systemd-boot order; problems for the rest."""
+        self._check_loader_dirs()
+        try:
+            names = self.root.listdir("boot/loader/entries")
+        except ReadRefused as e:
+            if not self.loader_dangling:  # already reported as loader-link-dangling
+                self.problem("entries-dir-missing", f"cannot list boot/loader/entries: {e}", "/boot/loader/entries")
+            return []
+        parsed = []
+        for name in names:
+            if not name.lower().endswith(".conf") or not bls.valid_entry_file_name(name):
+                continue
+            entry_id = bls.split_boot_counting(name)[0]
+            try:
+                data = self.root.read(f"boot/loader/entries/{name}", ENTRY_MAX)
+            except ReadRefused as e:
+                self.problem("entry-unreadable", f"entry {name}: {e}", entry_id)
+                continue
+            try:
+                entry = bls.parse_entry(name, data)
+            except OstreewatchError as e:
+                self.problem("entry-unparsable", str(e), entry_id)
+                continue
+            if not entry.linux and not entry.efi:
+                self.problem("entry-no-kernel", f"entry {name} has neither 'linux' nor 'efi'", entry.id)
+            parsed.append(entry)
+        return bls.sort_entries(parsed)
+
+    def _check_loader_dirs(self) -> None:
+        """loader-link-dangling and stale-loader-dir."""
+        target = self.root.readlink("boot/loader")
+        self.loader_dangling = target is not None and not self.root.is_dir("boot/loader")
+        if self.loader_dangling:
+            self.problem("loader-link-dangling", f"boot/loader points to {target}, which is not a directory",
+                         "/boot/loader")
+        try:
+            names = self.root.listdir("boot")
+        except ReadRefused:
+            return
+        current = os.path.basename(target.rstrip("/")) if target is not None else None
+        for name in names:
+            if _LOADER_N.fullmatch(name) and current is not None and name != current:
+                self.problem("stale-loader-dir",
+                             f"boot/{name} is left beside boot/loader -> {target} (an interrupted deployment?)",
+                             f"/boot/{name}")
+
+    # --- boot loader -----------------------------------------------------
+
+    def bootloader(self) -> str:
+        configured = self._repo_bootloader()
+        if configured == "grub2":
+            return "grub2"
+        if configured in ("systemd", "systemd-boot"):
+            return "systemd-boot"
+        if any(self.root.exists(f"{d}/grubenv") for d in GRUB_DIRS):
+            return "grub2"
+        if any(self.root.exists(p) for p in LOADER_CONFS):
+            return "systemd-boot"
+        return "none"
+
+    def _repo_bootloader(self) -> str:
+        try:
+            text = self.root.read_text("ostree/repo/config", SMALL_MAX)
+            groups = origin_parse.parse_keyfile(text)
+        except (ReadRefused, OstreewatchError):
+            return ""
+        return groups.get("sysroot", {}).get("bootloader", "").strip().lower()
+
+    def grubenv(self) -> Tuple[Dict[str, str], str]:
+        """(variables, path) of the first grubenv found; ({}, "") when none or unparsable."""
+        for d in GRUB_DIRS:
+            rel = f"{d}/grubenv"
+            if not self.root.exists(rel):
+                continue
+            try:
+                return grubenv_parse.parse_grubenv(self.root.read(rel, SMALL_MAX)), "/" + rel
+            except (ReadRefused, OstreewatchError) as e:
+                self.problem("grubenv-unparsable", f"cannot read /{rel}: {e}", "/" + rel)
+                return {}, "/" + rel
+        return {}, ""
+
+    def loader_conf(self) -> Tuple[Optional[loaderconf.LoaderConf], str]:
+        for rel in LOADER_CONFS:
+            if not self.root.exists(rel):
+                continue
+            try:
+                text = self.root.read(rel, SMALL_MAX).decode("utf-8", "strict")
+                return loaderconf.parse_loader_conf(text), "/" + rel
+            except (ReadRefused, UnicodeDecodeError, OstreewatchError) as e:
+                self.problem("loader-conf-unparsable", f"cannot read /{rel}: {e}", "/" + rel)
+                return None, "/" + rel
+        return None, ""
+
+    # --- run dir, cmdline, mounts -----------------------------------------
+
+    def run_file(self, rel: str, cap: int = SMALL_MAX) -> Optional[bytes]:
+        """A file under the run dir; None when absent or unreadable (a problem when unreadable)."""
+        try:
+            run = Root(self.paths.run)
+        except SysrootError:
+            return None
+        if not run.exists(rel):
+            return None
+        try:
+            return run.read(rel, cap)
+        except ReadRefused as e:
+            self.problem("run-file-unreadable", f"cannot read {os.path.join(self.paths.run, rel)}: {e}",
+                         os.path.join(self.paths.run, rel))
+            return b""
+
+    def cmdline_ostree(self) -> str:
+        try:
+            text = read_host_file(self.paths.cmdline, CMDLINE_MAX).decode("utf-8", "replace")
+            return cmdline_parse.get_arg(text, "ostree") or ""
+        except (ReadRefused, OstreewatchError):
+            return ""
+
+    def mounts(self) -> Tuple[Tuple[model.Mount, ...], bool]:
+        """(mounts of the watched mount points, whether the mountinfo could be read)."""
+        try:
+            data = read_host_file(self.paths.mountinfo, MOUNTINFO_MAX)
+        except ReadRefused as e:
+            self.problem("mountinfo-unparsable", f"cannot read the mount table: {e}", self.paths.mountinfo)
+            return (), False
+        infos, errors = mountinfo_parse.parse_mountinfo(data, mount_points=WATCHED_MOUNT_POINTS)
+        if errors:
+            self.problem("mountinfo-unparsable",
+                         f"{len(errors)} line(s) of {self.paths.mountinfo} cannot be parsed; first: {errors[0]}",
+                         self.paths.mountinfo)
+        top: Dict[str, mountinfo_parse.MountInfo] = {}
+        for info in infos:
+            top[info.mount_point] = info  # a later line is mounted over an earlier one
+        out = []
+        for point in WATCHED_MOUNT_POINTS:
+            info = top.get(point)
+            if info is None:
+                continue
+            out.append(model.Mount(
+                mount_point=info.mount_point, mount_id=info.mount_id, parent_id=info.parent_id,
+                device=f"{info.major}:{info.minor}", root=info.root, source=info.source,
+                fstype=info.fstype, options=info.options, super_options=info.super_options,
+                read_only="ro" in info.options.split(","), propagation=" ".join(info.optional_fields)))
+        return tuple(out), True
+
+
+def _deployment_comment(conf: loaderconf.LoaderConf) -> Optional[str]:
+    """The deployment id of a '#ostreewatch-deployment ID' line right before the last `default` line."""
+    lines = [line.rstrip("\r\n") for line in conf.lines]
+    for i in range(len(lines) - 1, -1, -1):
+        words = lines[i].split()
+        if words and words[0] == "default":
+            prev = lines[i - 1].split() if i > 0 else []
+            if len(prev) == 2 and prev[0] == LOADER_COMMENT:
+                return prev[1]
+            return None
+    return None
+
+
+def read_snapshot(paths: Paths) -> model.Snapshot:
+    """The whole boot state now; raises SysrootError only for an unreadable or non-ostree sysroot."""
+    r = _Reader(paths)
+    deps = r.deployments()
+    entries = r.entries()
+
+    # Entries -> deployments, through the boot links.
+    entry_dep: Dict[str, str] = {}
+    entry_ostree: Dict[str, str] = {}
+    ordered: List[_Dep] = []
+    for e in entries:
+        arg = cmdline_parse.get_arg(e.options, "ostree") if e.options else None
+        if arg is None:
+            continue
+        entry_ostree[e.id] = arg
+        key, why = r.resolve_ostree_arg(arg)
+        dep = deps.get(key) if key else None
+        if dep is None:
+            r.problem("ostree-arg-unresolved", f"entry {e.file}: ostree={arg}: {why or 'no such deployment'}", e.id)
+            continue
+        entry_dep[e.id] = dep.id
+        if dep.entry:
+            continue  # a second entry for one deployment: the first in order is its entry
+        dep.entry = e.id
+        m = _OSTREE_ARG.fullmatch(arg)
+        if m:
+            dep.bootcsum, dep.bootserial = m.group(2), int(m.group(3))
+        ordered.append(dep)
+
+    # Staged deployment.
+    staged_id = ""
+    data = r.run_file("ostree/staged-deployment")
+    if data:
+        try:
+            s = gvariant.parse_staged_deployment(data)
+            serial = s.get("deployserial", s.get("serial", 0))
+            staged_id = f"{s['osname']}-{s['checksum']}.{int(serial)}"
+        except (OstreewatchError, KeyError, TypeError, ValueError) as e:
+            r.problem("staged-unparsable", f"cannot parse run/ostree/staged-deployment: {e}",
+                      os.path.join(paths.run, "ostree/staged-deployment"))
+    by_id = {d.id: d for d in deps.values()}
+    if staged_id in by_id and not by_id[staged_id].entry:
+        by_id[staged_id].staged = True
+
+    # Booted.
+    booted_raw = r.run_file("ostree-booted")
+    ostree_booted = booted_raw is not None
+    mounts, mounts_ok = r.mounts()
+    booted_id = ""
+    cmd_ostree = ""
+    if ostree_booted:
+        cmd_ostree = r.cmdline_ostree()
+        booted_id = _find_booted(r, deps, booted_raw or b"", mounts, cmd_ostree)
+
+    entry_order = [d for d in ordered]
+    rest = sorted((d for d in deps.values() if not d.entry), key=lambda d: (not d.staged, d.osname, d.checksum, d.serial))
+    for d in rest:
+        if not d.staged:
+            r.problem("deployment-no-entry", f"deployment {d.id} has no boot entry", d.id)
+
+    # Default and next entry.
+    bootloader = r.bootloader()
+    entry_ids = [e.id for e in entries]
+    default_entry = ""
+    next_entry = ""
+    recorded: Dict[str, str] = {}
+    if bootloader == "grub2":
+        env, env_path = r.grubenv()
+        saved = env.get("saved_entry", "")
+        if saved:
+            if saved in entry_ids:
+                default_entry = saved
+                if env.get(GRUB_SAVED_DEPLOYMENT):
+                    recorded[saved] = env[GRUB_SAVED_DEPLOYMENT]
+            else:
+                r.problem("saved-entry-missing", f"saved_entry={saved} in {env_path} names no entry", saved)
+        nxt = env.get("next_entry", "")
+        if nxt:
+            if nxt in entry_ids:
+                next_entry = nxt
+                if env.get(GRUB_NEXT_DEPLOYMENT):
+                    recorded.setdefault(nxt, env[GRUB_NEXT_DEPLOYMENT])
+            else:
+                r.problem("saved-entry-missing", f"next_entry={nxt} in {env_path} names no entry", nxt)
+    elif bootloader == "systemd-boot":
+        conf, conf_path = r.loader_conf()
+        if conf is not None and conf.default:
+            try:
+                match = loaderconf.match_default(conf.default, [e.file for e in entries])
+            except OstreewatchError:
+                match = None
+            if match is None:
+                r.problem("saved-entry-missing", f"default {conf.default} in {conf_path} matches no entry",
+                          conf.default)
+            else:
+                default_entry = bls.split_boot_counting(match)[0]
+                comment = _deployment_comment(conf)
+                if comment:
+                    recorded[default_entry] = comment
+    if not default_entry and entries:
+        default_entry = entries[0].id
+    for entry_id, dep_id in recorded.items():
+        if entry_dep.get(entry_id, "") != dep_id:
+            r.problem("default-entry-moved",
+                      f"entry {entry_id} was chosen for deployment {dep_id}, but now boots "
+                      f"{entry_dep.get(entry_id) or 'no deployment'}", entry_id)
+    default_id = entry_dep.get(default_entry, "")
+
+    # Rollback: the next deployment of the same OS after the booted one (or the default one).
+    rollback_id = ""
+    base = by_id.get(booted_id) or by_id.get(default_id)
+    if base is not None and base in entry_order:
+        for d in entry_order[entry_order.index(base) + 1:]:
+            if d.osname == base.osname:
+                rollback_id = d.id
+                break
+
+    booted_entry = ""
+    if ostree_booted and cmd_ostree:
+        booted_entry = next((eid for eid, arg in entry_ostree.items() if arg == cmd_ostree), "")
+
+    # Problems about the booted host.
+    if booted_id and default_id and booted_id != default_id:
+        r.problem("booted-not-default",
+                  f"booted {booted_id}, but the default is {default_id} (a rollback happened, or an update is pending)",
+                  booted_id)
+    if ostree_booted and mounts_ok:
+        points = {m.mount_point: m for m in mounts}
+        usr = points.get("/usr")
+        booted = by_id.get(booted_id)
+        if usr is not None and not usr.read_only and booted is not None and not booted.unlocked:
+            r.problem("usr-writable", f"/usr is mounted read-write, but {booted_id} is not unlocked", "/usr")
+        if "/boot" not in points:
+            r.problem("boot-not-mounted", "/boot is not a mount point on this booted host", "/boot")
+
+    def record(d: _Dep, index: int) -> model.Deployment:
+        return model.Deployment(
+            id=d.id, osname=d.osname, checksum=d.checksum, serial=d.serial, index=index, path=d.path,
+            entry=d.entry, bootcsum=d.bootcsum, bootserial=d.bootserial, booted=d.id == booted_id,
+            default=d.id == default_id, rollback=d.id == rollback_id, staged=d.staged, pinned=d.pinned,
+            origin=d.origin, version=d.version, title=d.title)
+
+    staged_first = [d for d in rest if d.staged]
+    deployments = ([record(d, -1) for d in staged_first]
+                   + [record(d, i) for i, d in enumerate(entry_order)]
+                   + [record(d, -1) for d in rest if not d.staged])
+    boot_entries = tuple(
+        model.BootEntry(
+            id=e.id, file=e.file, title=e.title, version=e.version, sort_key=e.sort_key,
+            machine_id=e.machine_id, linux=e.linux or e.efi, initrd=tuple(e.initrd), options=e.options,
+            devicetree=e.devicetree, architecture=e.architecture, ostree=entry_ostree.get(e.id, ""),
+            deployment=entry_dep.get(e.id, ""), default=e.id == default_entry,
+            booted=e.id == booted_entry, tries_left=-1 if e.tries_left is None else e.tries_left)
+        for e in entries)
+    return model.Snapshot(
+        Bootloader=bootloader, OstreeBooted=ostree_booted, BootedDeployment=booted_id,
+        DefaultDeployment=default_id, RollbackDeployment=rollback_id,
+        StagedDeployment=staged_id if staged_id in by_id else "",
+        DefaultEntry=default_entry, NextEntry=next_entry, BootedEntry=booted_entry,
+        Deployments=tuple(deployments), BootEntries=boot_entries, Mounts=mounts,
+        Problems=tuple(r.problems))
+
+
+def _find_booted(r: _Reader, deps: Dict[Tuple[str, str], _Dep], booted_raw: bytes,
+                 mounts: Tuple[model.Mount, ...], cmd_ostree: str) -> str:
+    """The booted deployment: run/ostree-booted's (dev, inode), else the root of the `/` mount, else ostree=."""
+    try:
+        inode = gvariant.parse_ostree_booted(booted_raw).get("backing-root-device-inode")
+    except OstreewatchError:
+        inode = None
+    if inode:
+        for d in deps.values():
+            st = r.root.lstat(d.rel)
+            if st is not None and (st.st_dev, st.st_ino) == tuple(inode):
+                return d.id
+    for m in mounts:
+        if m.mount_point == "/":
+            hit = _DEPLOY_ROOT.search(m.root)
+            if hit:
+                dep = deps.get((hit.group(1), f"{hit.group(2)}.{hit.group(3)}"))
+                if dep is not None:
+                    return dep.id
+    if cmd_ostree:
+        key, _ = r.resolve_ostree_arg(cmd_ostree)
+        dep = deps.get(key) if key else None
+        if dep is not None:
+            return dep.id
+    return ""
+
+
+_SAMPLE_DIR: Optional[str] = None
+
+
+def sample_paths() -> Paths:
+    """The bundled sample host, materialized once per process in a temp dir removed at exit."""
+    global _SAMPLE_DIR
+    from . import sample
+    if _SAMPLE_DIR is None or not os.path.isdir(_SAMPLE_DIR):
+        _SAMPLE_DIR = sample.materialize_temp()
+    return sample.paths_in(_SAMPLE_DIR)
