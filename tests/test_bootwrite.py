@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
-from typing import Any, Dict, List
+from typing import Any, List
 
 import pytest
 
@@ -19,6 +19,8 @@ from ostreewatch._writehelper import TEMP_PREFIX, atomic_replace
 from ostreewatch.bootwrite import BootWriter
 from ostreewatch.parse.grubenv import update_grubenv
 from tests.test_bootwrite_support import (
+    RecordingJournal,
+    make_paths,
     GRUB_CFG_STATIC,
     SEED_VARS,
     bootctl_default,
@@ -33,24 +35,6 @@ from tests.test_bootwrite_support import (
 ROOT = model.Caller(uid=0, pid=4242, bus_name=":1.42", unit="test.scope")
 NOBODY = model.Caller(uid=65534, pid=4343, bus_name=":1.43", unit="")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def make_paths(sysroot: str) -> Any:
-    try:
-        from ostreewatch.state import Paths
-    except ImportError:  # helper B's module not there yet: the writer only reads .sysroot
-        return SimpleNamespace(sysroot=sysroot, mountinfo="/proc/self/mountinfo", cmdline="/proc/cmdline", run="/run")
-    return Paths(sysroot=sysroot)
-
-
-class RecordingJournal:
-    """Collects write_attempt records (the real journald is exercised in test_bootwrite_journal.py)."""
-
-    def __init__(self) -> None:
-        self.records: List[Dict[str, Any]] = []
-
-    def write_attempt(self, **fields: Any) -> None:
-        self.records.append(fields)
 
 
 @pytest.fixture(scope="module")
@@ -465,8 +449,7 @@ import asyncio, json, sys
 sys.path.insert(0, sys.argv[1])
 from ostreewatch import errors, model
 from ostreewatch.bootwrite import BootWriter
-from tests.test_bootwrite import RecordingJournal, make_paths
-from tests.test_bootwrite_support import snapshot_of
+from tests.test_bootwrite_support import RecordingJournal, make_paths, snapshot_of
 sysroot, entry = sys.argv[2], sys.argv[3]
 writer = BootWriter(make_paths(sysroot), RecordingJournal())
 try:
@@ -574,3 +557,68 @@ def test_sigkill_of_helper_process(sysroot: str) -> None:
         outcomes["old" if data == old else "new"] += 1
         grubenv_list(env)
     print(f"helper kill outcomes: {outcomes}")
+
+
+# --- read-only /boot ---------------------------------------------------------------------
+
+READ_ONLY_SCRIPT = r"""
+import asyncio, json, os, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+from ostreewatch import model
+from ostreewatch.bootwrite import BootWriter
+from tests.test_bootwrite_support import RecordingJournal, make_paths, snapshot_of
+sysroot, mode, bootloader = sys.argv[2], sys.argv[3], sys.argv[4]
+boot = os.path.join(sysroot, "boot")
+def sh(*cmd):
+    subprocess.run(cmd, check=True)
+if mode == "bind":
+    # a read-only bind mount: the per-mount flag is ro, the filesystem itself is rw
+    sh("mount", "--bind", boot, boot)
+    sh("mount", "-o", "remount,bind,ro", boot)
+else:
+    # a read-only filesystem (superblock ro, as FCOS mounts /boot): a tmpfs holding a copy
+    sh("cp", "-a", boot, boot + ".copy")
+    sh("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", boot)
+    sh("cp", "-a", boot + ".copy/.", boot)
+    sh("mount", "-o", "remount,ro", boot)
+ro_before = bool(os.statvfs(boot).f_flag & os.ST_RDONLY)
+try:
+    open(os.path.join(boot, "probe"), "w")
+    probe = "writable"
+except OSError as e:
+    probe = e.strerror
+asyncio.run(BootWriter(make_paths(sysroot), RecordingJournal()).set_entry(
+    "default", "ostree-2-test", model.Caller(uid=0), snapshot_of(sysroot, bootloader)))
+findmnt = subprocess.run(["findmnt", "-n", "-o", "VFS-OPTIONS,FS-OPTIONS", "--target", boot],
+                         capture_output=True, text=True).stdout.strip()
+target = os.path.join(boot, "grub2/grubenv") if bootloader == "grub2" else os.path.join(
+    os.path.realpath(os.path.join(boot, "loader")), "loader.conf")
+listing = subprocess.run(["grub-editenv", target, "list"], capture_output=True, text=True).stdout \
+    if bootloader == "grub2" else open(target).read()
+print(json.dumps({"ro_before": ro_before, "probe": probe, "findmnt": findmnt,
+                  "ro_after": bool(os.statvfs(boot).f_flag & os.ST_RDONLY), "content": listing}))
+"""
+
+
+@pytest.mark.parametrize("mode", ["bind", "fs"])
+@pytest.mark.parametrize("bootloader", ["grub2", "systemd-boot"])
+def test_read_only_boot_written_through_private_namespace(sysroot: str, mode: str, bootloader: str) -> None:
+    """/boot read-only in a private mount namespace: the write succeeds, that mount stays read-only."""
+    env = seed_grub(sysroot)
+    seed_loader_conf(sysroot)
+    out = subprocess.run(["unshare", "--mount", "--propagation", "private",
+                          sys.executable, "-c", READ_ONLY_SCRIPT, REPO, sysroot, mode, bootloader],
+                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["ro_before"] and result["probe"] == "Read-only file system"
+    assert result["ro_after"], result
+    assert result["findmnt"].split(",")[0] == "ro", result["findmnt"]
+    if bootloader == "grub2":
+        assert "saved_entry=ostree-2-test" in result["content"].splitlines()
+        assert "boot_success=1" in result["content"].splitlines()
+        if mode == "bind":  # the same directory, seen from the host: written there too
+            assert grubenv_list(env)["saved_entry"] == "ostree-2-test"
+    else:
+        assert "default ostree-2-test.conf" in result["content"].splitlines()
+        assert "timeout 5" in result["content"].splitlines()

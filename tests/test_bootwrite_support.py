@@ -10,10 +10,30 @@ import os
 import re
 import shutil
 import subprocess
-from typing import Dict, List, Optional
+from types import SimpleNamespace
+from typing import Any, Dict, List, Optional
 
 from ostreewatch import model
 from ostreewatch.parse.bls import parse_entry
+
+
+def make_paths(sysroot: str) -> Any:
+    try:
+        from ostreewatch.state import Paths
+    except ImportError:  # helper B's module not there yet: the writer only reads .sysroot
+        return SimpleNamespace(sysroot=sysroot, mountinfo="/proc/self/mountinfo", cmdline="/proc/cmdline", run="/run")
+    return Paths(sysroot=sysroot)
+
+
+class RecordingJournal:
+    """Collects write_attempt records (the real journald is exercised in test_bootwrite_journal.py)."""
+
+    def __init__(self) -> None:
+        self.records: List[Dict[str, Any]] = []
+
+    def write_attempt(self, **fields: Any) -> None:
+        self.records.append(fields)
+
 
 OSNAME = "test"
 N_DEPLOYMENTS = 3
@@ -178,5 +198,3 @@ def bootctl_default(esp: str) -> Optional[str]:
     return current[0] if current else None
 
 
-def find_helper_python() -> str:
-    return shutil.which("python3") or "/usr/bin/python3"
