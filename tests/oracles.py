@@ -117,3 +117,60 @@ def fuzz_settings(max_examples: int = 200, **kwargs: Any) -> settings:
 def run_ok(cmd: Sequence[str]) -> str:
     """Run a command, return its stdout as text (raises on failure)."""
     return subprocess.run(list(cmd), capture_output=True, timeout=60, check=True, text=True).stdout
+
+
+# GLib (python3-gi from Debian's /usr/bin/python3, not the venv) as a GVariant oracle.
+_GLIB_SCRIPT = r"""
+import json, sys
+from gi.repository import GLib
+
+def plain(v):
+    if isinstance(v, dict):
+        return {"__dict__": [[plain(k), plain(x)] for k, x in v.items()]}
+    if isinstance(v, (list, tuple)):
+        return {"__seq__": [plain(x) for x in v]}
+    if isinstance(v, GLib.Variant):
+        return plain(v.unpack())
+    return v
+
+out = []
+for op, type_string, arg in json.load(sys.stdin):
+    if op == "serialize":
+        # Test-authored expressions; V("s", "x") builds a nested variant.
+        value = eval(arg, {"V": GLib.Variant, "__builtins__": {}})
+        gv = GLib.Variant(type_string, value)
+        out.append(gv.get_data_as_bytes().get_data().hex())
+    else:
+        data = bytes.fromhex(arg)
+        gv = GLib.Variant.new_from_bytes(GLib.VariantType.new(type_string), GLib.Bytes.new(data), False)
+        normal = gv.is_normal_form()
+        out.append([normal, plain(gv.unpack()) if normal else None])
+json.dump(out, sys.stdout)
+"""
+
+GLIB_PYTHON = "/usr/bin/python3"
+
+
+def glib_batch(requests: Sequence[Tuple[str, str, str]]) -> List[Any]:
+    """Run GLib on many requests at once: ("serialize", type, python expression; V(...) is
+    GLib.Variant) -> hex data;
+    ("deserialize", type, hex) -> [is_normal_form, value as plain JSON]."""
+    proc = subprocess.run([GLIB_PYTHON, "-c", _GLIB_SCRIPT], input=json.dumps(list(requests)),
+                          capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(proc.stdout)
+
+
+def glib_serialize(type_string: str, literal: str) -> bytes:
+    """GLib's serialization of a Python expression as a GVariant of TYPE_STRING."""
+    return bytes.fromhex(glib_batch([("serialize", type_string, literal)])[0])
+
+
+def plain_value(v: Any) -> Any:
+    """Our parsed value in the JSON shape glib_batch returns (bytes as a list of ints)."""
+    if isinstance(v, dict):
+        return {"__dict__": [[plain_value(k), plain_value(x)] for k, x in v.items()]}
+    if isinstance(v, bytes):
+        return {"__seq__": list(v)}
+    if isinstance(v, (list, tuple)):
+        return {"__seq__": [plain_value(x) for x in v]}
+    return v

@@ -14,6 +14,7 @@ a variant is unwrapped to its value.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
@@ -25,6 +26,8 @@ _BASIC = {
     "i": (4, "<i"), "u": (4, "<I"), "h": (4, "<i"), "x": (8, "<q"),
     "t": (8, "<Q"), "d": (8, "<d"),
 }
+# ostree's _ostree_sysroot_parse_deploy_path_name.
+_DEPLOY_NAME = re.compile(r"([0-9a-f]+)\.([0-9]+)")
 _MAX_DEPTH = 64  # GLib's G_VARIANT_MAX_RECURSION_DEPTH is 128; 64 is plenty here
 
 
@@ -257,18 +260,39 @@ def parse_ostree_booted(data: bytes) -> Dict[str, Any]:
 
 
 def parse_staged_deployment(data: bytes) -> Dict[str, Any]:
-    """/run/ostree/staged-deployment: an a{sv} whose "target" a{sv} names the deployment.
+    """/run/ostree/staged-deployment: the a{sv} ostree writes when staging.
 
-    Returns the "target" keys (osname, checksum, bootcsum, deployment serial...)
-    plus the top-level keys ("kargs", "overlay-initrds", "locked"...), target keys winning.
+    _ostree_sysroot_reload_staged (ostree src/libostree/ostree-sysroot.c) reads
+    "target" (a{sv}: the deployment), "kargs" (as), "overlay-initrds" (as) and
+    "locked" (b). The target names the deployment with "name" = CHECKSUM.SERIAL
+    plus "osname", "bootcsum", "bootserial"; explicit "checksum"/"deployserial"
+    keys are accepted too. Returns a plain dict with at least osname, checksum
+    and serial (-1 when unknown), the target's other keys, and the top-level
+    keys other than "target".
     """
     d = parse_variant(data, "a{sv}")
     target = d.get("target")
     if not isinstance(target, dict):
         raise GVariantError("staged deployment has no 'target' dictionary")
-    for key in ("osname", "checksum"):
-        if not isinstance(target.get(key), str) or not target.get(key):
-            raise GVariantError(f"staged deployment target has no '{key}'")
     out: Dict[str, Any] = {k: v for k, v in d.items() if k != "target"}
     out.update(target)
+    checksum = target.get("checksum")
+    serial = target.get("deployserial", target.get("deploy-serial", -1))
+    name = target.get("name")
+    if isinstance(name, str):
+        m = _DEPLOY_NAME.fullmatch(name)
+        if m is None:
+            raise GVariantError(f"invalid deploy name {name!r}, expected CHECKSUM.SERIAL")
+        checksum = checksum or m.group(1)
+        serial = int(m.group(2)) if serial == -1 else serial
+    osname = target.get("osname")
+    if not isinstance(osname, str) or not osname:
+        raise GVariantError("staged deployment target has no 'osname'")
+    if not isinstance(checksum, str) or not checksum:
+        raise GVariantError("staged deployment target has no checksum")
+    if not isinstance(serial, int) or isinstance(serial, bool):
+        raise GVariantError("staged deployment serial is not an integer")
+    out["osname"] = osname
+    out["checksum"] = checksum
+    out["serial"] = serial
     return out
