@@ -37,7 +37,8 @@ MAX_ID_BYTES = 255
 # Where things live, relative to the sysroot (DESIGN.md §1).
 GRUB_DIRS = ("boot/grub2", "boot/grub")
 GRUB_CONFIGS = ("grub.cfg", "user.cfg", "custom.cfg")  # what grub2-mkconfig's grub.cfg sources
-LOADER_CONF = "boot/loader/loader.conf"
+# systemd-boot reads loader.conf on the ESP: /boot when the ESP is /boot, else /boot/efi (state.py reads the same).
+LOADER_CONFS = ("boot/loader/loader.conf", "boot/efi/loader/loader.conf")
 ENTRIES_DIR = "boot/loader/entries"
 SYSROOT_LOCK = "ostree/lock"
 EFIVARS = "/sys/firmware/efi/efivars"
@@ -302,6 +303,18 @@ def _with_deployment_comment(text: str, deployment: str) -> str:
     return "".join(lines)
 
 
+def find_loader_conf(sysroot: str) -> str:
+    """The loader.conf that exists (first of LOADER_CONFS); else where to create it: the ESP's loader/ dir."""
+    paths = [resolve_in_sysroot(sysroot, rel) for rel in LOADER_CONFS]
+    for path in paths:
+        if os.path.lexists(path):
+            return path
+    for path in paths:
+        if os.path.isdir(os.path.dirname(path)):
+            return path
+    return paths[0]
+
+
 def plan_loader_conf(sysroot: str, which: str, entry_id: str, deployment: str, efivars: str) -> Optional[_Plan]:
     """The loader.conf rewrite for one call; None when there is nothing to write."""
     if which == "next":
@@ -312,7 +325,7 @@ def plan_loader_conf(sysroot: str, which: str, entry_id: str, deployment: str, e
         raise errors.NotSupported(
             "on systemd-boot the next boot is chosen by the EFI variable LoaderEntryOneShot; "
             "ostreewatch does not write EFI variables (use: bootctl set-oneshot ID)")
-    path = resolve_in_sysroot(sysroot, LOADER_CONF)
+    path = find_loader_conf(sysroot)
     old = _read_small(path)
     if old is None and not entry_id:
         return None

@@ -622,3 +622,15 @@ def test_read_only_boot_written_through_private_namespace(sysroot: str, mode: st
     else:
         assert "default ostree-2-test.conf" in result["content"].splitlines()
         assert "timeout 5" in result["content"].splitlines()
+
+
+def test_systemd_boot_loader_conf_on_separate_esp(sysroot: str) -> None:
+    """An ESP at /boot/efi holds the loader.conf systemd-boot reads: that file is the one rewritten."""
+    esp_conf = os.path.join(sysroot, "boot/efi/loader/loader.conf")
+    os.makedirs(os.path.dirname(esp_conf))
+    with open(esp_conf, "w") as f:
+        f.write("timeout 3\ndefault ostree-3-test.conf\n")
+    run(BootWriter(make_paths(sysroot), RecordingJournal()), "default", "ostree-1-test",
+        snapshot_of(sysroot, "systemd-boot"))
+    assert read(esp_conf).decode().endswith("default ostree-1-test.conf\n")
+    assert not os.path.exists(os.path.join(os.path.realpath(os.path.join(sysroot, "boot/loader")), "loader.conf"))
