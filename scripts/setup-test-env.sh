@@ -22,6 +22,10 @@ export PATH="$PATH:/usr/sbin:/sbin"
 ow_log() { printf '==> %s\n' "$*" >&2; }
 ow_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# OSTREEWATCH_SKIP_SETUP=1 skips apt, venv and debootstrap (tests of the
+# scripts themselves use it, so a test run never reinstalls under its own feet).
+ow_skip_setup() { [ "${OSTREEWATCH_SKIP_SETUP:-0}" = 1 ]; }
+
 # Timing: ow_timed NAME CMD... runs CMD and records how long it took.
 OW_TIMINGS=()
 ow_timed() {
@@ -45,6 +49,7 @@ ow_apt_packages() {
 }
 
 ow_install_apt() {
+    ow_skip_setup && return 0
     local missing=() p
     for p in $(ow_apt_packages); do
         if [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" != installed ]; then
@@ -64,6 +69,7 @@ ow_install_apt() {
 
 # The extras the venv must hold: "" for the runtime only, "test" for the tests.
 ow_make_venv() {
+    ow_skip_setup && return 0
     local extras="${1-test}" spec stamp hash want have
     spec="$OW_REPO"
     [ -n "$extras" ] && spec="$OW_REPO[$extras]"
@@ -110,6 +116,7 @@ ow_rootfs_ok() {
 }
 
 ow_make_rootfs() {
+    ow_skip_setup && return 0
     if ow_rootfs_ok; then
         ow_log "rootfs: cached at $OSTREEWATCH_ROOTFS"
         return 0

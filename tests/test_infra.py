@@ -334,3 +334,75 @@ def test_journald_is_private_and_cleaned_up() -> None:
         assert f.read() == host_conf
     assert not os.path.exists(f"/proc/{pid}/exe") or os.readlink(f"/proc/{pid}/exe") != "/usr/lib/systemd/systemd-journald"
     assert not os.path.exists(tmp)
+
+
+# -- the scripts (README's commands, CI's entry point) --
+
+def _script_env() -> dict:
+    # Skip apt/venv/debootstrap: the suite already runs inside a set-up checkout,
+    # and a test must not reinstall the venv it is running from.
+    env = dict(os.environ, OSTREEWATCH_SKIP_SETUP="1")
+    env.pop("PYTEST_ADDOPTS", None)
+    env.pop("PYTEST_CURRENT_TEST", None)
+    return env
+
+
+def test_run_tests_fails_when_no_tests_are_collected() -> None:
+    r = subprocess.run([os.path.join(REPO, "scripts", "run-tests.sh"), "tests/test_infra.py", "-q",
+                        "-p", "no:cacheprovider", "-k", "no_such_test_anywhere"],
+                       cwd="/", env=_script_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 5, (r.stdout, r.stderr)
+    assert "FAILED: pytest collected no tests" in r.stderr
+    assert "timing summary" in r.stderr
+
+
+def test_ci_run_runs_the_test_command_from_anywhere(tmp_path) -> None:
+    """.ci/run from another cwd: the script finds the repo, passes args through, exits 0."""
+    ci = os.path.join(REPO, ".ci", "run")
+    assert os.access(ci, os.X_OK)
+    with open(ci) as f:
+        text = f.read()
+    assert text.startswith("#!/bin/bash\n") and "set -euo pipefail" in text
+    assert "exec scripts/run-tests.sh" in text
+    r = subprocess.run([ci, "tests/test_infra.py", "-q", "-p", "no:cacheprovider",
+                        "-k", "test_run_as_nobody_is_uid_65534"],
+                       cwd=str(tmp_path), env=_script_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "1 passed" in r.stdout
+    # A failing test makes the command fail.
+    failing = tmp_path / "test_fails.py"
+    failing.write_text("def test_fails():\n    assert False\n")
+    r = subprocess.run([ci, str(failing), "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path)],
+                       cwd=str(tmp_path), env=_script_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "FAILED: pytest exit code 1" in r.stderr
+
+
+def test_apt_list_parses_and_names_real_packages() -> None:
+    """Every line of apt-packages.txt is one installed Debian package (after run-tests.sh)."""
+    r = subprocess.run(["bash", "-c", f"source {REPO}/scripts/setup-test-env.sh && ow_apt_packages"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    names = r.stdout.split()
+    assert {"dbus", "systemd", "ostree", "python3-venv", "util-linux"} <= set(names)
+    assert all("#" not in n for n in names)
+    for name in names:
+        q = subprocess.run(["dpkg-query", "-W", "-f=${db:Status-Status}", name],
+                           capture_output=True, text=True)
+        assert q.stdout == "installed", f"{name}: {q.stdout or q.stderr}"
+
+
+def test_run_sample_shows_the_daemon_and_cleans_up() -> None:
+    r = subprocess.run([os.path.join(REPO, "scripts", "run-sample.sh")], cwd="/", env=_script_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    out = r.stdout
+    assert ".Reload " in out and " method " in out and ".BootedDeployment " in out, out
+    assert "Access denied" in out, out          # uid 65534's Reload, refused by the policy
+    assert "\n$ busctl --system call org.ostreewatch1" in out
+    # Everything it started is gone: the bus's pid and its temp dir.
+    line = next(l for l in out.splitlines() if l.startswith("bus:"))
+    sock = line.split("unix:path=")[1].split()[0]
+    pid = int(line.split("dbus-daemon pid ")[1].rstrip(")"))
+    assert not os.path.exists(os.path.dirname(sock))
+    assert not os.path.exists(f"/proc/{pid}") or "dbus-daemon" not in open(f"/proc/{pid}/comm").read()
