@@ -10,10 +10,11 @@ Nothing here raises: a record that cannot reach the journal goes to stderr.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
-from typing import Any, Iterable, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Sequence, TextIO, Tuple, TypeVar
 
 from ostreewatch.changes import Changes
 from ostreewatch.model import Problem, Snapshot
@@ -72,6 +73,24 @@ def field_name(key: str) -> str:
     return ("OSTREEWATCH_" + name)[:64]
 
 
+_F = TypeVar("_F", bound=Callable[..., None])
+
+
+def _never_raise(method: _F) -> _F:
+    """A record method that fails (a value whose str() raises...) logs that instead of raising."""
+
+    @functools.wraps(method)
+    def wrapper(self: "Journal", *args: Any, **kwargs: Any) -> None:
+        try:
+            method(self, *args, **kwargs)
+        except Exception as exc:
+            self._to_stderr([f"MESSAGE=journal record {method.__name__} failed: {exc}",
+                             f"PRIORITY={LOG_ERR}", "SYSLOG_IDENTIFIER=" + self.identifier,
+                             f"OSTREEWATCH_FORMAT_ERROR={exc.__class__.__name__}"])
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -96,6 +115,7 @@ class Journal:
 
     # --- the record kinds ------------------------------------------------------
 
+    @_never_raise
     def started(self, snapshot: Snapshot, version: str) -> None:
         """The daemon started and read its first snapshot."""
         booted = snapshot.BootedDeployment or "none"
@@ -124,6 +144,7 @@ class Journal:
             ],
         )
 
+    @_never_raise
     def changed(self, old: Snapshot, new: Snapshot, changes: Changes, generation: int) -> None:
         """One published change: what changed, with before and after."""
         fields: List[Field] = [("OSTREEWATCH_GENERATION", generation)]
@@ -159,6 +180,7 @@ class Journal:
         message = f"Boot state changed (generation {generation}): " + "; ".join(summary)
         self._emit(MESSAGE_ID_CHANGED, LOG_INFO, message, fields)
 
+    @_never_raise
     def problem_appeared(self, problem: Problem) -> None:
         """A problem that was not in the previous snapshot."""
         self._emit(
@@ -170,6 +192,7 @@ class Journal:
             self._problem_fields(problem),
         )
 
+    @_never_raise
     def problem_cleared(self, problem: Problem) -> None:
         """A problem of the previous snapshot that is gone."""
         self._emit(
@@ -179,6 +202,7 @@ class Journal:
             self._problem_fields(problem),
         )
 
+    @_never_raise
     def write_attempt(self, **fields: Any) -> None:
         """Audit record of a boot write (SetDefaultEntry, ...): notice on success, warning on refusal."""
         result = _text(fields.get("result", ""))
@@ -199,6 +223,7 @@ class Journal:
             [(field_name(k), v) for k, v in fields.items()],
         )
 
+    @_never_raise
     def stopping(self, reason: str = "") -> None:
         """The daemon is exiting."""
         self._emit(
@@ -208,6 +233,7 @@ class Journal:
             [("OSTREEWATCH_REASON", reason)] if reason else [],
         )
 
+    @_never_raise
     def bus_connected(self, address: str = "", unique_name: str = "") -> None:
         """The daemon owns its name on the bus (first time or after a reconnection)."""
         self._emit(
@@ -217,6 +243,7 @@ class Journal:
             [("OSTREEWATCH_BUS_ADDRESS", address), ("OSTREEWATCH_BUS_UNIQUE_NAME", unique_name)],
         )
 
+    @_never_raise
     def bus_lost(self, address: str = "", reason: str = "") -> None:
         """The bus connection went away; the daemon keeps watching and will reconnect."""
         self._emit(
@@ -226,6 +253,7 @@ class Journal:
             [("OSTREEWATCH_BUS_ADDRESS", address), ("OSTREEWATCH_REASON", reason)],
         )
 
+    @_never_raise
     def log(self, priority: int, message: str, **fields: Any) -> None:
         """A plain message (no MESSAGE_ID); extra fields become OSTREEWATCH_*."""
         self._emit(None, priority, message, [(field_name(k), v) for k, v in fields.items()])
@@ -259,7 +287,8 @@ class Journal:
         try:
             lines = self._lines(message_id, priority, message, fields)
         except Exception as exc:  # a field whose str() fails must not lose the record
-            lines = ["MESSAGE=" + str(message), f"OSTREEWATCH_FORMAT_ERROR={exc!r}"]
+            lines = ["MESSAGE=" + str(message), f"PRIORITY={LOG_ERR}", "SYSLOG_IDENTIFIER=" + self.identifier,
+                     f"OSTREEWATCH_FORMAT_ERROR={exc.__class__.__name__}"]
         # systemd-python is silent when the socket is missing: check first so the
         # record is not lost; a stale socket raises ConnectionRefusedError instead.
         if _sd_journal is not None and os.path.exists(self.socket_path):
