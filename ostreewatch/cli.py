@@ -133,10 +133,70 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- set-default / set-next (helper F) -----------------------------------------
+
+
+def _add_set_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", name: str, which: str,
+                    help_text: str) -> None:
+    p = sub.add_parser(name, help=help_text, description=help_text + (
+        " Asks the running ostreewatchd (root only); returns once the file is on disk."
+        " See docs/default-entry.md."))
+    p.add_argument("id", nargs="?", metavar="ID", help="the boot entry id (as in `status`; .conf tolerated)")
+    p.add_argument("--clear", action="store_true", help="remove the setting instead")
+    p.add_argument("--bus", default="system", metavar="BUS",
+                   help="system (default), session, or a D-Bus address")
+    p.set_defaults(func=cmd_set_entry, which=which, parser=p)
+
+
+def add_set_default_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    _add_set_parser(sub, "set-default", "default", "Make a boot entry the default (SetDefaultEntry).")
+
+
+def add_set_next_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    _add_set_parser(sub, "set-next", "next", "Boot an entry once, at the next boot (SetNextEntry).")
+
+
+def cmd_set_entry(args: argparse.Namespace) -> int:
+    """set-default / set-next: one call to the daemon; errors are printed with their D-Bus name."""
+    import asyncio
+
+    from . import service
+
+    if args.clear == (args.id is not None):
+        args.parser.print_usage(sys.stderr)
+        print(f"ostreewatch {args.parser.prog.split()[-1]}: give an ID or --clear (not both)", file=sys.stderr)
+        return 2
+    entry_id = "" if args.clear else args.id
+    try:
+        entry_id.encode("utf-8", "strict")
+    except UnicodeEncodeError:
+        print("ostreewatch: org.freedesktop.DBus.Error.InvalidArgs: the entry id is not valid UTF-8",
+              file=sys.stderr)
+        return 1
+
+    async def call() -> None:
+        client = await service.Client.connect(args.bus)
+        try:
+            await client.set_entry(args.which, entry_id)
+        finally:
+            client.close()
+
+    try:
+        asyncio.run(call())
+    except OstreewatchError as e:
+        print(f"ostreewatch: {e}", file=sys.stderr)
+        return 1
+    what = "default entry" if args.which == "default" else "next boot entry"
+    print(f"{what}: {entry_id}" if entry_id else f"{what}: cleared")
+    return 0
+
+
 # --- entry point --------------------------------------------------------------
 
 SUBCOMMANDS: List[Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]] = [
     add_status_parser,
+    add_set_default_parser,
+    add_set_next_parser,
 ]
 
 
