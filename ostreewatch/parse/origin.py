@@ -45,15 +45,23 @@ def _unescape(value: str) -> str:
 
 
 def parse_keyfile(text: str) -> Dict[str, Dict[str, str]]:
-    """GKeyFile groups and keys (values unescaped; the last of a repeated key wins)."""
+    """GKeyFile groups and keys with raw (still escaped) values; the last of a repeated key wins.
+
+    Follows g_key_file_load_from_data: lines split on "\\n" (a "\\r" before it dropped),
+    leading blanks ignored, "#" comments, "[group]" headers, "key=value" with blanks
+    around "=" dropped; localized keys ("key[de]") are skipped as g_key_file_get_keys does.
+    """
     if not isinstance(text, str):
         raise OriginError("origin must be text")
     if "\0" in text:
         raise OriginError("NUL character in key file")
     groups: Dict[str, Dict[str, str]] = {}
     current: Optional[Dict[str, str]] = None
-    for number, raw in enumerate(text.split("\n"), 1):
-        line = raw.rstrip("\r").lstrip(" \t")  # GLib strips leading whitespace of lines
+    lines = text.split("\n")
+    for number, raw in enumerate(lines, 1):
+        if number < len(lines) and raw.endswith("\r"):
+            raw = raw[:-1]
+        line = raw.lstrip(" \t")
         if not line or line.startswith("#"):
             continue
         if line.startswith("["):
@@ -71,8 +79,18 @@ def parse_keyfile(text: str) -> Dict[str, Dict[str, str]]:
         key = key.rstrip(" \t")
         if not key:
             raise OriginError(f"line {number}: empty key")
-        current[key] = _unescape(value.lstrip(" \t"))
+        if "[" in key:
+            continue  # a localized value
+        current[key] = value.lstrip(" \t")
     return groups
+
+
+def get_string(groups: Dict[str, Dict[str, str]], group: str, key: str) -> Optional[str]:
+    """A value unescaped as g_key_file_get_string does; None when absent.
+
+    A bad escape is an error only for the key read, as in GLib."""
+    raw = groups.get(group, {}).get(key)
+    return None if raw is None else _unescape(raw)
 
 
 def _boolean(value: str, what: str) -> bool:
@@ -88,12 +106,16 @@ def parse_origin(text: str) -> Origin:
     """Parse an .origin file; raises OriginError."""
     try:
         groups = parse_keyfile(text)
-        origin = groups.get("origin", {})
-        refspec = (origin.get("refspec") or origin.get("baserefspec")
-                   or origin.get("container-image-reference") or origin.get("container") or "")
-        pinned_text = groups.get("libostree-transient", {}).get("pinned")
+        refspec = ""
+        # rpm-ostree writes baserefspec for layered deployments; bootc/ostree-container
+        # the container image reference.
+        for key in ("refspec", "baserefspec", "container-image-reference", "container"):
+            refspec = get_string(groups, "origin", key) or ""
+            if refspec:
+                break
+        pinned_text = get_string(groups, "libostree-transient", "pinned")
         pinned = _boolean(pinned_text.strip(" \t"), "pinned") if pinned_text is not None else False
-        unlocked = origin.get("unlocked", "")
+        unlocked = get_string(groups, "origin", "unlocked") or ""
         return Origin(refspec=refspec, pinned=pinned, unlocked="" if unlocked == "none" else unlocked)
     except OriginError:
         raise
