@@ -55,7 +55,7 @@ _SCALAR_PROPERTIES = (
     "BootedEntry",
 )
 
-_WRITE_SUCCESS = ("success", "ok", "succeeded", "done")
+_WRITE_SUCCESS = ("granted", "success", "ok", "succeeded", "done")  # bootwrite says "granted"
 _FIELD_RE = re.compile(r"[^A-Z0-9_]")
 _PLAIN_RE = re.compile(r"[A-Za-z0-9_.,:/@+=%-]+")
 

@@ -198,6 +198,16 @@ def test_stderr_line_is_parseable_key_value():
     assert pairs["OSTREEWATCH_METHOD"] == "SetNextEntry"
 
 
+@pytest.mark.parametrize("result,error,priority", [
+    ("granted", "", "5"), ("success", "", "5"), ("refused", "org.freedesktop.DBus.Error.AccessDenied", "4"),
+    ("failed", "org.ostreewatch1.Error.WriteFailed", "4"), ("granted", "odd: error given", "4")])
+def test_write_attempt_priority(result, error, priority):
+    out = io.StringIO()
+    J.Journal(socket_path="/nonexistent/socket", stream=out).write_attempt(
+        method="SetDefaultEntry", entry="e", caller_uid=0, result=result, error=error)
+    assert f"PRIORITY={priority} " in out.getvalue()
+
+
 def test_field_names_are_valid_journal_fields():
     for key in ("caller_uid", "caller-unit", "_x", "ünïcode", "a" * 100):
         name = J.field_name(key)
