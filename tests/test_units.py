@@ -80,7 +80,7 @@ def test_service_section(unit: Dict[str, Dict[str, List[str]]]) -> None:
     assert s["NotifyAccess"] == ["main"]
     assert s["Restart"] == ["on-failure"]
     assert s["ExecStart"] == ["/usr/libexec/ostreewatchd"]
-    assert s["ExecReload"] == ["kill -HUP $MAINPID"]
+    assert s["ExecReload"] == ["""/bin/sh -c 'kill -HUP "$MAINPID"'"""]
     # BusName= would make systemd track the name and, with Type=dbus semantics,
     # wait for the bus: the unit is Type=notify and ready before the bus.
     assert "BusName" not in s

@@ -1,0 +1,189 @@
+"""ostreewatch under a real systemd as PID 1: unit, notify, bus policy, activation, journal, catalog.
+
+Boots the cached Debian tree (scripts/setup-test-env.sh makes it) with
+systemd-nspawn, the project installed where the RPM puts it, and a sysroot
+built by the real `ostree` tool bound as /boot and /ostree (tests/nspawn_helpers.py).
+The tests of the first boot run in file order against one container.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Dict, Iterator, List
+
+import pytest
+
+import ostreewatch.journal as oj
+from tests.nspawn_helpers import Container, build_sysroot
+
+pytestmark = [pytest.mark.nspawn, pytest.mark.slow, pytest.mark.timeout(240)]
+
+UNIT = "ostreewatch.service"
+BUS = ["org.ostreewatch1", "/org/ostreewatch1"]
+IFACE = "org.ostreewatch1.Manager"
+
+
+@pytest.fixture(scope="module")
+def sysroot(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
+    base = tmp_path_factory.mktemp("nspawn-sysroot")
+    arg = build_sysroot(base / "sysroot")
+    return {"path": base / "sysroot", "ostree_arg": arg}
+
+
+@pytest.fixture(scope="module")
+def guest(tmp_path_factory: pytest.TempPathFactory, sysroot: Dict[str, Any]) -> Iterator[Container]:
+    """Booted with ostree=... on init's command line, as on an ostree host."""
+    with Container(tmp_path_factory.mktemp("nspawn-ostree"), sysroot["path"], [sysroot["ostree_arg"]]) as c:
+        yield c
+
+
+def busctl_json(c: Container, *args: str) -> Any:
+    r = c.run(["busctl", "--json=short", *args], timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def prop(c: Container, name: str) -> Any:
+    return busctl_json(c, "get-property", *BUS, IFACE, name)["data"]
+
+
+def unwrap(record: Dict[str, Any]) -> Dict[str, Any]:
+    """busctl's a{sv} JSON ({"key": {"type": .., "data": ..}}) as a plain dict."""
+    return {k: v["data"] for k, v in record.items()}
+
+
+def journal(c: Container, *args: str) -> List[Dict[str, Any]]:
+    r = c.run(["journalctl", "--no-pager", "-o", "json", *args], timeout=60)
+    return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+
+
+def test_running_and_ready_through_sd_notify(guest: Container, sysroot: Dict[str, Any]) -> None:
+    assert guest.boot_state in ("running", "degraded"), guest.boot_state
+    s = guest.show(UNIT, "Type", "NotifyAccess", "ActiveState", "SubState", "StatusText",
+                   "ConditionResult", "MainPID", "After", "UnitFileState")
+    assert s["Type"] == "notify" and s["NotifyAccess"] == "main"
+    # Type=notify: active only once READY=1 came through sd_notify.
+    assert (s["ActiveState"], s["SubState"]) == ("active", "running"), s
+    assert s["ConditionResult"] == "yes"
+    assert s["UnitFileState"] == "enabled"
+    # STATUS= carries the summary the daemon computed from the real sysroot.
+    default_entry = prop(guest, "DefaultEntry")
+    assert default_entry.startswith("ostree-2"), default_entry
+    assert f"default entry {default_entry}" in s["StatusText"], s["StatusText"]
+    assert "dbus.socket" not in s["After"].split()
+    status = guest.run(["systemctl", "status", UNIT, "--no-pager"]).stdout
+    assert "active (running)" in status
+
+
+def test_bus_reads_the_state(guest: Container, sysroot: Dict[str, Any]) -> None:
+    deployments = [unwrap(d) for d in prop(guest, "Deployments")]
+    assert len(deployments) == 2
+    default = [d for d in deployments if d["default"]]
+    assert len(default) == 1 and default[0]["version"] == "2"
+    entries = [unwrap(e) for e in prop(guest, "BootEntries")]
+    assert {e["ostree"] for e in entries} >= {sysroot["ostree_arg"].split("=", 1)[1]}
+    assert prop(guest, "Bootloader") in ("none", "grub2", "systemd-boot")
+
+
+def test_daemon_reads_the_hosts_mount_table(guest: Container) -> None:
+    """Mounts come from PID 1's table (/proc/1/mountinfo), not the unit's private namespace."""
+    def ids(table: str) -> Dict[str, str]:
+        out = {}
+        for line in table.splitlines():
+            fields = line.split()
+            out[fields[4]] = fields[0]
+        return out
+
+    host = ids(guest.run(["cat", "/proc/1/mountinfo"], check=True).stdout)
+    pid = guest.show(UNIT, "MainPID")["MainPID"]
+    own = ids(guest.run(["cat", f"/proc/{pid}/mountinfo"], check=True).stdout)
+    published = {m["mount_point"]: str(m["mount_id"]) for m in map(unwrap, prop(guest, "Mounts"))}
+    assert "/boot" in published and "/" in published, published
+    for point, mount_id in published.items():
+        assert host.get(point) == mount_id, (point, mount_id, host.get(point))
+    # ProtectSystem=strict gave the daemon its own mount namespace, with other ids.
+    assert own.get("/boot") != host["/boot"]
+
+
+def test_reload_method_works_as_root(guest: Container, sysroot: Dict[str, Any]) -> None:
+    before = prop(guest, "Generation")
+    set_version(sysroot["path"], "1", "1.1")
+    r = busctl_json(guest, "call", *BUS, IFACE, "Reload")
+    generation = r["data"][0]
+    assert generation > before
+    versions = {unwrap(d)["version"] for d in prop(guest, "Deployments")}
+    assert "1.1" in versions, versions
+
+
+def test_systemctl_reload_rescans(guest: Container, sysroot: Dict[str, Any]) -> None:
+    before = prop(guest, "Generation")
+    pid = guest.show(UNIT, "MainPID")["MainPID"]
+    set_version(sysroot["path"], "1", "1.2")
+    guest.run(["systemctl", "reload", UNIT], check=True)
+    guest.wait_for("the rescan after systemctl reload",
+                   lambda: "1.2" in {unwrap(d)["version"] for d in prop(guest, "Deployments")})
+    assert prop(guest, "Generation") > before
+    s = guest.show(UNIT, "MainPID", "ActiveState")
+    assert s == {"MainPID": pid, "ActiveState": "active"}, s  # SIGHUP did not kill it
+    changed = journal(guest, "-u", UNIT, f"MESSAGE_ID={oj.MESSAGE_ID_CHANGED}")
+    assert any("Deployments" in str(rec.get("OSTREEWATCH_CHANGED")) for rec in changed), changed
+
+
+def set_version(sysroot: Path, commit_version: str, new: str) -> None:
+    """Change VERSION in the os-release of the deployment of commit COMMIT_VERSION (new inode:
+    the file is a hard link into the repository)."""
+    for osr in sysroot.glob("ostree/deploy/*/deploy/*/usr/lib/os-release"):
+        text = osr.read_text()
+        if re.search(rf'(?m)^PRETTY_NAME="Test OS {commit_version}"$', text):
+            tmp = osr.with_name(".os-release.tmp")
+            tmp.write_text(re.sub(r'(?m)^VERSION=.*$', f'VERSION="{new}"', text))
+            os.replace(tmp, osr)
+            return
+    raise AssertionError(f"no deployment of commit {commit_version}")
+
+
+def test_journal_start_record_and_catalog(guest: Container) -> None:
+    started = journal(guest, "-u", UNIT, f"MESSAGE_ID={oj.MESSAGE_ID_STARTED}")
+    assert started, guest.run(["journalctl", "-u", UNIT, "--no-pager"]).stdout
+    rec = started[0]
+    assert rec["_SYSTEMD_UNIT"] == UNIT
+    assert rec["MESSAGE_ID"] == oj.MESSAGE_ID_STARTED
+    assert rec["SYSLOG_IDENTIFIER"] == "ostreewatch"
+    guest.run(["journalctl", "--update-catalog"], check=True)
+    text = guest.run(["journalctl", "-x", "--no-pager", "-u", UNIT,
+                      f"MESSAGE_ID={oj.MESSAGE_ID_STARTED}"], check=True).stdout
+    assert "The OSTree boot state watcher started and read the boot state once" in text, text
+    assert "Defined-By: ostreewatch" in text
+
+
+def test_no_ordering_cycle_in_the_boot_log(guest: Container) -> None:
+    log = guest.run(["journalctl", "-b", "--no-pager", "-o", "cat"], check=True).stdout
+    assert "Started" in log  # the log is there at all
+    assert "ordering cycle" not in log.lower()
+    assert "Job ostreewatch.service/start deleted" not in log
+
+
+def test_stop_is_clean_and_dbus_activation_starts_it_again(guest: Container) -> None:
+    guest.run(["systemctl", "stop", UNIT], check=True)
+    s = guest.show(UNIT, "ActiveState", "Result", "ExecMainStatus")
+    assert s == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}, s
+    assert journal(guest, "-u", UNIT, f"MESSAGE_ID={oj.MESSAGE_ID_STOPPING}")
+    # A call to the bus name makes dbus-daemon ask systemd for ostreewatch.service.
+    version = prop(guest, "Version")
+    assert version
+    s = guest.show(UNIT, "ActiveState", "SubState")
+    assert (s["ActiveState"], s["SubState"]) == ("active", "running"), s
+    log = guest.run(["journalctl", "-u", "dbus.service", "--no-pager", "-o", "cat"]).stdout
+    assert "Activating via systemd: service name='org.ostreewatch1'" in log, log
+
+
+def test_without_ostree_on_the_command_line_the_unit_is_skipped(
+        tmp_path_factory: pytest.TempPathFactory, sysroot: Dict[str, Any], guest: Container) -> None:
+    guest.stop()  # one container at a time: they share payload/ and supervisor/ cgroups
+    with Container(tmp_path_factory.mktemp("nspawn-plain"), sysroot["path"], []) as plain:
+        s = plain.show(UNIT, "ConditionResult", "ActiveState", "UnitFileState")
+        assert s == {"ConditionResult": "no", "ActiveState": "inactive", "UnitFileState": "enabled"}, s
+        assert not journal(plain, "-u", UNIT, f"MESSAGE_ID={oj.MESSAGE_ID_STARTED}")
