@@ -1,0 +1,146 @@
+"""SetDefaultEntry / SetNextEntry end to end: a real dbus-daemon, a real ostreewatchd, busctl and the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from typing import Any, Callable, Dict, List, Tuple
+
+import pytest
+
+from ostreewatch import service
+from tests.test_bootwrite_support import build_sysroot, copy_sysroot, grubenv_list, seed_grub
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEST = ("org.ostreewatch1", "/org/ostreewatch1", "org.ostreewatch1.Manager")
+WAIT = 30.0
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> str:
+    base = tmp_path_factory.mktemp("bootwrite-e2e")
+    sysroot = str(base / "sysroot")
+    build_sysroot(sysroot, str(base / "work"))
+    return sysroot
+
+
+@pytest.fixture
+def grub_sysroot(template: str, tmp_path: Any) -> Tuple[str, str]:
+    sysroot = copy_sysroot(template, str(tmp_path / "sysroot"))
+    os.chmod(str(tmp_path), 0o755)
+    return sysroot, seed_grub(sysroot)
+
+
+def read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+async def _wait_signal(address: str, action: Callable[[], Any], wanted: Callable[[str, Dict[str, Any]], bool]
+                       ) -> List[Tuple[str, Dict[str, Any]]]:
+    """Subscribe, run ACTION (in a thread), and return the signals seen until WANTED matches one."""
+    client = await service.Client.connect(address)
+    seen: List[Tuple[str, Dict[str, Any]]] = []
+    done = asyncio.Event()
+
+    def on_signal(name: str, args: Dict[str, Any]) -> None:
+        seen.append((name, args))
+        if wanted(name, args):
+            done.set()
+
+    try:
+        await client.subscribe(on_signal)
+        await asyncio.get_running_loop().run_in_executor(None, action)
+        await asyncio.wait_for(done.wait(), WAIT)
+    finally:
+        client.close()
+    return seen
+
+
+def test_root_sets_default_and_next_over_the_bus(make_bus: Any, daemon_factory: Any,
+                                                 grub_sysroot: Tuple[str, str]) -> None:
+    sysroot, env = grub_sysroot
+    bus = make_bus()
+    d = daemon_factory(bus, sysroot)
+    d.wait_name(WAIT)
+    assert d.get_property("Bootloader") == "grub2"
+    before = d.get_property("DefaultEntry")
+    assert before == "ostree-3-test"  # no saved_entry: the first entry
+
+    def call_default() -> None:
+        r = d.busctl("call", *DEST, "SetDefaultEntry", "s", "ostree-1-test")
+        assert r.returncode == 0, r.stderr
+
+    seen = asyncio.run(_wait_signal(bus.address, call_default,
+                                    lambda n, a: n == "DefaultEntryChanged" and a["current"] == "ostree-1-test"))
+    assert ("DefaultEntryChanged", {"previous": "ostree-3-test", "current": "ostree-1-test"}) in seen
+    assert grubenv_list(env)["saved_entry"] == "ostree-1-test"
+    assert d.get_property("DefaultEntry") == "ostree-1-test"
+
+    # the CLI, through service.Client: set-next, then --clear
+    cli = [sys.executable, "-m", "ostreewatch.cli"]
+    r = subprocess.run([*cli, "set-next", "ostree-2-test.conf", "--bus", bus.address],
+                       capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert grubenv_list(env)["next_entry"] == "ostree-2-test"
+    r = subprocess.run([*cli, "set-default", "nope", "--bus", bus.address],
+                       capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert r.returncode == 1 and "org.ostreewatch1.Error.NoSuchEntry" in r.stderr
+    r = subprocess.run([*cli, "set-default", "--clear", "--bus", bus.address],
+                       capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert "saved_entry" not in grubenv_list(env)
+
+    # hostile ids over the bus get the named errors; the file does not move
+    now = read(env)
+    for bad, name in (("a/b", "InvalidArgs"), ("x=y", "InvalidArgs"), ("x" * 65536, "InvalidArgs"),
+                      ("ostree-9-test", "NoSuchEntry")):
+        # dbus-send prints the error name (busctl only the message)
+        r = subprocess.run(["dbus-send", f"--bus={bus.address}", "--print-reply", f"--dest={DEST[0]}", DEST[1],
+                            f"{DEST[2]}.SetDefaultEntry", f"string:{bad}"], capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and f"Error.{name}" in r.stderr, r.stderr
+    assert read(env) == now
+
+
+def nobody_call(method: str) -> List[str]:
+    """dbus-send prints the D-Bus error name and message (busctl only an errno)."""
+    return ["dbus-send", "--system", "--print-reply", f"--dest={DEST[0]}", DEST[1], f"{DEST[2]}.{method}",
+            "string:ostree-1-test"]
+
+
+def test_nobody_refused_by_policy(make_bus: Any, daemon_factory: Any, grub_sysroot: Tuple[str, str]) -> None:
+    sysroot, env = grub_sysroot
+    before = read(env)
+    bus = make_bus()
+    d = daemon_factory(bus, sysroot)
+    d.wait_name(WAIT)
+    for method in ("SetDefaultEntry", "SetNextEntry"):
+        r = bus.run_as_nobody(nobody_call(method))
+        assert r.returncode != 0
+        # refused by dbus-daemon's policy, before the daemon sees it
+        assert "org.freedesktop.DBus.Error.AccessDenied" in r.stderr and "Rejected send message" in r.stderr, \
+            r.stderr
+        assert "root only" not in r.stderr
+    # busctl as nobody too (it reports the errno only)
+    r = bus.run_as_nobody(["busctl", "--system", "call", *DEST, "SetDefaultEntry", "s", "ostree-1-test"])
+    assert r.returncode != 0 and "Access denied" in r.stderr
+    assert read(env) == before
+
+
+def test_nobody_refused_by_daemon_with_relaxed_policy(make_bus: Any, daemon_factory: Any,
+                                                      grub_sysroot: Tuple[str, str]) -> None:
+    sysroot, env = grub_sysroot
+    before = read(env)
+    bus = make_bus(relaxed_policy=True)
+    d = daemon_factory(bus, sysroot)
+    d.wait_name(WAIT)
+    for method in ("SetDefaultEntry", "SetNextEntry"):
+        r = bus.run_as_nobody(nobody_call(method))
+        assert r.returncode != 0
+        # the daemon's own check (uid from GetConnectionCredentials): its message, its error
+        assert "org.freedesktop.DBus.Error.AccessDenied" in r.stderr, r.stderr
+        assert "root only" in r.stderr and "uid 65534" in r.stderr, r.stderr
+    assert read(env) == before
+    assert d.alive()
