@@ -11,11 +11,13 @@ Exit codes: 0 success (problems found are output, not failures), 1 an error
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import signal
 import sys
-from typing import Callable, List, Optional, TextIO
+from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
 
-from . import model
+from . import errors, model
 from .errors import OstreewatchError
 
 _NONE = "(none)"
@@ -118,12 +120,31 @@ def add_status_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]"
                        description="Show the boot state: deployments, boot entries, default, mounts, problems.")
     p.add_argument("--json", action="store_true", help='print {"Property": value, ...} as JSON')
     p.add_argument("--offline", action="store_true",
-                   help="read the files directly instead of asking the daemon (the only mode for now)")
+                   help="read the files directly instead of asking the daemon "
+                        "(implied by --sysroot/--mountinfo/--cmdline/--run/--sample)")
+    p.add_argument("--bus", default="system", metavar="BUS",
+                   help="where to look for ostreewatchd: system (default), session or a D-Bus address")
     add_read_options(p)
     p.set_defaults(func=cmd_status)
 
 
+def _names_files(args: argparse.Namespace) -> bool:
+    """True when a read option was given: the daemon watches its own files, so read these directly."""
+    return bool(getattr(args, "sample", False)) or (args.sysroot, args.mountinfo, args.cmdline, args.run) != (
+        "/", "/proc/self/mountinfo", "/proc/cmdline", "/run")
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    if not args.offline and not _names_files(args):
+        got = try_daemon_status(args)  # None: no daemon, a note on stderr, read directly
+        if got is not None:
+            snap, source = got
+            if args.json:
+                print(source, file=sys.stderr)  # stdout stays pure JSON
+            else:
+                print(source)
+            print_snapshot(snap, args.json)
+            return 0
     try:
         snap = read_offline(args)
     except OstreewatchError as e:
@@ -193,8 +214,116 @@ def cmd_set_entry(args: argparse.Namespace) -> int:
 
 # --- entry point --------------------------------------------------------------
 
+# --- daemon-backed commands (helper E): status from ostreewatchd, monitor ---------------------
+
+
+def _bus_label(spec: str) -> str:
+    return f"the {spec} bus" if spec in ("system", "session") else spec
+
+
+def daemon_snapshot(bus: str, timeout: float = 10.0) -> Optional[Tuple[Any, int]]:
+    """(snapshot, generation) from a running ostreewatchd on BUS; None when none owns the name."""
+    from . import service
+
+    async def ask() -> Optional[Tuple[Any, int]]:
+        client = await service.Client.connect(bus)
+        try:
+            if not await client.has_owner():
+                return None
+            props = await client.get_all()
+        finally:
+            client.close()
+        return service.snapshot_from_plain(props), int(props.get("Generation", 0))
+
+    return asyncio.run(asyncio.wait_for(ask(), timeout))
+
+
+def try_daemon_status(args: argparse.Namespace) -> Optional[Tuple[Any, str]]:
+    """The daemon's snapshot and a line naming the source, or None (with a note on stderr) to read offline."""
+    bus = getattr(args, "bus", None) or "system"
+    try:
+        got = daemon_snapshot(bus)
+    except (errors.OstreewatchError, OSError, asyncio.TimeoutError) as e:
+        print(f"note: no ostreewatchd reachable on {_bus_label(bus)} ({e}); reading the boot state directly",
+              file=sys.stderr)
+        return None
+    if got is None:
+        print(f"note: no ostreewatchd on {_bus_label(bus)}; reading the boot state directly", file=sys.stderr)
+        return None
+    snapshot, generation = got
+    return snapshot, f"Source: ostreewatchd on {_bus_label(bus)} (generation {generation})"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, list):
+        return f"[{len(value)} item{'s' if len(value) != 1 else ''}]"
+    if isinstance(value, str):
+        return repr(value) if value == "" or " " in value else value
+    return json.dumps(value)
+
+
+def format_signal(name: str, args: Dict[str, Any]) -> str:
+    """One human line per signal."""
+    if name == "PropertiesChanged":
+        changed = dict(args["changed"])
+        gen = changed.pop("Generation", "?")
+        return f"generation {gen}: " + " ".join(f"{k}={_short(v)}" for k, v in sorted(changed.items()))
+    parts = []
+    for key, value in args.items():
+        parts.append(f"{key}={','.join(value) if isinstance(value, list) else _short(value)}")
+    return f"{name} " + " ".join(parts)
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """Print every change the daemon publishes, one line (or one JSON object) each, until interrupted."""
+    from . import service
+
+    async def run() -> int:
+        try:
+            client = await service.Client.connect(args.bus)
+        except errors.OstreewatchError as e:
+            print(f"ostreewatch: {e}", file=sys.stderr)
+            return 1
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+
+        def on_signal(name: str, payload: Dict[str, Any]) -> None:
+            if args.json:
+                line = json.dumps({"signal": name, **payload}, sort_keys=True)
+            else:
+                line = format_signal(name, payload)
+            print(line, flush=True)
+
+        await client.subscribe(on_signal)
+        owner = await client.has_owner()
+        print(f"Monitoring org.ostreewatch1 on {_bus_label(args.bus)}"
+              + ("" if owner else " (no daemon running yet)"), file=sys.stderr, flush=True)
+        lost = asyncio.ensure_future(client.bus.wait_for_disconnect())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([lost, stopped], return_when=asyncio.FIRST_COMPLETED)
+        if lost.done():
+            stopped.cancel()
+            print("ostreewatch: the bus connection was lost", file=sys.stderr)
+            return 1
+        lost.cancel()
+        client.close()
+        return 0
+
+    return asyncio.run(run())
+
+
+def add_monitor_parser(sub: Any) -> None:
+    p = sub.add_parser("monitor", help="print every change ostreewatchd publishes")
+    p.add_argument("--json", action="store_true", help="one JSON object per signal")
+    p.add_argument("--bus", default="system", help="system (default), session or a D-Bus address")
+    p.set_defaults(func=cmd_monitor)
+
+
 SUBCOMMANDS: List[Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]] = [
     add_status_parser,
+    add_monitor_parser,
     add_set_default_parser,
     add_set_next_parser,
 ]
