@@ -54,7 +54,33 @@ def build_sysroot(dest: Path) -> str:
     )
     if result.returncode != 0:
         raise RuntimeError(f"building the sysroot failed: {result.stderr.strip()}")
+    # grub2 as grub2-mkconfig sets it up: an environment block and a grub.cfg that
+    # reads saved_entry and next_entry, so the write methods have something to write.
+    grub = dest / "boot/grub2"
+    grub.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["grub-editenv", str(grub / "grubenv"), "create"], check=True, timeout=30)
+    (grub / "grub.cfg").write_text(GRUB_CFG)
     return default_ostree_arg(dest)
+
+
+GRUB_CFG = """load_env -f ${config_directory}/grubenv
+if [ "${next_entry}" ] ; then
+   set default="${next_entry}"
+   set next_entry=
+   save_env next_entry
+else
+   set default="${saved_entry}"
+fi
+insmod blscfg
+blscfg
+"""
+
+
+def grubenv_list(sysroot: Path) -> Dict[str, str]:
+    """grub-editenv's own reading of the sysroot's grubenv (the oracle)."""
+    out = subprocess.run(["grub-editenv", str(sysroot / "boot/grub2/grubenv"), "list"],
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
 def default_ostree_arg(sysroot: Path) -> str:
@@ -151,7 +177,9 @@ class Container:
             raise RuntimeError(f"no Debian tree at {DEBIAN_TREE}: run scripts/setup-test-env.sh")
         options = stage_install(self.workdir / "stage")
         if self.sysroot is not None:
-            options += [f"--bind={self.sysroot}/boot:/boot", f"--bind={self.sysroot}/ostree:/ostree"]
+            # /boot read-only, as on Fedora CoreOS: the write methods must go through
+            # their helper (private mount namespace, remount) under the unit's sandbox.
+            options += [f"--bind-ro={self.sysroot}/boot:/boot", f"--bind={self.sysroot}/ostree:/ostree"]
         nspawn = ["systemd-nspawn", "-q", "-D", str(DEBIAN_TREE), "--boot", "--register=no",
                   "--keep-unit", "--volatile=overlay", "--console=passive", *options,
                   *self.init_args]

@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterator, List
 import pytest
 
 import ostreewatch.journal as oj
-from tests.nspawn_helpers import Container, build_sysroot
+from tests.nspawn_helpers import Container, build_sysroot, grubenv_list
 
 pytestmark = [pytest.mark.nspawn, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -143,6 +143,25 @@ def set_version(sysroot: Path, commit_version: str, new: str) -> None:
             os.replace(tmp, osr)
             return
     raise AssertionError(f"no deployment of commit {commit_version}")
+
+
+def test_set_default_entry_through_a_read_only_boot(guest: Container, sysroot: Dict[str, Any]) -> None:
+    """The write helper (private mount namespace, remount) works inside the unit's sandbox:
+    CAP_SYS_ADMIN, @mount, RestrictNamespaces=mnt, MemoryDenyWriteExecute=yes."""
+    def boot_options() -> List[str]:
+        table = guest.run(["cat", "/proc/1/mountinfo"], check=True).stdout
+        return [l.split()[5].split(",") for l in table.splitlines() if l.split()[4] == "/boot"][0]
+
+    assert "ro" in boot_options()
+    assert grubenv_list(sysroot["path"]).get("saved_entry") is None
+    target = [unwrap(e)["id"] for e in prop(guest, "BootEntries") if not unwrap(e)["default"]][0]
+    r = guest.run(["busctl", "call", *BUS, IFACE, "SetDefaultEntry", "s", target], timeout=60)
+    assert r.returncode == 0, r.stderr + guest.run(["journalctl", "-u", UNIT, "--no-pager"]).stdout
+    assert grubenv_list(sysroot["path"])["saved_entry"] == target
+    guest.wait_for("DefaultEntry after the write", lambda: prop(guest, "DefaultEntry") == target)
+    assert "ro" in boot_options()  # the host's /boot stayed read-only
+    audit = journal(guest, "-u", UNIT, f"MESSAGE_ID={oj.MESSAGE_ID_WRITE_ATTEMPT}")
+    assert audit and audit[-1]["_SYSTEMD_UNIT"] == UNIT
 
 
 def test_journal_start_record_and_catalog(guest: Container) -> None:

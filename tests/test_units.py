@@ -81,8 +81,8 @@ def test_service_section(unit: Dict[str, Dict[str, List[str]]]) -> None:
     assert s["Restart"] == ["on-failure"]
     assert s["ExecStart"] == ["/usr/libexec/ostreewatchd"]
     assert s["ExecReload"] == ["""/bin/sh -c 'kill -HUP "$MAINPID"'"""]
-    # BusName= would make systemd track the name and, with Type=dbus semantics,
-    # wait for the bus: the unit is Type=notify and ready before the bus.
+    # Alone, BusName= implies Type=dbus (ready once the name is on the bus): a
+    # deadlock for a unit that sits before local-fs.target. Activation uses SystemdService=.
     assert "BusName" not in s
     assert unit["Install"]["WantedBy"] == ["local-fs.target"]
 
