@@ -7,6 +7,7 @@ that is unreadable or not an ostree sysroot raises SysrootError.
 Choices worth knowing:
 - Deployment.path is the host path of the deployment directory as seen through
   the given sysroot (on a booted host: /ostree/deploy/OS/deploy/CSUM.SERIAL).
+- Problems are sorted by (code, subject, message), duplicates dropped.
 - Deployments without an entry (and the staged one) have index -1 and come
   after the ordered ones; the staged one comes first of all.
 - Booted detection (and BootedEntry) only when run/ostree-booted exists, so an
@@ -366,8 +367,11 @@ def read_snapshot(paths: Paths) -> model.Snapshot:
     if data:
         try:
             s = gvariant.parse_staged_deployment(data)
-            serial = s.get("deployserial", s.get("serial", 0))
-            staged_id = f"{s['osname']}-{s['checksum']}.{int(serial)}"
+            serial = int(s.get("serial", s.get("deployserial", -1)))
+            if serial < 0:  # a target without a serial: the one deployment of that checksum
+                serial = next((d.serial for d in deps.values()
+                               if d.osname == s["osname"] and d.checksum == s["checksum"]), 0)
+            staged_id = f"{s['osname']}-{s['checksum']}.{serial}"
         except (OstreewatchError, KeyError, TypeError, ValueError) as e:
             r.problem("staged-unparsable", f"cannot parse run/ostree/staged-deployment: {e}",
                       os.path.join(paths.run, "ostree/staged-deployment"))
@@ -491,7 +495,7 @@ def read_snapshot(paths: Paths) -> model.Snapshot:
         StagedDeployment=staged_id if staged_id in by_id else "",
         DefaultEntry=default_entry, NextEntry=next_entry, BootedEntry=booted_entry,
         Deployments=tuple(deployments), BootEntries=boot_entries, Mounts=mounts,
-        Problems=tuple(r.problems))
+        Problems=tuple(sorted(set(r.problems), key=lambda p: (p.code, p.subject, p.message))))
 
 
 def _find_booted(r: _Reader, deps: Dict[Tuple[str, str], _Dep], booted_raw: bytes,

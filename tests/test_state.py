@@ -1,0 +1,394 @@
+"""read_snapshot against sysroots built by the real ostree tool, checked with `ostree admin status`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from ostreewatch import model
+from ostreewatch.errors import SysrootError
+from ostreewatch.state import Paths, read_snapshot, sample_paths
+from tests.fixtures.sysroots import OstreeSysroot, StatusDeployment, copy_sysroot
+
+
+def codes(snap: model.Snapshot) -> List[str]:
+    return sorted(p.code for p in snap.Problems)
+
+
+def assert_agrees(sr: OstreeSysroot, snap: model.Snapshot) -> None:
+    """Deployments, entries and boot links agree with what ostree wrote and with `ostree admin status`."""
+    status = sr.admin_status()
+    ordered = [d for d in snap.Deployments if d.index >= 0]
+    assert [d.id for d in ordered] == [s.id for s in status]
+    assert [d.index for d in ordered] == list(range(len(status)))
+    assert [d.version for d in ordered] == [s.version for s in status]
+    assert [d.pinned for d in ordered] == [s.pinned for s in status]
+    assert [d.origin for d in ordered] == [s.refspec for s in status]
+    # Every entry file is reported, and its ostree= really ends at its deployment's directory.
+    files = sr.entry_files()
+    assert sorted(e.file for e in snap.BootEntries) == files
+    by_id = {d.id: d for d in snap.Deployments}
+    for e in snap.BootEntries:
+        dep = by_id[e.deployment]
+        assert dep.entry == e.id
+        assert os.path.realpath(sr.path + e.ostree) == os.path.realpath(dep.path)
+        assert e.ostree.endswith(f"/{dep.bootcsum}/{dep.bootserial}")
+        with open(os.path.join(sr.entries_dir(), e.file)) as f:
+            assert f"ostree={e.ostree}" in f.read()
+    # ostree's order: index 0 carries the highest `version` and "(ostree:0)" in its title.
+    assert [int(e.version) for e in snap.BootEntries] == sorted((int(e.version) for e in snap.BootEntries), reverse=True)
+    for i, d in enumerate(ordered):
+        entry = next(e for e in snap.BootEntries if e.id == d.entry)
+        assert entry.title.endswith(f"(ostree:{i})") or entry.title.endswith(f"(ostree:{d.osname}:{i})")
+    # The deploy directories on disk are all there.
+    assert sorted(d.path for d in snap.Deployments) == sr.deployment_dirs()
+    # Not booted: the default is index 0, the rollback the next one of its OS.
+    assert snap.DefaultDeployment == status[0].id
+    assert snap.DefaultEntry == ordered[0].entry
+    same_os = [s for s in status[1:] if s.osname == status[0].osname]
+    assert snap.RollbackDeployment == (same_os[0].id if same_os else "")
+    assert not snap.BootedDeployment and not snap.OstreeBooted
+
+
+@pytest.mark.parametrize("n", [1, 3, 10])
+def test_deployments_agree_with_ostree(tmp_path: Path, n: int) -> None:
+    sr = OstreeSysroot(tmp_path).build(n)
+    snap = read_snapshot(sr.paths())
+    assert len(snap.Deployments) == n
+    assert_agrees(sr, snap)
+    assert snap.Problems == ()
+    assert snap.Bootloader == "none"
+    if n == 10:  # ostree-10 sorts before ostree-9 (version-aware)
+        assert snap.BootEntries[0].file == "ostree-10-fedora.conf"
+
+
+def test_further_deploy_swaps_loader(sysroot_3: OstreeSysroot) -> None:
+    before = read_snapshot(sysroot_3.paths())
+    link_before = os.readlink(os.path.join(sysroot_3.path, "boot", "loader"))
+    sysroot_3.commit("fedora/x", version="4", kver="6.1.4")
+    sysroot_3.deploy("fedora/x")
+    after = read_snapshot(sysroot_3.paths())
+    assert os.readlink(os.path.join(sysroot_3.path, "boot", "loader")) != link_before
+    assert_agrees(sysroot_3, after)
+    assert len(after.Deployments) == 4
+    assert after.Deployments[0].version == "4"
+    assert [d.id for d in after.Deployments[1:]] == [d.id for d in before.Deployments]
+    assert after.Problems == ()
+
+
+def test_undeploy(sysroot_3: OstreeSysroot) -> None:
+    before = read_snapshot(sysroot_3.paths())
+    sysroot_3.undeploy(1)
+    after = read_snapshot(sysroot_3.paths())
+    assert_agrees(sysroot_3, after)
+    assert [d.id for d in after.Deployments] == [before.Deployments[0].id, before.Deployments[2].id]
+    assert after.Problems == ()
+
+
+def test_pin(sysroot_3: OstreeSysroot) -> None:
+    sysroot_3.pin(2)
+    snap = read_snapshot(sysroot_3.paths())
+    assert_agrees(sysroot_3, snap)
+    assert [d.pinned for d in snap.Deployments] == [False, False, True]
+    sysroot_3.pin(2, unpin=True)
+    assert not any(d.pinned for d in read_snapshot(sysroot_3.paths()).Deployments)
+
+
+def test_kargs_edit_in_place(sysroot_3: OstreeSysroot) -> None:
+    before = read_snapshot(sysroot_3.paths())
+    link = os.readlink(os.path.join(sysroot_3.path, "boot", "loader"))
+    sysroot_3.kargs_edit_in_place("--append-if-missing=ostreewatch.test=1")
+    after = read_snapshot(sysroot_3.paths())
+    assert os.readlink(os.path.join(sysroot_3.path, "boot", "loader")) == link  # no swap
+    assert_agrees(sysroot_3, after)
+    assert all("ostreewatch.test=1" in e.options.split() for e in after.BootEntries)
+    assert [d.id for d in after.Deployments] == [d.id for d in before.Deployments]
+
+
+def test_two_os_names(tmp_path: Path) -> None:
+    sr = OstreeSysroot(tmp_path).build(2, osname="fedora")
+    sr.build(2, osname="debian", start=10, kver_prefix="5.10.")
+    snap = read_snapshot(sr.paths())
+    assert_agrees(sr, snap)
+    assert {d.osname for d in snap.Deployments} == {"fedora", "debian"}
+    assert all(e.file.endswith(("-fedora.conf", "-debian.conf")) for e in snap.BootEntries)
+    # The rollback is the next deployment of the default's OS, not the next one in order.
+    default = next(d for d in snap.Deployments if d.default)
+    rollback = next(d for d in snap.Deployments if d.rollback)
+    assert default.osname == rollback.osname == "debian"
+
+
+# --- an imitated booted host ---------------------------------------------------
+
+
+def _booted_paths(sr: OstreeSysroot, tmp: Path, dep: StatusDeployment, how: str) -> Paths:
+    run = tmp / f"run-{how}"
+    run.mkdir()
+    (run / "ostree-booted").write_bytes(b"")
+    cmdline = tmp / f"cmdline-{how}"
+    mountinfo = tmp / f"mountinfo-{how}"
+    cmdline.write_text("root=UUID=0 rw\n")
+    mountinfo.write_text("")
+    deploy_rel = f"/ostree/deploy/{dep.osname}/deploy/{dep.checksum}.{dep.serial}"
+    if how == "cmdline":
+        cmdline.write_text(f"BOOT_IMAGE=/vmlinuz root=UUID=0 rw ostree={sr.ostree_arg_of(dep)}\n")
+    elif how == "mountinfo":
+        mountinfo.write_text(f"102 1 252:4 {deploy_rel} / rw,relatime shared:1 - xfs /dev/vda4 rw\n"
+                             f"104 102 252:4 {deploy_rel}/usr /usr ro,relatime shared:3 - xfs /dev/vda4 rw\n"
+                             "105 102 252:3 / /boot rw,relatime shared:4 - ext4 /dev/vda3 rw\n")
+    elif how == "ostree-booted":
+        from tests.oracles import glib_serialize
+        st = os.stat(sr.deploy_dir(dep))
+        (run / "ostree-booted").write_bytes(glib_serialize(
+            "a{sv}", f"{{'backing-root-device-inode': V('(tt)', ({st.st_dev}, {st.st_ino}))}}"))
+    return Paths(sysroot=sr.path, run=str(run), cmdline=str(cmdline), mountinfo=str(mountinfo))
+
+
+@pytest.mark.parametrize("how", ["cmdline", "mountinfo", "ostree-booted"])
+def test_booted_host_agrees_with_ostree(sysroot_3: OstreeSysroot, tmp_path: Path, how: str) -> None:
+    """Booted into each deployment in turn: booted/pending/rollback agree with `ostree admin status` run there."""
+    status = sysroot_3.admin_status()
+    for index, dep in enumerate(status):
+        marks = {s.id: s.marks for s in sysroot_3.booted_admin_status(index)}
+        assert marks[dep.id] == ("*",)
+        snap = read_snapshot(_booted_paths(sysroot_3, _mk(tmp_path / str(index)), dep, how))
+        assert snap.OstreeBooted
+        assert snap.BootedDeployment == dep.id
+        by_id = {d.id: d for d in snap.Deployments}
+        for sid, m in marks.items():
+            d = by_id[sid]
+            assert d.booted == ("*" in m)
+            assert (d.default and not d.booted) == ("pending" in m)
+            assert d.rollback == ("rollback" in m)
+        assert ("booted-not-default" in codes(snap)) == any("pending" in m for m in marks.values())
+        if how == "cmdline":
+            assert snap.BootedEntry == by_id[dep.id].entry
+            assert [e.id for e in snap.BootEntries if e.booted] == [snap.BootedEntry]
+
+
+def _mk(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def test_booted_mount_problems(sysroot_3: OstreeSysroot, tmp_path: Path) -> None:
+    dep = sysroot_3.admin_status()[0]
+    paths = _booted_paths(sysroot_3, tmp_path, dep, "mountinfo")
+    assert read_snapshot(paths).Problems == ()
+    rel = f"/ostree/deploy/{dep.osname}/deploy/{dep.checksum}.{dep.serial}"
+    Path(paths.mountinfo).write_text(f"102 1 252:4 {rel} / rw,relatime shared:1 - xfs /dev/vda4 rw\n"
+                                     f"104 102 252:4 {rel}/usr /usr rw,relatime shared:3 - xfs /dev/vda4 rw\n")
+    snap = read_snapshot(paths)
+    assert codes(snap) == ["boot-not-mounted", "usr-writable"]
+    usr = next(m for m in snap.Mounts if m.mount_point == "/usr")
+    assert not usr.read_only and usr.propagation == "shared:3" and usr.device == "252:4"
+    # An unlocked deployment may have a writable /usr.
+    origin = Path(sysroot_3.deploy_dir(dep) + ".origin")
+    origin.write_text(origin.read_text() + "unlocked=development\n")
+    assert codes(read_snapshot(paths)) == ["boot-not-mounted"]
+
+
+def test_mountinfo_unparsable(sysroot_3: OstreeSysroot, tmp_path: Path) -> None:
+    mi = tmp_path / "mi"
+    # The first line is for a watched mount point (the prefilter keeps it) but has no valid mount id.
+    mi.write_text("x1 1 252:4 / /boot rw - ext4 /dev/vda3 rw\n102 1 252:4 / / rw - xfs /dev/vda4 rw\n")
+    snap = read_snapshot(sysroot_3.paths(mountinfo=str(mi)))
+    assert codes(snap) == ["mountinfo-unparsable"]
+    assert [m.mount_point for m in snap.Mounts] == ["/"]
+
+
+# --- default entry: grubenv and loader.conf ---------------------------------------
+
+
+def _grub_editenv(path: str, *args: str) -> None:
+    import subprocess
+    subprocess.run(["grub-editenv", path, *args], check=True, timeout=30)
+
+
+def test_grubenv_saved_and_next_entry(sysroot_3: OstreeSysroot) -> None:
+    env = os.path.join(sysroot_3.path, "boot", "grub2", "grubenv")
+    os.makedirs(os.path.dirname(env))
+    _grub_editenv(env, "create")
+    snap = read_snapshot(sysroot_3.paths())
+    assert snap.Bootloader == "grub2" and snap.DefaultEntry == "ostree-3-fedora" and snap.Problems == ()
+    by_entry = {d.entry: d.id for d in snap.Deployments}
+    _grub_editenv(env, "set", "saved_entry=ostree-1-fedora", "next_entry=ostree-2-fedora",
+                  f"ostreewatch_saved_deployment={by_entry['ostree-1-fedora']}")
+    snap = read_snapshot(sysroot_3.paths())
+    assert snap.DefaultEntry == "ostree-1-fedora" and snap.NextEntry == "ostree-2-fedora"
+    assert snap.DefaultDeployment == by_entry["ostree-1-fedora"]
+    assert [e.id for e in snap.BootEntries if e.default] == ["ostree-1-fedora"]
+    assert snap.Problems == ()
+    # The recorded deployment no longer matches the entry (entries were renumbered): a problem.
+    _grub_editenv(env, "set", f"ostreewatch_saved_deployment={by_entry['ostree-3-fedora']}")
+    snap = read_snapshot(sysroot_3.paths())
+    assert [(p.code, p.subject) for p in snap.Problems] == [("default-entry-moved", "ostree-1-fedora")]
+    _grub_editenv(env, "set", "saved_entry=ostree-9-fedora")
+    _grub_editenv(env, "unset", "ostreewatch_saved_deployment")
+    snap = read_snapshot(sysroot_3.paths())
+    assert [(p.code, p.subject) for p in snap.Problems] == [("saved-entry-missing", "ostree-9-fedora")]
+    assert snap.DefaultEntry == "ostree-3-fedora"  # the first entry
+    with open(env, "r+b") as f:
+        f.write(b"garbage")
+    snap = read_snapshot(sysroot_3.paths())
+    assert codes(snap) == ["grubenv-unparsable"] and snap.DefaultEntry == "ostree-3-fedora"
+
+
+def test_loader_conf_default(sysroot_3: OstreeSysroot) -> None:
+    conf = os.path.join(sysroot_3.path, "boot", "loader", "loader.conf")
+    snap0 = read_snapshot(sysroot_3.paths())
+    by_entry = {d.entry: d.id for d in snap0.Deployments}
+    Path(conf).write_text(f"timeout 3\n#ostreewatch-deployment {by_entry['ostree-2-fedora']}\n"
+                          "default ostree-2-*\n")
+    snap = read_snapshot(sysroot_3.paths())
+    assert snap.Bootloader == "systemd-boot" and snap.DefaultEntry == "ostree-2-fedora" and snap.Problems == ()
+    assert snap.DefaultDeployment == by_entry["ostree-2-fedora"]
+    Path(conf).write_text(f"#ostreewatch-deployment {by_entry['ostree-1-fedora']}\ndefault ostree-2-*\n")
+    assert [(p.code, p.subject) for p in read_snapshot(sysroot_3.paths()).Problems] == \
+        [("default-entry-moved", "ostree-2-fedora")]
+    Path(conf).write_text("default nothing-*\n")
+    snap = read_snapshot(sysroot_3.paths())
+    assert codes(snap) == ["saved-entry-missing"] and snap.DefaultEntry == "ostree-3-fedora"
+
+
+def test_repo_bootloader_setting(sysroot_3: OstreeSysroot) -> None:
+    sysroot_3.run([f"--repo={sysroot_3.repo}", "config", "set", "sysroot.bootloader", "grub2"])
+    assert read_snapshot(sysroot_3.paths()).Bootloader == "grub2"
+
+
+def test_staged_deployment(sysroot_3: OstreeSysroot, tmp_path: Path) -> None:
+    from tests.oracles import glib_serialize
+    csum = "ab" * 32
+    d = Path(sysroot_3.path, "ostree", "deploy", "fedora", "deploy", f"{csum}.0")
+    (d / "usr" / "lib").mkdir(parents=True)
+    (d / "usr" / "lib" / "os-release").write_text("VERSION=9\n")
+    snap = read_snapshot(sysroot_3.paths())
+    assert [(p.code, p.subject) for p in snap.Problems] == [("deployment-no-entry", f"fedora-{csum}.0")]
+    paths = sysroot_3.paths()
+    (Path(paths.run) / "ostree").mkdir()
+    (Path(paths.run) / "ostree" / "staged-deployment").write_bytes(glib_serialize(
+        "a{sv}", f"{{'target': V('a{{sv}}', {{'name': V('s', '{csum}.0'), 'osname': V('s', 'fedora')}})}}"))
+    snap = read_snapshot(paths)
+    assert snap.Problems == ()
+    assert snap.StagedDeployment == f"fedora-{csum}.0"
+    assert snap.Deployments[0].id == f"fedora-{csum}.0" and snap.Deployments[0].staged
+    assert snap.Deployments[0].index == -1 and snap.Deployments[0].version == "9"
+
+
+# --- hostile sysroots ------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_fifo_and_huge_entries(sysroot_3: OstreeSysroot) -> None:
+    entries = sysroot_3.entries_dir()
+    os.mkfifo(os.path.join(entries, "zz-fifo.conf"))
+    with open(os.path.join(entries, "zz-huge.conf"), "wb") as f:
+        f.truncate(100 * 1024 * 1024)  # sparse: 100 MB that costs nothing
+    os.symlink("/etc/passwd", os.path.join(entries, "zz-outside.conf"))
+    snap = read_snapshot(sysroot_3.paths())
+    assert [(p.code, p.subject) for p in snap.Problems] == [
+        ("entry-unreadable", "zz-fifo"), ("entry-unreadable", "zz-huge"), ("entry-unreadable", "zz-outside")]
+    assert len(snap.Deployments) == 3 and len(snap.BootEntries) == 3
+
+
+def test_bad_entries(sysroot_3: OstreeSysroot) -> None:
+    entries = sysroot_3.entries_dir()
+    Path(entries, "bad-utf8.conf").write_bytes(b"title \xff\xfe\nlinux /x\n")
+    Path(entries, "nokernel.conf").write_text("title no kernel\noptions quiet\n")
+    snap = read_snapshot(sysroot_3.paths())
+    assert [(p.code, p.subject) for p in snap.Problems] == [
+        ("entry-no-kernel", "nokernel"), ("entry-unparsable", "bad-utf8")]
+    assert "nokernel" in [e.id for e in snap.BootEntries]
+
+
+def _boot_link_dir(sr: OstreeSysroot) -> Path:
+    """ostree/boot.N as named by the entries."""
+    arg = read_snapshot(sr.paths()).BootEntries[0].ostree
+    return Path(sr.path, *arg.strip("/").split("/")[:2])
+
+
+def test_symlink_loop_in_boot_links(sysroot_3: OstreeSysroot) -> None:
+    link = _boot_link_dir(sysroot_3)
+    link.unlink()
+    os.symlink(link.name + ".loop", link)
+    os.symlink(link.name, str(link) + ".loop")
+    snap = read_snapshot(sysroot_3.paths())
+    assert codes(snap) == ["deployment-no-entry"] * 3 + ["ostree-arg-unresolved"] * 3
+    assert all("symbolic links" in p.message for p in snap.Problems if p.code == "ostree-arg-unresolved")
+
+
+def test_link_outside_sysroot_is_not_followed(sysroot_3: OstreeSysroot) -> None:
+    """A boot link to the deployment's absolute host path means a path inside the sysroot, as under chroot."""
+    snap = read_snapshot(sysroot_3.paths())
+    e = snap.BootEntries[0]
+    boot_link = Path(sysroot_3.path + e.ostree)
+    target = os.path.realpath(boot_link)
+    boot_link.unlink()
+    os.symlink(target, boot_link)  # absolute host path: outside, seen from the sysroot
+    snap = read_snapshot(sysroot_3.paths())
+    assert [(p.code, p.subject) for p in snap.Problems] == [
+        ("deployment-no-entry", e.deployment), ("ostree-arg-unresolved", e.id)]
+
+
+def test_missing_loader_target_and_stale_loader(sysroot_3: OstreeSysroot) -> None:
+    boot = Path(sysroot_3.path, "boot")
+    current = os.readlink(boot / "loader")
+    other = "loader.0" if current == "loader.1" else "loader.1"
+    (boot / other).mkdir()
+    assert [(p.code, p.subject) for p in read_snapshot(sysroot_3.paths()).Problems] == \
+        [("stale-loader-dir", f"/boot/{other}")]
+    import shutil
+    shutil.rmtree(boot / current)
+    snap = read_snapshot(sysroot_3.paths())
+    assert codes(snap) == ["deployment-no-entry"] * 3 + ["loader-link-dangling", "stale-loader-dir"]
+    assert snap.BootEntries == () and snap.DefaultEntry == ""
+
+
+def test_empty_entries_dir(sysroot_3: OstreeSysroot) -> None:
+    for name in sysroot_3.entry_files():
+        os.unlink(os.path.join(sysroot_3.entries_dir(), name))
+    snap = read_snapshot(sysroot_3.paths())
+    assert codes(snap) == ["deployment-no-entry"] * 3
+    assert snap.BootEntries == () and snap.DefaultDeployment == "" and snap.RollbackDeployment == ""
+    os.rmdir(sysroot_3.entries_dir())
+    assert codes(read_snapshot(sysroot_3.paths())) == ["deployment-no-entry"] * 3 + ["entries-dir-missing"]
+
+
+def test_not_an_ostree_sysroot(tmp_path: Path) -> None:
+    with pytest.raises(SysrootError):
+        read_snapshot(Paths(sysroot=str(tmp_path)))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SysrootError):
+        read_snapshot(Paths(sysroot=str(tmp_path / "file")))
+    with pytest.raises(SysrootError):
+        read_snapshot(Paths(sysroot=str(tmp_path / "missing")))
+
+
+def test_copy_keeps_sysroot_readable(sysroot_3: OstreeSysroot, tmp_path: Path) -> None:
+    """A copied sysroot (relative links) reads the same, but under its own paths."""
+    copy = copy_sysroot(sysroot_3.path, tmp_path / "copy")
+    a = read_snapshot(sysroot_3.paths())
+    b = read_snapshot(Paths(sysroot=copy, run=str(tmp_path / "norun"), mountinfo=str(tmp_path / "none"),
+                            cmdline=str(tmp_path / "none")))
+    assert [d.id for d in a.Deployments] == [d.id for d in b.Deployments]
+    assert all(d.path.startswith(copy) for d in b.Deployments)
+
+
+# --- the bundled sample -----------------------------------------------------------
+
+
+def test_sample() -> None:
+    snap = read_snapshot(sample_paths())
+    booted = "rhcos-b1df1247e3ad53173c1e13a913ec645d48a22f6a294e70e2ca5bda8c31f78d78.0"
+    assert snap.Problems == ()
+    assert snap.Bootloader == "grub2" and snap.OstreeBooted
+    assert snap.BootedDeployment == snap.DefaultDeployment == booted
+    assert snap.BootedEntry == snap.DefaultEntry == "ostree-2-rhcos"
+    assert [e.id for e in snap.BootEntries] == ["ostree-2-rhcos", "ostree-1-rhcos"]
+    assert [d.version for d in snap.Deployments] == ["410.84.202203081640-0", "49.84.202110081407-0"]
+    assert snap.Deployments[1].rollback and snap.RollbackDeployment == snap.Deployments[1].id
+    assert snap.Deployments[0].bootcsum.startswith("838cd9a1") and snap.Deployments[1].bootcsum.startswith("a10b07df")
+    assert [m.mount_point for m in snap.Mounts] == ["/", "/sysroot", "/usr", "/etc", "/var", "/boot"]
