@@ -294,3 +294,24 @@ def test_fuzz_mutated_entries(data) -> None:
     except BlsError:
         return
     assert len(sort_entries(entries)) == 2
+
+
+def test_ostree_written_entries_like_bootctl(sysroot_3, tmp_path) -> None:
+    """Entries the real ostree wrote (ostree-1..3): same order and default as bootctl."""
+    sysroot_3.pin(1)
+    esp = tmp_path / "esp"
+    entries = {}
+    for name in sysroot_3.entry_files():
+        with open(f"{sysroot_3.entries_dir()}/{name}", "rb") as f:
+            entries[name] = f.read()
+    assert len(entries) == 3
+    write_esp(str(esp), entries)
+    listed, default_id = bootctl_list(str(esp))
+    ours = _ours(entries)
+    assert [e.file for e in ours] == _bootctl_files(listed)
+    assert default_id == ours[0].id + ".conf"
+    assert ours[0].title.endswith("(ostree:0)")
+    for mine, theirs in zip(ours, listed):
+        assert mine.options == theirs["options"]
+        assert list(mine.initrd) == theirs.get("initrd", [])
+        assert mine.version == theirs["version"]

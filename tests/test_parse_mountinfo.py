@@ -182,3 +182,40 @@ def test_fuzz_mutated(data) -> None:
     filtered, _ = parse_mountinfo(bytes(base), mount_points=["/", "/usr"])
     # The prefilter never returns a mount the full parse does not have.
     assert set(filtered) <= set(mounts)
+
+
+def _storm(lines: int = 10000) -> bytes:
+    """A Kubernetes-like mountinfo: the RHCOS lines plus thousands of pod tmpfs mounts."""
+    rng = random.Random(0)
+    out = RHCOS.decode().splitlines()
+    for i in range(lines - len(out)):
+        out.append(f"{9000 + i} 133 0:{300 + i} / /var/lib/kubelet/pods/{rng.getrandbits(128):032x}"
+                   f"/volumes/kubernetes.io~secret/token-{i} rw,relatime shared:{i} - tmpfs tmpfs rw,seclabel,size=4k")
+    return ("\n".join(out) + "\n").encode()
+
+
+def test_storm_prefilter_finds_the_same_mounts() -> None:
+    data = _storm(3000)
+    wanted = ("/", "/sysroot", "/usr", "/etc", "/var", "/boot", "/boot/efi")
+    full, _ = parse_mountinfo(data)
+    filtered, errors = parse_mountinfo(data, mount_points=wanted)
+    assert errors == ()
+    assert filtered == tuple(m for m in full if m.mount_point in wanted)
+    assert len(full) == 3000 and len(filtered) == 5
+
+
+if __name__ == "__main__":
+    # Benchmark (not a test): python -m tests.test_parse_mountinfo
+    import statistics
+    import time
+
+    storm = _storm()
+    points = ("/", "/sysroot", "/usr", "/etc", "/var", "/boot", "/boot/efi")
+    for label, mp in (("full", None), ("prefiltered", points)):
+        times = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            found, _ = parse_mountinfo(storm, mp)
+            times.append(time.perf_counter() - t0)
+        print(f"{label}: 10000 lines -> {len(found)} mounts, median {statistics.median(times) * 1000:.1f} ms,"
+              f" min {min(times) * 1000:.1f} ms")
