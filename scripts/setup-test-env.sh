@@ -14,8 +14,9 @@ OW_VENV="$OW_REPO/.venv"
 OW_PYTHON=/usr/bin/python3
 # The debootstrapped Debian tree for the systemd-nspawn tests: a cache outside
 # the repository, never modified in place (tests use --volatile=overlay).
-: "${OSTREEWATCH_ROOTFS:=/var/cache/ostreewatch/bookworm-root}"
-export OSTREEWATCH_ROOTFS
+# tests/nspawn_helpers.py reads the same variable.
+: "${OSTREEWATCH_NSPAWN_ROOT:=/var/cache/ostreewatch/bookworm-root}"
+export OSTREEWATCH_NSPAWN_ROOT
 OW_ROOTFS_PACKAGES=systemd,systemd-sysv,dbus,python3,python3-dbus-next,python3-systemd,python3-pyinotify
 export PATH="$PATH:/usr/sbin:/sbin"
 
@@ -107,23 +108,23 @@ EOF
 }
 
 ow_rootfs_ok() {
-    [ -x "$OSTREEWATCH_ROOTFS/usr/lib/systemd/systemd" ] &&
-    [ -x "$OSTREEWATCH_ROOTFS/usr/bin/dbus-daemon" ] &&
-    [ -x "$OSTREEWATCH_ROOTFS/usr/bin/python3" ] &&
-    [ -d "$OSTREEWATCH_ROOTFS/usr/lib/python3/dist-packages/dbus_next" ] &&
-    [ -d "$OSTREEWATCH_ROOTFS/usr/lib/python3/dist-packages/systemd" ] &&
-    [ -f "$OSTREEWATCH_ROOTFS/usr/lib/python3/dist-packages/pyinotify.py" ]
+    [ -x "$OSTREEWATCH_NSPAWN_ROOT/usr/lib/systemd/systemd" ] &&
+    [ -x "$OSTREEWATCH_NSPAWN_ROOT/usr/bin/dbus-daemon" ] &&
+    [ -x "$OSTREEWATCH_NSPAWN_ROOT/usr/bin/python3" ] &&
+    [ -d "$OSTREEWATCH_NSPAWN_ROOT/usr/lib/python3/dist-packages/dbus_next" ] &&
+    [ -d "$OSTREEWATCH_NSPAWN_ROOT/usr/lib/python3/dist-packages/systemd" ] &&
+    [ -f "$OSTREEWATCH_NSPAWN_ROOT/usr/lib/python3/dist-packages/pyinotify.py" ]
 }
 
 ow_make_rootfs() {
     ow_skip_setup && return 0
     if ow_rootfs_ok; then
-        ow_log "rootfs: cached at $OSTREEWATCH_ROOTFS"
+        ow_log "rootfs: cached at $OSTREEWATCH_NSPAWN_ROOT"
         return 0
     fi
-    [ "$(id -u)" -eq 0 ] || ow_die "the Debian tree $OSTREEWATCH_ROOTFS is missing: run as root to build it"
+    [ "$(id -u)" -eq 0 ] || ow_die "the Debian tree $OSTREEWATCH_NSPAWN_ROOT is missing: run as root to build it"
     local parent tmp
-    parent="$(dirname "$OSTREEWATCH_ROOTFS")"
+    parent="$(dirname "$OSTREEWATCH_NSPAWN_ROOT")"
     mkdir -p "$parent" || ow_die "cannot create $parent"
     # One builder at a time; a second run waits, then finds the tree there.
     exec {lockfd}>"$parent/.build.lock"
@@ -132,8 +133,8 @@ ow_make_rootfs() {
         exec {lockfd}>&-
         return 0
     fi
-    tmp="$OSTREEWATCH_ROOTFS.tmp.$$"
-    rm -rf "$OSTREEWATCH_ROOTFS".tmp.*
+    tmp="$OSTREEWATCH_NSPAWN_ROOT.tmp.$$"
+    rm -rf "$OSTREEWATCH_NSPAWN_ROOT".tmp.*
     ow_log "rootfs: debootstrap bookworm into $tmp (about 70 s and 290 MB, once)"
     if ! debootstrap --variant=minbase --include="$OW_ROOTFS_PACKAGES" bookworm "$tmp" \
             http://deb.debian.org/debian > "$parent/debootstrap.log" 2>&1; then
@@ -141,11 +142,11 @@ ow_make_rootfs() {
         rm -rf "$tmp"
         ow_die "debootstrap failed (log: $parent/debootstrap.log)"
     fi
-    rm -rf "$OSTREEWATCH_ROOTFS"
-    mv "$tmp" "$OSTREEWATCH_ROOTFS" || ow_die "cannot move $tmp to $OSTREEWATCH_ROOTFS"
+    rm -rf "$OSTREEWATCH_NSPAWN_ROOT"
+    mv "$tmp" "$OSTREEWATCH_NSPAWN_ROOT" || ow_die "cannot move $tmp to $OSTREEWATCH_NSPAWN_ROOT"
     exec {lockfd}>&-
-    ow_rootfs_ok || ow_die "debootstrap finished but $OSTREEWATCH_ROOTFS lacks what the tests need"
-    ow_log "rootfs: ready at $OSTREEWATCH_ROOTFS"
+    ow_rootfs_ok || ow_die "debootstrap finished but $OSTREEWATCH_NSPAWN_ROOT lacks what the tests need"
+    ow_log "rootfs: ready at $OSTREEWATCH_NSPAWN_ROOT"
 }
 
 # Run directly: the whole test set-up.
