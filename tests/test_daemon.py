@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -251,6 +252,18 @@ def test_real_ostree_changes_emit_the_expected_signals(bus: Any, sysroot: str,
     d.wait_name()
     mon = subprocess.Popen(["busctl", "--system", "monitor", "--json=short", "org.ostreewatch1"],
                            env=d.env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    seen: List[str] = []
+
+    def read_monitor() -> None:
+        assert mon.stdout is not None
+        for line in mon.stdout:
+            if line.startswith("{"):
+                member = json.loads(line).get("member")
+                if member in TYPED + ("PropertiesChanged",):
+                    seen.append(member)
+
+    reader = threading.Thread(target=read_monitor, daemon=True)
+    reader.start()
     sub = Subscriber(bus.address)
     try:
         time.sleep(0.5)  # busctl monitor is a monitor by now
@@ -342,14 +355,18 @@ def test_real_ostree_changes_emit_the_expected_signals(bus: Any, sysroot: str,
         finally:
             shutil.rmtree(saved, ignore_errors=True)
         assert d.alive()
+        # busctl monitor saw the same signals, in the same order, as the dbus-next subscriber
+        deadline = time.monotonic() + 30
+        while len(seen) < len(sub.events) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert seen == [n for n, _ in sub.events]
     finally:
         sub.close()
         mon.terminate()
-        mon_out, _ = mon.communicate(timeout=10)
-    # busctl monitor saw the same signals, in the same order, as the dbus-next subscriber
-    seen = [json.loads(line).get("member") for line in mon_out.splitlines() if line.startswith("{")]
-    seen = [m for m in seen if m in TYPED + ("PropertiesChanged",)]
-    assert seen == [n for n, _ in sub.events]
+        mon.wait(10)
+        reader.join(10)
+        if mon.stdout:
+            mon.stdout.close()
 
 
 # --- mounts --------------------------------------------------------------------------------------
