@@ -11,7 +11,14 @@ from typing import Any, Callable, Dict, List, Tuple
 import pytest
 
 from ostreewatch import service
-from tests.test_bootwrite_support import build_sysroot, copy_sysroot, grubenv_list, seed_grub
+from tests.test_bootwrite_support import (
+    bootctl_default,
+    build_sysroot,
+    copy_sysroot,
+    grubenv_list,
+    seed_grub,
+    seed_loader_conf,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEST = ("org.ostreewatch1", "/org/ostreewatch1", "org.ostreewatch1.Manager")
@@ -144,3 +151,51 @@ def test_nobody_refused_by_daemon_with_relaxed_policy(make_bus: Any, daemon_fact
         assert "root only" in r.stderr and "uid 65534" in r.stderr, r.stderr
     assert read(env) == before
     assert d.alive()
+
+
+def test_systemd_boot_default_over_the_bus(make_bus: Any, daemon_factory: Any, template: str, tmp_path: Any) -> None:
+    sysroot = copy_sysroot(template, str(tmp_path / "sysroot"))
+    conf = seed_loader_conf(sysroot)
+    bus = make_bus()
+    d = daemon_factory(bus, sysroot)
+    d.wait_name(WAIT)
+    assert d.get_property("Bootloader") == "systemd-boot"
+    assert d.get_property("DefaultEntry") == "ostree-3-test"
+
+    def call() -> None:
+        r = d.busctl("call", *DEST, "SetDefaultEntry", "s", "ostree-2-test")
+        assert r.returncode == 0, r.stderr
+
+    seen = asyncio.run(_wait_signal(bus.address, call,
+                                    lambda n, a: n == "DefaultEntryChanged" and a["current"] == "ostree-2-test"))
+    assert ("DefaultEntryChanged", {"previous": "ostree-3-test", "current": "ostree-2-test"}) in seen
+    assert bootctl_default(os.path.join(sysroot, "boot")) == "ostree-2-test.conf"
+    assert "timeout 5\n" in read(conf).decode()
+    # the one-shot is an EFI variable: NotSupported here, and said why
+    r = subprocess.run(["dbus-send", f"--bus={bus.address}", "--print-reply", f"--dest={DEST[0]}", DEST[1],
+                        f"{DEST[2]}.SetNextEntry", "string:ostree-1-test"], capture_output=True, text=True, timeout=60)
+    assert "org.ostreewatch1.Error.NotSupported" in r.stderr and "LoaderEntryOneShot" in r.stderr, r.stderr
+
+
+# The daemon in its own mount namespace where /boot is a read-only bind mount (as on Fedora CoreOS).
+RO_BOOT_PREFIX = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && exec "$@"'
+
+
+def test_read_only_boot_daemon(make_bus: Any, daemon_factory: Any, grub_sysroot: Tuple[str, str]) -> None:
+    sysroot, env = grub_sysroot
+    boot = os.path.join(sysroot, "boot")
+    bus = make_bus()
+    d = daemon_factory(bus, sysroot, prefix=["unshare", "--mount", "--propagation", "private",
+                                             "sh", "-c", RO_BOOT_PREFIX, boot])
+    d.wait_name(WAIT)
+
+    def boot_options() -> str:
+        with open(f"/proc/{d.pid}/mountinfo") as f:
+            line = next(line for line in f if line.split()[4] == boot)
+        return line.split()[5]
+
+    assert boot_options().startswith("ro")
+    r = d.busctl("call", *DEST, "SetDefaultEntry", "s", "ostree-2-test")
+    assert r.returncode == 0, r.stderr
+    assert grubenv_list(env)["saved_entry"] == "ostree-2-test"  # written (the host sees the same directory)
+    assert boot_options().startswith("ro")  # and the daemon's /boot is still read-only
