@@ -209,7 +209,11 @@ def take_sysroot_lock(sysroot: str) -> Optional[int]:
             # struct flock: l_type, l_whence (short), l_start, l_len (off_t), l_pid (int), padding.
             lock_type = fcntl.F_WRLCK if writable else fcntl.F_RDLCK
             fl = struct.pack("hhqqi4x", lock_type, 0, 0, 0, 0)
-            fcntl.fcntl(fd, getattr(fcntl, "F_OFD_SETLK", 37), fl)
+            try:
+                fcntl.fcntl(fd, getattr(fcntl, "F_OFD_SETLK", 37), fl)
+            except OSError as e:
+                if e.errno != errno.EINVAL:  # EINVAL: a kernel without OFD locks (< 3.15); libglnx falls back too
+                    raise
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             # ostree unlinks the file when it releases the lock: ours must still be the one on disk.
             st, now = os.fstat(fd), os.stat(path, follow_symlinks=False)

@@ -13,10 +13,12 @@ import time
 from typing import Any, List
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ostreewatch import errors, model
 from ostreewatch._writehelper import TEMP_PREFIX, atomic_replace
-from ostreewatch.bootwrite import BootWriter
+from ostreewatch.bootwrite import BootWriter, validate_id
 from ostreewatch.parse.grubenv import update_grubenv
 from tests.test_bootwrite_support import (
     RecordingJournal,
@@ -573,7 +575,7 @@ READ_ONLY_SCRIPT = r"""
 import asyncio, json, os, subprocess, sys
 sys.path.insert(0, sys.argv[1])
 from ostreewatch import model
-from ostreewatch.bootwrite import BootWriter
+from ostreewatch.bootwrite import BootWriter, validate_id
 from tests.test_bootwrite_support import RecordingJournal, make_paths, snapshot_of
 sysroot, mode, bootloader = sys.argv[2], sys.argv[3], sys.argv[4]
 boot = os.path.join(sysroot, "boot")
@@ -642,3 +644,40 @@ def test_systemd_boot_loader_conf_on_separate_esp(sysroot: str) -> None:
         snapshot_of(sysroot, "systemd-boot"))
     assert read(esp_conf).decode().endswith("default ostree-1-test.conf\n")
     assert not os.path.exists(os.path.join(os.path.realpath(os.path.join(sysroot, "boot/loader")), "loader.conf"))
+
+
+# --- odd but valid ids -------------------------------------------------------------------
+
+ODD_IDS = ["with space", "back\\slash", "hash#mark", "dollar$x", "ünïcødé-ëntry", "semi;colon", "quote\"d",
+           "x" * 250]
+
+
+@pytest.mark.parametrize("odd", ODD_IDS)
+def test_odd_entry_ids_read_back_by_grub_editenv(sysroot: str, odd: str) -> None:
+    """Values are escaped exactly as grub escapes them: grub-editenv reads back the very id."""
+    env = seed_grub(sysroot)
+    entries = os.path.join(os.path.realpath(os.path.join(sysroot, "boot/loader")), "entries")
+    with open(os.path.join(entries, odd + ".conf"), "w") as f:
+        f.write("title odd\nlinux /vmlinuz\n")
+    snap = snapshot_of(sysroot, "grub2")
+    run(BootWriter(make_paths(sysroot), RecordingJournal()), "default", odd, snap)
+    assert grubenv_list(env)["saved_entry"] == odd
+    assert "ostreewatch_saved_deployment" not in grubenv_list(env)  # not an ostree entry: no deployment
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.text(max_size=300))
+def test_validate_id_property(text: str) -> None:
+    """Any text: either InvalidArgs, or an id free of every forbidden thing (never another exception)."""
+    try:
+        stem = validate_id(text)
+    except errors.InvalidArgs:
+        return
+    if text == "":
+        assert stem == ""
+        return
+    raw = stem.encode("utf-8")
+    assert 0 < len(raw) <= 255
+    assert not any(c in stem for c in "\n\0=/") and ".." not in stem
+    assert stem == stem.strip() and stem.isprintable()
+    assert text in (stem, stem + ".conf")
