@@ -74,7 +74,7 @@ class Watcher:
 
     on_change only means "rescan soon": the caller debounces. Reasons:
     entries, loader-swap, loader.conf, grubenv, boot-links, deploy-mtime,
-    staged, booted, mounts, overflow.
+    staged, booted, mounts, overflow (events were lost: rescan everything).
     """
 
     def __init__(
@@ -182,6 +182,14 @@ class Watcher:
             _Target("booted", os.path.join(run, "ostree-booted"), _SELF | IN_ATTRIB | IN_CLOSE_WRITE,
                     "booted", run, stand_in=False),
         ]
+        # Fedora on UEFI: boot/grub2/grubenv is a symlink into the ESP; watch where it points too.
+        for grub in ("grub2", "grub"):
+            env = os.path.join(boot, grub, "grubenv")
+            if os.path.islink(env):
+                real = os.path.realpath(env)
+                if os.path.commonpath([real, sysroot]) == sysroot and os.path.dirname(real) != os.path.dirname(env):
+                    targets.append(_Target("file:" + os.path.basename(real), os.path.dirname(real),
+                                           _DIR | IN_CLOSE_WRITE, "grubenv", sysroot, stand_in=False))
         if self._mi_is_file:
             mi = os.path.abspath(str(self.paths.mountinfo))
             targets.append(_Target("mountinfo", os.path.dirname(mi), _DIR | IN_CLOSE_WRITE, "mounts",
@@ -312,6 +320,8 @@ class Watcher:
         elif role == "grub":
             if name == "grubenv":
                 hit = "grubenv"
+                if structural:  # it may have become a symlink into the ESP
+                    self._batch_rearm = True
         elif role == "efi-loader":
             if name == "loader.conf":
                 hit = "loader.conf"
@@ -331,6 +341,9 @@ class Watcher:
         elif role == "mountinfo":
             if name == os.path.basename(str(self.paths.mountinfo)):
                 hit = "mounts"
+        elif role.startswith("file:"):
+            if name == role[len("file:"):]:
+                hit = reason
         elif role == "parent":
             if structural:
                 # Something appeared on the way to a missing target: look again.

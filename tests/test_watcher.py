@@ -267,6 +267,24 @@ def test_grub_dir_appearing_later_is_watched(rig, sysroot):
     rig.expect("grubenv")
 
 
+def test_grubenv_symlink_into_esp(rig, sysroot):
+    """Fedora on UEFI: boot/grub2/grubenv -> ../efi/EFI/fedora/grubenv; writes land in the ESP."""
+    esp = os.path.join(sysroot, "boot", "efi", "EFI", "fedora")
+    os.makedirs(esp)
+    subprocess.run(["grub-editenv", os.path.join(esp, "grubenv"), "create"], check=True)
+    env = os.path.join(sysroot, "boot", "grub2", "grubenv")
+    os.unlink(env)
+    os.symlink("../efi/EFI/fedora/grubenv", env)
+    rig.expect("grubenv")
+    rig.settle()
+    assert esp in rig.watcher.armed_paths()
+    subprocess.run(["grub-editenv", os.path.join(esp, "grubenv"), "set", "saved_entry=z"], check=True)
+    rig.expect("grubenv")
+    rig.settle()
+    open(os.path.join(esp, "unrelated"), "w").close()
+    assert rig.collect() == []
+
+
 def test_loader_conf(rig, sysroot):
     with open(os.path.join(sysroot, "boot", "loader", "loader.conf"), "w") as f:
         f.write("default ostree-1*\n")
