@@ -80,9 +80,9 @@ class Build:
         env["PATH"] = ":".join(p for p in env.get("PATH", "").split(":") if ".venv" not in p)
         self.result = subprocess.run(
             ["rpmbuild", "-ba", "--nodeps", "--define", f"_topdir {top}", str(self.spec)],
-            capture_output=True, text=True, timeout=600, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600, env=env,
         )
-        self.log = self.result.stdout + self.result.stderr
+        self.log = self.result.stdout
         self.rpms = sorted((top / "RPMS").rglob("*.rpm"))
         self.srpms = sorted((top / "SRPMS").glob("*.src.rpm"))
 
