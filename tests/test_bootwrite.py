@@ -681,3 +681,41 @@ def test_validate_id_property(text: str) -> None:
     assert not any(c in stem for c in "\n\0=/") and ".." not in stem
     assert stem == stem.strip() and stem.isprintable()
     assert text in (stem, stem + ".conf")
+
+
+# --- renumbering: the recorded deployment, and the problem when it moves ---------------------
+
+UNDEPLOY = 'export OSTREE_SYSROOT_DEBUG=mutable-deployments; ostree admin undeploy --sysroot="$1" "$2" >/dev/null'
+
+
+@pytest.mark.parametrize("bootloader", ["grub2", "systemd-boot"])
+def test_renumbering_publishes_default_entry_moved(sysroot: str, bootloader: str) -> None:
+    """Choose ostree-1-test, let real ostree undeploy the oldest: ostree-1-test now means another deployment."""
+    from ostreewatch.state import Paths, read_snapshot
+
+    if bootloader == "grub2":
+        seed_grub(sysroot)
+    else:
+        seed_loader_conf(sysroot)
+    paths = Paths(sysroot=sysroot)
+    before = read_snapshot(paths)
+    assert before.Bootloader == bootloader
+    run(BootWriter(paths, RecordingJournal()), "default", "ostree-1-test", before)
+    chosen = read_snapshot(paths)
+    assert chosen.DefaultEntry == "ostree-1-test"
+    assert not [p for p in chosen.Problems if p.code == "default-entry-moved"]
+    meant = deployment_of(chosen, "ostree-1-test")
+
+    oldest_index = len(chosen.Deployments) - 1  # ostree-1-OS is always the last deployment
+    subprocess.run(["unshare", "--user", "--map-root-user", "sh", "-c", UNDEPLOY, "sh", sysroot, str(oldest_index)],
+                   check=True, timeout=120)
+    after = read_snapshot(paths)
+    if bootloader == "systemd-boot":
+        # ostree built a fresh loader.N: the loader.conf inside the old one is gone (docs/default-entry.md)
+        assert not os.path.exists(os.path.join(os.path.realpath(os.path.join(sysroot, "boot/loader")), "loader.conf"))
+        assert not [p for p in after.Problems if p.code == "default-entry-moved"]
+        return
+    assert deployment_of(after, "ostree-1-test") != meant
+    moved = [p for p in after.Problems if p.code == "default-entry-moved"]
+    assert [p.subject for p in moved] == ["ostree-1-test"]
+    assert after.DefaultEntry == "ostree-1-test"  # not rewritten behind the admin's back
