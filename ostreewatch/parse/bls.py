@@ -148,10 +148,16 @@ def _sort_id(e: BlsEntry) -> str:
 
 
 def _compare(a: BlsEntry, b: BlsEntry) -> int:
-    """bootctl 252's boot_entry_compare (systemd-boot's config_entry_compare).
+    """bootctl 252's boot_entry_compare, checked against Debian 12's bootctl.
 
-    Differences from systemd-boot itself, where bootctl 252 is followed: sd-boot
-    lowercases ids before comparing them; bootctl 252 does not.
+    Order: tries-left 0 last; entries with a sort-key first (by sort-key, then
+    machine-id, then version descending); then ids descending, version-aware.
+    Where versions differ: bootctl 252 leaves a full tie to qsort (unspecified);
+    sd-boot 252 and newer bootctl break it by more tries left, then fewer tries
+    done, which we do too. sd-boot lowercases ids before comparing (its
+    config_entry_add_type1), bootctl 252 does not: we follow bootctl 252.
+    Newer bootctl (257+) compares ids without a UKI profile suffix: not relevant
+    to Type #1 entries.
     """
     # Entries with no tries left go last.
     r = (a.tries_left == 0) - (b.tries_left == 0)
