@@ -23,6 +23,23 @@ from typing import Any, Callable, List, Optional, Tuple
 
 from . import __version__, errors, model
 
+# Imported here, before the event loop runs: importing inside a callback would hold the loop
+# for tens of milliseconds. bootwrite and watcher are optional in a partial tree.
+from . import changes, service, state  # noqa: E402
+try:
+    from .bootwrite import BootWriter
+except ImportError:  # pragma: no cover
+    BootWriter = None  # type: ignore[assignment,misc]
+try:
+    from .watcher import Watcher
+except ImportError:  # pragma: no cover
+    Watcher = None  # type: ignore[assignment,misc]
+
+try:
+    from systemd import daemon as _sd_daemon  # type: ignore
+except ImportError:  # pragma: no cover - then NOTIFY_SOCKET is spoken directly
+    _sd_daemon = None
+
 log = logging.getLogger("ostreewatch.daemon")
 
 # Measured (bench/bench_daemon.py burst, 10 deploys): one `ostree admin deploy` is a
@@ -37,13 +54,10 @@ MAX_DEBOUNCE_FACTOR = 10
 # --- small platform helpers ------------------------------------------------------------
 
 
-def sd_notify(state: str) -> bool:
-    """Send STATE to systemd's NOTIFY_SOCKET; False when there is none."""
-    try:
-        from systemd import daemon as sd_daemon  # type: ignore
-        return bool(sd_daemon.notify(state))
-    except ImportError:
-        pass
+def sd_notify(message: str) -> bool:
+    """Send MESSAGE ("READY=1", ...) to systemd's NOTIFY_SOCKET; False when there is none."""
+    if _sd_daemon is not None:
+        return bool(_sd_daemon.notify(message))
     addr = os.environ.get("NOTIFY_SOCKET")
     if not addr:
         return False
@@ -51,7 +65,7 @@ def sd_notify(state: str) -> bool:
         addr = "\0" + addr[1:]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
         try:
-            s.sendto(state.encode(), addr)
+            s.sendto(message.encode(), addr)
         except OSError:
             return False
     return True
@@ -171,7 +185,6 @@ class Daemon:
 
     def __init__(self, paths: Any, bus_spec: str, debounce_ms: int = DEFAULT_DEBOUNCE_MS,
                  journal: Any = None) -> None:
-        from . import changes, state  # noqa: F401 (fail early if the tree is incomplete)
         self.paths = paths
         self.bus_spec = bus_spec
         self.debounce = max(0, debounce_ms) / 1000.0
@@ -196,8 +209,7 @@ class Daemon:
     # -- scanning --
 
     def _read(self) -> model.Snapshot:
-        from .state import read_snapshot
-        return read_snapshot(self.paths)
+        return state.read_snapshot(self.paths)
 
     def on_change(self, reason: str = "") -> None:
         """The watcher's callback: rescan after a quiet time (trailing debounce, capped)."""
@@ -255,19 +267,18 @@ class Daemon:
             self._scan_task = None
 
     def _apply(self, new: model.Snapshot) -> None:
-        from .changes import diff
         old = self.snapshot
-        changes = diff(old, new)
-        if changes.empty:
+        diff = changes.diff(old, new)
+        if diff.empty:
             return
         self.generation += 1
         self.snapshot = new
         if self.manager is not None:
-            self.manager.publish(new, self.generation, changes)
-        _journal_call(self.journal, "changed", old, new, changes, self.generation)
-        for problem in changes.problems_appeared:
+            self.manager.publish(new, self.generation, diff)
+        _journal_call(self.journal, "changed", old, new, diff, self.generation)
+        for problem in diff.problems_appeared:
             _journal_call(self.journal, "problem_appeared", problem)
-        for problem in changes.problems_cleared:
+        for problem in diff.problems_cleared:
             _journal_call(self.journal, "problem_cleared", problem)
         sd_notify("STATUS=" + status_line(new))
 
@@ -287,7 +298,6 @@ class Daemon:
     # -- bus --
 
     async def _bus_loop(self) -> None:
-        from . import service
         path = service.socket_path(self.bus_spec)
         backoff = 0.5
         said_missing = False
@@ -351,7 +361,6 @@ class Daemon:
     # -- life cycle --
 
     async def run(self) -> int:
-        from . import service
         self._loop = loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         self.snapshot = await loop.run_in_executor(self._executor, self._read)
@@ -361,9 +370,7 @@ class Daemon:
             _journal_call(self.journal, "problem_appeared", problem)
         self.manager = service.Manager(self.snapshot, self.generation, __version__,
                                        reload=self.reload, set_entry=self.set_entry)
-        try:
-            from .bootwrite import BootWriter
-        except ImportError:
+        if BootWriter is None:
             log.warning("ostreewatch.bootwrite missing: SetDefaultEntry/SetNextEntry are NotSupported")
         else:
             self.writer = BootWriter(self.paths, self.journal)
@@ -380,9 +387,7 @@ class Daemon:
         return 0
 
     def _start_watcher(self, loop: asyncio.AbstractEventLoop) -> None:
-        try:
-            from .watcher import Watcher
-        except ImportError:
+        if Watcher is None:
             log.warning("ostreewatch.watcher missing: only SIGHUP and Reload() rescan")
             return
         self.watcher = Watcher(self.paths, self.on_change, loop)
@@ -445,20 +450,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def _paths(args: argparse.Namespace) -> Any:
-    from .state import Paths
     if args.sample:
         return _sample_paths()
-    return Paths(sysroot=args.sysroot, mountinfo=args.mountinfo, cmdline=args.cmdline, run=args.run)
+    return state.Paths(sysroot=args.sysroot, mountinfo=args.mountinfo, cmdline=args.cmdline, run=args.run)
 
 
 def _sample_paths() -> Any:
-    """The bundled sample's Paths, from whichever helper state/cli offers."""
-    from . import state
-    for name in ("sample_paths", "materialize_sample", "sample"):
-        fn = getattr(state, name, None)
-        if callable(fn):
-            return fn()
-    raise errors.OstreewatchError("this build has no bundled sample")
+    """The bundled sample's Paths (materialized in a temp dir removed at exit)."""
+    return state.sample_paths()
 
 
 def _setup_logging(level: str) -> None:
