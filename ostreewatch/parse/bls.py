@@ -154,10 +154,10 @@ def _compare(a: BlsEntry, b: BlsEntry) -> int:
     machine-id, then version descending); then ids descending, version-aware.
     Where versions differ: bootctl 252 leaves a full tie to qsort (unspecified);
     sd-boot 252 and newer bootctl break it by more tries left, then fewer tries
-    done, which we do too. sd-boot lowercases ids before comparing (its
-    config_entry_add_type1), bootctl 252 does not: we follow bootctl 252.
-    Newer bootctl (257+) compares ids without a UKI profile suffix: not relevant
-    to Type #1 entries.
+    done, which we do too. sd-boot case-folds ids (see the comment of
+    config_entry_find in src/boot/efi/boot.c), bootctl 252 does not: we follow
+    bootctl 252. Later bootctl versions compare ids without a UKI profile
+    suffix, which Type #1 entries do not have.
     """
     # Entries with no tries left go last.
     r = (a.tries_left == 0) - (b.tries_left == 0)
