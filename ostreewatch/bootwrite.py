@@ -5,8 +5,10 @@ can honour it -> take the asyncio lock and ostree's sysroot lock (without
 waiting: Busy) -> re-check the entry on disk -> compute the new bytes with the
 pure parsers -> replace the file crash-safely (ostreewatch._writehelper), in a
 helper process with a private mount namespace when the file's filesystem is
-mounted read-only. Every attempt ends in one journal record. File work runs in
-an executor or a subprocess, never on the event loop.
+mounted read-only. Every attempt ends in one journal record. Everything after
+the checks runs as one job in an executor thread (the helper process is started
+from there), never on the event loop; a cancelled call still finishes its write
+before the sysroot lock is released.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import logging
 import os
 import re
 import struct
+import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
@@ -421,62 +424,74 @@ class BootWriter:
             raise errors.NotSupported(f"boot loader {bootloader!r}: no default entry can be written")
         if self._lock is None:
             self._lock = asyncio.Lock()
-        loop = asyncio.get_running_loop()
-        sysroot = self._paths.sysroot
         async with self._lock:
-            lock_fd = await loop.run_in_executor(None, take_sysroot_lock, sysroot)
-            try:
-                if stem and not await loop.run_in_executor(None, entry_on_disk, sysroot, stem):
-                    raise errors.NoSuchEntry(f"boot entry {stem!r} is no longer in {ENTRIES_DIR}")
-                if bootloader == "grub2":
-                    plan = await loop.run_in_executor(None, plan_grub, sysroot, which, stem, deployment)
-                else:
-                    plan = await loop.run_in_executor(
-                        None, plan_loader_conf, sysroot, which, stem, deployment, self._efivars)
-                if plan is None:
-                    return
-                record["previous"] = plan.previous
-                if plan.new != plan.old:
-                    await self._replace(plan)
-            finally:
-                if lock_fd is not None:
-                    os.close(lock_fd)
+            # The whole critical section is one executor job: if the caller's coroutine is
+            # cancelled, the thread still finishes the write before the sysroot lock is let go.
+            await asyncio.get_running_loop().run_in_executor(
+                None, locked_write, self._paths.sysroot, which, stem, deployment, bootloader,
+                self._efivars, self._python, record)
 
-    async def _replace(self, plan: _Plan) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            read_only = await loop.run_in_executor(None, is_read_only, plan.path)
-            if read_only:
-                await self._replace_in_helper(plan)
-            else:
-                await loop.run_in_executor(None, atomic_replace, plan.path, plan.new, plan.old or b"")
-        except ContentChanged as e:
-            raise errors.Busy(f"{e}; nothing was written, try again") from None
-        except OSError as e:
-            raise errors.WriteFailed(f"cannot write {plan.path}: {e}") from None
 
-    async def _replace_in_helper(self, plan: _Plan) -> None:
-        """Write through `python -m ostreewatch._writehelper`: private mount namespace, mount read-write there."""
-        request = json.dumps({
-            "path": plan.path,
-            "data": base64.b64encode(plan.new).decode(),
-            "expect": base64.b64encode(plan.old or b"").decode(),
-        }).encode()
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))] +
-            ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
-        proc = await asyncio.create_subprocess_exec(
-            self._python, "-m", "ostreewatch._writehelper",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env=env, cwd="/")
-        out, err = await proc.communicate(request)
-        try:
-            answer = json.loads(out.decode("utf-8", "replace").strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            answer = {"ok": False, "error": f"helper exited with {proc.returncode}: "
-                                            f"{err.decode('utf-8', 'replace').strip()[-500:]}"}
-        if not answer.get("ok"):
-            if answer.get("changed"):
-                raise ContentChanged(answer.get("error", ""))
-            raise errors.WriteFailed(f"cannot write {plan.path} (read-only mount, helper process): "
-                                     f"{answer.get('error')}")
+def locked_write(sysroot: str, which: str, stem: str, deployment: str, bootloader: str,
+                 efivars: str, python: str, record: Dict[str, Any]) -> None:
+    """Under ostree's sysroot lock: re-check the entry, plan, replace the file (blocking: run it in a thread)."""
+    lock_fd = take_sysroot_lock(sysroot)
+    try:
+        if stem and not entry_on_disk(sysroot, stem):
+            raise errors.NoSuchEntry(f"boot entry {stem!r} is no longer in {ENTRIES_DIR}")
+        if bootloader == "grub2":
+            plan = plan_grub(sysroot, which, stem, deployment)
+        else:
+            plan = plan_loader_conf(sysroot, which, stem, deployment, efivars)
+        if plan is None:
+            return
+        record["previous"] = plan.previous
+        if plan.new != plan.old:
+            replace(plan, python)
+    finally:
+        if lock_fd is not None:
+            os.close(lock_fd)
+
+
+def replace(plan: _Plan, python: str = sys.executable) -> None:
+    """Replace the file crash-safely: here, or in the helper process when its filesystem is read-only."""
+    try:
+        if is_read_only(plan.path):
+            replace_in_helper(plan, python)
+        else:
+            atomic_replace(plan.path, plan.new, plan.old or b"")
+    except ContentChanged as e:
+        raise errors.Busy(f"{e}; nothing was written, try again") from None
+    except OSError as e:
+        raise errors.WriteFailed(f"cannot write {plan.path}: {e}") from None
+
+
+HELPER_TIMEOUT = 60.0
+
+
+def replace_in_helper(plan: _Plan, python: str = sys.executable) -> None:
+    """Write through `python -m ostreewatch._writehelper`: private mount namespace, the mount read-write there."""
+    request = json.dumps({
+        "path": plan.path,
+        "data": base64.b64encode(plan.new).decode(),
+        "expect": base64.b64encode(plan.old or b"").decode(),
+    }).encode()
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [package_parent] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
+    try:
+        proc = subprocess.run([python, "-m", "ostreewatch._writehelper"], input=request, capture_output=True,
+                              env=env, cwd="/", timeout=HELPER_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise errors.WriteFailed(f"the write helper for {plan.path} did not finish in {HELPER_TIMEOUT:.0f} s") \
+            from None
+    try:
+        answer = json.loads(proc.stdout.decode("utf-8", "replace").strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        answer = {"ok": False, "error": f"helper exited with {proc.returncode}: "
+                                        f"{proc.stderr.decode('utf-8', 'replace').strip()[-500:]}"}
+    if not answer.get("ok"):
+        if answer.get("changed"):
+            raise ContentChanged(answer.get("error", ""))
+        raise errors.WriteFailed(f"cannot write {plan.path} (read-only mount, helper process): "
+                                 f"{answer.get('error')}")
