@@ -113,6 +113,8 @@ class Watcher:
         self._mi_last = float("-inf")
         self._mi_trailing: Optional[asyncio.TimerHandle] = None
         self._mi_is_file = False  # mountinfo given as a plain file: watched with inotify
+        # How the mount table is watched: "epoll", "inotify" (a plain file), "none" (unreadable).
+        self.mount_watch = "none"
         self._batch_reasons: Dict[str, None] = {}
         self._batch_rearm = False
         # Counters for tests and benchmarks.
@@ -396,7 +398,9 @@ class Watcher:
             self._mi_file.close()
             self._mi_file = None
             self._mi_is_file = True
+            self.mount_watch = "inotify"
             return
+        self.mount_watch = "epoll"
         self._mi_epoll = ep
         self.loop.add_reader(ep.fileno(), self._on_mountinfo_readable)
         self._mi_reader = True

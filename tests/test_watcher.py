@@ -431,6 +431,7 @@ def test_non_utf8_file_name_does_not_break_the_watcher(rig, sysroot):
 
 
 def test_mountinfo_as_plain_file_uses_inotify(rig):
+    assert rig.watcher.mount_watch == "inotify"
     with open(rig.paths.mountinfo + ".tmp", "w") as f:
         f.write("1 0 0:1 / / rw - tmpfs none rw\n")
     os.rename(rig.paths.mountinfo + ".tmp", rig.paths.mountinfo)
@@ -463,6 +464,7 @@ def test_stop_releases_everything(loop, sysroot, tmp_path):
     fds_before = set(os.listdir("/proc/self/fd"))
     w = Watcher(P(sysroot, "/proc/self/mountinfo", "/proc/cmdline", str(tmp_path)), lambda r: None, loop)
     w.start()
+    assert w.mount_watch == "epoll"
     assert len(os.listdir("/proc/self/fd")) > len(fds_before)
     w.stop()
     w.stop()  # idempotent
