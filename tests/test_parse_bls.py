@@ -129,6 +129,26 @@ def test_split_boot_counting(name: str, expected) -> None:
     assert split_boot_counting(name) == expected
 
 
+@fuzz_settings(max_examples=300)
+@given(st.text(alphabet="ab+-0123456789.conf", max_size=20))
+def test_split_boot_counting_property(name: str) -> None:
+    ident, left, done = split_boot_counting(name)
+    stem = name[:-5] if name.endswith(".conf") else name
+    if left is None:
+        assert ident == stem and done is None
+    else:
+        suffix = stem[len(ident):]
+        assert suffix.startswith("+") and ident
+        counters = suffix[1:].split("-")
+        assert int(counters[0]) == left
+        assert (int(counters[1]) if len(counters) == 2 else None) == done
+
+
+def test_split_boot_counting_rejects_non_text() -> None:
+    with pytest.raises(BlsError):
+        split_boot_counting(None)  # type: ignore[arg-type]
+
+
 def test_valid_entry_file_name() -> None:
     assert valid_entry_file_name("ostree-1-fedora.conf")
     assert valid_entry_file_name("a_b.c+3-1.conf")

@@ -43,6 +43,8 @@ class BlsEntry:
 
 def split_boot_counting(file_name: str) -> Tuple[str, Optional[int], Optional[int]]:
     """Split "NAME+LEFT[-DONE].conf" into (NAME, LEFT, DONE); the id also drops ".conf"."""
+    if not isinstance(file_name, str):
+        raise BlsError(f"entry file name must be text, not {type(file_name).__name__}")
     stem = file_name[:-5] if file_name.endswith(".conf") else file_name
     m = _COUNTING.fullmatch(stem)
     if m is None or not m.group(1):
