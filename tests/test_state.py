@@ -392,3 +392,13 @@ def test_sample() -> None:
     assert snap.Deployments[1].rollback and snap.RollbackDeployment == snap.Deployments[1].id
     assert snap.Deployments[0].bootcsum.startswith("838cd9a1") and snap.Deployments[1].bootcsum.startswith("a10b07df")
     assert [m.mount_point for m in snap.Mounts] == ["/", "/sysroot", "/usr", "/etc", "/var", "/boot"]
+
+
+def test_every_problem_code_is_documented() -> None:
+    import re
+    source = Path(__file__).resolve().parent.parent / "ostreewatch" / "state.py"
+    emitted = set(re.findall(r'problem\(\s*"([a-z-]+)"', source.read_text()))
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "problems.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z-]+)` \|", doc, re.M))
+    assert len(emitted) >= 16
+    assert emitted == documented
