@@ -74,6 +74,10 @@ def test_running_and_ready_through_sd_notify(guest: Container, sysroot: Dict[str
     assert default_entry.startswith("ostree-2"), default_entry
     assert f"default entry {default_entry}" in s["StatusText"], s["StatusText"]
     assert "dbus.socket" not in s["After"].split()
+    # WatchdogSec=: systemd records the daemon's first WATCHDOG=1 ping.
+    w = guest.show(UNIT, "WatchdogUSec", "WatchdogTimestampMonotonic")
+    assert w["WatchdogUSec"] == "3min", w
+    assert int(w["WatchdogTimestampMonotonic"]) > 0, w
     status = guest.run(["systemctl", "status", UNIT, "--no-pager"]).stdout
     assert "active (running)" in status
 
@@ -197,6 +201,20 @@ def test_stop_is_clean_and_dbus_activation_starts_it_again(guest: Container) -> 
     assert (s["ActiveState"], s["SubState"]) == ("active", "running"), s
     log = guest.run(["journalctl", "-u", "dbus.service", "--no-pager", "-o", "cat"]).stdout
     assert "Activating via systemd: service name='org.ostreewatch1'" in log, log
+
+
+def test_restarted_after_a_crash(guest: Container) -> None:
+    """Restart=on-failure: SIGKILL of the main process brings a new one."""
+    pid = guest.show(UNIT, "MainPID")["MainPID"]
+    assert pid != "0"
+    guest.run(["systemctl", "kill", "--signal=KILL", UNIT], check=True)
+
+    def restarted() -> bool:
+        s = guest.show(UNIT, "MainPID", "ActiveState", "SubState", "NRestarts")
+        return s["MainPID"] not in ("0", pid) and s["SubState"] == "running" and s["NRestarts"] == "1"
+
+    guest.wait_for("the restart after SIGKILL", restarted)
+    assert prop(guest, "Version")
 
 
 def test_without_ostree_on_the_command_line_the_unit_is_skipped(
