@@ -402,3 +402,47 @@ def test_every_problem_code_is_documented() -> None:
     documented = set(re.findall(r"^\| `([a-z-]+)` \|", doc, re.M))
     assert len(emitted) >= 16
     assert emitted == documented
+
+
+@pytest.mark.parametrize("source", ["sample", "ostree-3", "ostree-3-loader-conf", "ostree-10"])
+def test_entry_order_and_default_agree_with_bootctl(tmp_path: Path, source: str) -> None:
+    from tests.oracles import bootctl_list, write_esp
+    if source == "sample":
+        paths = sample_paths()
+    else:
+        n = 10 if source == "ostree-10" else 3
+        sr = OstreeSysroot(tmp_path).build(n)
+        if source.endswith("loader-conf"):
+            Path(sr.entries_dir(), "..", "loader.conf").write_text("timeout 3\ndefault OSTREE-2-*\n")
+        paths = sr.paths()
+    snap = read_snapshot(paths)
+    entries_dir = Path(paths.sysroot, "boot", "loader", "entries")
+    conf = Path(paths.sysroot, "boot", "loader", "loader.conf")
+    esp = tmp_path / "esp"
+    write_esp(str(esp), {p.name: p.read_bytes() for p in entries_dir.iterdir()},
+              conf.read_text() if conf.exists() else None)
+    listed, default = bootctl_list(str(esp))
+    assert [e.file for e in snap.BootEntries] == [e["id"] for e in listed]
+    assert snap.DefaultEntry + ".conf" == default
+    assert [e.title for e in snap.BootEntries] == [e.get("title", "") for e in listed]
+
+
+def test_mounts_agree_with_findmnt(tmp_path: Path) -> None:
+    """The sample's mount table, plus this process's own: Mounts agree with `findmnt -F`."""
+    from tests.oracles import findmnt_file
+    for mountinfo in (sample_paths().mountinfo, "/proc/self/mountinfo"):
+        copy = tmp_path / "mountinfo"
+        copy.write_bytes(Path(mountinfo).read_bytes())
+        paths = Paths(sysroot=sample_paths().sysroot, mountinfo=str(copy), cmdline=str(copy), run=str(tmp_path))
+        snap = read_snapshot(paths)
+        top = {}
+        for fs in findmnt_file(str(copy)):
+            if fs["target"] in model.WATCHED_MOUNT_POINTS:
+                top[fs["target"]] = fs
+        assert [m.mount_point for m in snap.Mounts] == [p for p in model.WATCHED_MOUNT_POINTS if p in top]
+        for m in snap.Mounts:
+            fs = top[m.mount_point]
+            assert (m.mount_id, m.parent_id, m.device, m.root, m.source, m.fstype, m.options, m.super_options,
+                    m.propagation) == (fs["id"], fs["parent"], fs["maj:min"], fs["fsroot"], fs["source"],
+                                       fs["fstype"], fs["vfs-options"], fs["fs-options"], fs["opt-fields"] or "")
+            assert m.read_only == ("ro" in fs["vfs-options"].split(","))
