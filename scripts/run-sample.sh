@@ -166,9 +166,18 @@ setpriv --reuid=65534 --regid=65534 --clear-groups \
     busctl --system call org.ostreewatch1 /org/ostreewatch1 org.ostreewatch1.Manager Reload 2>&1 || true
 show busctl --system call org.ostreewatch1 /org/ostreewatch1 org.ostreewatch1.Manager Reload
 
+section "The CLI asks the daemon (and says so)"
+show "$BIN/ostreewatch" status --bus "$DBUS_SYSTEM_BUS_ADDRESS"
+echo
+echo "Writes go through the daemon too; a refusal comes back as a named D-Bus error"
+echo "(org.ostreewatch1.Error.*), never a traceback:"
+show "$BIN/ostreewatch" set-default ostree-1-rhcos --bus "$DBUS_SYSTEM_BUS_ADDRESS" || true
+
 section "Follow changes"
+echo "ostreewatch monitor [--json] --bus \$DBUS_SYSTEM_BUS_ADDRESS   # one line (or JSON object) per change"
 echo "busctl --system monitor org.ostreewatch1        # every signal and call"
 echo "busctl --system --match=\"type='signal',sender='org.ostreewatch1'\" monitor"
+echo "gdbus monitor --system --dest org.ostreewatch1"
 
 if [ "$KEEP" -eq 1 ]; then
     section "Running until Ctrl-C"
