@@ -138,7 +138,9 @@ def test_installed_files_are_the_tree_files(build: Build, tmp_path: Path) -> Non
     assert cpio.returncode == 0, cpio.stderr
     for installed, source in COPIED.items():
         assert (tmp_path / installed.lstrip("/")).read_bytes() == (ROOT / source).read_bytes(), installed
-    daemon = tmp_path / "usr/libexec/ostreewatchd"
+    unit = (tmp_path / "usr/lib/systemd/system/ostreewatch.service").read_text()
+    exec_start = re.search(r"(?m)^ExecStart=(\S+)", unit).group(1)
+    daemon = tmp_path / exec_start.lstrip("/")  # the unit starts what the package installs
     assert os.access(daemon, os.X_OK)
     first = daemon.read_text().splitlines()[0]
     assert first.startswith("#!/usr/bin/python3"), first
