@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from ostreewatch.errors import BlsError
 from ostreewatch.parse.bls import (
-    BlsEntry, parse_entry, sort_entries, split_boot_counting, valid_entry_file_name,
+    BlsEntry, parse_entry, sort_entries, sort_entries_grub, split_boot_counting, valid_entry_file_name,
 )
 from ostreewatch.parse.loaderconf import match_default
 from tests.oracles import bootctl_list, fuzz_settings, write_esp
@@ -335,3 +335,23 @@ def test_ostree_written_entries_like_bootctl(sysroot_3, tmp_path) -> None:
         assert mine.options == theirs["options"]
         assert list(mine.initrd) == theirs.get("initrd", [])
         assert mine.version == theirs["version"]
+
+
+# --- grub2 blscfg order ---------------------------------------------------------------------
+
+
+def test_grub_order_by_nvr_of_file_name() -> None:
+    names = ["ostree-1-rhcos.conf", "ostree-2-rhcos.conf", "ostree-10-rhcos.conf", "ostree-9.conf",
+             "kernel-5.14.0-362.fc38.conf", "kernel-5.14.0-70.fc38.conf", "kernel-6.1.0-1.fc38.conf"]
+    entries = [parse_entry(n, b"title t\nversion 99\nsort-key zzz\nlinux /v\n") for n in names]
+    got = [e.file for e in sort_entries_grub(entries)]
+    assert got == ["ostree-10-rhcos.conf", "ostree-9.conf", "ostree-2-rhcos.conf", "ostree-1-rhcos.conf",
+                   "kernel-6.1.0-1.fc38.conf", "kernel-5.14.0-362.fc38.conf", "kernel-5.14.0-70.fc38.conf"]
+
+
+def test_grub_order_of_rhcos_sample() -> None:
+    entries = [parse_entry("ostree-1-rhcos.conf", RHCOS_1), parse_entry("ostree-2-rhcos.conf", RHCOS_2)]
+    assert [e.file for e in sort_entries_grub(entries)] == ["ostree-2-rhcos.conf", "ostree-1-rhcos.conf"]
+    # grub uses only the first options line.
+    e = parse_entry("x.conf", b"linux /v\noptions a\noptions b\n")
+    assert e.first_options == "a" and e.options == "a b"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import random
+import subprocess
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ostreewatch.parse.vercmp import strverscmp_improved as cmp
+from ostreewatch.parse.vercmp import rpmvercmp, strverscmp_improved as cmp
 from tests.oracles import bootctl_list, fuzz_settings, write_esp
 
 # From the comment of strverscmp_improved() in systemd's string-util-fundamental.c, oldest first.
@@ -118,3 +119,39 @@ def test_ids_sort_like_bootctl(tmp_path, seed: int) -> None:
     assert sorted(got) == sorted(entries)
     for newer, older in zip(got, got[1:]):
         assert cmp(newer, older) >= 0, (newer, older)  # ties: qsort order, unspecified
+
+
+# --- rpmvercmp (Fedora grub2 blscfg's copy of rpm's vercmp) ---------------------------------
+
+
+@pytest.mark.parametrize("a,b,expected", [
+    ("1.0", "1.0", 0), ("1.0", "2.0", -1), ("2.0.1", "2.0", 1), ("2.0.1a", "2.0.1", 1),
+    ("5.5p1", "5.5p2", -1), ("10xyz", "10.1xyz", -1), ("xyz10", "xyz10.1", -1),
+    ("1.0", "1_0", 0), ("1.0~rc1", "1.0", -1), ("1.0~rc1", "1.0~rc2", -1), ("a", "1", -1),
+    ("fc4", "fc.4", 0), ("3.0.0_fc", "3.0.0.fc", 0), ("1b.fc17", "1.fc17", -1), ("001", "1", 0),
+    ("", "", 0), ("", "1", -1),
+])
+def test_rpmvercmp_examples(a: str, b: str, expected: int) -> None:
+    assert rpmvercmp(a, b) == expected
+    assert rpmvercmp(b, a) == -expected
+
+
+def test_rpmvercmp_like_rpm() -> None:
+    """rpm's own rpm.vercmp (through `rpm --eval` Lua) on random versions without '-' or '^'."""
+    rng = random.Random(3)
+    alphabet = "0123456789abAZ._~+"
+    pairs = [("".join(rng.choice(alphabet) for _ in range(rng.randint(1, 8))),
+              "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 8)))) for _ in range(400)]
+    lua = "".join(f'do local ok, r = pcall(rpm.vercmp, "{a}", "{b}"); print((ok and tostring(r) or "E") .. " ") end\n'
+                  for a, b in pairs)
+    out = subprocess.run(["rpm", "--eval", "%{lua: " + lua + "}"], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split()
+    assert len(out) == len(pairs) and "E" not in out
+    assert [rpmvercmp(a, b) for a, b in pairs] == [int(o) for o in out]
+
+
+@fuzz_settings(max_examples=300)
+@given(_version_text, _version_text)
+def test_rpmvercmp_antisymmetric(a: str, b: str) -> None:
+    r = rpmvercmp(a, b)
+    assert r in (-1, 0, 1) and rpmvercmp(b, a) == -r

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Iterable, List, Optional, Tuple
 
 from ostreewatch.errors import BlsError
-from ostreewatch.parse.vercmp import strverscmp_improved
+from ostreewatch.parse.vercmp import rpmvercmp, strverscmp_improved
 
 # systemd's WHITESPACE: the separators between key and value.
 _WHITESPACE = " \t\n\r"
@@ -201,3 +201,47 @@ def _compare(a: BlsEntry, b: BlsEntry) -> int:
 def sort_entries(entries: Iterable[BlsEntry]) -> List[BlsEntry]:
     """Entries in systemd-boot's order (the first is the default when nothing else says)."""
     return sorted(entries, key=functools.cmp_to_key(_compare))
+
+
+def _split_package_string(nvr: str) -> Tuple[str, Optional[str], Optional[str]]:
+    """blscfg's split_package_string: NAME-VERSION-RELEASE split at the last two '-'."""
+    name: Optional[str]
+    version: Optional[str]
+    release: Optional[str]
+    head, sep, tail = nvr.rpartition("-")
+    if sep:
+        nvr, release = head, tail
+    else:
+        release = None
+    head, sep, tail = nvr.rpartition("-")
+    if sep:
+        name, version = head, tail
+    else:
+        name, version = nvr, None
+    if version is None:
+        version, release = release, None
+    return name, version, release
+
+
+def _grub_compare(a: BlsEntry, b: BlsEntry) -> int:
+    """blscfg's bls_cmp: name, version, release of the file name, by rpm's vercmp."""
+    na = _split_package_string(a.file[:-5] if a.file.endswith(".conf") else a.file)
+    nb = _split_package_string(b.file[:-5] if b.file.endswith(".conf") else b.file)
+    for x, y in zip(na, nb):
+        r = rpmvercmp(x or "", y or "")
+        if r:
+            return r
+    return 0
+
+
+def sort_entries_grub(entries: Iterable[BlsEntry]) -> List[BlsEntry]:
+    """Entries in the menu order of Fedora/RHEL grub2's blscfg (newest first).
+
+    blscfg ignores sort-key and version: it splits the file name (less ".conf")
+    as an rpm NAME-VERSION-RELEASE and compares the parts with rpm's vercmp
+    (ostree issue 2961; rhboot/grub2 grub-core/commands/blscfg.c). Not modelled
+    here: blscfg reads only the first `options` line (see first_options), stops
+    reading a file at its first blank or value-less line, and skips entries
+    without `linux`. Ties keep the input order.
+    """
+    return sorted(entries, key=functools.cmp_to_key(lambda a, b: -_grub_compare(a, b)))

@@ -98,3 +98,67 @@ def strverscmp_improved(a: Optional[str], b: Optional[str]) -> int:
                 return r
         i = ii
         j = jj
+
+
+def _isalnum(c: str) -> bool:
+    return _is_digit(c) or _is_alpha(c)
+
+
+def rpmvercmp(a: Optional[str], b: Optional[str]) -> int:
+    """rpm's version comparison as Fedora grub2's blscfg copies it: -1, 0 or 1.
+
+    Port of vercmp() in rhboot/grub2 grub-core/commands/blscfg.c (rpmvercmp
+    without rpm 4.15's '^' support: '^' is a plain separator there).
+    """
+    a = (a or "").split("\0", 1)[0]
+    b = (b or "").split("\0", 1)[0]
+    if a == b:
+        return 0
+    a += "\0"
+    b += "\0"
+    one = two = 0
+    while a[one] != "\0" or b[two] != "\0":
+        while a[one] != "\0" and not _isalnum(a[one]) and a[one] != "~":
+            one += 1
+        while b[two] != "\0" and not _isalnum(b[two]) and b[two] != "~":
+            two += 1
+        # A tilde sorts before everything else.
+        if a[one] == "~" or b[two] == "~":
+            if a[one] != "~":
+                return 1
+            if b[two] != "~":
+                return -1
+            one += 1
+            two += 1
+            continue
+        if a[one] == "\0" or b[two] == "\0":
+            break
+        s1, s2 = one, two
+        if _is_digit(a[s1]):
+            while _is_digit(a[s1]):
+                s1 += 1
+            while _is_digit(b[s2]):
+                s2 += 1
+            isnum = True
+        else:
+            while _is_alpha(a[s1]):
+                s1 += 1
+            while _is_alpha(b[s2]):
+                s2 += 1
+            isnum = False
+        if one == s1:
+            return -1  # cannot happen: the first string has a segment here
+        if two == s2:
+            return 1 if isnum else -1  # numeric segments are newer than alphabetic ones
+        seg1, seg2 = a[one:s1], b[two:s2]
+        if isnum:
+            seg1 = seg1.lstrip("0")
+            seg2 = seg2.lstrip("0")
+            if len(seg1) != len(seg2):
+                return 1 if len(seg1) > len(seg2) else -1
+        if seg1 != seg2:
+            return 1 if seg1 > seg2 else -1
+        one, two = s1, s2
+    if a[one] == "\0" and b[two] == "\0":
+        return 0
+    return -1 if a[one] == "\0" else 1
