@@ -406,3 +406,35 @@ def test_run_sample_shows_the_daemon_and_cleans_up() -> None:
     pid = int(line.split("dbus-daemon pid ")[1].rstrip(")"))
     assert not os.path.exists(os.path.dirname(sock))
     assert not os.path.exists(f"/proc/{pid}") or "dbus-daemon" not in open(f"/proc/{pid}/comm").read()
+
+
+def test_daemons_die_with_a_killed_test_process() -> None:
+    """A test process killed outright (timeout, SIGKILL) leaks no dbus-daemon or journald."""
+    code = ("import os, signal\n"
+            "from tests.fixtures.bus import SystemBus\n"
+            "from tests.fixtures.journald import Journald\n"
+            "b = SystemBus(); b.start(); j = Journald(); j.start()\n"
+            "print(b.pid, j.pid, b.dir, j.tmp, flush=True)\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    bus_pid, jd_pid, *dirs = r.stdout.split()
+
+    def alive(pid: str) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    try:
+        deadline = time.monotonic() + 20
+        while alive(bus_pid) or alive(jd_pid):
+            assert time.monotonic() < deadline, "dbus-daemon or journald outlived its test process"
+            time.sleep(0.05)
+    finally:
+        for pid in (bus_pid, jd_pid):
+            if alive(pid):
+                os.kill(int(pid), signal.SIGKILL)
+        for d in dirs:
+            subprocess.run(["rm", "-rf", d])
