@@ -174,3 +174,36 @@ def plain_value(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
         return {"__seq__": [plain_value(x) for x in v]}
     return v
+
+
+_KEYFILE_SCRIPT = r"""
+import json, sys
+from gi.repository import GLib
+out = []
+for text in json.load(sys.stdin):
+    kf = GLib.KeyFile()
+    try:
+        kf.load_from_data(text, len(text.encode()), GLib.KeyFileFlags.NONE)
+    except GLib.Error as e:
+        out.append({"error": e.message})
+        continue
+    groups = {}
+    for g in kf.get_groups()[0]:
+        keys = {}
+        for k in kf.get_keys(g)[0]:
+            try:
+                keys[k] = kf.get_string(g, k)
+            except GLib.Error as e:
+                keys[k] = {"error": e.message}
+        groups[g] = keys
+    out.append({"groups": groups})
+json.dump(out, sys.stdout)
+"""
+
+
+def glib_keyfile_batch(texts: Sequence[str]) -> List[Dict[str, Any]]:
+    """GLib's GKeyFile reading of each text: {"groups": {group: {key: value}}} or {"error": msg};
+    a value whose escapes GLib rejects is {"error": msg}."""
+    proc = subprocess.run([GLIB_PYTHON, "-c", _KEYFILE_SCRIPT], input=json.dumps(list(texts)),
+                          capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(proc.stdout)
