@@ -446,3 +446,34 @@ def test_mounts_agree_with_findmnt(tmp_path: Path) -> None:
                     m.propagation) == (fs["id"], fs["parent"], fs["maj:min"], fs["fsroot"], fs["source"],
                                        fs["fstype"], fs["vfs-options"], fs["fs-options"], fs["opt-fields"] or "")
             assert m.read_only == ("ro" in fs["vfs-options"].split(","))
+
+
+def test_status_inside_imitated_booted_host(sysroot_3: OstreeSysroot) -> None:
+    """`ostreewatch status --offline --json` with every default (sysroot /, /proc, /run) inside the imitation
+    that `ostree admin status` runs in: the same booted/pending/rollback, for each deployment in turn."""
+    from tests.fixtures.sysroots import imitate_booted
+    import json
+    src = str(Path(__file__).resolve().parent.parent / "ostreewatch")
+    status = sysroot_3.admin_status()
+    for index, dep in enumerate(status):
+        marks = {s.id: s.marks for s in sysroot_3.booted_admin_status(index)}
+        arg = sysroot_3.ostree_arg_of(dep)
+        p = imitate_booted(sysroot_3.path, sysroot_3.deploy_dir(dep),
+                           ["/usr/bin/python3", "-m", "ostreewatch.cli", "status", "--offline", "--json"],
+                           cmdline=f"rw ostree={arg}\n", binds=[(src, "/tmp/src/ostreewatch")],
+                           env={"PYTHONPATH": "/tmp/src"})
+        assert p.returncode == 0, p.stderr
+        snap = json.loads(p.stdout)
+        assert snap["OstreeBooted"] and snap["BootedDeployment"] == dep.id
+        assert snap["BootedEntry"] == next(e["id"] for e in snap["BootEntries"] if e["ostree"] == arg)
+        for d in snap["Deployments"]:
+            assert d["path"] == f"/ostree/deploy/{d['osname']}/deploy/{d['checksum']}.{d['serial']}"
+            m = marks[d["id"]]
+            assert d["booted"] == ("*" in m)
+            assert (d["default"] and not d["booted"]) == ("pending" in m)
+            assert d["rollback"] == ("rollback" in m)
+        assert [d["version"] for d in snap["Deployments"]] == [s.version for s in status]
+        mounts = {m["mount_point"]: m for m in snap["Mounts"]}
+        assert mounts["/"]["root"].endswith(f"/ostree/deploy/{dep.osname}/deploy/{dep.checksum}.{dep.serial}")
+        expected = ["booted-not-default"] if index > 0 else []
+        assert [p["code"] for p in snap["Problems"]] == expected
