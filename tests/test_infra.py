@@ -147,9 +147,15 @@ def test_bus_restart_keeps_address(system_bus: SystemBus) -> None:
     assert system_bus.pid is None
     assert system_bus.busctl("list").returncode != 0
     system_bus.start()
-    assert system_bus.pid not in (None, first)
+    second = system_bus.pid
+    assert second not in (None, first)
     r = system_bus.busctl("list", "--no-pager")
     assert r.returncode == 0 and "org.freedesktop.DBus" in r.stdout
+    # start() on a running bus restarts it: the old process is reaped, not leaked.
+    system_bus.start()
+    assert system_bus.pid not in (None, second)
+    assert not os.path.exists(f"/proc/{second}")
+    assert system_bus.busctl("list").returncode == 0
 
 
 @pytest.mark.parametrize("breakage", ["truncated", "misspelt-attribute", "unknown-element"])
@@ -298,6 +304,8 @@ def test_journald_records_come_back(journald: Journald) -> None:
     recs = journald.wait_for(SYSLOG_IDENTIFIER="ostreewatch-test")
     assert [rec["MESSAGE"] for rec in recs] == ["hi"]
     assert journald.read(SYSLOG_IDENTIFIER="no-such-identifier") == []
+    with pytest.raises(AssertionError):
+        journald.wait_for(SYSLOG_IDENTIFIER="no-such-identifier", timeout=0.5)
 
 
 def test_journald_structured_fields_from_python(journald: Journald) -> None:
