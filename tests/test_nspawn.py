@@ -151,7 +151,7 @@ def set_version(sysroot: Path, commit_version: str, new: str) -> None:
 
 def test_set_default_entry_through_a_read_only_boot(guest: Container, sysroot: Dict[str, Any]) -> None:
     """The write helper (private mount namespace, remount) works inside the unit's sandbox:
-    CAP_SYS_ADMIN, @mount, RestrictNamespaces=mnt, MemoryDenyWriteExecute=yes."""
+    CAP_SYS_ADMIN, mount(2), RestrictNamespaces=mnt, MemoryDenyWriteExecute=yes."""
     def boot_options() -> List[str]:
         table = guest.run(["cat", "/proc/1/mountinfo"], check=True).stdout
         return [l.split()[5].split(",") for l in table.splitlines() if l.split()[4] == "/boot"][0]

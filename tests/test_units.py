@@ -101,7 +101,10 @@ def test_hardening_options(unit: Dict[str, Dict[str, List[str]]]) -> None:
     }
     for key, value in expected.items():
         assert s.get(key) == [value], key
-    assert "@system-service" in words(s["SystemCallFilter"])
+    filters = words(s["SystemCallFilter"])
+    assert "@system-service" in filters and "mount" in filters
+    assert "@mount" not in filters  # mount(2) only: no chroot, pivot_root, move_mount
+    assert "~@resources" in filters
     assert "/boot" in [w.lstrip("-") for w in words(s["ReadWritePaths"])]
     # Each protection left out says why, in a comment.
     comments = "\n".join(l for l in UNIT.read_text().splitlines() if l.lstrip().startswith("#"))
