@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -119,7 +120,8 @@ class _Reader:
             for name in names:
                 m = _DEPLOY_NAME.fullmatch(name)
                 rel = f"{self.deploy_base}/{osname}/deploy/{name}"
-                if not m or not self.root.is_dir(rel):
+                st = self.root.lstat(rel) if m else None
+                if st is None or not stat.S_ISDIR(st.st_mode):  # ostree never links a deployment dir
                     continue
                 dep = _Dep(osname=osname, checksum=m.group(1), serial=int(m.group(2)), rel=rel,
                            path=os.path.join(self.root.path, "ostree/deploy", osname, "deploy", name))
