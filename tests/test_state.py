@@ -477,3 +477,59 @@ def test_status_inside_imitated_booted_host(sysroot_3: OstreeSysroot) -> None:
         assert mounts["/"]["root"].endswith(f"/ostree/deploy/{dep.osname}/deploy/{dep.checksum}.{dep.serial}")
         expected = ["booted-not-default"] if index > 0 else []
         assert [p["code"] for p in snap["Problems"]] == expected
+
+
+@pytest.mark.timeout(120)
+def test_random_hostile_mutations_never_raise(sysroot_3: OstreeSysroot) -> None:
+    """Random damage (FIFOs, link loops, links out, garbage, huge sparse files, dirs for files) piles up:
+    every read still returns a snapshot, and only problems say what is wrong."""
+    import random
+    import shutil
+    rng = random.Random(20261127)
+    paths = sysroot_3.paths()
+    Path(paths.run, "ostree").mkdir()
+    extra = [Path(paths.run, "ostree-booted"), Path(paths.run, "ostree", "staged-deployment"),
+             Path(paths.cmdline), Path(paths.mountinfo)]
+
+    def candidates() -> List[Path]:
+        out: List[Path] = list(extra)
+        for top in ("boot", "ostree"):
+            for dirpath, dirnames, filenames in os.walk(Path(sysroot_3.path, top)):
+                if "repo" in dirnames:
+                    dirnames.remove("repo")
+                if dirpath.count("/") - sysroot_3.path.count("/") > 5:
+                    dirnames[:] = []
+                out += [Path(dirpath, n) for n in dirnames + filenames]
+        return out
+
+    targets = ["/", "..", ".", "/etc/passwd", "/proc/self/fd/0", "/dev/zero", "../../../../../../..", "x/../../y"]
+    seen: set = set()
+    for step in range(60):
+        victim = rng.choice(candidates())
+        action = rng.choice(["fifo", "link", "garbage", "dir", "huge", "delete", "selflink"])
+        if victim.is_dir() and not victim.is_symlink():
+            shutil.rmtree(victim)
+        elif victim.exists() or victim.is_symlink():
+            victim.unlink()
+        victim.parent.mkdir(parents=True, exist_ok=True)
+        if action == "fifo":
+            os.mkfifo(victim)
+        elif action == "link":
+            os.symlink(rng.choice(targets), victim)
+        elif action == "selflink":
+            os.symlink(victim.name, victim)
+        elif action == "garbage":
+            victim.write_bytes(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300))))
+        elif action == "dir":
+            victim.mkdir()
+        elif action == "huge":
+            with open(victim, "wb") as f:
+                f.truncate(200 * 1024 * 1024)
+        try:
+            snap = read_snapshot(paths)
+        except SysrootError:
+            continue  # ostree/deploy itself was hit: the one allowed error
+        assert isinstance(snap, model.Snapshot), (step, action, victim)
+        model.snapshot_to_plain(snap)
+        seen.update(p.code for p in snap.Problems)
+    assert len(seen) >= 5, seen  # the damage was really seen
