@@ -102,10 +102,10 @@ def cmd_daemon(n: int) -> None:
     """Start->READY, idle wakeups over 60 s, loader swap->signal, RSS: medians of N runs."""
     import asyncio
     from bench.daemonrun import Daemon, DaemonArgs, PrivateBus, Recorder, wait_for_name
-    from bench.harness import proc_sample
+    from bench.harness import RenameClock, proc_sample
     work = tempfile.mkdtemp(prefix="owbench-daemon-")
     bus = PrivateBus()
-    ready, wake, lat, rss = [], [], [], []
+    ready, wake, lat, swap_lat, rss = [], [], [], [], []
     try:
         sr = srmod.build_sysroot(os.path.join(work, "sysroot"))
         for i in range(n):
@@ -121,21 +121,31 @@ def cmd_daemon(n: int) -> None:
                 wake.append(per60)
                 rss.append(s1.rss_kb)
 
-                async def swap() -> float:
+                async def swap() -> None:
                     rec = await Recorder.create(bus.address)
+                    clock = RenameClock(os.path.join(sr, "boot"), ["loader"])
                     mark = len(rec.events)
                     t0 = time.monotonic()
-                    srmod.deploy(sr, srmod.REFS[i % 2])
+                    # a thread: the recorder's loop must keep reading while ostree runs
+                    await asyncio.get_running_loop().run_in_executor(None, srmod.deploy, sr, srmod.REFS[i % 2])
                     ev = await rec.wait(mark, lambda e: e.member == "DeploymentsChanged", 30)
+                    t_swap = clock.wait_after(0, 5)
+                    clock.close()
                     rec.close()
-                    return (ev.t - t0) if ev else float("nan")
-                lat.append(asyncio.run(swap()))
+                    if ev:
+                        lat.append(ev.t - t0)
+                        if t_swap is not None:
+                            swap_lat.append(ev.t - t_swap)
+                asyncio.run(swap())
             finally:
                 d.stop()
         print(f"runs: {n}")
         print(f"start -> READY=1: median {statistics.median(ready)*1e3:.0f} ms")
         print(f"idle wakeups per 60 s (voluntary+involuntary ctxt switches): median {statistics.median(wake):.0f}")
         print(f"deploy start -> DeploymentsChanged at a subscriber: median {statistics.median(lat)*1e3:.0f} ms")
+        if swap_lat:
+            print(f"boot/loader swap (rename) -> DeploymentsChanged: median {statistics.median(swap_lat)*1e3:.0f} ms, "
+                  f"max {max(swap_lat)*1e3:.0f} ms (debounce {50} ms included)")
         print(f"RSS: median {statistics.median(rss)/1024:.1f} MiB")
     finally:
         bus.close()
