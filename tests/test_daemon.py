@@ -238,6 +238,12 @@ def test_sigterm_exits_zero_and_sighup_rescans(bus: Any, sysroot: str, daemons: 
     gen = d.get_property("Generation")
     out = d.busctl("call", "org.ostreewatch1", "/org/ostreewatch1", "org.ostreewatch1.Manager", "Reload").stdout
     assert out.strip() == f"t {gen}"
+    # something changed, the 5 s debounce still pending: Reload rescans now and returns Generation + 1
+    with open(os.path.join(entries_dir(sysroot), "zz-hand2.conf"), "w") as f:
+        f.write("title hand 2\nlinux /vmlinuz\n")
+    out = d.busctl("call", "org.ostreewatch1", "/org/ostreewatch1", "org.ostreewatch1.Manager", "Reload").stdout
+    assert out.strip() == f"t {gen + 1}"
+    assert "zz-hand2" in [e["id"]["data"] for e in d.get_property("BootEntries")]
     t0 = time.monotonic()
     assert d.stop(timeout=5) == 0
     assert time.monotonic() - t0 < 5  # within the stop() wait: it was not killed
