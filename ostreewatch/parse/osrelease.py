@@ -1,8 +1,14 @@
-"""os-release files (freedesktop os-release(5); systemd's parse_env_file syntax).
+"""os-release files (freedesktop os-release(5)), read as systemd reads them.
 
-KEY=value lines; values unquoted, "double quoted" (backslash escapes \\" \\\\ \\$ \\`,
-newlines allowed) or 'single quoted' (literal); '#' comments and blank lines;
-lines with invalid names or no '=' are ignored, as systemd does.
+A port of the state machine of parse_env_file_internal() in systemd
+src/basic/env-file.c: KEY=value lines; a value may mix unquoted parts
+(backslash escapes the next character, a backslash-newline continues the line,
+trailing blanks dropped), 'single quoted' parts (literal) and "double quoted"
+parts (backslash escapes only \\" \\\\ \\` \\$ and newline); a quote is
+special only where a value part starts, so A=con"cat" keeps its quotes;
+"#" or ";" starts a comment line (ended by the newline even after a
+backslash, as systemd >= 254); lines without "=" or with an invalid name
+are ignored; an unclosed quote runs to the end of the file.
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ from typing import Dict, List
 from ostreewatch.errors import OsReleaseError
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_WHITESPACE = " \t"
+_WHITESPACE = " \t\n\r"
 _NEWLINE = "\n\r"
+_COMMENTS = "#;"
+_SHELL_NEED_ESCAPE = '"\\`$'
 
 
 def parse_os_release(text: str) -> Dict[str, str]:
@@ -33,63 +41,91 @@ def _parse(text: str) -> Dict[str, str]:
     if "\0" in text:
         raise OsReleaseError("NUL character in os-release")
     out: Dict[str, str] = {}
-    i, n = 0, len(text)
-    while i < n:
-        # Start of a line: skip blanks, comments.
-        while i < n and text[i] in _WHITESPACE + _NEWLINE:
-            i += 1
-        if i >= n:
-            break
-        if text[i] in "#;":
-            while i < n and text[i] != "\n":
-                i += 1
-            continue
-        start = i
-        while i < n and text[i] not in "=\n":
-            i += 1
-        if i >= n or text[i] == "\n":
-            continue  # no '=': ignored
-        key = text[start:i].strip(_WHITESPACE + "\r")
-        i += 1
-        while i < n and text[i] in _WHITESPACE:
-            i += 1
-        value: List[str] = []
-        quote = ""
-        while i < n:
-            c = text[i]
-            if quote == "'":
-                if c == "'":
-                    quote = ""
-                else:
-                    value.append(c)
-            elif quote == '"':
-                if c == '"':
-                    quote = ""
-                elif c == "\\" and i + 1 < n:
-                    i += 1
-                    nxt = text[i]
-                    if nxt in '"\\`$':
-                        value.append(nxt)
-                    elif nxt != "\n":  # backslash-newline continues the line
-                        value.append("\\" + nxt)
-                else:
-                    value.append(c)
+    key: List[str] = []
+    value: List[str] = []
+    last_key_ws = -1      # where trailing blanks of the key start (-1: none)
+    last_value_ws = -1    # where trailing blanks of an unquoted value start (-1: none)
+    state = "PRE_KEY"
+
+    def push() -> None:
+        k = "".join(key[:last_key_ws] if last_key_ws >= 0 else key)
+        v = "".join(value[:last_value_ws] if last_value_ws >= 0 else value)
+        if _NAME.fullmatch(k):
+            out[k] = v  # invalid names are ignored, as systemd does
+
+    for c in text:
+        if state == "PRE_KEY":
+            if c in _COMMENTS:
+                state = "COMMENT"
+            elif c not in _WHITESPACE:
+                state = "KEY"
+                key, value = [c], []
+                last_key_ws = last_value_ws = -1
+        elif state == "KEY":
+            if c in _NEWLINE:
+                state = "PRE_KEY"  # no '=': the line is ignored
+            elif c == "=":
+                state = "PRE_VALUE"
+                last_value_ws = -1
             else:
-                if c in _NEWLINE:
-                    break
-                if c == "'" or c == '"':
-                    quote = c
-                elif c == "\\" and i + 1 < n:
-                    i += 1
-                    if text[i] != "\n":
-                        value.append(text[i])
-                else:
-                    value.append(c)
-            i += 1
-        if quote:
-            raise OsReleaseError(f"unterminated {quote} quote in value of {key!r}")
-        # Trailing whitespace of an unquoted value is not part of it.
-        val = "".join(value).rstrip(_WHITESPACE)
-        if _NAME.fullmatch(key):
-            out[key] = val
+                if c not in _WHITESPACE:
+                    last_key_ws = -1
+                elif last_key_ws < 0:
+                    last_key_ws = len(key)
+                key.append(c)
+        elif state == "PRE_VALUE":
+            if c in _NEWLINE:
+                state = "PRE_KEY"
+                push()
+            elif c == "'":
+                state = "SINGLE"
+            elif c == '"':
+                state = "DOUBLE"
+            elif c == "\\":
+                state = "VALUE_ESCAPE"
+            elif c not in _WHITESPACE:
+                state = "VALUE"
+                value.append(c)
+        elif state == "VALUE":
+            if c in _NEWLINE:
+                state = "PRE_KEY"
+                push()
+            elif c == "\\":
+                state = "VALUE_ESCAPE"
+                last_value_ws = -1
+            else:
+                if c not in _WHITESPACE:
+                    last_value_ws = -1
+                elif last_value_ws < 0:
+                    last_value_ws = len(value)
+                value.append(c)
+        elif state == "VALUE_ESCAPE":
+            state = "VALUE"
+            if c not in _NEWLINE:  # an escaped newline is eaten
+                value.append(c)
+        elif state == "SINGLE":
+            if c == "'":
+                state = "PRE_VALUE"
+            else:
+                value.append(c)
+        elif state == "DOUBLE":
+            if c == '"':
+                state = "PRE_VALUE"
+            elif c == "\\":
+                state = "DOUBLE_ESCAPE"
+            else:
+                value.append(c)
+        elif state == "DOUBLE_ESCAPE":
+            state = "DOUBLE"
+            if c in _SHELL_NEED_ESCAPE:
+                value.append(c)
+            elif c != "\n":
+                value.append("\\")
+                value.append(c)
+        elif state == "COMMENT":
+            # systemd < 254 let a backslash-newline continue a comment; 254+ does not.
+            if c in _NEWLINE:
+                state = "PRE_KEY"
+    if state in ("PRE_VALUE", "VALUE", "VALUE_ESCAPE", "SINGLE", "DOUBLE", "DOUBLE_ESCAPE"):
+        push()
     return out
