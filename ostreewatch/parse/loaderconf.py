@@ -67,7 +67,8 @@ def _key_value(line: str) -> Optional[Tuple[str, str]]:
     key, value = s[:n], s[n:].strip(_WHITESPACE)
     if not value:
         return None  # bootctl: "Bad syntax", ignored
-    # sd-boot drops one pair of surrounding double quotes (line_get_key_value).
+    # sd-boot drops one pair of surrounding double quotes (line_get_key_value);
+    # bootctl 252 keeps them (so its pattern then matches nothing): sd-boot boots.
     if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
         value = value[1:-1]
     return key, value
