@@ -11,9 +11,8 @@ import asyncio
 import json
 import os
 import re
-import subprocess
 import xml.etree.ElementTree as ET
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import pytest
 
