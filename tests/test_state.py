@@ -54,8 +54,8 @@ def assert_agrees(sr: OstreeSysroot, snap: model.Snapshot) -> None:
 
 
 @pytest.mark.parametrize("n", [1, 3, 10])
-def test_deployments_agree_with_ostree(tmp_path: Path, n: int) -> None:
-    sr = OstreeSysroot(tmp_path).build(n)
+def test_deployments_agree_with_ostree(tmp_path: Path, n: int, request: pytest.FixtureRequest) -> None:
+    sr = OstreeSysroot(tmp_path).build(n) if n == 1 else request.getfixturevalue(f"sysroot_{n}_template")
     snap = read_snapshot(sr.paths())
     assert len(snap.Deployments) == n
     assert_agrees(sr, snap)
@@ -405,13 +405,17 @@ def test_every_problem_code_is_documented() -> None:
 
 
 @pytest.mark.parametrize("source", ["sample", "ostree-3", "ostree-3-loader-conf", "ostree-10"])
-def test_entry_order_and_default_agree_with_bootctl(tmp_path: Path, source: str) -> None:
+def test_entry_order_and_default_agree_with_bootctl(tmp_path: Path, source: str,
+                                                    request: pytest.FixtureRequest) -> None:
     from tests.oracles import bootctl_list, write_esp
     if source == "sample":
         paths = sample_paths()
     else:
-        n = 10 if source == "ostree-10" else 3
-        sr = OstreeSysroot(tmp_path).build(n)
+        if source == "ostree-10":
+            sr = request.getfixturevalue("sysroot_10_template")  # read only
+        else:
+            sr = OstreeSysroot(tmp_path)
+            copy_sysroot(request.getfixturevalue("sysroot_3_template").path, sr.path)
         if source.endswith("loader-conf"):
             Path(sr.entries_dir(), "..", "loader.conf").write_text("timeout 3\ndefault OSTREE-2-*\n")
         paths = sr.paths()
