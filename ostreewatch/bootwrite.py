@@ -363,6 +363,41 @@ def is_read_only(path: str) -> bool:
     return bool(os.statvfs(os.path.dirname(path)).f_flag & os.ST_RDONLY)
 
 
+# --- polkit (optional: only when packaging/org.ostreewatch1.policy is installed) ---------------
+
+POLKIT_ACTION = "org.ostreewatch1.set-default-entry"
+POLKIT_ACTIONS_DIR = "/usr/share/polkit-1/actions"
+POLKIT_POLICY_FILE = "org.ostreewatch1.policy"
+PKCHECK = "pkcheck"
+PKCHECK_TIMEOUT = 30.0
+
+
+def polkit_action_installed(actions_dir: str) -> bool:
+    return os.path.isfile(os.path.join(actions_dir, POLKIT_POLICY_FILE))
+
+
+def polkit_check(pkcheck: str, caller: model.Caller, method: str, entry: str, deployment: str) -> None:
+    """Ask polkitd (through pkcheck, no user interaction) about the caller's unique bus name; AccessDenied unless yes.
+
+    The subject is the bus name, not the pid: polkitd asks the bus daemon who owns
+    it, so a recycled pid cannot be mistaken for the caller.
+    """
+    if not caller.bus_name.startswith(":"):
+        raise errors.AccessDenied(f"{method}: caller uid {caller.uid} has no unique bus name to ask polkit about")
+    argv = [pkcheck, "--action-id", POLKIT_ACTION, "--system-bus-name", caller.bus_name,
+            "-d", "method", method, "-d", "entry", entry or "(clear)",
+            "-d", "deployment", deployment or "(none)"]  # pkcheck parses -d (its --help says --details)
+    try:
+        proc = subprocess.run(argv, capture_output=True, timeout=PKCHECK_TIMEOUT, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise errors.AccessDenied(f"{method}: caller uid {caller.uid} is not root and polkit could not be "
+                                  f"asked ({type(e).__name__})") from None
+    if proc.returncode != 0:  # 1 no, 2 would need authentication (never offered), 3 dismissed, else error
+        said = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise errors.AccessDenied(f"{method}: polkit did not authorize uid {caller.uid} for {POLKIT_ACTION} "
+                                  f"(pkcheck exit {proc.returncode}{': ' + said[-1][:200] if said else ''})")
+
+
 # --- the writer -----------------------------------------------------------------------
 
 
@@ -370,11 +405,14 @@ class BootWriter:
     """Writes the boot default for the daemon; one call at a time."""
 
     def __init__(self, paths: Any, journal: Any, *, efivars: str = EFIVARS,
-                 python: str = sys.executable) -> None:
+                 python: str = sys.executable, polkit_actions_dir: str = POLKIT_ACTIONS_DIR,
+                 pkcheck: str = PKCHECK) -> None:
         self._paths = paths
         self._journal = journal
         self._efivars = efivars
         self._python = python
+        self._polkit_actions_dir = polkit_actions_dir
+        self._pkcheck = pkcheck
         self._lock: Optional[asyncio.Lock] = None  # created on the loop that uses it (Python 3.9)
 
     async def set_entry(self, which: str, entry_id: str, caller: model.Caller, snapshot: model.Snapshot) -> None:
@@ -408,7 +446,8 @@ class BootWriter:
         method = record["method"]
         if which not in METHODS:
             raise errors.InvalidArgs(f"unknown write {which!r}")
-        if caller.uid != 0:
+        polkit = caller.uid != 0
+        if polkit and not polkit_action_installed(self._polkit_actions_dir):
             raise errors.AccessDenied(f"{method} is for root only (caller uid {caller.uid})")
         stem = validate_id(entry_id)
         bootloader = snapshot.Bootloader
@@ -420,6 +459,13 @@ class BootWriter:
             if bootloader == "systemd-boot" and set(stem) & _GLOB_CHARS:
                 raise errors.InvalidArgs("a systemd-boot default is a glob: the id must not hold * ? [ ] \\")
         record["new"] = stem
+        if polkit:
+            # Validated first, so a polkit rule can trust the details (entry, deployment, method).
+            await asyncio.get_running_loop().run_in_executor(
+                None, polkit_check, self._pkcheck, caller, method, stem, deployment)
+            record["authorized_by"] = "polkit"
+        else:
+            record["authorized_by"] = "uid 0"
         if bootloader not in ("grub2", "systemd-boot"):
             raise errors.NotSupported(f"boot loader {bootloader!r}: no default entry can be written")
         if self._lock is None:
