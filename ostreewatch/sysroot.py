@@ -106,10 +106,14 @@ class Root:
             raise SysrootError(f"{path}: not a directory")
         if not os.access(self.path, os.R_OK | os.X_OK):
             raise SysrootError(f"{path}: permission denied")
+        self._prefix = self.path.rstrip("/") + "/"
+        # Directories (not links) already seen: a Root lives for one read, so this only
+        # saves the repeated lstat of ostree/, ostree/deploy/... for every deployment.
+        self._dirs: set = set()
 
     def real(self, rel: str) -> str:
         """The host path of a resolved sysroot-relative path."""
-        return os.path.join(self.path, rel) if rel else self.path
+        return self._prefix + rel if rel else self.path
 
     def resolve(self, path: str, follow_last: bool = True) -> str:
         """The sysroot-relative path ("a/b", "" for the root) with every link resolved inside the root.
@@ -127,7 +131,11 @@ class Root:
                     done.pop()
                 continue
             candidate = done + [comp]
-            host = os.path.join(self.path, *candidate)
+            joined = "/".join(candidate)
+            if joined in self._dirs:
+                done = candidate
+                continue
+            host = self._prefix + joined
             try:
                 st = os.lstat(host)
             except FileNotFoundError as e:
@@ -151,8 +159,10 @@ class Root:
                 parts.reverse()
                 todo.extend(parts)
                 continue
-            if todo and not stat.S_ISDIR(st.st_mode):
-                raise ReadRefused(ReadRefused.NOT_DIR, "/" + "/".join(candidate), "not a directory")
+            if stat.S_ISDIR(st.st_mode):
+                self._dirs.add(joined)
+            elif todo:
+                raise ReadRefused(ReadRefused.NOT_DIR, "/" + joined, "not a directory")
             done = candidate
         return "/".join(done)
 
