@@ -469,6 +469,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     _setup_logging(args.log_level)
     try:
+        service.check_bus_spec(args.bus)
         paths = _paths(args)
         daemon = Daemon(paths, args.bus, args.debounce_ms)
     except (errors.OstreewatchError, ImportError, OSError) as e:

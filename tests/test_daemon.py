@@ -457,3 +457,23 @@ def test_nothing_blocks_the_event_loop(bus: Any, sysroot: str, daemons: List[Dae
     err = d.stderr_text()
     assert "Executing" not in err or " took " not in err, err
     assert "Traceback" not in err, err
+
+
+# --- bad input at start: a one-line error and exit 1, never a traceback --------------------------
+
+@pytest.mark.parametrize("args", [
+    ["--sysroot", "/nonexistent-ow"],
+    ["--bus", "not-an-address"],
+    ["--debounce-ms", "soon"],
+])
+def test_bad_arguments_exit_1_with_one_line(args: List[str], tmp_path: Any) -> None:
+    base = ["--sysroot", str(tmp_path), "--bus", "unix:path=" + str(tmp_path / "nobus")]
+    r = subprocess.run([sys.executable, "-m", "ostreewatch.daemon", *base, *args], capture_output=True,
+                       text=True, timeout=60)
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("ostreewatchd: "), r.stderr
+    if r.returncode == 2:  # argparse: usage, then the one error line
+        assert "usage:" in r.stderr
+    else:
+        assert r.returncode == 1 and len(lines) == 1, r.stderr
