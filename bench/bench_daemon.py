@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/bench_daemon.py burst [-n 10]   # inotify event gaps of one `ostree admin deploy`
     .venv/bin/python bench/bench_daemon.py daemon [-n 5]   # start->READY, idle wakeups, swap->signal, RSS
+    .venv/bin/python bench/bench_daemon.py storm [-n 5]    # daemon CPU during 2,000 unrelated mounts
 
 `burst` picks --debounce-ms: it records every inotify event the watcher's
 directories see during a real deploy and reports the burst's span and the
@@ -152,13 +153,66 @@ def cmd_daemon(n: int) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+_STORM = r"""
+import ctypes, os, sys, time
+libc = ctypes.CDLL("libc.so.6", use_errno=True)
+base = sys.argv[1]
+os.makedirs(base, exist_ok=True)
+t0 = time.monotonic()
+for i in range(int(sys.argv[2])):
+    libc.mount(b"none", base.encode(), b"tmpfs", 0, None)
+    libc.umount2(base.encode(), 0)
+print(time.monotonic() - t0)
+"""
+
+
+def cmd_storm(n: int, count: int = 2000) -> None:
+    """CPU of ostreewatchd while COUNT unrelated tmpfs mounts/unmounts churn its mount namespace."""
+    from tests.fixtures.bus import SystemBus
+    from tests.fixtures.daemon import start_daemon
+    from bench.harness import proc_sample
+    work = tempfile.mkdtemp(prefix="owbench-storm-")
+    bus = SystemBus()
+    bus.start()
+    cpu, wall, gens = [], [], []
+    try:
+        sr = srmod.build_sysroot(os.path.join(work, "sysroot"))
+        for _ in range(n):
+            d = start_daemon(bus, sr, mountinfo="/proc/self/mountinfo",
+                             prefix=["unshare", "--mount", "--propagation", "private"])
+            try:
+                d.wait_name()
+                g0 = d.get_property("Generation")
+                s0 = proc_sample(d.pid)
+                r = subprocess.run(["nsenter", "--mount", "--target", str(d.pid), sys.executable, "-c", _STORM,
+                                    os.path.join(work, "storm"), str(count)], capture_output=True, text=True, check=True)
+                time.sleep(0.5)
+                s1 = proc_sample(d.pid)
+                cpu.append(s1.cpu_s - s0.cpu_s)
+                wall.append(float(r.stdout))
+                gens.append(d.get_property("Generation") - g0)
+            finally:
+                d.close()
+        print(f"runs: {n}; {count} tmpfs mount+umount pairs each")
+        print(f"storm duration: median {statistics.median(wall):.2f} s")
+        print(f"ostreewatchd CPU during the storm: median {statistics.median(cpu)*1e3:.0f} ms "
+              f"({statistics.median(cpu)/statistics.median(wall)*100:.1f}% of one core)")
+        print(f"published changes: {gens}")
+    finally:
+        bus.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["burst", "daemon"])
+    p.add_argument("what", choices=["burst", "daemon", "storm"])
     p.add_argument("-n", type=int, default=0)
+    p.add_argument("--count", type=int, default=2000, help="storm: mount+umount pairs per run")
     a = p.parse_args()
     if a.what == "burst":
         cmd_burst(a.n or 10)
+    elif a.what == "storm":
+        cmd_storm(a.n or 5, a.count)
     else:
         cmd_daemon(a.n or 5)
 
