@@ -205,6 +205,8 @@ class Daemon:
         self._scan_task: Optional[asyncio.Task] = None
         self._waiters: List[Tuple[int, asyncio.Future]] = []
         self._tasks: List[asyncio.Task] = []
+        self._ready = False     # the first snapshot is read and published
+        self._pending = False   # a change was seen during the first read
 
     # -- scanning --
 
@@ -216,6 +218,9 @@ class Daemon:
         loop = self._loop
         if loop is None or self._stopping is None or self._stopping.is_set():
             return
+        if not self._ready:  # during the first read: one more read right after it
+            self._pending = True
+            return
         now = loop.time()
         if self._debounce_handle is None:
             self._burst_start = now
@@ -223,6 +228,12 @@ class Daemon:
             self._debounce_handle.cancel()
         due = min(now + self.debounce, self._burst_start + self.debounce * MAX_DEBOUNCE_FACTOR)
         self._debounce_handle = loop.call_at(due, self._debounced)
+
+    def _on_sighup(self) -> None:
+        if self._ready:
+            self.request_scan()
+        else:
+            self._pending = True
 
     def _debounced(self) -> None:
         self._debounce_handle = None
@@ -363,6 +374,11 @@ class Daemon:
     async def run(self) -> int:
         self._loop = loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        # Watch before the first read, so that a change made during it is not lost.
+        self._start_watcher(loop)
         self.snapshot = await loop.run_in_executor(self._executor, self._read)
         self.generation = 1
         _journal_call(self.journal, "started", self.snapshot, __version__)
@@ -374,11 +390,11 @@ class Daemon:
             log.warning("ostreewatch.bootwrite missing: SetDefaultEntry/SetNextEntry are NotSupported")
         else:
             self.writer = BootWriter(self.paths, self.journal)
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, self.request_scan)
-        self._start_watcher(loop)
+        self._ready = True
         sd_notify("READY=1\nSTATUS=" + status_line(self.snapshot))
+        if self._pending:
+            self._pending = False
+            self.request_scan()
         self._start_watchdog(loop)
         self._tasks.append(asyncio.ensure_future(self._bus_loop()))
         await self._stopping.wait()
