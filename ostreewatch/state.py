@@ -112,7 +112,11 @@ class _Reader:
     def deployments(self) -> Dict[Tuple[str, str], _Dep]:
         """Every CHECKSUM.SERIAL directory under ostree/deploy/*/deploy, keyed by (osname, CHECKSUM.SERIAL)."""
         found: Dict[Tuple[str, str], _Dep] = {}
-        for osname in self.root.listdir(self.deploy_base):
+        try:
+            osnames = [n for n in self.root.listdir(self.deploy_base) if _utf8(n)]
+        except ReadRefused:
+            return found  # replaced since the check in __init__: nothing deployed to report
+        for osname in osnames:
             try:
                 names = self.root.listdir(f"{self.deploy_base}/{osname}/deploy")
             except ReadRefused:
@@ -187,6 +191,10 @@ class _Reader:
         parsed = []
         for name in names:
             if not name.lower().endswith(".conf") or not bls.valid_entry_file_name(name):
+                continue
+            if not _utf8(name):
+                self.problem("entry-unreadable", "an entry file name is not valid UTF-8",
+                             name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
                 continue
             entry_id = bls.split_boot_counting(name)[0]
             try:
@@ -321,6 +329,15 @@ class _Reader:
         return tuple(out), True
 
 
+def _utf8(name: str) -> bool:
+    """False for a file name with bytes that are not UTF-8 (they cannot cross D-Bus)."""
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def _deployment_comment(conf: loaderconf.LoaderConf) -> Optional[str]:
     """The deployment id of a '#ostreewatch-deployment ID' line right before the last `default` line."""
     lines = [line.rstrip("\r\n") for line in conf.lines]
@@ -345,7 +362,11 @@ def read_snapshot(paths: Paths) -> model.Snapshot:
     entry_ostree: Dict[str, str] = {}
     ordered: List[_Dep] = []
     for e in entries:
-        arg = cmdline_parse.get_arg(e.options, "ostree") if e.options else None
+        try:
+            arg = cmdline_parse.get_arg(e.options, "ostree") if e.options else None
+        except OstreewatchError as err:
+            r.problem("ostree-arg-unresolved", f"entry {e.file}: cannot read its options: {err}", e.id)
+            continue
         if arg is None:
             continue
         entry_ostree[e.id] = arg

@@ -538,3 +538,15 @@ def test_random_hostile_mutations_never_raise(sysroot_3: OstreeSysroot) -> None:
         model.snapshot_to_plain(snap)
         seen.update(p.code for p in snap.Problems)
     assert len(seen) >= 5, seen  # the damage was really seen
+
+
+def test_odd_names_and_options(sysroot_3: OstreeSysroot) -> None:
+    entries = sysroot_3.entries_dir().encode()
+    with open(os.path.join(entries, b"\xff\xfe.conf"), "w") as f:
+        f.write("title bad name\nlinux /x\n")
+    Path(sysroot_3.entries_dir(), "nul.conf").write_text("title nul\nlinux /x\noptions a=\"b ostree=/x\n")
+    snap = read_snapshot(sysroot_3.paths())
+    model.snapshot_to_plain(snap)
+    import json
+    json.dumps(model.snapshot_to_plain(snap), ensure_ascii=False).encode("utf-8")
+    assert len(snap.Deployments) == 3 and all(d.entry for d in snap.Deployments)
