@@ -118,3 +118,11 @@ def test_catalog_is_utf8_and_ends_with_newline() -> None:
     data = CATALOG.read_bytes()
     data.decode("utf-8")
     assert data.endswith(b"\n")
+
+
+def test_substituted_fields_are_fields_the_code_writes() -> None:
+    """Every @FIELD@ in an entry is a field name journal.py writes (else -x shows it raw)."""
+    source = Path(ostreewatch.journal.__file__).read_text()
+    for msg_id, lines in catalog_entries(CATALOG.read_text()).items():
+        for name in re.findall(r"@([A-Za-z0-9_]+)@", "\n".join(lines)):
+            assert f'"{name}"' in source, f"{msg_id}: @{name}@ is not a field journal.py writes"
