@@ -180,6 +180,9 @@ def test_journal_start_record_and_catalog(guest: Container) -> None:
                       f"MESSAGE_ID={oj.MESSAGE_ID_STARTED}"], check=True).stdout
     assert "The OSTree boot state watcher started and read the boot state once" in text, text
     assert "Defined-By: ostreewatch" in text
+    # @FIELD@ substituted from the record itself.
+    assert f"Subject: ostreewatch {rec['OSTREEWATCH_VERSION']} started" in text, text
+    assert "@OSTREEWATCH_" not in text, text
 
 
 def test_no_ordering_cycle_in_the_boot_log(guest: Container) -> None:
