@@ -35,6 +35,7 @@ from .sysroot import ENTRY_MAX, SMALL_MAX, ReadRefused, Root, read_host_file
 WATCHED_MOUNT_POINTS: Tuple[str, ...] = model.WATCHED_MOUNT_POINTS
 MOUNTINFO_MAX = 32 * 1024 * 1024   # ~150,000 mount lines; a Kubernetes node stays far below
 CMDLINE_MAX = 64 * 1024
+COMMIT_MAX = 1024 * 1024   # a commit object is a few hundred bytes, plus its metadata
 GRUB_DIRS = ("boot/grub2", "boot/grub")
 LOADER_CONFS = ("boot/loader/loader.conf", "boot/efi/loader/loader.conf")
 GRUB_SAVED_DEPLOYMENT = "ostreewatch_saved_deployment"
@@ -131,6 +132,7 @@ class _Reader:
                            path=os.path.join(self.root.path, "ostree/deploy", osname, "deploy", name))
                 self._read_origin(dep, rel + ".origin")
                 self._read_os_release(dep)
+                dep.version = self._commit_version(dep.checksum) or dep.version
                 found[(osname, name)] = dep
         return found
 
@@ -157,11 +159,22 @@ class _Reader:
                 values = osrelease.parse_os_release(text)
             except OstreewatchError:
                 continue
-            # ostree admin status shows the commit's version; rpm-ostree and bootc put it here.
+            # The commit's version wins when the repo has the commit (_commit_version);
+            # rpm-ostree and bootc also put it here.
             dep.version = (values.get("OSTREE_VERSION") or values.get("IMAGE_VERSION")
                            or values.get("VERSION") or "")
             dep.title = values.get("PRETTY_NAME") or values.get("NAME") or ""
             return
+
+    def _commit_version(self, checksum: str) -> str:
+        """The commit's `version` metadata (what `ostree admin status` shows); "" when unknown."""
+        try:
+            data = self.root.read(f"ostree/repo/objects/{checksum[:2]}/{checksum[2:]}.commit", COMMIT_MAX)
+            metadata = gvariant.parse_variant(data, "(a{sv}aya(say)sstayay)")[0]
+        except (ReadRefused, OstreewatchError, IndexError, TypeError):
+            return ""  # a repo-less or pruned sysroot: os-release says it
+        version = metadata.get("version") if isinstance(metadata, dict) else None
+        return version if isinstance(version, str) and _utf8(version) else ""
 
     def resolve_ostree_arg(self, value: str) -> Tuple[Optional[Tuple[str, str]], str]:
         """((osname, CHECKSUM.SERIAL), "") for an ostree= that ends at a deployment; (None, why) otherwise."""

@@ -550,3 +550,15 @@ def test_odd_names_and_options(sysroot_3: OstreeSysroot) -> None:
     import json
     json.dumps(model.snapshot_to_plain(snap), ensure_ascii=False).encode("utf-8")
     assert len(snap.Deployments) == 3 and all(d.entry for d in snap.Deployments)
+
+
+def test_version_is_the_commit_version(sysroot_3: OstreeSysroot) -> None:
+    """ostree admin status shows the commit's version; os-release is the fallback when the repo lacks it."""
+    csum = sysroot_3.commit("fedora/x", version="40.20240101.0", kver="6.9.0",
+                           os_release='NAME=Fedora\nVERSION="40 (CoreOS)"\nPRETTY_NAME="Fedora CoreOS 40"\n')
+    sysroot_3.deploy("fedora/x")
+    snap = read_snapshot(sysroot_3.paths())
+    assert_agrees(sysroot_3, snap)
+    assert snap.Deployments[0].version == "40.20240101.0" and snap.Deployments[0].title == "Fedora CoreOS 40"
+    os.unlink(os.path.join(sysroot_3.repo, "objects", csum[:2], csum[2:] + ".commit"))
+    assert read_snapshot(sysroot_3.paths()).Deployments[0].version == "40 (CoreOS)"
