@@ -7,6 +7,9 @@ that is unreadable or not an ostree sysroot raises SysrootError.
 Choices worth knowing:
 - Deployment.path is the host path of the deployment directory as seen through
   the given sysroot (on a booted host: /ostree/deploy/OS/deploy/CSUM.SERIAL).
+- Deployment.version: the commit's `version` metadata when the repo holds the
+  commit (what `ostree admin status` shows), else os-release OSTREE_VERSION,
+  IMAGE_VERSION, VERSION. title: os-release PRETTY_NAME (else NAME).
 - Problems are sorted by (code, subject, message), duplicates dropped.
 - Deployments without an entry (and the staged one) have index -1 and come
   after the ordered ones; the staged one comes first of all.
