@@ -620,3 +620,29 @@ def test_mountinfo_in_private_namespace(tmp_path):
     # Idle: no wakeups, no callbacks.
     assert out["idle_calls"] == 0
     assert out["idle_ctxt_switches"] <= 5, out
+
+
+_POLL_FACT = r"""
+import ctypes, os, select, sys, tempfile
+libc = ctypes.CDLL(None, use_errno=True)
+d = tempfile.mkdtemp().encode()
+f = open("/proc/self/mountinfo", "rb", buffering=0)
+ep = select.epoll(); ep.register(f.fileno(), select.EPOLLPRI | select.EPOLLERR)
+out = {"idle": ep.poll(0) != []}
+assert libc.mount(b"tmpfs", d, b"tmpfs", 0, None) == 0
+f.seek(0); f.read()                       # a full read from the start ...
+out["after_read"] = ep.poll(0) != []      # ... leaves the change pending
+out["after_poll"] = ep.poll(0) != []      # the poll itself consumed it
+assert libc.umount2(d, 0) == 0
+os.rmdir(d)
+print(out)
+"""
+
+
+def test_kernel_clears_mountinfo_change_on_poll_not_on_read():
+    """The fact the rate limiter relies on (checked, kernel 6.x mounts_poll): the per-file
+    "seen" state is updated by poll, so the watcher drains its epoll and never reads the file."""
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c", _POLL_FACT],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "{'idle': False, 'after_read': True, 'after_poll': False}"
