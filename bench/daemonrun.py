@@ -135,6 +135,7 @@ class Daemon:
             rc = self.proc.poll()
             self.stop()
             raise RuntimeError(f"ostreewatchd not ready in {timeout}s (exit {rc}); log: {self.log_path}")
+        self.notify.drain()
         return t_ready - t0
 
     def stop(self) -> Optional[int]:

@@ -52,7 +52,26 @@ class NotifyListener:
             if needle in text.split("\n"):
                 return t
 
+    def drain(self) -> None:
+        """Keep reading in a thread, as systemd does: an unread socket fills after
+        net.unix.max_dgram_qlen datagrams and the daemon's next sd_notify blocks."""
+        self._stop = threading.Event()
+
+        def run() -> None:
+            while not self._stop.is_set():
+                self._sock.settimeout(0.2)
+                try:
+                    data = self._sock.recv(65536)
+                except (socket.timeout, OSError):
+                    continue
+                self.messages.append((time.monotonic(), data.decode("utf-8", "replace")))
+        self._drainer = threading.Thread(target=run, daemon=True)
+        self._drainer.start()
+
     def close(self) -> None:
+        if getattr(self, "_drainer", None):
+            self._stop.set()
+            self._drainer.join(2)
         self._sock.close()
         try:
             os.unlink(self.path)
