@@ -446,3 +446,14 @@ def test_daemons_die_with_a_killed_test_process() -> None:
                 os.kill(int(pid), signal.SIGKILL)
         for d in dirs:
             subprocess.run(["rm", "-rf", d])
+
+
+def test_readme_has_the_two_commands_and_every_package() -> None:
+    """The README's set-up stays true: both commands, and each apt package with its Fedora name."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = f.read()
+    assert "sudo scripts/run-sample.sh" in readme and "sudo scripts/run-tests.sh" in readme
+    with open(os.path.join(REPO, "scripts", "apt-packages.txt")) as f:
+        lines = [l for l in f if l.split("#")[0].strip()]
+    missing = [l.split()[0] for l in lines if f"`{l.split()[0]}`" not in readme]
+    assert not missing, f"README.md's package table lacks {missing} (see scripts/apt-packages.txt)"
