@@ -108,7 +108,38 @@ def fig_ready(bus: PrivateBus, plan: Plan, state: Dict[str, Any]) -> Figure:
     f.header = ["run", "start to READY=1", "RSS after READY"]
     f.rows = [[str(i + 1), ms(t), f"{r / 1024:.1f} MB"] for i, (t, r) in enumerate(zip(times, rss))]
     state["rss_start_sample"] = summary([r / 1024 for r in rss])
+    if not f.met:
+        imports = _import_times()
+        if imports:
+            f.notes.append("Where the time goes: `python -X importtime -c 'import ostreewatch.daemon, ...service, "
+                           "...state, ...watcher, ...journal, ...bootwrite'` (every module the daemon loads before "
+                           "READY=1): " + imports)
     return f
+
+
+def _import_times() -> str:
+    """Top-level imports of the daemon's modules by cumulative time (python -X importtime)."""
+    mods = "ostreewatch.daemon, ostreewatch.service, ostreewatch.state, ostreewatch.watcher, " \
+           "ostreewatch.journal, ostreewatch.bootwrite"
+    r = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {mods}"], capture_output=True,
+                       text=True, timeout=60, cwd=REPO)
+    top = []
+    for line in r.stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        parts = line[len("import time:"):].split("|")
+        try:
+            cumulative = int(parts[1])
+        except ValueError:
+            continue
+        name = parts[2]
+        depth = (len(name) - len(name.lstrip(" "))) // 2
+        if depth <= 1:
+            top.append((depth, cumulative, name.strip()))
+    total = sum(c for d, c, _ in top if d == 0)
+    best = sorted(((c, n) for d, c, n in top if d == 1), reverse=True)[:8]
+    return (f"{total / 1000:.0f} ms of imports in all (site included); the biggest inside: "
+            + ", ".join(f"`{n}` {c / 1000:.0f} ms" for c, n in best))
 
 
 def fig_idle(bus: PrivateBus, env: Env, plan: Plan) -> Figure:
@@ -268,6 +299,22 @@ async def _latency(bus: PrivateBus, env: Env, plan: Plan, state: Dict[str, Any])
                         "in turn; t0 = right after the syscall returns (CLOCK_MONOTONIC, same clock); t1 = first "
                         "PropertiesChanged carrying Mounts.", lat))
 
+        # what limits the latency: the same entry renames on daemons with a shorter debounce
+        for deb in ((10, 0) if figs[1].rows else ()):
+            if figs[1].header[0] != "daemon":
+                figs[1].header.insert(0, "daemon")
+                figs[1].rows[0].insert(0, "default --debounce-ms")
+            lat2 = await _entry_latency(bus, env, plan.entry_events, deb)
+            got = [x for x in lat2 if x is not None]
+            if got:
+                s2 = summary(got)
+                figs[1].rows.append([f"--debounce-ms {deb}", str(s2["n"])] +
+                                    [ms(s2[k]) for k in ("min", "p10", "p50", "p90", "p99", "max")] +
+                                    [str(len(lat2) - len(got))])
+        figs[1].notes.append("The rows with a shorter `--debounce-ms` (fresh daemons, same sysroot) show what the "
+                             "latency is made of: the debounce wait, then the rescan (read_snapshot, see the "
+                             "rescan figure), the diff and the signal.")
+
         # 5. RSS after many calls and changes (this same daemon)
         figs.append(await _rss(bus, env, plan, d, rec, state, changes))
         rec.close()
@@ -280,6 +327,40 @@ async def _latency(bus: PrivateBus, env: Env, plan: Plan, state: Dict[str, Any])
 
 
 CALL_TIMEOUT = 10.0
+
+
+async def _entry_latency(bus: PrivateBus, env: Env, events: int, debounce_ms: int) -> List[Optional[float]]:
+    """Entry rename latencies on a fresh daemon started with --debounce-ms."""
+    d = Daemon(bus.address, env.daemon_args(debounce_ms=debounce_ms))
+    d.start()
+    lat: List[Optional[float]] = []
+    rec = None
+    try:
+        await wait_for_name(bus.address)
+        rec = await Recorder.create(bus.address)
+        await rec.quiet(0.3)
+        arg = srmod.first_ostree_arg(env.sysroot)
+        edir = os.path.realpath(srmod.entries_dir(env.sysroot))
+        outside = os.path.join(os.path.dirname(edir), "bench-deb.conf")
+        inside = os.path.join(edir, "bench-deb.conf")
+        with open(outside, "w") as fh:
+            fh.write(srmod.entry_text(77, arg))
+        for i in range(events):
+            since = len(rec.events)
+            src, dst = (outside, inside) if i % 2 == 0 else (inside, outside)
+            os.rename(src, dst)
+            t0 = time.monotonic()
+            ev = await rec.wait(since, lambda e: "BootEntries" in e.changed and e.t >= t0, 10.0)
+            await rec.quiet(QUIET_S)
+            lat.append(ev.t - t0 if ev else None)
+        for p in (outside, inside):
+            if os.path.exists(p):
+                os.unlink(p)
+    finally:
+        if rec:
+            rec.close()
+        d.stop()
+    return lat
 
 
 async def _client_loop(address: str, seconds: float, lat: List[float], failures: List[str]) -> int:
@@ -325,11 +406,24 @@ async def _getall(bus: PrivateBus, env: Env, plan: Plan, state: Dict[str, Any]) 
             await wait_for_name(bus.address)
             lat: List[float] = []
             failures: List[str] = []
+            prof = None
+            if clients == 1 and os.path.exists(PYSPY):
+                prof_out = os.path.join(env.base, "getall.prof")
+                prof = subprocess.Popen([PYSPY, "record", "--pid", str(d.pid), "--duration",
+                                         str(max(1, int(plan.getall_seconds) - 1)), "--rate", "250",
+                                         "--format", "raw", "--nonblocking", "-o", prof_out],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             t0 = time.monotonic()
             counts = await asyncio.gather(*[_client_loop(bus.address, plan.getall_seconds, lat, failures)
                                             for _ in range(clients)])
             wall = time.monotonic() - t0
             lost = _bus_lost(d)
+            if prof:
+                await asyncio.to_thread(prof.wait, 60)
+                top = _profile_top(prof_out)
+                if top:
+                    f.notes.append("py-spy (installed in .venv for this) on the daemon while 1 client called "
+                                   "GetAll back to back, share of samples by function (inclusive): " + top)
         finally:
             d.stop()
         n = sum(counts)
@@ -365,6 +459,40 @@ async def _getall(bus: PrivateBus, env: Env, plan: Plan, state: Dict[str, Any]) 
     f.notes.append("The clients share one Python process: with 50 clients, client-side decoding competes for the "
                    "same 2 cores as dbus-daemon and ostreewatchd, so calls/s is a floor for the daemon.")
     return f
+
+
+PYSPY = os.path.join(REPO, ".venv", "bin", "py-spy")
+
+
+def _profile_top(path: str, n: int = 8) -> str:
+    """Inclusive share of the busiest functions in a py-spy raw (collapsed stacks) file."""
+    try:
+        lines = open(path).read().splitlines()
+    except OSError:
+        return ""
+    total = 0
+    incl: Dict[str, int] = {}
+    for line in lines:
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        c = int(count)
+        total += c
+        seen = set()
+        for frame in stack.split(";"):
+            name = frame.split(" (")[0]
+            where = frame.split(" (")[1].split(":")[0].rstrip(")") if " (" in frame else ""
+            key = f"{name} ({os.path.basename(where)})"
+            if key not in seen:
+                seen.add(key)
+                incl[key] = incl.get(key, 0) + c
+    if not total:
+        return ""
+    skip = ("<module>", "_run_code", "_run_module_as_main", "run_forever", "run_until_complete", "_run_once",
+            "main (daemon.py)", "_run (events.py)", "_bootstrap", "run (threading.py)", "_worker")
+    best = sorted(((v, k) for k, v in incl.items() if not any(k.startswith(x) or x in k for x in skip)),
+                  reverse=True)[:n]
+    return "; ".join(f"`{k}` {v * 100 / total:.0f} %" for v, k in best) + f" ({total} samples of busy threads)"
 
 
 def _bus_lost(d: Daemon) -> str:
@@ -565,6 +693,16 @@ def fig_rescan(env: Env, plan: Plan) -> Figure:
         growth = "" if prev is None else f"{(s['p50'] - prev[1]) / (n - prev[0]) * 1e6:.0f} µs/entry"
         prev = (n, s["p50"])
         f.rows.append([f"{n} entries", ms(s["p50"]), f"{ms(s['p10'])}-{ms(s['p90'])}", growth])
+        if n == 1000 and s["p50"] > 0.050 and os.path.exists(PYSPY):
+            prof_out = os.path.join(env.base, "rescan.prof")
+            subprocess.run([PYSPY, "record", "--rate", "500", "--format", "raw", "-o", prof_out, "--",
+                            sys.executable, os.path.join(REPO, "bench", "profile_rescan.py"), work,
+                            env.ns.mountinfo, env.cmdline, env.run, "20"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+            top = _profile_top(prof_out, 10)
+            if top:
+                f.notes.append("1,000 entries misses its goal; py-spy on `bench/profile_rescan.py` (20 reads), "
+                               "share of samples by function (inclusive): " + top)
     for i in range(written):
         os.unlink(os.path.join(edir, f"bench-extra-{i}.conf"))
     real = open(env.ns.mountinfo).read().splitlines()
