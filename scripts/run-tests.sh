@@ -23,10 +23,30 @@ ow_timed "debootstrap tree" ow_make_rootfs
 args=("$@")
 case " $* " in *" --durations"*) ;; *) args=(--durations=15 "${args[@]}") ;; esac
 
+# Every process of this run inherits the tag; whatever still carries it after
+# pytest has exited was leaked by a test (a daemon, a bus, a namespace holder).
+export OSTREEWATCH_TEST_RUN="$$-$(date +%s%N)"
+tmp_before="$(ls -A /tmp | sort)"
+
 ow_log "pytest ${args[*]}"
 rc=0
 ow_timed "pytest" "$OW_VENV/bin/pytest" "${args[@]}" || rc=$?
 ow_print_timings
+
+# Unset first, so that the scan's own processes do not carry the tag.
+run_tag="$OSTREEWATCH_TEST_RUN"
+unset OSTREEWATCH_TEST_RUN
+leaked="$(grep -lsa "OSTREEWATCH_TEST_RUN=$run_tag" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3 || true)"
+if [ -n "$leaked" ]; then
+    ow_log "warning: processes left running by the tests:"
+    for pid in $leaked; do
+        printf '    %s %s\n' "$pid" "$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | cut -c -150)" >&2
+    done
+fi
+new_tmp="$(comm -13 <(echo "$tmp_before") <(ls -A /tmp | sort) | grep -E '^(ow|ostreewatch|owbench)' || true)"
+if [ -n "$new_tmp" ]; then
+    ow_log "warning: new entries left in /tmp (or made by a concurrent run): $(echo $new_tmp)"
+fi
 if [ "$rc" -eq 5 ]; then
     ow_log "FAILED: pytest collected no tests (exit 5)"
 elif [ "$rc" -ne 0 ]; then
