@@ -45,6 +45,9 @@ GRUB_SAVED_DEPLOYMENT = "ostreewatch_saved_deployment"
 GRUB_NEXT_DEPLOYMENT = "ostreewatch_next_deployment"
 LOADER_COMMENT = "#ostreewatch-deployment"
 
+# (sysroot, commit checksum) -> its version: parsed once per process, bounded.
+_COMMIT_VERSIONS: Dict[Tuple[str, str], str] = {}
+
 _DEPLOY_NAME = re.compile(r"([0-9a-f]{64})\.([0-9]+)")
 _OSTREE_ARG = re.compile(r"/?ostree/boot\.[01]/([^/]+)/([0-9a-f]{64})/([0-9]+)/?")
 _DEPLOY_ROOT = re.compile(r"(?:^|/)ostree/deploy/([^/]+)/deploy/([0-9a-f]{64})\.([0-9]+)/?$")
@@ -171,13 +174,20 @@ class _Reader:
 
     def _commit_version(self, checksum: str) -> str:
         """The commit's `version` metadata (what `ostree admin status` shows); "" when unknown."""
+        key = (self.root.path, checksum)
+        if key in _COMMIT_VERSIONS:  # objects are named by their content: never stale
+            return _COMMIT_VERSIONS[key]
         try:
             data = self.root.read(f"ostree/repo/objects/{checksum[:2]}/{checksum[2:]}.commit", COMMIT_MAX)
             metadata = gvariant.parse_variant(data, "(a{sv}aya(say)sstayay)")[0]
         except (ReadRefused, OstreewatchError, IndexError, TypeError):
             return ""  # a repo-less or pruned sysroot: os-release says it
         version = metadata.get("version") if isinstance(metadata, dict) else None
-        return version if isinstance(version, str) and _utf8(version) else ""
+        version = version if isinstance(version, str) and _utf8(version) else ""
+        if len(_COMMIT_VERSIONS) >= 4096:
+            _COMMIT_VERSIONS.clear()
+        _COMMIT_VERSIONS[key] = version
+        return version
 
     def resolve_ostree_arg(self, value: str) -> Tuple[Optional[Tuple[str, str]], str]:
         """((osname, CHECKSUM.SERIAL), "") for an ostree= that ends at a deployment; (None, why) otherwise."""

@@ -561,4 +561,6 @@ def test_version_is_the_commit_version(sysroot_3: OstreeSysroot) -> None:
     assert_agrees(sysroot_3, snap)
     assert snap.Deployments[0].version == "40.20240101.0" and snap.Deployments[0].title == "Fedora CoreOS 40"
     os.unlink(os.path.join(sysroot_3.repo, "objects", csum[:2], csum[2:] + ".commit"))
+    from ostreewatch import state
+    state._COMMIT_VERSIONS.clear()  # versions are cached per commit (immutable objects); a new process
     assert read_snapshot(sysroot_3.paths()).Deployments[0].version == "40 (CoreOS)"
