@@ -19,6 +19,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 from typing import Any, Callable, List, Optional, Tuple
 
 from . import __version__, errors, model
@@ -35,11 +36,6 @@ try:
 except ImportError:  # pragma: no cover
     Watcher = None  # type: ignore[assignment,misc]
 
-try:
-    from systemd import daemon as _sd_daemon  # type: ignore
-except ImportError:  # pragma: no cover - then NOTIFY_SOCKET is spoken directly
-    _sd_daemon = None
-
 log = logging.getLogger("ostreewatch.daemon")
 
 # Measured (bench/bench_daemon.py burst, 10 deploys): one `ostree admin deploy` is a
@@ -54,21 +50,48 @@ MAX_DEBOUNCE_FACTOR = 10
 # --- small platform helpers ------------------------------------------------------------
 
 
-def sd_notify(message: str) -> bool:
-    """Send MESSAGE ("READY=1", ...) to systemd's NOTIFY_SOCKET; False when there is none."""
-    if _sd_daemon is not None:
-        return bool(_sd_daemon.notify(message))
+def _notify_address() -> Optional[str]:
     addr = os.environ.get("NOTIFY_SOCKET")
-    if not addr:
+    if not addr or addr[0] not in "/@":
+        return None
+    return "\0" + addr[1:] if addr[0] == "@" else addr
+
+
+def _send_blocking(addr: str, data: bytes) -> None:
+    """From a thread: wait (bounded) for room in a slow reader's queue."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.settimeout(30)
+            s.sendto(data, addr)
+    except OSError as e:
+        log.warning("sd_notify %r failed: %s", data[:40], e)
+
+
+def sd_notify(message: str) -> bool:
+    """Send MESSAGE ("READY=1", ...) to NOTIFY_SOCKET without ever blocking the event loop.
+
+    libsystemd's sd_notify (systemd.daemon.notify) sends blocking: a reader whose queue is full
+    (net.unix.max_dgram_qlen datagrams) would stall the loop. Here the send is non-blocking; on a
+    full queue READY=1/STOPPING=1 are handed to a thread, STATUS=/WATCHDOG=1 are dropped (the
+    next one carries the news). False when there is no NOTIFY_SOCKET.
+    """
+    addr = _notify_address()
+    if addr is None:
         return False
-    if addr.startswith("@"):
-        addr = "\0" + addr[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-        try:
-            s.sendto(message.encode(), addr)
-        except OSError:
-            return False
-    return True
+    data = message.encode()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK) as s:
+            s.sendto(data, addr)
+        return True
+    except BlockingIOError:
+        if "READY=1" in message or "STOPPING=1" in message:
+            threading.Thread(target=_send_blocking, args=(addr, data), daemon=True).start()
+            return True
+        log.debug("sd_notify queue full; dropped %r", message)
+        return False
+    except OSError as e:
+        log.debug("sd_notify failed: %s", e)
+        return False
 
 
 def status_line(snapshot: model.Snapshot) -> str:
@@ -355,6 +378,7 @@ class Daemon:
             except Exception as e:
                 reason = str(e) or type(e).__name__
             self.manager.detach(bus)
+            service.close_bus(bus)  # else the daemon keeps the old connection, and our name with it
             self.bus = None
             _journal_call(self.journal, "bus_lost", self.bus_spec, reason)
 
@@ -443,7 +467,7 @@ class Daemon:
         for task in self._tasks:
             task.cancel()
         if self.bus is not None:
-            self.bus.disconnect()
+            service.close_bus(self.bus)
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
 

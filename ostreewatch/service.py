@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Tup
 
 from dbus_next import BusType, Message, MessageFlag, MessageType, Variant
 from dbus_next.aio import MessageBus
+from dbus_next.aio import message_bus as _aio_bus
 from dbus_next.constants import NameFlag, RequestNameReply
 from dbus_next.service import PropertyAccess, ServiceInterface, dbus_property
 
@@ -340,10 +341,65 @@ def socket_path(spec: str) -> Optional[str]:
     return None
 
 
+class _PatientWriter(_aio_bus._MessageWriter):  # type: ignore[misc,name-defined]
+    """dbus-next's writer, except that a full socket buffer (EAGAIN) means "wait", not "the bus is gone".
+
+    dbus-next 0.2.3 finalizes the connection on BlockingIOError, so 50 clients' GetAll replies at
+    once dropped the daemon off the bus (found by tests/test_reliability.py's soak). Here a full
+    buffer keeps the message and its offset, and the loop's writer callback resumes when writable.
+    """
+
+    def write_callback(self) -> None:
+        try:
+            while True:
+                if self.buf is None:
+                    if self.messages.qsize() == 0:
+                        self.loop.remove_writer(self.fd)
+                        return
+                    buf, unix_fds, fut = self.messages.get_nowait()
+                    self.unix_fds = unix_fds
+                    self.buf = memoryview(buf)
+                    self.offset = 0
+                    self.fut = fut
+                try:
+                    self.offset += self.sock.send(self.buf[self.offset:])
+                except (BlockingIOError, InterruptedError):
+                    return  # still registered as a writer: called again when the socket drains
+                if self.offset >= len(self.buf):
+                    self.buf = None
+                    _aio_bus._future_set_result(self.fut, None)
+                else:
+                    return
+        except Exception as e:
+            _aio_bus._future_set_exception(self.fut, e)
+            self.bus._finalize(e)
+
+
+def close_bus(bus: MessageBus) -> None:
+    """Really close a bus connection: dbus-next's disconnect/finalize leave the socket open, and
+    the bus daemon would keep our old connection (and its name) alive."""
+    try:
+        bus.disconnect()
+    except Exception:
+        pass
+    sock = getattr(bus, "_sock", None)
+    if sock is not None:
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+
 async def connect(spec: str) -> MessageBus:
     """Connect to the bus named by --bus; raises OSError (and others) when it is not there."""
     address, bus_type = bus_address(spec)
-    return await MessageBus(bus_address=address, bus_type=bus_type).connect()
+    bus = MessageBus(bus_address=address, bus_type=bus_type)
+    bus._writer = _PatientWriter(bus)  # we never send unix fds, so the fd-passing branch is not needed
+    try:
+        return await bus.connect()
+    except BaseException:
+        close_bus(bus)
+        raise
 
 
 async def own_name(bus: MessageBus) -> bool:
@@ -369,7 +425,7 @@ class Client:
             raise errors.DaemonUnavailable(f"cannot connect to the {spec} bus: {e}") from None
 
     def close(self) -> None:
-        self.bus.disconnect()
+        close_bus(self.bus)
 
     async def _call(self, member: str, signature: str = "", body: Iterable[Any] = (),
                     interface: str = INTERFACE, destination: str = BUS_NAME,
