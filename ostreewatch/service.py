@@ -210,12 +210,35 @@ class Manager(_ManagerBase):
                 return False  # dbus-next answers UnknownMethod
             self._reply(bus, msg, Message.new_method_return(msg, "s", [self.introspection_xml(bus)]))
             return True
+        if msg.interface == PROPERTIES_IFACE:
+            return self._check_properties_call(bus, msg)
         if msg.interface not in (INTERFACE, None) or (msg.interface is None and msg.member not in METHODS):
             return False
         task = asyncio.ensure_future(self._dispatch(bus, msg))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
+
+    def _check_properties_call(self, bus: MessageBus, msg: Message) -> bool:
+        """Answer bad Properties calls ourselves (dbus-next's errors echo a 1 MiB name back whole)."""
+        sigs = {"Get": "ss", "GetAll": "s", "Set": "ssv"}
+        if sigs.get(msg.member) != msg.signature:
+            return False  # dbus-next answers UnknownMethod (its message names only the member)
+        iface = msg.body[0]
+        if iface not in (INTERFACE, "org.freedesktop.DBus.Properties", "org.freedesktop.DBus.Introspectable",
+                         "org.freedesktop.DBus.Peer"):
+            self._reply(bus, msg, Message.new_error(msg, "org.freedesktop.DBus.Error.UnknownInterface",
+                                                    f"no interface {_clip(iface)!r} at {OBJECT_PATH}"))
+            return True
+        if msg.member != "GetAll" and iface == INTERFACE and msg.body[1] not in PROPERTIES:
+            self._reply(bus, msg, Message.new_error(msg, "org.freedesktop.DBus.Error.UnknownProperty",
+                                                    f"{INTERFACE} has no property {_clip(msg.body[1])!r}"))
+            return True
+        if msg.member == "Set" and iface == INTERFACE:
+            self._reply(bus, msg, Message.new_error(msg, "org.freedesktop.DBus.Error.PropertyReadOnly",
+                                                    f"{msg.body[1]} is read-only"))
+            return True
+        return False
 
     def introspection_xml(self, bus: MessageBus) -> str:
         node = bus._introspect_export_path(OBJECT_PATH).to_xml()
@@ -262,6 +285,10 @@ class Manager(_ManagerBase):
             raise errors.NotSupported("this daemon was built without the boot writer")
         await self._set_entry(which, msg.body[0], caller)
         return Message.new_method_return(msg)
+
+
+def _clip(text: str, limit: int = 64) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # --- callers ----------------------------------------------------------------------------

@@ -362,3 +362,27 @@ def test_nobody_receives_signals(bus: Any) -> None:
 def test_getall_values_round_trip_to_the_snapshot() -> None:
     for snap in (SNAP1, SNAP2, model.Snapshot()):
         assert service.snapshot_from_plain(service.unwrap(service.snapshot_values(snap))) == snap
+
+
+def test_properties_errors_are_named_and_short(bus: Any) -> None:
+    long_name = "X" * (1 << 20)
+
+    async def main() -> None:
+        async with Served(bus.address):
+            client = await service.Client.connect(bus.address)
+            try:
+                for body, name in (([M[2], long_name], "UnknownProperty"), ([long_name, "Version"], "UnknownInterface")):
+                    reply = await client.bus.call(service.Message(
+                        destination=M[0], path=M[1], interface="org.freedesktop.DBus.Properties", member="Get",
+                        signature="ss", body=body))
+                    assert reply.error_name == "org.freedesktop.DBus.Error." + name
+                    assert len(reply.body[0]) < 200
+                reply = await client.bus.call(service.Message(
+                    destination=M[0], path=M[1], interface="org.freedesktop.DBus.Properties", member="Set",
+                    signature="ssv", body=[M[2], "DefaultEntry", service.Variant("s", "x")]))
+                assert reply.error_name == "org.freedesktop.DBus.Error.PropertyReadOnly"
+                assert (await client.get_all())["DefaultEntry"] == "ostree-2"
+            finally:
+                client.close()
+
+    asyncio.run(main())
