@@ -28,7 +28,7 @@ DEPLOYMENT_KEYS: Dict[str, str] = {
     "staged": "b",
     "pinned": "b",
     "origin": "s",        # the refspec (or container image reference) of the .origin file
-    "version": "s",       # os-release VERSION (or OSTREE_VERSION / IMAGE_VERSION)
+    "version": "s",       # the commit's "version" metadata, else os-release OSTREE_VERSION / IMAGE_VERSION / VERSION
     "title": "s",         # os-release PRETTY_NAME
 }
 
