@@ -1,9 +1,10 @@
 """ostreewatchd: watcher -> debounce -> snapshot -> diff -> D-Bus signals and journal.
 
 The daemon is ready (sd_notify READY=1) as soon as its first snapshot is read
-and journaled; the bus is joined whenever its socket appears, and joined again
-after it goes away. Nothing here wakes up while nothing changes: the only timer
-is the watchdog's, and only when systemd asks for one.
+and journaled; the bus is joined whenever its socket appears (an inotify watch
+on the socket's directory, no retry loop), and joined again after it goes away.
+Nothing here wakes up while nothing changes: a timer runs only after an event
+(the debounce) or when systemd asks for watchdog pings.
 """
 
 from __future__ import annotations
