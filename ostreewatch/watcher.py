@@ -16,6 +16,18 @@ directory removed, moved, replaced or unmounted. A path that does not exist
 yet is stood in for by a watch on its nearest existing ancestor, so it is
 picked up when it appears. Watches are keyed by inode: a directory replaced
 under the same name, or a /boot mounted again, gets a fresh watch.
+
+Deployments: ostree's write_deployments bumps the mtime of ostree/deploy and
+only THEN runs its cleanup, which deletes the undeployed deployment
+directories and their .origin files (ostreedev/ostree
+src/libostree/ostree-sysroot-deploy.c: ostree_sysroot_write_deployments_with_options
+calls write_deployments_finish -> _ostree_sysroot_bump_mtime, then
+ostree_sysroot_cleanup when do_postclean; src/libostree/ostree-sysroot-cleanup.c:
+cleanup_old_deployments rm -rf's ORIGIN and CSUM.SERIAL). A rescan on the
+bump alone still sees the deleted deployment and nothing later would correct
+it, so each ostree/deploy/OSNAME/deploy directory is watched for its children
+appearing and going ("deployments"). Never inside a deployment: each holds a
+whole OS.
 """
 
 from __future__ import annotations
@@ -57,6 +69,10 @@ _GONE = IN_UNMOUNT | IN_DELETE_SELF | IN_MOVE_SELF
 
 _BOOT_LINK = re.compile(r"boot\.[0-9]+")
 
+# A sysroot has one or two stateroots; a bound keeps a junk-filled ostree/deploy
+# from eating the inotify watch budget (the mtime bump still covers the rest).
+_MAX_STATEROOTS = 64
+
 # struct inotify_event; one read takes at most this much: about 2,000 events,
 # a few ms of work, then the loop serves others before the next chunk.
 _EVENT = struct.Struct("iIII")
@@ -86,7 +102,9 @@ class Watcher:
 
     on_change only means "rescan soon": the caller debounces. Reasons:
     entries, loader-swap, loader.conf, grubenv, boot-links, deploy-mtime,
-    staged, booted, mounts, overflow (events were lost: rescan everything).
+    deployments (a deployment directory or .origin appeared or went; comes after
+    ostree's cleanup, unlike deploy-mtime), staged, booted, mounts, overflow
+    (events were lost: rescan everything).
     """
 
     def __init__(
@@ -192,13 +210,14 @@ class Watcher:
             _Target("efi-loader", os.path.join(boot, "efi", "loader"), _DIR | IN_CLOSE_WRITE,
                     "loader.conf", sysroot, stand_in=False),
             _Target("ostree", ostree, _DIR, "boot-links", sysroot),
-            _Target("deploy", os.path.join(ostree, "deploy"), _SELF | IN_ONLYDIR | IN_ATTRIB,
-                    "deploy-mtime", sysroot),
+            # Names too: a stateroot (OSNAME directory) appearing or going re-arms.
+            _Target("deploy", os.path.join(ostree, "deploy"), _DIR | IN_ATTRIB, "deploy-mtime", sysroot),
             # Standing in for RUN/ostree, RUN itself is watched only while it is missing.
             _Target("run-ostree", run_ostree, _DIR | IN_CLOSE_WRITE, "staged", run),
             _Target("booted", os.path.join(run, "ostree-booted"), _SELF | IN_ATTRIB | IN_CLOSE_WRITE,
                     "booted", run, stand_in=False),
         ]
+        targets += self._stateroot_targets(os.path.join(ostree, "deploy"))
         # Fedora on UEFI: boot/grub2/grubenv is a symlink into the ESP; watch where it points too.
         for grub in ("grub2", "grub"):
             env = os.path.join(boot, grub, "grubenv")
@@ -212,6 +231,20 @@ class Watcher:
             targets.append(_Target("mountinfo", os.path.dirname(mi), _DIR | IN_CLOSE_WRITE, "mounts",
                                    os.path.dirname(mi), stand_in=False))
         return targets
+
+    @staticmethod
+    def _stateroot_targets(deploy: str) -> List[_Target]:
+        """ostree/deploy/OSNAME/deploy of every stateroot: its children are the deployments."""
+        try:
+            with os.scandir(deploy) as it:
+                # Real directories only: a symlinked stateroot could lead the watch out of the sysroot.
+                names = sorted(e.name for e in it if e.is_dir(follow_symlinks=False))
+        except OSError:
+            return []  # missing: the stand-in for ostree/deploy re-arms when it appears
+        # Standing in for a missing OSNAME/deploy: OSNAME itself, never above it.
+        return [_Target("os-deploy", os.path.join(deploy, name, "deploy"), _DIR, "deployments",
+                        os.path.join(deploy, name))
+                for name in names[:_MAX_STATEROOTS]]
 
     def _desired(self) -> Dict[Tuple[int, int], _Armed]:
         """Stat every target (or its stand-in ancestor): inode -> mask, path, roles."""
@@ -360,6 +393,13 @@ class Watcher:
         elif role == "deploy":
             if mask & IN_ATTRIB:
                 hit = "deploy-mtime"
+            elif structural:
+                # A stateroot appeared or went: the re-arm reports "deployments" for a new
+                # OSNAME/deploy watch; a removed one reports it through IN_IGNORED.
+                hit, self._batch_rearm = "deployments", True
+        elif role == "os-deploy":
+            if structural:  # CSUM.SERIAL or CSUM.SERIAL.origin appeared, went or was renamed
+                hit = "deployments"
         elif role == "run-ostree":
             if name.startswith("staged-deployment"):
                 hit = "staged"

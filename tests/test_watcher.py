@@ -342,6 +342,90 @@ def test_deploy_dir_mtime_bump(rig, sysroot):
     rig.expect("deploy-mtime")
 
 
+def _deploy_dirs(sysroot: str) -> str:
+    return os.path.join(sysroot, "ostree", "deploy", OSNAME, "deploy")
+
+
+def test_undeploy_reported_after_the_deployment_is_gone(loop, sysroot, sysroot_3, tmp_path):
+    """ostree bumps the ostree/deploy mtime BEFORE its cleanup deletes the undeployed
+    deployment: a rescan on deploy-mtime alone still sees it (deployment-no-entry).
+    A later "deployments" callback must come once the directory is really gone."""
+    gone = sysroot_3.deploy_dir(sysroot_3.admin_status()[2])  # the oldest deployment
+    seen: List[tuple] = []  # (reason, deployment dir exists at that moment)
+    run = tmp_path / "run"
+    run.mkdir()
+    w = Watcher(P(sysroot, str(tmp_path / "no-mountinfo"), "/proc/cmdline", str(run)),
+                lambda r: seen.append((r, os.path.exists(gone), os.path.exists(gone + ".origin"))), loop)
+    w.start()
+    rig = Rig.__new__(Rig)
+    rig.loop, rig.paths, rig.reasons, rig.watcher = loop, w.paths, [], w
+    try:
+        assert _deploy_dirs(sysroot) in w.armed_paths()
+        assert gone not in w.armed_paths()  # never inside a deployment tree
+        rig.ostree("undeploy", "2")
+        assert not os.path.exists(gone)
+        try:
+            rig.run_until(lambda: ("deployments", False, False) in seen)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"no 'deployments' after the cleanup; (reason, dir, origin exist): {seen}") from None
+        loop.run_until_complete(asyncio.sleep(0.2))  # anything still queued
+        assert seen[-1][1:] == (False, False), seen  # the last word comes after the cleanup
+        assert "deploy-mtime" in [r for r, *_ in seen], seen
+    finally:
+        w.stop()
+
+
+def test_deployment_dirs_and_origins_are_reported(rig, sysroot):
+    d = _deploy_dirs(sysroot)
+    os.mkdir(os.path.join(d, "0" * 64 + ".9"))
+    rig.expect("deployments")
+    rig.settle()
+    with open(os.path.join(d, "0" * 64 + ".9.origin.tmp"), "w") as f:
+        f.write("[origin]\nrefspec=fedora/x\n")
+    os.rename(os.path.join(d, "0" * 64 + ".9.origin.tmp"), os.path.join(d, "0" * 64 + ".9.origin"))
+    rig.expect("deployments")
+    rig.settle()
+    # Inside a deployment tree nothing is watched: a whole OS lives there.
+    inside = os.path.join(sorted(n for n in os.listdir(d) if not n.endswith((".origin", ".9")))[0], "etc")
+    open(os.path.join(d, inside, "hostname-test"), "w").close()
+    assert rig.collect() == []
+    os.unlink(os.path.join(d, "0" * 64 + ".9.origin"))
+    rig.expect("deployments")
+    rig.settle()
+    os.rmdir(os.path.join(d, "0" * 64 + ".9"))
+    rig.expect("deployments")
+
+
+def test_new_stateroot_is_watched(rig, sysroot):
+    """`ostree admin os-init` adds ostree/deploy/OTHER (2022.7: only OTHER/var): OTHER stands in
+    for the missing OTHER/deploy, which is watched once the first deploy creates it."""
+    root = os.path.join(sysroot, "ostree", "deploy", "other")
+    d = os.path.join(root, "deploy")
+    rig.ostree("os-init", "other")
+    rig.settle()
+    armed = rig.watcher.armed_paths()
+    assert root in armed and d not in armed, armed
+    os.mkdir(d)
+    rig.expect("deployments")
+    rig.settle()
+    armed = rig.watcher.armed_paths()
+    assert d in armed and root not in armed, armed
+    os.mkdir(os.path.join(d, "1" * 64 + ".0"))
+    rig.expect("deployments")
+    rig.settle()
+    # The stateroot removed: its watch goes, nothing breaks; a new one is picked up again.
+    shutil.rmtree(root)
+    rig.expect("deployments")
+    rig.settle()
+    assert d not in rig.watcher.armed_paths()
+    os.makedirs(d)
+    rig.expect("deployments")
+    rig.settle()
+    assert d in rig.watcher.armed_paths()
+    open(os.path.join(d, "x.origin"), "w").close()
+    rig.expect("deployments")
+
+
 def test_run_ostree_appears_and_vanishes(rig):
     run = rig.paths.run
     run_ostree = os.path.join(run, "ostree")
