@@ -26,16 +26,11 @@ from typing import Any, Callable, List, Optional, Tuple
 from . import __version__, errors, model
 
 # Imported here, before the event loop runs: importing inside a callback would hold the loop
-# for tens of milliseconds. bootwrite and watcher are optional in a partial tree.
-from . import changes, service, state  # noqa: E402
-try:
-    from .bootwrite import BootWriter
-except ImportError:  # pragma: no cover
-    BootWriter = None  # type: ignore[assignment,misc]
-try:
-    from .watcher import Watcher
-except ImportError:  # pragma: no cover
-    Watcher = None  # type: ignore[assignment,misc]
+# for tens of milliseconds.
+from . import changes, service, state
+from .bootwrite import BootWriter
+from .journal import Journal
+from .watcher import Watcher
 
 log = logging.getLogger("ostreewatch.daemon")
 
@@ -173,34 +168,6 @@ class PathWaiter:
             self.fd = -1
 
 
-# --- fallbacks for modules that may be missing in a partial checkout --------------------
-
-
-class _StderrJournal:
-    """Stand-in for journal.Journal: the same calls, one log line each."""
-
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        def record(*args: Any, **kwargs: Any) -> None:
-            log.info("%s %s", name, kwargs or "")
-        return record
-
-
-def _make_journal() -> Any:
-    try:
-        from .journal import Journal
-    except ImportError:
-        return _StderrJournal()
-    return Journal()
-
-
-def _journal_call(journal: Any, name: str, *args: Any, **fields: Any) -> None:
-    """journal.NAME(*args, **fields); a journal failure never stops the daemon."""
-    try:
-        getattr(journal, name)(*args, **fields)
-    except Exception:
-        log.exception("journal record %s failed", name)
-
-
 # --- the daemon ------------------------------------------------------------------------
 
 
@@ -208,15 +175,15 @@ class Daemon:
     """Holds the published snapshot and its generation; runs the change flow."""
 
     def __init__(self, paths: Any, bus_spec: str, debounce_ms: int = DEFAULT_DEBOUNCE_MS,
-                 journal: Any = None) -> None:
+                 journal: Optional[Journal] = None) -> None:
         self.paths = paths
         self.bus_spec = bus_spec
         self.debounce = max(0, debounce_ms) / 1000.0
-        self.journal = journal if journal is not None else _make_journal()
+        self.journal = journal if journal is not None else Journal()
         self.snapshot = model.Snapshot()
         self.generation = 0
         self.manager: Any = None
-        self.writer: Any = None
+        self.writer: Optional[BootWriter] = None
         self.watcher: Any = None
         self.bus: Any = None
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="scan")
@@ -310,11 +277,11 @@ class Daemon:
         self.snapshot = new
         if self.manager is not None:
             self.manager.publish(new, self.generation, diff)
-        _journal_call(self.journal, "changed", old, new, diff, self.generation)
+        self.journal.changed(old, new, diff, self.generation)
         for problem in diff.problems_appeared:
-            _journal_call(self.journal, "problem_appeared", problem)
+            self.journal.problem_appeared(problem)
         for problem in diff.problems_cleared:
-            _journal_call(self.journal, "problem_cleared", problem)
+            self.journal.problem_cleared(problem)
         sd_notify("STATUS=" + status_line(new))
 
     async def reload(self) -> int:
@@ -326,8 +293,6 @@ class Daemon:
         return self.generation
 
     async def set_entry(self, which: str, entry_id: str, caller: model.Caller) -> None:
-        if self.writer is None:
-            raise errors.NotSupported("the boot writer is not available in this build")
         await self.writer.set_entry(which, entry_id, caller, self.snapshot)
 
     # -- bus --
@@ -347,7 +312,7 @@ class Daemon:
                 bus = await self._connect_retrying(service)
             except Exception as e:
                 if not said_missing:
-                    _journal_call(self.journal, "log", 5, f"D-Bus bus not available ({e}); waiting for it",
+                    self.journal.log(5, f"D-Bus bus not available ({e}); waiting for it",
                                   bus=self.bus_spec)
                     said_missing = True
                 if waiter is not None:
@@ -369,9 +334,9 @@ class Daemon:
                 owner = False
                 log.warning("RequestName failed: %s", e)
             if owner:
-                _journal_call(self.journal, "bus_connected", self.bus_spec, bus.unique_name or "")
+                self.journal.bus_connected(self.bus_spec, bus.unique_name or "")
             else:
-                _journal_call(self.journal, "log", 4, f"{service.BUS_NAME} is owned by another "
+                self.journal.log(4, f"{service.BUS_NAME} is owned by another "
                               "connection; queued for it", bus=self.bus_spec)
             reason = "disconnected"
             try:
@@ -381,7 +346,7 @@ class Daemon:
             self.manager.detach(bus)
             service.close_bus(bus)  # else the daemon keeps the old connection, and our name with it
             self.bus = None
-            _journal_call(self.journal, "bus_lost", self.bus_spec, reason)
+            self.journal.bus_lost(self.bus_spec, reason)
 
     async def _connect_retrying(self, service: Any) -> Any:
         """Connect; a socket just created may not be listening yet, so retry a few times."""
@@ -406,15 +371,12 @@ class Daemon:
         self._start_watcher(loop)
         self.snapshot = await loop.run_in_executor(self._executor, self._read)
         self.generation = 1
-        _journal_call(self.journal, "started", self.snapshot, __version__)
+        self.journal.started(self.snapshot, __version__)
         for problem in self.snapshot.Problems:
-            _journal_call(self.journal, "problem_appeared", problem)
+            self.journal.problem_appeared(problem)
         self.manager = service.Manager(self.snapshot, self.generation, __version__,
                                        reload=self.reload, set_entry=self.set_entry)
-        if BootWriter is None:
-            log.warning("ostreewatch.bootwrite missing: SetDefaultEntry/SetNextEntry are NotSupported")
-        else:
-            self.writer = BootWriter(self.paths, self.journal)
+        self.writer = BootWriter(self.paths, self.journal)
         self._ready = True
         sd_notify("READY=1\nSTATUS=" + status_line(self.snapshot))
         if self._pending:
@@ -428,9 +390,6 @@ class Daemon:
         return 0
 
     def _start_watcher(self, loop: asyncio.AbstractEventLoop) -> None:
-        if Watcher is None:
-            log.warning("ostreewatch.watcher missing: only SIGHUP and Reload() rescan")
-            return
         self.watcher = Watcher(self.paths, self.on_change, loop)
         self.watcher.start()
 
@@ -453,7 +412,7 @@ class Daemon:
         ping()
 
     async def _shutdown(self) -> None:
-        _journal_call(self.journal, "stopping")
+        self.journal.stopping()
         if self.watcher is not None:
             try:
                 self.watcher.stop()
