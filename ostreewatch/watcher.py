@@ -114,13 +114,11 @@ class Watcher:
         loop: asyncio.AbstractEventLoop,
         *,
         mount_min_interval: float = 0.2,
-        mount_rate_per_s: Optional[float] = None,
     ) -> None:
         self.paths = paths
         self.on_change = on_change
         self.loop = loop
-        # mount_rate_per_s is the spelling in docs/ARCHITECTURE.md; both work.
-        self.mount_min_interval = 1.0 / mount_rate_per_s if mount_rate_per_s else mount_min_interval
+        self.mount_min_interval = mount_min_interval
         self._wm: Optional[pyinotify.WatchManager] = None
         self._fd = -1
         self._armed: Dict[Tuple[int, int], _Armed] = {}  # (st_dev, st_ino) -> watch
