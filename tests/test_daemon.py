@@ -22,53 +22,35 @@ import pytest
 
 from ostreewatch import service
 from tests.fixtures.daemon import DaemonProcess, start_daemon
+from tests.fixtures.sysroots import OstreeSysroot, run_ostree
 
 OSNAME = "testos"
 REFS = ("a", "b", "c")
 TYPED = ("DeploymentsChanged", "BootEntriesChanged", "DefaultEntryChanged", "MountsChanged")
 
-_BUILD = r"""
-set -e
-SR="$1"; OS="$2"; WORK="$3"
-mkdir -p "$SR"
-ostree admin init-fs "$SR" >/dev/null
-ostree admin os-init "$OS" --sysroot="$SR" >/dev/null
-ostree --repo="$SR/ostree/repo" config set sysroot.bootloader none
-for v in a b c; do
-  T="$WORK/tree-$v"
-  mkdir -p "$T/usr/lib/modules/6.1.0-$v" "$T/usr/etc"
-  echo "kernel $v" > "$T/usr/lib/modules/6.1.0-$v/vmlinuz"
-  echo "initramfs $v" > "$T/usr/lib/modules/6.1.0-$v/initramfs.img"
-  printf 'NAME=Test\nID=testos\nVERSION="%s"\nPRETTY_NAME="Test %s"\n' "$v" "$v" > "$T/usr/lib/os-release"
-  ostree --repo="$SR/ostree/repo" commit --bootable --timestamp=2020-01-01 --owner-uid=0 --owner-gid=0 \
-     -b "$OS/$v" --tree=dir="$T" -s "$v" >/dev/null
-done
-rm -rf "$WORK"/tree-*
-ostree admin deploy --sysroot="$SR" --os="$OS" "$OS/a" >/dev/null
-ostree admin deploy --sysroot="$SR" --os="$OS" --retain "$OS/b" >/dev/null
-"""
+# os-release as a plain OS ships it, no commit `version` metadata (readers fall back to os-release).
+OS_RELEASE = 'NAME=Test\nID=testos\nVERSION="{v}"\nPRETTY_NAME="Test {v}"\n'
 
 
 def ostree(*args: str) -> str:
-    r = subprocess.run(["unshare", "--user", "--map-root-user", "ostree", *args],
-                       env=dict(os.environ, OSTREE_SYSROOT_DEBUG="mutable-deployments"),
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, f"ostree {' '.join(args)}: {r.stderr}"
-    return r.stdout
+    return run_ostree(args).stdout
 
 
 @pytest.fixture
 def sysroot() -> Iterator[str]:
-    """A sysroot with two deployments (refs testos/a, testos/b), built by the real ostree."""
+    """A sysroot with two deployments (refs testos/a, testos/b; testos/c committed), built by the real ostree."""
     work = tempfile.mkdtemp(prefix="ow-sysroot-")
     os.chmod(work, 0o755)
-    sr = os.path.join(work, "sysroot")
-    r = subprocess.run(["unshare", "--user", "--map-root-user", "sh", "-c", _BUILD, "build", sr, OSNAME, work],
-                       env=dict(os.environ, OSTREE_SYSROOT_DEBUG="mutable-deployments"),
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    yield sr
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        sr = OstreeSysroot(work).init(OSNAME)
+        for v in REFS:
+            sr.commit(f"{OSNAME}/{v}", version=v, kver=f"6.1.0-{v}", osname=OSNAME,
+                      os_release=OS_RELEASE.format(v=v), version_metadata=False, timestamp="2020-01-01")
+        sr.deploy(f"{OSNAME}/a", os=OSNAME, retain=False)
+        sr.deploy(f"{OSNAME}/b", os=OSNAME)
+        yield sr.path
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture
