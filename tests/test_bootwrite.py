@@ -26,25 +26,17 @@ from tests.test_bootwrite_support import (
     GRUB_CFG_STATIC,
     SEED_VARS,
     bootctl_default,
-    build_sysroot,
     copy_sysroot,
     grubenv_list,
     seed_grub,
     seed_loader_conf,
     snapshot_of,
+    template,  # noqa: F401 (module-scoped fixture)
 )
 
 ROOT = model.Caller(uid=0, pid=4242, bus_name=":1.42", unit="test.scope")
 NOBODY = model.Caller(uid=65534, pid=4343, bus_name=":1.43", unit="")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> str:
-    base = tmp_path_factory.mktemp("bootwrite-template")
-    sysroot = str(base / "sysroot")
-    build_sysroot(sysroot, str(base / "work"))
-    return sysroot
 
 
 @pytest.fixture

@@ -13,24 +13,16 @@ import pytest
 from ostreewatch import service
 from tests.test_bootwrite_support import (
     bootctl_default,
-    build_sysroot,
     copy_sysroot,
     grubenv_list,
     seed_grub,
     seed_loader_conf,
+    template,  # noqa: F401 (module-scoped fixture)
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEST = ("org.ostreewatch1", "/org/ostreewatch1", "org.ostreewatch1.Manager")
 WAIT = 30.0
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> str:
-    base = tmp_path_factory.mktemp("bootwrite-e2e")
-    sysroot = str(base / "sysroot")
-    build_sysroot(sysroot, str(base / "work"))
-    return sysroot
 
 
 @pytest.fixture
