@@ -16,64 +16,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from tests.fixtures.sysroots import OstreeSysroot
+
 ROOT = Path(__file__).resolve().parent.parent
 DEBIAN_TREE = Path(os.environ.get("OSTREEWATCH_NSPAWN_ROOT", "/var/cache/ostreewatch/bookworm-root"))
 OSNAME = "testos"
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-# Two commits, two deployments: a default and a rollback. Run as mapped root in
-# a user namespace (no FIFREEZE, no chattr +i on the deployments; DESIGN.md §4).
-_BUILD_SYSROOT = r"""
-set -e
-SR="$1"; OS="$2"; WORK="$3"
-mkdir -p "$SR"
-ostree admin init-fs "$SR" >/dev/null
-ostree admin os-init "$OS" --sysroot="$SR" >/dev/null
-ostree --repo="$SR/ostree/repo" config set sysroot.bootloader none
-for v in 1 2; do
-  T="$WORK/tree-$v"
-  mkdir -p "$T/usr/lib/modules/6.1.0-$v" "$T/usr/etc"
-  echo "kernel $v" > "$T/usr/lib/modules/6.1.0-$v/vmlinuz"
-  echo "initramfs $v" > "$T/usr/lib/modules/6.1.0-$v/initramfs.img"
-  printf 'NAME=Test\nID=testos\nVERSION="%s"\nPRETTY_NAME="Test OS %s"\n' "$v" "$v" > "$T/usr/lib/os-release"
-  ostree --repo="$SR/ostree/repo" commit --bootable --timestamp=2020-01-0$v --owner-uid=0 --owner-gid=0 \
-     -b "$OS/$v" --tree=dir="$T" -s "version $v" >/dev/null
-  rm -rf "$T"
-  ostree admin deploy --sysroot="$SR" --os="$OS" "$OS/$v" >/dev/null
-done
-"""
+# os-release as a plain OS ships it; the commits carry no `version` metadata, so the
+# daemon's Deployment.version comes from os-release (test_nspawn edits VERSION there).
+OS_RELEASE = 'NAME=Test\nID=testos\nVERSION="{v}"\nPRETTY_NAME="Test OS {v}"\n'
 
 
 def build_sysroot(dest: Path) -> str:
-    """Build a sysroot with two deployments at DEST; returns the default entry's ostree= value."""
-    env = dict(os.environ, OSTREE_SYSROOT_DEBUG="mutable-deployments")
-    result = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "sh", "-c", _BUILD_SYSROOT, "build",
-         str(dest), OSNAME, str(dest.parent)],
-        env=env, capture_output=True, text=True, timeout=120,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"building the sysroot failed: {result.stderr.strip()}")
+    """Build a sysroot with two deployments at DEST; returns the default entry's ostree= value.
+
+    Two commits, two deployments: a default and a rollback (the shared builder,
+    tests/fixtures/sysroots.py: mapped root in a user namespace, DESIGN.md §4).
+    """
+    sr = OstreeSysroot(dest.parent, path=dest).init(OSNAME)
+    for v in ("1", "2"):
+        sr.commit(f"{OSNAME}/{v}", version=v, kver=f"6.1.0-{v}", osname=OSNAME, os_release=OS_RELEASE.format(v=v),
+                  version_metadata=False, timestamp=f"2020-01-0{v}")
+        sr.deploy(f"{OSNAME}/{v}", os=OSNAME, retain=False)
     # grub2 as grub2-mkconfig sets it up: an environment block and a grub.cfg that
     # reads saved_entry and next_entry, so the write methods have something to write.
-    grub = dest / "boot/grub2"
-    grub.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["grub-editenv", str(grub / "grubenv"), "create"], check=True, timeout=30)
-    (grub / "grub.cfg").write_text(GRUB_CFG)
+    sr.write_grub()
     return default_ostree_arg(dest)
-
-
-GRUB_CFG = """load_env -f ${config_directory}/grubenv
-if [ "${next_entry}" ] ; then
-   set default="${next_entry}"
-   set next_entry=
-   save_env next_entry
-else
-   set default="${saved_entry}"
-fi
-insmod blscfg
-blscfg
-"""
 
 
 def grubenv_list(sysroot: Path) -> Dict[str, str]:
