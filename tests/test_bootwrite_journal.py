@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from ostreewatch.journal import MESSAGE_ID_WRITE_ATTEMPT
-from tests.test_bootwrite_support import build_sysroot, copy_sysroot, seed_grub
+from tests.test_bootwrite_support import copy_sysroot, seed_grub, template  # noqa: F401 (template: fixture)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,9 +44,7 @@ attempt("next", "ostree-3-test")                                           # fai
 
 
 @pytest.fixture
-def sysroot(tmp_path: Any) -> str:
-    template = str(tmp_path / "template")
-    build_sysroot(template, str(tmp_path / "work"))
+def sysroot(template: str, tmp_path: Any) -> str:
     return copy_sysroot(template, str(tmp_path / "sysroot"))
 
 

@@ -20,7 +20,7 @@ from typing import Any, Iterator, Tuple
 
 import pytest
 
-from tests.test_bootwrite_support import build_sysroot, copy_sysroot, grubenv_list, seed_grub
+from tests.test_bootwrite_support import copy_sysroot, grubenv_list, seed_grub, template  # noqa: F401 (template: fixture)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POLICY = os.path.join(REPO, "packaging", "org.ostreewatch1.policy")
@@ -85,9 +85,7 @@ def polkitd(make_bus: Any, polkit_dirs: Tuple[str, str]) -> Iterator[Any]:
 
 
 @pytest.fixture
-def grub_sysroot(tmp_path: Any) -> Tuple[str, str]:
-    template = str(tmp_path / "template")
-    build_sysroot(template, str(tmp_path / "work"))
+def grub_sysroot(template: str, tmp_path: Any) -> Tuple[str, str]:
     sysroot = copy_sysroot(template, str(tmp_path / "sysroot"))
     return sysroot, seed_grub(sysroot)
 
