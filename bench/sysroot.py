@@ -11,88 +11,47 @@ import os
 import subprocess
 from typing import List, Optional
 
+from tests.fixtures.sysroots import GRUB_CFG, OSTREE_ENV, USERNS, OstreeSysroot, run_ostree  # noqa: F401 (GRUB_CFG: re-exported)
+
 OSNAME = "bench"
 REFS = ("bench/a", "bench/b")  # two commits with different kernels: deploying them in turn swaps `loader`
 
-_BUILD = r"""
-set -e
-SR="$1"; OS="$2"; WORK="$3"
-mkdir -p "$SR"
-ostree admin init-fs "$SR" >/dev/null
-ostree admin os-init "$OS" --sysroot="$SR" >/dev/null
-ostree --repo="$SR/ostree/repo" config set sysroot.bootloader none
-for v in a b; do
-  T="$WORK/tree-$v"
-  mkdir -p "$T/usr/lib/modules/6.1.0-$v" "$T/usr/etc"
-  echo "kernel $v" > "$T/usr/lib/modules/6.1.0-$v/vmlinuz"
-  echo "initramfs $v" > "$T/usr/lib/modules/6.1.0-$v/initramfs.img"
-  printf 'NAME=Bench\nID=bench\nVERSION="%s"\nPRETTY_NAME="Bench %s"\n' "$v" "$v" > "$T/usr/lib/os-release"
-  ostree --repo="$SR/ostree/repo" commit --bootable --timestamp=2020-01-01 --owner-uid=0 --owner-gid=0 \
-     -b "$OS/$v" --tree=dir="$T" -s "$v" >/dev/null
-done
-rm -rf "$WORK"/tree-*
-ostree admin deploy --sysroot="$SR" --os="$OS" "$OS/a" >/dev/null
-ostree admin deploy --sysroot="$SR" --os="$OS" "$OS/b" >/dev/null
-"""
-
-
-# The part of a grub2-mkconfig grub.cfg that reads the environment block (Fedora's 00_header).
-GRUB_CFG = """set pager=1
-if [ -f ${config_directory}/grubenv ]; then
-  load_env -f ${config_directory}/grubenv
-elif [ -s $prefix/grubenv ]; then
-  load_env
-fi
-if [ "${next_entry}" ] ; then
-   set default="${next_entry}"
-   set next_entry=
-   save_env next_entry
-   set boot_once=true
-else
-   set default="${saved_entry}"
-fi
-insmod blscfg
-blscfg
-"""
+# os-release as a plain OS ships it; the commits carry no `version` metadata.
+OS_RELEASE = 'NAME=Bench\nID=bench\nVERSION="{v}"\nPRETTY_NAME="Bench {v}"\n'
 
 
 def ostree_env() -> dict:
-    return dict(os.environ, OSTREE_SYSROOT_DEBUG="mutable-deployments")
+    return dict(os.environ, **OSTREE_ENV)
 
 
 def userns(argv: List[str], **kw) -> subprocess.CompletedProcess:
     """Run argv as mapped root in a user namespace (see module doc)."""
-    return subprocess.run(["unshare", "--user", "--map-root-user"] + argv, env=ostree_env(),
-                          capture_output=True, text=True, **kw)
+    return subprocess.run(USERNS + argv, env=ostree_env(), capture_output=True, text=True, **kw)
 
 
 def build_sysroot(sysroot: str, grub: bool = False) -> str:
-    """An unbooted sysroot with two deployments (refs bench/a, bench/b); with grub, a grubenv too."""
-    work = os.path.dirname(os.path.abspath(sysroot))
-    r = userns(["sh", "-c", _BUILD, "build", sysroot, OSNAME, work], timeout=120)
-    if r.returncode != 0:
-        raise RuntimeError(f"building sysroot failed: {r.stderr.strip()}")
+    """An unbooted sysroot with two deployments (refs bench/a, bench/b); with grub, a grubenv too.
+
+    Built by the shared builder (tests/fixtures/sysroots.py OstreeSysroot)."""
+    sr = OstreeSysroot(os.path.dirname(os.path.abspath(sysroot)), path=sysroot).init(OSNAME)
+    for ref in REFS:
+        v = ref.rsplit("/", 1)[1]
+        sr.commit(ref, version=v, kver=f"6.1.0-{v}", osname=OSNAME, os_release=OS_RELEASE.format(v=v),
+                  version_metadata=False, timestamp="2020-01-01")
+    for ref in REFS:
+        sr.deploy(ref, os=OSNAME, retain=False)
     if grub:
-        gdir = os.path.join(sysroot, "boot", "grub2")
-        os.makedirs(gdir, exist_ok=True)
-        subprocess.run(["grub-editenv", os.path.join(gdir, "grubenv"), "create"], check=True)
-        with open(os.path.join(gdir, "grub.cfg"), "w") as f:
-            f.write(GRUB_CFG)
+        sr.write_grub()
     return sysroot
 
 
 def deploy(sysroot: str, ref: str) -> None:
     """One real `ostree admin deploy` (no --retain: ostree prunes back to two deployments)."""
-    r = userns(["ostree", "admin", "deploy", f"--sysroot={sysroot}", f"--os={OSNAME}", ref], timeout=120)
-    if r.returncode != 0:
-        raise RuntimeError(f"ostree admin deploy {ref}: {r.stderr.strip()}")
+    run_ostree(["admin", "deploy", f"--sysroot={sysroot}", f"--os={OSNAME}", ref])
 
 
 def status(sysroot: str) -> str:
-    r = userns(["ostree", "admin", "status", f"--sysroot={sysroot}"], timeout=60)
-    if r.returncode != 0:
-        raise RuntimeError(f"ostree admin status: {r.stderr.strip()}")
-    return r.stdout
+    return run_ostree(["admin", "status", f"--sysroot={sysroot}"]).stdout
 
 
 def entries_dir(sysroot: str) -> str:
