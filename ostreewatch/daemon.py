@@ -198,11 +198,25 @@ class Daemon:
         self._tasks: List[asyncio.Task] = []
         self._ready = False     # the first snapshot is read and published
         self._pending = False   # a change was seen during the first read
+        self._only_mounts = True  # every change since the last read came from the mount table
+        self._mount_fingerprint: Optional[Tuple[Tuple[model.Mount, ...], int]] = None
 
     # -- scanning --
 
-    def _read(self) -> model.Snapshot:
-        return state.read_snapshot(self.paths)
+    def _read(self, only_mounts: bool = False) -> Optional[model.Snapshot]:
+        """A new snapshot; None when only the mount table woke us and nothing published of it changed.
+
+        Under a mount storm (thousands of unrelated mounts coming and going) this keeps
+        each wakeup to one parse of the watched mountinfo lines, with no sysroot read.
+        Runs in the executor thread, the only one that touches _mount_fingerprint.
+        """
+        fingerprint = state.mount_fingerprint(self.paths)
+        if only_mounts and fingerprint is not None and fingerprint == self._mount_fingerprint:
+            return None
+        snapshot = state.read_snapshot(self.paths)
+        # Taken before the read: a mount change racing the read makes the next wakeup read again.
+        self._mount_fingerprint = fingerprint
+        return snapshot
 
     def on_change(self, reason: str = "") -> None:
         """The watcher's callback: rescan after a quiet time (trailing debounce, capped)."""
@@ -212,6 +226,8 @@ class Daemon:
         if not self._ready:  # during the first read: one more read right after it
             self._pending = True
             return
+        if reason != "mounts":
+            self._only_mounts = False
         now = loop.time()
         if self._debounce_handle is None:
             self._burst_start = now
@@ -228,10 +244,12 @@ class Daemon:
 
     def _debounced(self) -> None:
         self._debounce_handle = None
-        self.request_scan()
+        self.request_scan(full=False)
 
-    def request_scan(self) -> int:
+    def request_scan(self, full: bool = True) -> int:
         """Ask for a rescan; returns a ticket that wait_scan() waits for."""
+        if full:
+            self._only_mounts = False
         self._want += 1
         if self._scan_task is None:
             self._scan_task = asyncio.ensure_future(self._scan_loop())
@@ -250,12 +268,14 @@ class Daemon:
         try:
             while self._done < self._want:
                 target = self._want
+                only_mounts, self._only_mounts = self._only_mounts, True
                 try:
-                    new = await loop.run_in_executor(self._executor, self._read)
+                    new = await loop.run_in_executor(self._executor, self._read, only_mounts)
                 except Exception:
                     log.exception("reading the boot state failed; keeping the published one")
                 else:
-                    self._apply(new)
+                    if new is not None:
+                        self._apply(new)
                 self._done = target
                 still = []
                 for ticket, fut in self._waiters:

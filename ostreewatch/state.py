@@ -334,25 +334,45 @@ class _Reader:
         except ReadRefused as e:
             self.problem("mountinfo-unparsable", f"cannot read the mount table: {e}", self.paths.mountinfo)
             return (), False
-        infos, errors = mountinfo_parse.parse_mountinfo(data, mount_points=WATCHED_MOUNT_POINTS)
+        mounts, errors = _watched_mounts(data)
         if errors:
             self.problem("mountinfo-unparsable",
                          f"{len(errors)} line(s) of {self.paths.mountinfo} cannot be parsed; first: {errors[0]}",
                          self.paths.mountinfo)
-        top: Dict[str, mountinfo_parse.MountInfo] = {}
-        for info in infos:
-            top[info.mount_point] = info  # a later line is mounted over an earlier one
-        out = []
-        for point in WATCHED_MOUNT_POINTS:
-            info = top.get(point)
-            if info is None:
-                continue
-            out.append(model.Mount(
-                mount_point=info.mount_point, mount_id=info.mount_id, parent_id=info.parent_id,
-                device=f"{info.major}:{info.minor}", root=info.root, source=info.source,
-                fstype=info.fstype, options=info.options, super_options=info.super_options,
-                read_only="ro" in info.options.split(","), propagation=" ".join(info.optional_fields)))
-        return tuple(out), True
+        return mounts, True
+
+
+def _watched_mounts(data: bytes) -> Tuple[Tuple[model.Mount, ...], Tuple[OstreewatchError, ...]]:
+    """The Mounts records of the watched mount points, and the lines that could not be parsed."""
+    infos, errors = mountinfo_parse.parse_mountinfo(data, mount_points=WATCHED_MOUNT_POINTS)
+    top: Dict[str, mountinfo_parse.MountInfo] = {}
+    for info in infos:
+        top[info.mount_point] = info  # a later line is mounted over an earlier one
+    out = []
+    for point in WATCHED_MOUNT_POINTS:
+        info = top.get(point)
+        if info is None:
+            continue
+        out.append(model.Mount(
+            mount_point=info.mount_point, mount_id=info.mount_id, parent_id=info.parent_id,
+            device=f"{info.major}:{info.minor}", root=info.root, source=info.source,
+            fstype=info.fstype, options=info.options, super_options=info.super_options,
+            read_only="ro" in info.options.split(","), propagation=" ".join(info.optional_fields)))
+    return tuple(out), errors
+
+
+def mount_fingerprint(paths: Paths) -> Optional[Tuple[Tuple[model.Mount, ...], int]]:
+    """What of the mount table the snapshot depends on; None when it cannot be read.
+
+    Equal fingerprints mean a rescan would publish nothing new about mounts, so the
+    daemon skips the full rescan when only the mount table woke it (a mount storm).
+    """
+    try:
+        data = read_host_file(paths.mountinfo, MOUNTINFO_MAX)
+    except ReadRefused:
+        return None
+    mounts, errors = _watched_mounts(data)
+    return mounts, len(errors)
 
 
 def _utf8(name: str) -> bool:
