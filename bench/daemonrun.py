@@ -114,7 +114,8 @@ class Daemon:
     def __init__(self, bus_address: str, args: DaemonArgs, log_path: Optional[str] = None) -> None:
         self.bus_address = bus_address
         self.args = args
-        self.log_path = log_path or os.path.join(tempfile.gettempdir(), f"owbench-daemon-{os.getpid()}.log")
+        self._own_log = log_path is None  # a temp log of our own is removed by stop()
+        self.log_path = log_path or os.path.join(tempfile.mkdtemp(prefix="owbench-daemon-"), "daemon.log")
         self.proc: Optional[subprocess.Popen] = None
         self.notify: Optional[NotifyListener] = None
 
@@ -155,6 +156,8 @@ class Daemon:
         if getattr(self, "_log", None):
             self._log.close()
             self._log = None
+        if self._own_log:
+            shutil.rmtree(os.path.dirname(self.log_path), ignore_errors=True)
         return rc
 
 
