@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Run every ostreewatch benchmark on this machine and write BENCHMARKS.md at the repo root.
 
-    .venv/bin/python bench/run.py            # the full run (~10 minutes)
-    .venv/bin/python bench/run.py --quick    # a developer's run (~2 minutes), fewer events, shorter windows
+    .venv/bin/python bench/run.py            # the full run (~11 minutes)
+    .venv/bin/python bench/run.py --quick    # a developer's run (~3 minutes), fewer events, shorter windows
 
 Figures, never pass/fail. Each figure that fails to run is reported as "not measured" with the reason;
 the others still run. Needs root (mount namespaces, dbus-daemon, unshare).
@@ -736,7 +736,7 @@ def fig_rescan(env: Env, plan: Plan) -> Figure:
 
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="fewer events and shorter windows (~2 minutes)")
+    ap.add_argument("--quick", action="store_true", help="fewer events and shorter windows (~3 minutes)")
     ap.add_argument("--only", default="", help="comma-separated figures: ready,idle,latency,storm,rescan")
     ap.add_argument("--output", default=os.path.join(REPO, "BENCHMARKS.md"))
     args = ap.parse_args(argv)
