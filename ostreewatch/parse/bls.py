@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from typing import Iterable, List, Optional, Tuple
 
 from ostreewatch.errors import BlsError
-from ostreewatch.parse.vercmp import rpmvercmp, strverscmp_improved
+from ostreewatch.parse.vercmp import rpmvercmp, strverscmp_improved as _strverscmp_uncached
+
+# The daemon sorts the same file names at every rescan: remembering comparisons makes a
+# rescan of 1,000 entries several times cheaper (about 10,000 comparisons per sort).
+strverscmp_improved = functools.lru_cache(maxsize=16384)(_strverscmp_uncached)
 
 # systemd's WHITESPACE: the separators between key and value.
 _WHITESPACE = " \t\n\r"
