@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from .errors import SysrootError
 
@@ -110,6 +110,9 @@ class Root:
         # Directories (not links) already seen: a Root lives for one read, so this only
         # saves the repeated lstat of ostree/, ostree/deploy/... for every deployment.
         self._dirs: set = set()
+        # One Root serves one scan: directories and link targets seen are not looked up again
+        # (1,000 entries all resolve through the same boot/loader and ostree/boot.N links).
+        self._links: Dict[str, str] = {}
 
     def real(self, rel: str) -> str:
         """The host path of a resolved sysroot-relative path."""
@@ -135,34 +138,38 @@ class Root:
             if joined in self._dirs:
                 done = candidate
                 continue
-            host = self._prefix + joined
-            try:
-                st = os.lstat(host)
-            except FileNotFoundError as e:
-                raise ReadRefused(ReadRefused.NOT_FOUND, "/" + "/".join(candidate), "does not exist") from e
-            except NotADirectoryError as e:
-                raise ReadRefused(ReadRefused.NOT_DIR, "/" + "/".join(done), "not a directory") from e
-            except OSError as e:
-                raise ReadRefused(ReadRefused.ERROR, "/" + "/".join(candidate), e.strerror or str(e)) from e
-            if stat.S_ISLNK(st.st_mode) and (todo or follow_last):
+            target = self._links.get(joined)
+            if target is None:
+                host = self._prefix + joined
+                try:
+                    st = os.lstat(host)
+                except FileNotFoundError as e:
+                    raise ReadRefused(ReadRefused.NOT_FOUND, "/" + "/".join(candidate), "does not exist") from e
+                except NotADirectoryError as e:
+                    raise ReadRefused(ReadRefused.NOT_DIR, "/" + "/".join(done), "not a directory") from e
+                except OSError as e:
+                    raise ReadRefused(ReadRefused.ERROR, "/" + "/".join(candidate), e.strerror or str(e)) from e
+                if stat.S_ISLNK(st.st_mode):
+                    try:
+                        target = os.readlink(host)
+                    except OSError as e:
+                        raise ReadRefused(ReadRefused.ERROR, "/" + "/".join(candidate), e.strerror or str(e)) from e
+                    self._links[joined] = target
+                elif stat.S_ISDIR(st.st_mode):
+                    self._dirs.add(joined)
+                elif todo:
+                    raise ReadRefused(ReadRefused.NOT_DIR, "/" + joined, "not a directory")
+            if target is not None and (todo or follow_last):
                 links += 1
                 if links > MAX_LINKS:
                     raise ReadRefused(ReadRefused.LOOP, "/" + path.lstrip("/"),
                                       f"more than {MAX_LINKS} symbolic links (a loop?)")
-                try:
-                    target = os.readlink(host)
-                except OSError as e:
-                    raise ReadRefused(ReadRefused.ERROR, "/" + "/".join(candidate), e.strerror or str(e)) from e
                 if target.startswith("/"):
                     done = []  # absolute: from the sysroot's root, as under chroot
                 parts = _split(target)
                 parts.reverse()
                 todo.extend(parts)
                 continue
-            if stat.S_ISDIR(st.st_mode):
-                self._dirs.add(joined)
-            elif todo:
-                raise ReadRefused(ReadRefused.NOT_DIR, "/" + joined, "not a directory")
             done = candidate
         return "/".join(done)
 
