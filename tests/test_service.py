@@ -303,8 +303,13 @@ def test_publish_emits_properties_changed_once_and_typed_signals(bus: Any) -> No
                 *busctl("monitor", "--json=short", M[0]), env=bus.env(), stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.DEVNULL)
             await asyncio.sleep(0.5)  # let busctl monitor become a monitor
+            before = await client.get_all()
+            assert before["DefaultEntry"] == SNAP1.DefaultEntry
             ch = changes_mod.diff(SNAP1, SNAP2)
             served.manager.publish(SNAP2, 8, ch)
+            after = await client.get_all()  # GetAll is served from a cache: it must follow publish()
+            assert after["DefaultEntry"] == "extra" and after["Generation"] == 8
+            assert service.snapshot_from_plain(after) == SNAP2
             for _ in range(100):
                 if len(got) >= 5:
                     break
