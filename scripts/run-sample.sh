@@ -90,37 +90,11 @@ trap 'exit 130' INT TERM
 
 SOCKET="$TMP/system_bus_socket"
 export DBUS_SYSTEM_BUS_ADDRESS="unix:path=$SOCKET"
-# A system-type bus like Debian's /usr/share/dbus-1/system.conf, with the project's policy.
-cat > "$TMP/bus.conf" <<EOF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <auth>EXTERNAL</auth>
-  <listen>$DBUS_SYSTEM_BUS_ADDRESS</listen>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"
-          send_member="UpdateActivationEnvironment"/>
-  </policy>
-  <policy user="root">
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>
-  </policy>
-  <include>$OW_REPO/dbus/org.ostreewatch1.conf</include>
-</busconfig>
-EOF
+# A system-type bus like Debian's /usr/share/dbus-1/system.conf, with the project's policy
+# (the same template the tests use).
+sed -e "s|@LISTEN@|$DBUS_SYSTEM_BUS_ADDRESS|" -e '/@SERVICEDIR@/d' \
+    -e "s|@INCLUDES@|  <include>$OW_REPO/dbus/org.ostreewatch1.conf</include>|" \
+    "$OW_REPO/scripts/system-bus.conf.in" > "$TMP/bus.conf"
 
 section "A private system bus and ostreewatchd on the sample"
 dbus-daemon --config-file="$TMP/bus.conf" --nofork --nopidfile 2>"$TMP/dbus-daemon.log" &
