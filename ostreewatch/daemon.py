@@ -34,11 +34,16 @@ from .watcher import Watcher
 
 log = logging.getLogger("ostreewatch.daemon")
 
-# Measured (bench/bench_daemon.py burst, 10 deploys): one `ostree admin deploy` is a
-# burst of ~108 inotify events over 84 ms (median; max 208 ms) whose gaps are
-# 0.23 ms p50, 3.7 ms p90, 21 ms p99. 50 ms folds nearly every deploy into one
-# published change and adds little latency.
-DEFAULT_DEBOUNCE_MS = 50
+# The quiet time before a rescan. One `ostree admin deploy` is a burst of ~108 inotify
+# events over ~84 ms with gaps up to 21 ms at p99 (bench/bench_daemon.py burst), but ostree
+# holds its sysroot lock for the whole operation and the daemon waits for the lock's release
+# (below): so the debounce only has to fold the few events of a hand edit or a rename, and a
+# single-file change is published in ~15 ms (BENCHMARKS.md).
+DEFAULT_DEBOUNCE_MS = 10
+# ostree's sysroot lock held (a deployment in progress) defers a rescan until its release,
+# seen as IN_CLOSE_WRITE of ostree/lock, or at the latest this long: a transaction that
+# holds the lock for minutes (rpm-ostree) still gets its changes published.
+LOCK_WAIT_MAX = 2.0
 # A burst that never goes quiet is still published after this many debounce periods.
 MAX_DEBOUNCE_FACTOR = 10
 
@@ -199,6 +204,7 @@ class Daemon:
         self._ready = False     # the first snapshot is read and published
         self._pending = False   # a change was seen during the first read
         self._only_mounts = True  # every change since the last read came from the mount table
+        self._locked_since: Optional[float] = None  # when a rescan was first deferred for ostree's lock
         self._mount_fingerprint: Optional[Tuple[Tuple[model.Mount, ...], int]] = None
 
     # -- scanning --
@@ -244,6 +250,18 @@ class Daemon:
 
     def _debounced(self) -> None:
         self._debounce_handle = None
+        loop = self._loop
+        assert loop is not None
+        # A sysroot half-written by ostree would be published as transient problems (a new
+        # deployment without its entry, the old loader.N): wait for ostree to finish.
+        if not self._only_mounts and state.sysroot_locked(self.paths):
+            now = loop.time()
+            if self._locked_since is None:
+                self._locked_since = now
+            if now - self._locked_since < LOCK_WAIT_MAX:
+                self._debounce_handle = loop.call_at(self._locked_since + LOCK_WAIT_MAX, self._debounced)
+                return
+        self._locked_since = None
         self.request_scan(full=False)
 
     def request_scan(self, full: bool = True) -> int:

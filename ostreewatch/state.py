@@ -22,9 +22,11 @@ Choices worth knowing:
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import stat
+import struct
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -359,6 +361,32 @@ def _watched_mounts(data: bytes) -> Tuple[Tuple[model.Mount, ...], Tuple[Ostreew
             fstype=info.fstype, options=info.options, super_options=info.super_options,
             read_only="ro" in info.options.split(","), propagation=" ".join(info.optional_fields)))
     return tuple(out), errors
+
+
+def sysroot_locked(paths: Paths) -> bool:
+    """Whether another process holds ostree's sysroot lock (an OFD lock on ostree/lock).
+
+    ostree holds it for a whole operation (deploy, undeploy, pin, kargs edit): the
+    sysroot is half-written until it is released. Asks with F_OFD_GETLK, which takes
+    no lock, so it never gets in ostree's way. A missing or unreadable lock file: False.
+    """
+    try:
+        fd = os.open(os.path.join(paths.sysroot, "ostree", "lock"),
+                     os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, query)
+        return struct.unpack(_FLOCK, answer)[0] != fcntl.F_UNLCK
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+# struct flock: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid (+ padding).
+_FLOCK = "hhxxxxqqixxxx"
 
 
 def mount_fingerprint(paths: Paths) -> Optional[Tuple[Tuple[model.Mount, ...], int]]:

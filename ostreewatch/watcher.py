@@ -207,7 +207,8 @@ class Watcher:
             _Target("grub", os.path.join(boot, "grub"), _DIR | IN_CLOSE_WRITE, "grubenv", sysroot),
             _Target("efi-loader", os.path.join(boot, "efi", "loader"), _DIR | IN_CLOSE_WRITE,
                     "loader.conf", sysroot, stand_in=False),
-            _Target("ostree", ostree, _DIR, "boot-links", sysroot),
+            # IN_CLOSE_WRITE: ostree closing ostree/lock is the end of its operation.
+            _Target("ostree", ostree, _DIR | IN_CLOSE_WRITE, "boot-links", sysroot),
             # Names too: a stateroot (OSNAME directory) appearing or going re-arms.
             _Target("deploy", os.path.join(ostree, "deploy"), _DIR | IN_ATTRIB, "deploy-mtime", sysroot),
             # Standing in for RUN/ostree, RUN itself is watched only while it is missing.
@@ -386,6 +387,8 @@ class Watcher:
         elif role == "ostree":
             if _BOOT_LINK.fullmatch(name):
                 hit = "boot-links"
+            elif name == "lock" and mask & IN_CLOSE_WRITE:
+                hit = "lock-released"
             elif name == "deploy" and structural:
                 hit, self._batch_rearm = "deploy-mtime", True
         elif role == "deploy":

@@ -265,7 +265,7 @@ def test_real_ostree_changes_emit_the_expected_signals(bus: Any, sysroot: str,
         new_ids = deployment_ids(d)
         assert len(new_ids) == 3 and set(old_ids) < set(new_ids)
         added = (set(new_ids) - set(old_ids)).pop()
-        # exactly one published change (the 50 ms debounce folds the deploy's burst)
+        # exactly one published change (the rescan waits for ostree to release its sysroot lock)
         assert [n for n, _ in ev] == ["PropertiesChanged", "DeploymentsChanged", "BootEntriesChanged",
                                       "DefaultEntryChanged"], ev
         assert typed(ev, "DeploymentsChanged") == [{"added": [added], "removed": []}]
@@ -412,6 +412,53 @@ def test_mounts_in_a_private_namespace(bus: Any, sysroot: str, daemons: List[Dae
         sub.close()
         d.stop()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+# --- ostree's sysroot lock -------------------------------------------------------------------
+
+# Holds an OFD write lock on ostree/lock, as ostree does for a whole operation, until a line
+# arrives on stdin; then closes the file (IN_CLOSE_WRITE), as ostree does when it unlocks.
+_LOCK_HOLDER = r"""
+import fcntl, os, struct, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhxxxxqqixxxx", fcntl.F_WRLCK, 0, 0, 0, 0))
+print("locked", flush=True)
+sys.stdin.readline()
+os.close(fd)
+"""
+
+
+def test_a_change_under_ostrees_lock_waits_for_its_release(bus: Any, sysroot: str,
+                                                             daemons: List[DaemonProcess]) -> None:
+    """A half-written sysroot is not published: the rescan waits for ostree's unlock."""
+    d = start_daemon(bus, sysroot)
+    daemons.append(d)
+    d.wait_name()
+    sub = Subscriber(bus.address)
+    holder = subprocess.Popen([sys.executable, "-c", _LOCK_HOLDER, os.path.join(sysroot, "ostree", "lock")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline().strip() == "locked"
+        mark = sub.mark()
+        entries = os.path.join(sysroot, "boot", "loader", "entries")
+        tmp = os.path.join(sysroot, "boot", "loader", "hand-added.conf.tmp")
+        with open(tmp, "w") as f:
+            f.write("title hand added\nversion 99\nlinux /vmlinuz\n")
+        os.rename(tmp, os.path.join(entries, "hand-added.conf"))
+        # Well inside the daemon's 2 s cap on waiting for the lock: nothing is published.
+        assert sub.settle(mark, quiet=0.8) == []
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        ev = sub.wait_for(mark, lambda ev: typed(ev, "BootEntriesChanged"))
+        ev = sub.settle(mark)
+        assert typed(ev, "BootEntriesChanged") == [{"added": ["hand-added"], "removed": [], "modified": []}]
+        assert [n for n, _ in ev].count("PropertiesChanged") == 1
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait()
+        sub.close()
 
 
 # --- the event loop never blocks ------------------------------------------------------------
