@@ -18,6 +18,7 @@ cd "$OW_REPO"
 ow_timed "apt packages" ow_install_apt
 ow_timed "virtualenv" ow_make_venv test
 ow_timed "debootstrap tree" ow_make_rootfs
+ow_timed "modern trees" ow_make_modern_trees
 
 # Show the slowest tests unless the caller chose otherwise: CI's budget is 90 min.
 args=("$@")

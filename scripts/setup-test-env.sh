@@ -149,11 +149,60 @@ ow_make_rootfs() {
     ow_log "rootfs: ready at $OSTREEWATCH_NSPAWN_ROOT"
 }
 
+# The newer Debian trees whose ostree, ostree-boot, GRUB and systemd are the
+# tests' oracles for modern hosts: trixie (ostree 2025.2, `admin set-default`)
+# and sid (ostree 2026.4 with `admin status --json` and ostree-prepare-root,
+# grub-emu 2.14 with upstream GRUB's blscfg, systemd 262). Cached beside the
+# bookworm tree, built once by scripts/build-modern-tree.sh, never modified in
+# place (tests copy or bind what they need). tests/fixtures/modern.py reads the
+# same variables. A tree that cannot be built fails the set-up: its tests must
+# never be skipped silently.
+: "${OSTREEWATCH_SID_ROOT:=/var/cache/ostreewatch/sid-root}"
+: "${OSTREEWATCH_TRIXIE_ROOT:=/var/cache/ostreewatch/trixie-root}"
+export OSTREEWATCH_SID_ROOT OSTREEWATCH_TRIXIE_ROOT
+OW_SID_PACKAGES="ostree ostree-boot grub-emu composefs systemd python3-gi gir1.2-glib-2.0 gir1.2-ostree-1.0"
+OW_TRIXIE_PACKAGES="ostree python3-gi gir1.2-glib-2.0 gir1.2-ostree-1.0"
+
+ow_modern_tree_ok() {
+    local root="$1"
+    [ -x "$root/usr/bin/ostree" ] && [ -x "$root/usr/bin/python3" ] &&
+    [ -f "$root/usr/lib/$(uname -m)-linux-gnu/girepository-1.0/OSTree-1.0.typelib" ] &&
+    { [ "$root" != "$OSTREEWATCH_SID_ROOT" ] ||
+      { [ -x "$root/usr/lib/ostree/ostree-prepare-root" ] && [ -x "$root/usr/bin/grub-emu" ]; }; }
+}
+
+ow_make_modern_tree() {
+    local suite="$1" root="$2" packages="$3" parent
+    ow_skip_setup && return 0
+    if ow_modern_tree_ok "$root"; then
+        ow_log "$suite tree: cached at $root ($(chroot "$root" ostree --version | sed -n "s/^ Version: //p" | tr -d "'"))"
+        return 0
+    fi
+    [ "$(id -u)" -eq 0 ] || ow_die "the $suite tree $root is missing: run as root to build it"
+    parent="$(dirname "$root")"
+    mkdir -p "$parent" || ow_die "cannot create $parent"
+    exec {lockfd}>"$parent/.build-$suite.lock"
+    flock "$lockfd"
+    if ! ow_modern_tree_ok "$root"; then
+        # shellcheck disable=SC2086
+        "$OW_REPO/scripts/build-modern-tree.sh" "$suite" "$root" $packages \
+            || ow_die "the $suite tree could not be built: the modern-host tests need it"
+    fi
+    exec {lockfd}>&-
+    ow_modern_tree_ok "$root" || ow_die "the $suite tree at $root lacks what the tests need"
+}
+
+ow_make_modern_trees() {
+    ow_make_modern_tree trixie "$OSTREEWATCH_TRIXIE_ROOT" "$OW_TRIXIE_PACKAGES"
+    ow_make_modern_tree sid "$OSTREEWATCH_SID_ROOT" "$OW_SID_PACKAGES"
+}
+
 # Run directly: the whole test set-up.
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     set -euo pipefail
     ow_timed "apt packages" ow_install_apt
     ow_timed "virtualenv" ow_make_venv test
     ow_timed "debootstrap tree" ow_make_rootfs
+    ow_timed "modern trees" ow_make_modern_trees
     ow_print_timings
 fi
