@@ -67,11 +67,16 @@ def _record_variants(record: Any) -> Dict[str, Variant]:
 
 
 def snapshot_values(snapshot: model.Snapshot) -> Dict[str, Any]:
-    """The snapshot's properties as dbus-next values (aa{sv} items typed per model.*_KEYS)."""
+    """The snapshot's properties as dbus-next values (a{sv} / aa{sv} items typed per model.*_KEYS)."""
     out: Dict[str, Any] = {}
     for name, sig in model.PROPERTY_SIGNATURES.items():
         value = getattr(snapshot, name)
-        out[name] = [_record_variants(r) for r in value] if sig == "aa{sv}" else value
+        if sig == "aa{sv}":
+            value = [_record_variants(r) for r in value]
+        elif sig == "a{sv}":  # BootedRoot: (key, value) pairs, each key typed by model.key_signatures
+            sigs = model.key_signatures(name)
+            value = {k: Variant(sigs[k], v) for k, v in value}
+        out[name] = value
     return out
 
 
@@ -95,7 +100,9 @@ def snapshot_from_plain(props: Dict[str, Any]) -> model.Snapshot:
         if name not in props:
             continue
         value = props[name]
-        if name in records:
+        if model.PROPERTY_SIGNATURES[name] == "a{sv}":
+            value = model.booted_root_items(value) if isinstance(value, dict) else ()
+        elif name in records:
             cls = records[name]
             keys = model.key_signatures(name)
             value = tuple(cls(**{k: (tuple(v) if isinstance(v, list) else v)
