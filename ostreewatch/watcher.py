@@ -44,6 +44,8 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import pyinotify
 
+from .state import GRUB_SOURCED
+
 # pyinotify logs to stderr from inside its event processing (events for a
 # watch just removed, moves it cannot follow); this module handles all of those.
 pyinotify.log.setLevel(logging.CRITICAL)
@@ -101,7 +103,8 @@ class Watcher:
     """Calls on_change(reason) when the boot state may have changed; never polls.
 
     on_change only means "rescan soon": the caller debounces. Reasons:
-    entries, loader-swap, loader.conf, grubenv, boot-links, deploy-mtime,
+    entries, loader-swap, loader.conf, grubenv, grub.cfg (or a file it sources),
+    boot-links, deploy-mtime,
     deployments (a deployment directory or .origin appeared or went; comes after
     ostree's cleanup, unlike deploy-mtime), staged, booted, mounts, overflow
     (events were lost: rescan everything).
@@ -381,6 +384,8 @@ class Watcher:
                 hit = "grubenv"
                 if structural:  # it may have become a symlink into the ESP
                     self._batch_rearm = True
+            elif name == "grub.cfg" or name in GRUB_SOURCED:
+                hit = "grub.cfg"  # the default is grub.cfg run with the grubenv (state.py)
         elif role == "efi-loader":
             if name == "loader.conf":
                 hit = "loader.conf"

@@ -270,6 +270,21 @@ def test_grubenv_rename_and_in_place(rig, sysroot):
     rig.expect("grubenv")
 
 
+def test_grub_cfg_and_what_it_sources(rig, sysroot):
+    """The default is grub.cfg run with the grubenv: a new grub.cfg (bootupd update) or custom.cfg counts."""
+    grub = os.path.join(sysroot, "boot", "grub2")
+    with open(os.path.join(grub, "grub.cfg.tmp"), "w") as f:
+        f.write("load_env\nblscfg\n")
+    rig.settle()
+    assert "grub.cfg" not in rig.reasons
+    os.rename(os.path.join(grub, "grub.cfg.tmp"), os.path.join(grub, "grub.cfg"))
+    rig.expect("grub.cfg")
+    rig.settle()
+    with open(os.path.join(grub, "custom.cfg"), "w") as f:
+        f.write('set default="${saved_entry}"\n')
+    rig.expect("grub.cfg")
+
+
 def test_grub_dir_appearing_later_is_watched(rig, sysroot):
     grub = os.path.join(sysroot, "boot", "grub")
     os.mkdir(grub)
