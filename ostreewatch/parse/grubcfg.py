@@ -159,15 +159,6 @@ class _Opaque:
 _Node = object  # a command (List[str]), an _If or an _Opaque
 
 
-_STARTERS = ("then", "else", "do")
-
-
-def _strip_keyword(cmd: List[str]) -> Tuple[Optional[str], List[str]]:
-    if cmd and cmd[0] in _STARTERS:
-        return cmd[0], cmd[1:]
-    return None, cmd
-
-
 class _Parser:
     def __init__(self, cmds: List[List[str]]) -> None:
         self.cmds = cmds
@@ -196,11 +187,9 @@ class _Parser:
         return nodes, None
 
     def _consume_terminator(self) -> None:
+        """Skip the `done` that ended a loop body (GRUB refuses words after it)."""
         if self.i < len(self.cmds):
-            rest = self.cmds[self.i][1:]
             self.i += 1
-            if rest:  # `done; cmd` cannot happen (';' splits) but `fi cmd` is a syntax error anyway
-                pass
 
     def _after_keyword(self, keyword: str, stop: Tuple[str, ...]) -> Tuple[List[_Node], Optional[str]]:
         """Condition commands up to `keyword`, then the body up to `stop` (the condition is dropped)."""
