@@ -353,18 +353,6 @@ def bus_address(spec: str) -> Tuple[Optional[str], BusType]:
     return spec, BusType.SYSTEM
 
 
-def check_bus_spec(spec: str) -> None:
-    """Raise InvalidArgs for a --bus value that is neither system, session nor a D-Bus address."""
-    if spec in ("system", "session"):
-        return
-    from dbus_next._private.address import parse_address  # the parser MessageBus itself uses
-    try:
-        if not parse_address(spec):
-            raise ValueError("empty address")
-    except Exception as e:
-        raise errors.InvalidArgs(f"--bus {spec!r}: not system, session or a D-Bus address ({e})") from None
-
-
 def socket_path(spec: str) -> Optional[str]:
     """The unix socket file a bus spec resolves to, None when not a path (abstract, tcp)."""
     address, bus_type = bus_address(spec)
