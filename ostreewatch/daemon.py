@@ -246,6 +246,10 @@ class Daemon:
         else:
             self._debounce_handle.cancel()
         due = min(now + self.debounce, self._burst_start + self.debounce * MAX_DEBOUNCE_FACTOR)
+        if reason == "lock-released":
+            # ostree closes its lock file when its whole operation, cleanup included, is done:
+            # nothing more of it is coming, so the quiet time would only add latency.
+            due = now
         self._debounce_handle = loop.call_at(due, self._debounced)
 
     def _on_sighup(self) -> None:
