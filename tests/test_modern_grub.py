@@ -184,3 +184,59 @@ def test_boot_counting_saved_entry_spellings(modern_sysroot, spelling: str) -> N
     assert menu.default_var == saved
     assert booted == (second.id if spelling == "grub-menu-id" else snap.BootEntries[0].id)
     assert snap.DefaultEntry == booted
+
+
+# --- an entry with no tries left ------------------------------------------------------------
+
+def _exhaust_first_entry(sr: ModernSysroot) -> str:
+    """Rename the default entry NAME+3.conf to NAME+0-3.conf: its tries ran out.
+
+    Not done by a real boot loader here: systemd-boot renames the file itself at each
+    try (systemd src/boot/boot.c, the boot counting of the Boot Loader Specification);
+    upstream GRUB 2.14 never does. The test does the rename that three failed boots leave.
+    """
+    first = sorted(sr.entry_files(), key=lambda f: int(f.split("-")[1].split("+")[0]))[-1]
+    name, _ = first.split("+", 1)
+    exhausted = f"{name}+0-3.conf"
+    os.rename(os.path.join(sr.entries_dir(), first), os.path.join(sr.entries_dir(), exhausted))
+    return exhausted
+
+
+def test_no_tries_left_grub_order(modern_sysroot) -> None:
+    """GRUB 2.14 does not demote an entry with no tries left: it stays first and boots.
+
+    BootEntries must be in the boot loader's order on a GRUB host (issue 9 C: fails while
+    the reader sorts every host as systemd-boot does).
+    """
+    sr = _built(modern_sysroot, tries=3)
+    exhausted = _exhaust_first_entry(sr)
+    menu, snap, booted = run_case(sr, config("bootupd-static.cfg"), {})
+    assert booted == exhausted.split("+")[0]
+    assert_same_menu(menu, snap)
+    assert snap.DefaultEntry == booted
+
+
+def test_no_tries_left_systemd_boot_order(modern_sysroot, tmp_path) -> None:
+    """systemd-boot sorts an entry with no tries left last (bootctl as the oracle) and boots the next one."""
+    from tests.oracles import bootctl_list
+    sr = _built(modern_sysroot, tries=3)
+    exhausted = _exhaust_first_entry(sr)
+    with open(os.path.join(sr.path, "boot", "loader", "loader.conf"), "w") as f:
+        f.write("timeout 3\n")
+    entries, default_id = bootctl_list(os.path.join(sr.path, "boot"))
+    snap = state.read_snapshot(sr.paths())
+    assert snap.Bootloader == "systemd-boot"
+    # bootctl's ids drop the counter but keep ".conf" (systemd src/shared/bootspec.c).
+    assert [e.id + ".conf" for e in snap.BootEntries] == [e["id"] for e in entries]
+    assert snap.BootEntries[-1].file == exhausted
+    assert default_id is not None and snap.DefaultEntry + ".conf" == default_id
+
+
+def test_no_tries_left_is_a_boot_fallback(modern_sysroot) -> None:
+    """An entry with no tries left is evidence the default was tried and not kept (issue 9 E; fails before it)."""
+    sr = _built(modern_sysroot, tries=3)
+    _exhaust_first_entry(sr)
+    with open(os.path.join(sr.path, "boot", "loader", "loader.conf"), "w") as f:
+        f.write("timeout 3\n")
+    snap = state.read_snapshot(sr.paths())
+    assert "boot-fallback" in [p.code for p in snap.Problems]

@@ -157,3 +157,18 @@ def test_boot_counting_names_of_ostree_2026(modern_sysroot) -> None:
     assert [d.id for d in snap.Deployments] == [_json_id(d) for d in oracle]
     assert snap.DefaultDeployment == _json_id(oracle[0])
     assert snap.Problems == ()
+
+
+def test_a_missing_tree_fails_the_run_never_skips(tmp_path) -> None:
+    """With the sid tree absent, a modern test fails (naming scripts/setup-test-env.sh); it is not skipped."""
+    import subprocess
+    import sys
+    env = dict(os.environ, OSTREEWATCH_SID_ROOT=str(tmp_path / "no-such-tree"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+         "tests/test_modern_state.py::test_boot_counting_names_of_ostree_2026"],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=env,
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert "1 failed" in proc.stdout and "skipped" not in proc.stdout
+    assert "setup-test-env.sh" in proc.stdout
