@@ -191,3 +191,22 @@ def test_staged_deployment_by_real_ostree(modern_sysroot, tmp_path) -> None:
     assert snap.BootedDeployment == next(_json_id(d) for d in oracle if d["booted"])
     # ostree lists the staged deployment first; the reader too (index -1, staged first).
     assert [d.id for d in snap.Deployments] == [_json_id(d) for d in oracle]
+
+
+def test_booted_deployment_gone_is_booted_unknown(modern_sysroot, tmp_path) -> None:
+    """/run/ostree-booted exists but the booted deployment was undeployed (from outside the host): booted-unknown.
+
+    ostree refuses to undeploy the booted deployment from inside; from another system
+    (here: the machine, outside the booted namespace) nothing stops it. Issue 9 D; fails
+    before the reader change.
+    """
+    sr = _built(modern_sysroot)
+    snap0 = state.read_snapshot(sr.paths())
+    entry = snap0.BootEntries[1]
+    boot = boot_prepare_root(sr, entry.file, tmp_path / "boot", composefs=True)
+    sr.undeploy(1)
+    assert entry.deployment not in [_json_id(d) for d in status_json(sr.path)]
+    snap = state.read_snapshot(_paths(sr, boot))
+    assert snap.OstreeBooted
+    assert snap.BootedDeployment == "" and snap.BootedEntry == ""
+    assert [p.code for p in snap.Problems] == ["booted-unknown"]

@@ -283,3 +283,18 @@ def test_systemd_boot_default_and_source(modern_sysroot, loader_conf: str, sourc
     assert [e.id + ".conf" for e in snap.BootEntries] == [e["id"] for e in entries]
     assert default_id is not None and snap.DefaultEntry + ".conf" == default_id
     assert getattr(snap, "DefaultEntrySource") == source
+
+
+@pytest.mark.parametrize("form", ["title", "index"])
+def test_generated_config_saved_entry_by_title_or_index(modern_sysroot, form: str) -> None:
+    """GRUB's `default` also matches an entry's exact title or its menu index (grub-core/normal/menu.c).
+
+    grub2-set-default accepts both; DefaultEntry must be the entry GRUB boots.
+    """
+    sr = _built(modern_sysroot)
+    snap0 = state.read_snapshot(sr.paths())
+    saved = snap0.BootEntries[1].title if form == "title" else "1"
+    menu, snap, booted = run_case(sr, config("generated.cfg"), {"saved_entry": saved})
+    assert menu.default_var == saved
+    assert booted == snap0.BootEntries[1].id
+    assert snap.DefaultEntry == booted
