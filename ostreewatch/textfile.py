@@ -34,6 +34,7 @@ KNOWN_PROBLEM_CODES: Tuple[str, ...] = (
     "entry-no-kernel",
     "entry-unparsable",
     "entry-unreadable",
+    "grub-cfg-unsupported",
     "grubenv-unparsable",
     "loader-conf-unparsable",
     "loader-link-dangling",

@@ -74,6 +74,14 @@ def _firing(prom: Prometheus, name: str) -> List[dict]:
     return [a for a in prom.alerts() if a["labels"]["alertname"] == name and a["state"] == "firing"]
 
 
+def fallback_alert_fires(prom: Prometheus, ne: NodeExporter) -> None:
+    alerts = wait_until(lambda: _firing(prom, "OstreewatchBootFallback"), WAIT, "OstreewatchBootFallback firing")
+    assert [a["labels"]["instance"] for a in alerts] == [ne.address]
+    assert alerts[0]["labels"]["severity"] == "critical"
+    assert prom.value("ostreewatch_boot_fallback") == 1
+    assert prom.value('ostreewatch_problems{code="boot-fallback"}') == 1
+
+
 def test_deploy_and_fallback_reach_prometheus(system_bus: Any, booted_host: Any, servers: List[Any],
                                               daemon_factory: Any) -> None:
     sr, paths, textfile_dir, booted = booted_host
@@ -141,7 +149,7 @@ def test_deploy_and_fallback_reach_prometheus(system_bus: Any, booted_host: Any,
     if READER_KNOWS_FALLBACK:
         # The reader sees the evidence itself: the live daemon's file carries the fallback.
         assert "boot-fallback" in published, published
-        wait_until(lambda: prom.value("ostreewatch_boot_fallback") == 1, WAIT, "boot_fallback scraped")
+        fallback_alert_fires(prom, ne)
     else:
         assert "boot-fallback" not in published, published
 
@@ -160,7 +168,4 @@ def test_deploy_and_fallback_reach_prometheus(system_bus: Any, booted_host: Any,
         fallback = model.Problem("boot-fallback", "the default deployment was tried and not kept", after[0].id)
         snap = dataclasses.replace(snap, Problems=snap.Problems + (fallback,))
         textfile.write_textfile(textfile_dir, textfile.render(snap, generation + 1, 1.7e9))
-    alerts = wait_until(lambda: _firing(prom, "OstreewatchBootFallback"), WAIT, "OstreewatchBootFallback firing")
-    assert [a["labels"]["instance"] for a in alerts] == [ne.address]
-    assert alerts[0]["labels"]["severity"] == "critical"
-    assert prom.value('ostreewatch_problems{code="boot-fallback"}') == 1
+        fallback_alert_fires(prom, ne)
