@@ -136,6 +136,7 @@ def test_deploy_and_fallback_reach_prometheus(system_bus: Any, booted_host: Any,
     wait_until(lambda: [a for a in prom.alerts() if a["labels"]["alertname"] == "OstreewatchUpdatePending"
                         and a["state"] == "pending"], WAIT, "OstreewatchUpdatePending pending")
     assert not _firing(prom, "OstreewatchBootFallback")
+    assert not [a for a in prom.alerts() if a["labels"]["alertname"] == "OstreewatchMetricsAbsent"]
 
     # The boot fallback, as a boot-counting boot loader leaves it: the new default's entry was
     # tried and not kept, so systemd-boot renamed it NAME+0-TRIES.conf (no tries left; systemd
@@ -158,6 +159,10 @@ def test_deploy_and_fallback_reach_prometheus(system_bus: Any, booted_host: Any,
     assert d.stop() == 0
     assert not os.path.exists(prom_file)
     wait_until(lambda: prom.query("ostreewatch_info") == [], WAIT, "ostreewatch_info absent after the stop")
+    # ... which the daemon-down rule sees on the live series (it fires after 10 minutes).
+    wait_until(lambda: [a for a in prom.alerts() if a["labels"]["alertname"] == "OstreewatchMetricsAbsent"
+                        and a["labels"]["instance"] == ne.address and a["state"] == "pending"],
+               WAIT, "OstreewatchMetricsAbsent pending")
 
     if not READER_KNOWS_FALLBACK:
         # The reader of this version has no boot-fallback problem (the code comes with the
