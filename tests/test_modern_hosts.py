@@ -10,14 +10,14 @@ booted, staged, pending and rollback.
 What is real and what is reconstructed, per host kind:
 - fcos-composefs (Fedora CoreOS, RHCOS 4.x with composefs, bootc): real ostree 2026.4
   sysroot and composefs mount, real GRUB 2.14 running bootupd's static grub.cfg
-  (reproduced in tests/fixtures/grub_configs/bootupd-static.cfg, with the parts that
+  (reproduced in tests/fixtures/grub_cfg_files/bootupd-static.cfg, with the parts that
   only find the /boot partition left out); no firmware, no initramfs (see
   tests/test_modern_booted.py for what boot_prepare_root reconstructs).
 - rhcos-legacy (RHCOS before composefs): sysroot by ostree 2022.7 with
   `ostree-N-rhcos.conf` names, legacy bind mounts by ostree-prepare-root 2026.4
   (a 2022-era initramfs would have the same mounts: ostree-prepare-root.c's legacy path).
 - silverblue-generated (Fedora Atomic desktops with a grub2-mkconfig grub.cfg): ostree
-  2026.4 with composefs, GRUB 2.14 on grub_configs/generated.cfg (00_header's logic).
+  2026.4 with composefs, GRUB 2.14 on grub_cfg_files/generated.cfg (00_header's logic).
   Fedora's grub2 has its own blscfg; upstream's sorts the same way for these names.
 - systemd-boot: ostree 2026.4 with composefs; the oracle for order and default is
   bootctl (Debian 12's systemd-boot) on the same boot/ tree. EFI variables
@@ -40,7 +40,7 @@ from tests.fixtures.modern import ModernSysroot, boot_prepare_root, grub_emu, mo
 from tests.fixtures.sysroots import write_grub
 from tests.oracles import bootctl_list
 
-CONFIGS = os.path.join(os.path.dirname(__file__), "fixtures", "grub_configs")
+CONFIGS = os.path.join(os.path.dirname(__file__), "fixtures", "grub_cfg_files")
 
 HOSTS: Dict[str, Dict[str, Any]] = {
     "fcos-composefs": {"version": "2026.4", "osname": "fedora", "composefs": True, "grub": "bootupd-static.cfg"},
