@@ -718,14 +718,12 @@ def _grub_menu_match(value: str, entries: List[bls.BlsEntry], shift: int) -> Opt
     """The entry GRUB picks for `default=VALUE`: its menu id, its exact title, or its index; None if none.
 
     The menu id is the file name less ".conf", boot-counting suffix included
-    (GRUB 2.14 blsuki; the contract id drops the suffix, also accepted here as the
-    write side records it). SHIFT plain menuentries come before blscfg's.
+    (GRUB 2.14 blsuki): the contract id, which drops the suffix, names no menu entry
+    there, and GRUB boots entry 0 (tests/test_modern_grub.py checks it with grub-emu).
+    SHIFT plain menuentries come before blscfg's.
     """
     for e in entries:
         if e.file[:-5] == value or e.file == value:
-            return e
-    for e in entries:
-        if e.id == value:
             return e
     for e in entries:
         if e.title and e.title == value:
