@@ -28,7 +28,7 @@ from . import __version__, errors, model
 # Imported here, before the event loop runs: importing inside a callback would hold the loop
 # for tens of milliseconds.
 from . import changes, service, state
-from .bootwrite import BootWriter
+from .bootwrite import DEPLOY_PYTHON, EFIVARS, BootWriter
 from .journal import Journal
 from .watcher import Watcher
 
@@ -330,8 +330,20 @@ class Daemon:
         await self.wait_scan(self.request_scan())
         return self.generation
 
-    async def set_entry(self, which: str, entry_id: str, caller: model.Caller) -> None:
-        await self.writer.set_entry(which, entry_id, caller, self.snapshot)
+    async def set_entry(self, which: str, entry_id: str, caller: model.Caller, ask: Any = None) -> None:
+        await self.writer.set_entry(which, entry_id, caller, self.snapshot, ask)
+
+    async def set_deployment(self, deployment_id: str, caller: model.Caller, ask: Any = None) -> str:
+        return await self.writer.set_deployment(deployment_id, caller, self.snapshot, ask)
+
+    async def authorized_reload(self, caller: model.Caller, ask: Any = None) -> int:
+        """Reload() over the bus: the writer's authorization (uid 0 or polkit), then a rescan."""
+        return await self.writer.reload(caller, ask, self.reload, self.snapshot)
+
+    async def _refreshed(self) -> model.Snapshot:
+        """The snapshot after a write, published (the writer answers from it)."""
+        await self.reload()
+        return self.snapshot
 
     # -- bus --
 
@@ -413,8 +425,11 @@ class Daemon:
         for problem in self.snapshot.Problems:
             self.journal.problem_appeared(problem)
         self.manager = service.Manager(self.snapshot, self.generation, __version__,
-                                       reload=self.reload, set_entry=self.set_entry)
-        self.writer = BootWriter(self.paths, self.journal)
+                                       reload=self.authorized_reload, set_entry=self.set_entry,
+                                       set_deployment=self.set_deployment)
+        self.writer = BootWriter(self.paths, self.journal, refresh=self._refreshed,
+                                 efivars=os.environ.get("OSTREEWATCH_EFIVARS", EFIVARS),
+                                 deploy_python=os.environ.get("OSTREEWATCH_DEPLOY_PYTHON", DEPLOY_PYTHON))
         self._ready = True
         sd_notify("READY=1\nSTATUS=" + status_line(self.snapshot))
         if self._pending:
