@@ -622,22 +622,20 @@ class BootWriter:
             answer = await loop.run_in_executor(None, run_deploy_helper, self._paths.sysroot, dep_id,
                                                 self._deploy_python)
             record["changed"] = bool(answer.get("changed"))
-            fresh = await self._fresh_snapshot()
+            # Read the new state (not yet published) to learn the entry ostree gave the deployment.
+            fresh = await loop.run_in_executor(None, _read_snapshot, self._paths)
             entry = next((e.id for e in fresh.BootEntries if e.deployment == dep_id), "")
-            record["entry"] = entry
             if entry and fresh.Bootloader == "grub2":
                 # A grub.cfg that reads saved_entry would still boot the entry saved_entry names, and
                 # ostree renumbered the entries: keep saved_entry on the requested deployment.
+                # Done before publishing, so that the published default moves once.
                 await loop.run_in_executor(None, follow_saved_entry, self._paths.sysroot, entry, dep_id,
                                            self._python)
+            if self._refresh is not None:
+                published = await self._refresh()
+                entry = next((e.id for e in published.BootEntries if e.deployment == dep_id), entry)
+            record["entry"] = entry
         return entry
-
-    async def _fresh_snapshot(self) -> model.Snapshot:
-        if self._refresh is not None:
-            return await self._refresh()
-        from ostreewatch import state  # only without a daemon (tests); the daemon gives a refresh hook
-
-        return await asyncio.get_running_loop().run_in_executor(None, state.read_snapshot, self._paths)
 
     async def _set_entry(self, which: str, entry_id: str, caller: model.Caller, snapshot: model.Snapshot,
                          record: Dict[str, Any], ask_polkit: Optional[AskPolkit]) -> None:
@@ -704,6 +702,13 @@ class BootWriter:
                 raise errors.WriteFailed(f"cannot write {record['file']}: {e}") from None
 
 
+def _read_snapshot(paths: Any) -> model.Snapshot:
+    """A fresh offline read (blocking); state is imported here only: nothing else of the writer needs it."""
+    from ostreewatch import state
+
+    return state.read_snapshot(paths)
+
+
 def follow_saved_entry(sysroot: str, entry: str, dep_id: str, python: str) -> None:
     """After a reorder: where grub.cfg reads saved_entry and grubenv sets it, point it at ENTRY (blocking).
 
@@ -717,11 +722,12 @@ def follow_saved_entry(sysroot: str, entry: str, dep_id: str, python: str) -> No
     old = _read_small(path) if path else None
     if old is None:
         return
+    var, dep_var = GRUB_VARS["default"]
     try:
-        saved = grubenv.parse_grubenv(old).get("saved_entry", "")
+        values = grubenv.parse_grubenv(old)
     except errors.GrubenvError:
         return  # state.py reports a broken grubenv; never make it worse
-    if not saved or saved == entry:
+    if not values.get(var) or (values[var] == entry and values.get(dep_var, dep_id) == dep_id):
         return
     lock_fd = take_sysroot_lock(sysroot)
     try:
