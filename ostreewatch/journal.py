@@ -56,6 +56,13 @@ _SCALAR_PROPERTIES = (
     "BootedEntry",
 )
 
+# Every field a write-attempt record may carry (bootwrite fills them; the catalog entry and
+# docs/journal.md name each, tests/test_setdefault_audit.py keeps the three in step).
+WRITE_ATTEMPT_FIELDS = (
+    "caller_uid", "caller_pid", "caller_bus_name", "caller_unit", "method", "entry", "deployment",
+    "previous", "new", "bootloader", "authorized_by", "changed", "reordered", "file", "result", "error",
+    "suppressed",
+)
 # Refused write attempts: at most one record per caller uid per this many seconds; the
 # others are counted in OSTREEWATCH_SUPPRESSED of the next record for that uid.
 REFUSED_INTERVAL = 1.0
@@ -219,8 +226,8 @@ class Journal:
         """
         result = _text(fields.get("result", ""))
         now = self._clock()
-        self._flush_refused(now)
         uid = _text(fields.get("caller_uid", ""))
+        self._flush_refused(now, keep=uid if result == "refused" else None)
         # Root is not limited: it can write to the journal directly anyway.
         if result == "refused" and uid != "0":
             last = self._refused.get(uid)
@@ -253,10 +260,13 @@ class Journal:
             [(field_name(k), v) for k, v in fields.items()],
         )
 
-    def _flush_refused(self, now: Optional[float]) -> None:
-        """Journal the count of refusals suppressed in windows that are over (all of them when NOW is None)."""
+    def _flush_refused(self, now: Optional[float], keep: Optional[str] = None) -> None:
+        """Journal the count of refusals suppressed in windows that are over (all of them when NOW is None).
+
+        KEEP: the uid being refused right now; its count goes into that record instead.
+        """
         for uid, (since, suppressed, last) in list(self._refused.items()):
-            if now is not None and now - since < REFUSED_INTERVAL:
+            if uid == keep or (now is not None and now - since < REFUSED_INTERVAL):
                 continue
             del self._refused[uid]
             if suppressed:
