@@ -305,3 +305,28 @@ async def _get_all(address: str) -> Dict[str, Any]:
         return await client.get_all()
     finally:
         client.close()
+
+
+# The daemon in its own mount namespace where the whole sysroot is a read-only bind mount (as /sysroot and
+# /boot on a booted Fedora CoreOS host): the helper remounts them read-write in a namespace of its own.
+RO_PREFIX = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && exec "$@"'
+
+
+def test_read_only_sysroot(make_bus: Any, daemon_factory: Any, fs: Path) -> None:
+    sr, env = static_host(OstreeSysroot(fs))
+    before = admin_status(sr)
+    bus = make_bus()
+    d = daemon_factory(bus, sr.path, env=DAEMON_ENV,
+                       prefix=["unshare", "--mount", "--propagation", "private", "sh", "-c", RO_PREFIX, sr.path])
+    d.wait_name(WAIT)
+
+    def options() -> str:
+        with open(f"/proc/{d.pid}/mountinfo") as f:
+            return next(line for line in f if line.split()[4] == sr.path).split()[5]
+
+    assert options().startswith("ro")
+    reply, seen = set_default_over_the_bus(d, "SetDefaultDeployment", before[1].id)
+    after = admin_status(sr)
+    assert after[0].id == before[1].id
+    assert reply == f's "{entry_booting(sr.path, after[0])}"'
+    assert options().startswith("ro")  # the daemon's view stays read-only
