@@ -1,14 +1,17 @@
-"""SetDefaultEntry / SetNextEntry: the daemon's one write (docs/default-entry.md).
+"""SetDefaultEntry / SetNextEntry / SetDefaultDeployment: the daemon's writes (docs/default-entry.md).
 
-Order of a call: authorize (uid 0) -> validate the id -> check the boot loader
-can honour it -> take the asyncio lock and ostree's sysroot lock (without
-waiting: Busy) -> re-check the entry on disk -> compute the new bytes with the
-pure parsers -> replace the file crash-safely (ostreewatch._writehelper), in a
-helper process with a private mount namespace when the file's filesystem is
-mounted read-only. Every attempt ends in one journal record. Everything after
-the checks runs as one job in an executor thread (the helper process is started
-from there), never on the event loop; a cancelled call still finishes its write
-before the sysroot lock is released.
+Order of a call: validate the id -> find it in the snapshot -> authorize
+(authorize(): uid 0, or polkit through the service's AskPolkit; also used for
+Reload) -> check the boot loader can honour it -> take the asyncio lock and
+ostree's sysroot lock (without waiting: Busy) -> re-check the entry on disk ->
+compute the new bytes with the pure parsers -> replace the file crash-safely
+(ostreewatch._writehelper), in a helper process with a private mount namespace
+when the file's filesystem is mounted read-only. SetDefaultDeployment (and
+SetDefaultEntry where grub.cfg never reads saved_entry) reorders deployments
+through libostree in ostreewatch._deployhelper instead. Every attempt ends in
+one journal record. Everything blocking runs in an executor thread (helper
+processes are started from there), never on the event loop; a cancelled call
+still finishes its write before the sysroot lock is released.
 """
 
 from __future__ import annotations

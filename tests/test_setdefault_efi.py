@@ -8,7 +8,6 @@ its semantics (the kernel's immutable flag, the firmware storing the value): a f
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 import pytest
