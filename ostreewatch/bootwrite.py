@@ -637,7 +637,8 @@ class BootWriter:
             if self._refresh is not None:
                 published = await self._refresh()
                 entry = next((e.id for e in published.BootEntries if e.deployment == dep_id), entry)
-            record["entry"] = entry
+            if not record.get("entry"):  # SetDefaultEntry keeps the entry it was asked for
+                record["entry"] = entry
         return entry
 
     async def _set_entry(self, which: str, entry_id: str, caller: model.Caller, snapshot: model.Snapshot,

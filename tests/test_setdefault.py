@@ -329,3 +329,21 @@ def test_read_only_sysroot(make_bus: Any, daemon_factory: Any, fs: Path) -> None
     assert after[0].id == before[1].id
     assert reply == f's "{entry_booting(sr.path, after[0])}"'
     assert options().startswith("ro")  # the daemon's view stays read-only
+
+
+def test_staged_deployment_refused_before_any_write(tmp_path: Path) -> None:
+    """A staged deployment is written first by ostree-finalize-staged at shutdown: asking for it (or
+    reordering around it) is NotSupported, decided from the published state before the helper runs."""
+    from ostreewatch import errors, model
+    from ostreewatch.bootwrite import BootWriter
+    from tests.test_bootwrite_support import RecordingJournal, make_paths
+
+    staged = model.Deployment(id="fedora-" + "a" * 64 + ".0", osname="fedora", checksum="a" * 64, serial=0,
+                              index=-1, path="/ostree/deploy/fedora/deploy/" + "a" * 64 + ".0", staged=True)
+    snap = model.Snapshot(Bootloader="none", StagedDeployment=staged.id, Deployments=(staged,))
+    journal = RecordingJournal()
+    # A sysroot that does not exist: had the helper run, it would have failed with WriteFailed instead.
+    writer = BootWriter(make_paths(str(tmp_path / "absent")), journal)
+    with pytest.raises(errors.NotSupported, match="staged"):
+        asyncio.run(writer.set_deployment(staged.id, model.Caller(uid=0, pid=1, bus_name=":1.1"), snap))
+    assert [(r["result"], r["error"]) for r in journal.records] == [("refused", errors.NotSupported.dbus_name)]
