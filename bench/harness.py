@@ -205,19 +205,20 @@ def _ostree_version() -> str:
 # --- inotify clock: when did a rename land? --------------------------------------------
 
 IN_MOVED_TO = 0x00000080
+IN_CLOSE_WRITE = 0x00000008
 IN_CREATE = 0x00000100
 IN_CLOEXEC = 0o2000000
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
 class RenameClock:
-    """Records the monotonic time of every IN_MOVED_TO/IN_CREATE of a name in one directory (a thread)."""
+    """Records the monotonic time of every IN_MOVED_TO (or MASK) event of a name in one directory (a thread)."""
 
-    def __init__(self, directory: str, names: Optional[Sequence[str]] = None) -> None:
+    def __init__(self, directory: str, names: Optional[Sequence[str]] = None, mask: int = 0) -> None:
         self._fd = _libc.inotify_init1(IN_CLOEXEC)
         if self._fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1")
-        wd = _libc.inotify_add_watch(self._fd, os.fsencode(directory), IN_MOVED_TO)
+        wd = _libc.inotify_add_watch(self._fd, os.fsencode(directory), mask or IN_MOVED_TO)
         if wd < 0:
             raise OSError(ctypes.get_errno(), f"inotify_add_watch {directory}")
         self._names = set(names) if names else None

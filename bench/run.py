@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import json
 import os
 import shutil
 import subprocess
@@ -30,7 +31,7 @@ if REPO not in sys.path:
 from bench import sysroot as srmod  # noqa: E402
 from bench.daemonrun import (Daemon, DaemonArgs, PrivateBus, Recorder, connect, get_all,  # noqa: E402
                              getall_message, wait_for_name)
-from bench.harness import MountNamespace, RenameClock, machine_info, proc_sample, summary  # noqa: E402
+from bench.harness import IN_CLOSE_WRITE, MountNamespace, RenameClock, machine_info, proc_sample, summary  # noqa: E402
 from bench.report import Figure, ms, render, spread_ms  # noqa: E402
 from dbus_next import MessageType  # noqa: E402
 
@@ -218,26 +219,49 @@ async def _latency(bus: PrivateBus, env: Env, plan: Plan, state: Dict[str, Any])
         # 1. a real ostree admin deploy: t0 = the IN_MOVED_TO of `loader` in boot/
         log("latency: ostree admin deploy")
         clock = RenameClock(os.path.join(env.sysroot, "boot"), ["loader"])
+        # ostree closes ostree/lock (IN_CLOSE_WRITE) when it unlocks, at the very end of its operation.
+        unlock_clock = RenameClock(os.path.join(env.sysroot, "ostree"), ["lock"], mask=IN_CLOSE_WRITE)
         lat: List[Optional[float]] = []
+        lat_unlock: List[Optional[float]] = []
         try:
             for i in range(plan.deploy_events):
                 ref = srmod.REFS[i % 2]
-                n = len(clock.events)
+                n, n_unlock = len(clock.events), len(unlock_clock.events)
+                times: Dict[str, float] = {}
 
-                async def do_deploy(ref: str = ref, n: int = n) -> float:
+                async def do_deploy(ref: str = ref, n: int = n, n_unlock: int = n_unlock,
+                                    times: Dict[str, float] = times) -> float:
                     await asyncio.to_thread(srmod.deploy, env.sysroot, ref)
                     t = await asyncio.to_thread(clock.wait_after, n, 5.0)
                     if t is None:
                         raise RuntimeError("deploy did not rename loader")
+                    unlocks = [u for u, _ in unlock_clock.events[n_unlock:] if u >= t]
+                    if unlocks:
+                        times["unlock"] = unlocks[-1]
                     return t
-                lat.append(await measure(do_deploy, "BootEntries", lambda t: t))
+                swap_lat = await measure(do_deploy, "BootEntries", lambda t: t)
+                lat.append(swap_lat)
+                swap_t = clock.events[n][0] if len(clock.events) > n else None
+                lat_unlock.append(None if swap_lat is None or swap_t is None or "unlock" not in times
+                                  else swap_lat + swap_t - times["unlock"])
         finally:
             clock.close()
+            unlock_clock.close()
         figs.append(fig("lat_deploy", "latency: real `ostree admin deploy` (loader swap) to PropertiesChanged",
                         "`unshare --user --map-root-user ostree admin deploy --sysroot=SR --os=bench REF` (REF "
                         "alternates between two commits with different kernels, so every deploy swaps `loader`), "
                         "run in a thread; t0 = the bench's own inotify IN_MOVED_TO of `loader` in SR/boot; t1 = "
                         "arrival at a dbus-next subscriber of the first PropertiesChanged carrying BootEntries.", lat))
+        f_unlock = fig("lat_deploy_unlock", "latency: ostree's unlock after a real deploy to PropertiesChanged",
+                       "The same deploys; t0 = the bench's inotify IN_CLOSE_WRITE of SR/ostree/lock, the last one "
+                       "after the `loader` swap (ostree closes its lock file when it unlocks, after its cleanup); "
+                       "t1 as above. The daemon publishes nothing while ostree holds the lock.", lat_unlock)
+        f_unlock.goal = "p50 <= 15 ms, p99 <= 30 ms"
+        got_unlock = [x for x in lat_unlock if x is not None]
+        if got_unlock:
+            su = summary(got_unlock)
+            f_unlock.met = su["p50"] <= 0.015 and su["p99"] <= 0.030 and len(got_unlock) == len(lat_unlock)
+        figs.append(f_unlock)
 
         # 2. a new entry file renamed into entries/ (and renamed out again)
         log("latency: entry renames")
@@ -306,18 +330,19 @@ async def _latency(bus: PrivateBus, env: Env, plan: Plan, state: Dict[str, Any])
         d.stop()
     # what limits the latency: the same entry renames on fresh daemons with a shorter debounce
     # (after the main daemon stopped: one daemon at a time owns the name and emits signals)
-    for deb in ((10, 0) if figs[1].rows else ()):
-        if figs[1].header[0] != "daemon":
-            figs[1].header.insert(0, "daemon")
-            figs[1].rows[0].insert(0, "default --debounce-ms")
+    entry_fig = next(f for f in figs if f.key == "lat_entry")
+    for deb in ((10, 0) if entry_fig.rows else ()):
+        if entry_fig.header[0] != "daemon":
+            entry_fig.header.insert(0, "daemon")
+            entry_fig.rows[0].insert(0, "default --debounce-ms")
         lat2 = await _entry_latency(bus, env, plan.entry_events, deb)
         got = [x for x in lat2 if x is not None]
         if got:
             s2 = summary(got)
-            figs[1].rows.append([f"--debounce-ms {deb}", str(s2["n"])] +
+            entry_fig.rows.append([f"--debounce-ms {deb}", str(s2["n"])] +
                                 [ms(s2[k]) for k in ("min", "p10", "p50", "p90", "p99", "max")] +
                                 [str(len(lat2) - len(got))])
-    figs[1].notes.append("The rows with a shorter `--debounce-ms` (fresh daemons, same sysroot) show what the "
+    entry_fig.notes.append("The rows with a shorter `--debounce-ms` (fresh daemons, same sysroot) show what the "
                          "latency is made of: the debounce wait, then the rescan (read_snapshot, see the "
                          "rescan figure), the diff and the signal.")
 
@@ -397,7 +422,9 @@ async def _getall(bus: PrivateBus, env: Env, plan: Plan, state: Dict[str, Any]) 
                 f"sysroot, {plan.peer_runs} runs each, wall time of the whole command as an admin would run it: "
                 "`unshare --user --map-root-user ostree admin status --sysroot=SR` and, in a private mount "
                 "namespace with SR/boot bind-mounted on itself, `SYSTEMD_RELAX_ESP_CHECKS=1 bootctl "
-                "--esp-path=SR/boot list`.")
+                "--esp-path=SR/boot list`. Then one GDBus client (GLib's C marshalling, Debian's python3-gi, "
+                "its own process, `Gio.DBusConnection.call_sync` back to back) on a fresh daemon: its round "
+                "trip, its own CPU per call, and the daemon's CPU per call (utime+stime over the calls / calls).")
     f.header = ["what", "round trip p50", "p99", "calls/s", "n", "failures"]
     p50_1 = None
     for clients in (1, 10, 50):
@@ -438,6 +465,12 @@ async def _getall(bus: PrivateBus, env: Env, plan: Plan, state: Dict[str, Any]) 
                            "(dbus-next 0.2.3 treats EAGAIN on a full socket as fatal; docs/reliability.md).")
         f.rows.append([f"GetAll, {clients} client(s)", ms(s["p50"]), ms(s["p99"]),
                        f"{n / wall:.0f}", str(n), fail])
+    # GLib's GDBus as the client (C marshalling): its round trip, its own CPU per call, and the
+    # daemon's CPU per call (utime+stime of the daemon over the calls / calls)
+    gd = await asyncio.to_thread(_gdbus_getall, bus, env, plan)
+    if gd is not None:
+        f.rows.append(["GetAll, 1 GDBus client", ms(gd["p50"]), ms(gd["p99"]), f"{gd['rate']:.0f}", str(gd["n"]),
+                       f"client CPU {gd['client_cpu_ms']:.3f} ms/call, daemon CPU {gd['daemon_cpu_ms']:.3f} ms/call"])
     # peers
     st = []
     for _ in range(plan.peer_runs):
@@ -457,12 +490,74 @@ async def _getall(bus: PrivateBus, env: Env, plan: Plan, state: Dict[str, Any]) 
     if bc:
         f.measured += f"; `bootctl list` {ms(summary(bc)['p50'])}: {summary(bc)['p50'] / p50_1:.0f}x"
     f.met = ratio >= 20
+    if gd is not None:
+        gratio = sst["p50"] / gd["p50"]
+        f.measured += (f"; GDBus client p50 {ms(gd['p50'])} ({gratio:.0f}x faster than `ostree admin status`), "
+                       f"daemon CPU {gd['daemon_cpu_ms']:.2f} ms/call")
+        f.goal = ">= 30x faster than `ostree admin status` with a GDBus client; daemon CPU <= 0.5 ms per GetAll"
+        f.met = gratio >= 30 and gd["daemon_cpu_ms"] <= 0.5
+    else:
+        f.notes.append("The GDBus client did not run (see stderr of the bench).")
     f.notes.append("The clients share one Python process: with 50 clients, client-side decoding competes for the "
                    "same 2 cores as dbus-daemon and ostreewatchd, so calls/s is a floor for the daemon.")
     return f
 
 
 PYSPY = os.path.join(REPO, ".venv", "bin", "py-spy")
+
+# A GDBus client in Debian's python3 (python3-gi): GetAll back to back for argv[2] seconds.
+_GDBUS_CLIENT = r"""
+import json, sys, time
+from gi.repository import Gio, GLib
+conn = Gio.DBusConnection.new_for_address_sync(
+    sys.argv[1], Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT | Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION,
+    None, None)
+args = GLib.Variant("(s)", ("org.ostreewatch1.Manager",))
+def call():
+    return conn.call_sync("org.ostreewatch1", "/org/ostreewatch1", "org.freedesktop.DBus.Properties", "GetAll",
+                          args, GLib.VariantType("(a{sv})"), Gio.DBusCallFlags.NONE, 10000, None)
+for _ in range(50):
+    call()
+print("go", flush=True)
+sys.stdin.readline()
+lat = []
+c0 = time.process_time()
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    t = time.monotonic()
+    call()
+    lat.append(time.monotonic() - t)
+print(json.dumps({"lat": lat, "cpu": time.process_time() - c0}), flush=True)
+"""
+
+
+def _gdbus_getall(bus: PrivateBus, env: Env, plan: Plan) -> Optional[Dict[str, float]]:
+    """GetAll from a GDBus client on a fresh daemon: round trip, client and daemon CPU per call."""
+    d = Daemon(bus.address, env.daemon_args())
+    d.start()
+    try:
+        asyncio.run(wait_for_name(bus.address))
+        proc = subprocess.Popen(["/usr/bin/python3", "-c", _GDBUS_CLIENT, bus.address, str(plan.getall_seconds)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert proc.stdin is not None and proc.stdout is not None
+        if proc.stdout.readline().strip() != "go":
+            proc.kill()
+            return None
+        before = proc_sample(d.pid)
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        out = json.loads(proc.stdout.readline())
+        after = proc_sample(d.pid)
+        proc.wait(30)
+    except (OSError, ValueError, subprocess.TimeoutExpired) as e:
+        print(f"GDBus client: {e}", file=sys.stderr)
+        return None
+    finally:
+        d.stop()
+    s = summary(out["lat"])
+    n = len(out["lat"])
+    return {"p50": s["p50"], "p99": s["p99"], "n": n, "rate": n / plan.getall_seconds,
+            "client_cpu_ms": out["cpu"] / n * 1000, "daemon_cpu_ms": (after.cpu_s - before.cpu_s) / n * 1000}
 
 
 def _profile_top(path: str, n: int = 8) -> str:

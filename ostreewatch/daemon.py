@@ -21,16 +21,22 @@ import socket
 import struct
 import sys
 import threading
-from typing import Any, Callable, List, Optional, Tuple
+import types
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 
 from . import __version__, errors, model
 
-# Imported here, before the event loop runs: importing inside a callback would hold the loop
-# for tens of milliseconds.
-from . import changes, service, state
-from .bootwrite import DEPLOY_PYTHON, EFIVARS, BootWriter
+# What the first snapshot needs is imported here, before the event loop runs (an import inside
+# a callback would hold the loop). The D-Bus side (dbus_next, the service, the boot writer) is
+# not needed before READY=1 and is imported after it, in a thread (_load_bus_side): every
+# millisecond before READY=1 is one of every boot, since the unit orders before local-fs.target.
+from . import changes, state
 from .journal import Journal
+from .parse.busaddress import parse_address
 from .watcher import Watcher
+
+if TYPE_CHECKING:
+    from .bootwrite import BootWriter
 
 log = logging.getLogger("ostreewatch.daemon")
 
@@ -240,6 +246,10 @@ class Daemon:
         else:
             self._debounce_handle.cancel()
         due = min(now + self.debounce, self._burst_start + self.debounce * MAX_DEBOUNCE_FACTOR)
+        if reason == "lock-released":
+            # ostree closes its lock file when its whole operation, cleanup included, is done:
+            # nothing more of it is coming, so the quiet time would only add latency.
+            due = now
         self._debounce_handle = loop.call_at(due, self._debounced)
 
     def _on_sighup(self) -> None:
@@ -348,6 +358,8 @@ class Daemon:
     # -- bus --
 
     async def _bus_loop(self) -> None:
+        from . import service  # loaded by run() before this task starts
+
         path = service.socket_path(self.bus_spec)
         backoff = 0.5
         said_missing = False
@@ -424,17 +436,20 @@ class Daemon:
         self.journal.started(self.snapshot, __version__)
         for problem in self.snapshot.Problems:
             self.journal.problem_appeared(problem)
-        self.manager = service.Manager(self.snapshot, self.generation, __version__,
-                                       reload=self.authorized_reload, set_entry=self.set_entry,
-                                       set_deployment=self.set_deployment)
-        self.writer = BootWriter(self.paths, self.journal, refresh=self._refreshed,
-                                 efivars=os.environ.get("OSTREEWATCH_EFIVARS", EFIVARS),
-                                 deploy_python=os.environ.get("OSTREEWATCH_DEPLOY_PYTHON", DEPLOY_PYTHON))
         self._ready = True
         sd_notify("READY=1\nSTATUS=" + status_line(self.snapshot))
         if self._pending:
             self._pending = False
             self.request_scan()
+        service, bootwrite = await loop.run_in_executor(None, _load_bus_side)
+        # Built from the snapshot of now: a change published in between is already in it.
+        self.manager = service.Manager(self.snapshot, self.generation, __version__,
+                                       reload=self.authorized_reload, set_entry=self.set_entry,
+                                       set_deployment=self.set_deployment)
+        self.writer = bootwrite.BootWriter(
+            self.paths, self.journal, refresh=self._refreshed,
+            efivars=os.environ.get("OSTREEWATCH_EFIVARS", bootwrite.EFIVARS),
+            deploy_python=os.environ.get("OSTREEWATCH_DEPLOY_PYTHON", bootwrite.DEPLOY_PYTHON))
         self._start_watchdog(loop)
         self._tasks.append(asyncio.ensure_future(self._bus_loop()))
         await self._stopping.wait()
@@ -480,12 +495,31 @@ class Daemon:
         for task in self._tasks:
             task.cancel()
         if self.bus is not None:
+            from . import service  # a bus means the service was loaded
+
             service.close_bus(self.bus)
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 # --- command line ----------------------------------------------------------------------
+
+
+def _load_bus_side() -> Tuple[types.ModuleType, types.ModuleType]:
+    """The service (dbus_next) and boot writer modules, imported after READY=1 (in a thread)."""
+    from . import bootwrite, service
+
+    return service, bootwrite
+
+
+def check_bus_spec(spec: str) -> None:
+    """Raise InvalidArgs for a --bus value that is neither system, session nor a D-Bus address."""
+    if spec in ("system", "session"):
+        return
+    try:
+        parse_address(spec)
+    except errors.BusAddressError as e:
+        raise errors.InvalidArgs(f"--bus {spec!r}: not system, session or a D-Bus address ({e})") from None
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -522,7 +556,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     _setup_logging(args.log_level)
     try:
-        service.check_bus_spec(args.bus)
+        check_bus_spec(args.bus)
         paths = _paths(args)
         daemon = Daemon(paths, args.bus, args.debounce_ms)
     except (errors.OstreewatchError, ImportError, OSError) as e:

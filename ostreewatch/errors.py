@@ -56,6 +56,10 @@ class GVariantError(ParseError):
     """A serialized GVariant that does not match the expected type."""
 
 
+class BusAddressError(ParseError):
+    """A D-Bus server address that does not have the specification's form."""
+
+
 # --- reading a sysroot --------------------------------------------------------
 
 

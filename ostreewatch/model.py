@@ -18,7 +18,7 @@ DEPLOYMENT_KEYS: Dict[str, str] = {
     "checksum": "s",
     "serial": "i",
     "index": "i",         # position in boot order; -1 for a staged deployment
-    "path": "s",          # absolute path of the deployment directory under the sysroot
+    "path": "s",          # the deployment directory as the host sees it: /ostree/deploy/OS/deploy/CSUM.SERIAL
     "entry": "s",         # entry id, "" when no entry points at it
     "bootcsum": "s",
     "bootserial": "i",    # -1 when no entry
@@ -70,6 +70,36 @@ PROBLEM_KEYS: Dict[str, str] = {
     "message": "s",
     "subject": "s",       # the entry id, deployment id, path or mount point concerned
 }
+
+# BootedRoot: what ostree-prepare-root recorded in /run/ostree-booted (ostree
+# src/libotcore/otcore.h OTCORE_RUN_BOOTED_KEY_*; types as
+# src/switchroot/ostree-prepare-root.c and src/libotcore/otcore-prepare-root.c
+# write them), keyed by our snake_case name; absent keys are omitted.
+BOOTED_ROOT_KEYS: Dict[str, str] = {
+    "composefs": "b",           # "composefs": composefs was used for /
+    "composefs_verity": "b",    # "composefs.verity": fs-verity was required
+    "composefs_signed": "s",    # "composefs.signed": the public key that verified the commit
+    "root_transient": "b",      # "root.transient"
+    "root_transient_ro": "b",   # "root.transient-ro"
+    "sysroot_ro": "b",          # "sysroot-ro": /sysroot is mounted read-only
+    "transient_etc": "s",       # "transient-etc": the directory of the transient /etc overlay
+    "backing_device": "t",      # "backing-root-device-inode" (tt), first: st_dev of the deployment dir
+    "backing_inode": "t",       # ... second: st_ino
+}
+# ostree's key -> ours (backing-root-device-inode is split in two).
+BOOTED_ROOT_OSTREE_KEYS: Dict[str, str] = {
+    "composefs": "composefs",
+    "composefs.verity": "composefs_verity",
+    "composefs.signed": "composefs_signed",
+    "root.transient": "root_transient",
+    "root.transient-ro": "root_transient_ro",
+    "sysroot-ro": "sysroot_ro",
+    "transient-etc": "transient_etc",
+}
+
+# Where DefaultEntry comes from (docs/default-entry.md, "Reading the default").
+DEFAULT_ENTRY_SOURCES = ("saved_entry", "next_entry", "grubenv-default", "greenboot-fallback", "grub.cfg",
+                         "first-entry", "loader.conf", "efi-variable", "none")
 
 # The mount points published in Mounts, in this order.
 WATCHED_MOUNT_POINTS: Tuple[str, ...] = ("/", "/sysroot", "/usr", "/etc", "/var", "/boot", "/boot/efi")
@@ -153,6 +183,8 @@ class Snapshot:
     DefaultEntry: str = ""
     NextEntry: str = ""
     BootedEntry: str = ""
+    DefaultEntrySource: str = "none"
+    BootedRoot: Tuple[Tuple[str, Any], ...] = ()   # (key, value) pairs in BOOTED_ROOT_KEYS order
     Deployments: Tuple[Deployment, ...] = ()
     BootEntries: Tuple[BootEntry, ...] = ()
     Mounts: Tuple[Mount, ...] = ()
@@ -180,6 +212,8 @@ PROPERTY_SIGNATURES: Dict[str, str] = {
     "DefaultEntry": "s",
     "NextEntry": "s",
     "BootedEntry": "s",
+    "DefaultEntrySource": "s",
+    "BootedRoot": "a{sv}",
     "Deployments": "aa{sv}",
     "BootEntries": "aa{sv}",
     "Mounts": "aa{sv}",
@@ -203,15 +237,23 @@ def snapshot_to_plain(snapshot: Snapshot) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     for field in dataclasses.fields(snapshot):
         value = getattr(snapshot, field.name)
-        if isinstance(value, tuple):
+        if field.name == "BootedRoot":
+            value = dict(value)
+        elif isinstance(value, tuple):
             value = [record_to_dict(item) for item in value]
         out[field.name] = value
     return out
 
 
+def booted_root_items(values: Dict[str, Any]) -> Tuple[Tuple[str, Any], ...]:
+    """A BootedRoot dictionary as the snapshot keeps it: known keys only, in BOOTED_ROOT_KEYS order."""
+    return tuple((k, values[k]) for k in BOOTED_ROOT_KEYS if k in values)
+
+
 def key_signatures(property_name: str) -> Dict[str, str]:
-    """The a{sv} key signatures of an aa{sv} property."""
+    """The a{sv} key signatures of an aa{sv} (or a{sv}) property."""
     return {
+        "BootedRoot": BOOTED_ROOT_KEYS,
         "Deployments": DEPLOYMENT_KEYS,
         "BootEntries": BOOT_ENTRY_KEYS,
         "Mounts": MOUNT_KEYS,

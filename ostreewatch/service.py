@@ -18,6 +18,8 @@ from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Tup
 from dbus_next import BusType, Message, MessageFlag, MessageType, Variant
 from dbus_next.aio import MessageBus
 from dbus_next.aio import message_bus as _aio_bus
+from dbus_next._private.constants import LITTLE_ENDIAN, PROTOCOL_VERSION, HeaderField
+from dbus_next._private.marshaller import Marshaller
 from dbus_next.constants import NameFlag, RequestNameReply
 from dbus_next.service import PropertyAccess, ServiceInterface, dbus_property
 
@@ -78,11 +80,16 @@ def _record_variants(record: Any) -> Dict[str, Variant]:
 
 
 def snapshot_values(snapshot: model.Snapshot) -> Dict[str, Any]:
-    """The snapshot's properties as dbus-next values (aa{sv} items typed per model.*_KEYS)."""
+    """The snapshot's properties as dbus-next values (a{sv} / aa{sv} items typed per model.*_KEYS)."""
     out: Dict[str, Any] = {}
     for name, sig in model.PROPERTY_SIGNATURES.items():
         value = getattr(snapshot, name)
-        out[name] = [_record_variants(r) for r in value] if sig == "aa{sv}" else value
+        if sig == "aa{sv}":
+            value = [_record_variants(r) for r in value]
+        elif sig == "a{sv}":  # BootedRoot: (key, value) pairs, each key typed by model.key_signatures
+            sigs = model.key_signatures(name)
+            value = {k: Variant(sigs[k], v) for k, v in value}
+        out[name] = value
     return out
 
 
@@ -106,7 +113,9 @@ def snapshot_from_plain(props: Dict[str, Any]) -> model.Snapshot:
         if name not in props:
             continue
         value = props[name]
-        if name in records:
+        if model.PROPERTY_SIGNATURES[name] == "a{sv}":
+            value = model.booted_root_items(value) if isinstance(value, dict) else ()
+        elif name in records:
             cls = records[name]
             keys = model.key_signatures(name)
             value = tuple(cls(**{k: (tuple(v) if isinstance(v, list) else v)
@@ -174,6 +183,7 @@ class Manager(_ManagerBase):
         self._buses: List[MessageBus] = []
         self._tasks: set = set()
         self._variants: Optional[Dict[str, Variant]] = None
+        self._all_bytes: Optional[bytes] = None
 
     # -- publishing --
 
@@ -254,7 +264,7 @@ class Manager(_ManagerBase):
                                                     f"{msg.body[1]} is read-only"))
             return True
         if msg.member == "GetAll" and iface == INTERFACE:
-            self._reply(bus, msg, Message.new_method_return(msg, "a{sv}", [self._all_variants()]))
+            self._reply(bus, msg, PremarshalledReply(msg, "a{sv}", self._all_body()))
             return True
         return False
 
@@ -266,7 +276,17 @@ class Manager(_ManagerBase):
         """
         if self._variants is None:
             self._variants = {name: Variant(sig, self._values[name]) for name, sig in PROPERTIES.items()}
+            self._all_bytes = None
         return self._variants
+
+    def _all_body(self) -> bytes:
+        """GetAll's reply body, marshalled once per published change (the rest of a call is its header)."""
+        variants = self._all_variants()
+        if self._all_bytes is None:
+            body = Marshaller("a{sv}", [variants])
+            body.marshall()
+            self._all_bytes = bytes(body.buffer)
+        return self._all_bytes
 
     def introspection_xml(self, bus: MessageBus) -> str:
         node = bus._introspect_export_path(OBJECT_PATH).to_xml()
@@ -354,6 +374,31 @@ def polkit_asker(bus: MessageBus, msg: Message, caller: model.Caller) -> AskPolk
     return ask
 
 
+class PremarshalledReply(Message):  # type: ignore[misc]
+    """A method return whose body is bytes marshalled earlier: only its header is built per call.
+
+    Owns the header half of dbus-next 0.2.3's Message._marshall (the version setup.cfg pins;
+    tests/test_service_premarshalled.py fails if dbus-next changes underneath): a method
+    return's header fields are REPLY_SERIAL, DESTINATION and SIGNATURE.
+    """
+
+    def __init__(self, call: Message, signature: str, body: bytes) -> None:
+        super().__init__(message_type=MessageType.METHOD_RETURN, reply_serial=call.serial,
+                         destination=call.sender, signature=signature)
+        self._body_bytes = body
+
+    def _marshall(self, negotiate_unix_fd: bool = False) -> bytearray:
+        fields: List[Any] = [[HeaderField.REPLY_SERIAL.value, Variant("u", self.reply_serial)]]
+        if self.destination:
+            fields.append([HeaderField.DESTINATION.value, Variant("s", self.destination)])
+        fields.append([HeaderField.SIGNATURE.value, Variant("g", self.signature)])
+        header = Marshaller("yyyyuua(yv)", [LITTLE_ENDIAN, self.message_type.value, self.flags.value,
+                                            PROTOCOL_VERSION, len(self._body_bytes), self.serial, fields])
+        header.marshall()
+        header.align(8)
+        return header.buffer + self._body_bytes  # type: ignore[no-any-return]
+
+
 def _clip(text: str, limit: int = 64) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
@@ -403,18 +448,6 @@ def bus_address(spec: str) -> Tuple[Optional[str], BusType]:
     if spec == "session":
         return None, BusType.SESSION
     return spec, BusType.SYSTEM
-
-
-def check_bus_spec(spec: str) -> None:
-    """Raise InvalidArgs for a --bus value that is neither system, session nor a D-Bus address."""
-    if spec in ("system", "session"):
-        return
-    from dbus_next._private.address import parse_address  # the parser MessageBus itself uses
-    try:
-        if not parse_address(spec):
-            raise ValueError("empty address")
-    except Exception as e:
-        raise errors.InvalidArgs(f"--bus {spec!r}: not system, session or a D-Bus address ({e})") from None
 
 
 def socket_path(spec: str) -> Optional[str]:

@@ -5,16 +5,21 @@ never raised: it becomes a Problem (codes in docs/problems.md). Only a sysroot
 that is unreadable or not an ostree sysroot raises SysrootError.
 
 Choices worth knowing:
-- Deployment.path is the host path of the deployment directory as seen through
-  the given sysroot (on a booted host: /ostree/deploy/OS/deploy/CSUM.SERIAL).
+- Deployment.path is the deployment directory as the watched host sees it,
+  /ostree/deploy/OS/deploy/CSUM.SERIAL, whatever directory the sysroot is read from.
 - Deployment.version: the commit's `version` metadata when the repo holds the
   commit (what `ostree admin status` shows), else os-release OSTREE_VERSION,
   IMAGE_VERSION, VERSION. title: os-release PRETTY_NAME (else NAME).
 - Problems are sorted by (code, subject, message), duplicates dropped.
 - Deployments without an entry (and the staged one) have index -1 and come
   after the ordered ones; the staged one comes first of all.
-- Booted detection (and BootedEntry) only when run/ostree-booted exists, so an
-  offline look at another sysroot never borrows the host's own boot state.
+- Booted detection (and BootedEntry, BootedRoot) only when run/ostree-booted
+  exists, so an offline look at another sysroot never borrows the host's own
+  boot state. BootedEntry is the entry of the booted deployment, never a match
+  of the ostree= string (a bootversion swap makes that string stale).
+- The default entry is what the boot loader will do (docs/default-entry.md,
+  "Reading the default"): on grub2 the grub.cfg in use is evaluated with the
+  grubenv (parse/grubcfg.py), entries are in blscfg's order.
 - The repo's `sysroot.bootloader` only overrides file detection when it names
   a boot loader (grub2; "systemd"/"systemd-boot"); ostree's usual "none"/"auto"
   mean "ostree writes no boot loader config", not "no boot loader".
@@ -23,6 +28,7 @@ Choices worth knowing:
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import re
 import stat
@@ -33,7 +39,7 @@ from typing import Dict, List, Optional, Tuple
 from . import model
 from .errors import OstreewatchError, SysrootError
 from .parse import bls, cmdline as cmdline_parse, gvariant, mountinfo as mountinfo_parse
-from .parse import grubenv as grubenv_parse, loaderconf, origin as origin_parse, osrelease
+from .parse import grubcfg, grubenv as grubenv_parse, loaderconf, origin as origin_parse, osrelease
 from .sysroot import ENTRY_MAX, SMALL_MAX, ReadRefused, Root, read_host_file
 
 # The mount points whose lines parse_mountinfo keeps (its cheap prefilter).
@@ -42,6 +48,10 @@ MOUNTINFO_MAX = 32 * 1024 * 1024   # ~150,000 mount lines; a Kubernetes node sta
 CMDLINE_MAX = 64 * 1024
 COMMIT_MAX = 1024 * 1024   # a commit object is a few hundred bytes, plus its metadata
 GRUB_DIRS = ("boot/grub2", "boot/grub")
+# What a grub.cfg may source from its own directory (bootupd configs.d 01_users.cfg,
+# 41_custom.cfg; grub-static-pre.cfg's bootuuid.cfg and console.cfg; 00_header's user.cfg).
+GRUB_SOURCED = ("user.cfg", "custom.cfg", "console.cfg", "bootuuid.cfg", "platform.cfg")
+GRUB_CFG_MAX = 1024 * 1024   # a generated grub.cfg with many menu entries stays far below
 LOADER_CONFS = ("boot/loader/loader.conf", "boot/efi/loader/loader.conf")
 GRUB_SAVED_DEPLOYMENT = "ostreewatch_saved_deployment"
 GRUB_NEXT_DEPLOYMENT = "ostreewatch_next_deployment"
@@ -137,7 +147,7 @@ class _Reader:
                 if st is None or not stat.S_ISDIR(st.st_mode):  # ostree never links a deployment dir
                     continue
                 dep = _Dep(osname=osname, checksum=m.group(1), serial=int(m.group(2)), rel=rel,
-                           path=os.path.join(self.root.path, "ostree/deploy", osname, "deploy", name))
+                           path=f"/ostree/deploy/{osname}/deploy/{name}")
                 self._read_origin(dep, rel + ".origin")
                 self._read_os_release(dep)
                 dep.version = self._commit_version(dep.checksum) or dep.version
@@ -266,7 +276,7 @@ class _Reader:
             return "grub2"
         if configured in ("systemd", "systemd-boot"):
             return "systemd-boot"
-        if any(self.root.exists(f"{d}/grubenv") for d in GRUB_DIRS):
+        if any(self.root.exists(f"{d}/{f}") for d in GRUB_DIRS for f in ("grubenv", "grub.cfg")):
             return "grub2"
         if any(self.root.exists(p) for p in LOADER_CONFS):
             return "systemd-boot"
@@ -292,6 +302,31 @@ class _Reader:
                 self.problem("grubenv-unparsable", f"cannot read /{rel}: {e}", "/" + rel)
                 return {}, "/" + rel
         return {}, ""
+
+    def grub_config(self) -> Optional[Tuple[str, Dict[str, str], str]]:
+        """(grub.cfg text, {sourced name: text, "grubenv": ""}, path) of the first grub.cfg; None when none.
+
+        An unreadable grub.cfg is a problem and None.
+        """
+        for d in GRUB_DIRS:
+            rel = f"{d}/grub.cfg"
+            if not self.root.exists(rel):
+                continue
+            try:
+                text = self.root.read(rel, GRUB_CFG_MAX).decode("utf-8", "replace")
+            except ReadRefused as e:
+                self.problem("grub-cfg-unsupported", f"cannot read /{rel}: {e}", "/" + rel)
+                return None
+            files: Dict[str, str] = {}
+            for name in GRUB_SOURCED:
+                try:
+                    files[name] = self.root.read(f"{d}/{name}", GRUB_CFG_MAX).decode("utf-8", "replace")
+                except ReadRefused:
+                    continue  # absent (the usual case) or unreadable: grub's `-f` test fails too
+            if self.root.exists(f"{d}/grubenv"):
+                files["grubenv"] = ""
+            return text, files, "/" + rel
+        return None
 
     def loader_conf(self) -> Tuple[Optional[loaderconf.LoaderConf], str]:
         for rel in LOADER_CONFS:
@@ -430,6 +465,10 @@ def read_snapshot(paths: Paths) -> model.Snapshot:
     r = _Reader(paths)
     deps = r.deployments()
     entries = r.entries()
+    bootloader = r.bootloader()
+    if bootloader == "grub2":
+        # The menu is blscfg's order; systemd's order first only makes ties independent of listdir.
+        entries = bls.sort_entries_grub(entries)
 
     # Entries -> deployments, through the boot links.
     entry_dep: Dict[str, str] = {}
@@ -482,9 +521,12 @@ def read_snapshot(paths: Paths) -> model.Snapshot:
     mounts, mounts_ok = r.mounts()
     booted_id = ""
     cmd_ostree = ""
+    booted_root: Tuple[Tuple[str, object], ...] = ()
     if ostree_booted:
         cmd_ostree = r.cmdline_ostree()
-        booted_id = _find_booted(r, deps, booted_raw or b"", mounts, cmd_ostree)
+        booted_meta = _booted_metadata(r, booted_raw or b"", os.path.join(paths.run, "ostree-booted"))
+        booted_root = model.booted_root_items(_booted_root(booted_meta))
+        booted_id = _find_booted(r, deps, booted_meta, mounts, cmd_ostree)
 
     entry_order = [d for d in ordered]
     rest = sorted((d for d in deps.values() if not d.entry), key=lambda d: (not d.staged, d.osname, d.checksum, d.serial))
@@ -493,29 +535,12 @@ def read_snapshot(paths: Paths) -> model.Snapshot:
             r.problem("deployment-no-entry", f"deployment {d.id} has no boot entry", d.id)
 
     # Default and next entry.
-    bootloader = r.bootloader()
-    entry_ids = [e.id for e in entries]
     default_entry = ""
     next_entry = ""
+    source = "none"
     recorded: Dict[str, str] = {}
     if bootloader == "grub2":
-        env, env_path = r.grubenv()
-        saved = env.get("saved_entry", "")
-        if saved:
-            if saved in entry_ids:
-                default_entry = saved
-                if env.get(GRUB_SAVED_DEPLOYMENT):
-                    recorded[saved] = env[GRUB_SAVED_DEPLOYMENT]
-            else:
-                r.problem("saved-entry-missing", f"saved_entry={saved} in {env_path} names no entry", saved)
-        nxt = env.get("next_entry", "")
-        if nxt:
-            if nxt in entry_ids:
-                next_entry = nxt
-                if env.get(GRUB_NEXT_DEPLOYMENT):
-                    recorded.setdefault(nxt, env[GRUB_NEXT_DEPLOYMENT])
-            else:
-                r.problem("saved-entry-missing", f"next_entry={nxt} in {env_path} names no entry", nxt)
+        default_entry, next_entry, source = _grub_default(r, entries, recorded)
     elif bootloader == "systemd-boot":
         conf, conf_path = r.loader_conf()
         if conf is not None and conf.default:
@@ -528,16 +553,19 @@ def read_snapshot(paths: Paths) -> model.Snapshot:
                           conf.default)
             else:
                 default_entry = bls.split_boot_counting(match)[0]
+                source = "loader.conf"
                 comment = _deployment_comment(conf)
                 if comment:
                     recorded[default_entry] = comment
-    if not default_entry and entries:
+    if not default_entry and entries and bootloader != "grub2":
         default_entry = entries[0].id
+        source = "first-entry"
     for entry_id, dep_id in recorded.items():
         if entry_dep.get(entry_id, "") != dep_id:
             r.problem("default-entry-moved",
                       f"entry {entry_id} was chosen for deployment {dep_id}, but now boots "
                       f"{entry_dep.get(entry_id) or 'no deployment'}", entry_id)
+    _boot_counting_fallback(r, entries, default_entry)
     default_id = entry_dep.get(default_entry, "")
 
     # Rollback: the next deployment of the same OS after the booted one (or the default one).
@@ -549,15 +577,17 @@ def read_snapshot(paths: Paths) -> model.Snapshot:
                 rollback_id = d.id
                 break
 
-    booted_entry = ""
-    if ostree_booted and cmd_ostree:
-        booted_entry = next((eid for eid, arg in entry_ostree.items() if arg == cmd_ostree), "")
+    # The booted deployment's entry: whatever boot.N the command line names, ostree
+    # may have swapped the bootversion since (every deploy, rollback or cleanup does).
+    booted_entry = by_id[booted_id].entry if booted_id in by_id else ""
 
-    # Problems about the booted host.
-    if booted_id and default_id and booted_id != default_id:
-        r.problem("booted-not-default",
-                  f"booted {booted_id}, but the default is {default_id} (a rollback happened, or an update is pending)",
-                  booted_id)
+    # Problems about the booted host. A booted deployment that is not the default
+    # is a pending update or a rollback: visible from the properties, not a problem.
+    booted_path = os.path.join(paths.run, "ostree-booted")
+    if ostree_booted and not booted_id:
+        r.problem("booted-unknown",
+                  f"{booted_path} exists but no deployment matches the booted root "
+                  f"(inode, / mount or ostree={cmd_ostree or 'none'})", booted_path)
     if ostree_booted and mounts_ok:
         points = {m.mount_point: m for m in mounts}
         usr = points.get("/usr")
@@ -591,17 +621,38 @@ def read_snapshot(paths: Paths) -> model.Snapshot:
         DefaultDeployment=default_id, RollbackDeployment=rollback_id,
         StagedDeployment=staged_id if staged_id in by_id else "",
         DefaultEntry=default_entry, NextEntry=next_entry, BootedEntry=booted_entry,
+        DefaultEntrySource=source, BootedRoot=booted_root,
         Deployments=tuple(deployments), BootEntries=boot_entries, Mounts=mounts,
         Problems=tuple(sorted(set(r.problems), key=lambda p: (p.code, p.subject, p.message))))
 
 
-def _find_booted(r: _Reader, deps: Dict[Tuple[str, str], _Dep], booted_raw: bytes,
+def _booted_metadata(r: _Reader, raw: bytes, path: str) -> Dict[str, object]:
+    """run/ostree-booted's a{sv}; {} for the empty file of ostree < 2024.2, and a problem when unparsable."""
+    try:
+        return gvariant.parse_ostree_booted(raw)
+    except OstreewatchError as e:
+        r.problem("run-file-unreadable", f"cannot parse {path}: {e}", path)
+        return {}
+
+
+def _booted_root(meta: Dict[str, object]) -> Dict[str, object]:
+    """BootedRoot: ostree's keys renamed (model.BOOTED_ROOT_OSTREE_KEYS); values of the wrong type dropped."""
+    out: Dict[str, object] = {}
+    for ostree_key, key in model.BOOTED_ROOT_OSTREE_KEYS.items():
+        value = meta.get(ostree_key)
+        want = bool if model.BOOTED_ROOT_KEYS[key] == "b" else str
+        if isinstance(value, want) and (want is str or isinstance(value, bool)):
+            out[key] = value
+    inode = meta.get("backing-root-device-inode")
+    if isinstance(inode, tuple) and len(inode) == 2:  # parse_ostree_booted checked it is (tt)
+        out["backing_device"], out["backing_inode"] = inode
+    return out
+
+
+def _find_booted(r: _Reader, deps: Dict[Tuple[str, str], _Dep], meta: Dict[str, object],
                  mounts: Tuple[model.Mount, ...], cmd_ostree: str) -> str:
     """The booted deployment: run/ostree-booted's (dev, inode), else the root of the `/` mount, else ostree=."""
-    try:
-        inode = gvariant.parse_ostree_booted(booted_raw).get("backing-root-device-inode")
-    except OstreewatchError:
-        inode = None
+    inode = meta.get("backing-root-device-inode")
     if inode:
         for d in deps.values():
             st = r.root.lstat(d.rel)
@@ -620,6 +671,93 @@ def _find_booted(r: _Reader, deps: Dict[Tuple[str, str], _Dep], booted_raw: byte
         if dep is not None:
             return dep.id
     return ""
+
+
+def _grub_menu_match(value: str, entries: List[bls.BlsEntry], shift: int) -> Optional[bls.BlsEntry]:
+    """The entry GRUB picks for `default=VALUE`: its menu id, its exact title, or its index; None if none.
+
+    The menu id is the file name less ".conf", boot-counting suffix included
+    (GRUB 2.14 blsuki; the contract id drops the suffix, also accepted here as the
+    write side records it). SHIFT plain menuentries come before blscfg's.
+    """
+    for e in entries:
+        if e.file[:-5] == value or e.file == value:
+            return e
+    for e in entries:
+        if e.id == value:
+            return e
+    for e in entries:
+        if e.title and e.title == value:
+            return e
+    if value.isdigit() and 0 <= int(value) - shift < len(entries):
+        return entries[int(value) - shift]
+    return None
+
+
+_GRUB_SOURCES = {grubcfg.FROM_SAVED: "saved_entry", grubcfg.FROM_NEXT: "next_entry",
+                 grubcfg.FROM_ENV: "grubenv-default", grubcfg.FROM_GREENBOOT: "greenboot-fallback",
+                 grubcfg.FROM_LITERAL: "grub.cfg"}
+
+
+def _grub_default(r: _Reader, entries: List[bls.BlsEntry], recorded: Dict[str, str]) -> Tuple[str, str, str]:
+    """(DefaultEntry, NextEntry, DefaultEntrySource) on a grub2 host: grub.cfg run with the grubenv."""
+    env, env_path = r.grubenv()
+    found = r.grub_config()
+    if found is None:
+        if not any(p.code == "grub-cfg-unsupported" for p in r.problems):
+            r.problem("grub-cfg-unsupported",
+                      "no boot/grub2/grub.cfg or boot/grub/grub.cfg: what GRUB boots cannot be told",
+                      "/boot/grub2/grub.cfg")
+        return "", "", "none"
+    text, files, cfg_path = found
+    res = grubcfg.evaluate(text, files, env)
+    for var, reads in (("saved_entry", res.reads_saved_entry), ("next_entry", res.reads_next_entry)):
+        if env.get(var) and not (reads and res.loads_env):
+            r.problem("saved-entry-ignored",
+                      f"{var}={env[var]} is set in {env_path or 'the grubenv'}, but {cfg_path} never "
+                      f"{'loads the grubenv' if reads else 'reads ' + var}: GRUB does not use it", var)
+    if res.default is None:
+        r.problem("grub-cfg-unsupported",
+                  f"cannot tell what {cfg_path} makes the default: {'; '.join(res.unknown) or 'unknown'}", cfg_path)
+        return "", "", "none"
+    if not entries:
+        return "", "", "none"
+    first = entries[0]  # GRUB boots entry 0 when `default` is unset or matches nothing
+    if res.greenboot_fired and entries:
+        r.problem("boot-fallback",
+                  f"greenboot's boot counter ran out (boot_counter={env.get('boot_counter', '')}, boot_success="
+                  f"{env.get('boot_success', '')} in {env_path}): {first.id} was tried and not kept; GRUB boots "
+                  f"menu entry {res.default or '0'} instead", first.id)
+    if res.default_from == grubcfg.FROM_UNSET or res.default == "":
+        return first.id, "", "first-entry"
+    match = _grub_menu_match(res.default, entries, res.menuentries_before_blscfg)
+    source = _GRUB_SOURCES.get(res.default_from, "grub.cfg")
+    if match is None:
+        r.problem("saved-entry-missing",
+                  f"default={res.default} (from {source} in {cfg_path}) names no entry: GRUB boots the first",
+                  res.default)
+        return first.id, "", "first-entry"
+    variable = {grubcfg.FROM_SAVED: GRUB_SAVED_DEPLOYMENT, grubcfg.FROM_NEXT: GRUB_NEXT_DEPLOYMENT}
+    if res.default_from in variable and env.get(variable[res.default_from]):
+        recorded[match.id] = env[variable[res.default_from]]
+    return match.id, match.id if res.boot_once else "", source
+
+
+def _boot_counting_fallback(r: _Reader, entries: List[bls.BlsEntry], default_entry: str) -> None:
+    """boot-fallback for a boot-counting entry with no tries left that is the default or the newest.
+
+    ostree (2025.3+, sysroot.boot-counting-tries) writes new entries as
+    ostree-N+TRIES.conf; systemd-bless-boot renames a good one ostree-N+LEFT-DONE or
+    drops the suffix; +0 means every try failed (systemd src/boot/bless-boot.c).
+    """
+    if not entries:
+        return
+    newest = max(entries, key=functools.cmp_to_key(lambda a, b: bls.strverscmp_improved(a.version, b.version)))
+    for e in entries:
+        if e.tries_left == 0 and (e.id == default_entry or e is newest):
+            r.problem("boot-fallback",
+                      f"entry {e.file} has no boot tries left: it was tried {e.tries_done or 0} time(s) and not "
+                      f"kept", e.id)
 
 
 _SAMPLE_DIR: Optional[str] = None

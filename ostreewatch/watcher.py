@@ -44,6 +44,9 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import pyinotify
 
+from . import mountprobe
+from .state import GRUB_SOURCED
+
 # pyinotify logs to stderr from inside its event processing (events for a
 # watch just removed, moves it cannot follow); this module handles all of those.
 pyinotify.log.setLevel(logging.CRITICAL)
@@ -72,6 +75,9 @@ _BOOT_LINK = re.compile(r"boot\.[0-9]+")
 # A sysroot has one or two stateroots; a bound keeps a junk-filled ostree/deploy
 # from eating the inotify watch budget (the mtime bump still covers the rest).
 _MAX_STATEROOTS = 64
+# During a mount storm that leaves the watched mount points alone, "mounts" is still reported
+# this often (see _mount_fire).
+MOUNT_RECHECK_EVERY = 30.0
 
 # struct inotify_event; one read takes at most this much: about 2,000 events,
 # a few ms of work, then the loop serves others before the next chunk.
@@ -101,7 +107,8 @@ class Watcher:
     """Calls on_change(reason) when the boot state may have changed; never polls.
 
     on_change only means "rescan soon": the caller debounces. Reasons:
-    entries, loader-swap, loader.conf, grubenv, boot-links, deploy-mtime,
+    entries, loader-swap, loader.conf, grubenv, grub.cfg (or a file it sources),
+    boot-links, deploy-mtime,
     deployments (a deployment directory or .origin appeared or went; comes after
     ostree's cleanup, unlike deploy-mtime), staged, booted, mounts, overflow
     (events were lost: rescan everything).
@@ -113,7 +120,7 @@ class Watcher:
         on_change: Callable[[str], None],
         loop: asyncio.AbstractEventLoop,
         *,
-        mount_min_interval: float = 0.2,
+        mount_min_interval: float = 0.05,
     ) -> None:
         self.paths = paths
         self.on_change = on_change
@@ -127,6 +134,12 @@ class Watcher:
         self._mi_epoll: Optional[select.epoll] = None
         self._mi_reader = False
         self._mi_last = float("-inf")
+        self._mi_probe: Optional[mountprobe.Probe] = None  # the watched points at the last report
+        self._mi_reported = float("-inf")
+        # Where a mount means "re-arm": the watched sysroot's boot file systems, in this namespace.
+        sysroot = str(paths.sysroot)
+        self._rearm_points = tuple(os.path.join(sysroot, p) for p in ("", "boot", "boot/efi")
+                                   if os.path.join(sysroot, p).rstrip("/") not in ("", "/boot", "/boot/efi"))
         self._mi_trailing: Optional[asyncio.TimerHandle] = None
         self._mi_is_file = False  # mountinfo given as a plain file: watched with inotify
         # How the mount table is watched: "epoll", "inotify" (a plain file), "none" (unreadable).
@@ -135,7 +148,7 @@ class Watcher:
         self._batch_rearm = False
         # Counters for tests and benchmarks.
         self.stats: Dict[str, int] = {"inotify_wakeups": 0, "mount_wakeups": 0, "mount_callbacks": 0,
-                                      "rearms": 0, "overflows": 0}
+                                      "mount_unchanged": 0, "rearms": 0, "overflows": 0}
 
     # --- life cycle ------------------------------------------------------------
 
@@ -381,6 +394,8 @@ class Watcher:
                 hit = "grubenv"
                 if structural:  # it may have become a symlink into the ESP
                     self._batch_rearm = True
+            elif name == "grub.cfg" or name in GRUB_SOURCED:
+                hit = "grub.cfg"  # the default is grub.cfg run with the grubenv (state.py)
         elif role == "efi-loader":
             if name == "loader.conf":
                 hit = "loader.conf"
@@ -443,6 +458,9 @@ class Watcher:
             return
         self.mount_watch = "epoll"
         self._mi_epoll = ep
+        # The points as the caller's first read will see them (it reads after start()).
+        self._mi_probe = mountprobe.probe(path, own_points=self._rearm_points)
+        self._mi_reported = self.loop.time()
         self.loop.add_reader(ep.fileno(), self._on_mountinfo_readable)
         self._mi_reader = True
 
@@ -480,6 +498,15 @@ class Watcher:
 
     def _mount_fire(self, now: float) -> None:
         self._mi_last = now
+        # A storm of unrelated mounts leaves the watched points as they were: no callback,
+        # no re-arm. Reported anyway when the last report is MOUNT_RECHECK_EVERY old, so a
+        # remount that changes only filesystem options (no flag, no mount) is still seen.
+        probe = mountprobe.probe(str(self.paths.mountinfo), own_points=self._rearm_points)
+        if probe is not None and probe == self._mi_probe and now - self._mi_reported < MOUNT_RECHECK_EVERY:
+            self.stats["mount_unchanged"] += 1
+            return
+        self._mi_probe = probe
+        self._mi_reported = now
         self.stats["mount_callbacks"] += 1
         self._fire("mounts")
         # A /boot unmounted and mounted again leaves inotify watching the

@@ -414,6 +414,52 @@ def test_mounts_in_a_private_namespace(bus: Any, sysroot: str, daemons: List[Dae
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+# Mounts and unmounts a tmpfs for argv[2] seconds.
+_CHURN = r"""
+import ctypes, os, sys, time
+libc = ctypes.CDLL("libc.so.6", use_errno=True)
+base = sys.argv[1]
+os.makedirs(base, exist_ok=True)
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    if libc.mount(b"none", base.encode(), b"tmpfs", 0, None) != 0:
+        raise OSError(ctypes.get_errno(), "mount")
+    if libc.umount2(base.encode(), 0) != 0:
+        raise OSError(ctypes.get_errno(), "umount")
+"""
+
+
+def test_relevant_mount_in_the_middle_of_a_storm(bus: Any, sysroot: str, daemons: List[DaemonProcess]) -> None:
+    """A bind mount onto /usr while thousands of unrelated mounts churn: published once, nothing else."""
+    d = start_daemon(bus, sysroot, mountinfo="/proc/self/mountinfo",
+                     prefix=["unshare", "--mount", "--propagation", "private"])
+    daemons.append(d)
+    d.wait_name()
+    sub = Subscriber(bus.address)
+    scratch = tempfile.mkdtemp(prefix="ow-mnt-")
+    nsenter = ["nsenter", "--mount", "--target", str(d.pid)]
+    storm = subprocess.Popen(nsenter + [sys.executable, "-c", _CHURN, os.path.join(scratch, "storm"), "3"])
+    try:
+        gen = d.get_property("Generation")
+        mark = sub.mark()
+        time.sleep(1.0)  # well inside the 3 s storm
+        assert storm.poll() is None, "the storm ended before the relevant change"
+        subprocess.run(nsenter + ["mount", "--bind", scratch, "/usr"], check=True, timeout=30)
+        sub.wait_for(mark, lambda ev: typed(ev, "MountsChanged"))
+        assert storm.wait(120) == 0
+        ev = sub.settle(mark, quiet=1.5)
+        assert typed(ev, "MountsChanged") == [{"mount_points": ["/usr"]}]
+        assert [name for name, _ in ev if name in TYPED] == ["MountsChanged"]
+        assert d.get_property("Generation") == gen + 1
+    finally:
+        if storm.poll() is None:
+            storm.kill()
+            storm.wait(10)
+        sub.close()
+        d.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 # --- ostree's sysroot lock -------------------------------------------------------------------
 
 # Holds an OFD write lock on ostree/lock, as ostree does for a whole operation, until a line

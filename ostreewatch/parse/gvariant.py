@@ -247,7 +247,13 @@ def parse_variant(data: bytes, type_string: str) -> Any:
 def parse_ostree_booted(data: bytes) -> Dict[str, Any]:
     """/run/ostree-booted (ostree >= 2024.2): an a{sv}; empty data (older ostree) gives {}.
 
-    `backing-root-device-inode` (tt) is the (st_dev, st_ino) of the booted deployment.
+    Keys (ostree src/libotcore/otcore.h OTCORE_RUN_BOOTED_KEY_*, written by
+    src/switchroot/ostree-prepare-root.c and src/libotcore/otcore-prepare-root.c):
+    `backing-root-device-inode` (tt, always: the (st_dev, st_ino) of the booted
+    deployment directory, checked here), `composefs` (b), `composefs.verity` (b),
+    `composefs.signed` (s: the public key), `root.transient` (b),
+    `root.transient-ro` (b), `sysroot-ro` (b), `transient-etc` (s). Other keys
+    are returned as they are; state.py keeps the known ones of the right type.
     """
     if not data:
         return {}

@@ -1,0 +1,647 @@
+"""What a grub.cfg does with the environment block: a pure, tiny GRUB-script evaluator.
+
+Text in, values out, no I/O. `evaluate(cfg, files, env)` runs the subset of GRUB
+script that real ostree hosts' configs use and answers what `$default` is once
+the config has run (what GRUB boots when nobody touches the menu), where the
+value came from, and static facts (does it read saved_entry / next_entry, does
+it carry greenboot's fallback counting, does it run blscfg).
+
+The configs this was written against:
+- Generated (grub2-mkconfig) configs: rhboot/grub2 `util/grub.d/00_header.in`
+  (`load_env`; `if [ "${next_entry}" ] ; then set default="${next_entry}" ...
+  set boot_once=true else set default="${saved_entry}"` when GRUB_DEFAULT=saved,
+  a literal such as `set default="0"` otherwise) and
+  `util/grub.d/08_fallback_counting.in` (greenboot's counter).
+- bootupd's static config: coreos/bootupd `src/grub2/grub-static-pre.cfg`
+  (`load_env`, never `set default`) followed by `src/grub2/configs.d/*.cfg`
+  (`01_users.cfg` sources user.cfg, `10_blscfg.cfg` runs `blscfg`,
+  `14_menu_show_once.cfg`, `41_custom.cfg` sources custom.cfg) and
+  fedora-iot/greenboot `etc/grub.d/greenboot.cfg` (installed as
+  configs.d/08_greenboot.cfg: `set default=1` when boot_counter is 0 or -1 and
+  boot_success is 0).
+
+Supported: `if/elif/else/fi` with `[ ... ]` / `test` conditions (-n -z = == !=
+! -a -o, numeric -eq -ne -lt -le -gt -ge, -f -s -e against the files given),
+`set VAR=VALUE`, `VAR=VALUE`, `unset`, `load_env [-f FILE] [VARS]`,
+`source`/`.`/`configfile` of a given file, `blscfg`, Fedora's
+`increment`/`decrement`, `menuentry`/`submenu`/`function` bodies (skipped).
+Conservative where it cannot know: a condition it cannot decide runs both
+branches and any variable they leave different becomes unknown (None); loops,
+`-d`, commands used as conditions and an assignment of `default` from another
+variable give an unknown `default`, reported in `unknown` - never a guess.
+`prefix` and `config_directory` are the directory holding grub.cfg (the
+RAID branch of grub-static-pre.cfg only changes which disk holds the same files).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Tuple
+
+# Where a value of $default came from.
+FROM_SAVED = "saved_entry"
+FROM_NEXT = "next_entry"
+FROM_ENV = "grubenv-default"        # `default=` stored in the grubenv itself, loaded by load_env
+FROM_GREENBOOT = "greenboot-fallback"
+FROM_LITERAL = "literal"            # `set default=0`, `set default="ostree-2"`
+FROM_UNSET = ""
+FROM_UNKNOWN = "unknown"
+
+GRUB_DIR = "\x00grubdir"            # the value of $prefix / $config_directory: the directory of grub.cfg
+_MAX_DEPTH = 8                      # nested `source` levels
+_MAX_STEPS = 100_000                # commands executed: a bound on hostile input
+_VAR = re.compile(r"\$(?:\{([A-Za-z0-9_?#@*]+)\}|([A-Za-z_][A-Za-z0-9_]*|[0-9?#@*]))")
+_ASSIGN = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.DOTALL)
+# GRUB 2 sets these feature_* variables to "y" (grub-core/normal/main.c, `features`).
+_FEATURES = ("feature_chainloader_bpb", "feature_ntldr", "feature_platform_search_hint",
+             "feature_default_font_path", "feature_all_video_module", "feature_menuentry_id",
+             "feature_menuentry_options", "feature_200_final", "feature_nativedisk_cmd",
+             "feature_timeout_style")
+_READ_ONLY = ("prefix", "config_directory")
+
+
+@dataclass(frozen=True)
+class GrubResult:
+    """What the config does; `default` None means it cannot be told."""
+
+    default: Optional[str] = ""           # $default after the config ran ("" = unset: entry 0)
+    default_from: str = FROM_UNSET        # one of the FROM_* values
+    boot_once: bool = False               # the default is next_entry, used for this boot only
+    loads_env: bool = False               # load_env runs (given the files present)
+    reads_saved_entry: bool = False       # some `default` assignment reads ${saved_entry}
+    reads_next_entry: bool = False        # some `default` assignment reads ${next_entry}
+    greenboot: bool = False               # a `default` assignment guarded by ${boot_counter}
+    greenboot_fired: bool = False         # ... and it ran with this environment
+    blscfg: bool = False                  # blscfg runs
+    menuentries_before_blscfg: int = 0    # plain menuentries ahead of blscfg's (they shift indexes)
+    unknown: Tuple[str, ...] = ()         # constructs that made the answer unknown
+
+
+# --- lexing ------------------------------------------------------------------
+
+
+def _commands(text: str) -> List[List[str]]:
+    """Split GRUB script into commands of raw words (quotes kept; `#` comments dropped)."""
+    out: List[List[str]] = []
+    words: List[str] = []
+    word: List[str] = []
+    in_word = False
+    i, n = 0, len(text)
+
+    def end_word() -> None:
+        nonlocal in_word
+        if in_word:
+            words.append("".join(word))
+            word.clear()
+            in_word = False
+
+    def end_command() -> None:
+        end_word()
+        if words:
+            out.append(list(words))
+            words.clear()
+
+    while i < n:
+        c = text[i]
+        if c in "\"'":
+            close = text.find(c, i + 1)
+            while c == '"' and close > 0 and text[close - 1] == "\\" and text[close - 2:close] != "\\\\":
+                close = text.find(c, close + 1)
+            if close < 0:
+                close = n - 1
+            word.append(text[i:close + 1])
+            in_word = True
+            i = close + 1
+            continue
+        if c == "\\" and i + 1 < n:
+            if text[i + 1] != "\n":
+                word.append(text[i:i + 2])
+                in_word = True
+            i += 2
+            continue
+        if c == "#" and not in_word:
+            nl = text.find("\n", i)
+            i = n if nl < 0 else nl
+            continue
+        if c in " \t\r":
+            end_word()
+        elif c in ";\n":
+            end_command()
+        elif c in "{}" and not in_word:
+            end_word()
+            words.append(c)
+        else:
+            word.append(c)
+            in_word = True
+        i += 1
+    end_command()
+    return out
+
+
+# --- the tree ----------------------------------------------------------------
+
+
+@dataclass
+class _If:
+    branches: List[Tuple[List[List[str]], List["_Node"]]]   # (condition commands, body)
+    orelse: Optional[List["_Node"]]
+
+
+@dataclass
+class _Opaque:
+    """A loop or other block whose body may run any number of times."""
+
+    kind: str
+    body: List["_Node"]
+
+
+_Node = object  # a command (List[str]), an _If or an _Opaque
+
+
+class _Parser:
+    def __init__(self, cmds: List[List[str]]) -> None:
+        self.cmds = cmds
+        self.i = 0
+
+    def block(self, stop: Tuple[str, ...]) -> Tuple[List[_Node], Optional[str]]:
+        """Nodes until a command starting with one of `stop`; returns (nodes, the stop word)."""
+        nodes: List[_Node] = []
+        while self.i < len(self.cmds):
+            cmd = self.cmds[self.i]
+            if cmd[0] in stop:
+                return nodes, cmd[0]
+            self.i += 1
+            head = cmd[0]
+            if head == "if":
+                nodes.append(self._if(cmd[1:]))
+            elif head in ("for", "while", "until"):
+                body, _ = self._after_keyword("do", ("done",))
+                self._consume_terminator()
+                nodes.append(_Opaque(head, body))
+            elif head in ("function", "menuentry", "submenu") or (cmd and cmd[-1] == "{"):
+                nodes.append(["\x00" + head] + cmd[1:])   # a marker: the body is skipped
+                self._skip_braces(cmd)
+            else:
+                nodes.append(cmd)
+        return nodes, None
+
+    def _consume_terminator(self) -> None:
+        """Skip the `done` that ended a loop body (GRUB refuses words after it)."""
+        if self.i < len(self.cmds):
+            self.i += 1
+
+    def _after_keyword(self, keyword: str, stop: Tuple[str, ...]) -> Tuple[List[_Node], Optional[str]]:
+        """Condition commands up to `keyword`, then the body up to `stop` (the condition is dropped)."""
+        while self.i < len(self.cmds) and self.cmds[self.i][0] != keyword:
+            self.i += 1
+        if self.i >= len(self.cmds):
+            return [], None
+        rest = self.cmds[self.i][1:]
+        self.i += 1
+        if rest:
+            self.cmds.insert(self.i, rest)
+        return self.block(stop)
+
+    def _if(self, first_cond: List[str]) -> _If:
+        branches: List[Tuple[List[List[str]], List[_Node]]] = []
+        cond: List[List[str]] = [first_cond] if first_cond else []
+        orelse: Optional[List[_Node]] = None
+        while True:
+            # condition commands until `then`
+            while self.i < len(self.cmds) and self.cmds[self.i][0] != "then":
+                cond.append(self.cmds[self.i])
+                self.i += 1
+            if self.i >= len(self.cmds):
+                branches.append((cond, []))
+                return _If(branches, orelse)
+            rest = self.cmds[self.i][1:]
+            self.i += 1
+            if rest:
+                self.cmds.insert(self.i, rest)
+            body, word = self.block(("elif", "else", "fi"))
+            branches.append((cond, body))
+            if word == "elif":
+                cond = [self.cmds[self.i][1:]]
+                self.i += 1
+                continue
+            if word == "else":
+                rest = self.cmds[self.i][1:]
+                self.i += 1
+                if rest:
+                    self.cmds.insert(self.i, rest)
+                orelse, word = self.block(("fi",))
+            if word == "fi":
+                self.i += 1
+            return _If(branches, orelse)
+
+    def _skip_braces(self, cmd: List[str]) -> None:
+        depth = cmd.count("{") - cmd.count("}")
+        while depth > 0 and self.i < len(self.cmds):
+            c = self.cmds[self.i]
+            depth += c.count("{") - c.count("}")
+            self.i += 1
+
+
+# --- evaluation --------------------------------------------------------------
+
+
+@dataclass
+class _State:
+    vars: Dict[str, Optional[str]]
+    origin: str = FROM_UNSET
+    loads_env: Optional[bool] = False
+    blscfg: Optional[bool] = False
+    menuentries: int = 0
+    greenboot_fired: Optional[bool] = False
+
+    def become(self, other: "_State") -> None:
+        """Take OTHER's values (states are changed in place: a sourced file changes its caller's)."""
+        self.vars, self.origin, self.loads_env = other.vars, other.origin, other.loads_env
+        self.blscfg, self.menuentries, self.greenboot_fired = other.blscfg, other.menuentries, other.greenboot_fired
+
+    def copy(self) -> "_State":
+        return _State(dict(self.vars), self.origin, self.loads_env, self.blscfg, self.menuentries,
+                      self.greenboot_fired)
+
+
+def _merge(a: _State, b: _State) -> _State:
+    """Both branches may have run: what they agree on stays, the rest becomes unknown."""
+    out = a.copy()
+    for k in set(a.vars) | set(b.vars):
+        va, vb = a.vars.get(k, ""), b.vars.get(k, "")
+        out.vars[k] = va if va == vb else None
+    if a.origin != b.origin or out.vars.get("default", "") is None:
+        out.origin = a.origin if a.origin == b.origin else FROM_UNKNOWN
+    out.loads_env = a.loads_env if a.loads_env == b.loads_env else None
+    out.blscfg = a.blscfg if a.blscfg == b.blscfg else None
+    out.greenboot_fired = a.greenboot_fired if a.greenboot_fired == b.greenboot_fired else None
+    out.menuentries = max(a.menuentries, b.menuentries)
+    return out
+
+
+@dataclass
+class _Facts:
+    reads_saved: bool = False
+    reads_next: bool = False
+    greenboot: bool = False
+    unknown: List[str] = field(default_factory=list)
+    steps: int = 0
+
+
+def _unquote_expand(raw: str, vars: Mapping[str, Optional[str]]) -> Optional[str]:
+    """A raw word with quotes removed and $variables expanded; None when a variable is unknown."""
+    out: List[str] = []
+    i, n = 0, len(raw)
+    while i < n:
+        c = raw[i]
+        if c == "'":
+            j = raw.find("'", i + 1)
+            j = n if j < 0 else j
+            out.append(raw[i + 1:j])
+            i = j + 1
+        elif c == '"':
+            j = i + 1
+            buf: List[str] = []
+            while j < n and raw[j] != '"':
+                if raw[j] == "\\" and j + 1 < n and raw[j + 1] in '"\\$':
+                    buf.append(raw[j:j + 2])
+                    j += 2
+                else:
+                    buf.append(raw[j])
+                    j += 1
+            inner = _expand_vars("".join(buf), vars)
+            if inner is None:
+                return None
+            out.append(inner.replace('\\"', '"').replace("\\$", "$").replace("\\\\", "\\"))
+            i = j + 1
+        elif c == "\\" and i + 1 < n:
+            out.append(raw[i + 1])
+            i += 2
+        elif c == "$":
+            m = _VAR.match(raw, i)
+            if m is None:
+                out.append(c)
+                i += 1
+            else:
+                value = vars.get(m.group(1) or m.group(2), "")
+                if value is None:
+                    return None
+                out.append(value)
+                i = m.end()
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def _expand_vars(text: str, vars: Mapping[str, Optional[str]]) -> Optional[str]:
+    parts: List[str] = []
+    pos = 0
+    for m in _VAR.finditer(text):
+        if m.start() > 0 and text[m.start() - 1] == "\\":
+            continue
+        value = vars.get(m.group(1) or m.group(2), "")
+        if value is None:
+            return None
+        parts.append(text[pos:m.start()])
+        parts.append(value)
+        pos = m.end()
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
+def _var_names(raw: str) -> List[str]:
+    return [m.group(1) or m.group(2) for m in _VAR.finditer(raw)]
+
+
+class _Evaluator:
+    def __init__(self, files: Mapping[str, str], env: Mapping[str, str]) -> None:
+        self.files = files
+        self.env = env
+        self.facts = _Facts()
+
+    # conditions: True, False or None (cannot tell)
+
+    def condition(self, cond: List[List[str]], st: _State) -> Optional[bool]:
+        if not cond:
+            return None
+        last = cond[-1]
+        for extra in cond[:-1]:
+            self.command(extra, st, live=True, guard=())
+        return self._test(last, st)
+
+    def _test(self, cmd: List[str], st: _State) -> Optional[bool]:
+        words = cmd
+        if words and words[0] == "[":
+            if words[-1] != "]":
+                return None
+            words = words[1:-1]
+        elif words and words[0] == "test":
+            words = words[1:]
+        elif words and words[0] in ("true", ":"):
+            return True
+        elif words and words[0] == "false":
+            return False
+        else:
+            return None  # a command used as a condition (cmostest, keystatus, search, ...)
+        values = [_unquote_expand(w, st.vars) if w not in ("-a", "-o", "!", "(", ")") else w for w in words]
+        try:
+            result, rest = self._or(values)
+        except (IndexError, ValueError):
+            return None
+        return result if not rest else None
+
+    def _or(self, v: List[Optional[str]]) -> Tuple[Optional[bool], List[Optional[str]]]:
+        left, v = self._and(v)
+        while v and v[0] == "-o":
+            right, v = self._and(v[1:])
+            left = True if (left is True or right is True) else (None if None in (left, right) else False)
+        return left, v
+
+    def _and(self, v: List[Optional[str]]) -> Tuple[Optional[bool], List[Optional[str]]]:
+        left, v = self._unary(v)
+        while v and v[0] == "-a":
+            right, v = self._unary(v[1:])
+            left = False if (left is False or right is False) else (None if None in (left, right) else True)
+        return left, v
+
+    def _unary(self, v: List[Optional[str]]) -> Tuple[Optional[bool], List[Optional[str]]]:
+        if not v:
+            raise IndexError("empty test")
+        if v[0] == "!":
+            r, rest = self._unary(v[1:])
+            return (None if r is None else not r), rest
+        if len(v) >= 3 and v[1] in ("=", "==", "!=", "-eq", "-ne", "-lt", "-le", "-gt", "-ge"):
+            a, op, b = v[0], v[1], v[2]
+            if a is None or b is None:
+                return None, v[3:]
+            if op in ("=", "=="):
+                return a == b, v[3:]
+            if op == "!=":
+                return a != b, v[3:]
+            x, y = int(a), int(b)
+            return {"-eq": x == y, "-ne": x != y, "-lt": x < y, "-le": x <= y,
+                    "-gt": x > y, "-ge": x >= y}[op], v[3:]
+        if len(v) >= 2 and v[0] in ("-n", "-z"):
+            x = v[1]
+            if x is None:
+                return None, v[2:]
+            return (bool(x) if v[0] == "-n" else not x), v[2:]
+        if len(v) >= 2 and v[0] in ("-f", "-s", "-e"):
+            return self._file_test(v[1]), v[2:]
+        if len(v) >= 2 and v[0] == "-d":
+            return None, v[2:]
+        x = v[0]
+        return (None if x is None else bool(x)), v[1:]
+
+    def _file_test(self, path: Optional[str]) -> Optional[bool]:
+        if path is None or not path.startswith(GRUB_DIR + "/"):
+            return None
+        name = path[len(GRUB_DIR) + 1:]
+        return name in self.files
+
+    # commands
+
+    def run(self, nodes: List[_Node], st: _State, live: bool, guard: Tuple[str, ...], depth: int) -> _State:
+        for node in nodes:
+            self.facts.steps += 1
+            if self.facts.steps > _MAX_STEPS:
+                self.facts.unknown.append("too many commands")
+                st.vars["default"] = None
+                st.origin = FROM_UNKNOWN
+                return st
+            if isinstance(node, _If):
+                st.become(self._run_if(node, st, live, guard, depth))
+            elif isinstance(node, _Opaque):
+                before = st.copy()
+                after = self.run(node.body, st.copy(), live, guard + ("loop",), depth)
+                st.become(_merge(before, after) if live else before)
+                if live and st.vars.get("default", "") is None:
+                    self.facts.unknown.append(f"`default` set inside a `{node.kind}` loop")
+            else:
+                assert isinstance(node, list)
+                self.command(node, st, live, guard, depth)
+        return st
+
+    def _run_if(self, node: _If, st: _State, live: bool, guard: Tuple[str, ...], depth: int) -> _State:
+        if not live:
+            for cond, body in node.branches:
+                self.run(body, st.copy(), False, guard + tuple(self._cond_vars(cond)), depth)
+            if node.orelse is not None:
+                self.run(node.orelse, st.copy(), False, guard, depth)
+            return st
+        outcomes: List[_State] = []
+        decided = False
+        for cond, body in node.branches:
+            g = guard + tuple(self._cond_vars(cond))
+            if decided:
+                self.run(body, st.copy(), False, g, depth)
+                continue
+            r = self.condition(cond, st)
+            if r is False:
+                self.run(body, st.copy(), False, g, depth)
+                continue
+            outcomes.append(self.run(body, st.copy(), True, g, depth))
+            decided = r is True
+        if decided:
+            if node.orelse is not None:
+                self.run(node.orelse, st.copy(), False, guard, depth)
+        elif node.orelse is not None:
+            outcomes.append(self.run(node.orelse, st.copy(), True, guard, depth))
+        else:
+            outcomes.append(st.copy())
+        result = outcomes[0]
+        for other in outcomes[1:]:
+            result = _merge(result, other)
+        if len(outcomes) > 1 and result.vars.get("default", "") is None and st.vars.get("default", "") is not None:
+            conds = " ".join(" ".join(c) for cond, _ in node.branches for c in cond)
+            self.facts.unknown.append(f"`default` depends on a condition that cannot be evaluated: {conds}")
+        return result
+
+    @staticmethod
+    def _cond_vars(cond: List[List[str]]) -> List[str]:
+        return [name for cmd in cond for w in cmd for name in _var_names(w)]
+
+    def command(self, cmd: List[str], st: _State, live: bool, guard: Tuple[str, ...], depth: int = 0) -> None:
+        head = cmd[0]
+        if head.startswith("\x00"):
+            if live and head in ("\x00menuentry", "\x00submenu") and not st.blscfg:
+                st.menuentries += 1
+            return
+        if head == "set" and len(cmd) >= 2:
+            for w in cmd[1:]:
+                m = _ASSIGN.fullmatch(w)
+                if m:
+                    self.assign(m.group(1), m.group(2), st, live, guard)
+            return
+        m = _ASSIGN.fullmatch(head)
+        if m and len(cmd) == 1:
+            self.assign(m.group(1), m.group(2), st, live, guard)
+            return
+        if not live:
+            return
+        if head == "unset":
+            for name in cmd[1:]:
+                if name not in _READ_ONLY:
+                    st.vars[name] = ""
+                    if name == "default":
+                        st.origin = FROM_UNSET
+        elif head == "load_env":
+            self._load_env(cmd[1:], st)
+        elif head in ("blscfg", "bls_import"):
+            st.blscfg = True if st.blscfg is not None else None
+        elif head in ("source", ".", "configfile") and len(cmd) >= 2:
+            path = _unquote_expand(cmd[1], st.vars)
+            if path is None or not path.startswith(GRUB_DIR + "/"):
+                return  # a file elsewhere: not one of ours
+            name = path[len(GRUB_DIR) + 1:]
+            if name in self.files and name != "grub.cfg" and depth < _MAX_DEPTH:
+                nodes, _ = _Parser(_commands(self.files[name])).block(())
+                self.run(nodes, st, True, guard, depth + 1)
+        elif head in ("increment", "decrement") and len(cmd) >= 2:
+            name = cmd[1]
+            value = st.vars.get(name, "")
+            try:
+                st.vars[name] = str(int(value) + (1 if head == "increment" else -1)) if value is not None else None
+            except ValueError:
+                st.vars[name] = None
+
+    def _load_env(self, args: List[str], st: _State) -> None:
+        file_name = "grubenv"
+        whitelist: List[str] = []
+        it = iter(args)
+        for a in it:
+            if a in ("-f", "--file"):
+                path = _unquote_expand(next(it, ""), st.vars)
+                if path is None or not path.startswith(GRUB_DIR + "/"):
+                    st.loads_env = None
+                    return
+                file_name = path[len(GRUB_DIR) + 1:]
+            elif a.startswith("-"):
+                continue  # --skip-sig
+            else:
+                whitelist.append(a)
+        if file_name != "grubenv":
+            return  # another environment file: not the grubenv read here
+        st.loads_env = True if st.loads_env is not None else None
+        for name, value in self.env.items():
+            if (whitelist and name not in whitelist) or name in _READ_ONLY:
+                continue
+            st.vars[name] = value
+            if name == "default":
+                st.origin = FROM_ENV
+
+    def assign(self, name: str, raw: str, st: _State, live: bool, guard: Tuple[str, ...]) -> None:
+        if name in _READ_ONLY:
+            return
+        if name == "default":
+            names = _var_names(raw)
+            if "saved_entry" in names:
+                self.facts.reads_saved = True
+            if "next_entry" in names:
+                self.facts.reads_next = True
+            counted = "boot_counter" in guard
+            if counted:
+                self.facts.greenboot = True
+        if not live:
+            return
+        value = _unquote_expand(raw, st.vars)
+        st.vars[name] = value
+        if name != "default":
+            return
+        names = _var_names(raw)
+        if "boot_counter" in guard:
+            st.origin = FROM_GREENBOOT
+            st.greenboot_fired = True if st.greenboot_fired is not None else None
+        elif names == ["next_entry"]:
+            st.origin = FROM_NEXT
+        elif names == ["saved_entry"]:
+            st.origin = FROM_SAVED
+        elif not names:
+            st.origin = FROM_LITERAL
+        else:
+            st.vars["default"] = None
+            st.origin = FROM_UNKNOWN
+            self.facts.unknown.append(f"default is set from {raw}")
+
+
+def evaluate(cfg: str, files: Optional[Mapping[str, str]] = None,
+             env: Optional[Mapping[str, str]] = None) -> GrubResult:
+    """Run grub.cfg (CFG) as GRUB would with the grubenv ENV loaded on demand.
+
+    FILES maps names relative to grub.cfg's directory to their text ("user.cfg",
+    "custom.cfg", "console.cfg", ...); a name present with any text makes `-f`
+    true; include "grubenv" when the grubenv exists (its text is not read: ENV is
+    its variables).
+    """
+    files = dict(files or {})
+    env = dict(env or {})
+    ev = _Evaluator(files, env)
+    vars: Dict[str, Optional[str]] = {name: "y" for name in _FEATURES}
+    vars.update(prefix=GRUB_DIR, config_directory=GRUB_DIR)
+    st = _State(vars)
+    try:
+        nodes, _ = _Parser(_commands(cfg)).block(())
+        st = ev.run(nodes, st, True, (), 0)
+    except RecursionError:
+        ev.facts.unknown.append("the configuration nests too deeply")
+        st.vars["default"] = None
+        st.origin = FROM_UNKNOWN
+    default = st.vars.get("default", "")
+    origin = st.origin if default is not None else FROM_UNKNOWN
+    if default == "" and origin != FROM_UNKNOWN:
+        origin = FROM_UNSET
+    return GrubResult(
+        default=default,
+        default_from=origin,
+        boot_once=origin == FROM_NEXT,
+        loads_env=st.loads_env is not False,
+        reads_saved_entry=ev.facts.reads_saved,
+        reads_next_entry=ev.facts.reads_next,
+        greenboot=ev.facts.greenboot,
+        greenboot_fired=bool(st.greenboot_fired),
+        blscfg=st.blscfg is not False,
+        menuentries_before_blscfg=st.menuentries,
+        unknown=tuple(dict.fromkeys(ev.facts.unknown)),
+    )
