@@ -80,10 +80,11 @@ def fs(tmp_path: Path) -> Iterator[Path]:
 
 def static_host(sr: OstreeSysroot) -> Tuple[OstreeSysroot, str]:
     """Three deployments of OS "test", a bootupd-style static grub.cfg and its grubenv (greenboot's
-    boot_success); returns the grubenv path."""
+    boot_success, and a saved_entry this grub.cfg never reads); returns the grubenv path."""
     sr.build(3, osname="test")
     env = sr.write_grub(cfg=GRUB_CFG_STATIC)
-    subprocess.run(["grub-editenv", env, "set", "boot_success=1"], check=True)
+    first = sorted(os.listdir(sr.entries_dir()))[0][:-len(".conf")]
+    subprocess.run(["grub-editenv", env, "set", "boot_success=1", f"saved_entry={first}"], check=True)
     return sr, env
 
 
