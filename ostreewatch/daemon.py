@@ -21,6 +21,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 import types
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 
@@ -30,7 +31,7 @@ from . import __version__, errors, model
 # a callback would hold the loop). The D-Bus side (dbus_next, the service, the boot writer) is
 # not needed before READY=1 and is imported after it, in a thread (_load_bus_side): every
 # millisecond before READY=1 is one of every boot, since the unit orders before local-fs.target.
-from . import changes, state
+from . import changes, state, textfile
 from .journal import Journal
 from .parse.busaddress import parse_address
 from .watcher import Watcher
@@ -186,8 +187,9 @@ class Daemon:
     """Holds the published snapshot and its generation; runs the change flow."""
 
     def __init__(self, paths: Any, bus_spec: str, debounce_ms: int = DEFAULT_DEBOUNCE_MS,
-                 journal: Optional[Journal] = None) -> None:
+                 journal: Optional[Journal] = None, textfile_dir: Optional[str] = None) -> None:
         self.paths = paths
+        self.textfile_dir = textfile_dir
         self.bus_spec = bus_spec
         self.debounce = max(0, debounce_ms) / 1000.0
         self.journal = journal if journal is not None else Journal()
@@ -212,6 +214,7 @@ class Daemon:
         self._only_mounts = True  # every change since the last read came from the mount table
         self._locked_since: Optional[float] = None  # when a rescan was first deferred for ostree's lock
         self._mount_fingerprint: Optional[Tuple[Tuple[model.Mount, ...], int]] = None
+        self._textfile_executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
 
     # -- scanning --
 
@@ -326,11 +329,44 @@ class Daemon:
         if self.manager is not None:
             self.manager.publish(new, self.generation, diff)
         self.journal.changed(old, new, diff, self.generation)
+        self._export_textfile()
         for problem in diff.problems_appeared:
             self.journal.problem_appeared(problem)
         for problem in diff.problems_cleared:
             self.journal.problem_cleared(problem)
         sd_notify("STATUS=" + status_line(new))
+
+    # -- node_exporter textfile (docs/fleet.md) --
+
+    def _export_textfile(self) -> None:
+        """Hand the published snapshot to the textfile thread; never a disk write on the loop."""
+        if self.textfile_dir is None:
+            return
+        if self._textfile_executor is None:
+            self._textfile_executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="textfile")
+        # One worker: writes land in publication order, the last one wins.
+        self._textfile_executor.submit(self._write_textfile, self.textfile_dir, self.snapshot,
+                                       self.generation, time.time())
+
+    def _write_textfile(self, directory: str, snapshot: model.Snapshot, generation: int,
+                        when: float) -> None:
+        try:
+            textfile.write_textfile(directory, textfile.render(snapshot, generation, when))
+        except (OSError, ValueError) as e:
+            self.journal.log(4, f"cannot write the node_exporter textfile in {directory}: {e}",
+                             textfile_dir=directory)
+
+    def _remove_textfile(self) -> None:
+        """At a clean stop: the metrics go absent, so the fleet sees the daemon is down."""
+        if self.textfile_dir is None:
+            return
+        if self._textfile_executor is not None:
+            self._textfile_executor.shutdown(wait=True)
+        try:
+            textfile.remove_textfile(self.textfile_dir)
+        except OSError as e:
+            log.warning("cannot remove the textfile in %s: %s", self.textfile_dir, e)
 
     async def reload(self) -> int:
         """Reload(): rescan now (pending debounce included) and return the Generation after it."""
@@ -434,6 +470,7 @@ class Daemon:
         self.snapshot = await loop.run_in_executor(self._executor, self._read)
         self.generation = 1
         self.journal.started(self.snapshot, __version__)
+        self._export_textfile()
         for problem in self.snapshot.Problems:
             self.journal.problem_appeared(problem)
         self._ready = True
@@ -500,6 +537,7 @@ class Daemon:
             service.close_bus(self.bus)
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        await asyncio.get_running_loop().run_in_executor(None, self._remove_textfile)
 
 
 # --- command line ----------------------------------------------------------------------
@@ -533,6 +571,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help=f"quiet time before a rescan (default: {DEFAULT_DEBOUNCE_MS})")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--sample", action="store_true", help="watch the bundled sample system")
+    p.add_argument("--textfile-dir", default=None, metavar="DIR",
+                   help="write DIR/ostreewatch.prom for node_exporter's textfile collector at start "
+                        "and at every published change (default: off)")
     return p.parse_args(argv)
 
 
@@ -558,7 +599,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         check_bus_spec(args.bus)
         paths = _paths(args)
-        daemon = Daemon(paths, args.bus, args.debounce_ms)
+        daemon = Daemon(paths, args.bus, args.debounce_ms, textfile_dir=args.textfile_dir)
     except (errors.OstreewatchError, ImportError, OSError) as e:
         print(f"ostreewatchd: {e}", file=sys.stderr)
         return 1

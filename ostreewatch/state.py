@@ -33,6 +33,7 @@ import os
 import re
 import stat
 import struct
+import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -59,6 +60,11 @@ LOADER_COMMENT = "#ostreewatch-deployment"
 
 # (sysroot, commit checksum) -> its version: parsed once per process, bounded.
 _COMMIT_VERSIONS: Dict[Tuple[str, str], str] = {}
+# (sysroot, entry file name, file signature) -> the parsed entry: a rescan re-parses only the entry
+# files that changed (a 1,000-entry rescan was mostly reading and parsing unchanged files).
+_PARSED_ENTRIES: Dict[Tuple[str, str, Tuple[int, int, int, int, int]], bls.BlsEntry] = {}
+_PARSED_ENTRIES_MAX = 8192
+ENTRY_SETTLE_NS = 2_000_000_000
 
 _DEPLOY_NAME = re.compile(r"([0-9a-f]{64})\.([0-9]+)")
 _OSTREE_ARG = re.compile(r"/?ostree/boot\.[01]/([^/]+)/([0-9a-f]{64})/([0-9]+)/?")
@@ -108,6 +114,8 @@ class _Reader:
         self.root = Root(paths.sysroot)
         self.problems: List[model.Problem] = []
         self.deploy_base = self._ostree_base()
+        # ostree= value -> its resolution, for this one read (several entries may name one deployment).
+        self._resolved_args: Dict[str, Tuple[Optional[Tuple[str, str]], str]] = {}
 
     def problem(self, code: str, message: str, subject: str = "") -> None:
         self.problems.append(model.Problem(code=code, message=message, subject=subject))
@@ -203,6 +211,12 @@ class _Reader:
 
     def resolve_ostree_arg(self, value: str) -> Tuple[Optional[Tuple[str, str]], str]:
         """((osname, CHECKSUM.SERIAL), "") for an ostree= that ends at a deployment; (None, why) otherwise."""
+        known = self._resolved_args.get(value)
+        if known is None:
+            known = self._resolved_args[value] = self._resolve_ostree_arg(value)
+        return known
+
+    def _resolve_ostree_arg(self, value: str) -> Tuple[Optional[Tuple[str, str]], str]:
         try:
             rel = self.root.resolve(value)
         except ReadRefused as e:
@@ -235,20 +249,41 @@ class _Reader:
                              name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
                 continue
             entry_id = bls.split_boot_counting(name)[0]
-            try:
-                data = self.root.read(f"boot/loader/entries/{name}", ENTRY_MAX)
-            except ReadRefused as e:
-                self.problem("entry-unreadable", f"entry {name}: {e}", entry_id)
-                continue
-            try:
-                entry = bls.parse_entry(name, data)
-            except OstreewatchError as e:
-                self.problem("entry-unparsable", str(e), entry_id)
-                continue
+            rel = f"boot/loader/entries/{name}"
+            signature = self._file_signature(rel)
+            entry = _PARSED_ENTRIES.get((self.root.path, name, signature)) if signature else None
+            if entry is None:
+                try:
+                    data = self.root.read(rel, ENTRY_MAX)
+                except ReadRefused as e:
+                    self.problem("entry-unreadable", f"entry {name}: {e}", entry_id)
+                    continue
+                try:
+                    entry = bls.parse_entry(name, data)
+                except OstreewatchError as e:
+                    self.problem("entry-unparsable", str(e), entry_id)
+                    continue
+                if signature:
+                    _remember_entry((self.root.path, name, signature), entry)
             if not entry.linux and not entry.efi:
                 self.problem("entry-no-kernel", f"entry {name} has neither 'linux' nor 'efi'", entry.id)
             parsed.append(entry)
         return bls.sort_entries(parsed)
+
+    def _file_signature(self, rel: str) -> Optional[Tuple[int, int, int, int, int]]:
+        """(dev, inode, size, mtime, ctime) of a regular file whose last change is old enough to trust them.
+
+        A file changed within ENTRY_SETTLE_NS of now gets None (always re-read): the
+        kernel's timestamps are coarse (a clock tick), so two writes of the same size in
+        one tick would look alike ("racy git"). Any later change gets a later ctime.
+        """
+        try:
+            st = self.root.lstat(self.root.resolve(rel))
+        except ReadRefused:
+            return None
+        if st is None or not stat.S_ISREG(st.st_mode) or time.time_ns() - st.st_ctime_ns < ENTRY_SETTLE_NS:
+            return None
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     def _check_loader_dirs(self) -> None:
         """loader-link-dangling and stale-loader-dir."""
@@ -436,6 +471,12 @@ def mount_fingerprint(paths: Paths) -> Optional[Tuple[Tuple[model.Mount, ...], i
         return None
     mounts, errors = _watched_mounts(data)
     return mounts, len(errors)
+
+
+def _remember_entry(key: Tuple[str, str, Tuple[int, int, int, int, int]], entry: bls.BlsEntry) -> None:
+    if len(_PARSED_ENTRIES) >= _PARSED_ENTRIES_MAX:  # entries renamed away leave stale keys: start over
+        _PARSED_ENTRIES.clear()
+    _PARSED_ENTRIES[key] = entry
 
 
 def _utf8(name: str) -> bool:
