@@ -173,12 +173,16 @@ def _mount_point_of(directory: str) -> str:
     raise OSError(f"no mount with id {mnt_id} for {directory}")
 
 
-def enter_private_rw(directory: str) -> None:
-    """In this process only: a private mount namespace where DIRECTORY's mount is read-write."""
+def unshare_private() -> None:
+    """Enter a private mount namespace of this process; nothing mounted from here on reaches the host."""
     libc = _libc()
     _check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
-    # Nothing done from here on may propagate back to the host.
     _check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
+
+
+def remount_rw(directory: str) -> None:
+    """Make DIRECTORY's mount read-write (call after unshare_private(): only this namespace sees it)."""
+    libc = _libc()
     mount_point = _mount_point_of(directory)
     keep = os.statvfs(directory).f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME)
     # First the per-mount flag (a read-only bind mount), then, as ostree does, the superblock.
@@ -189,6 +193,12 @@ def enter_private_rw(directory: str) -> None:
                f"remount,rw {mount_point}")
     if os.statvfs(directory).f_flag & ST_RDONLY:
         raise OSError(f"{mount_point} is still read-only after remounting it")
+
+
+def enter_private_rw(directory: str) -> None:
+    """In this process only: a private mount namespace where DIRECTORY's mount is read-write."""
+    unshare_private()
+    remount_rw(directory)
 
 
 def main() -> int:

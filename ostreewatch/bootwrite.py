@@ -1,14 +1,17 @@
-"""SetDefaultEntry / SetNextEntry: the daemon's one write (docs/default-entry.md).
+"""SetDefaultEntry / SetNextEntry / SetDefaultDeployment: the daemon's writes (docs/default-entry.md).
 
-Order of a call: authorize (uid 0) -> validate the id -> check the boot loader
-can honour it -> take the asyncio lock and ostree's sysroot lock (without
-waiting: Busy) -> re-check the entry on disk -> compute the new bytes with the
-pure parsers -> replace the file crash-safely (ostreewatch._writehelper), in a
-helper process with a private mount namespace when the file's filesystem is
-mounted read-only. Every attempt ends in one journal record. Everything after
-the checks runs as one job in an executor thread (the helper process is started
-from there), never on the event loop; a cancelled call still finishes its write
-before the sysroot lock is released.
+Order of a call: validate the id -> find it in the snapshot -> authorize
+(authorize(): uid 0, or polkit through the service's AskPolkit; also used for
+Reload) -> check the boot loader can honour it -> take the asyncio lock and
+ostree's sysroot lock (without waiting: Busy) -> re-check the entry on disk ->
+compute the new bytes with the pure parsers -> replace the file crash-safely
+(ostreewatch._writehelper), in a helper process with a private mount namespace
+when the file's filesystem is mounted read-only. SetDefaultDeployment (and
+SetDefaultEntry where grub.cfg never reads saved_entry) reorders deployments
+through libostree in ostreewatch._deployhelper instead. Every attempt ends in
+one journal record. Everything blocking runs in an executor thread (helper
+processes are started from there), never on the event loop; a cancelled call
+still finishes its write before the sysroot lock is released.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import struct
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 
 from ostreewatch import errors, model
 from ostreewatch._writehelper import ContentChanged, atomic_replace
@@ -280,7 +283,8 @@ def plan_grub(sysroot: str, which: str, entry_id: str, deployment: str) -> Optio
                 f"{var}, so it is not written")
         raise errors.NotSupported(
             f"{grub_dir}/grub.cfg never reads ${{{var}}} (a static grub configuration such as "
-            f"Fedora CoreOS's boots the highest ostree entry): writing {var} would have no effect")
+            f"Fedora CoreOS's boots the highest ostree entry): writing {var} would have no effect; "
+            f"the boot loader would need a grub.cfg that reads ${{{var}}} (grub2-mkconfig's 00_header does)")
     path = find_grubenv(sysroot, grub_dir)
     if path is None:
         return None  # clearing, and there is no grub directory at all
@@ -363,68 +367,200 @@ def is_read_only(path: str) -> bool:
     return bool(os.statvfs(os.path.dirname(path)).f_flag & os.ST_RDONLY)
 
 
-# --- polkit (optional: only when packaging/org.ostreewatch1.policy is installed) ---------------
+# --- authorization: the one decision (uid 0, or polkit) ------------------------------------
 
-POLKIT_ACTION = "org.ostreewatch1.set-default-entry"
-POLKIT_ACTIONS_DIR = "/usr/share/polkit-1/actions"
-POLKIT_POLICY_FILE = "org.ostreewatch1.policy"
-PKCHECK = "pkcheck"
-PKCHECK_TIMEOUT = 30.0
+ACTION_SET_DEFAULT = "org.ostreewatch1.set-default"
+ACTION_RELOAD = "org.ostreewatch1.reload"
+ACTIONS = {"SetDefaultEntry": ACTION_SET_DEFAULT, "SetNextEntry": ACTION_SET_DEFAULT,
+           "SetDefaultDeployment": ACTION_SET_DEFAULT, "Reload": ACTION_RELOAD}
+
+# Asks polkit whether the caller may do ACTION with DETAILS; raises AccessDenied when not.
+# service.py builds one per call (CheckAuthorization over D-Bus for the caller's unique name).
+AskPolkit = Callable[[str, Dict[str, str]], Awaitable[None]]
 
 
-def polkit_action_installed(actions_dir: str) -> bool:
-    return os.path.isfile(os.path.join(actions_dir, POLKIT_POLICY_FILE))
+def refusal_message(method: str, action: str, caller: model.Caller, why: str = "") -> str:
+    """The one sentence every refusal carries (the CLI shows it as is)."""
+    return (f"{method} needs root or the polkit action {action} (caller uid {caller.uid}"
+            + (f": {why}" if why else "") + ")")
 
 
-def polkit_check(pkcheck: str, caller: model.Caller, method: str, entry: str, deployment: str) -> None:
-    """Ask polkitd (through pkcheck, no user interaction) about the caller's unique bus name; AccessDenied unless yes.
+async def authorize(caller: model.Caller, method: str, details: Dict[str, str],
+                    ask_polkit: Optional[AskPolkit]) -> str:
+    """THE authorization decision for Reload and the write methods: how the caller was granted, or AccessDenied.
 
-    The subject is the bus name, not the pid: polkitd asks the bus daemon who owns
-    it, so a recycled pid cannot be mistaken for the caller.
+    As systemd-hostnamed and logind do: uid 0 may; anyone else only when polkit
+    says yes for the method's action. Called after the argument was validated,
+    so a polkit rule can trust the details.
     """
-    if not caller.bus_name.startswith(":"):
-        raise errors.AccessDenied(f"{method}: caller uid {caller.uid} has no unique bus name to ask polkit about")
-    argv = [pkcheck, "--action-id", POLKIT_ACTION, "--system-bus-name", caller.bus_name,
-            "-d", "method", method, "-d", "entry", entry or "(clear)",
-            "-d", "deployment", deployment or "(none)"]  # pkcheck parses -d (its --help says --details)
+    action = ACTIONS[method]
+    if caller.uid == 0:
+        return "uid 0"
+    if caller.uid < 0 or not caller.bus_name.startswith(":"):
+        raise errors.AccessDenied(refusal_message(method, action, caller, "the bus could not say who called"))
+    if ask_polkit is None:
+        raise errors.AccessDenied(refusal_message(method, action, caller, "no polkit authority to ask"))
+    await ask_polkit(action, details)
+    return "polkit"
+
+
+# --- systemd-boot's one-shot entry: the EFI variable LoaderEntryOneShot --------------------
+
+# The Boot Loader Interface's vendor GUID (systemd src/fundamental/efivars-fundamental.h,
+# EFI_LOADER_VARIABLE_GUID); efivarfs names a variable NAME-GUID.
+LOADER_GUID = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
+ONESHOT_VAR = "LoaderEntryOneShot-" + LOADER_GUID
+# EFI_VARIABLE_NON_VOLATILE | BOOTSERVICE_ACCESS | RUNTIME_ACCESS, as systemd's
+# efi_set_variable() writes them (systemd src/basic/efivars.c).
+EFI_ATTRIBUTES = 0x7
+
+
+def oneshot_bytes(entry_file: str) -> bytes:
+    """efivarfs content for LoaderEntryOneShot: 4-byte attributes, then the id in UTF-16LE with its NUL.
+
+    systemd's efi_set_variable_string() writes the string with its terminating
+    NUL (src/basic/efivars.c); systemd-boot ids are the file names, ".conf" included.
+    """
+    return struct.pack("<I", EFI_ATTRIBUTES) + (entry_file + "\0").encode("utf-16-le")
+
+
+def write_oneshot(efivars: str, entry_file: str) -> None:
+    """Set (or with "" delete) LoaderEntryOneShot in EFIVARS (blocking).
+
+    efivarfs has no rename: systemd writes the whole value in one write() after
+    clearing the file's immutable flag; a new variable is created by the write.
+    """
+    path = os.path.join(efivars, ONESHOT_VAR)
+    if not entry_file:
+        try:
+            _chattr_mutable(path)
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return
+    data = oneshot_bytes(entry_file)
+    if os.path.exists(path):
+        _chattr_mutable(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     try:
-        proc = subprocess.run(argv, capture_output=True, timeout=PKCHECK_TIMEOUT, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise errors.AccessDenied(f"{method}: caller uid {caller.uid} is not root and polkit could not be "
-                                  f"asked ({type(e).__name__})") from None
-    if proc.returncode != 0:  # 1 no, 2 would need authentication (never offered), 3 dismissed, else error
-        said = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise errors.AccessDenied(f"{method}: polkit did not authorize uid {caller.uid} for {POLKIT_ACTION} "
-                                  f"(pkcheck exit {proc.returncode}{': ' + said[-1][:200] if said else ''})")
+        if os.write(fd, data) != len(data):
+            raise OSError(f"short write to {path}")
+    finally:
+        os.close(fd)
+
+
+FS_IOC_GETFLAGS = 0x80086601
+FS_IOC_SETFLAGS = 0x40086602
+FS_IMMUTABLE_FL = 0x10
+
+
+def _chattr_mutable(path: str) -> None:
+    """Clear FS_IMMUTABLE_FL, which the kernel sets on efivarfs files (an ordinary directory may refuse: fine)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise
+    try:
+        buf = bytearray(struct.pack("i", 0))
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf)
+        flags = struct.unpack("i", bytes(buf))[0]
+        if flags & FS_IMMUTABLE_FL:
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("i", flags & ~FS_IMMUTABLE_FL))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --- reordering deployments: the helper process around libostree --------------------------
+
+DEPLOY_PYTHON = "/usr/bin/python3"  # has gi and gir1.2-ostree-1.0; the daemon's venv has neither
+DEPLOY_TIMEOUT = 300.0
+_DEPLOY_ID = re.compile(r"[A-Za-z0-9_.+-]{1,200}-[0-9a-f]{64}\.[0-9]{1,9}")
+
+
+def validate_deployment_id(value: Any) -> str:
+    """OSNAME-CHECKSUM.SERIAL, or InvalidArgs before anything is read."""
+    if not isinstance(value, str):
+        raise errors.InvalidArgs("the deployment id must be a string")
+    if not _DEPLOY_ID.fullmatch(value):
+        raise errors.InvalidArgs(f"{_printable(value, 80)!r} is not a deployment id (OSNAME-CHECKSUM.SERIAL, "
+                                 "as in `ostreewatch status`)")
+    return value
+
+
+def find_deployment(snapshot: model.Snapshot, dep_id: str) -> model.Deployment:
+    for dep in snapshot.Deployments:
+        if dep.id == dep_id:
+            return dep
+    known = ", ".join(d.id for d in snapshot.Deployments[:10]) or "none"
+    raise errors.NoSuchDeployment(f"no deployment {dep_id!r} (deployments: {known})")
+
+
+_HELPER_ERRORS = {"busy": errors.Busy, "no-such-deployment": errors.NoSuchDeployment,
+                  "staged": errors.NotSupported}
+
+
+def run_deploy_helper(sysroot: str, dep_id: str, python: str = DEPLOY_PYTHON,
+                      timeout: float = DEPLOY_TIMEOUT) -> Dict[str, Any]:
+    """Run `PYTHON -m ostreewatch._deployhelper` (blocking); its answer, or the named error it maps to."""
+    request = json.dumps({"sysroot": os.path.abspath(sysroot), "deployment": dep_id}).encode()
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=package_parent)  # the helper needs only this package, not the venv
+    try:
+        proc = subprocess.run([python, "-m", "ostreewatch._deployhelper"], input=request, capture_output=True,
+                              env=env, cwd="/", timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # Never kill it: it may hold /boot frozen; ostree's thaw watchdog releases it.
+        raise errors.WriteFailed(f"the deployment helper did not finish in {timeout:.0f} s") from None
+    except OSError as e:
+        raise errors.WriteFailed(f"cannot run the deployment helper {python}: {e}") from None
+    try:
+        answer = json.loads(proc.stdout.decode("utf-8", "replace").strip().splitlines()[-1])
+        if not isinstance(answer, dict):
+            raise ValueError(answer)
+    except (ValueError, IndexError):
+        tail = proc.stderr.decode("utf-8", "replace").strip()[-500:]
+        raise errors.WriteFailed(f"the deployment helper exited with {proc.returncode}: {tail}") from None
+    if not answer.get("ok"):
+        cls = _HELPER_ERRORS.get(str(answer.get("kind")), errors.WriteFailed)
+        raise cls(str(answer.get("error", "")))
+    return answer
 
 
 # --- the writer -----------------------------------------------------------------------
+
+Refresh = Callable[[], Awaitable[model.Snapshot]]
 
 
 class BootWriter:
     """Writes the boot default for the daemon; one call at a time."""
 
     def __init__(self, paths: Any, journal: Any, *, efivars: str = EFIVARS,
-                 python: str = sys.executable, polkit_actions_dir: str = POLKIT_ACTIONS_DIR,
-                 pkcheck: str = PKCHECK) -> None:
+                 python: str = sys.executable, deploy_python: str = DEPLOY_PYTHON,
+                 refresh: Optional[Refresh] = None) -> None:
         self._paths = paths
         self._journal = journal
         self._efivars = efivars
         self._python = python
-        self._polkit_actions_dir = polkit_actions_dir
-        self._pkcheck = pkcheck
+        self._deploy_python = deploy_python
+        self._refresh = refresh
         self._lock: Optional[asyncio.Lock] = None  # created on the loop that uses it (Python 3.9)
 
-    async def set_entry(self, which: str, entry_id: str, caller: model.Caller, snapshot: model.Snapshot) -> None:
-        """Make ENTRY_ID the default ("default") or the next boot ("next"); "" clears. Audited."""
-        method = METHODS.get(which, str(which))
+    def _record(self, method: str, caller: model.Caller, snapshot: model.Snapshot, **extra: Any) -> Dict[str, Any]:
         record: Dict[str, Any] = {
             "caller_uid": caller.uid, "caller_pid": caller.pid, "caller_bus_name": caller.bus_name,
-            "caller_unit": caller.unit, "method": method, "entry": _printable(entry_id),
-            "deployment": "", "previous": "", "new": "", "bootloader": snapshot.Bootloader,
+            "caller_unit": caller.unit, "method": method, "entry": "", "deployment": "",
+            "previous": "", "new": "", "bootloader": snapshot.Bootloader,
         }
+        record.update(extra)
+        return record
+
+    async def _audited(self, record: Dict[str, Any], job: Callable[[], Awaitable[Any]]) -> Any:
+        """Run JOB; one journal record whatever happens; every failure leaves as a named error."""
+        method = record["method"]
         try:
-            await self._set_entry(which, entry_id, caller, snapshot, record)
+            result = await job()
         except errors.OstreewatchError as e:
             failed = isinstance(e, errors.WriteFailed)
             self._audit(record, "failed" if failed else "refused", e.dbus_name)
@@ -434,6 +570,7 @@ class BootWriter:
             self._audit(record, "failed", errors.WriteFailed.dbus_name)
             raise errors.WriteFailed(f"{method} failed: {type(e).__name__}: {e}") from e
         self._audit(record, "granted", "")
+        return result
 
     def _audit(self, record: Dict[str, Any], result: str, error: str) -> None:
         try:
@@ -441,14 +578,74 @@ class BootWriter:
         except Exception:  # the audit must never turn a done write into an error
             log.exception("cannot journal the write attempt")
 
-    async def _set_entry(self, which: str, entry_id: str, caller: model.Caller,
-                         snapshot: model.Snapshot, record: Dict[str, Any]) -> None:
+    async def reload(self, caller: model.Caller, ask_polkit: Optional[AskPolkit],
+                     do_reload: Callable[[], Awaitable[int]], snapshot: model.Snapshot) -> int:
+        """Reload(): authorized like the writes; only refusals are journaled (a granted Reload changes nothing)."""
+        record = self._record("Reload", caller, snapshot)
+        try:
+            record["authorized_by"] = await authorize(caller, "Reload", {}, ask_polkit)
+        except errors.OstreewatchError as e:
+            self._audit(record, "refused", e.dbus_name)
+            raise
+        return await do_reload()
+
+    async def set_entry(self, which: str, entry_id: str, caller: model.Caller, snapshot: model.Snapshot,
+                        ask_polkit: Optional[AskPolkit] = None) -> None:
+        """Make ENTRY_ID the default ("default") or the next boot ("next"); "" clears. Audited."""
+        method = METHODS.get(which, str(which))
+        record = self._record(method, caller, snapshot, entry=_printable(entry_id))
+        await self._audited(record, lambda: self._set_entry(which, entry_id, caller, snapshot, record, ask_polkit))
+
+    async def set_deployment(self, dep_id: str, caller: model.Caller, snapshot: model.Snapshot,
+                             ask_polkit: Optional[AskPolkit] = None) -> str:
+        """SetDefaultDeployment: make DEP_ID the first deployment; the entry id that now boots it. Audited."""
+        record = self._record("SetDefaultDeployment", caller, snapshot, deployment=_printable(dep_id))
+        return str(await self._audited(record, lambda: self._set_deployment(dep_id, caller, snapshot, record,
+                                                                             ask_polkit)))
+
+    async def _set_deployment(self, dep_id: str, caller: model.Caller, snapshot: model.Snapshot,
+                              record: Dict[str, Any], ask_polkit: Optional[AskPolkit]) -> str:
+        dep_id = validate_deployment_id(dep_id)
+        dep = find_deployment(snapshot, dep_id)
+        record["authorized_by"] = await authorize(
+            caller, "SetDefaultDeployment", {"method": "SetDefaultDeployment", "deployment": dep_id}, ask_polkit)
+        if dep.staged:
+            raise errors.NotSupported(f"deployment {dep_id} is staged: it becomes the default when "
+                                      "ostree-finalize-staged writes it at shutdown")
+        return await self._reorder(dep_id, snapshot, record)
+
+    async def _reorder(self, dep_id: str, snapshot: model.Snapshot, record: Dict[str, Any]) -> str:
+        """Reorder through the helper, then follow a saved_entry a generated grub.cfg reads; the new entry id."""
+        record["previous"] = snapshot.DefaultDeployment
+        record["new"] = dep_id
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            answer = await loop.run_in_executor(None, run_deploy_helper, self._paths.sysroot, dep_id,
+                                                self._deploy_python)
+            record["changed"] = bool(answer.get("changed"))
+            # Read the new state (not yet published) to learn the entry ostree gave the deployment.
+            fresh = await loop.run_in_executor(None, _read_snapshot, self._paths)
+            entry = next((e.id for e in fresh.BootEntries if e.deployment == dep_id), "")
+            if entry and fresh.Bootloader == "grub2":
+                # A grub.cfg that reads saved_entry would still boot the entry saved_entry names, and
+                # ostree renumbered the entries: keep saved_entry on the requested deployment.
+                # Done before publishing, so that the published default moves once.
+                await loop.run_in_executor(None, follow_saved_entry, self._paths.sysroot, entry, dep_id,
+                                           self._python)
+            if self._refresh is not None:
+                published = await self._refresh()
+                entry = next((e.id for e in published.BootEntries if e.deployment == dep_id), entry)
+            if not record.get("entry"):  # SetDefaultEntry keeps the entry it was asked for
+                record["entry"] = entry
+        return entry
+
+    async def _set_entry(self, which: str, entry_id: str, caller: model.Caller, snapshot: model.Snapshot,
+                         record: Dict[str, Any], ask_polkit: Optional[AskPolkit]) -> None:
         method = record["method"]
         if which not in METHODS:
             raise errors.InvalidArgs(f"unknown write {which!r}")
-        polkit = caller.uid != 0
-        if polkit and not polkit_action_installed(self._polkit_actions_dir):
-            raise errors.AccessDenied(f"{method} is for root only (caller uid {caller.uid})")
         stem = validate_id(entry_id)
         bootloader = snapshot.Bootloader
         deployment = ""
@@ -459,23 +656,91 @@ class BootWriter:
             if bootloader == "systemd-boot" and set(stem) & _GLOB_CHARS:
                 raise errors.InvalidArgs("a systemd-boot default is a glob: the id must not hold * ? [ ] \\")
         record["new"] = stem
-        if polkit:
-            # Validated first, so a polkit rule can trust the details (entry, deployment, method).
-            await asyncio.get_running_loop().run_in_executor(
-                None, polkit_check, self._pkcheck, caller, method, stem, deployment)
-            record["authorized_by"] = "polkit"
-        else:
-            record["authorized_by"] = "uid 0"
+        record["authorized_by"] = await authorize(
+            caller, method, {"method": method, "entry": stem or "(clear)", "deployment": deployment or "(none)"},
+            ask_polkit)
+        loop = asyncio.get_running_loop()
+        if which == "default" and stem and bootloader == "grub2":
+            grub_dir, support = await loop.run_in_executor(None, grub_support, self._paths.sysroot)
+            if grub_dir is not None and not support["default"]:
+                # grub.cfg never reads saved_entry (bootupd's static config): grub boots the
+                # first entry, so the default changes only by reordering deployments.
+                if not deployment:
+                    raise errors.NotSupported(f"entry {stem!r} boots no ostree deployment, and this boot "
+                                              "loader boots the first entry: there is nothing to reorder")
+                record["reordered"] = True
+                await self._reorder(deployment, snapshot, record)
+                return
+        if which == "next" and bootloader == "systemd-boot":
+            await self._set_oneshot(stem, record)
+            return
         if bootloader not in ("grub2", "systemd-boot"):
-            raise errors.NotSupported(f"boot loader {bootloader!r}: no default entry can be written")
+            raise errors.NotSupported(
+                f"boot loader {bootloader!r}: no one-shot entry can be written (grub2 reads grubenv's next_entry, "
+                f"systemd-boot the EFI variable {ONESHOT_VAR})" if which == "next" else
+                f"boot loader {bootloader!r}: no default entry can be written (SetDefaultDeployment "
+                "reorders the deployments, which works with every boot loader)")
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
             # The whole critical section is one executor job: if the caller's coroutine is
             # cancelled, the thread still finishes the write before the sysroot lock is let go.
-            await asyncio.get_running_loop().run_in_executor(
+            await loop.run_in_executor(
                 None, locked_write, self._paths.sysroot, which, stem, deployment, bootloader,
                 self._efivars, self._python, record)
+
+    async def _set_oneshot(self, stem: str, record: Dict[str, Any]) -> None:
+        efivars = self._efivars
+        if not os.path.isdir(efivars):
+            raise errors.NotSupported(
+                f"on systemd-boot the next boot is chosen by the EFI variable {ONESHOT_VAR}, and "
+                f"{efivars} (efivarfs) is not mounted here (not booted with EFI?)")
+        record["file"] = os.path.join(efivars, ONESHOT_VAR)
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    None, write_oneshot, efivars, stem + ".conf" if stem else "")
+            except OSError as e:
+                raise errors.WriteFailed(f"cannot write {record['file']}: {e}") from None
+
+
+def _read_snapshot(paths: Any) -> model.Snapshot:
+    """A fresh offline read (blocking); state is imported here only: nothing else of the writer needs it."""
+    from ostreewatch import state
+
+    return state.read_snapshot(paths)
+
+
+def follow_saved_entry(sysroot: str, entry: str, dep_id: str, python: str) -> None:
+    """After a reorder: where grub.cfg reads saved_entry and grubenv sets it, point it at ENTRY (blocking).
+
+    Only an existing saved_entry is rewritten (a grubenv without one already boots
+    the first entry, which is now DEP_ID's); a static grub.cfg is left alone.
+    """
+    grub_dir, support = grub_support(sysroot)
+    if not support["default"]:
+        return
+    path = find_grubenv(sysroot, grub_dir)
+    old = _read_small(path) if path else None
+    if old is None:
+        return
+    var, dep_var = GRUB_VARS["default"]
+    try:
+        values = grubenv.parse_grubenv(old)
+    except errors.GrubenvError:
+        return  # state.py reports a broken grubenv; never make it worse
+    if not values.get(var) or (values[var] == entry and values.get(dep_var, dep_id) == dep_id):
+        return
+    lock_fd = take_sysroot_lock(sysroot)
+    try:
+        plan = plan_grub(sysroot, "default", entry, dep_id)
+        if plan is not None and plan.new != plan.old:
+            replace(plan, python)
+    finally:
+        if lock_fd is not None:
+            os.close(lock_fd)
 
 
 def locked_write(sysroot: str, which: str, stem: str, deployment: str, bootloader: str,

@@ -158,19 +158,24 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _add_set_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", name: str, which: str,
-                    help_text: str) -> None:
+                    help_text: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_text, description=help_text + (
-        " Asks the running ostreewatchd (root only); returns once the file is on disk."
+        " Asks the running ostreewatchd (root, or a user polkit authorizes for"
+        " org.ostreewatch1.set-default); returns once the change is on disk."
         " See docs/default-entry.md."))
     p.add_argument("id", nargs="?", metavar="ID", help="the boot entry id (as in `status`; .conf tolerated)")
     p.add_argument("--clear", action="store_true", help="remove the setting instead")
     p.add_argument("--bus", default="system", metavar="BUS",
                    help="system (default), session, or a D-Bus address")
-    p.set_defaults(func=cmd_set_entry, which=which, parser=p)
+    p.set_defaults(func=cmd_set_entry, which=which, parser=p, deployment=None)
+    return p
 
 
 def add_set_default_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    _add_set_parser(sub, "set-default", "default", "Make a boot entry the default (SetDefaultEntry).")
+    p = _add_set_parser(sub, "set-default", "default", "Make a boot entry the default (SetDefaultEntry).")
+    p.add_argument("--deployment", metavar="ID",
+                   help="make this deployment (OSNAME-CHECKSUM.SERIAL, as in `status`) the first one, as "
+                        "`ostree admin set-default` does (SetDefaultDeployment); prints the entry that boots it")
 
 
 def add_set_next_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -178,37 +183,61 @@ def add_set_next_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def cmd_set_entry(args: argparse.Namespace) -> int:
-    """set-default / set-next: one call to the daemon; errors are printed with their D-Bus name."""
+    """set-default / set-next: one call to the daemon; errors are printed as one sentence with their D-Bus name."""
     import asyncio
 
     from . import service
+    from .errors import AccessDenied
 
-    if args.clear == (args.id is not None):
+    command = args.parser.prog.split()[-1]
+    if args.deployment is not None:
+        if args.clear or args.id is not None:
+            args.parser.print_usage(sys.stderr)
+            print(f"ostreewatch {command}: give an ID, --clear or --deployment ID (one of them)", file=sys.stderr)
+            return 2
+    elif args.clear == (args.id is not None):
         args.parser.print_usage(sys.stderr)
-        print(f"ostreewatch {args.parser.prog.split()[-1]}: give an ID or --clear (not both)", file=sys.stderr)
+        print(f"ostreewatch {command}: give an ID or --clear (not both)", file=sys.stderr)
         return 2
-    entry_id = "" if args.clear else args.id
+    value = args.deployment if args.deployment is not None else ("" if args.clear else args.id)
     try:
-        entry_id.encode("utf-8", "strict")
+        value.encode("utf-8", "strict")
     except UnicodeEncodeError:
-        print("ostreewatch: org.freedesktop.DBus.Error.InvalidArgs: the entry id is not valid UTF-8",
+        print("ostreewatch: org.freedesktop.DBus.Error.InvalidArgs: the id is not valid UTF-8",
               file=sys.stderr)
         return 1
+    # An authentication dialog (polkit agent) may be shown only to someone at a terminal.
+    interactive = sys.stdin.isatty()
 
-    async def call() -> None:
+    async def call() -> str:
         client = await service.Client.connect(args.bus)
         try:
-            await client.set_entry(args.which, entry_id)
+            if args.deployment is not None:
+                return await client.set_deployment(value, interactive=interactive)
+            await client.set_entry(args.which, value, interactive=interactive)
+            return ""
         finally:
             client.close()
 
     try:
-        asyncio.run(call())
+        entry = asyncio.run(call())
+    except AccessDenied as e:
+        # From the daemon (its sentence names the action) or from an older bus policy.
+        text = str(e)
+        if "needs root or the polkit action" not in text:
+            text = f"needs root or the polkit action org.ostreewatch1.set-default ({text})"
+        elif text.startswith(AccessDenied.dbus_name + ": "):
+            text = text[len(AccessDenied.dbus_name) + 2:]
+        print(f"ostreewatch {command}: {text}", file=sys.stderr)
+        return 1
     except OstreewatchError as e:
         print(f"ostreewatch: {e}", file=sys.stderr)
         return 1
+    if args.deployment is not None:
+        print(entry)
+        return 0
     what = "default entry" if args.which == "default" else "next boot entry"
-    print(f"{what}: {entry_id}" if entry_id else f"{what}: cleared")
+    print(f"{what}: {value}" if value else f"{what}: cleared")
     return 0
 
 

@@ -376,8 +376,20 @@ class Daemon:
         await self.wait_scan(self.request_scan())
         return self.generation
 
-    async def set_entry(self, which: str, entry_id: str, caller: model.Caller) -> None:
-        await self.writer.set_entry(which, entry_id, caller, self.snapshot)
+    async def set_entry(self, which: str, entry_id: str, caller: model.Caller, ask: Any = None) -> None:
+        await self.writer.set_entry(which, entry_id, caller, self.snapshot, ask)
+
+    async def set_deployment(self, deployment_id: str, caller: model.Caller, ask: Any = None) -> str:
+        return await self.writer.set_deployment(deployment_id, caller, self.snapshot, ask)
+
+    async def authorized_reload(self, caller: model.Caller, ask: Any = None) -> int:
+        """Reload() over the bus: the writer's authorization (uid 0 or polkit), then a rescan."""
+        return await self.writer.reload(caller, ask, self.reload, self.snapshot)
+
+    async def _refreshed(self) -> model.Snapshot:
+        """The snapshot after a write, published (the writer answers from it)."""
+        await self.reload()
+        return self.snapshot
 
     # -- bus --
 
@@ -469,8 +481,12 @@ class Daemon:
         service, bootwrite = await loop.run_in_executor(None, _load_bus_side)
         # Built from the snapshot of now: a change published in between is already in it.
         self.manager = service.Manager(self.snapshot, self.generation, __version__,
-                                       reload=self.reload, set_entry=self.set_entry)
-        self.writer = bootwrite.BootWriter(self.paths, self.journal)
+                                       reload=self.authorized_reload, set_entry=self.set_entry,
+                                       set_deployment=self.set_deployment)
+        self.writer = bootwrite.BootWriter(
+            self.paths, self.journal, refresh=self._refreshed,
+            efivars=os.environ.get("OSTREEWATCH_EFIVARS", bootwrite.EFIVARS),
+            deploy_python=os.environ.get("OSTREEWATCH_DEPLOY_PYTHON", bootwrite.DEPLOY_PYTHON))
         self._start_watchdog(loop)
         self._tasks.append(asyncio.ensure_future(self._bus_loop()))
         await self._stopping.wait()

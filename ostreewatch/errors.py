@@ -100,3 +100,9 @@ class DaemonUnavailable(OstreewatchError):
     """The CLI found no daemon on the bus."""
 
     dbus_name = ERROR_PREFIX + "Unavailable"
+
+
+class NoSuchDeployment(OstreewatchError):
+    """SetDefaultDeployment named a deployment the sysroot does not have."""
+
+    dbus_name = ERROR_PREFIX + "NoSuchDeployment"

@@ -14,7 +14,8 @@ import functools
 import os
 import re
 import sys
-from typing import Any, Callable, Iterable, List, Optional, Sequence, TextIO, Tuple, TypeVar
+import time
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple, TypeVar
 
 from ostreewatch.changes import Changes
 from ostreewatch.model import Problem, Snapshot
@@ -55,6 +56,16 @@ _SCALAR_PROPERTIES = (
     "BootedEntry",
 )
 
+# Every field a write-attempt record may carry (bootwrite fills them; the catalog entry and
+# docs/journal.md name each, tests/test_setdefault_audit.py keeps the three in step).
+WRITE_ATTEMPT_FIELDS = (
+    "caller_uid", "caller_pid", "caller_bus_name", "caller_unit", "method", "entry", "deployment",
+    "previous", "new", "bootloader", "authorized_by", "changed", "reordered", "file", "result", "error",
+    "suppressed",
+)
+# Refused write attempts: at most one record per caller uid per this many seconds; the
+# others are counted in OSTREEWATCH_SUPPRESSED of the next record for that uid.
+REFUSED_INTERVAL = 1.0
 _WRITE_SUCCESS = ("granted", "success", "ok", "succeeded", "done")  # bootwrite says "granted"
 _FIELD_RE = re.compile(r"[^A-Z0-9_]")
 _PLAIN_RE = re.compile(r"[A-Za-z0-9_.,:/@+=%-]+")
@@ -108,10 +119,14 @@ class Journal:
         *,
         socket_path: str = JOURNAL_SOCKET,
         stream: Optional[TextIO] = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.identifier = identifier
         self.socket_path = socket_path
         self._stream = stream
+        self._clock = clock
+        # caller uid -> (time of its last refused record, refusals suppressed since, fields of the last one)
+        self._refused: Dict[str, Tuple[float, int, Dict[str, Any]]] = {}
 
     # --- the record kinds ------------------------------------------------------
 
@@ -204,7 +219,27 @@ class Journal:
 
     @_never_raise
     def write_attempt(self, **fields: Any) -> None:
-        """Audit record of a boot write (SetDefaultEntry, ...): notice on success, warning on refusal."""
+        """Audit record of a write attempt (SetDefaultEntry, ...): notice on success, warning otherwise.
+
+        Refused attempts are rate-limited per caller uid other than 0 (REFUSED_INTERVAL): a
+        flood of refused calls cannot flood the journal; the callers' answers are not limited.
+        """
+        result = _text(fields.get("result", ""))
+        now = self._clock()
+        uid = _text(fields.get("caller_uid", ""))
+        self._flush_refused(now, keep=uid if result == "refused" else None)
+        # Root is not limited: it can write to the journal directly anyway.
+        if result == "refused" and uid != "0":
+            last = self._refused.get(uid)
+            if last is not None and now - last[0] < REFUSED_INTERVAL:
+                self._refused[uid] = (last[0], last[1] + 1, dict(fields))
+                return
+            suppressed = last[1] if last is not None else 0
+            self._refused[uid] = (now, 0, dict(fields))
+            fields = dict(fields, suppressed=suppressed)
+        self._attempt_record(fields)
+
+    def _attempt_record(self, fields: Dict[str, Any]) -> None:
         result = _text(fields.get("result", ""))
         error = _text(fields.get("error", ""))
         ok = not error and (result == "" or result.lower() in _WRITE_SUCCESS)
@@ -214,8 +249,10 @@ class Journal:
             who += f" ({fields['caller_unit']})"
         target = _text(fields.get("entry") or fields.get("deployment") or "")
         message = f"{method}({target}) by {who}: " + (
-            "succeeded" if ok else f"refused: {error or result}"
+            "succeeded" if ok else f"{'failed' if result == 'failed' else 'refused'}: {error or result}"
         )
+        if fields.get("suppressed"):
+            message += f" ({fields['suppressed']} more refused calls of this uid not journaled one by one)"
         self._emit(
             MESSAGE_ID_WRITE_ATTEMPT,
             LOG_NOTICE if ok else LOG_WARNING,
@@ -223,9 +260,29 @@ class Journal:
             [(field_name(k), v) for k, v in fields.items()],
         )
 
+    def _flush_refused(self, now: Optional[float], keep: Optional[str] = None) -> None:
+        """Journal the count of refusals suppressed in windows that are over (all of them when NOW is None).
+
+        KEEP: the uid being refused right now; its count goes into that record instead.
+        """
+        for uid, (since, suppressed, last) in list(self._refused.items()):
+            if uid == keep or (now is not None and now - since < REFUSED_INTERVAL):
+                continue
+            del self._refused[uid]
+            if suppressed:
+                # The last suppressed attempt is journaled, late, with the count of the others:
+                # every record stands for itself plus OSTREEWATCH_SUPPRESSED refusals before it.
+                self._attempt_record(dict(last, suppressed=suppressed - 1))
+
+    @_never_raise
+    def flush(self) -> None:
+        """Journal every pending count of suppressed refusals now (the daemon calls it when stopping)."""
+        self._flush_refused(None)
+
     @_never_raise
     def stopping(self, reason: str = "") -> None:
-        """The daemon is exiting."""
+        """The daemon is exiting (pending counts of suppressed refusals are journaled first)."""
+        self._flush_refused(None)
         self._emit(
             MESSAGE_ID_STOPPING,
             LOG_INFO,

@@ -43,6 +43,7 @@ METHODS: Dict[str, Tuple[List[Tuple[str, str]], List[Tuple[str, str]]]] = {
     "Reload": ([], [("generation", "t")]),
     "SetDefaultEntry": ([("id", "s")], []),
     "SetNextEntry": ([("id", "s")], []),
+    "SetDefaultDeployment": ([("deployment_id", "s")], [("entry_id", "s")]),
 }
 SIGNALS: Dict[str, List[Tuple[str, str]]] = {
     "DeploymentsChanged": [("added", "as"), ("removed", "as")],
@@ -54,9 +55,19 @@ PROPERTIES: Dict[str, str] = dict(model.PROPERTY_SIGNATURES, Generation="t", Ver
 # Version never changes while the daemon runs; every other property is sent with its value.
 EMITS_CHANGED: Dict[str, str] = {name: ("const" if name == "Version" else "true") for name in PROPERTIES}
 
-# Hooks the daemon gives the service: Reload() and the two write methods.
-ReloadHook = Callable[[], Awaitable[int]]
-SetEntryHook = Callable[[str, str, model.Caller], Awaitable[None]]
+# Hooks the daemon gives the service. Each gets the caller and an AskPolkit for this very call;
+# the daemon decides (bootwrite.authorize: uid 0, or polkit through AskPolkit) and audits.
+AskPolkit = Callable[[str, Dict[str, str]], Awaitable[None]]
+ReloadHook = Callable[[model.Caller, AskPolkit], Awaitable[int]]
+SetEntryHook = Callable[[str, str, model.Caller, AskPolkit], Awaitable[None]]
+SetDeploymentHook = Callable[[str, model.Caller, AskPolkit], Awaitable[str]]
+
+# polkit's authority (polkit docs: org.freedesktop.PolicyKit1.Authority.CheckAuthorization).
+POLKIT = ("org.freedesktop.PolicyKit1", "/org/freedesktop/PolicyKit1/Authority",
+          "org.freedesktop.PolicyKit1.Authority")
+POLKIT_ALLOW_USER_INTERACTION = 0x1  # CheckAuthorizationFlags
+POLKIT_TIMEOUT = 25.0
+POLKIT_INTERACTIVE_TIMEOUT = 300.0  # an authentication dialog waits for a human
 
 
 # --- values: snapshot -> dbus-next values --------------------------------------------
@@ -160,13 +171,15 @@ class Manager(_ManagerBase):
     """org.ostreewatch1.Manager: the published snapshot, its signals, and its methods."""
 
     def __init__(self, snapshot: model.Snapshot, generation: int, version: str,
-                 reload: ReloadHook, set_entry: Optional[SetEntryHook] = None) -> None:
+                 reload: ReloadHook, set_entry: Optional[SetEntryHook] = None,
+                 set_deployment: Optional[SetDeploymentHook] = None) -> None:
         super().__init__(INTERFACE)
         self.snapshot = snapshot
         self.generation = generation
         self._values: Dict[str, Any] = dict(snapshot_values(snapshot), Generation=generation, Version=version)
         self._reload = reload
         self._set_entry = set_entry
+        self._set_deployment = set_deployment
         self._buses: List[MessageBus] = []
         self._tasks: set = set()
         self._variants: Optional[Dict[str, Variant]] = None
@@ -309,17 +322,56 @@ class Manager(_ManagerBase):
             raise errors.InvalidArgs(
                 f"{msg.member} takes signature {in_sig!r}, got {msg.signature!r}")
         caller = await caller_of(bus, msg.sender)
+        ask = polkit_asker(bus, msg, caller)
         if msg.member == "Reload":
-            if caller.uid != 0:
-                raise errors.AccessDenied("Reload is for root only")
-            return Message.new_method_return(msg, "t", [await self._reload()])
+            return Message.new_method_return(msg, "t", [await self._reload(caller, ask)])
+        if msg.member == "SetDefaultDeployment":
+            if self._set_deployment is None:
+                raise errors.NotSupported("this daemon was built without the boot writer")
+            return Message.new_method_return(msg, "s", [await self._set_deployment(msg.body[0], caller, ask)])
         which = "default" if msg.member == "SetDefaultEntry" else "next"
         if self._set_entry is None:
-            if caller.uid != 0:
-                raise errors.AccessDenied(f"{msg.member} is for root only")
             raise errors.NotSupported("this daemon was built without the boot writer")
-        await self._set_entry(which, msg.body[0], caller)
+        await self._set_entry(which, msg.body[0], caller, ask)
         return Message.new_method_return(msg)
+
+
+def polkit_asker(bus: MessageBus, msg: Message, caller: model.Caller) -> AskPolkit:
+    """An AskPolkit for this call: CheckAuthorization over D-Bus for the caller's unique bus name.
+
+    The subject is the unique name, not the pid: polkitd asks the bus daemon who
+    owns it, so a recycled pid cannot pass for the caller. Interactive
+    authentication is allowed only when the caller's message says so
+    (ALLOW_INTERACTIVE_AUTHORIZATION, e.g. `busctl --allow-interactive-authorization=yes`).
+    """
+    interactive = bool(msg.flags & MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION)
+
+    async def ask(action: str, details: Dict[str, str]) -> None:
+        def denied(why: str) -> errors.AccessDenied:
+            return errors.AccessDenied(f"{msg.member} needs root or the polkit action {action} "
+                                       f"(caller uid {caller.uid}: {why})")
+
+        query = Message(destination=POLKIT[0], path=POLKIT[1], interface=POLKIT[2], member="CheckAuthorization",
+                        signature="(sa{sv})sa{ss}us",
+                        body=[["system-bus-name", {"name": Variant("s", caller.bus_name)}], action,
+                              {k: str(v) for k, v in details.items()},
+                              POLKIT_ALLOW_USER_INTERACTION if interactive else 0, ""])
+        try:
+            reply = await asyncio.wait_for(bus.call(query),
+                                           POLKIT_INTERACTIVE_TIMEOUT if interactive else POLKIT_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise denied("polkit did not answer") from None
+        if reply is None or reply.message_type != MessageType.METHOD_RETURN:
+            name = reply.error_name if reply is not None else "no reply"
+            raise denied(f"polkit could not be asked: {name}")
+        authorized, challenge, _ = reply.body[0]
+        if authorized:
+            return
+        if challenge:
+            raise denied("polkit requires authentication; allow interactive authorization to be asked")
+        raise denied("polkit said no")
+
+    return ask
 
 
 class PremarshalledReply(Message):  # type: ignore[misc]
@@ -504,9 +556,10 @@ class Client:
 
     async def _call(self, member: str, signature: str = "", body: Iterable[Any] = (),
                     interface: str = INTERFACE, destination: str = BUS_NAME,
-                    path: str = OBJECT_PATH) -> List[Any]:
+                    path: str = OBJECT_PATH, interactive: bool = False) -> List[Any]:
+        flags = MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION if interactive else MessageFlag.NONE
         reply = await self.bus.call(Message(destination=destination, path=path, interface=interface,
-                                            member=member, signature=signature, body=list(body)))
+                                            member=member, signature=signature, body=list(body), flags=flags))
         if reply.message_type == MessageType.ERROR:
             text = reply.body[0] if reply.body else reply.error_name
             err_cls = next((c for c in _ERRORS if c.dbus_name == reply.error_name), errors.OstreewatchError)
@@ -527,8 +580,13 @@ class Client:
     async def reload(self) -> int:
         return int((await self._call("Reload"))[0])
 
-    async def set_entry(self, which: str, entry_id: str) -> None:
-        await self._call("SetDefaultEntry" if which == "default" else "SetNextEntry", "s", [entry_id])
+    async def set_entry(self, which: str, entry_id: str, interactive: bool = False) -> None:
+        await self._call("SetDefaultEntry" if which == "default" else "SetNextEntry", "s", [entry_id],
+                         interactive=interactive)
+
+    async def set_deployment(self, deployment_id: str, interactive: bool = False) -> str:
+        """SetDefaultDeployment; the entry id that now boots the deployment."""
+        return str((await self._call("SetDefaultDeployment", "s", [deployment_id], interactive=interactive))[0])
 
     async def subscribe(self, on_signal: Callable[[str, Dict[str, Any]], None]) -> None:
         """Call on_signal(name, args) for every signal of the daemon, PropertiesChanged included."""
@@ -552,5 +610,5 @@ class Client:
                              destination="org.freedesktop.DBus", path="/org/freedesktop/DBus")
 
 
-_ERRORS = [errors.AccessDenied, errors.InvalidArgs, errors.NoSuchEntry, errors.NotSupported,
+_ERRORS = [errors.AccessDenied, errors.InvalidArgs, errors.NoSuchEntry, errors.NoSuchDeployment, errors.NotSupported,
            errors.Busy, errors.WriteFailed, errors.DaemonUnavailable, errors.SysrootError]

@@ -25,6 +25,7 @@ EXPECTED_FILES = [
     "/usr/share/dbus-1/system.d/org.ostreewatch1.conf",
     "/usr/share/dbus-1/system-services/org.ostreewatch1.service",
     "/usr/share/dbus-1/interfaces/org.ostreewatch1.Manager.xml",
+    "/usr/share/polkit-1/actions/org.ostreewatch1.policy",
     "/usr/share/licenses/ostreewatch/LICENSE",
     "/usr/share/doc/ostreewatch/README.md",
     "/usr/share/doc/ostreewatch/hardening.md",
@@ -36,6 +37,7 @@ COPIED = {
     "/usr/share/dbus-1/system.d/org.ostreewatch1.conf": "dbus/org.ostreewatch1.conf",
     "/usr/share/dbus-1/system-services/org.ostreewatch1.service": "dbus/org.ostreewatch1.service",
     "/usr/share/dbus-1/interfaces/org.ostreewatch1.Manager.xml": "dbus/org.ostreewatch1.Manager.xml",
+    "/usr/share/polkit-1/actions/org.ostreewatch1.policy": "packaging/org.ostreewatch1.policy",
 }
 
 

@@ -1,0 +1,134 @@
+"""The deployment reorder helper: make one deployment the first (the default) through libostree itself.
+
+Run by bootwrite as `PYTHON -m ostreewatch._deployhelper` with the system
+python (it needs `gi.repository.OSTree`, which the daemon's venv lacks and
+which costs ~120 ms to import: never in the daemon). Standard library, gi and
+ostreewatch._writehelper only, so it also runs with another tree's python and
+libostree (tests/fixtures/trees.py).
+
+What it does is what `ostree admin set-default` does (ostree
+src/ostree/ot-admin-builtin-set-default.c in ostreedev/ostree): lock the
+sysroot, load it, put the chosen deployment first, and hand the new list to
+`ostree_sysroot_write_deployments_with_options()`; ostree writes the new
+boot version, swaps boot/loader and the boot links, and renumbers the
+entries. No entry is written by hand.
+
+On a booted host /sysroot (and often /boot) are mounted read-only: the helper
+first enters a private mount namespace and remounts them read-write there only
+(ostreewatch._writehelper's code), then tells libostree with
+`Sysroot.set_mount_namespace_in_use()`.
+
+Request on stdin (JSON): {"sysroot": ABS, "deployment": "OSNAME-CHECKSUM.SERIAL"}.
+Answer on stdout (JSON, last line): {"ok": true, "changed": BOOL, "order": [ids]} or
+{"ok": false, "kind": "busy"|"no-such-deployment"|"staged"|"failed", "error": TEXT}.
+With OSTREEWATCH_DEPLOYHELPER_TRACE=1 it prints "locked" on stderr once it holds the lock (tests kill it then).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Dict, List, Tuple
+
+
+class HelperError(Exception):
+    """A refusal with a kind the daemon maps to a named error."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def deployment_id(d: Any) -> str:
+    """rpm-ostree's id form, as the daemon publishes it: OSNAME-CHECKSUM.SERIAL."""
+    return f"{d.get_osname()}-{d.get_csum()}.{d.get_deployserial()}"
+
+
+def _writable_dirs(sysroot: str) -> List[str]:
+    """The directories ostree writes (its repo and deploy dirs, /boot) whose mount is read-only."""
+    out = []
+    for rel in ("ostree", "boot"):
+        path = os.path.realpath(os.path.join(sysroot, rel))
+        if os.path.isdir(path) and os.statvfs(path).f_flag & os.ST_RDONLY:
+            out.append(path)
+    return out
+
+
+def reorder(sysroot: str, wanted: str) -> Tuple[bool, List[str]]:
+    """Make WANTED the first deployment of SYSROOT; (changed, new order of ids)."""
+    read_only = _writable_dirs(sysroot)
+    if read_only:
+        from ostreewatch._writehelper import remount_rw, unshare_private
+
+        unshare_private()
+        for path in read_only:
+            remount_rw(path)
+
+    import gi
+
+    gi.require_version("OSTree", "1.0")
+    from gi.repository import Gio, GLib, OSTree
+
+    s = OSTree.Sysroot.new(Gio.File.new_for_path(sysroot))
+    if read_only:
+        s.set_mount_namespace_in_use()
+    try:
+        _, acquired = s.try_lock()
+    except GLib.Error as e:
+        raise HelperError("failed", f"cannot take the sysroot lock: {e.message}") from None
+    if not acquired:
+        raise HelperError("busy", "another process holds the ostree sysroot lock")
+    try:
+        if os.environ.get("OSTREEWATCH_DEPLOYHELPER_TRACE") == "1":
+            sys.stderr.write("locked\n")
+            sys.stderr.flush()
+        s.load(None)
+        deployments = list(s.get_deployments())
+        ids = [deployment_id(d) for d in deployments]
+        staged = s.get_staged_deployment()
+        if staged is not None:
+            # A staged deployment is written into the boot entries by ostree-finalize-staged at
+            # shutdown and must stay first; reordering now would drop or displace it.
+            raise HelperError("staged", f"deployment {deployment_id(staged)} is staged (pending until "
+                                        "shutdown); the default cannot change while one is staged")
+        if wanted not in ids:
+            raise HelperError("no-such-deployment",
+                              f"no deployment {wanted!r} in {sysroot} (deployments: {', '.join(ids) or 'none'})")
+        index = ids.index(wanted)
+        if index == 0:
+            return False, ids
+        new = [deployments[index]] + deployments[:index] + deployments[index + 1:]
+        opts = OSTree.SysrootWriteDeploymentsOpts()
+        opts.do_postclean = True
+        try:
+            s.write_deployments_with_options(new, opts, None)
+        except GLib.Error as e:
+            raise HelperError("failed", f"ostree could not write the new order: {e.message}") from None
+        s.load(None)
+        return True, [deployment_id(d) for d in s.get_deployments()]
+    finally:
+        s.unlock()
+
+
+def main() -> int:
+    """One request on stdin, one answer on stdout."""
+    answer: Dict[str, Any]
+    try:
+        request = json.loads(sys.stdin.buffer.read(1 << 16))
+        sysroot, wanted = request["sysroot"], request["deployment"]
+        if not isinstance(sysroot, str) or not os.path.isabs(sysroot) or not isinstance(wanted, str):
+            raise HelperError("failed", "bad request: sysroot must be an absolute path, deployment a string")
+        changed, order = reorder(sysroot, wanted)
+        answer = {"ok": True, "changed": changed, "order": order}
+    except HelperError as e:
+        answer = {"ok": False, "kind": e.kind, "error": str(e)}
+    except Exception as e:  # the parent maps every other failure to WriteFailed with this text
+        answer = {"ok": False, "kind": "failed", "error": f"{type(e).__name__}: {e}"}
+    sys.stdout.write(json.dumps(answer) + "\n")
+    sys.stdout.flush()
+    return 0 if answer["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
