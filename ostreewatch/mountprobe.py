@@ -12,7 +12,8 @@ MOUNT_RECHECK_EVERY seconds apart (ostreewatch/watcher.py).
 
 Paths resolve in the namespace of the process whose mountinfo is watched,
 through /proc/PID/root (the daemon runs in a sandbox namespace of its own,
-while PID 1's table is the truth). Each point is opened O_PATH|O_NOFOLLOW, which
+while PID 1's table is the truth), or, where that is refused, in the daemon's
+own namespace (probe_root). Each point is opened O_PATH|O_NOFOLLOW, which
 never triggers an automount (a systemd /boot/efi automount stays untouched).
 Anything unexpected (no /proc/PID/root access, a kernel without statx's mount
 id) gives None: then the caller reads the whole table, as before.
@@ -89,13 +90,31 @@ def _probe_point(root: str, point: str, buf: ctypes.Array) -> PointProbe:  # typ
         os.close(fd)
 
 
-def probe(mountinfo: str, points: Sequence[str] = WATCHED_MOUNT_POINTS,
-          own_points: Sequence[str] = ()) -> Optional[Probe]:
-    """The mounts and flags of POINTS as the owner of MOUNTINFO sees them, then of OWN_POINTS as this
-    process sees them (e.g. the watched sysroot's boot/); None when it cannot be told."""
+def probe_root(mountinfo: str) -> Optional[Tuple[str, bool]]:
+    """(where to resolve the watched points, whether that is exactly MOUNTINFO's namespace); None: no probing.
+
+    A sandboxed service (the unit's CapabilityBoundingSet has no CAP_SYS_PTRACE) may not
+    enter /proc/1/root, PID 1 being no dumpable process. Its own mount namespace, a slave
+    of the host's, still receives every mount and unmount, and statvfs shows a file system
+    made read-only; what does not propagate is a change of per-mount flags alone
+    (`mount -o remount,bind,ro`). Then the probe is "" (this process's view), not exact.
+    """
     root = proc_root(mountinfo)
     if root is None:
         return None
+    try:
+        os.close(os.open(root + "/", os.O_PATH | os.O_CLOEXEC))
+    except PermissionError:
+        return "", False
+    except OSError:
+        return None
+    return root, True
+
+
+def probe(root: str, points: Sequence[str] = WATCHED_MOUNT_POINTS,
+          own_points: Sequence[str] = ()) -> Optional[Probe]:
+    """The mounts and flags of POINTS resolved under ROOT (probe_root's), then of OWN_POINTS as this
+    process sees them (e.g. the watched sysroot's boot/); None when it cannot be told."""
     buf = ctypes.create_string_buffer(_STATX_SIZE)
     try:
         return (tuple(_probe_point(root, point, buf) for point in points)

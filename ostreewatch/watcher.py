@@ -78,6 +78,9 @@ _MAX_STATEROOTS = 64
 # During a mount storm that leaves the watched mount points alone, "mounts" is still reported
 # this often (see _mount_fire).
 MOUNT_RECHECK_EVERY = 30.0
+# The same where the points are probed in the daemon's own namespace (mountprobe.probe_root), which
+# does not see a change of per-mount flags alone made in PID 1's.
+MOUNT_RECHECK_APPROX = 2.0
 
 # struct inotify_event; one read takes at most this much: about 2,000 events,
 # a few ms of work, then the loop serves others before the next chunk.
@@ -135,6 +138,7 @@ class Watcher:
         self._mi_reader = False
         self._mi_last = float("-inf")
         self._mi_probe: Optional[mountprobe.Probe] = None  # the watched points at the last report
+        self._mi_probe_root: Optional[Tuple[str, bool]] = None
         self._mi_reported = float("-inf")
         # Where a mount means "re-arm": the watched sysroot's boot file systems, in this namespace.
         sysroot = str(paths.sysroot)
@@ -459,8 +463,17 @@ class Watcher:
         self.mount_watch = "epoll"
         self._mi_epoll = ep
         # The points as the caller's first read will see them (it reads after start()).
-        self._mi_probe = mountprobe.probe(path, own_points=self._rearm_points)
+        self._mi_probe_root = mountprobe.probe_root(path)
+        self._mi_probe = self._probe_mounts()
         self._mi_reported = self.loop.time()
+        logger = logging.getLogger("ostreewatch.watcher")
+        if self._mi_probe is None:
+            logger.info("cannot probe the watched mount points of %s (no statx mount id, or no /proc "
+                        "access): every change of the mount table is reported", path)
+        elif self._mi_probe_root is not None and not self._mi_probe_root[1]:
+            logger.info("the watched mount points of %s are probed in this process's own mount namespace "
+                        "(no access to its root): a change of per-mount flags alone during a mount storm "
+                        "is published within %.0f s", path, MOUNT_RECHECK_APPROX)
         self.loop.add_reader(ep.fileno(), self._on_mountinfo_readable)
         self._mi_reader = True
 
@@ -496,13 +509,20 @@ class Watcher:
         self._mi_reader = True
         self._mount_fire(self.loop.time())
 
+    def _probe_mounts(self) -> Optional[mountprobe.Probe]:
+        if self._mi_probe_root is None:
+            return None
+        return mountprobe.probe(self._mi_probe_root[0], own_points=self._rearm_points)
+
     def _mount_fire(self, now: float) -> None:
         self._mi_last = now
         # A storm of unrelated mounts leaves the watched points as they were: no callback,
         # no re-arm. Reported anyway when the last report is MOUNT_RECHECK_EVERY old, so a
         # remount that changes only filesystem options (no flag, no mount) is still seen.
-        probe = mountprobe.probe(str(self.paths.mountinfo), own_points=self._rearm_points)
-        if probe is not None and probe == self._mi_probe and now - self._mi_reported < MOUNT_RECHECK_EVERY:
+        probe = self._probe_mounts()
+        assert self._mi_probe_root is not None or probe is None
+        recheck = MOUNT_RECHECK_EVERY if probe is None or self._mi_probe_root[1] else MOUNT_RECHECK_APPROX
+        if probe is not None and probe == self._mi_probe and now - self._mi_reported < recheck:
             self.stats["mount_unchanged"] += 1
             return
         self._mi_probe = probe

@@ -21,8 +21,10 @@ sys.path.insert(0, sys.argv[1])
 from ostreewatch import mountprobe
 watched, other = sys.argv[2], sys.argv[3]
 points = ("/", watched)
+root = mountprobe.probe_root("/proc/self/mountinfo")
+assert root == ("/proc/self/root", True), root
 def probe():
-    return mountprobe.probe("/proc/self/mountinfo", points)
+    return mountprobe.probe(root[0], points)
 def sh(*argv):
     subprocess.run(argv, check=True, capture_output=True)
 out = {"start": probe()}
@@ -71,8 +73,8 @@ def test_probe_changes_only_for_the_watched_point(tmp_path) -> None:
 def test_a_plain_file_or_a_missing_point_is_not_probed(tmp_path) -> None:
     table = tmp_path / "mountinfo"
     table.write_text("")
-    assert mountprobe.probe(str(table)) is None
-    got = mountprobe.probe("/proc/self/mountinfo", ("/", str(tmp_path / "absent")))
+    assert mountprobe.probe_root(str(table)) is None
+    got = mountprobe.probe("/proc/self/root", ("/", str(tmp_path / "absent")))
     assert got is not None and got[0] is not None and got[1] is None
 
 
