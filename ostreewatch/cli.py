@@ -383,8 +383,7 @@ def bus_error_sentence(e: OstreewatchError, command: str, bus: str, debug: bool 
     if debug:
         return str(e)
     if isinstance(e, errors.DaemonUnavailable):
-        return (f"cannot reach {_bus_label(bus)}: is dbus running, and is --bus (or "
-                "DBUS_SYSTEM_BUS_ADDRESS) right? (--debug shows why)")
+        return f"cannot connect to {_bus_label(bus)} (is dbus running there? --debug shows why)"
     name, text = _split_bus_error(e)
     if name == "org.freedesktop.DBus.Error.AccessDenied":
         # dbus-daemon's policy ("Rejected send message, 2 matched rules; ...") or the daemon's own refusal.

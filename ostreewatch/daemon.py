@@ -482,7 +482,7 @@ class Daemon:
 # --- command line ----------------------------------------------------------------------
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .sample import DEFAULT, NAMES
     p = argparse.ArgumentParser(prog="ostreewatchd", description="Publish an OSTree host's boot state on D-Bus.")
@@ -503,7 +503,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--sample", nargs="?", const=DEFAULT, default=None, choices=NAMES, metavar="NAME",
                    help=f"watch a bundled sample host instead, in a temp dir removed at exit "
                         f"({', '.join(NAMES)}; default {DEFAULT})")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def _paths(args: argparse.Namespace) -> Any:
