@@ -213,7 +213,7 @@ show busctl --json=short get-property "${MANAGER[@]}" Problems
 show rm "$ENTRIES/hand.conf"
 wait_property Problems '^aa\{sv\} 0$'
 echo
-echo "Anyone may read; the bus policy lets only root change (uid 65534 here):"
+echo "Anyone may read; a caller that is not root (uid 65534 here) and has no polkit rule may not change:"
 printf '$ setpriv --reuid=65534 --regid=65534 --clear-groups busctl call %s SetDefaultEntry s ostree-1\n' \
     "${MANAGER[*]}"
 setpriv --reuid=65534 --regid=65534 --clear-groups \
