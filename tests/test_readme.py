@@ -134,8 +134,12 @@ def _env() -> Dict[str, str]:
 
 def _clone(dest: str) -> None:
     """A fresh clone of this checkout at its current content (uncommitted changes of tracked files too)."""
+    # `git stash create` writes a commit object: it needs an identity, which CI may not have.
+    env = dict(os.environ, GIT_AUTHOR_NAME="test_readme", GIT_AUTHOR_EMAIL="test_readme@localhost",
+               GIT_COMMITTER_NAME="test_readme", GIT_COMMITTER_EMAIL="test_readme@localhost")
+
     def git(*args: str, cwd: str = REPO) -> str:
-        r = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+        r = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, (args, r.stderr)
         return r.stdout.strip()
 
