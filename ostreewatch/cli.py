@@ -214,8 +214,8 @@ def cmd_set_entry(args: argparse.Namespace) -> int:
     try:
         asyncio.run(call())
     except OstreewatchError as e:
-        print(f"ostreewatch: {bus_error_sentence(e, args.parser.prog.split()[-1], args.bus, args.debug)}",
-              file=sys.stderr)
+        command = args.parser.prog.split()[-1]
+        print(f"ostreewatch {command}: {bus_error_sentence(e, command, args.bus, args.debug)}", file=sys.stderr)
         return 1
     what = "default entry" if args.which == "default" else "next boot entry"
     print(f"{what}: {entry_id}" if entry_id else f"{what}: cleared")
@@ -292,7 +292,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         try:
             client = await service.Client.connect(args.bus)
         except errors.OstreewatchError as e:
-            print(f"ostreewatch: {bus_error_sentence(e, 'monitor', args.bus, args.debug)}", file=sys.stderr)
+            print(f"ostreewatch monitor: {bus_error_sentence(e, 'monitor', args.bus, args.debug)}",
+                  file=sys.stderr)
             return 1
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
@@ -379,17 +380,21 @@ def _split_bus_error(e: OstreewatchError) -> Tuple[str, str]:
 
 
 def bus_error_sentence(e: OstreewatchError, command: str, bus: str, debug: bool = False) -> str:
-    """One plain sentence for an error from the bus (the raw name and text with debug)."""
+    """One plain sentence for an error from the bus, printed after "ostreewatch COMMAND: " (raw with debug)."""
     if debug:
         return str(e)
     if isinstance(e, errors.DaemonUnavailable):
         return f"cannot connect to {_bus_label(bus)} (is dbus running there? --debug shows why)"
     name, text = _split_bus_error(e)
     if name == "org.freedesktop.DBus.Error.AccessDenied":
-        # dbus-daemon's policy ("Rejected send message, 2 matched rules; ...") or the daemon's own refusal.
+        # The daemon's own refusal names what is needed: keep it. dbus-daemon's policy answers
+        # "Rejected send message, 2 matched rules; type=..." (and older daemons "... is for root only"):
+        # say what is needed instead.
+        if "needs root" in text:
+            return text.rstrip(".")
         action = _POLKIT_ACTIONS.get(command)
         needs = f"root or the polkit action {action}" if action else "root"
-        return f"{command} needs {needs} (--debug shows the bus's answer)"
+        return f"needs {needs} (--debug shows the bus's answer)"
     if name in ("org.freedesktop.DBus.Error.ServiceUnknown", "org.freedesktop.DBus.Error.NameHasNoOwner"):
         return f"ostreewatchd is not running on {_bus_label(bus)} (systemctl start ostreewatch)"
     if name in ("org.freedesktop.DBus.Error.NoReply", "org.freedesktop.DBus.Error.Timeout"):
@@ -397,7 +402,7 @@ def bus_error_sentence(e: OstreewatchError, command: str, bus: str, debug: bool 
     if name.startswith(errors.ERROR_PREFIX) or name == "org.freedesktop.DBus.Error.InvalidArgs":
         # The daemon's own messages are already sentences; keep the name for scripts.
         return f"{text.rstrip('.')} ({name})"
-    return f"{command} failed: {text.rstrip('.')} ({name})" if name else f"{command} failed: {text}"
+    return f"{text.rstrip('.')} ({name})" if name else text
 
 
 def build_parser() -> argparse.ArgumentParser:
