@@ -5,7 +5,11 @@ One function per subcommand: `add_X_parser(subparsers)` declares it and sets
 and listing the add function in SUBCOMMANDS.
 
 Exit codes: 0 success (problems found are output, not failures), 1 an error
-(unreadable or non-ostree sysroot, ...), 2 bad usage (argparse).
+(unreadable or non-ostree sysroot, an error from the bus, ...), 2 bad usage
+(argparse: the message names the bad argument and shows that subcommand's usage).
+
+Errors from the bus are printed as one plain sentence (bus_error_sentence);
+`--debug` prints the raw D-Bus error name and text instead.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import signal
 import sys
 from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
 
-from . import errors, model
+from . import __version__, errors, model
 from .errors import OstreewatchError
 
 _NONE = "(none)"
@@ -97,15 +101,18 @@ def add_read_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cmdline", default="/proc/cmdline", metavar="FILE",
                    help="the kernel command line (default: /proc/cmdline)")
     p.add_argument("--run", default="/run", metavar="DIR", help="the run directory (default: /run)")
-    p.add_argument("--sample", action="store_true",
-                   help="read the bundled sample host (an RHCOS node) instead; overrides the four above")
+    from .sample import DEFAULT, NAMES
+    p.add_argument("--sample", nargs="?", const=DEFAULT, default=None, choices=NAMES, metavar="NAME",
+                   help=f"read a bundled sample host instead ({', '.join(NAMES)}; default {DEFAULT}); "
+                        "overrides the four above")
 
 
 def paths_from_args(args: argparse.Namespace):  # -> state.Paths
     """The state.Paths the options name (the bundled sample with --sample)."""
     from . import state
-    if getattr(args, "sample", False):
-        return state.sample_paths()
+    if getattr(args, "sample", None):
+        from . import sample
+        return sample.paths_for(args.sample)
     return state.Paths(sysroot=args.sysroot, mountinfo=args.mountinfo, cmdline=args.cmdline, run=args.run)
 
 
@@ -125,6 +132,7 @@ def add_status_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]"
     p.add_argument("--bus", default="system", metavar="BUS",
                    help="where to look for ostreewatchd: system (default), session or a D-Bus address")
     add_read_options(p)
+    add_debug_option(p)
     p.set_defaults(func=cmd_status)
 
 
@@ -167,6 +175,7 @@ def _add_set_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", 
     p.add_argument("--clear", action="store_true", help="remove the setting instead")
     p.add_argument("--bus", default="system", metavar="BUS",
                    help="system (default), session, or a D-Bus address")
+    add_debug_option(p)
     p.set_defaults(func=cmd_set_entry, which=which, parser=p, deployment=None)
     return p
 
@@ -187,7 +196,6 @@ def cmd_set_entry(args: argparse.Namespace) -> int:
     import asyncio
 
     from . import service
-    from .errors import AccessDenied
 
     command = args.parser.prog.split()[-1]
     if args.deployment is not None:
@@ -221,17 +229,8 @@ def cmd_set_entry(args: argparse.Namespace) -> int:
 
     try:
         entry = asyncio.run(call())
-    except AccessDenied as e:
-        # From the daemon (its sentence names the action) or from an older bus policy.
-        text = str(e)
-        if "needs root or the polkit action" not in text:
-            text = f"needs root or the polkit action org.ostreewatch1.set-default ({text})"
-        elif text.startswith(AccessDenied.dbus_name + ": "):
-            text = text[len(AccessDenied.dbus_name) + 2:]
-        print(f"ostreewatch {command}: {text}", file=sys.stderr)
-        return 1
     except OstreewatchError as e:
-        print(f"ostreewatch: {e}", file=sys.stderr)
+        print(f"ostreewatch {command}: {bus_error_sentence(e, command, args.bus, args.debug)}", file=sys.stderr)
         return 1
     if args.deployment is not None:
         print(entry)
@@ -311,7 +310,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         try:
             client = await service.Client.connect(args.bus)
         except errors.OstreewatchError as e:
-            print(f"ostreewatch: {e}", file=sys.stderr)
+            print(f"ostreewatch monitor: {bus_error_sentence(e, 'monitor', args.bus, args.debug)}",
+                  file=sys.stderr)
             return 1
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
@@ -344,9 +344,14 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 
 def add_monitor_parser(sub: Any) -> None:
-    p = sub.add_parser("monitor", help="print every change ostreewatchd publishes")
-    p.add_argument("--json", action="store_true", help="one JSON object per signal")
-    p.add_argument("--bus", default="system", help="system (default), session or a D-Bus address")
+    p = sub.add_parser("monitor", help="print every change ostreewatchd publishes",
+                       description="Print every change the running ostreewatchd publishes, one line per "
+                                   "signal (PropertiesChanged with its Generation first, then the typed "
+                                   "signals), until Ctrl-C. Needs the daemon; anyone may run it.")
+    p.add_argument("--json", action="store_true", help='one JSON object per signal: {"signal": NAME, ...}')
+    p.add_argument("--bus", default="system", metavar="BUS",
+                   help="system (default), session or a D-Bus address")
+    add_debug_option(p)
     p.set_defaults(func=cmd_monitor)
 
 
@@ -358,17 +363,92 @@ SUBCOMMANDS: List[Callable[["argparse._SubParsersAction[argparse.ArgumentParser]
 ]
 
 
+class _SubcommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: an unknown argument is reported with this subcommand's usage.
+
+    argparse hands a subparser's leftovers to the top-level parser, whose error
+    would show the top-level usage (`ostreewatch status --frobnicate`).
+    """
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Tuple[argparse.Namespace, List[str]]:
+        ns, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return ns, extras
+
+
+def add_debug_option(p: argparse.ArgumentParser) -> None:
+    """--debug on a subcommand (SUPPRESS: it must not reset a top-level --debug)."""
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="print errors from the bus raw (D-Bus error name and text)")
+
+
+# Plain sentences for the errors a caller meets most; the raw ones are behind --debug.
+_POLKIT_ACTIONS = {"set-default": "org.ostreewatch1.set-default", "set-next": "org.ostreewatch1.set-default",
+                   "reload": "org.ostreewatch1.reload"}
+
+
+def _split_bus_error(e: OstreewatchError) -> Tuple[str, str]:
+    """(D-Bus error name, text) of an error from service.Client ("NAME: text")."""
+    text = str(e)
+    name, sep, rest = text.partition(": ")
+    if sep and "." in name and " " not in name:
+        return name, rest
+    return getattr(e, "dbus_name", ""), text
+
+
+def bus_error_sentence(e: OstreewatchError, command: str, bus: str, debug: bool = False) -> str:
+    """One plain sentence for an error from the bus, printed after "ostreewatch COMMAND: " (raw with debug)."""
+    if debug:
+        return str(e)
+    if isinstance(e, errors.DaemonUnavailable):
+        return f"cannot connect to {_bus_label(bus)} (is dbus running there? --debug shows why)"
+    name, text = _split_bus_error(e)
+    if name == "org.freedesktop.DBus.Error.AccessDenied":
+        # The daemon's own refusal names what is needed: keep it. dbus-daemon's policy answers
+        # "Rejected send message, 2 matched rules; type=..." (and older daemons "... is for root only"):
+        # say what is needed instead.
+        if "needs root" in text:
+            return text.rstrip(".")
+        action = _POLKIT_ACTIONS.get(command)
+        needs = f"root or the polkit action {action}" if action else "root"
+        return f"needs {needs} (--debug shows the bus's answer)"
+    if name in ("org.freedesktop.DBus.Error.ServiceUnknown", "org.freedesktop.DBus.Error.NameHasNoOwner"):
+        return f"ostreewatchd is not running on {_bus_label(bus)} (systemctl start ostreewatch)"
+    if name in ("org.freedesktop.DBus.Error.NoReply", "org.freedesktop.DBus.Error.Timeout"):
+        return f"ostreewatchd on {_bus_label(bus)} did not answer in time"
+    if name.startswith(errors.ERROR_PREFIX) or name == "org.freedesktop.DBus.Error.InvalidArgs":
+        # The daemon's own messages are already sentences; keep the name for scripts.
+        return f"{text.rstrip('.')} ({name})"
+    return f"{text.rstrip('.')} ({name})" if name else text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ostreewatch", description="Show and watch an OSTree host's boot state.")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+    p = argparse.ArgumentParser(prog="ostreewatch", description="Show and watch an OSTree host's boot state.",
+                                epilog="Run `ostreewatch COMMAND --help` for a command's options.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--debug", action="store_true", default=False,
+                   help="print errors from the bus raw (D-Bus error name and text)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_SubcommandParser)
     for add in SUBCOMMANDS:
         add(sub)
     return p
 
 
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Parse; a missing COMMAND and an unknown top-level flag are reported as such."""
+    p = build_parser()
+    args, extras = p.parse_known_args(argv)
+    if extras:
+        p.error(f"unrecognized arguments: {' '.join(extras)}")
+    if args.command is None:
+        names = ", ".join(add.__name__[len("add_"):-len("_parser")].replace("_", "-") for add in SUBCOMMANDS)
+        p.error(f"choose a COMMAND ({names})")
+    return args
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return int(args.func(args))
     except BrokenPipeError:

@@ -393,6 +393,14 @@ class Daemon:
 
     # -- bus --
 
+    def bus_address(self) -> str:
+        """The address --bus resolves to, so the log names the socket (`system` alone does not)."""
+        if self.bus_spec not in ("system", "session"):
+            return self.bus_spec
+        var = "DBUS_SYSTEM_BUS_ADDRESS" if self.bus_spec == "system" else "DBUS_SESSION_BUS_ADDRESS"
+        default = "unix:path=/var/run/dbus/system_bus_socket" if self.bus_spec == "system" else "(unset)"
+        return os.environ.get(var) or default
+
     async def _bus_loop(self) -> None:
         from . import service  # loaded by run() before this task starts
 
@@ -410,8 +418,9 @@ class Daemon:
                 bus = await self._connect_retrying(service)
             except Exception as e:
                 if not said_missing:
-                    self.journal.log(5, f"D-Bus bus not available ({e}); waiting for it",
-                                  bus=self.bus_spec)
+                    kind = f"{self.bus_spec} " if self.bus_spec in ("system", "session") else ""
+                    self.journal.log(5, f"waiting for the D-Bus {kind}bus at {self.bus_address()} ({e}); "
+                                        "watching state meanwhile", bus=self.bus_spec)
                     said_missing = True
                 if waiter is not None:
                     await waiter.wait()
@@ -432,7 +441,7 @@ class Daemon:
                 owner = False
                 log.warning("RequestName failed: %s", e)
             if owner:
-                self.journal.bus_connected(self.bus_spec, bus.unique_name or "")
+                self.journal.bus_connected(self.bus_address(), bus.unique_name or "")
             else:
                 self.journal.log(4, f"{service.BUS_NAME} is owned by another "
                               "connection; queued for it", bus=self.bus_spec)
@@ -560,32 +569,46 @@ def check_bus_spec(spec: str) -> None:
         raise errors.InvalidArgs(f"--bus {spec!r}: not system, session or a D-Bus address ({e})") from None
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    from .sample import DEFAULT, NAMES
     p = argparse.ArgumentParser(prog="ostreewatchd", description="Publish an OSTree host's boot state on D-Bus.")
-    p.add_argument("--bus", default="system", help="system, session or a D-Bus address (default: system)")
-    p.add_argument("--sysroot", default="/", help="the sysroot to watch (default: /)")
-    p.add_argument("--mountinfo", default="/proc/1/mountinfo", help="mount table (default: /proc/1/mountinfo)")
-    p.add_argument("--cmdline", default="/proc/cmdline", help="kernel command line (default: /proc/cmdline)")
-    p.add_argument("--run", default="/run", help="the run directory (default: /run)")
-    p.add_argument("--debounce-ms", type=int, default=DEFAULT_DEBOUNCE_MS,
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--bus", default="system", metavar="BUS",
+                   help="system, session or a D-Bus address (default: system)")
+    p.add_argument("--sysroot", default="/", metavar="DIR", help="the sysroot to watch (default: /)")
+    p.add_argument("--mountinfo", default="/proc/1/mountinfo", metavar="FILE",
+                   help="mount table (default: /proc/1/mountinfo)")
+    p.add_argument("--cmdline", default="/proc/cmdline", metavar="FILE",
+                   help="kernel command line (default: /proc/cmdline)")
+    p.add_argument("--run", default="/run", metavar="DIR", help="the run directory (default: /run)")
+    p.add_argument("--debounce-ms", type=int, default=DEFAULT_DEBOUNCE_MS, metavar="MS",
                    help=f"quiet time before a rescan (default: {DEFAULT_DEBOUNCE_MS})")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--sample", action="store_true", help="watch the bundled sample system")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="the least severe stderr log message shown (default: info; journal records "
+                        "are not affected)")
+    p.add_argument("--sample", nargs="?", const=DEFAULT, default=None, choices=NAMES, metavar="NAME",
+                   help=f"watch a bundled sample host instead, in a temp dir removed at exit "
+                        f"({', '.join(NAMES)}; default {DEFAULT})")
     p.add_argument("--textfile-dir", default=None, metavar="DIR",
                    help="write DIR/ostreewatch.prom for node_exporter's textfile collector at start "
                         "and at every published change (default: off)")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def _paths(args: argparse.Namespace) -> Any:
     if args.sample:
-        return _sample_paths()
+        return _sample_paths(args.sample)
     return state.Paths(sysroot=args.sysroot, mountinfo=args.mountinfo, cmdline=args.cmdline, run=args.run)
 
 
-def _sample_paths() -> Any:
+def _sample_paths(name: str) -> Any:
     """The bundled sample's Paths (materialized in a temp dir removed at exit)."""
-    return state.sample_paths()
+    from . import sample
+    return sample.paths_for(name)
 
 
 def _setup_logging(level: str) -> None:

@@ -38,6 +38,28 @@ ow_timed() {
     OW_TIMINGS+=("$(awk -v n="$name" -v a="$start" -v b="$end" 'BEGIN { printf "%-22s %8.1f s", n, b - a }')")
     return "$rc"
 }
+# ow_with_progress NAME LOG CMD...: run CMD (its output into LOG, or to stderr when LOG
+# is "-") and print NAME, the elapsed seconds and LOG's last line every 15 s, so a step
+# of a minute or more never sits silent.
+ow_with_progress() {
+    local name="$1" log="$2" start pid rc=0 n=0 last=""
+    shift 2
+    start=$(date +%s)
+    if [ "$log" = - ]; then "$@" & else "$@" > "$log" 2>&1 & fi
+    pid=$!
+    while kill -0 "$pid" 2>/dev/null; do
+        sleep 1
+        n=$((n + 1))
+        if [ $((n % 15)) -eq 0 ] && kill -0 "$pid" 2>/dev/null; then
+            [ "$log" != - ] && last="$(tail -n 1 "$log" 2>/dev/null | tr -d '\r' | cut -c 1-90)"
+            ow_log "$name: $(( $(date +%s) - start )) s${last:+ (last: $last)}"
+        fi
+    done
+    wait "$pid" || rc=$?
+    ow_log "$name: $([ "$rc" -eq 0 ] && echo done || echo "failed (exit $rc)") after $(( $(date +%s) - start )) s"
+    return "$rc"
+}
+
 ow_print_timings() {
     local line
     printf '\n==> timing summary\n' >&2
@@ -101,8 +123,9 @@ EOF
         ow_log "venv: up to date ($OW_VENV)"
         return 0
     fi
-    ow_log "venv: pip install -e '$spec'"
-    "$OW_VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$spec" \
+    ow_log "venv: pip install -e '$spec' (about 20 s)"
+    ow_with_progress "venv: pip install" - \
+        "$OW_VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$spec" \
         || ow_die "pip install -e '$spec' failed"
     echo "$want" > "$stamp"
 }
@@ -135,9 +158,10 @@ ow_make_rootfs() {
     fi
     tmp="$OSTREEWATCH_NSPAWN_ROOT.tmp.$$"
     rm -rf "$OSTREEWATCH_NSPAWN_ROOT".tmp.*
-    ow_log "rootfs: debootstrap bookworm into $tmp (about 70 s and 290 MB, once)"
-    if ! debootstrap --variant=minbase --include="$OW_ROOTFS_PACKAGES" bookworm "$tmp" \
-            http://deb.debian.org/debian > "$parent/debootstrap.log" 2>&1; then
+    ow_log "rootfs: debootstrap bookworm into $tmp (about 2 minutes and 290 MB, once)"
+    if ! ow_with_progress "rootfs: debootstrap" "$parent/debootstrap.log" \
+            debootstrap --variant=minbase --include="$OW_ROOTFS_PACKAGES" bookworm "$tmp" \
+            http://deb.debian.org/debian; then
         tail -20 "$parent/debootstrap.log" >&2
         rm -rf "$tmp"
         ow_die "debootstrap failed (log: $parent/debootstrap.log)"
@@ -185,7 +209,7 @@ ow_make_modern_tree() {
     flock "$lockfd"
     if ! ow_modern_tree_ok "$root"; then
         # shellcheck disable=SC2086
-        "$OW_REPO/scripts/build-modern-tree.sh" "$suite" "$root" $packages \
+        ow_with_progress "$suite tree" - "$OW_REPO/scripts/build-modern-tree.sh" "$suite" "$root" $packages \
             || ow_die "the $suite tree could not be built: the modern-host tests need it"
     fi
     exec {lockfd}>&-

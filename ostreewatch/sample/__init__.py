@@ -1,4 +1,10 @@
-"""The bundled sample host (an RHCOS node), kept as a JSON manifest and materialized on demand.
+"""The bundled sample hosts, kept as JSON manifests and materialized on demand.
+
+Two hosts: `rhcos` (the default; a real RHCOS node's boot state, bootupd-style
+boot with no grub.cfg that reads saved_entry, so writes answer NotSupported)
+and `silverblue` (a Fedora Silverblue 40-like host whose grub.cfg is generated
+by grub2-mkconfig and reads saved_entry and next_entry, so SetDefaultEntry and
+SetNextEntry succeed on it).
 
 A manifest, not a directory tree: wheels do not keep symlinks, and the boot
 links are the point of the sample. materialize(dest) writes under dest:
@@ -12,13 +18,24 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
-MANIFEST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rhcos.json")
+_HERE = os.path.dirname(os.path.abspath(__file__))
+NAMES: Tuple[str, ...] = ("rhcos", "silverblue")
+DEFAULT = "rhcos"
+MANIFEST = os.path.join(_HERE, "rhcos.json")
+_TEMP_DIRS: Dict[str, str] = {}
 
 
-def load_manifest() -> Dict[str, Any]:
-    with open(MANIFEST, encoding="utf-8") as f:
+def manifest_path(name: str = DEFAULT) -> str:
+    """The JSON manifest of the sample NAME (ValueError for an unknown name)."""
+    if name not in NAMES:
+        raise ValueError(f"no bundled sample {name!r} (samples: {', '.join(NAMES)})")
+    return os.path.join(_HERE, f"{name}.json")
+
+
+def load_manifest(name: str = DEFAULT) -> Dict[str, Any]:
+    with open(manifest_path(name), encoding="utf-8") as f:
         return json.load(f)
 
 
@@ -30,9 +47,9 @@ def _inside(dest: str, rel: str) -> str:
     return path
 
 
-def materialize(dest: str) -> Any:
-    """Write the sample under dest (an empty or new directory); returns its state.Paths."""
-    manifest = load_manifest()
+def materialize(dest: str, name: str = DEFAULT) -> Any:
+    """Write the sample NAME under dest (an empty or new directory); returns its state.Paths."""
+    manifest = load_manifest(name)
     os.makedirs(dest, exist_ok=True)
     for rel in manifest["dirs"]:
         os.makedirs(_inside(dest, rel), exist_ok=True)
@@ -55,9 +72,17 @@ def paths_in(dest: str) -> Any:
                  cmdline=os.path.join(dest, "cmdline"), run=os.path.join(dest, "run"))
 
 
-def materialize_temp() -> str:
+def materialize_temp(name: str = DEFAULT) -> str:
     """Materialize into a new temp dir that is removed when the process exits; returns the dir."""
+    manifest_path(name)  # an unknown name fails before a temp dir exists
     dest = tempfile.mkdtemp(prefix="ostreewatch-sample-")
     atexit.register(shutil.rmtree, dest, True)
-    materialize(dest)
+    materialize(dest, name)
     return dest
+
+
+def paths_for(name: str = DEFAULT) -> Any:
+    """The state.Paths of the sample NAME, materialized once per process in a temp dir removed at exit."""
+    if name not in _TEMP_DIRS:
+        _TEMP_DIRS[name] = materialize_temp(name)
+    return paths_in(_TEMP_DIRS[name])
