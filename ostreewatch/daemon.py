@@ -484,6 +484,8 @@ class Daemon:
             self.journal.problem_appeared(problem)
         self._ready = True
         sd_notify("READY=1\nSTATUS=" + status_line(self.snapshot))
+        if self.watcher.mount_probe_note:
+            log.info("%s", self.watcher.mount_probe_note)
         if self._pending:
             self._pending = False
             self.request_scan()

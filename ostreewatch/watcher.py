@@ -148,6 +148,8 @@ class Watcher:
         self._mi_is_file = False  # mountinfo given as a plain file: watched with inotify
         # How the mount table is watched: "epoll", "inotify" (a plain file), "none" (unreadable).
         self.mount_watch = "none"
+        # How the watched mount points are probed, when it is less than exact (the daemon logs it).
+        self.mount_probe_note = ""
         self._batch_reasons: Dict[str, None] = {}
         self._batch_rearm = False
         # Counters for tests and benchmarks.
@@ -466,14 +468,13 @@ class Watcher:
         self._mi_probe_root = mountprobe.probe_root(path)
         self._mi_probe = self._probe_mounts()
         self._mi_reported = self.loop.time()
-        logger = logging.getLogger("ostreewatch.watcher")
         if self._mi_probe is None:
-            logger.info("cannot probe the watched mount points of %s (no statx mount id, or no /proc "
-                        "access): every change of the mount table is reported", path)
+            self.mount_probe_note = (f"cannot probe the watched mount points of {path} (no statx mount id, "
+                                     "or no /proc access): every change of the mount table is reported")
         elif self._mi_probe_root is not None and not self._mi_probe_root[1]:
-            logger.info("the watched mount points of %s are probed in this process's own mount namespace "
-                        "(no access to its root): a change of per-mount flags alone during a mount storm "
-                        "is published within %.0f s", path, MOUNT_RECHECK_APPROX)
+            self.mount_probe_note = (f"the watched mount points of {path} are probed in this process's own "
+                                     "mount namespace (no access to its root): a change of per-mount flags "
+                                     f"alone during a mount storm is published within {MOUNT_RECHECK_APPROX:.0f} s")
         self.loop.add_reader(ep.fileno(), self._on_mountinfo_readable)
         self._mi_reader = True
 
