@@ -27,7 +27,7 @@ class Client:
         self.bus = bus
 
     @classmethod
-    async def connect(cls, spec: str = "system") -> "Client":
+    async def connect(cls, spec: str = "system") -> Client:
         try:
             return cls(await service.connect(spec))
         except Exception as e:
@@ -43,11 +43,12 @@ class Client:
         flags = MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION if interactive else MessageFlag.NONE
         reply = await self.bus.call(Message(destination=destination, path=path, interface=interface,
                                             member=member, signature=signature, body=list(body), flags=flags))
+        assert reply is not None  # None only for a call flagged NO_REPLY_EXPECTED, which this never sends
         if reply.message_type == MessageType.ERROR:
             text = reply.body[0] if reply.body else reply.error_name
             raise errors.by_dbus_name(reply.error_name)(f"{reply.error_name}: {text}")
-        body: List[Any] = reply.body
-        return body
+        values: List[Any] = reply.body
+        return values
 
     async def _call_bus(self, member: str, signature: str, body: Iterable[Any]) -> List[Any]:
         """A call to the bus daemon itself."""

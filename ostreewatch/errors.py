@@ -13,7 +13,7 @@ from typing import Any, Dict, Type
 ERROR_PREFIX = "org.ostreewatch1.Error."
 
 # dbus_name -> the class that declares it (subclasses that only inherit a name are not listed).
-_BY_DBUS_NAME: Dict[str, Type["OstreewatchError"]] = {}
+_BY_DBUS_NAME: Dict[str, Type[OstreewatchError]] = {}
 
 
 class OstreewatchError(Exception):

@@ -17,7 +17,7 @@ import os
 import re
 import sys
 import xml.etree.ElementTree as ET
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 XML = os.path.join(REPO, "dbus", "org.ostreewatch1.Manager.xml")
@@ -83,7 +83,7 @@ def render(iface: Interface) -> str:
         "No imports beyond typing: model.py reads it before the daemon's READY=1.",
         '"""',
         "",
-        "from typing import Dict, List, Tuple",
+        "from typing import Any, Dict, List, Tuple",
         "",
         f"INTERFACE: str = {_q(iface.name)}",
         "",
@@ -103,22 +103,27 @@ def render(iface: Interface) -> str:
     return "\n".join(lines)
 
 
-def tables(iface: Interface) -> Dict[str, object]:
-    """The module's tables for IFACE, by name."""
-    return {"INTERFACE": iface.name, "METHODS": iface.methods, "SIGNALS": iface.signals,
-            "PROPERTIES": iface.properties, "EMITS_CHANGED": iface.emits_changed}
+def tables(iface: Interface) -> Dict[str, Dict[str, Any]]:
+    """The module's dict tables for IFACE, by name."""
+    return {"METHODS": dict(iface.methods), "SIGNALS": dict(iface.signals),
+            "PROPERTIES": dict(iface.properties), "EMITS_CHANGED": dict(iface.emits_changed)}
+
+
+def is_current(iface: Interface, path: str) -> bool:
+    """Whether the module at PATH holds IFACE's tables (values and order; a formatter may restyle its text)."""
+    namespace: Dict[str, Any] = {}
+    with open(path, encoding="utf-8") as f:
+        exec(compile(f.read(), path, "exec"), namespace)
+    if namespace.get("INTERFACE") != iface.name:
+        return False
+    return all(list(namespace.get(name, {}).items()) == list(table.items())
+               for name, table in tables(iface).items())
 
 
 def main(argv: List[str]) -> int:
     iface = parse()
     if argv[1:] == ["--check"]:
-        # values, not text: a formatter may restyle the module without making it stale
-        namespace: Dict[str, object] = {}
-        with open(MODULE, encoding="utf-8") as f:
-            exec(compile(f.read(), MODULE, "exec"), namespace)
-        want = tables(iface)
-        if any(namespace.get(k) != v or list(namespace.get(k) or ()) != list(v) for k, v in want.items()
-               if isinstance(v, dict)) or namespace.get("INTERFACE") != iface.name:
+        if not is_current(iface, MODULE):
             print(f"{MODULE} is stale: run scripts/gen-interface.py", file=sys.stderr)
             return 1
         return 0

@@ -4,8 +4,8 @@ the client turns a D-Bus error name back into the class that declares it."""
 from __future__ import annotations
 
 import asyncio
-import os
 import importlib
+import os
 import re
 from typing import Any, List, Type
 
