@@ -2,9 +2,9 @@
 
 Run by bootwrite as `PYTHON -m ostreewatch._deployhelper` with the system
 python (it needs `gi.repository.OSTree`, which the daemon's venv lacks and
-which costs ~120 ms to import: never in the daemon). Standard library, gi and
-ostreewatch._writehelper only, so it also runs with another tree's python and
-libostree (tests/fixtures/trees.py).
+which costs ~120 ms to import: never in the daemon). Standard library, gi,
+ostreewatch.errors and ostreewatch._writehelper only, so it also runs with
+another tree's python and libostree (tests/fixtures/trees.py).
 
 What it does is what `ostree admin set-default` does (ostree
 src/ostree/ot-admin-builtin-set-default.c in ostreedev/ostree): lock the
@@ -31,8 +31,10 @@ import os
 import sys
 from typing import Any, Dict, List, Tuple
 
+from ostreewatch.errors import OstreewatchError
 
-class HelperError(Exception):
+
+class HelperError(OstreewatchError):
     """A refusal with a kind the daemon maps to a named error."""
 
     def __init__(self, kind: str, message: str) -> None:

@@ -9,7 +9,7 @@ The host's mount stays read-only (os.unshare is per thread, hence a process).
 
 Request on stdin (JSON): {"path": ABS, "data": BASE64, "expect": BASE64|null}.
 Answer on stdout (JSON): {"ok": true} or {"ok": false, "error": TEXT}; exit 0 / 1.
-Imports nothing but the standard library and ostreewatch.parse.mountinfo.
+Imports nothing but the standard library, ostreewatch.errors and ostreewatch.parse.mountinfo.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import secrets
 import stat
 import sys
 from typing import Optional
+
+from ostreewatch.errors import OstreewatchError
 
 TEMP_PREFIX = ".ostreewatch-tmp-"
 
@@ -42,7 +44,7 @@ MS_RELATIME = 1 << 21
 ST_RDONLY = os.ST_RDONLY
 
 
-class ContentChanged(Exception):
+class ContentChanged(OstreewatchError):
     """The target no longer holds the bytes the new content was computed from."""
 
 

@@ -195,7 +195,7 @@ def cmd_set_entry(args: argparse.Namespace) -> int:
     """set-default / set-next: one call to the daemon; errors are printed as one sentence with their D-Bus name."""
     import asyncio
 
-    from . import service
+    from .client import Client
 
     command = args.parser.prog.split()[-1]
     if args.deployment is not None:
@@ -218,7 +218,7 @@ def cmd_set_entry(args: argparse.Namespace) -> int:
     interactive = sys.stdin.isatty()
 
     async def call() -> str:
-        client = await service.Client.connect(args.bus)
+        client = await Client.connect(args.bus)
         try:
             if args.deployment is not None:
                 return await client.set_deployment(value, interactive=interactive)
@@ -252,9 +252,10 @@ def _bus_label(spec: str) -> str:
 def daemon_snapshot(bus: str, timeout: float = 10.0) -> Optional[Tuple[Any, int]]:
     """(snapshot, generation) from a running ostreewatchd on BUS; None when none owns the name."""
     from . import service
+    from .client import Client
 
     async def ask() -> Optional[Tuple[Any, int]]:
-        client = await service.Client.connect(bus)
+        client = await Client.connect(bus)
         try:
             if not await client.has_owner():
                 return None
@@ -304,11 +305,11 @@ def format_signal(name: str, args: Dict[str, Any]) -> str:
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     """Print every change the daemon publishes, one line (or one JSON object) each, until interrupted."""
-    from . import service
+    from .client import Client
 
     async def run() -> int:
         try:
-            client = await service.Client.connect(args.bus)
+            client = await Client.connect(args.bus)
         except errors.OstreewatchError as e:
             print(f"ostreewatch monitor: {bus_error_sentence(e, 'monitor', args.bus, args.debug)}",
                   file=sys.stderr)
@@ -389,7 +390,7 @@ _POLKIT_ACTIONS = {"set-default": "org.ostreewatch1.set-default", "set-next": "o
 
 
 def _split_bus_error(e: OstreewatchError) -> Tuple[str, str]:
-    """(D-Bus error name, text) of an error from service.Client ("NAME: text")."""
+    """(D-Bus error name, text) of an error from client.Client ("NAME: text")."""
     text = str(e)
     name, sep, rest = text.partition(": ")
     if sep and "." in name and " " not in name:

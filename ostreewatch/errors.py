@@ -1,18 +1,41 @@
 """The project's one error hierarchy.
 
 Every error that can cross the bus carries its D-Bus error name; the service
-maps exceptions to named errors at the edge and nowhere else.
+maps exceptions to named errors at the edge and nowhere else, and the client
+maps names back to classes through by_dbus_name(). Standard library only: the
+helper processes (_writehelper, _deployhelper) import it too.
 """
 
 from __future__ import annotations
 
+from typing import Any, Dict, Type
+
 ERROR_PREFIX = "org.ostreewatch1.Error."
+
+# dbus_name -> the class that declares it (subclasses that only inherit a name are not listed).
+_BY_DBUS_NAME: Dict[str, Type[OstreewatchError]] = {}
 
 
 class OstreewatchError(Exception):
     """Base of every error this project raises on purpose."""
 
     dbus_name: str = ERROR_PREFIX + "Failed"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "dbus_name" in cls.__dict__:
+            if cls.dbus_name in _BY_DBUS_NAME:
+                raise TypeError(f"{cls.__name__}: {cls.dbus_name} is already "
+                                f"{_BY_DBUS_NAME[cls.dbus_name].__name__}'s D-Bus name")
+            _BY_DBUS_NAME[cls.dbus_name] = cls
+
+
+_BY_DBUS_NAME[OstreewatchError.dbus_name] = OstreewatchError
+
+
+def by_dbus_name(name: str) -> Type[OstreewatchError]:
+    """The class that declares the D-Bus error NAME; OstreewatchError for a name of no class here."""
+    return _BY_DBUS_NAME.get(name, OstreewatchError)
 
 
 # --- parsers: each parser raises only its own subclass ----------------------

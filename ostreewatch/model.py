@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, Tuple
 
+from . import _interface
+
 # D-Bus signature of each key of the a{sv} dictionaries.
 DEPLOYMENT_KEYS: Dict[str, str] = {
     "id": "s",            # OSNAME-CHECKSUM.SERIAL
@@ -201,24 +203,10 @@ class Caller:
     unit: str = ""         # the systemd unit of pid, "" when unknown
 
 
-# D-Bus signature of each snapshot property (Generation "t" and Version "s" are the service's).
-PROPERTY_SIGNATURES: Dict[str, str] = {
-    "Bootloader": "s",
-    "OstreeBooted": "b",
-    "BootedDeployment": "s",
-    "DefaultDeployment": "s",
-    "RollbackDeployment": "s",
-    "StagedDeployment": "s",
-    "DefaultEntry": "s",
-    "NextEntry": "s",
-    "BootedEntry": "s",
-    "DefaultEntrySource": "s",
-    "BootedRoot": "a{sv}",
-    "Deployments": "aa{sv}",
-    "BootEntries": "aa{sv}",
-    "Mounts": "aa{sv}",
-    "Problems": "aa{sv}",
-}
+# D-Bus signature of each snapshot property: the interface's (dbus/org.ostreewatch1.Manager.xml,
+# through the generated _interface.py) less Generation and Version, which the service adds.
+PROPERTY_SIGNATURES: Dict[str, str] = {name: sig for name, sig in _interface.PROPERTIES.items()
+                                       if name not in ("Generation", "Version")}
 
 _KEYS_OF = {Deployment: DEPLOYMENT_KEYS, BootEntry: BOOT_ENTRY_KEYS, Mount: MOUNT_KEYS, Problem: PROBLEM_KEYS}
 

@@ -1,19 +1,32 @@
-"""The D-Bus edge: the org.ostreewatch1.Manager object and a small client.
+"""The D-Bus edge: the org.ostreewatch1.Manager object, and connecting to a bus.
 
-The only module importing dbus_next. Properties are served by a dbus-next
-ServiceInterface (read-only); method calls to the Manager and Introspect of
-its path are intercepted with a message handler, because dbus-next hides the
-caller from @method handlers and answers uncaught exceptions with a Python
-traceback (DESIGN.md §3). Every error that leaves here is a named D-Bus error.
+With client.py, the only modules importing dbus_next. Properties are served by a
+dbus-next ServiceInterface (read-only); method calls to the Manager and
+Introspect of its path are intercepted with a message handler, because
+dbus-next hides the caller from @method handlers and answers uncaught
+exceptions with a Python traceback. Every error that leaves here is a named
+D-Bus error. The members and their signatures come from
+dbus/org.ostreewatch1.Manager.xml, through the generated _interface.py.
+
+dbus-next internals relied on (setup.cfg pins dbus-next==0.2.3;
+tests/test_service_dbusnext.py fails when the installed one differs in any of them):
+- dbus_next._private.marshaller.Marshaller (buffer, marshall(), align()): GetAll's body
+  marshalled once per change, and PremarshalledReply's header.
+- dbus_next._private.constants: LITTLE_ENDIAN, PROTOCOL_VERSION, HeaderField.
+- Message._marshall(negotiate_unix_fd): PremarshalledReply overrides it.
+- dbus_next.aio.message_bus: _MessageWriter (its attributes bus, sock, loop, fd, messages,
+  buf, offset, unix_fds, fut and write_callback()), _future_set_result, _future_set_exception;
+  MessageBus._writer (replaced by _PatientWriter), MessageBus._finalize(), MessageBus._sock
+  (closed by close_bus) and MessageBus._introspect_export_path() (the introspection of the
+  rest of the path).
 """
-
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
 import xml.etree.ElementTree as ET
-from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
 from dbus_next import BusType, Message, MessageFlag, MessageType, Variant
 from dbus_next.aio import MessageBus
@@ -23,12 +36,13 @@ from dbus_next._private.marshaller import Marshaller
 from dbus_next.constants import NameFlag, RequestNameReply
 from dbus_next.service import PropertyAccess, ServiceInterface, dbus_property
 
-from . import errors, model
+from . import _interface, errors, model
+# re-exported: service.BUS_NAME, service.OBJECT_PATH and service.INTERFACE stay importable
+from .busnames import BUS_NAME as BUS_NAME
+from .busnames import INTERFACE as INTERFACE
+from .busnames import OBJECT_PATH as OBJECT_PATH
+from .busnames import PROPERTIES_IFACE as PROPERTIES_IFACE
 
-BUS_NAME = "org.ostreewatch1"
-OBJECT_PATH = "/org/ostreewatch1"
-INTERFACE = "org.ostreewatch1.Manager"
-PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
 EMITS = "org.freedesktop.DBus.Property.EmitsChangedSignal"
 
 UNKNOWN_METHOD = "org.freedesktop.DBus.Error.UnknownMethod"
@@ -37,23 +51,13 @@ FAILED = errors.OstreewatchError.dbus_name
 
 log = logging.getLogger("ostreewatch.service")
 
-# The interface, as dbus/org.ostreewatch1.Manager.xml declares it (a test keeps them equal).
+# The interface, as dbus/org.ostreewatch1.Manager.xml declares it (scripts/gen-interface.py writes _interface.py).
 # method name -> (in args [(name, sig)], out args [(name, sig)])
-METHODS: Dict[str, Tuple[List[Tuple[str, str]], List[Tuple[str, str]]]] = {
-    "Reload": ([], [("generation", "t")]),
-    "SetDefaultEntry": ([("id", "s")], []),
-    "SetNextEntry": ([("id", "s")], []),
-    "SetDefaultDeployment": ([("deployment_id", "s")], [("entry_id", "s")]),
-}
-SIGNALS: Dict[str, List[Tuple[str, str]]] = {
-    "DeploymentsChanged": [("added", "as"), ("removed", "as")],
-    "BootEntriesChanged": [("added", "as"), ("removed", "as"), ("modified", "as")],
-    "DefaultEntryChanged": [("previous", "s"), ("current", "s")],
-    "MountsChanged": [("mount_points", "as")],
-}
-PROPERTIES: Dict[str, str] = dict(model.PROPERTY_SIGNATURES, Generation="t", Version="s")
-# Version never changes while the daemon runs; every other property is sent with its value.
-EMITS_CHANGED: Dict[str, str] = {name: ("const" if name == "Version" else "true") for name in PROPERTIES}
+METHODS: Dict[str, Tuple[List[Tuple[str, str]], List[Tuple[str, str]]]] = _interface.METHODS
+SIGNALS: Dict[str, List[Tuple[str, str]]] = _interface.SIGNALS
+PROPERTIES: Dict[str, str] = _interface.PROPERTIES
+# Version never changes while the daemon runs ("const"); every other property is sent with its value.
+EMITS_CHANGED: Dict[str, str] = _interface.EMITS_CHANGED
 
 # Hooks the daemon gives the service. Each gets the caller and an AskPolkit for this very call;
 # the daemon decides (bootwrite.authorize: uid 0, or polkit through AskPolkit) and audits.
@@ -533,82 +537,3 @@ async def own_name(bus: MessageBus) -> bool:
     """Ask for org.ostreewatch1 (queued if taken); True when we are the primary owner."""
     reply = await bus.request_name(BUS_NAME, NameFlag.NONE)
     return reply == RequestNameReply.PRIMARY_OWNER or reply == RequestNameReply.ALREADY_OWNER
-
-
-# --- the client -------------------------------------------------------------------------
-
-
-class Client:
-    """A client of a running ostreewatchd (used by the CLI)."""
-
-    def __init__(self, bus: MessageBus) -> None:
-        self.bus = bus
-
-    @classmethod
-    async def connect(cls, spec: str = "system") -> "Client":
-        try:
-            return cls(await connect(spec))
-        except Exception as e:
-            raise errors.DaemonUnavailable(f"cannot connect to the {spec} bus: {e}") from None
-
-    def close(self) -> None:
-        close_bus(self.bus)
-
-    async def _call(self, member: str, signature: str = "", body: Iterable[Any] = (),
-                    interface: str = INTERFACE, destination: str = BUS_NAME,
-                    path: str = OBJECT_PATH, interactive: bool = False) -> List[Any]:
-        flags = MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION if interactive else MessageFlag.NONE
-        reply = await self.bus.call(Message(destination=destination, path=path, interface=interface,
-                                            member=member, signature=signature, body=list(body), flags=flags))
-        if reply.message_type == MessageType.ERROR:
-            text = reply.body[0] if reply.body else reply.error_name
-            err_cls = next((c for c in _ERRORS if c.dbus_name == reply.error_name), errors.OstreewatchError)
-            err = err_cls(f"{reply.error_name}: {text}")
-            raise err
-        return reply.body
-
-    async def has_owner(self) -> bool:
-        body = await self._call("NameHasOwner", "s", [BUS_NAME], interface="org.freedesktop.DBus",
-                                destination="org.freedesktop.DBus", path="/org/freedesktop/DBus")
-        return bool(body[0])
-
-    async def get_all(self) -> Dict[str, Any]:
-        """Every property, as plain values ({"Property": value})."""
-        body = await self._call("GetAll", "s", [INTERFACE], interface=PROPERTIES_IFACE)
-        return unwrap(body[0])
-
-    async def reload(self) -> int:
-        return int((await self._call("Reload"))[0])
-
-    async def set_entry(self, which: str, entry_id: str, interactive: bool = False) -> None:
-        await self._call("SetDefaultEntry" if which == "default" else "SetNextEntry", "s", [entry_id],
-                         interactive=interactive)
-
-    async def set_deployment(self, deployment_id: str, interactive: bool = False) -> str:
-        """SetDefaultDeployment; the entry id that now boots the deployment."""
-        return str((await self._call("SetDefaultDeployment", "s", [deployment_id], interactive=interactive))[0])
-
-    async def subscribe(self, on_signal: Callable[[str, Dict[str, Any]], None]) -> None:
-        """Call on_signal(name, args) for every signal of the daemon, PropertiesChanged included."""
-        def handler(msg: Message) -> bool:
-            if msg.message_type != MessageType.SIGNAL or msg.path != OBJECT_PATH:
-                return False
-            if msg.interface == PROPERTIES_IFACE and msg.member == "PropertiesChanged":
-                if msg.body[0] != INTERFACE:
-                    return False
-                on_signal("PropertiesChanged", {"changed": unwrap(msg.body[1]),
-                                                "invalidated": list(msg.body[2])})
-            elif msg.interface == INTERFACE and msg.member in SIGNALS:
-                names = [n for n, _ in SIGNALS[msg.member]]
-                on_signal(msg.member, dict(zip(names, unwrap(msg.body))))
-            return False
-
-        self.bus.add_message_handler(handler)
-        for rule in (f"type='signal',sender='{BUS_NAME}',path='{OBJECT_PATH}',interface='{INTERFACE}'",
-                     f"type='signal',sender='{BUS_NAME}',path='{OBJECT_PATH}',interface='{PROPERTIES_IFACE}'"):
-            await self._call("AddMatch", "s", [rule], interface="org.freedesktop.DBus",
-                             destination="org.freedesktop.DBus", path="/org/freedesktop/DBus")
-
-
-_ERRORS = [errors.AccessDenied, errors.InvalidArgs, errors.NoSuchEntry, errors.NoSuchDeployment, errors.NotSupported,
-           errors.Busy, errors.WriteFailed, errors.DaemonUnavailable, errors.SysrootError]

@@ -15,7 +15,7 @@ import os
 import stat
 from typing import Dict, List, Optional, Tuple
 
-from .errors import SysrootError
+from .errors import OstreewatchError, SysrootError
 
 # Linux's own limit (MAXSYMLINKS) on links followed while resolving one path.
 MAX_LINKS = 40
@@ -25,7 +25,7 @@ SMALL_MAX = 64 * 1024
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class ReadRefused(Exception):
+class ReadRefused(OstreewatchError):
     """A path that cannot be read safely; `reason` is one of the class constants."""
 
     NOT_FOUND = "not-found"

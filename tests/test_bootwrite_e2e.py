@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
 
-from ostreewatch import service
+from ostreewatch.client import Client
 from tests.test_bootwrite_support import (
     bootctl_default,
     copy_sysroot,
@@ -40,7 +40,7 @@ def read(path: str) -> bytes:
 async def _wait_signal(address: str, action: Callable[[], Any], wanted: Callable[[str, Dict[str, Any]], bool]
                        ) -> List[Tuple[str, Dict[str, Any]]]:
     """Subscribe, run ACTION (in a thread), and return the signals seen until WANTED matches one."""
-    client = await service.Client.connect(address)
+    client = await Client.connect(address)
     seen: List[Tuple[str, Dict[str, Any]]] = []
     done = asyncio.Event()
 
@@ -78,7 +78,7 @@ def test_root_sets_default_and_next_over_the_bus(make_bus: Any, daemon_factory: 
     assert grubenv_list(env)["saved_entry"] == "ostree-1-test"
     assert d.get_property("DefaultEntry") == "ostree-1-test"
 
-    # the CLI, through service.Client: set-next, then --clear
+    # the CLI, through client.Client: set-next, then --clear
     cli = [sys.executable, "-m", "ostreewatch.cli"]
     r = subprocess.run([*cli, "set-next", "ostree-2-test.conf", "--bus", bus.address],
                        capture_output=True, text=True, timeout=60, cwd=REPO)

@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
-from ostreewatch import service
+from ostreewatch.client import Client
 from tests.fixtures.daemon import DaemonProcess, start_daemon
 from tests.fixtures.sysroots import OstreeSysroot, run_ostree
 
@@ -95,7 +95,7 @@ class Subscriber:
         self.loop.run_until_complete(self._main())
 
     async def _main(self) -> None:
-        self.client = await service.Client.connect(self.address)
+        self.client = await Client.connect(self.address)
         await self.client.subscribe(self._on)
         self.stop_fut = self.loop.create_future()
         self.ready.set()

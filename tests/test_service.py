@@ -18,6 +18,7 @@ import pytest
 
 from ostreewatch import changes as changes_mod
 from ostreewatch import bootwrite, errors, model, service
+from ostreewatch.client import Client
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 XML = os.path.join(REPO, "dbus", "org.ostreewatch1.Manager.xml")
@@ -308,7 +309,7 @@ def test_set_entry_hook_gets_the_caller(relaxed_bus: Any) -> None:
 def test_publish_emits_properties_changed_once_and_typed_signals(bus: Any) -> None:
     async def main() -> Tuple[List[Tuple[str, Dict[str, Any]]], str]:
         async with Served(bus.address) as served:
-            client = await service.Client.connect(bus.address)
+            client = await Client.connect(bus.address)
             got: List[Tuple[str, Dict[str, Any]]] = []
             await client.subscribe(lambda name, args: got.append((name, args)))
             mon = await asyncio.create_subprocess_exec(
@@ -386,7 +387,7 @@ def test_properties_errors_are_named_and_short(bus: Any) -> None:
 
     async def main() -> None:
         async with Served(bus.address):
-            client = await service.Client.connect(bus.address)
+            client = await Client.connect(bus.address)
             try:
                 for body, name in (([M[2], long_name], "UnknownProperty"), ([long_name, "Version"], "UnknownInterface")):
                     reply = await client.bus.call(service.Message(

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Tuple
 
 from ostreewatch import changes as changes_mod
 from ostreewatch import model, service
+from ostreewatch.client import Client
 from tests.test_service import M, SNAP1, busctl, run
 
 ROOT1 = model.booted_root_items({"composefs": True, "composefs_verity": False, "composefs_signed": "ed25519:K",
@@ -57,7 +58,7 @@ def test_get_getall_and_properties_changed(system_bus: Any) -> None:
                                       "string:BootedRoot"], env)
             assert rc == 0 and 'string "sysroot_ro"' in out, err
             outs.append(out)
-            client = await service.Client.connect(system_bus.address)
+            client = await Client.connect(system_bus.address)
             all_props = await client.get_all()
             assert service.snapshot_from_plain(all_props) == SNAP_A
             got_signals: List[Tuple[str, Dict[str, Any]]] = []

@@ -22,6 +22,7 @@ from typing import Any, Dict, Iterator, List, Sequence, Tuple
 import pytest
 
 from ostreewatch import service, state
+from ostreewatch.client import Client
 from tests.fixtures import trees
 from tests.fixtures.sysroots import OstreeSysroot, StatusDeployment, parse_admin_status
 from tests.test_bootwrite_e2e import _wait_signal
@@ -300,7 +301,7 @@ def test_sigkill_of_the_helper_leaves_ostree_consistent(make_bus: Any, daemon_fa
 
 
 async def _get_all(address: str) -> Dict[str, Any]:
-    client = await service.Client.connect(address)
+    client = await Client.connect(address)
     try:
         return await client.get_all()
     finally:
