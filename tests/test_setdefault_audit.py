@@ -12,12 +12,13 @@ from typing import Any, Dict, Iterator, List
 import pytest
 
 from ostreewatch import journal
+from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
 from tests.fixtures import trees
 from tests.fixtures.sysroots import OstreeSysroot, parse_admin_status
-from tests.test_bootwrite_support import GRUB_CFG_STATIC
+from tests.fixtures.bootwrite import GRUB_CFG_STATIC
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEST = ("org.ostreewatch1", "/org/ostreewatch1", "org.ostreewatch1.Manager")
+DEST = (BUS_NAME, OBJECT_PATH, INTERFACE)
 WAIT = 30.0
 BURST = 10_000
 
@@ -34,8 +35,8 @@ async def main():
     answers = {}
     async def one():
         async with sem:
-            reply = await bus.call(Message(destination="org.ostreewatch1", path="/org/ostreewatch1",
-                                           interface="org.ostreewatch1.Manager", member="SetDefaultDeployment",
+            reply = await bus.call(Message(destination=service.BUS_NAME, path=service.OBJECT_PATH,
+                                           interface=service.INTERFACE, member="SetDefaultDeployment",
                                            signature="s", body=[DEPLOYMENT]))
             key = reply.error_name if reply.message_type == MessageType.ERROR else "ok"
             answers[key] = answers.get(key, 0) + 1

@@ -10,12 +10,13 @@ from typing import Any, Iterator
 
 import pytest
 
+from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
 from tests.fixtures import trees
 from tests.fixtures.sysroots import OstreeSysroot, parse_admin_status
-from tests.test_bootwrite_polkit import polkit_dirs, polkitd  # noqa: F401 (fixtures)
-from tests.test_bootwrite_support import GRUB_CFG_STATIC
+from tests.fixtures.polkit import polkit_dirs, polkitd  # noqa: F401 (fixtures)
+from tests.fixtures.bootwrite import GRUB_CFG_STATIC
 
-DEST = ("org.ostreewatch1", "/org/ostreewatch1", "org.ostreewatch1.Manager")
+DEST = (BUS_NAME, OBJECT_PATH, INTERFACE)
 
 
 @pytest.fixture
