@@ -68,24 +68,11 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-class Env:
-    """A real sysroot (grubenv included), a private mount namespace for its mount table, files for cmdline/run."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.sysroot = srmod.build_sysroot(os.path.join(base, "sysroot"), grub=True)
-        self.run = os.path.join(base, "run")
-        os.makedirs(self.run)
-        self.cmdline = os.path.join(base, "cmdline")
-        with open(self.cmdline, "w") as f:
-            f.write("BOOT_IMAGE=/vmlinuz root=UUID=0a0d4701-04bf-45a2-8b9b-f761542a617a rw quiet\n")
-        self.ns = MountNamespace()
+class Env(srmod.Setting):
+    """The shared setting (tests/fixtures/bench_sysroot.py), and the daemon arguments that watch it."""
 
     def daemon_args(self, **kw: Any) -> DaemonArgs:
         return DaemonArgs(sysroot=self.sysroot, mountinfo=self.ns.mountinfo, cmdline=self.cmdline, run=self.run, **kw)
-
-    def close(self) -> None:
-        self.ns.close()
 
 
 # --- figures ------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
 from tests.fixtures import bench_sysroot as srmod
 from tests.fixtures.bus import SystemBus
 from tests.fixtures.daemon import DaemonProcess, start_daemon
-from tests.fixtures.measure import MountNamespace, proc_sample
+from tests.fixtures.measure import proc_sample
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -63,20 +63,13 @@ def getall_msg() -> Message:
                    signature="s", body=[INTERFACE])
 
 
-class Rig:
+class Rig(srmod.Setting):
     """A sysroot (grub2), a bus, a mount namespace, and the daemon watching them."""
 
     def __init__(self, base: str, bus: SystemBus) -> None:
         from ostreewatch.state import Paths
-        self.base = base
+        super().__init__(base, cmdline="BOOT_IMAGE=/vmlinuz root=UUID=0a0d4701 rw quiet\n")
         self.bus = bus
-        self.sysroot = srmod.build_sysroot(os.path.join(base, "sysroot"), grub=True)
-        self.run = os.path.join(base, "run")
-        os.mkdir(self.run)
-        self.cmdline = os.path.join(base, "cmdline")
-        with open(self.cmdline, "w") as f:
-            f.write("BOOT_IMAGE=/vmlinuz root=UUID=0a0d4701 rw quiet\n")
-        self.ns = MountNamespace()
         self.paths = Paths(sysroot=self.sysroot, mountinfo=self.ns.mountinfo, cmdline=self.cmdline, run=self.run)
         self.daemon: Optional[DaemonProcess] = None
         self._drain_stop = threading.Event()

@@ -7,15 +7,12 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
-
-import pytest
+from typing import Any, Dict, List
 
 from ostreewatch import journal
 from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
-from tests.fixtures import trees
 from tests.fixtures.sysroots import OstreeSysroot, parse_admin_status
-from tests.fixtures.bootwrite import GRUB_CFG_STATIC
+from tests.fixtures.bootwrite import host  # noqa: F401 (fixture)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEST = (BUS_NAME, OBJECT_PATH, INTERFACE)
@@ -45,17 +42,6 @@ async def main():
         print(key, count)
 asyncio.run(main())
 """
-
-
-@pytest.fixture
-def host(tmp_path: Path) -> Iterator[OstreeSysroot]:
-    """A static-grub host on a tmpfs of its own (nothing should be written; if it were, never to /)."""
-    with trees.own_tmpfs(tmp_path / "fs") as path:
-        sr = OstreeSysroot(Path(path))
-        sr.build(3, osname="test")
-        sr.write_grub(cfg=GRUB_CFG_STATIC)
-        os.chmod(path, 0o755)
-        yield sr
 
 
 def records_of(journald: Any, uid: int) -> List[Dict[str, Any]]:
