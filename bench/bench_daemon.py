@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Figures for ostreewatchd's own choices (helper E); bench/run.py holds the full suite.
+"""Figures for ostreewatchd's own choices; bench/run.py holds the full suite.
 
     .venv/bin/python bench/bench_daemon.py burst [-n 10]   # inotify event gaps of one `ostree admin deploy`
     .venv/bin/python bench/bench_daemon.py daemon [-n 5]   # start->READY, idle wakeups, swap->signal, RSS

@@ -4,7 +4,7 @@ The only module importing dbus_next. Properties are served by a dbus-next
 ServiceInterface (read-only); method calls to the Manager and Introspect of
 its path are intercepted with a message handler, because dbus-next hides the
 caller from @method handlers and answers uncaught exceptions with a Python
-traceback (DESIGN.md §3). Every error that leaves here is a named D-Bus error.
+traceback (docs/platform.md, dbus-next). Every error that leaves here is a named D-Bus error.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """ostreewatchd as a process: on a real system bus, watching a sysroot built by the real ostree tool.
 
 Every ostree call runs in `unshare --user --map-root-user` with
-OSTREE_SYSROOT_DEBUG=mutable-deployments (tests/fixtures/sysroots.py says why).
+OSTREE_SYSROOT_DEBUG=mutable-deployments (docs/platform.md says why).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The fleet view end to end: ostreewatchd --textfile-dir -> a real node_exporter -> a real prometheus
-evaluating contrib/prometheus/ostreewatch.rules.yml, all on 127.0.0.1 (DESIGN §4 sysroot rules)."""
+evaluating contrib/prometheus/ostreewatch.rules.yml, all on 127.0.0.1 (sysroots as tests/fixtures/sysroots.py builds them)."""
 
 from __future__ import annotations
 
