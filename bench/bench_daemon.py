@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Figures for ostreewatchd's own choices (helper E); bench/run.py holds the full suite.
+"""Figures for ostreewatchd's own choices; bench/run.py holds the full suite.
 
     .venv/bin/python bench/bench_daemon.py burst [-n 10]   # inotify event gaps of one `ostree admin deploy`
     .venv/bin/python bench/bench_daemon.py daemon [-n 5]   # start->READY, idle wakeups, swap->signal, RSS
@@ -32,7 +32,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from bench import sysroot as srmod  # noqa: E402
+from tests.fixtures import bench_sysroot as srmod  # noqa: E402
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 IN_ALL = 0xFFF  # every event kind
@@ -103,7 +103,8 @@ def cmd_daemon(n: int) -> None:
     """Start->READY, idle wakeups over 60 s, loader swap->signal, RSS: medians of N runs."""
     import asyncio
     from bench.daemonrun import Daemon, DaemonArgs, PrivateBus, Recorder, wait_for_name
-    from bench.harness import RenameClock, proc_sample
+    from bench.harness import RenameClock
+    from tests.fixtures.measure import proc_sample
     work = tempfile.mkdtemp(prefix="owbench-daemon-")
     bus = PrivateBus()
     ready, wake, lat, swap_lat, rss = [], [], [], [], []
@@ -170,7 +171,7 @@ def cmd_storm(n: int, count: int = 2000) -> None:
     """CPU of ostreewatchd while COUNT unrelated tmpfs mounts/unmounts churn its mount namespace."""
     from tests.fixtures.bus import SystemBus
     from tests.fixtures.daemon import start_daemon
-    from bench.harness import proc_sample
+    from tests.fixtures.measure import proc_sample
     work = tempfile.mkdtemp(prefix="owbench-storm-")
     bus = SystemBus()
     bus.start()

@@ -16,11 +16,9 @@ from typing import Any, Dict, List, Optional, Sequence
 from dbus_next import Message, MessageType
 from dbus_next.aio import MessageBus
 
+from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
 from bench.harness import NotifyListener
 
-BUS_NAME = "org.ostreewatch1"
-OBJECT_PATH = "/org/ostreewatch1"
-INTERFACE = "org.ostreewatch1.Manager"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.join(REPO, ".venv", "bin")
 

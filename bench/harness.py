@@ -1,4 +1,7 @@
-"""Benchmark harness pieces that need no daemon: readiness listener, /proc sampling, stats, machine info, inotify clock."""
+"""Benchmark harness pieces that need no daemon: readiness listener, stats, machine info, inotify clock.
+
+/proc sampling and the mount-namespace worker are shared with the tests: tests/fixtures/measure.py.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +15,9 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
+from tests.fixtures.measure import status_fields
 
 # --- sd_notify listener ---------------------------------------------------------
 
@@ -80,47 +81,6 @@ class NotifyListener:
             pass
 
 
-# --- /proc sampling ---------------------------------------------------------------
-
-
-@dataclass
-class ProcSample:
-    t: float
-    voluntary: int       # voluntary context switches, summed over all threads
-    involuntary: int
-    cpu_s: float         # utime + stime of the whole process (all threads)
-    rss_kb: int
-    threads: int
-
-
-def _status_fields(path: str) -> Dict[str, str]:
-    out = {}
-    with open(path) as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            out[key] = value.strip()
-    return out
-
-
-def proc_sample(pid: int) -> ProcSample:
-    """Context switches of every thread (/proc/PID/task/*/status), CPU time and RSS of pid."""
-    vol = invol = threads = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            st = _status_fields(f"/proc/{pid}/task/{tid}/status")
-        except FileNotFoundError:  # a thread ended between listdir and open
-            continue
-        vol += int(st.get("voluntary_ctxt_switches", "0"))
-        invol += int(st.get("nonvoluntary_ctxt_switches", "0"))
-        threads += 1
-    with open(f"/proc/{pid}/stat") as f:
-        # comm may hold spaces: the fields after the last ')' are fixed
-        fields = f.read().rsplit(")", 1)[1].split()
-    utime, stime = int(fields[11]), int(fields[12])
-    rss_kb = int(_status_fields(f"/proc/{pid}/status").get("VmRSS", "0 kB").split()[0])
-    return ProcSample(time.monotonic(), vol, invol, (utime + stime) / CLK_TCK, rss_kb, threads)
-
-
 # --- statistics -------------------------------------------------------------------------
 
 
@@ -161,7 +121,7 @@ def machine_info() -> Dict[str, str]:
                     break
     except OSError:
         pass
-    mem = _status_fields("/proc/meminfo").get("MemTotal", "?")
+    mem = status_fields("/proc/meminfo").get("MemTotal", "?")
     def tool(cmd: List[str]) -> str:
         try:
             return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.splitlines()[0].strip()
@@ -262,44 +222,3 @@ class RenameClock:
         self._thread.join(5)
         for fd in (self._fd, self._stop_r, self._stop_w):
             os.close(fd)
-
-
-# --- mount namespace worker --------------------------------------------------------------
-
-
-class MountNamespace:
-    """A bench/mountns.py worker in its own private mount namespace (see that file)."""
-
-    def __init__(self, python: str = "") -> None:
-        import sys
-        here = os.path.dirname(os.path.abspath(__file__))
-        self.proc = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", python or sys.executable,
-             os.path.join(here, "mountns.py")],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-        self.pid = int(self.cmd("pid")[0])
-        self.mountinfo = f"/proc/{self.pid}/mountinfo"
-
-    def cmd(self, line: str) -> List[str]:
-        assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        reply = self.proc.stdout.readline().split()
-        if not reply or reply[0] != "ok":
-            raise RuntimeError(f"mountns {line!r}: {' '.join(reply) or 'no answer'}")
-        return reply[1:]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.cmd("quit")
-            except (RuntimeError, OSError, BrokenPipeError):
-                pass
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for f in (self.proc.stdin, self.proc.stdout):
-            if f:
-                f.close()

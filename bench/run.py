@@ -28,12 +28,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from bench import sysroot as srmod  # noqa: E402
 from bench.daemonrun import (Daemon, DaemonArgs, PrivateBus, Recorder, connect, get_all,  # noqa: E402
                              getall_message, wait_for_name)
-from bench.harness import IN_CLOSE_WRITE, MountNamespace, RenameClock, machine_info, proc_sample, summary  # noqa: E402
+from bench.harness import IN_CLOSE_WRITE, RenameClock, machine_info, summary  # noqa: E402
 from bench.report import Figure, ms, render, spread_ms  # noqa: E402
 from dbus_next import MessageType  # noqa: E402
+from tests.fixtures import bench_sysroot as srmod  # noqa: E402
+from tests.fixtures.measure import MountNamespace, proc_sample  # noqa: E402
 
 
 @dataclass
@@ -67,24 +68,11 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-class Env:
-    """A real sysroot (grubenv included), a private mount namespace for its mount table, files for cmdline/run."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.sysroot = srmod.build_sysroot(os.path.join(base, "sysroot"), grub=True)
-        self.run = os.path.join(base, "run")
-        os.makedirs(self.run)
-        self.cmdline = os.path.join(base, "cmdline")
-        with open(self.cmdline, "w") as f:
-            f.write("BOOT_IMAGE=/vmlinuz root=UUID=0a0d4701-04bf-45a2-8b9b-f761542a617a rw quiet\n")
-        self.ns = MountNamespace()
+class Env(srmod.Setting):
+    """The shared setting (tests/fixtures/bench_sysroot.py), and the daemon arguments that watch it."""
 
     def daemon_args(self, **kw: Any) -> DaemonArgs:
         return DaemonArgs(sysroot=self.sysroot, mountinfo=self.ns.mountinfo, cmdline=self.cmdline, run=self.run, **kw)
-
-    def close(self) -> None:
-        self.ns.close()
 
 
 # --- figures ------------------------------------------------------------------------------
@@ -691,7 +679,7 @@ def fig_storm(bus: PrivateBus, env: Env, plan: Plan) -> Figure:
 async def _storm(bus: PrivateBus, env: Env, plan: Plan) -> Figure:
     f = Figure("storm", f"mount storm: {plan.storm_mounts} mounts + churn for {plan.storm_seconds:.0f} s",
                "<= 5 % CPU, 0 signals, <= 250 ms")
-    f.method = (f"A fresh private mount namespace (bench/mountns.py under `unshare --mount --propagation private`) "
+    f.method = (f"A fresh private mount namespace (tests/fixtures/mountns.py under `unshare --mount --propagation private`) "
                 f"with {plan.storm_mounts} bind mounts; the daemon watches its /proc/PID/mountinfo. A thread in "
                 f"the namespace mounts and unmounts a tmpfs (ctypes mount/umount2) as fast as it can for "
                 f"{plan.storm_seconds:.0f} s. At 1/3 and 2/3 of the storm a relevant change (bind mount onto "

@@ -40,7 +40,7 @@ log = logging.getLogger("ostreewatch.bootwrite")
 METHODS = {"default": "SetDefaultEntry", "next": "SetNextEntry"}
 MAX_ID_BYTES = 255
 
-# Where things live, relative to the sysroot (DESIGN.md §1).
+# Where things live, relative to the sysroot (docs/platform.md).
 GRUB_DIRS = ("boot/grub2", "boot/grub")
 GRUB_CONFIGS = ("grub.cfg", "user.cfg", "custom.cfg")  # what grub2-mkconfig's grub.cfg sources
 # systemd-boot reads loader.conf on the ESP: /boot when the ESP is /boot, else /boot/efi (state.py reads the same).
@@ -49,8 +49,8 @@ ENTRIES_DIR = "boot/loader/entries"
 SYSROOT_LOCK = "ostree/lock"
 EFIVARS = "/sys/firmware/efi/efivars"
 
-# The grubenv variables: (entry variable, recorded deployment variable). helper B's
-# state reader compares the second with the entry's deployment (problem default-entry-moved).
+# The grubenv variables: (entry variable, recorded deployment variable). The state
+# reader (state.py) compares the second with the entry's deployment (problem default-entry-moved).
 GRUB_VARS = {
     "default": ("saved_entry", "ostreewatch_saved_deployment"),
     "next": ("next_entry", "ostreewatch_next_deployment"),

@@ -162,7 +162,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- set-default / set-next (helper F) -----------------------------------------
+# --- set-default / set-next -----------------------------------------------------
 
 
 def _add_set_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", name: str, which: str,
@@ -240,9 +240,7 @@ def cmd_set_entry(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- entry point --------------------------------------------------------------
-
-# --- daemon-backed commands (helper E): status from ostreewatchd, monitor ---------------------
+# --- daemon-backed commands: status from ostreewatchd, monitor ---------------------
 
 
 def _bus_label(spec: str) -> str:

@@ -32,7 +32,7 @@ from . import __version__, errors, model
 # not needed before READY=1 and is imported after it, in a thread (_load_bus_side): every
 # millisecond before READY=1 is one of every boot, since the unit orders before local-fs.target.
 from . import changes, state, textfile
-from .journal import Journal
+from .journal import LOG_NOTICE, LOG_WARNING, Journal
 from .parse.busaddress import parse_address
 from .watcher import Watcher
 
@@ -354,7 +354,7 @@ class Daemon:
         try:
             textfile.write_textfile(directory, textfile.render(snapshot, generation, when))
         except (OSError, ValueError) as e:
-            self.journal.log(4, f"cannot write the node_exporter textfile in {directory}: {e}",
+            self.journal.log(LOG_WARNING, f"cannot write the node_exporter textfile in {directory}: {e}",
                              textfile_dir=directory)
 
     def _remove_textfile(self) -> None:
@@ -419,7 +419,7 @@ class Daemon:
             except Exception as e:
                 if not said_missing:
                     kind = f"{self.bus_spec} " if self.bus_spec in ("system", "session") else ""
-                    self.journal.log(5, f"waiting for the D-Bus {kind}bus at {self.bus_address()} ({e}); "
+                    self.journal.log(LOG_NOTICE, f"waiting for the D-Bus {kind}bus at {self.bus_address()} ({e}); "
                                         "watching state meanwhile", bus=self.bus_spec)
                     said_missing = True
                 if waiter is not None:
@@ -443,7 +443,7 @@ class Daemon:
             if owner:
                 self.journal.bus_connected(self.bus_address(), bus.unique_name or "")
             else:
-                self.journal.log(4, f"{service.BUS_NAME} is owned by another "
+                self.journal.log(LOG_WARNING, f"{service.BUS_NAME} is owned by another "
                               "connection; queued for it", bus=self.bus_spec)
             reason = "disconnected"
             try:

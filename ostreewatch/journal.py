@@ -66,7 +66,8 @@ WRITE_ATTEMPT_FIELDS = (
 # Refused write attempts: at most one record per caller uid per this many seconds; the
 # others are counted in OSTREEWATCH_SUPPRESSED of the next record for that uid.
 REFUSED_INTERVAL = 1.0
-_WRITE_SUCCESS = ("granted", "success", "ok", "succeeded", "done")  # bootwrite says "granted"
+# The one result of a write attempt that went through (bootwrite.py records it); any other is a refusal or failure.
+WRITE_GRANTED = "granted"
 _FIELD_RE = re.compile(r"[^A-Z0-9_]")
 _PLAIN_RE = re.compile(r"[A-Za-z0-9_.,:/@+=%-]+")
 
@@ -242,7 +243,7 @@ class Journal:
     def _attempt_record(self, fields: Dict[str, Any]) -> None:
         result = _text(fields.get("result", ""))
         error = _text(fields.get("error", ""))
-        ok = not error and (result == "" or result.lower() in _WRITE_SUCCESS)
+        ok = not error and result in ("", WRITE_GRANTED)
         method = _text(fields.get("method", "")) or "write"
         who = f"uid {_text(fields.get('caller_uid', '?'))}"
         if fields.get("caller_unit"):

@@ -1,6 +1,6 @@
 """The boot-state snapshot: immutable values, and their shape on the bus.
 
-Field names are the contract (DESIGN.md §2): properties keep the D-Bus names,
+Field names are the contract (dbus/org.ostreewatch1.Manager.xml): properties keep the D-Bus names,
 dictionary keys are snake_case, "" means none, -1 means unknown for numbers.
 Nothing here does I/O.
 """

@@ -4,7 +4,7 @@ With client.py, the only modules importing dbus_next. Properties are served by a
 dbus-next ServiceInterface (read-only); method calls to the Manager and
 Introspect of its path are intercepted with a message handler, because
 dbus-next hides the caller from @method handlers and answers uncaught
-exceptions with a Python traceback. Every error that leaves here is a named
+exceptions with a Python traceback (docs/platform.md, dbus-next). Every error that leaves here is a named
 D-Bus error. The members and their signatures come from
 dbus/org.ostreewatch1.Manager.xml, through the generated _interface.py.
 

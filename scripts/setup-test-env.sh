@@ -14,7 +14,7 @@ OW_VENV="$OW_REPO/.venv"
 OW_PYTHON=/usr/bin/python3
 # The debootstrapped Debian tree for the systemd-nspawn tests: a cache outside
 # the repository, never modified in place (tests use --volatile=overlay).
-# tests/nspawn_helpers.py reads the same variable.
+# tests/fixtures/nspawn.py reads the same variable.
 : "${OSTREEWATCH_NSPAWN_ROOT:=/var/cache/ostreewatch/bookworm-root}"
 export OSTREEWATCH_NSPAWN_ROOT
 OW_ROOTFS_PACKAGES=systemd,systemd-sysv,dbus,python3,python3-dbus-next,python3-systemd,python3-pyinotify

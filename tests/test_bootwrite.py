@@ -20,7 +20,7 @@ from ostreewatch import errors, model
 from ostreewatch._writehelper import TEMP_PREFIX, atomic_replace
 from ostreewatch.bootwrite import BootWriter, validate_id
 from ostreewatch.parse.grubenv import update_grubenv
-from tests.test_bootwrite_support import (
+from tests.fixtures.bootwrite import (
     RecordingJournal,
     make_paths,
     GRUB_CFG_STATIC,
@@ -568,7 +568,7 @@ import asyncio, json, os, subprocess, sys
 sys.path.insert(0, sys.argv[1])
 from ostreewatch import model
 from ostreewatch.bootwrite import BootWriter, validate_id
-from tests.test_bootwrite_support import RecordingJournal, make_paths, snapshot_of
+from tests.fixtures.bootwrite import RecordingJournal, make_paths, snapshot_of
 sysroot, mode, bootloader = sys.argv[2], sys.argv[3], sys.argv[4]
 boot = os.path.join(sysroot, "boot")
 def sh(*cmd):

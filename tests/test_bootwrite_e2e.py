@@ -6,22 +6,23 @@ import asyncio
 import os
 import subprocess
 import sys
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, List, Tuple
 
 import pytest
 
-from ostreewatch.client import Client
-from tests.test_bootwrite_support import (
+from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
+from tests.fixtures.bootwrite import (
     bootctl_default,
     copy_sysroot,
     grubenv_list,
     seed_grub,
     seed_loader_conf,
     template,  # noqa: F401 (module-scoped fixture)
+    wait_signal,
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEST = ("org.ostreewatch1", "/org/ostreewatch1", "org.ostreewatch1.Manager")
+DEST = (BUS_NAME, OBJECT_PATH, INTERFACE)
 WAIT = 30.0
 
 
@@ -35,27 +36,6 @@ def grub_sysroot(template: str, tmp_path: Any) -> Tuple[str, str]:
 def read(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
-
-
-async def _wait_signal(address: str, action: Callable[[], Any], wanted: Callable[[str, Dict[str, Any]], bool]
-                       ) -> List[Tuple[str, Dict[str, Any]]]:
-    """Subscribe, run ACTION (in a thread), and return the signals seen until WANTED matches one."""
-    client = await Client.connect(address)
-    seen: List[Tuple[str, Dict[str, Any]]] = []
-    done = asyncio.Event()
-
-    def on_signal(name: str, args: Dict[str, Any]) -> None:
-        seen.append((name, args))
-        if wanted(name, args):
-            done.set()
-
-    try:
-        await client.subscribe(on_signal)
-        await asyncio.get_running_loop().run_in_executor(None, action)
-        await asyncio.wait_for(done.wait(), WAIT)
-    finally:
-        client.close()
-    return seen
 
 
 def test_root_sets_default_and_next_over_the_bus(make_bus: Any, daemon_factory: Any,
@@ -72,7 +52,7 @@ def test_root_sets_default_and_next_over_the_bus(make_bus: Any, daemon_factory: 
         r = d.busctl("call", *DEST, "SetDefaultEntry", "s", "ostree-1-test")
         assert r.returncode == 0, r.stderr
 
-    seen = asyncio.run(_wait_signal(bus.address, call_default,
+    seen = asyncio.run(wait_signal(bus.address, call_default,
                                     lambda n, a: n == "DefaultEntryChanged" and a["current"] == "ostree-1-test"))
     assert ("DefaultEntryChanged", {"previous": "ostree-3-test", "current": "ostree-1-test"}) in seen
     assert grubenv_list(env)["saved_entry"] == "ostree-1-test"
@@ -145,7 +125,7 @@ def test_systemd_boot_default_over_the_bus(make_bus: Any, daemon_factory: Any, t
         r = d.busctl("call", *DEST, "SetDefaultEntry", "s", "ostree-2-test")
         assert r.returncode == 0, r.stderr
 
-    seen = asyncio.run(_wait_signal(bus.address, call,
+    seen = asyncio.run(wait_signal(bus.address, call,
                                     lambda n, a: n == "DefaultEntryChanged" and a["current"] == "ostree-2-test"))
     assert ("DefaultEntryChanged", {"previous": "ostree-3-test", "current": "ostree-2-test"}) in seen
     assert bootctl_default(os.path.join(sysroot, "boot")) == "ostree-2-test.conf"

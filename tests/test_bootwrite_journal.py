@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from ostreewatch.journal import MESSAGE_ID_WRITE_ATTEMPT
-from tests.test_bootwrite_support import copy_sysroot, seed_grub, template  # noqa: F401 (template: fixture)
+from tests.fixtures.bootwrite import copy_sysroot, seed_grub, template  # noqa: F401 (template: fixture)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,7 +21,7 @@ sys.path.insert(0, sys.argv[1])
 from ostreewatch import errors, model
 from ostreewatch.bootwrite import BootWriter
 from ostreewatch.journal import Journal
-from tests.test_bootwrite_support import make_paths, snapshot_of
+from tests.fixtures.bootwrite import make_paths, snapshot_of
 sysroot, env = sys.argv[2], sys.argv[3]
 writer = BootWriter(make_paths(sysroot), Journal(identifier="ostreewatch-bwtest"))
 snap = snapshot_of(sysroot, "grub2")

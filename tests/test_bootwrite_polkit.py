@@ -10,77 +10,17 @@ it over D-Bus (CheckAuthorization for the caller's unique name).
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import subprocess
-import time
-from typing import Any, Iterator, Tuple
+from typing import Any, Tuple
 
 import pytest
 
-from tests.test_bootwrite_support import copy_sysroot, grubenv_list, seed_grub, template  # noqa: F401 (template: fixture)
+from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
+from tests.fixtures.bootwrite import copy_sysroot, grubenv_list, seed_grub, template  # noqa: F401 (template: fixture)
+from tests.fixtures.polkit import polkit_dirs, polkitd  # noqa: F401 (fixtures)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-POLICY = os.path.join(REPO, "packaging", "org.ostreewatch1.policy")
-POLKITD = "/usr/lib/polkit-1/polkitd"
-HOST_ACTIONS = "/usr/share/polkit-1/actions"
-POLKIT_BUS_CONF = "/usr/share/dbus-1/system.d/org.freedesktop.PolicyKit1.conf"
-DEST = ("org.ostreewatch1", "/org/ostreewatch1", "org.ostreewatch1.Manager")
+DEST = (BUS_NAME, OBJECT_PATH, INTERFACE)
 WAIT = 30.0
-
-RULE = """
-polkit.addRule(function(action, subject) {
-    if (action.id == "org.ostreewatch1.set-default" && subject.user == "nobody" &&
-        action.lookup("method") != "SetNextEntry") {
-        return polkit.Result.YES;
-    }
-});
-"""
-BIND_ACTIONS = 'mount --bind "$0" /usr/share/polkit-1/actions && exec "$@"'
-BIND_BOTH = ('mount --bind "$0" /usr/share/polkit-1/actions && mount --bind "$1" /etc/polkit-1/rules.d '
-             '&& exec /usr/lib/polkit-1/polkitd --no-debug')
-
-
-@pytest.fixture
-def polkit_dirs(tmp_path: Any) -> Tuple[str, str]:
-    actions = tmp_path / "actions"
-    rules = tmp_path / "rules"
-    shutil.copytree(HOST_ACTIONS, str(actions))
-    shutil.copy(POLICY, str(actions))
-    rules.mkdir()
-    (rules / "10-ostreewatch-test.rules").write_text(RULE)
-    for d in (tmp_path, actions, rules):
-        os.chmod(str(d), 0o755)
-    for f in list(actions.iterdir()) + list(rules.iterdir()):
-        os.chmod(str(f), 0o644)
-    return str(actions), str(rules)
-
-
-@pytest.fixture
-def polkitd(make_bus: Any, polkit_dirs: Tuple[str, str]) -> Iterator[Any]:
-    bus = make_bus(relaxed_policy=True, extra_includes=[POLKIT_BUS_CONF])
-    env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=bus.address)
-    proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", BIND_BOTH, *polkit_dirs],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + WAIT
-        while True:
-            r = subprocess.run(["busctl", "--system", "status", "org.freedesktop.PolicyKit1"], env=env,
-                               capture_output=True, text=True, timeout=30)
-            if r.returncode == 0:
-                break
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else "polkitd exited"
-            assert time.monotonic() < deadline, "polkitd never took its name"
-            time.sleep(0.05)
-        yield bus
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture

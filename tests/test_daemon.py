@@ -1,7 +1,7 @@
 """ostreewatchd as a process: on a real system bus, watching a sysroot built by the real ostree tool.
 
 Every ostree call runs in `unshare --user --map-root-user` with
-OSTREE_SYSROOT_DEBUG=mutable-deployments (DESIGN.md §4).
+OSTREE_SYSROOT_DEBUG=mutable-deployments (docs/platform.md says why).
 """
 
 from __future__ import annotations
@@ -16,62 +16,18 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import pytest
 
 from ostreewatch.client import Client
-from tests.fixtures.daemon import DaemonProcess, start_daemon
-from tests.fixtures.sysroots import OstreeSysroot, run_ostree
+from ostreewatch import service
+from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
+from tests.fixtures.daemon import DaemonProcess
+from tests.fixtures.daemon_sysroot import (OSNAME, bus, deployment_ids, entries_dir, ostree,  # noqa: F401 (fixtures)
+                                           sysroot)
 
-OSNAME = "testos"
-REFS = ("a", "b", "c")
 TYPED = ("DeploymentsChanged", "BootEntriesChanged", "DefaultEntryChanged", "MountsChanged")
-
-# os-release as a plain OS ships it, no commit `version` metadata (readers fall back to os-release).
-OS_RELEASE = 'NAME=Test\nID=testos\nVERSION="{v}"\nPRETTY_NAME="Test {v}"\n'
-
-
-def ostree(*args: str) -> str:
-    return run_ostree(args).stdout
-
-
-@pytest.fixture
-def sysroot() -> Iterator[str]:
-    """A sysroot with two deployments (refs testos/a, testos/b; testos/c committed), built by the real ostree."""
-    work = tempfile.mkdtemp(prefix="ow-sysroot-")
-    os.chmod(work, 0o755)
-    try:
-        sr = OstreeSysroot(work).init(OSNAME)
-        for v in REFS:
-            sr.commit(f"{OSNAME}/{v}", version=v, kver=f"6.1.0-{v}", osname=OSNAME,
-                      os_release=OS_RELEASE.format(v=v), version_metadata=False, timestamp="2020-01-01")
-        sr.deploy(f"{OSNAME}/a", os=OSNAME, retain=False)
-        sr.deploy(f"{OSNAME}/b", os=OSNAME)
-        yield sr.path
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-@pytest.fixture
-def bus(system_bus: Any) -> Any:
-    return system_bus
-
-
-@pytest.fixture
-def daemons() -> Iterator[List[DaemonProcess]]:
-    started: List[DaemonProcess] = []
-    yield started
-    for d in started:
-        d.close()
-
-
-def deployment_ids(d: DaemonProcess) -> List[str]:
-    return [dep["id"]["data"] for dep in d.get_property("Deployments")]
-
-
-def entries_dir(sr: str) -> str:
-    return os.path.join(sr, "boot", "loader", "entries")
 
 
 # --- a subscriber that records everything -----------------------------------------------------
@@ -152,10 +108,9 @@ def union(events: List[Dict[str, Any]], key: str) -> set:
 # --- life cycle ---------------------------------------------------------------------------------
 
 def test_ready_before_the_bus_then_connects_when_it_appears(bus: Any, sysroot: str,
-                                                            daemons: List[DaemonProcess]) -> None:
+                                                            daemon_factory: Callable[..., DaemonProcess]) -> None:
     bus.stop()
-    d = start_daemon(bus, sysroot, notify=True)
-    daemons.append(d)
+    d = daemon_factory(bus, sysroot, notify=True)
     ready = d.wait_notify("READY=1")
     assert "STATUS=" in ready or any("STATUS=" in m for m in d.notify_messages())
     assert not d.has_owner()
@@ -167,21 +122,18 @@ def test_ready_before_the_bus_then_connects_when_it_appears(bus: Any, sysroot: s
     assert d.get_property("Generation") == 1
 
 
-def test_watchdog_pings_only_when_asked(bus: Any, sysroot: str, daemons: List[DaemonProcess]) -> None:
-    d = start_daemon(bus, sysroot, notify=True, env={"WATCHDOG_USEC": "200000"})
-    daemons.append(d)
+def test_watchdog_pings_only_when_asked(bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]) -> None:
+    d = daemon_factory(bus, sysroot, notify=True, env={"WATCHDOG_USEC": "200000"})
     d.wait_notify("READY=1")
     d.wait_notify("WATCHDOG=1")
-    quiet = start_daemon(bus, sysroot, notify=True)
-    daemons.append(quiet)
+    quiet = daemon_factory(bus, sysroot, notify=True)
     quiet.wait_notify("READY=1")
     quiet.notify_messages(timeout=1.0)
     assert not any("WATCHDOG=1" in m for m in quiet.notify_messages())
 
 
-def test_bus_restart_daemon_owns_its_name_again(bus: Any, sysroot: str, daemons: List[DaemonProcess]) -> None:
-    d = start_daemon(bus, sysroot)
-    daemons.append(d)
+def test_bus_restart_daemon_owns_its_name_again(bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]) -> None:
+    d = daemon_factory(bus, sysroot)
     d.wait_name()
     before = d.get_property("Deployments")
     bus.stop()
@@ -201,9 +153,8 @@ def test_bus_restart_daemon_owns_its_name_again(bus: Any, sysroot: str, daemons:
     assert len(d.get_property("Deployments")) == 3
 
 
-def test_sigterm_exits_zero_and_sighup_rescans(bus: Any, sysroot: str, daemons: List[DaemonProcess]) -> None:
-    d = start_daemon(bus, sysroot, extra_args=["--debounce-ms", "5000"])
-    daemons.append(d)
+def test_sigterm_exits_zero_and_sighup_rescans(bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]) -> None:
+    d = daemon_factory(bus, sysroot, extra_args=["--debounce-ms", "5000"])
     d.wait_name()
     sub = Subscriber(bus.address)
     try:
@@ -218,12 +169,12 @@ def test_sigterm_exits_zero_and_sighup_rescans(bus: Any, sysroot: str, daemons: 
         sub.close()
     # Reload (root) returns the new Generation; nothing changed -> the same number again
     gen = d.get_property("Generation")
-    out = d.busctl("call", "org.ostreewatch1", "/org/ostreewatch1", "org.ostreewatch1.Manager", "Reload").stdout
+    out = d.busctl("call", BUS_NAME, OBJECT_PATH, INTERFACE, "Reload").stdout
     assert out.strip() == f"t {gen}"
     # something changed, the 5 s debounce still pending: Reload rescans now and returns Generation + 1
     with open(os.path.join(entries_dir(sysroot), "zz-hand2.conf"), "w") as f:
         f.write("title hand 2\nlinux /vmlinuz\n")
-    out = d.busctl("call", "org.ostreewatch1", "/org/ostreewatch1", "org.ostreewatch1.Manager", "Reload").stdout
+    out = d.busctl("call", BUS_NAME, OBJECT_PATH, INTERFACE, "Reload").stdout
     assert out.strip() == f"t {gen + 1}"
     assert "zz-hand2" in [e["id"]["data"] for e in d.get_property("BootEntries")]
     t0 = time.monotonic()
@@ -233,133 +184,178 @@ def test_sigterm_exits_zero_and_sighup_rescans(bus: Any, sysroot: str, daemons: 
 
 # --- changes made by the real ostree tool ----------------------------------------------------------
 
-def test_real_ostree_changes_emit_the_expected_signals(bus: Any, sysroot: str,
-                                                        daemons: List[DaemonProcess]) -> None:
-    d = start_daemon(bus, sysroot)
-    daemons.append(d)
-    d.wait_name()
-    mon = subprocess.Popen(["busctl", "--system", "monitor", "--json=short", "org.ostreewatch1"],
-                           env=d.env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    seen: List[str] = []
+class Watched:
+    """A daemon on the test sysroot, a dbus-next Subscriber and a `busctl monitor` recording the same signals."""
 
-    def read_monitor() -> None:
-        assert mon.stdout is not None
-        for line in mon.stdout:
+    def __init__(self, bus: Any, sysroot: str, d: DaemonProcess) -> None:
+        self.sysroot = sysroot
+        self.d = d
+        d.wait_name()
+        self.mon = subprocess.Popen(["busctl", "--system", "monitor", "--json=short", service.BUS_NAME],
+                                    env=d.env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.seen: List[str] = []
+        self.reader = threading.Thread(target=self._read_monitor, daemon=True)
+        self.reader.start()
+        self.sub = Subscriber(bus.address)
+        time.sleep(0.5)  # busctl monitor is a monitor by now
+
+    def _read_monitor(self) -> None:
+        assert self.mon.stdout is not None
+        for line in self.mon.stdout:
             if line.startswith("{"):
                 member = json.loads(line).get("member")
                 if member in TYPED + ("PropertiesChanged",):
-                    seen.append(member)
+                    self.seen.append(member)
 
-    reader = threading.Thread(target=read_monitor, daemon=True)
-    reader.start()
-    sub = Subscriber(bus.address)
-    try:
-        time.sleep(0.5)  # busctl monitor is a monitor by now
-        old_ids = deployment_ids(d)
+    def deploy_c(self) -> List[str]:
+        """A further deploy (testos/c), waited for until the daemon publishes it; the new deployment ids."""
+        mark = self.sub.mark()
+        ostree("admin", "deploy", f"--sysroot={self.sysroot}", f"--os={OSNAME}", "--retain", f"{OSNAME}/c")
+        self.sub.wait_for(mark, lambda ev: union(typed(ev, "DeploymentsChanged"), "added"))
+        self.sub.settle(mark)
+        return deployment_ids(self.d)
 
-        # 1. a further deploy: one deployment added, entries renumbered, the default moves
-        mark = sub.mark()
-        ostree("admin", "deploy", f"--sysroot={sysroot}", f"--os={OSNAME}", "--retain", f"{OSNAME}/c")
-        ev = sub.wait_for(mark, lambda ev: union(typed(ev, "DeploymentsChanged"), "added"))
-        ev = sub.settle(mark)
-        new_ids = deployment_ids(d)
-        assert len(new_ids) == 3 and set(old_ids) < set(new_ids)
-        added = (set(new_ids) - set(old_ids)).pop()
-        # exactly one published change (the rescan waits for ostree to release its sysroot lock)
-        assert [n for n, _ in ev] == ["PropertiesChanged", "DeploymentsChanged", "BootEntriesChanged",
-                                      "DefaultEntryChanged"], ev
-        assert typed(ev, "DeploymentsChanged") == [{"added": [added], "removed": []}]
-        entries = {e["id"]["data"]: e for e in d.get_property("BootEntries")}
-        new_entry = [i for i, e in entries.items() if e["deployment"]["data"] == added]
-        assert typed(ev, "BootEntriesChanged") == [{"added": new_entry, "removed": [],
-                                                     "modified": sorted(set(entries) - set(new_entry))}]
-        assert typed(ev, "DefaultEntryChanged")[0]["current"] == new_entry[0] == d.get_property("DefaultEntry")
-        assert d.get_property("DefaultDeployment") == added
-        gens = generations(ev)
-        assert gens == list(range(gens[0], gens[0] + len(gens)))  # one PropertiesChanged per change
-
-        # 2. undeploy the last one (index 2)
-        mark = sub.mark()
-        victim = new_ids[2]
-        ostree("admin", "undeploy", f"--sysroot={sysroot}", "2")
-        ev = sub.wait_for(mark, lambda ev: union(typed(ev, "DeploymentsChanged"), "removed"))
-        ev = sub.settle(mark)
-        assert union(typed(ev, "DeploymentsChanged"), "removed") == {victim}
-        assert union(typed(ev, "DeploymentsChanged"), "added") == set()
-        assert victim not in deployment_ids(d)
-
-        # 3. pin index 1: only Deployments changes (pinned), no typed signal but PropertiesChanged
-        mark = sub.mark()
-        ostree("admin", "pin", f"--sysroot={sysroot}", "1")
-        ev = sub.wait_for(mark, lambda ev: any(n == "PropertiesChanged" and "Deployments" in a["changed"]
-                                               for n, a in ev))
-        ev = sub.settle(mark)
-        deps = d.get_property("Deployments")
-        assert deps[1]["pinned"]["data"] is True and deps[0]["pinned"]["data"] is False
-        assert not any(n in TYPED for n, _ in ev), ev
-
-        # 4. kargs edit-in-place: every entry modified, nothing added or removed
-        mark = sub.mark()
-        ostree("admin", "kargs", "edit-in-place", f"--sysroot={sysroot}", "--append-if-missing=owtest=1")
-        ev = sub.wait_for(mark, lambda ev: typed(ev, "BootEntriesChanged"))
-        ev = sub.settle(mark)
-        changes = typed(ev, "BootEntriesChanged")
-        entries = d.get_property("BootEntries")
-        assert union(changes, "modified") == {e["id"]["data"] for e in entries}
-        assert union(changes, "added") == set() and union(changes, "removed") == set()
-        assert all("owtest=1" in e["options"]["data"] for e in entries)
-        assert not typed(ev, "DeploymentsChanged")
-
-        # 5. a hand-added entry, then a malformed one (a problem, the daemon stays up)
-        mark = sub.mark()
-        with open(os.path.join(entries_dir(sysroot), "hand.conf"), "w") as f:
-            f.write("title Hand-added\nversion 99\nlinux /vmlinuz-hand\noptions rw\n")
-        ev = sub.wait_for(mark, lambda ev: typed(ev, "BootEntriesChanged"))
-        ev = sub.settle(mark)
-        assert typed(ev, "BootEntriesChanged") == [{"added": ["hand"], "removed": [], "modified": []}]
-        problems_before = d.get_property("Problems")
-        mark = sub.mark()
-        with open(os.path.join(entries_dir(sysroot), "bad.conf"), "wb") as f:
-            f.write(b"\xff\xfe\x00garbage\nlinux\n")
-        ev = sub.wait_for(mark, lambda ev: any(n == "PropertiesChanged" for n, _ in ev))
-        ev = sub.settle(mark)
-        assert d.alive()
-        assert d.get_property("Problems") != problems_before
-        assert not typed(ev, "DeploymentsChanged")
-
-        # 6. the entries directory removed, then recreated with the same files
-        saved = tempfile.mkdtemp(prefix="ow-entries-")
-        try:
-            for name in os.listdir(entries_dir(sysroot)):
-                shutil.copy2(os.path.join(entries_dir(sysroot), name), saved)
-            ids_before = {e["id"]["data"] for e in d.get_property("BootEntries")}
-            mark = sub.mark()
-            shutil.rmtree(entries_dir(sysroot))
-            ev = sub.wait_for(mark, lambda ev: union(typed(ev, "BootEntriesChanged"), "removed") >= ids_before)
-            ev = sub.settle(mark)
-            assert d.get_property("BootEntries") == []
-            mark = sub.mark()
-            os.mkdir(entries_dir(sysroot))
-            for name in os.listdir(saved):
-                shutil.copy2(os.path.join(saved, name), entries_dir(sysroot))
-            ev = sub.wait_for(mark, lambda ev: union(typed(ev, "BootEntriesChanged"), "added") >= ids_before)
-            ev = sub.settle(mark)
-            assert {e["id"]["data"] for e in d.get_property("BootEntries")} == ids_before
-        finally:
-            shutil.rmtree(saved, ignore_errors=True)
-        assert d.alive()
-        # busctl monitor saw the same signals, in the same order, as the dbus-next subscriber
+    def assert_monitor_saw_the_same(self) -> None:
+        """busctl monitor saw the same signals, in the same order, as the dbus-next subscriber."""
         deadline = time.monotonic() + 30
-        while len(seen) < len(sub.events) and time.monotonic() < deadline:
+        while len(self.seen) < len(self.sub.events) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert seen == [n for n, _ in sub.events]
+        assert self.seen == [n for n, _ in self.sub.events]
+
+    def close(self) -> None:
+        self.sub.close()
+        self.mon.terminate()
+        self.mon.wait(10)
+        self.reader.join(10)
+        if self.mon.stdout:
+            self.mon.stdout.close()
+
+
+@pytest.fixture
+def watched(bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]) -> Iterator[Watched]:
+    w = Watched(bus, sysroot, daemon_factory(bus, sysroot))
+    try:
+        yield w
     finally:
-        sub.close()
-        mon.terminate()
-        mon.wait(10)
-        reader.join(10)
-        if mon.stdout:
-            mon.stdout.close()
+        w.close()
+
+
+# The changes real ostree makes, one test each: every one starts from the two-deployment sysroot.
+
+def test_a_further_deploy_adds_one_deployment_and_moves_the_default(watched: Watched) -> None:
+    d, sub, sysroot = watched.d, watched.sub, watched.sysroot
+    old_ids = deployment_ids(d)
+    mark = sub.mark()
+    ostree("admin", "deploy", f"--sysroot={sysroot}", f"--os={OSNAME}", "--retain", f"{OSNAME}/c")
+    ev = sub.wait_for(mark, lambda ev: union(typed(ev, "DeploymentsChanged"), "added"))
+    ev = sub.settle(mark)
+    new_ids = deployment_ids(d)
+    assert len(new_ids) == 3 and set(old_ids) < set(new_ids)
+    added = (set(new_ids) - set(old_ids)).pop()
+    # exactly one published change (the rescan waits for ostree to release its sysroot lock)
+    assert [n for n, _ in ev] == ["PropertiesChanged", "DeploymentsChanged", "BootEntriesChanged",
+                                  "DefaultEntryChanged"], ev
+    assert typed(ev, "DeploymentsChanged") == [{"added": [added], "removed": []}]
+    entries = {e["id"]["data"]: e for e in d.get_property("BootEntries")}
+    new_entry = [i for i, e in entries.items() if e["deployment"]["data"] == added]
+    assert typed(ev, "BootEntriesChanged") == [{"added": new_entry, "removed": [],
+                                                 "modified": sorted(set(entries) - set(new_entry))}]
+    assert typed(ev, "DefaultEntryChanged")[0]["current"] == new_entry[0] == d.get_property("DefaultEntry")
+    assert d.get_property("DefaultDeployment") == added
+    gens = generations(ev)
+    assert gens == list(range(gens[0], gens[0] + len(gens)))  # one PropertiesChanged per change
+    watched.assert_monitor_saw_the_same()
+
+
+def test_an_undeploy_removes_that_deployment(watched: Watched) -> None:
+    d, sub, sysroot = watched.d, watched.sub, watched.sysroot
+    new_ids = watched.deploy_c()
+    mark = sub.mark()
+    victim = new_ids[2]
+    ostree("admin", "undeploy", f"--sysroot={sysroot}", "2")
+    ev = sub.wait_for(mark, lambda ev: union(typed(ev, "DeploymentsChanged"), "removed"))
+    ev = sub.settle(mark)
+    assert union(typed(ev, "DeploymentsChanged"), "removed") == {victim}
+    assert union(typed(ev, "DeploymentsChanged"), "added") == set()
+    assert victim not in deployment_ids(d)
+    watched.assert_monitor_saw_the_same()
+
+
+def test_a_pin_changes_only_the_deployments_property(watched: Watched) -> None:
+    """Pin index 1: only Deployments changes (pinned), no typed signal but PropertiesChanged."""
+    d, sub, sysroot = watched.d, watched.sub, watched.sysroot
+    mark = sub.mark()
+    ostree("admin", "pin", f"--sysroot={sysroot}", "1")
+    ev = sub.wait_for(mark, lambda ev: any(n == "PropertiesChanged" and "Deployments" in a["changed"]
+                                           for n, a in ev))
+    ev = sub.settle(mark)
+    deps = d.get_property("Deployments")
+    assert deps[1]["pinned"]["data"] is True and deps[0]["pinned"]["data"] is False
+    assert not any(n in TYPED for n, _ in ev), ev
+    watched.assert_monitor_saw_the_same()
+
+
+def test_kargs_edit_in_place_modifies_every_entry(watched: Watched) -> None:
+    """Nothing added or removed."""
+    d, sub, sysroot = watched.d, watched.sub, watched.sysroot
+    mark = sub.mark()
+    ostree("admin", "kargs", "edit-in-place", f"--sysroot={sysroot}", "--append-if-missing=owtest=1")
+    ev = sub.wait_for(mark, lambda ev: typed(ev, "BootEntriesChanged"))
+    ev = sub.settle(mark)
+    changes = typed(ev, "BootEntriesChanged")
+    entries = d.get_property("BootEntries")
+    assert union(changes, "modified") == {e["id"]["data"] for e in entries}
+    assert union(changes, "added") == set() and union(changes, "removed") == set()
+    assert all("owtest=1" in e["options"]["data"] for e in entries)
+    assert not typed(ev, "DeploymentsChanged")
+    watched.assert_monitor_saw_the_same()
+
+
+def test_a_hand_added_entry_then_a_malformed_one(watched: Watched) -> None:
+    """The malformed entry is a problem; the daemon stays up."""
+    d, sub, sysroot = watched.d, watched.sub, watched.sysroot
+    mark = sub.mark()
+    with open(os.path.join(entries_dir(sysroot), "hand.conf"), "w") as f:
+        f.write("title Hand-added\nversion 99\nlinux /vmlinuz-hand\noptions rw\n")
+    ev = sub.wait_for(mark, lambda ev: typed(ev, "BootEntriesChanged"))
+    ev = sub.settle(mark)
+    assert typed(ev, "BootEntriesChanged") == [{"added": ["hand"], "removed": [], "modified": []}]
+    problems_before = d.get_property("Problems")
+    mark = sub.mark()
+    with open(os.path.join(entries_dir(sysroot), "bad.conf"), "wb") as f:
+        f.write(b"\xff\xfe\x00garbage\nlinux\n")
+    ev = sub.wait_for(mark, lambda ev: any(n == "PropertiesChanged" for n, _ in ev))
+    ev = sub.settle(mark)
+    assert d.alive()
+    assert d.get_property("Problems") != problems_before
+    assert not typed(ev, "DeploymentsChanged")
+    watched.assert_monitor_saw_the_same()
+
+
+def test_the_entries_directory_removed_then_recreated(watched: Watched) -> None:
+    """Recreated with the same files: the same entries come back."""
+    d, sub, sysroot = watched.d, watched.sub, watched.sysroot
+    saved = tempfile.mkdtemp(prefix="ow-entries-")
+    try:
+        for name in os.listdir(entries_dir(sysroot)):
+            shutil.copy2(os.path.join(entries_dir(sysroot), name), saved)
+        ids_before = {e["id"]["data"] for e in d.get_property("BootEntries")}
+        mark = sub.mark()
+        shutil.rmtree(entries_dir(sysroot))
+        ev = sub.wait_for(mark, lambda ev: union(typed(ev, "BootEntriesChanged"), "removed") >= ids_before)
+        ev = sub.settle(mark)
+        assert d.get_property("BootEntries") == []
+        mark = sub.mark()
+        os.mkdir(entries_dir(sysroot))
+        for name in os.listdir(saved):
+            shutil.copy2(os.path.join(saved, name), entries_dir(sysroot))
+        ev = sub.wait_for(mark, lambda ev: union(typed(ev, "BootEntriesChanged"), "added") >= ids_before)
+        ev = sub.settle(mark)
+        assert {e["id"]["data"] for e in d.get_property("BootEntries")} == ids_before
+    finally:
+        shutil.rmtree(saved, ignore_errors=True)
+    assert d.alive()
+    watched.assert_monitor_saw_the_same()
 
 
 # --- mounts --------------------------------------------------------------------------------------
@@ -377,10 +373,9 @@ for i in range(int(sys.argv[2])):
 """
 
 
-def test_mounts_in_a_private_namespace(bus: Any, sysroot: str, daemons: List[DaemonProcess]) -> None:
-    d = start_daemon(bus, sysroot, mountinfo="/proc/self/mountinfo",
+def test_mounts_in_a_private_namespace(bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]) -> None:
+    d = daemon_factory(bus, sysroot, mountinfo="/proc/self/mountinfo",
                      prefix=["unshare", "--mount", "--propagation", "private"])
-    daemons.append(d)
     d.wait_name()
     sub = Subscriber(bus.address)
     scratch = tempfile.mkdtemp(prefix="ow-mnt-")
@@ -429,11 +424,10 @@ while time.monotonic() < end:
 """
 
 
-def test_relevant_mount_in_the_middle_of_a_storm(bus: Any, sysroot: str, daemons: List[DaemonProcess]) -> None:
+def test_relevant_mount_in_the_middle_of_a_storm(bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]) -> None:
     """A bind mount onto /usr while thousands of unrelated mounts churn: published once, nothing else."""
-    d = start_daemon(bus, sysroot, mountinfo="/proc/self/mountinfo",
+    d = daemon_factory(bus, sysroot, mountinfo="/proc/self/mountinfo",
                      prefix=["unshare", "--mount", "--propagation", "private"])
-    daemons.append(d)
     d.wait_name()
     sub = Subscriber(bus.address)
     scratch = tempfile.mkdtemp(prefix="ow-mnt-")
@@ -475,10 +469,9 @@ os.close(fd)
 
 
 def test_a_change_under_ostrees_lock_waits_for_its_release(bus: Any, sysroot: str,
-                                                             daemons: List[DaemonProcess]) -> None:
+                                                             daemon_factory: Callable[..., DaemonProcess]) -> None:
     """A half-written sysroot is not published: the rescan waits for ostree's unlock."""
-    d = start_daemon(bus, sysroot)
-    daemons.append(d)
+    d = daemon_factory(bus, sysroot)
     d.wait_name()
     sub = Subscriber(bus.address)
     holder = subprocess.Popen([sys.executable, "-c", _LOCK_HOLDER, os.path.join(sysroot, "ostree", "lock")],
@@ -509,9 +502,8 @@ def test_a_change_under_ostrees_lock_waits_for_its_release(bus: Any, sysroot: st
 
 # --- the event loop never blocks ------------------------------------------------------------
 
-def test_nothing_blocks_the_event_loop(bus: Any, sysroot: str, daemons: List[DaemonProcess]) -> None:
-    d = start_daemon(bus, sysroot, env={"OSTREEWATCH_ASYNCIO_DEBUG": "1"}, extra_args=["--debounce-ms", "0"])
-    daemons.append(d)
+def test_nothing_blocks_the_event_loop(bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]) -> None:
+    d = daemon_factory(bus, sysroot, env={"OSTREEWATCH_ASYNCIO_DEBUG": "1"}, extra_args=["--debounce-ms", "0"])
     d.wait_name()
     sub = Subscriber(bus.address)
     try:
@@ -522,8 +514,8 @@ def test_nothing_blocks_the_event_loop(bus: Any, sysroot: str, daemons: List[Dae
                 with open(os.path.join(entries_dir(sysroot), f"load-{round_}-{i}.conf"), "w") as f:
                     f.write(f"title load {i}\nversion {i}\nlinux /vmlinuz-{i}\noptions rw quiet\n")
             for _ in range(5):
-                d.busctl("call", "org.ostreewatch1", "/org/ostreewatch1", "org.freedesktop.DBus.Properties",
-                         "GetAll", "s", "org.ostreewatch1.Manager")
+                d.busctl("call", BUS_NAME, OBJECT_PATH, "org.freedesktop.DBus.Properties",
+                         "GetAll", "s", INTERFACE)
             sub.wait_for(mark, lambda ev: len(union(typed(ev, "BootEntriesChanged"), "added")) >= 10)
         sub.settle(sub.mark())
     finally:

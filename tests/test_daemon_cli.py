@@ -8,10 +8,10 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, List
+from typing import Any, Callable, List
 
-from tests.fixtures.daemon import DaemonProcess, start_daemon
-from tests.test_daemon import bus, daemons, entries_dir, sysroot  # noqa: F401 (fixtures)
+from tests.fixtures.daemon import DaemonProcess
+from tests.fixtures.daemon_sysroot import bus, entries_dir, sysroot  # noqa: F401 (fixtures)
 
 CLI = [sys.executable, "-c", "import sys; from ostreewatch.cli import main; sys.exit(main())"]
 
@@ -21,9 +21,8 @@ def cli(*args: str, env: Any = None) -> subprocess.CompletedProcess:
 
 
 def test_status_uses_the_daemon_and_agrees_with_an_offline_read(bus: Any, sysroot: str,  # noqa: F811
-                                                                 daemons: List[DaemonProcess]) -> None:
-    d = start_daemon(bus, sysroot)
-    daemons.append(d)
+                                                                 daemon_factory: Callable[..., DaemonProcess]) -> None:
+    d = daemon_factory(bus, sysroot)
     d.wait_name()
     human = cli("status", "--bus", bus.address)
     assert human.returncode == 0, human.stderr
@@ -45,9 +44,8 @@ def test_status_without_a_daemon_says_so_and_reads_directly(bus: Any) -> None:  
     assert "Source: ostreewatchd" not in r.stdout
 
 
-def test_monitor_prints_each_change(bus: Any, sysroot: str, daemons: List[DaemonProcess]) -> None:  # noqa: F811
-    d = start_daemon(bus, sysroot)
-    daemons.append(d)
+def test_monitor_prints_each_change(bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]) -> None:  # noqa: F811
+    d = daemon_factory(bus, sysroot)
     d.wait_name()
     procs = []
     for extra in (["--json"], []):

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
-from typing import Any, List
+from typing import Any, Callable
 
 from ostreewatch import journal
-from tests.fixtures.daemon import DaemonProcess, start_daemon
-from tests.test_daemon import bus, daemons, entries_dir, sysroot  # noqa: F401 (fixtures)
+from tests.fixtures.daemon import DaemonProcess
+from tests.fixtures.daemon_sysroot import bus, entries_dir, sysroot  # noqa: F401 (fixtures)
 
 
-def test_start_change_problem_and_stop_records(bus: Any, sysroot: str, daemons: List[DaemonProcess],  # noqa: F811
+def test_start_change_problem_and_stop_records(bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess],  # noqa: F811
                                                journald: Any) -> None:
-    d = start_daemon(bus, sysroot, prefix=journald.prefix())
-    daemons.append(d)
+    d = daemon_factory(bus, sysroot, prefix=journald.prefix())
     d.wait_name()
     started = journald.wait_for(MESSAGE_ID=journal.MESSAGE_ID_STARTED, timeout=30)
     rec = started[0]

@@ -9,9 +9,9 @@ import subprocess
 from typing import Any, Dict, List
 
 from ostreewatch import journal
-from tests.fixtures.daemon import BUS_NAME, INTERFACE, OBJECT_PATH
+from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
 from tests.fixtures.sysroots import OstreeSysroot
-from tests.fleet_servers import JournalRemote, JournalUpload, wait_until
+from tests.fixtures.fleet_servers import JournalRemote, JournalUpload, wait_until
 
 WAIT = 60.0
 KINDS = {

@@ -1,5 +1,5 @@
 """The fleet view end to end: ostreewatchd --textfile-dir -> a real node_exporter -> a real prometheus
-evaluating contrib/prometheus/ostreewatch.rules.yml, all on 127.0.0.1 (DESIGN §4 sysroot rules)."""
+evaluating contrib/prometheus/ostreewatch.rules.yml, all on 127.0.0.1 (sysroots as tests/fixtures/sysroots.py builds them)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from typing import Any, Iterator, List
 import pytest
 
 from ostreewatch import model, state, textfile
-from tests.fixtures.daemon import DaemonProcess, start_daemon
+from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
+from tests.fixtures.daemon import DaemonProcess
 from tests.fixtures.sysroots import OstreeSysroot
-from tests.fleet_servers import PROMTOOL, NodeExporter, Prometheus, wait_until
+from tests.fixtures.fleet_servers import PROMTOOL, NodeExporter, Prometheus, wait_until
 
 RULES = str(Path(__file__).resolve().parent.parent / "contrib" / "prometheus" / "ostreewatch.rules.yml")
 OSNAME = "fleetos"
@@ -145,7 +146,7 @@ def test_deploy_and_fallback_reach_prometheus(system_bus: Any, booted_host: Any,
     failed = next(e for e in d.get_property("BootEntries") if e["deployment"]["data"] == after[0].id)
     failed_file = failed["file"]["data"]
     os.rename(os.path.join(entries, failed_file), os.path.join(entries, failed_file[:-5] + "+0-3.conf"))
-    d.busctl("call", "org.ostreewatch1", "/org/ostreewatch1", "org.ostreewatch1.Manager", "Reload")
+    d.busctl("call", BUS_NAME, OBJECT_PATH, INTERFACE, "Reload")
     published = {p["code"]["data"] for p in d.get_property("Problems")}
     if READER_KNOWS_FALLBACK:
         # The reader sees the evidence itself: the live daemon's file carries the fallback.

@@ -17,8 +17,8 @@ import pytest
 
 from ostreewatch import model, state, textfile
 from tests.fixtures.sysroots import OstreeSysroot
-from tests.fleet_servers import PROMTOOL, wait_until
-from tests.test_units import UNIT, verify_copy
+from tests.fixtures.fleet_servers import PROMTOOL, wait_until
+from tests.fixtures.units import UNIT, parse_unit, verify_copy
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRIB = ROOT / "contrib" / "prometheus"
@@ -221,7 +221,6 @@ def test_rules_and_their_tests_use_only_series_the_renderer_writes() -> None:
 
 
 def test_dropin_verifies_and_opens_exactly_the_textfile_directory(tmp_path: Path) -> None:
-    from tests.test_units import parse_unit
     dropin = parse_unit(DROPIN.read_text())["Service"]
     assert dropin["ExecStart"][0] == ""  # resets the unit's ExecStart before redefining it
     assert dropin["ExecStart"][1] == "/usr/libexec/ostreewatchd --textfile-dir=/var/lib/node_exporter/textfile_collector"

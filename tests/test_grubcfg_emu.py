@@ -52,6 +52,21 @@ CASES = {
 }
 
 
+def run_grub_emu(tmp: Path, env_path: str, env: Dict[str, str], copy_boot: str) -> subprocess.CompletedProcess:
+    """GRUB 2.14's grub-emu (sid tree) on a tmpfs /boot filled by the shell command COPY_BOOT, with ENV in
+    the grubenv at ENV_PATH; stdin: Enter, x, c, halt, Enter - never /dev/null (emu spins on "Press any key")."""
+    subprocess.run(["grub-editenv", env_path, "create"], check=True, timeout=30)
+    if env:
+        subprocess.run(["grub-editenv", env_path, "set", *(f"{k}={v}" for k, v in env.items())],
+                       check=True, timeout=30)
+    devmap = tmp / "device.map"
+    devmap.write_text("")
+    return trees.run_in_tree(trees.SID, ["timeout", "15", "grub-emu", "-r", "host", "-d", "/boot/grub",
+                                         "-m", "/tmp/device.map"],
+                             binds={str(devmap): "/tmp/device.map"}, userns=False, check=False, input="\rxchalt\r",
+                             setup=f'mount -t tmpfs tmpfs "$M/boot" && {copy_boot}', timeout=60)
+
+
 def grub_default(tmp: Path, cfg: str, files: Dict[str, str], env: Dict[str, str]) -> str:
     """$default after GRUB 2.14 ran CFG (as test.cfg) with FILES beside it and a grubenv holding ENV."""
     grub = tmp / "grub"
@@ -60,17 +75,7 @@ def grub_default(tmp: Path, cfg: str, files: Dict[str, str], env: Dict[str, str]
     (grub / "test.cfg").write_text(cfg)
     for name, text in files.items():
         (grub / name).write_text(text)
-    subprocess.run(["grub-editenv", str(grub / "grubenv"), "create"], check=True, timeout=30)
-    if env:
-        subprocess.run(["grub-editenv", str(grub / "grubenv"), "set", *(f"{k}={v}" for k, v in env.items())],
-                       check=True, timeout=30)
-    devmap = tmp / "device.map"
-    devmap.write_text("")
-    # stdin: Enter, x, c, halt, Enter - never /dev/null (emu spins on "Press any key").
-    p = trees.run_in_tree(trees.SID, ["timeout", "15", "grub-emu", "-r", "host", "-d", "/boot/grub",
-                                      "-m", "/tmp/device.map"],
-                          binds={str(devmap): "/tmp/device.map"}, userns=False, check=False, input="\rxchalt\r",
-                          setup=f'mount -t tmpfs tmpfs "$M/boot" && cp -r {grub} "$M/boot/grub"', timeout=60)
+    p = run_grub_emu(tmp, str(grub / "grubenv"), env, f'cp -r {grub} "$M/boot/grub"')
     m = re.search(r"OWDEFAULT=\[(.*?)\]", p.stdout)
     assert m, f"grub-emu printed no default (rc {p.returncode}): {p.stdout[-800:]} {p.stderr[-800:]}"
     return m.group(1)
@@ -109,17 +114,7 @@ def grub_boots(tmp: Path, sysroot: OstreeSysroot, cfg: str, env: Dict[str, str])
     (boot / "grub").mkdir()
     (boot / "grub" / "grub.cfg").write_text(BOOTS_WRAPPER)
     (boot / "grub" / "test.cfg").write_text(cfg)
-    env_path = str(boot / "grub" / "grubenv")
-    subprocess.run(["grub-editenv", env_path, "create"], check=True, timeout=30)
-    if env:
-        subprocess.run(["grub-editenv", env_path, "set", *(f"{k}={v}" for k, v in env.items())],
-                       check=True, timeout=30)
-    devmap = tmp / "device.map"
-    devmap.write_text("")
-    p = trees.run_in_tree(trees.SID, ["timeout", "15", "grub-emu", "-r", "host", "-d", "/boot/grub",
-                                      "-m", "/tmp/device.map"],
-                          binds={str(devmap): "/tmp/device.map"}, userns=False, check=False, input="\rxchalt\r",
-                          setup=f'mount -t tmpfs tmpfs "$M/boot" && cp -a {boot}/. "$M/boot/"', timeout=60)
+    p = run_grub_emu(tmp, str(boot / "grub" / "grubenv"), env, f'cp -a {boot}/. "$M/boot/"')
     m = re.search(r"Not performing 'kexec [^']*--command-line=[^']*\bostree=(\S+?)[\s']", p.stdout)
     assert m, f"grub-emu booted nothing (rc {p.returncode}): {p.stdout[-800:]} {p.stderr[-800:]}"
     return m.group(1)

@@ -20,12 +20,10 @@ from typing import Iterator, List
 
 import pytest
 
+from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
 from tests.fixtures.bus import NOBODY, PROJECT_POLICY, REPO, BusStartError, SystemBus
 from tests.fixtures.journald import Journald
 
-BUS_NAME = "org.ostreewatch1"
-OBJECT_PATH = "/org/ostreewatch1"
-INTERFACE = "org.ostreewatch1.Manager"
 
 STANDIN = r'''
 import asyncio, sys

@@ -47,7 +47,7 @@ j.problem_appeared(p1)
 j.problem_cleared(p1)
 j.write_attempt(caller_uid=1000, caller_pid=42, caller_bus_name=":1.5", caller_unit="session-1.scope",
                 method="SetDefaultEntry", entry="ostree-1", previous="ostree-2", new="ostree-1",
-                bootloader="grub2", result="success", error="")
+                bootloader="grub2", result="granted", error="")
 j.write_attempt(caller_uid=65534, method="SetDefaultEntry", entry="nope", result="refused",
                 error="org.freedesktop.DBus.Error.AccessDenied")
 j.bus_connected("unix:path=/run/dbus/system_bus_socket", ":1.9")
@@ -127,7 +127,7 @@ def test_every_record_kind_reaches_a_real_journald(journald):
     assert ok["OSTREEWATCH_CALLER_UNIT"] == "session-1.scope"
     assert ok["OSTREEWATCH_METHOD"] == "SetDefaultEntry"
     assert (ok["OSTREEWATCH_PREVIOUS"], ok["OSTREEWATCH_NEW"]) == ("ostree-2", "ostree-1")
-    assert ok["OSTREEWATCH_RESULT"] == "success"
+    assert ok["OSTREEWATCH_RESULT"] == "granted"
     assert refused["PRIORITY"] == "4"
     assert refused["OSTREEWATCH_ERROR"] == "org.freedesktop.DBus.Error.AccessDenied"
 
@@ -189,7 +189,7 @@ def test_without_a_journal_records_go_to_stderr(kind):
 def test_stderr_line_is_parseable_key_value():
     out = io.StringIO()
     j = J.Journal(socket_path="/nonexistent/socket", stream=out)
-    j.write_attempt(caller_uid=0, **{"weird key!": 'a "quoted" value'}, method="SetNextEntry", result="ok")
+    j.write_attempt(caller_uid=0, **{"weird key!": 'a "quoted" value'}, method="SetNextEntry", result="granted")
     line = out.getvalue()
     assert line.count("\n") == 1
     pairs = dict(re.findall(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)', line))
@@ -199,7 +199,7 @@ def test_stderr_line_is_parseable_key_value():
 
 
 @pytest.mark.parametrize("result,error,priority", [
-    ("granted", "", "5"), ("success", "", "5"), ("refused", "org.freedesktop.DBus.Error.AccessDenied", "4"),
+    ("granted", "", "5"), ("success", "", "4"), ("refused", "org.freedesktop.DBus.Error.AccessDenied", "4"),
     ("failed", "org.ostreewatch1.Error.WriteFailed", "4"), ("granted", "odd: error given", "4")])
 def test_write_attempt_priority(result, error, priority):
     out = io.StringIO()

@@ -219,7 +219,7 @@ def test_no_tries_left_grub_order(modern_sysroot) -> None:
 
 def test_no_tries_left_systemd_boot_order(modern_sysroot, tmp_path) -> None:
     """systemd-boot sorts an entry with no tries left last (bootctl as the oracle) and boots the next one."""
-    from tests.oracles import bootctl_list
+    from tests.fixtures.oracles import bootctl_list
     sr = _built(modern_sysroot, tries=3)
     exhausted = _exhaust_first_entry(sr)
     with open(os.path.join(sr.path, "boot", "loader", "loader.conf"), "w") as f:
@@ -274,7 +274,7 @@ def test_systemd_boot_default_and_source(modern_sysroot, loader_conf: str, sourc
     No EFI variables exist here (no firmware): LoaderEntryDefault/OneShot are unset, as on
     a host where nobody ran `bootctl set-default`.
     """
-    from tests.oracles import bootctl_list
+    from tests.fixtures.oracles import bootctl_list
     sr = _built(modern_sysroot)
     with open(os.path.join(sr.path, "boot", "loader", "loader.conf"), "w") as f:
         f.write(loader_conf)

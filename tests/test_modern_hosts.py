@@ -38,7 +38,7 @@ import pytest
 from ostreewatch.parse import cmdline
 from tests.fixtures.modern import ModernSysroot, boot_prepare_root, grub_emu, modern_sysroot  # noqa: F401
 from tests.fixtures.sysroots import write_grub
-from tests.oracles import bootctl_list
+from tests.fixtures.oracles import bootctl_list
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "fixtures", "grub_cfg_files")
 

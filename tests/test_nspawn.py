@@ -2,7 +2,7 @@
 
 Boots the cached Debian tree (scripts/setup-test-env.sh makes it) with
 systemd-nspawn, the project installed where the RPM puts it, and a sysroot
-built by the real `ostree` tool bound as /boot and /ostree (tests/nspawn_helpers.py).
+built by the real `ostree` tool bound as /boot and /ostree (tests/fixtures/nspawn.py).
 The tests of the first boot run in file order against one container.
 """
 
@@ -17,13 +17,13 @@ from typing import Any, Dict, Iterator, List
 import pytest
 
 import ostreewatch.journal as oj
-from tests.nspawn_helpers import Container, build_sysroot, grubenv_list
+from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
+from tests.fixtures.nspawn import Container, build_sysroot, grubenv_list
 
 pytestmark = [pytest.mark.nspawn, pytest.mark.slow, pytest.mark.timeout(240)]
 
 UNIT = "ostreewatch.service"
-BUS = ["org.ostreewatch1", "/org/ostreewatch1"]
-IFACE = "org.ostreewatch1.Manager"
+BUS = [BUS_NAME, OBJECT_PATH]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def busctl_json(c: Container, *args: str) -> Any:
 
 
 def prop(c: Container, name: str) -> Any:
-    return busctl_json(c, "get-property", *BUS, IFACE, name)["data"]
+    return busctl_json(c, "get-property", *BUS, INTERFACE, name)["data"]
 
 
 def unwrap(record: Dict[str, Any]) -> Dict[str, Any]:
@@ -142,7 +142,7 @@ def test_daemon_reads_the_hosts_mount_table(guest: Container) -> None:
 def test_reload_method_works_as_root(guest: Container, sysroot: Dict[str, Any]) -> None:
     before = prop(guest, "Generation")
     set_version(sysroot["path"], "1", "1.1")
-    r = busctl_json(guest, "call", *BUS, IFACE, "Reload")
+    r = busctl_json(guest, "call", *BUS, INTERFACE, "Reload")
     generation = r["data"][0]
     assert generation > before
     versions = {unwrap(d)["version"] for d in prop(guest, "Deployments")}
@@ -186,7 +186,7 @@ def test_set_default_entry_through_a_read_only_boot(guest: Container, sysroot: D
     assert "ro" in boot_options()
     assert grubenv_list(sysroot["path"]).get("saved_entry") is None
     target = [unwrap(e)["id"] for e in prop(guest, "BootEntries") if not unwrap(e)["default"]][0]
-    r = guest.run(["busctl", "call", *BUS, IFACE, "SetDefaultEntry", "s", target], timeout=60)
+    r = guest.run(["busctl", "call", *BUS, INTERFACE, "SetDefaultEntry", "s", target], timeout=60)
     assert r.returncode == 0, r.stderr + guest.run(["journalctl", "-u", UNIT, "--no-pager"]).stdout
     assert grubenv_list(sysroot["path"])["saved_entry"] == target
     guest.wait_for("DefaultEntry after the write", lambda: prop(guest, "DefaultEntry") == target)

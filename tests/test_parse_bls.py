@@ -14,7 +14,7 @@ from ostreewatch.parse.bls import (
     BlsEntry, parse_entry, sort_entries, sort_entries_grub, split_boot_counting, valid_entry_file_name,
 )
 from ostreewatch.parse.loaderconf import match_default
-from tests.oracles import bootctl_list, fuzz_settings, write_esp
+from tests.fixtures.oracles import bootctl_list, fuzz_settings, write_esp
 
 RHCOS_1 = b"""title Red Hat Enterprise Linux CoreOS 49.84.202110081407-0 (Ootpa) (ostree:1)
 version 1

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from ostreewatch.errors import CmdlineError
 from ostreewatch.parse.cmdline import get_arg, split_cmdline
-from tests.oracles import fuzz_settings
+from tests.fixtures.oracles import fuzz_settings
 
 RHCOS = ("BOOT_IMAGE=(hd0,gpt3)/ostree/rhcos-838cd9a1/vmlinuz-4.18.0-305.40.1.el8_4.x86_64 random.trust_cpu=on "
          "console=tty0 console=ttyS0,115200n8 ignition.platform.id=metal "

@@ -13,7 +13,7 @@ from ostreewatch.errors import GrubenvError
 from ostreewatch.parse.grubenv import (
     SIGNATURE, create_grubenv, list_grubenv, parse_grubenv, update_grubenv,
 )
-from tests.oracles import fuzz_settings, grub_editenv, grub_editenv_list
+from tests.fixtures.oracles import fuzz_settings, grub_editenv, grub_editenv_list
 
 NASTY = {
     "saved_entry": "ostree-2-fedora",

@@ -13,7 +13,7 @@ from ostreewatch.errors import GVariantError
 from ostreewatch.parse.gvariant import (
     parse_ostree_booted, parse_staged_deployment, parse_type, parse_variant,
 )
-from tests.oracles import fuzz_settings, glib_batch, plain_value
+from tests.fixtures.oracles import fuzz_settings, glib_batch, plain_value
 
 # (type, python expression for GLib) covering every type, alignment and offset size.
 CASES = [

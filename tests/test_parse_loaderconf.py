@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from ostreewatch.errors import LoaderConfError
 from ostreewatch.parse.loaderconf import LoaderConf, match_default, parse_loader_conf, set_default
-from tests.oracles import bootctl_list, fuzz_settings, write_esp
+from tests.fixtures.oracles import bootctl_list, fuzz_settings, write_esp
 
 SAMPLE = (
     "# systemd-boot configuration\n"

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from ostreewatch.errors import MountinfoError
 from ostreewatch.parse.mountinfo import MountInfo, mangle, parse_line, parse_mountinfo
-from tests.oracles import findmnt_file, fuzz_settings
+from tests.fixtures.oracles import findmnt_file, fuzz_settings
 
 RHCOS = b"""99 102 252:4 / /sysroot ro,relatime - xfs /dev/vda4 rw,seclabel,attr2,inode64,logbufs=8,logbsize=32k,prjquota
 102 1 252:4 /ostree/deploy/rhcos/deploy/b1df1247e3ad53173c1e13a913ec645d48a22f6a294e70e2ca5bda8c31f78d78.0 / rw,relatime shared:1 - xfs /dev/vda4 rw,seclabel,attr2,inode64,logbufs=8,logbsize=32k,prjquota

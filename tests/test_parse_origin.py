@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from ostreewatch.errors import OriginError
 from ostreewatch.parse.origin import Origin, get_string, parse_keyfile, parse_origin
-from tests.oracles import fuzz_settings, glib_keyfile_batch
+from tests.fixtures.oracles import fuzz_settings, glib_keyfile_batch
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from ostreewatch.errors import OsReleaseError
 from ostreewatch.parse.osrelease import parse_os_release
-from tests.oracles import fuzz_settings
+from tests.fixtures.oracles import fuzz_settings
 
 RHCOS = '''NAME="Red Hat Enterprise Linux CoreOS"
 VERSION="410.84.202203081640-0"

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ostreewatch.parse.vercmp import rpmvercmp, strverscmp_improved as cmp
-from tests.oracles import bootctl_list, fuzz_settings, write_esp
+from tests.fixtures.oracles import bootctl_list, fuzz_settings, write_esp
 
 # From the comment of strverscmp_improved() in systemd's string-util-fundamental.c, oldest first.
 SYSTEMD_ORDER = [

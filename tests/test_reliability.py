@@ -3,8 +3,8 @@
 Soak (50 clients while the sysroot changes), faults (bus, journal, /boot, entries, loader, hostile
 entry files, link loops, /run/ostree), hostile callers (wrong types, huge arguments, unknown
 members, a flood). Every test: a real dbus-daemon (tests.fixtures.bus), a sysroot built by the
-real `ostree` tool (bench/sysroot.py), the daemon as a process (tests.fixtures.daemon), its mount
-table a private mount namespace's (bench/harness.MountNamespace). The oracle for "the right
+real `ostree` tool (tests/fixtures/bench_sysroot.py), the daemon as a process (tests.fixtures.daemon), its mount
+table a private mount namespace's (tests/fixtures/measure.py MountNamespace). The oracle for "the right
 state" is an offline `read_snapshot` of the same inputs. Bounded waits only, no speed asserts.
 """
 
@@ -25,15 +25,15 @@ import pytest
 from dbus_next import Message, MessageType, Variant
 from dbus_next.aio import MessageBus
 
-from bench import sysroot as srmod
-from bench.harness import MountNamespace, proc_sample
 from ostreewatch import model, service
+from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
+from tests.fixtures import bench_sysroot as srmod
 from tests.fixtures.bus import SystemBus
 from tests.fixtures.daemon import DaemonProcess, start_daemon
+from tests.fixtures.measure import proc_sample
 
 pytestmark = pytest.mark.timeout(180)
 
-BUS_NAME, OBJECT_PATH, INTERFACE = service.BUS_NAME, service.OBJECT_PATH, service.INTERFACE
 PROPS = "org.freedesktop.DBus.Properties"
 NAMED_ERROR_PREFIXES = ("org.freedesktop.DBus.Error.", "org.ostreewatch1.Error.")
 WAIT = 20.0  # generous: an event is awaited this long before the test fails
@@ -63,20 +63,13 @@ def getall_msg() -> Message:
                    signature="s", body=[INTERFACE])
 
 
-class Rig:
+class Rig(srmod.Setting):
     """A sysroot (grub2), a bus, a mount namespace, and the daemon watching them."""
 
     def __init__(self, base: str, bus: SystemBus) -> None:
         from ostreewatch.state import Paths
-        self.base = base
+        super().__init__(base, cmdline="BOOT_IMAGE=/vmlinuz root=UUID=0a0d4701 rw quiet\n")
         self.bus = bus
-        self.sysroot = srmod.build_sysroot(os.path.join(base, "sysroot"), grub=True)
-        self.run = os.path.join(base, "run")
-        os.mkdir(self.run)
-        self.cmdline = os.path.join(base, "cmdline")
-        with open(self.cmdline, "w") as f:
-            f.write("BOOT_IMAGE=/vmlinuz root=UUID=0a0d4701 rw quiet\n")
-        self.ns = MountNamespace()
         self.paths = Paths(sysroot=self.sysroot, mountinfo=self.ns.mountinfo, cmdline=self.cmdline, run=self.run)
         self.daemon: Optional[DaemonProcess] = None
         self._drain_stop = threading.Event()

@@ -19,13 +19,14 @@ import pytest
 from ostreewatch import changes as changes_mod
 from ostreewatch import bootwrite, errors, model, service
 from ostreewatch.client import Client
+from tests.fixtures.published import ENT_2, M, SNAP1, SNAP2, busctl, run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 XML = os.path.join(REPO, "dbus", "org.ostreewatch1.Manager.xml")
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
-# --- buses: helper C's real system-type dbus-daemon with the project's policy -----------------
+# --- buses: a real system-type dbus-daemon with the project's policy (tests/fixtures/bus.py) -----------------
 
 @pytest.fixture
 def bus(system_bus: Any) -> Any:
@@ -35,35 +36,6 @@ def bus(system_bus: Any) -> Any:
 @pytest.fixture
 def relaxed_bus(make_bus: Any) -> Any:
     return make_bus(relaxed_policy=True)
-
-
-# --- a snapshot to publish ---------------------------------------------------------------
-
-DEP_A = model.Deployment(id="fedora-aaaa.0", osname="fedora", checksum="aaaa", serial=0, index=0,
-                         path="/ostree/deploy/fedora/deploy/aaaa.0", entry="ostree-2", bootcsum="b1",
-                         bootserial=0, booted=True, default=True, origin="fedora:fedora/x86_64",
-                         version="40.1", title="Fedora 40")
-DEP_B = model.Deployment(id="fedora-bbbb.0", osname="fedora", checksum="bbbb", serial=0, index=1,
-                         path="/ostree/deploy/fedora/deploy/bbbb.0", entry="ostree-1", rollback=True)
-ENT_2 = model.BootEntry(id="ostree-2", file="ostree-2.conf", title="Fedora 40 (ostree:0)", version="2",
-                        linux="/ostree/fedora-b1/vmlinuz", initrd=("/ostree/fedora-b1/initramfs.img", "/x.img"),
-                        options="rw ostree=/ostree/boot.1/fedora/b1/0", ostree="/ostree/boot.1/fedora/b1/0",
-                        deployment="fedora-aaaa.0", default=True, booted=True)
-ENT_1 = model.BootEntry(id="ostree-1", file="ostree-1+3.conf", title="Fedora 39 (ostree:1)", version="1",
-                        tries_left=3)
-MNT = model.Mount(mount_point="/usr", mount_id=104, parent_id=102, device="252:4",
-                  root="/ostree/deploy/fedora/deploy/aaaa.0/usr", source="/dev/vda4", fstype="xfs",
-                  options="ro,relatime", super_options="rw", read_only=True, propagation="shared:3")
-SNAP1 = model.Snapshot(Bootloader="grub2", OstreeBooted=True, BootedDeployment=DEP_A.id,
-                       DefaultDeployment=DEP_A.id, RollbackDeployment=DEP_B.id, DefaultEntry="ostree-2",
-                       BootedEntry="ostree-2", Deployments=(DEP_A, DEP_B), BootEntries=(ENT_2, ENT_1),
-                       Mounts=(MNT,))
-PROBLEM = model.Problem(code="saved-entry-missing", message="saved_entry names no entry", subject="ostree-9")
-ENT_3 = model.BootEntry(id="extra", file="extra.conf", title="Hand-added")
-SNAP2 = model.Snapshot(Bootloader="grub2", OstreeBooted=True, BootedDeployment=DEP_A.id,
-                       DefaultDeployment=DEP_A.id, RollbackDeployment="", DefaultEntry="extra",
-                       BootedEntry="ostree-2", Deployments=(DEP_A,),
-                       BootEntries=(ENT_2, ENT_3), Mounts=(), Problems=(PROBLEM,))
 
 
 # --- running the Manager in this process ------------------------------------------------
@@ -92,21 +64,6 @@ class Served:
 
     async def __aexit__(self, *exc: Any) -> None:
         self.bus.disconnect()
-
-
-async def run(argv: List[str], env: Dict[str, str], timeout: float = 30.0) -> Tuple[int, str, str]:
-    """A command, without blocking the loop that serves the Manager."""
-    proc = await asyncio.create_subprocess_exec(*argv, env=env, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    return proc.returncode or 0, out.decode(), err.decode()
-
-
-def busctl(*args: str) -> List[str]:
-    return ["busctl", "--system", *args]
-
-
-M = ("org.ostreewatch1", "/org/ostreewatch1", "org.ostreewatch1.Manager")
 
 
 # --- introspection == the XML -------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Tuple
 from ostreewatch import changes as changes_mod
 from ostreewatch import model, service
 from ostreewatch.client import Client
-from tests.test_service import M, SNAP1, busctl, run
+from tests.fixtures.published import M, SNAP1, busctl, run
 
 ROOT1 = model.booted_root_items({"composefs": True, "composefs_verity": False, "composefs_signed": "ed25519:K",
                                  "sysroot_ro": True, "transient_etc": "/run/ostree/etc",

@@ -23,13 +23,13 @@ import pytest
 
 from ostreewatch import service, state
 from ostreewatch.client import Client
+from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
 from tests.fixtures import trees
 from tests.fixtures.sysroots import OstreeSysroot, StatusDeployment, parse_admin_status
-from tests.test_bootwrite_e2e import _wait_signal
-from tests.test_bootwrite_support import GRUB_CFG_STATIC
+from tests.fixtures.bootwrite import GRUB_CFG_STATIC, wait_signal
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEST = ("org.ostreewatch1", "/org/ostreewatch1", "org.ostreewatch1.Manager")
+DEST = (BUS_NAME, OBJECT_PATH, INTERFACE)
 WAIT = 30.0
 DAEMON_ENV = {"OSTREE_SYSROOT_DEBUG": "mutable-deployments"}
 HELPER = ["/usr/bin/python3", "-m", "ostreewatch._deployhelper"]
@@ -123,7 +123,7 @@ def set_default_over_the_bus(d: Any, method: str, arg: str) -> Tuple[str, List[T
         assert r.returncode == 0, r.stderr
         reply.append(r.stdout.strip())
 
-    seen = asyncio.run(_wait_signal(d.address, action, lambda n, a: n == "PropertiesChanged"
+    seen = asyncio.run(wait_signal(d.address, action, lambda n, a: n == "PropertiesChanged"
                                     and "DefaultDeployment" in a["changed"]))
     return reply[0], seen
 
@@ -338,7 +338,7 @@ def test_staged_deployment_refused_before_any_write(tmp_path: Path) -> None:
     reordering around it) is NotSupported, decided from the published state before the helper runs."""
     from ostreewatch import errors, model
     from ostreewatch.bootwrite import BootWriter
-    from tests.test_bootwrite_support import RecordingJournal, make_paths
+    from tests.fixtures.bootwrite import RecordingJournal, make_paths
 
     staged = model.Deployment(id="fedora-" + "a" * 64 + ".0", osname="fedora", checksum="a" * 64, serial=0,
                               index=-1, path="/ostree/deploy/fedora/deploy/" + "a" * 64 + ".0", staged=True)

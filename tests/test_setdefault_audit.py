@@ -7,17 +7,15 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
-
-import pytest
+from typing import Any, Dict, List
 
 from ostreewatch import journal
-from tests.fixtures import trees
+from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
 from tests.fixtures.sysroots import OstreeSysroot, parse_admin_status
-from tests.test_bootwrite_support import GRUB_CFG_STATIC
+from tests.fixtures.bootwrite import host  # noqa: F401 (fixture)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEST = ("org.ostreewatch1", "/org/ostreewatch1", "org.ostreewatch1.Manager")
+DEST = (BUS_NAME, OBJECT_PATH, INTERFACE)
 WAIT = 30.0
 BURST = 10_000
 
@@ -34,8 +32,8 @@ async def main():
     answers = {}
     async def one():
         async with sem:
-            reply = await bus.call(Message(destination="org.ostreewatch1", path="/org/ostreewatch1",
-                                           interface="org.ostreewatch1.Manager", member="SetDefaultDeployment",
+            reply = await bus.call(Message(destination=service.BUS_NAME, path=service.OBJECT_PATH,
+                                           interface=service.INTERFACE, member="SetDefaultDeployment",
                                            signature="s", body=[DEPLOYMENT]))
             key = reply.error_name if reply.message_type == MessageType.ERROR else "ok"
             answers[key] = answers.get(key, 0) + 1
@@ -44,17 +42,6 @@ async def main():
         print(key, count)
 asyncio.run(main())
 """
-
-
-@pytest.fixture
-def host(tmp_path: Path) -> Iterator[OstreeSysroot]:
-    """A static-grub host on a tmpfs of its own (nothing should be written; if it were, never to /)."""
-    with trees.own_tmpfs(tmp_path / "fs") as path:
-        sr = OstreeSysroot(Path(path))
-        sr.build(3, osname="test")
-        sr.write_grub(cfg=GRUB_CFG_STATIC)
-        os.chmod(path, 0o755)
-        yield sr
 
 
 def records_of(journald: Any, uid: int) -> List[Dict[str, Any]]:

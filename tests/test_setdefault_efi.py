@@ -14,7 +14,8 @@ import pytest
 
 from ostreewatch import errors, model
 from ostreewatch.bootwrite import BootWriter
-from tests.test_bootwrite_support import (
+from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
+from tests.fixtures.bootwrite import (
     GRUB_CFG_STATIC,
     RecordingJournal,
     copy_sysroot,
@@ -28,7 +29,7 @@ from tests.test_bootwrite_support import (
 ROOT = model.Caller(uid=0, pid=1, bus_name=":1.1")
 # systemd's Boot Loader Interface vendor GUID (systemd docs/BOOT_LOADER_INTERFACE.md).
 ONESHOT = "LoaderEntryOneShot-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
-DEST = ("org.ostreewatch1", "/org/ostreewatch1", "org.ostreewatch1.Manager")
+DEST = (BUS_NAME, OBJECT_PATH, INTERFACE)
 
 
 @pytest.fixture

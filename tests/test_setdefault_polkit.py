@@ -1,30 +1,18 @@
-"""SetDefaultDeployment authorized by a REAL polkitd (tests/test_bootwrite_polkit.py's fixtures): the rule's
+"""SetDefaultDeployment authorized by a REAL polkitd (tests/fixtures/polkit.py): the rule's
 user (uid 65534) reorders the deployments, another unprivileged user (uid 1) is refused and nothing moves."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
-
-from tests.fixtures import trees
+from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
 from tests.fixtures.sysroots import OstreeSysroot, parse_admin_status
-from tests.test_bootwrite_polkit import polkit_dirs, polkitd  # noqa: F401 (fixtures)
-from tests.test_bootwrite_support import GRUB_CFG_STATIC
+from tests.fixtures.polkit import polkit_dirs, polkitd  # noqa: F401 (fixtures)
+from tests.fixtures.bootwrite import host  # noqa: F401 (fixture)
 
-DEST = ("org.ostreewatch1", "/org/ostreewatch1", "org.ostreewatch1.Manager")
-
-
-@pytest.fixture
-def host(tmp_path: Path) -> Iterator[OstreeSysroot]:
-    with trees.own_tmpfs(tmp_path / "fs") as path:
-        sr = OstreeSysroot(Path(path))
-        sr.build(3, osname="test")
-        sr.write_grub(cfg=GRUB_CFG_STATIC)
-        yield sr
+DEST = (BUS_NAME, OBJECT_PATH, INTERFACE)
 
 
 def call_as(uid: int, bus: Any, deployment: str) -> subprocess.CompletedProcess:

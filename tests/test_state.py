@@ -142,7 +142,7 @@ def _booted_paths(sr: OstreeSysroot, tmp: Path, dep: StatusDeployment, how: str)
                              f"104 102 252:4 {deploy_rel}/usr /usr ro,relatime shared:3 - xfs /dev/vda4 rw\n"
                              "105 102 252:3 / /boot rw,relatime shared:4 - ext4 /dev/vda3 rw\n")
     elif how == "ostree-booted":
-        from tests.oracles import glib_serialize
+        from tests.fixtures.oracles import glib_serialize
         st = os.stat(sr.deploy_dir(dep))
         (run / "ostree-booted").write_bytes(glib_serialize(
             "a{sv}", f"{{'backing-root-device-inode': V('(tt)', ({st.st_dev}, {st.st_ino}))}}"))
@@ -269,7 +269,7 @@ def test_repo_bootloader_setting(sysroot_3: OstreeSysroot) -> None:
 
 
 def test_staged_deployment(sysroot_3: OstreeSysroot, tmp_path: Path) -> None:
-    from tests.oracles import glib_serialize
+    from tests.fixtures.oracles import glib_serialize
     csum = "ab" * 32
     d = Path(sysroot_3.path, "ostree", "deploy", "fedora", "deploy", f"{csum}.0")
     (d / "usr" / "lib").mkdir(parents=True)
@@ -424,7 +424,7 @@ def test_every_problem_code_is_documented() -> None:
 @pytest.mark.parametrize("source", ["sample", "ostree-3", "ostree-3-loader-conf", "ostree-10"])
 def test_entry_order_and_default_agree_with_bootctl(tmp_path: Path, source: str,
                                                     request: pytest.FixtureRequest) -> None:
-    from tests.oracles import bootctl_list, write_esp
+    from tests.fixtures.oracles import bootctl_list, write_esp
     if source == "sample":
         paths = sample_paths()
     else:
@@ -450,7 +450,7 @@ def test_entry_order_and_default_agree_with_bootctl(tmp_path: Path, source: str,
 
 def test_mounts_agree_with_findmnt(tmp_path: Path) -> None:
     """The sample's mount table, plus this process's own: Mounts agree with `findmnt -F`."""
-    from tests.oracles import findmnt_file
+    from tests.fixtures.oracles import findmnt_file
     for mountinfo in (sample_paths().mountinfo, "/proc/self/mountinfo"):
         copy = tmp_path / "mountinfo"
         copy.write_bytes(Path(mountinfo).read_bytes())

@@ -22,7 +22,7 @@ from ostreewatch import model, sample
 from ostreewatch.state import Paths, read_snapshot
 from tests.fixtures import grub_configs as cfgs
 from tests.fixtures.sysroots import OstreeSysroot, StatusDeployment, copy_sysroot
-from tests.oracles import glib_serialize
+from tests.fixtures.oracles import glib_serialize
 
 
 def codes(snap: model.Snapshot) -> List[str]:

@@ -4,34 +4,18 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
 
+from tests.fixtures.units import UNIT, parse_unit, verify_copy
+
 ROOT = Path(__file__).resolve().parent.parent
-UNIT = ROOT / "units" / "ostreewatch.service"
 HARDENING_DOC = ROOT / "docs" / "hardening.md"
 # Best of systemd's own daemons on Debian 12 (systemd-hostnamed 1.5, timedated 2.4);
 # ours runs as root with CAP_SYS_ADMIN for the /boot remount, so a little above.
 MAX_EXPOSURE = 2.0
-
-
-def parse_unit(text: str) -> Dict[str, Dict[str, List[str]]]:
-    """Unit file text -> {section: {key: [values in order]}} (repeatable keys kept)."""
-    sections: Dict[str, Dict[str, List[str]]] = {}
-    current: Dict[str, List[str]] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("["):
-            current = sections.setdefault(line.strip("[]"), {})
-            continue
-        key, _, value = line.partition("=")
-        current.setdefault(key.strip(), []).append(value.strip())
-    return sections
 
 
 def words(values: List[str]) -> List[str]:
@@ -41,23 +25,6 @@ def words(values: List[str]) -> List[str]:
 @pytest.fixture(scope="module")
 def unit() -> Dict[str, Dict[str, List[str]]]:
     return parse_unit(UNIT.read_text())
-
-
-def verify_copy(tmp_path: Path, text: str) -> str:
-    """Run systemd-analyze verify on a copy of the unit, with dbus.socket and local-fs.target.
-
-    verify needs an ExecStart= that exists: the copy points at this Python
-    (the installed path /usr/libexec/ostreewatchd is checked by test_rpm).
-    Returns stdout+stderr; verify exits 0 even on ordering cycles.
-    """
-    text = re.sub(r"(?m)^ExecStart=.*$", f"ExecStart={sys.executable} -m ostreewatch.daemon", text)
-    copy = tmp_path / "ostreewatch.service"
-    copy.write_text(text)
-    result = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", str(copy), "dbus.socket", "local-fs.target"],
-        capture_output=True, text=True, timeout=120,
-    )
-    return result.stdout + result.stderr
 
 
 def test_ordered_like_ostree_remount(unit: Dict[str, Dict[str, List[str]]]) -> None:

@@ -1,5 +1,5 @@
 """The watcher against real changes: a sysroot built by the real `ostree` tool,
-real deploys, real mount namespaces (DESIGN.md §4)."""
+real deploys, real mount namespaces (tests/fixtures/sysroots.py)."""
 
 from __future__ import annotations
 
