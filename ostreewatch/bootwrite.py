@@ -32,6 +32,7 @@ from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 
 from ostreewatch import errors, model
 from ostreewatch._writehelper import ContentChanged, atomic_replace
+from ostreewatch.journal import Journal
 from ostreewatch.parse import grubenv, loaderconf
 from ostreewatch.parse.bls import split_boot_counting
 
@@ -536,7 +537,7 @@ Refresh = Callable[[], Awaitable[model.Snapshot]]
 class BootWriter:
     """Writes the boot default for the daemon; one call at a time."""
 
-    def __init__(self, paths: Any, journal: Any, *, efivars: str = EFIVARS,
+    def __init__(self, paths: model.Paths, journal: Journal, *, efivars: str = EFIVARS,
                  python: str = sys.executable, deploy_python: str = DEPLOY_PYTHON,
                  refresh: Optional[Refresh] = None) -> None:
         self._paths = paths
@@ -706,7 +707,7 @@ class BootWriter:
                 raise errors.WriteFailed(f"cannot write {record['file']}: {e}") from None
 
 
-def _read_snapshot(paths: Any) -> model.Snapshot:
+def _read_snapshot(paths: model.Paths) -> model.Snapshot:
     """A fresh offline read (blocking); state is imported here only: nothing else of the writer needs it."""
     from ostreewatch import state
 

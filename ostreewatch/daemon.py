@@ -186,7 +186,7 @@ class PathWaiter:
 class Daemon:
     """Holds the published snapshot and its generation; runs the change flow."""
 
-    def __init__(self, paths: Any, bus_spec: str, debounce_ms: int = DEFAULT_DEBOUNCE_MS,
+    def __init__(self, paths: model.Paths, bus_spec: str, debounce_ms: int = DEFAULT_DEBOUNCE_MS,
                  journal: Optional[Journal] = None, textfile_dir: Optional[str] = None) -> None:
         self.paths = paths
         self.textfile_dir = textfile_dir
@@ -197,7 +197,7 @@ class Daemon:
         self.generation = 0
         self.manager: Any = None
         self.writer: Optional[BootWriter] = None
-        self.watcher: Any = None
+        self.watcher: Optional[Watcher] = None
         self.bus: Any = None
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="scan")
         self._stopping: Optional[asyncio.Event] = None
@@ -484,7 +484,7 @@ class Daemon:
             self.journal.problem_appeared(problem)
         self._ready = True
         sd_notify("READY=1\nSTATUS=" + status_line(self.snapshot))
-        if self.watcher.mount_probe_note:
+        if self.watcher is not None and self.watcher.mount_probe_note:
             log.info("%s", self.watcher.mount_probe_note)
         if self._pending:
             self._pending = False
@@ -601,13 +601,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def _paths(args: argparse.Namespace) -> Any:
+def _paths(args: argparse.Namespace) -> model.Paths:
     if args.sample:
         return _sample_paths(args.sample)
-    return state.Paths(sysroot=args.sysroot, mountinfo=args.mountinfo, cmdline=args.cmdline, run=args.run)
+    return model.Paths(sysroot=args.sysroot, mountinfo=args.mountinfo, cmdline=args.cmdline, run=args.run)
 
 
-def _sample_paths(name: str) -> Any:
+def _sample_paths(name: str) -> model.Paths:
     """The bundled sample's Paths (materialized in a temp dir removed at exit)."""
     from . import sample
     return sample.paths_for(name)

@@ -39,6 +39,7 @@ from typing import Dict, List, Optional, Tuple
 
 from . import model
 from .errors import OstreewatchError, SysrootError
+from .model import Paths as Paths  # re-exported: callers built state.Paths before it moved
 from .parse import bls, cmdline as cmdline_parse, gvariant, mountinfo as mountinfo_parse
 from .parse import grubcfg, grubenv as grubenv_parse, loaderconf, origin as origin_parse, osrelease
 from .sysroot import ENTRY_MAX, SMALL_MAX, ReadRefused, Root, read_host_file
@@ -70,16 +71,6 @@ _DEPLOY_NAME = re.compile(r"([0-9a-f]{64})\.([0-9]+)")
 _OSTREE_ARG = re.compile(r"/?ostree/boot\.[01]/([^/]+)/([0-9a-f]{64})/([0-9]+)/?")
 _DEPLOY_ROOT = re.compile(r"(?:^|/)ostree/deploy/([^/]+)/deploy/([0-9a-f]{64})\.([0-9]+)/?$")
 _LOADER_N = re.compile(r"loader\.[0-9]+")
-
-
-@dataclass(frozen=True)
-class Paths:
-    """Where to read: a sysroot (holds boot/ and ostree/), a mountinfo, a kernel command line, a run dir."""
-
-    sysroot: str = "/"
-    mountinfo: str = "/proc/self/mountinfo"
-    cmdline: str = "/proc/cmdline"
-    run: str = "/run"
 
 
 @dataclass
@@ -798,14 +789,3 @@ def _boot_counting_fallback(r: _Reader, entries: List[bls.BlsEntry], default_ent
                       f"entry {e.file} has no boot tries left: it was tried {e.tries_done or 0} time(s) and not "
                       f"kept", e.id)
 
-
-_SAMPLE_DIR: Optional[str] = None
-
-
-def sample_paths() -> Paths:
-    """The bundled sample host, materialized once per process in a temp dir removed at exit."""
-    global _SAMPLE_DIR
-    from . import sample
-    if _SAMPLE_DIR is None or not os.path.isdir(_SAMPLE_DIR):
-        _SAMPLE_DIR = sample.materialize_temp()
-    return sample.paths_in(_SAMPLE_DIR)

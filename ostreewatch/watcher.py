@@ -45,6 +45,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 import pyinotify
 
 from . import mountprobe
+from .model import Paths
 from .state import GRUB_SOURCED
 
 # pyinotify logs to stderr from inside its event processing (events for a
@@ -119,7 +120,7 @@ class Watcher:
 
     def __init__(
         self,
-        paths: Any,
+        paths: Paths,
         on_change: Callable[[str], None],
         loop: asyncio.AbstractEventLoop,
         *,
