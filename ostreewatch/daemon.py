@@ -31,7 +31,7 @@ from . import __version__, errors, model
 # a callback would hold the loop). The D-Bus side (dbus_next, the service, the boot writer) is
 # not needed before READY=1 and is imported after it, in a thread (_load_bus_side): every
 # millisecond before READY=1 is one of every boot, since the unit orders before local-fs.target.
-from . import changes, state, textfile
+from . import changes, layout, state, textfile
 from .journal import Journal
 from .parse.busaddress import parse_address
 from .watcher import Watcher
@@ -267,7 +267,7 @@ class Daemon:
         assert loop is not None
         # A sysroot half-written by ostree would be published as transient problems (a new
         # deployment without its entry, the old loader.N): wait for ostree to finish.
-        if not self._only_mounts and state.sysroot_locked(self.paths):
+        if not self._only_mounts and layout.sysroot_locked(self.paths.sysroot):
             now = loop.time()
             if self._locked_since is None:
                 self._locked_since = now

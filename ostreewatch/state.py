@@ -27,18 +27,25 @@ Choices worth knowing:
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import os
 import re
 import stat
-import struct
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from . import model
 from .errors import OstreewatchError, SysrootError
+from .layout import (
+    ENTRIES_DIR,
+    GRUB_DIRS,
+    GRUB_NEXT_DEPLOYMENT,
+    GRUB_SAVED_DEPLOYMENT,
+    GRUB_SOURCED,
+    LOADER_COMMENT,
+    LOADER_CONFS,
+)
 from .model import Paths as Paths  # re-exported: callers built state.Paths before it moved
 from .parse import bls, cmdline as cmdline_parse, gvariant, mountinfo as mountinfo_parse
 from .parse import grubcfg, grubenv as grubenv_parse, loaderconf, origin as origin_parse, osrelease
@@ -49,15 +56,7 @@ WATCHED_MOUNT_POINTS: Tuple[str, ...] = model.WATCHED_MOUNT_POINTS
 MOUNTINFO_MAX = 32 * 1024 * 1024   # ~150,000 mount lines; a Kubernetes node stays far below
 CMDLINE_MAX = 64 * 1024
 COMMIT_MAX = 1024 * 1024   # a commit object is a few hundred bytes, plus its metadata
-GRUB_DIRS = ("boot/grub2", "boot/grub")
-# What a grub.cfg may source from its own directory (bootupd configs.d 01_users.cfg,
-# 41_custom.cfg; grub-static-pre.cfg's bootuuid.cfg and console.cfg; 00_header's user.cfg).
-GRUB_SOURCED = ("user.cfg", "custom.cfg", "console.cfg", "bootuuid.cfg", "platform.cfg")
 GRUB_CFG_MAX = 1024 * 1024   # a generated grub.cfg with many menu entries stays far below
-LOADER_CONFS = ("boot/loader/loader.conf", "boot/efi/loader/loader.conf")
-GRUB_SAVED_DEPLOYMENT = "ostreewatch_saved_deployment"
-GRUB_NEXT_DEPLOYMENT = "ostreewatch_next_deployment"
-LOADER_COMMENT = "#ostreewatch-deployment"
 
 # (sysroot, commit checksum) -> its version: parsed once per process, bounded.
 _COMMIT_VERSIONS: Dict[Tuple[str, str], str] = {}
@@ -226,7 +225,7 @@ class _Reader:
         """The parsed entries of boot/loader/entries in systemd-boot order; problems for the rest."""
         self._check_loader_dirs()
         try:
-            names = self.root.listdir("boot/loader/entries")
+            names = self.root.listdir(ENTRIES_DIR)
         except ReadRefused as e:
             if not self.loader_dangling:  # already reported as loader-link-dangling
                 self.problem("entries-dir-missing", f"cannot list boot/loader/entries: {e}", "/boot/loader/entries")
@@ -240,7 +239,7 @@ class _Reader:
                              name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
                 continue
             entry_id = bls.split_boot_counting(name)[0]
-            rel = f"boot/loader/entries/{name}"
+            rel = f"{ENTRIES_DIR}/{name}"
             signature = self._file_signature(rel)
             entry = _PARSED_ENTRIES.get((self.root.path, name, signature)) if signature else None
             if entry is None:
@@ -422,32 +421,6 @@ def _watched_mounts(data: bytes) -> Tuple[Tuple[model.Mount, ...], Tuple[Ostreew
             fstype=info.fstype, options=info.options, super_options=info.super_options,
             read_only="ro" in info.options.split(","), propagation=" ".join(info.optional_fields)))
     return tuple(out), errors
-
-
-def sysroot_locked(paths: Paths) -> bool:
-    """Whether another process holds ostree's sysroot lock (an OFD lock on ostree/lock).
-
-    ostree holds it for a whole operation (deploy, undeploy, pin, kargs edit): the
-    sysroot is half-written until it is released. Asks with F_OFD_GETLK, which takes
-    no lock, so it never gets in ostree's way. A missing or unreadable lock file: False.
-    """
-    try:
-        fd = os.open(os.path.join(paths.sysroot, "ostree", "lock"),
-                     os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
-        answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, query)
-        return struct.unpack(_FLOCK, answer)[0] != fcntl.F_UNLCK
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-
-
-# struct flock: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid (+ padding).
-_FLOCK = "hhxxxxqqixxxx"
 
 
 def mount_fingerprint(paths: Paths) -> Optional[Tuple[Tuple[model.Mount, ...], int]]:

@@ -45,8 +45,8 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 import pyinotify
 
 from . import mountprobe
+from .layout import GRUB_DIRS, GRUB_SOURCED
 from .model import Paths
-from .state import GRUB_SOURCED
 
 # pyinotify logs to stderr from inside its event processing (events for a
 # watch just removed, moves it cannot follow); this module handles all of those.
@@ -223,8 +223,7 @@ class Watcher:
                         _DIR | IN_CLOSE_WRITE | IN_ATTRIB, "entries", sysroot),
             ]
         targets += [
-            _Target("grub", os.path.join(boot, "grub2"), _DIR | IN_CLOSE_WRITE, "grubenv", sysroot),
-            _Target("grub", os.path.join(boot, "grub"), _DIR | IN_CLOSE_WRITE, "grubenv", sysroot),
+            *(_Target("grub", os.path.join(sysroot, d), _DIR | IN_CLOSE_WRITE, "grubenv", sysroot) for d in GRUB_DIRS),
             _Target("efi-loader", os.path.join(boot, "efi", "loader"), _DIR | IN_CLOSE_WRITE,
                     "loader.conf", sysroot, stand_in=False),
             # IN_CLOSE_WRITE: ostree closing ostree/lock is the end of its operation.
@@ -238,8 +237,8 @@ class Watcher:
         ]
         targets += self._stateroot_targets(os.path.join(ostree, "deploy"))
         # Fedora on UEFI: boot/grub2/grubenv is a symlink into the ESP; watch where it points too.
-        for grub in ("grub2", "grub"):
-            env = os.path.join(boot, grub, "grubenv")
+        for grub in GRUB_DIRS:
+            env = os.path.join(sysroot, grub, "grubenv")
             if os.path.islink(env):
                 real = os.path.realpath(env)
                 if os.path.commonpath([real, sysroot]) == sysroot and os.path.dirname(real) != os.path.dirname(env):
