@@ -12,13 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import ctypes
-import ctypes.util
 import logging
 import os
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
@@ -34,7 +31,7 @@ from . import __version__, errors, model
 from . import changes, layout, state, textfile
 from .journal import Journal
 from .parse.busaddress import parse_address
-from .watcher import Watcher
+from .watcher import PathWaiter, Watcher
 
 if TYPE_CHECKING:
     from .bootwrite import BootWriter
@@ -107,77 +104,6 @@ def status_line(snapshot: model.Snapshot) -> str:
     booted = snapshot.BootedDeployment or "none"
     default = snapshot.DefaultEntry or "none"
     return f"booted {booted}, default entry {default}, {len(snapshot.Problems)} problem(s)"
-
-
-_IN_CREATE, _IN_MOVED_TO, _IN_ATTRIB = 0x100, 0x80, 0x4
-_IN_DELETE_SELF, _IN_MOVE_SELF, _IN_IGNORED = 0x400, 0x800, 0x8000
-_IN_NONBLOCK, _IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
-_libc: Any = None
-
-
-def _inotify() -> Any:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    return _libc
-
-
-class PathWaiter:
-    """Wait, without polling, until a file (the bus socket) is created at PATH.
-
-    A one-shot inotify watch on the file's directory, or on its nearest existing
-    ancestor when the directory is missing (then any creation there ends the
-    wait and the caller looks again). Set up *before* trying to connect, so a
-    socket created in between is not missed.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.fd = -1
-        libc = _inotify()
-        fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
-        if fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1")
-        self.fd = fd
-        directory = os.path.dirname(path) or "."
-        self.name: Optional[str] = os.path.basename(path)
-        while not os.path.isdir(directory) and directory not in ("/", ""):
-            directory, self.name = os.path.dirname(directory), None
-        mask = _IN_CREATE | _IN_MOVED_TO | _IN_ATTRIB | _IN_DELETE_SELF | _IN_MOVE_SELF
-        if libc.inotify_add_watch(fd, os.fsencode(directory), mask) < 0:
-            err = ctypes.get_errno()
-            self.close()
-            raise OSError(err, f"inotify_add_watch {directory}")
-
-    async def wait(self) -> None:
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-
-        def readable() -> None:
-            try:
-                data = os.read(self.fd, 65536)
-            except BlockingIOError:
-                return
-            pos = 0
-            while pos + 16 <= len(data):
-                _wd, mask, _cookie, length = struct.unpack_from("iIII", data, pos)
-                name = data[pos + 16:pos + 16 + length].rstrip(b"\0").decode(errors="replace")
-                pos += 16 + length
-                if mask & (_IN_DELETE_SELF | _IN_MOVE_SELF | _IN_IGNORED) or self.name is None \
-                        or name == self.name:
-                    if not done.done():
-                        done.set_result(None)
-
-        loop.add_reader(self.fd, readable)
-        try:
-            await done
-        finally:
-            loop.remove_reader(self.fd)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
 
 
 # --- the daemon ------------------------------------------------------------------------

@@ -40,7 +40,7 @@ import select
 import stat
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import pyinotify
 
@@ -87,6 +87,71 @@ MOUNT_RECHECK_APPROX = 2.0
 # a few ms of work, then the loop serves others before the next chunk.
 _EVENT = struct.Struct("iIII")
 _READ_SIZE = 64 * 1024
+
+
+def _events(buf: bytes) -> Iterator[Tuple[int, int, str]]:
+    """(wd, mask, name) of each struct inotify_event read from an inotify fd."""
+    offset = 0
+    while offset + _EVENT.size <= len(buf):
+        wd, mask, _cookie, length = _EVENT.unpack_from(buf, offset)
+        start = offset + _EVENT.size
+        offset = start + length
+        # NUL-padded; never decoded strictly: a non-UTF-8 name is just a name.
+        yield wd, mask, os.fsdecode(buf[start:offset].split(b"\0", 1)[0]) if length else ""
+
+
+class PathWaiter:
+    """Wait, without polling, until a file (the bus socket) is created at PATH.
+
+    A one-shot inotify watch on the file's directory, or on its nearest existing
+    ancestor when the directory is missing (then any creation there ends the
+    wait and the caller looks again). Set up *before* trying to connect, so a
+    socket created in between is not missed. OSError when no watch can be set.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._wm: Optional[pyinotify.WatchManager] = pyinotify.WatchManager()
+        self.fd = self._wm.get_fd()
+        os.set_inheritable(self.fd, False)
+        os.set_blocking(self.fd, False)
+        directory = os.path.dirname(path) or "."
+        self.name: Optional[str] = os.path.basename(path)
+        while not os.path.isdir(directory) and directory not in ("/", ""):
+            directory, self.name = os.path.dirname(directory), None
+        mask = IN_CREATE | IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF
+        wd = self._wm.add_watch(directory, mask, quiet=True).get(directory, -1)
+        if wd is None or wd < 0:
+            self.close()
+            raise OSError(f"inotify_add_watch {directory} failed")
+
+    async def wait(self) -> None:
+        """Return once the file may be there (or the watched directory went away)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            try:
+                data = os.read(self.fd, _READ_SIZE)
+            except BlockingIOError:
+                return
+            for _wd, mask, name in _events(data):
+                if mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED) or self.name is None or name == self.name:
+                    if not done.done():
+                        done.set_result(None)
+
+        loop.add_reader(self.fd, readable)
+        try:
+            await done
+        finally:
+            loop.remove_reader(self.fd)
+
+    def close(self) -> None:
+        """Drop the watch and its fd; idempotent."""
+        if self._wm is not None:
+            self._wm.close()
+            self._wm = None
+            self.fd = -1
 
 
 @dataclass(frozen=True)
@@ -343,13 +408,7 @@ class Watcher:
         else:
             self._batch_reasons = {}
             self._batch_rearm = False
-        offset = 0
-        while offset + _EVENT.size <= len(buf):
-            wd, mask, _cookie, length = _EVENT.unpack_from(buf, offset)
-            start = offset + _EVENT.size
-            offset = start + length
-            # NUL-padded; never decoded strictly: a non-UTF-8 name is just a name.
-            name = os.fsdecode(buf[start:offset].split(b"\0", 1)[0]) if length else ""
+        for wd, mask, name in _events(buf):
             self._on_event(wd, mask, name)
         if "overflow" in self._batch_reasons:
             self.stats["overflows"] += 1
