@@ -40,7 +40,7 @@ import select
 import stat
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
 
 import pyinotify
 
@@ -152,6 +152,112 @@ class PathWaiter:
             self._wm.close()
             self._wm = None
             self.fd = -1
+
+
+class _Event(NamedTuple):
+    """One event in a watched directory, as a _classify handler sees it."""
+
+    role: str
+    reason: str
+    name: str
+    mask: int
+    structural: bool   # a name appeared, went or moved
+    mountinfo: str     # the base name of the watched mountinfo file
+
+
+# What a handler decides: the on_change reason (None: nothing), and whether to re-arm the watches.
+_Verdict = Tuple[Optional[str], bool]
+_NOTHING: _Verdict = (None, False)
+
+
+def _on_boot(ev: _Event) -> _Verdict:
+    if ev.name == "loader":
+        return "loader-swap", True
+    return None, ev.name in ("grub2", "grub", "efi") and ev.structural
+
+
+def _on_loader(ev: _Event) -> _Verdict:
+    if ev.name == "loader.conf":
+        return "loader.conf", False
+    if ev.name == "entries" and ev.structural:
+        return "entries", True
+    return _NOTHING
+
+
+def _on_grub(ev: _Event) -> _Verdict:
+    if ev.name == "grubenv":
+        return "grubenv", ev.structural  # it may have become a symlink into the ESP
+    if ev.name == "grub.cfg" or ev.name in GRUB_SOURCED:
+        return "grub.cfg", False  # the default is grub.cfg run with the grubenv (state.py)
+    return _NOTHING
+
+
+def _on_efi_loader(ev: _Event) -> _Verdict:
+    return ("loader.conf", False) if ev.name == "loader.conf" else _NOTHING
+
+
+def _on_ostree(ev: _Event) -> _Verdict:
+    if _BOOT_LINK.fullmatch(ev.name):
+        return "boot-links", False
+    if ev.name == "lock" and ev.mask & IN_CLOSE_WRITE:
+        return "lock-released", False
+    if ev.name == "deploy" and ev.structural:
+        return "deploy-mtime", True
+    return _NOTHING
+
+
+def _on_deploy(ev: _Event) -> _Verdict:
+    if ev.mask & IN_ATTRIB:
+        return "deploy-mtime", False
+    if ev.structural:
+        # A stateroot appeared or went: the re-arm reports "deployments" for a new
+        # OSNAME/deploy watch; a removed one reports it through IN_IGNORED.
+        return "deployments", True
+    return _NOTHING
+
+
+def _on_os_deploy(ev: _Event) -> _Verdict:
+    # CSUM.SERIAL or CSUM.SERIAL.origin appeared, went or was renamed.
+    return ("deployments", False) if ev.structural else _NOTHING
+
+
+def _on_run_ostree(ev: _Event) -> _Verdict:
+    return ("staged", False) if ev.name.startswith("staged-deployment") else _NOTHING
+
+
+def _on_mountinfo(ev: _Event) -> _Verdict:
+    return ("mounts", False) if ev.name == ev.mountinfo else _NOTHING
+
+
+def _on_file(ev: _Event) -> _Verdict:
+    return (ev.reason, False) if ev.name == ev.role[len("file:"):] else _NOTHING
+
+
+def _on_parent(ev: _Event) -> _Verdict:
+    if not ev.structural:
+        return _NOTHING
+    # RUN/ostree-booted is a file: it appears and goes in the RUN or parent watch.
+    if ev.name == "ostree-booted":
+        return "booted", True
+    return None, True  # something appeared on the way to a missing target: look again
+
+
+# Watch role -> what an event there means. "file:NAME" roles share one handler.
+_HANDLERS: Dict[str, Callable[[_Event], _Verdict]] = {
+    "boot": _on_boot,
+    "loader": _on_loader,
+    "entries": lambda ev: ("entries", False),
+    "grub": _on_grub,
+    "efi-loader": _on_efi_loader,
+    "ostree": _on_ostree,
+    "deploy": _on_deploy,
+    "os-deploy": _on_os_deploy,
+    "run-ostree": _on_run_ostree,
+    "booted": lambda ev: ("booted", False),
+    "mountinfo": _on_mountinfo,
+    "file": _on_file,
+    "parent": _on_parent,
+}
 
 
 @dataclass(frozen=True)
@@ -439,66 +545,14 @@ class Watcher:
             self._classify(role, reason, name, mask)
 
     def _classify(self, role: str, reason: str, name: str, mask: int) -> None:
-        """Decide what one event in a watched directory means."""
-        structural = bool(mask & _NAMES)
-        hit: Optional[str] = None
-        if role == "boot":
-            if name == "loader":
-                hit, self._batch_rearm = "loader-swap", True
-            elif name in ("grub2", "grub", "efi") and structural:
-                self._batch_rearm = True
-        elif role == "loader":
-            if name == "loader.conf":
-                hit = "loader.conf"
-            elif name == "entries" and structural:
-                hit, self._batch_rearm = "entries", True
-        elif role == "entries":
-            hit = "entries"
-        elif role == "grub":
-            if name == "grubenv":
-                hit = "grubenv"
-                if structural:  # it may have become a symlink into the ESP
-                    self._batch_rearm = True
-            elif name == "grub.cfg" or name in GRUB_SOURCED:
-                hit = "grub.cfg"  # the default is grub.cfg run with the grubenv (state.py)
-        elif role == "efi-loader":
-            if name == "loader.conf":
-                hit = "loader.conf"
-        elif role == "ostree":
-            if _BOOT_LINK.fullmatch(name):
-                hit = "boot-links"
-            elif name == "lock" and mask & IN_CLOSE_WRITE:
-                hit = "lock-released"
-            elif name == "deploy" and structural:
-                hit, self._batch_rearm = "deploy-mtime", True
-        elif role == "deploy":
-            if mask & IN_ATTRIB:
-                hit = "deploy-mtime"
-            elif structural:
-                # A stateroot appeared or went: the re-arm reports "deployments" for a new
-                # OSNAME/deploy watch; a removed one reports it through IN_IGNORED.
-                hit, self._batch_rearm = "deployments", True
-        elif role == "os-deploy":
-            if structural:  # CSUM.SERIAL or CSUM.SERIAL.origin appeared, went or was renamed
-                hit = "deployments"
-        elif role == "run-ostree":
-            if name.startswith("staged-deployment"):
-                hit = "staged"
-        elif role == "booted":
-            hit = "booted"
-        elif role == "mountinfo":
-            if name == os.path.basename(str(self.paths.mountinfo)):
-                hit = "mounts"
-        elif role.startswith("file:"):
-            if name == role[len("file:"):]:
-                hit = reason
-        elif role == "parent":
-            if structural:
-                # Something appeared on the way to a missing target: look again.
-                self._batch_rearm = True
-        # RUN/ostree-booted is a file: it appears and goes in the RUN or parent watch.
-        if name == "ostree-booted" and structural and role in ("parent",):
-            hit, self._batch_rearm = "booted", True
+        """Decide what one event in a watched directory means (_HANDLERS, by the watch's role)."""
+        handler = _HANDLERS.get(role.split(":", 1)[0] if role.startswith("file:") else role)
+        if handler is None:
+            return
+        hit, rearm = handler(_Event(role, reason, name, mask, bool(mask & _NAMES),
+                                    os.path.basename(str(self.paths.mountinfo))))
+        if rearm:
+            self._batch_rearm = True
         if hit is not None:
             self._batch_reasons[hit] = None
 
