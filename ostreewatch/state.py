@@ -33,7 +33,7 @@ import re
 import stat
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from . import model
 from .errors import OstreewatchError, SysrootError
@@ -483,14 +483,13 @@ def read_snapshot(paths: Paths) -> model.Snapshot:
     # may have swapped the bootversion since (every deploy, rollback or cleanup does).
     booted_entry = by_id[booted.deployment].entry if booted.deployment in by_id else ""
     _host_problems(r, booted, by_id, mounts, mounts_ok)
-    chosen = _Chosen(booted=booted.deployment, default=default_id, rollback=rollback_id)
     return model.Snapshot(
         Bootloader=bootloader, OstreeBooted=booted.ostree_booted, BootedDeployment=booted.deployment,
         DefaultDeployment=default_id, RollbackDeployment=rollback_id,
         StagedDeployment=staged_id if staged_id in by_id else "",
         DefaultEntry=default.entry, NextEntry=default.next_entry, BootedEntry=booted_entry,
         DefaultEntrySource=default.source, BootedRoot=booted.root,
-        Deployments=_deployment_records(links.ordered, unordered, chosen),
+        Deployments=_deployment_records(links.ordered, unordered, booted.deployment, default_id, rollback_id),
         BootEntries=_entry_records(entries, links, default.entry, booted_entry), Mounts=mounts,
         Problems=tuple(sorted(set(r.problems), key=lambda p: (p.code, p.subject, p.message))))
 
@@ -514,22 +513,12 @@ class _BootedHost:
     root: Tuple[Tuple[str, object], ...]
 
 
-@dataclass(frozen=True)
-class _Default:
+class _Default(NamedTuple):
     """DefaultEntry, NextEntry and DefaultEntrySource."""
 
     entry: str = ""
     next_entry: str = ""
     source: str = "none"
-
-
-@dataclass(frozen=True)
-class _Chosen:
-    """The deployment ids that get a flag in their record."""
-
-    booted: str
-    default: str
-    rollback: str
 
 
 def _entries(r: _Reader) -> Tuple[str, List[bls.BlsEntry]]:
@@ -617,7 +606,7 @@ def _default_and_next(r: _Reader, bootloader: str, entries: List[bls.BlsEntry],
     default = _Default()
     recorded: Dict[str, str] = {}  # entry id -> the deployment a write recorded beside it
     if bootloader == "grub2":
-        default = _Default(*_grub_default(r, entries, recorded))
+        default = _grub_default(r, entries, recorded)
     elif bootloader == "systemd-boot":
         default = _loader_conf_default(r, entries, recorded)
     if not default.entry and entries and bootloader != "grub2":
@@ -682,14 +671,15 @@ def _host_problems(r: _Reader, booted: _BootedHost, by_id: Dict[str, _Dep],
             r.problem("boot-not-mounted", "/boot is not a mount point on this booted host", "/boot")
 
 
-def _deployment_records(ordered: List[_Dep], unordered: List[_Dep], chosen: _Chosen) -> Tuple[model.Deployment, ...]:
+def _deployment_records(ordered: List[_Dep], unordered: List[_Dep], booted_id: str, default_id: str,
+                        rollback_id: str) -> Tuple[model.Deployment, ...]:
     """The Deployments property: staged first, then boot order, then the rest (index -1)."""
 
     def record(d: _Dep, index: int) -> model.Deployment:
         return model.Deployment(
             id=d.id, osname=d.osname, checksum=d.checksum, serial=d.serial, index=index, path=d.path,
-            entry=d.entry, bootcsum=d.bootcsum, bootserial=d.bootserial, booted=d.id == chosen.booted,
-            default=d.id == chosen.default, rollback=d.id == chosen.rollback, staged=d.staged, pinned=d.pinned,
+            entry=d.entry, bootcsum=d.bootcsum, bootserial=d.bootserial, booted=d.id == booted_id,
+            default=d.id == default_id, rollback=d.id == rollback_id, staged=d.staged, pinned=d.pinned,
             origin=d.origin, version=d.version, title=d.title)
 
     return tuple([record(d, -1) for d in unordered if d.staged]
@@ -781,7 +771,7 @@ _GRUB_SOURCES = {grubcfg.FROM_SAVED: "saved_entry", grubcfg.FROM_NEXT: "next_ent
                  grubcfg.FROM_LITERAL: "grub.cfg"}
 
 
-def _grub_default(r: _Reader, entries: List[bls.BlsEntry], recorded: Dict[str, str]) -> Tuple[str, str, str]:
+def _grub_default(r: _Reader, entries: List[bls.BlsEntry], recorded: Dict[str, str]) -> _Default:
     """(DefaultEntry, NextEntry, DefaultEntrySource) on a grub2 host: grub.cfg run with the grubenv."""
     env, env_path = r.grubenv()
     found = r.grub_config()
@@ -790,7 +780,7 @@ def _grub_default(r: _Reader, entries: List[bls.BlsEntry], recorded: Dict[str, s
             r.problem("grub-cfg-unsupported",
                       "no boot/grub2/grub.cfg or boot/grub/grub.cfg: what GRUB boots cannot be told",
                       "/boot/grub2/grub.cfg")
-        return "", "", "none"
+        return _Default()
     text, files, cfg_path = found
     res = grubcfg.evaluate(text, files, env)
     for var, reads in (("saved_entry", res.reads_saved_entry), ("next_entry", res.reads_next_entry)):
@@ -801,9 +791,9 @@ def _grub_default(r: _Reader, entries: List[bls.BlsEntry], recorded: Dict[str, s
     if res.default is None:
         r.problem("grub-cfg-unsupported",
                   f"cannot tell what {cfg_path} makes the default: {'; '.join(res.unknown) or 'unknown'}", cfg_path)
-        return "", "", "none"
+        return _Default()
     if not entries:
-        return "", "", "none"
+        return _Default()
     first = entries[0]  # GRUB boots entry 0 when `default` is unset or matches nothing
     if res.greenboot_fired and entries:
         r.problem("boot-fallback",
@@ -811,18 +801,18 @@ def _grub_default(r: _Reader, entries: List[bls.BlsEntry], recorded: Dict[str, s
                   f"{env.get('boot_success', '')} in {env_path}): {first.id} was tried and not kept; GRUB boots "
                   f"menu entry {res.default or '0'} instead", first.id)
     if res.default_from == grubcfg.FROM_UNSET or res.default == "":
-        return first.id, "", "first-entry"
+        return _Default(first.id, "", "first-entry")
     match = _grub_menu_match(res.default, entries, res.menuentries_before_blscfg)
     source = _GRUB_SOURCES.get(res.default_from, "grub.cfg")
     if match is None:
         r.problem("saved-entry-missing",
                   f"default={res.default} (from {source} in {cfg_path}) names no entry: GRUB boots the first",
                   res.default)
-        return first.id, "", "first-entry"
+        return _Default(first.id, "", "first-entry")
     variable = {grubcfg.FROM_SAVED: GRUB_SAVED_DEPLOYMENT, grubcfg.FROM_NEXT: GRUB_NEXT_DEPLOYMENT}
     if res.default_from in variable and env.get(variable[res.default_from]):
         recorded[match.id] = env[variable[res.default_from]]
-    return match.id, match.id if res.boot_once else "", source
+    return _Default(match.id, match.id if res.boot_once else "", source)
 
 
 def _boot_counting_fallback(r: _Reader, entries: List[bls.BlsEntry], default_entry: str) -> None:

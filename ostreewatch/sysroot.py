@@ -85,6 +85,11 @@ def read_host_file(path: str, cap: int) -> bytes:
         raise ReadRefused(ReadRefused.NOT_FOUND, path, "does not exist") from e
     except OSError as e:
         raise ReadRefused(ReadRefused.ERROR, path, e.strerror or str(e)) from e
+    return _read_and_close(fd, path, cap)
+
+
+def _read_and_close(fd: int, path: str, cap: int) -> bytes:
+    """read_capped_fd, its OSError as ReadRefused(ERROR); the fd is closed in any case."""
     try:
         return read_capped_fd(fd, path, cap)
     except OSError as e:
@@ -251,12 +256,7 @@ class Root:
             if e.errno == errno.ELOOP:  # swapped for a link since the lstat
                 raise ReadRefused(ReadRefused.LOOP, shown, "became a symbolic link") from e
             raise ReadRefused(ReadRefused.ERROR, shown, e.strerror or str(e)) from e
-        try:
-            return read_capped_fd(fd, shown, cap)
-        except OSError as e:
-            raise ReadRefused(ReadRefused.ERROR, shown, e.strerror or str(e)) from e
-        finally:
-            os.close(fd)
+        return _read_and_close(fd, shown, cap)
 
     def read_text(self, path: str, cap: int = SMALL_MAX) -> str:
         """Like read(), decoded as UTF-8 with replacement (for key files and os-release)."""

@@ -43,6 +43,20 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
 
 import pyinotify
+from pyinotify import (  # the event bits, as Linux's inotify.h names them
+    IN_ATTRIB,
+    IN_CLOSE_WRITE,
+    IN_CREATE,
+    IN_DELETE,
+    IN_DELETE_SELF,
+    IN_IGNORED,
+    IN_MOVE_SELF,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    IN_ONLYDIR,
+    IN_Q_OVERFLOW,
+    IN_UNMOUNT,
+)
 
 from . import mountprobe
 from .layout import GRUB_DIRS, GRUB_SOURCED
@@ -51,20 +65,6 @@ from .model import Paths
 # pyinotify logs to stderr from inside its event processing (events for a
 # watch just removed, moves it cannot follow); this module handles all of those.
 pyinotify.log.setLevel(logging.CRITICAL)
-
-IN_ACCESS = pyinotify.IN_ACCESS
-IN_ATTRIB = pyinotify.IN_ATTRIB
-IN_CLOSE_WRITE = pyinotify.IN_CLOSE_WRITE
-IN_CREATE = pyinotify.IN_CREATE
-IN_DELETE = pyinotify.IN_DELETE
-IN_DELETE_SELF = pyinotify.IN_DELETE_SELF
-IN_IGNORED = pyinotify.IN_IGNORED
-IN_MOVED_FROM = pyinotify.IN_MOVED_FROM
-IN_MOVED_TO = pyinotify.IN_MOVED_TO
-IN_MOVE_SELF = pyinotify.IN_MOVE_SELF
-IN_ONLYDIR = pyinotify.IN_ONLYDIR
-IN_Q_OVERFLOW = pyinotify.IN_Q_OVERFLOW
-IN_UNMOUNT = pyinotify.IN_UNMOUNT
 
 _NAMES = IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM
 _SELF = IN_DELETE_SELF | IN_MOVE_SELF  # IN_UNMOUNT and IN_IGNORED come unasked
