@@ -19,7 +19,8 @@ from typing import List
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ostreewatch.state import Paths, read_snapshot, sample_paths  # noqa: E402
+from ostreewatch.sample import paths_for as sample_paths  # noqa: E402
+from ostreewatch.state import Paths, read_snapshot  # noqa: E402
 from tests.fixtures.sysroots import OstreeSysroot  # noqa: E402
 
 

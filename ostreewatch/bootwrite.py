@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import errno
 import fcntl
 import json
 import logging
@@ -32,34 +31,36 @@ from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 
 from ostreewatch import errors, model
 from ostreewatch._writehelper import ContentChanged, atomic_replace
+from ostreewatch.journal import Journal
+from ostreewatch.layout import (
+    ENTRIES_DIR,
+    GRUB_CONFIGS,
+    GRUB_DIRS,
+    GRUB_NEXT_DEPLOYMENT,
+    GRUB_SAVED_DEPLOYMENT,
+    LOADER_COMMENT,
+    LOADER_CONFS,
+    take_sysroot_lock,
+)
 from ostreewatch.parse import grubenv, loaderconf
 from ostreewatch.parse.bls import split_boot_counting
+from ostreewatch.sysroot import ReadRefused, Root
 
 log = logging.getLogger("ostreewatch.bootwrite")
 
 METHODS = {"default": "SetDefaultEntry", "next": "SetNextEntry"}
 MAX_ID_BYTES = 255
 
-# Where things live, relative to the sysroot (docs/platform.md).
-GRUB_DIRS = ("boot/grub2", "boot/grub")
-GRUB_CONFIGS = ("grub.cfg", "user.cfg", "custom.cfg")  # what grub2-mkconfig's grub.cfg sources
-# systemd-boot reads loader.conf on the ESP: /boot when the ESP is /boot, else /boot/efi (state.py reads the same).
-LOADER_CONFS = ("boot/loader/loader.conf", "boot/efi/loader/loader.conf")
-ENTRIES_DIR = "boot/loader/entries"
-SYSROOT_LOCK = "ostree/lock"
 EFIVARS = "/sys/firmware/efi/efivars"
 
 # The grubenv variables: (entry variable, recorded deployment variable). The state
 # reader (state.py) compares the second with the entry's deployment (problem default-entry-moved).
 GRUB_VARS = {
-    "default": ("saved_entry", "ostreewatch_saved_deployment"),
-    "next": ("next_entry", "ostreewatch_next_deployment"),
+    "default": ("saved_entry", GRUB_SAVED_DEPLOYMENT),
+    "next": ("next_entry", GRUB_NEXT_DEPLOYMENT),
 }
-# loader.conf: this comment directly before the `default` line records the deployment.
-LOADER_COMMENT = "#ostreewatch-deployment"
 
 _MAX_FILE = 1 << 20  # grubenv, loader.conf and grub.cfg are small; refuse anything absurd
-_MAX_LINKS = 40
 _GLOB_CHARS = set("*?[]\\")
 
 
@@ -129,112 +130,23 @@ def find_entry(snapshot: model.Snapshot, stem: str) -> model.BootEntry:
 def resolve_in_sysroot(sysroot: str, rel: str) -> str:
     """Absolute path of REL under SYSROOT, symlinks followed as if SYSROOT were / (never out of it).
 
-    The last component need not exist. Raises OSError on a loop or a non-directory on the way.
+    The missing part need not exist. Raises OSError on a loop or a non-directory on the way.
     """
-    root = os.path.realpath(sysroot)
-    parts = [p for p in rel.split("/") if p]
-    done: list = []
-    links = 0
-    while parts:
-        part = parts.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        path = os.path.join(root, *done, part)
-        try:
-            target = os.readlink(path)
-        except FileNotFoundError:
-            done.append(part)
-            continue
-        except OSError as e:
-            if e.errno == errno.EINVAL:  # not a link
-                done.append(part)
-                continue
-            raise
-        links += 1
-        if links > _MAX_LINKS:
-            raise OSError(errno.ELOOP, f"too many symbolic links under {sysroot}: {rel}")
-        if target.startswith("/"):
-            done = []
-        parts = [p for p in target.split("/") if p] + parts
-    return os.path.join(root, *done)
+    return Root(os.path.realpath(sysroot)).host_path(rel)
 
 
 def _read_small(path: str) -> Optional[bytes]:
-    """Bytes of a regular file (None when absent); refuses FIFOs, devices and huge files."""
+    """Bytes of a regular file at a path resolve_in_sysroot gave (None when absent); OSError for
+    a FIFO, a device, a huge file, or one that became a link since."""
+    directory, name = os.path.split(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
+        return Root(directory).read(name, _MAX_FILE)
+    except ReadRefused as e:
+        if e.reason == ReadRefused.NOT_FOUND:
+            return None
+        raise OSError(str(e)) from None
+    except errors.SysrootError:  # the directory itself is missing
         return None
-    try:
-        st = os.fstat(fd)
-        if not (st.st_mode & 0o170000 == 0o100000):
-            raise OSError(f"{path} is not a regular file")
-        if st.st_size > _MAX_FILE:
-            raise OSError(f"{path} is larger than {_MAX_FILE} bytes")
-        chunks = []
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-# --- the sysroot lock -------------------------------------------------------------------
-
-
-def take_sysroot_lock(sysroot: str) -> Optional[int]:
-    """Take ostree's lock on SYSROOT/ostree/lock without waiting; the fd holds it. Busy when held.
-
-    ostree (libglnx) takes an OFD write lock (F_OFD_SETLK); flock(1) and others
-    take flock(2); the two do not exclude each other on Linux, so take both.
-    None when the file is missing and cannot be created (read-only /sysroot):
-    then no ostree process holds it either, as ostree creates it to lock.
-    """
-    lock_dir = resolve_in_sysroot(sysroot, "ostree")
-    path = os.path.join(lock_dir, "lock")
-    for _ in range(5):
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOCTTY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            writable = True
-        except OSError as e:
-            if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
-                raise
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except FileNotFoundError:
-                return None
-            writable = False
-        try:
-            # struct flock: l_type, l_whence (short), l_start, l_len (off_t), l_pid (int), padding.
-            lock_type = fcntl.F_WRLCK if writable else fcntl.F_RDLCK
-            fl = struct.pack("hhqqi4x", lock_type, 0, 0, 0, 0)
-            try:
-                fcntl.fcntl(fd, getattr(fcntl, "F_OFD_SETLK", 37), fl)
-            except OSError as e:
-                if e.errno != errno.EINVAL:  # EINVAL: a kernel without OFD locks (< 3.15); libglnx falls back too
-                    raise
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            # ostree unlinks the file when it releases the lock: ours must still be the one on disk.
-            st, now = os.fstat(fd), os.stat(path, follow_symlinks=False)
-            if st.st_nlink > 0 and (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino):
-                return fd
-        except OSError as e:
-            os.close(fd)
-            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise errors.Busy("another process holds the ostree sysroot lock "
-                                  f"({path}); try again when it has finished") from None
-            if e.errno == errno.ENOENT:
-                continue
-            raise
-        os.close(fd)
-    raise errors.Busy(f"the ostree sysroot lock {path} keeps being replaced; try again")
 
 
 # --- per boot loader: what to write ---------------------------------------------------
@@ -536,7 +448,7 @@ Refresh = Callable[[], Awaitable[model.Snapshot]]
 class BootWriter:
     """Writes the boot default for the daemon; one call at a time."""
 
-    def __init__(self, paths: Any, journal: Any, *, efivars: str = EFIVARS,
+    def __init__(self, paths: model.Paths, journal: Journal, *, efivars: str = EFIVARS,
                  python: str = sys.executable, deploy_python: str = DEPLOY_PYTHON,
                  refresh: Optional[Refresh] = None) -> None:
         self._paths = paths
@@ -706,7 +618,7 @@ class BootWriter:
                 raise errors.WriteFailed(f"cannot write {record['file']}: {e}") from None
 
 
-def _read_snapshot(paths: Any) -> model.Snapshot:
+def _read_snapshot(paths: model.Paths) -> model.Snapshot:
     """A fresh offline read (blocking); state is imported here only: nothing else of the writer needs it."""
     from ostreewatch import state
 

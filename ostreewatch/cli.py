@@ -107,13 +107,12 @@ def add_read_options(p: argparse.ArgumentParser) -> None:
                         "overrides the four above")
 
 
-def paths_from_args(args: argparse.Namespace):  # -> state.Paths
-    """The state.Paths the options name (the bundled sample with --sample)."""
-    from . import state
+def paths_from_args(args: argparse.Namespace) -> model.Paths:
+    """The model.Paths the options name (the bundled sample with --sample)."""
     if getattr(args, "sample", None):
         from . import sample
         return sample.paths_for(args.sample)
-    return state.Paths(sysroot=args.sysroot, mountinfo=args.mountinfo, cmdline=args.cmdline, run=args.run)
+    return model.Paths(sysroot=args.sysroot, mountinfo=args.mountinfo, cmdline=args.cmdline, run=args.run)
 
 
 def read_offline(args: argparse.Namespace) -> model.Snapshot:

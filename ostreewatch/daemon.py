@@ -12,13 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import ctypes
-import ctypes.util
 import logging
 import os
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
@@ -31,10 +28,10 @@ from . import __version__, errors, model
 # a callback would hold the loop). The D-Bus side (dbus_next, the service, the boot writer) is
 # not needed before READY=1 and is imported after it, in a thread (_load_bus_side): every
 # millisecond before READY=1 is one of every boot, since the unit orders before local-fs.target.
-from . import changes, state, textfile
+from . import changes, layout, state, textfile
 from .journal import LOG_NOTICE, LOG_WARNING, Journal
 from .parse.busaddress import parse_address
-from .watcher import Watcher
+from .watcher import PathWaiter, Watcher
 
 if TYPE_CHECKING:
     from .bootwrite import BootWriter
@@ -109,84 +106,13 @@ def status_line(snapshot: model.Snapshot) -> str:
     return f"booted {booted}, default entry {default}, {len(snapshot.Problems)} problem(s)"
 
 
-_IN_CREATE, _IN_MOVED_TO, _IN_ATTRIB = 0x100, 0x80, 0x4
-_IN_DELETE_SELF, _IN_MOVE_SELF, _IN_IGNORED = 0x400, 0x800, 0x8000
-_IN_NONBLOCK, _IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
-_libc: Any = None
-
-
-def _inotify() -> Any:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    return _libc
-
-
-class PathWaiter:
-    """Wait, without polling, until a file (the bus socket) is created at PATH.
-
-    A one-shot inotify watch on the file's directory, or on its nearest existing
-    ancestor when the directory is missing (then any creation there ends the
-    wait and the caller looks again). Set up *before* trying to connect, so a
-    socket created in between is not missed.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.fd = -1
-        libc = _inotify()
-        fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
-        if fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1")
-        self.fd = fd
-        directory = os.path.dirname(path) or "."
-        self.name: Optional[str] = os.path.basename(path)
-        while not os.path.isdir(directory) and directory not in ("/", ""):
-            directory, self.name = os.path.dirname(directory), None
-        mask = _IN_CREATE | _IN_MOVED_TO | _IN_ATTRIB | _IN_DELETE_SELF | _IN_MOVE_SELF
-        if libc.inotify_add_watch(fd, os.fsencode(directory), mask) < 0:
-            err = ctypes.get_errno()
-            self.close()
-            raise OSError(err, f"inotify_add_watch {directory}")
-
-    async def wait(self) -> None:
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-
-        def readable() -> None:
-            try:
-                data = os.read(self.fd, 65536)
-            except BlockingIOError:
-                return
-            pos = 0
-            while pos + 16 <= len(data):
-                _wd, mask, _cookie, length = struct.unpack_from("iIII", data, pos)
-                name = data[pos + 16:pos + 16 + length].rstrip(b"\0").decode(errors="replace")
-                pos += 16 + length
-                if mask & (_IN_DELETE_SELF | _IN_MOVE_SELF | _IN_IGNORED) or self.name is None \
-                        or name == self.name:
-                    if not done.done():
-                        done.set_result(None)
-
-        loop.add_reader(self.fd, readable)
-        try:
-            await done
-        finally:
-            loop.remove_reader(self.fd)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
 # --- the daemon ------------------------------------------------------------------------
 
 
 class Daemon:
     """Holds the published snapshot and its generation; runs the change flow."""
 
-    def __init__(self, paths: Any, bus_spec: str, debounce_ms: int = DEFAULT_DEBOUNCE_MS,
+    def __init__(self, paths: model.Paths, bus_spec: str, debounce_ms: int = DEFAULT_DEBOUNCE_MS,
                  journal: Optional[Journal] = None, textfile_dir: Optional[str] = None) -> None:
         self.paths = paths
         self.textfile_dir = textfile_dir
@@ -197,7 +123,7 @@ class Daemon:
         self.generation = 0
         self.manager: Any = None
         self.writer: Optional[BootWriter] = None
-        self.watcher: Any = None
+        self.watcher: Optional[Watcher] = None
         self.bus: Any = None
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="scan")
         self._stopping: Optional[asyncio.Event] = None
@@ -267,7 +193,7 @@ class Daemon:
         assert loop is not None
         # A sysroot half-written by ostree would be published as transient problems (a new
         # deployment without its entry, the old loader.N): wait for ostree to finish.
-        if not self._only_mounts and state.sysroot_locked(self.paths):
+        if not self._only_mounts and layout.sysroot_locked(self.paths.sysroot):
             now = loop.time()
             if self._locked_since is None:
                 self._locked_since = now
@@ -484,7 +410,7 @@ class Daemon:
             self.journal.problem_appeared(problem)
         self._ready = True
         sd_notify("READY=1\nSTATUS=" + status_line(self.snapshot))
-        if self.watcher.mount_probe_note:
+        if self.watcher is not None and self.watcher.mount_probe_note:
             log.info("%s", self.watcher.mount_probe_note)
         if self._pending:
             self._pending = False
@@ -601,13 +527,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def _paths(args: argparse.Namespace) -> Any:
+def _paths(args: argparse.Namespace) -> model.Paths:
     if args.sample:
         return _sample_paths(args.sample)
-    return state.Paths(sysroot=args.sysroot, mountinfo=args.mountinfo, cmdline=args.cmdline, run=args.run)
+    return model.Paths(sysroot=args.sysroot, mountinfo=args.mountinfo, cmdline=args.cmdline, run=args.run)
 
 
-def _sample_paths(name: str) -> Any:
+def _sample_paths(name: str) -> model.Paths:
     """The bundled sample's Paths (materialized in a temp dir removed at exit)."""
     from . import sample
     return sample.paths_for(name)

@@ -13,6 +13,17 @@ from typing import Any, Dict, Tuple
 
 from . import _interface
 
+
+@dataclass(frozen=True)
+class Paths:
+    """Where to read: a sysroot (holds boot/ and ostree/), a mountinfo, a kernel command line, a run dir."""
+
+    sysroot: str = "/"
+    mountinfo: str = "/proc/self/mountinfo"
+    cmdline: str = "/proc/cmdline"
+    run: str = "/run"
+
+
 # D-Bus signature of each key of the a{sv} dictionaries.
 DEPLOYMENT_KEYS: Dict[str, str] = {
     "id": "s",            # OSNAME-CHECKSUM.SERIAL

@@ -27,18 +27,26 @@ Choices worth knowing:
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import os
 import re
 import stat
-import struct
 import time
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from . import model
 from .errors import OstreewatchError, SysrootError
+from .layout import (
+    ENTRIES_DIR,
+    GRUB_DIRS,
+    GRUB_NEXT_DEPLOYMENT,
+    GRUB_SAVED_DEPLOYMENT,
+    GRUB_SOURCED,
+    LOADER_COMMENT,
+    LOADER_CONFS,
+)
+from .model import Paths as Paths  # re-exported: callers built state.Paths before it moved
 from .parse import bls, cmdline as cmdline_parse, gvariant, mountinfo as mountinfo_parse
 from .parse import grubcfg, grubenv as grubenv_parse, loaderconf, origin as origin_parse, osrelease
 from .sysroot import ENTRY_MAX, SMALL_MAX, ReadRefused, Root, read_host_file
@@ -48,15 +56,7 @@ WATCHED_MOUNT_POINTS: Tuple[str, ...] = model.WATCHED_MOUNT_POINTS
 MOUNTINFO_MAX = 32 * 1024 * 1024   # ~150,000 mount lines; a Kubernetes node stays far below
 CMDLINE_MAX = 64 * 1024
 COMMIT_MAX = 1024 * 1024   # a commit object is a few hundred bytes, plus its metadata
-GRUB_DIRS = ("boot/grub2", "boot/grub")
-# What a grub.cfg may source from its own directory (bootupd configs.d 01_users.cfg,
-# 41_custom.cfg; grub-static-pre.cfg's bootuuid.cfg and console.cfg; 00_header's user.cfg).
-GRUB_SOURCED = ("user.cfg", "custom.cfg", "console.cfg", "bootuuid.cfg", "platform.cfg")
 GRUB_CFG_MAX = 1024 * 1024   # a generated grub.cfg with many menu entries stays far below
-LOADER_CONFS = ("boot/loader/loader.conf", "boot/efi/loader/loader.conf")
-GRUB_SAVED_DEPLOYMENT = "ostreewatch_saved_deployment"
-GRUB_NEXT_DEPLOYMENT = "ostreewatch_next_deployment"
-LOADER_COMMENT = "#ostreewatch-deployment"
 
 # (sysroot, commit checksum) -> its version: parsed once per process, bounded.
 _COMMIT_VERSIONS: Dict[Tuple[str, str], str] = {}
@@ -70,16 +70,6 @@ _DEPLOY_NAME = re.compile(r"([0-9a-f]{64})\.([0-9]+)")
 _OSTREE_ARG = re.compile(r"/?ostree/boot\.[01]/([^/]+)/([0-9a-f]{64})/([0-9]+)/?")
 _DEPLOY_ROOT = re.compile(r"(?:^|/)ostree/deploy/([^/]+)/deploy/([0-9a-f]{64})\.([0-9]+)/?$")
 _LOADER_N = re.compile(r"loader\.[0-9]+")
-
-
-@dataclass(frozen=True)
-class Paths:
-    """Where to read: a sysroot (holds boot/ and ostree/), a mountinfo, a kernel command line, a run dir."""
-
-    sysroot: str = "/"
-    mountinfo: str = "/proc/self/mountinfo"
-    cmdline: str = "/proc/cmdline"
-    run: str = "/run"
 
 
 @dataclass
@@ -235,7 +225,7 @@ class _Reader:
         """The parsed entries of boot/loader/entries in systemd-boot order; problems for the rest."""
         self._check_loader_dirs()
         try:
-            names = self.root.listdir("boot/loader/entries")
+            names = self.root.listdir(ENTRIES_DIR)
         except ReadRefused as e:
             if not self.loader_dangling:  # already reported as loader-link-dangling
                 self.problem("entries-dir-missing", f"cannot list boot/loader/entries: {e}", "/boot/loader/entries")
@@ -249,7 +239,7 @@ class _Reader:
                              name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
                 continue
             entry_id = bls.split_boot_counting(name)[0]
-            rel = f"boot/loader/entries/{name}"
+            rel = f"{ENTRIES_DIR}/{name}"
             signature = self._file_signature(rel)
             entry = _PARSED_ENTRIES.get((self.root.path, name, signature)) if signature else None
             if entry is None:
@@ -433,32 +423,6 @@ def _watched_mounts(data: bytes) -> Tuple[Tuple[model.Mount, ...], Tuple[Ostreew
     return tuple(out), errors
 
 
-def sysroot_locked(paths: Paths) -> bool:
-    """Whether another process holds ostree's sysroot lock (an OFD lock on ostree/lock).
-
-    ostree holds it for a whole operation (deploy, undeploy, pin, kargs edit): the
-    sysroot is half-written until it is released. Asks with F_OFD_GETLK, which takes
-    no lock, so it never gets in ostree's way. A missing or unreadable lock file: False.
-    """
-    try:
-        fd = os.open(os.path.join(paths.sysroot, "ostree", "lock"),
-                     os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
-        answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, query)
-        return struct.unpack(_FLOCK, answer)[0] != fcntl.F_UNLCK
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-
-
-# struct flock: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid (+ padding).
-_FLOCK = "hhxxxxqqixxxx"
-
-
 def mount_fingerprint(paths: Paths) -> Optional[Tuple[Tuple[model.Mount, ...], int]]:
     """What of the mount table the snapshot depends on; None when it cannot be read.
 
@@ -505,16 +469,71 @@ def read_snapshot(paths: Paths) -> model.Snapshot:
     """The whole boot state now; raises SysrootError only for an unreadable or non-ostree sysroot."""
     r = _Reader(paths)
     deps = r.deployments()
+    bootloader, entries = _entries(r)
+    links = _link_entries(r, entries, deps)
+    by_id = {d.id: d for d in deps.values()}
+    staged_id = _staged(r, deps, by_id)
+    mounts, mounts_ok = r.mounts()
+    booted = _booted(r, deps, mounts)
+    unordered = _unordered(r, deps)
+    default = _default_and_next(r, bootloader, entries, links.entry_dep)
+    default_id = links.entry_dep.get(default.entry, "")
+    rollback_id = _rollback(by_id, links.ordered, booted.deployment, default_id)
+    # The booted deployment's entry: whatever boot.N the command line names, ostree
+    # may have swapped the bootversion since (every deploy, rollback or cleanup does).
+    booted_entry = by_id[booted.deployment].entry if booted.deployment in by_id else ""
+    _host_problems(r, booted, by_id, mounts, mounts_ok)
+    return model.Snapshot(
+        Bootloader=bootloader, OstreeBooted=booted.ostree_booted, BootedDeployment=booted.deployment,
+        DefaultDeployment=default_id, RollbackDeployment=rollback_id,
+        StagedDeployment=staged_id if staged_id in by_id else "",
+        DefaultEntry=default.entry, NextEntry=default.next_entry, BootedEntry=booted_entry,
+        DefaultEntrySource=default.source, BootedRoot=booted.root,
+        Deployments=_deployment_records(links.ordered, unordered, booted.deployment, default_id, rollback_id),
+        BootEntries=_entry_records(entries, links, default.entry, booted_entry), Mounts=mounts,
+        Problems=tuple(sorted(set(r.problems), key=lambda p: (p.code, p.subject, p.message))))
+
+
+@dataclass
+class _Links:
+    """Entries matched to deployments through their ostree= argument."""
+
+    entry_dep: Dict[str, str] = field(default_factory=dict)     # entry id -> deployment id
+    entry_ostree: Dict[str, str] = field(default_factory=dict)  # entry id -> its ostree= value
+    ordered: List[_Dep] = field(default_factory=list)           # deployments with an entry, in boot order
+
+
+@dataclass(frozen=True)
+class _BootedHost:
+    """What run/ostree-booted, the cmdline and the mount table say about the booted deployment."""
+
+    ostree_booted: bool
+    deployment: str          # its id, "" when unknown or not booted
+    cmd_ostree: str          # the cmdline's ostree=, "" when not booted
+    root: Tuple[Tuple[str, object], ...]
+
+
+class _Default(NamedTuple):
+    """DefaultEntry, NextEntry and DefaultEntrySource."""
+
+    entry: str = ""
+    next_entry: str = ""
+    source: str = "none"
+
+
+def _entries(r: _Reader) -> Tuple[str, List[bls.BlsEntry]]:
+    """(boot loader, its entries in the order it shows them)."""
     entries = r.entries()
     bootloader = r.bootloader()
     if bootloader == "grub2":
         # The menu is blscfg's order; systemd's order first only makes ties independent of listdir.
         entries = bls.sort_entries_grub(entries)
+    return bootloader, entries
 
-    # Entries -> deployments, through the boot links.
-    entry_dep: Dict[str, str] = {}
-    entry_ostree: Dict[str, str] = {}
-    ordered: List[_Dep] = []
+
+def _link_entries(r: _Reader, entries: List[bls.BlsEntry], deps: Dict[Tuple[str, str], _Dep]) -> _Links:
+    """Entries -> deployments, through the boot links; sets each deployment's entry and boot checksum."""
+    links = _Links()
     for e in entries:
         try:
             arg = cmdline_parse.get_arg(e.options, "ostree") if e.options else None
@@ -523,22 +542,25 @@ def read_snapshot(paths: Paths) -> model.Snapshot:
             continue
         if arg is None:
             continue
-        entry_ostree[e.id] = arg
+        links.entry_ostree[e.id] = arg
         key, why = r.resolve_ostree_arg(arg)
         dep = deps.get(key) if key else None
         if dep is None:
             r.problem("ostree-arg-unresolved", f"entry {e.file}: ostree={arg}: {why or 'no such deployment'}", e.id)
             continue
-        entry_dep[e.id] = dep.id
+        links.entry_dep[e.id] = dep.id
         if dep.entry:
             continue  # a second entry for one deployment: the first in order is its entry
         dep.entry = e.id
         m = _OSTREE_ARG.fullmatch(arg)
         if m:
             dep.bootcsum, dep.bootserial = m.group(2), int(m.group(3))
-        ordered.append(dep)
+        links.ordered.append(dep)
+    return links
 
-    # Staged deployment.
+
+def _staged(r: _Reader, deps: Dict[Tuple[str, str], _Dep], by_id: Dict[str, _Dep]) -> str:
+    """The id run/ostree/staged-deployment names ("" when none); marks that deployment staged if it has no entry."""
     staged_id = ""
     data = r.run_file("ostree/staged-deployment")
     if data:
@@ -551,92 +573,107 @@ def read_snapshot(paths: Paths) -> model.Snapshot:
             staged_id = f"{s['osname']}-{s['checksum']}.{serial}"
         except (OstreewatchError, KeyError, TypeError, ValueError) as e:
             r.problem("staged-unparsable", f"cannot parse run/ostree/staged-deployment: {e}",
-                      os.path.join(paths.run, "ostree/staged-deployment"))
-    by_id = {d.id: d for d in deps.values()}
+                      os.path.join(r.paths.run, "ostree/staged-deployment"))
     if staged_id in by_id and not by_id[staged_id].entry:
         by_id[staged_id].staged = True
+    return staged_id
 
-    # Booted.
+
+def _booted(r: _Reader, deps: Dict[Tuple[str, str], _Dep], mounts: Tuple[model.Mount, ...]) -> _BootedHost:
+    """The booted deployment, looked for only when run/ostree-booted exists."""
     booted_raw = r.run_file("ostree-booted")
-    ostree_booted = booted_raw is not None
-    mounts, mounts_ok = r.mounts()
-    booted_id = ""
-    cmd_ostree = ""
-    booted_root: Tuple[Tuple[str, object], ...] = ()
-    if ostree_booted:
-        cmd_ostree = r.cmdline_ostree()
-        booted_meta = _booted_metadata(r, booted_raw or b"", os.path.join(paths.run, "ostree-booted"))
-        booted_root = model.booted_root_items(_booted_root(booted_meta))
-        booted_id = _find_booted(r, deps, booted_meta, mounts, cmd_ostree)
+    if booted_raw is None:
+        return _BootedHost(ostree_booted=False, deployment="", cmd_ostree="", root=())
+    cmd_ostree = r.cmdline_ostree()
+    meta = _booted_metadata(r, booted_raw, os.path.join(r.paths.run, "ostree-booted"))
+    return _BootedHost(ostree_booted=True, deployment=_find_booted(r, deps, meta, mounts, cmd_ostree),
+                       cmd_ostree=cmd_ostree, root=model.booted_root_items(_booted_root(meta)))
 
-    entry_order = [d for d in ordered]
-    rest = sorted((d for d in deps.values() if not d.entry), key=lambda d: (not d.staged, d.osname, d.checksum, d.serial))
+
+def _unordered(r: _Reader, deps: Dict[Tuple[str, str], _Dep]) -> List[_Dep]:
+    """Deployments without an entry, the staged one first; deployment-no-entry for the others."""
+    rest = sorted((d for d in deps.values() if not d.entry),
+                  key=lambda d: (not d.staged, d.osname, d.checksum, d.serial))
     for d in rest:
         if not d.staged:
             r.problem("deployment-no-entry", f"deployment {d.id} has no boot entry", d.id)
+    return rest
 
-    # Default and next entry.
-    default_entry = ""
-    next_entry = ""
-    source = "none"
-    recorded: Dict[str, str] = {}
+
+def _default_and_next(r: _Reader, bootloader: str, entries: List[bls.BlsEntry],
+                      entry_dep: Dict[str, str]) -> _Default:
+    """What the boot loader boots by default and next; default-entry-moved and boot-fallback problems."""
+    default = _Default()
+    recorded: Dict[str, str] = {}  # entry id -> the deployment a write recorded beside it
     if bootloader == "grub2":
-        default_entry, next_entry, source = _grub_default(r, entries, recorded)
+        default = _grub_default(r, entries, recorded)
     elif bootloader == "systemd-boot":
-        conf, conf_path = r.loader_conf()
-        if conf is not None and conf.default:
-            try:
-                match = loaderconf.match_default(conf.default, [e.file for e in entries])
-            except OstreewatchError:
-                match = None
-            if match is None:
-                r.problem("saved-entry-missing", f"default {conf.default} in {conf_path} matches no entry",
-                          conf.default)
-            else:
-                default_entry = bls.split_boot_counting(match)[0]
-                source = "loader.conf"
-                comment = _deployment_comment(conf)
-                if comment:
-                    recorded[default_entry] = comment
-    if not default_entry and entries and bootloader != "grub2":
-        default_entry = entries[0].id
-        source = "first-entry"
+        default = _loader_conf_default(r, entries, recorded)
+    if not default.entry and entries and bootloader != "grub2":
+        default = _Default(entries[0].id, default.next_entry, "first-entry")
     for entry_id, dep_id in recorded.items():
         if entry_dep.get(entry_id, "") != dep_id:
             r.problem("default-entry-moved",
                       f"entry {entry_id} was chosen for deployment {dep_id}, but now boots "
                       f"{entry_dep.get(entry_id) or 'no deployment'}", entry_id)
-    _boot_counting_fallback(r, entries, default_entry)
-    default_id = entry_dep.get(default_entry, "")
+    _boot_counting_fallback(r, entries, default.entry)
+    return default
 
-    # Rollback: the next deployment of the same OS after the booted one (or the default one).
-    rollback_id = ""
+
+def _loader_conf_default(r: _Reader, entries: List[bls.BlsEntry], recorded: Dict[str, str]) -> _Default:
+    """systemd-boot: loader.conf's `default` matched against the entry files."""
+    conf, conf_path = r.loader_conf()
+    if conf is None or not conf.default:
+        return _Default()
+    try:
+        match = loaderconf.match_default(conf.default, [e.file for e in entries])
+    except OstreewatchError:
+        match = None
+    if match is None:
+        r.problem("saved-entry-missing", f"default {conf.default} in {conf_path} matches no entry", conf.default)
+        return _Default()
+    entry = bls.split_boot_counting(match)[0]
+    comment = _deployment_comment(conf)
+    if comment:
+        recorded[entry] = comment
+    return _Default(entry, "", "loader.conf")
+
+
+def _rollback(by_id: Dict[str, _Dep], ordered: List[_Dep], booted_id: str, default_id: str) -> str:
+    """The next deployment of the same OS after the booted one (or the default one) in boot order."""
     base = by_id.get(booted_id) or by_id.get(default_id)
-    if base is not None and base in entry_order:
-        for d in entry_order[entry_order.index(base) + 1:]:
+    if base is not None and base in ordered:
+        for d in ordered[ordered.index(base) + 1:]:
             if d.osname == base.osname:
-                rollback_id = d.id
-                break
+                return d.id
+    return ""
 
-    # The booted deployment's entry: whatever boot.N the command line names, ostree
-    # may have swapped the bootversion since (every deploy, rollback or cleanup does).
-    booted_entry = by_id[booted_id].entry if booted_id in by_id else ""
 
-    # Problems about the booted host. A booted deployment that is not the default
-    # is a pending update or a rollback: visible from the properties, not a problem.
-    booted_path = os.path.join(paths.run, "ostree-booted")
-    if ostree_booted and not booted_id:
+def _host_problems(r: _Reader, booted: _BootedHost, by_id: Dict[str, _Dep],
+                   mounts: Tuple[model.Mount, ...], mounts_ok: bool) -> None:
+    """Problems about the booted host: booted-unknown, usr-writable, boot-not-mounted.
+
+    A booted deployment that is not the default is a pending update or a rollback:
+    visible from the properties, not a problem.
+    """
+    booted_path = os.path.join(r.paths.run, "ostree-booted")
+    if booted.ostree_booted and not booted.deployment:
         r.problem("booted-unknown",
                   f"{booted_path} exists but no deployment matches the booted root "
-                  f"(inode, / mount or ostree={cmd_ostree or 'none'})", booted_path)
-    if ostree_booted and mounts_ok:
+                  f"(inode, / mount or ostree={booted.cmd_ostree or 'none'})", booted_path)
+    if booted.ostree_booted and mounts_ok:
         points = {m.mount_point: m for m in mounts}
         usr = points.get("/usr")
-        booted = by_id.get(booted_id)
-        if usr is not None and not usr.read_only and booted is not None and not booted.unlocked:
-            r.problem("usr-writable", f"/usr is mounted read-write, but {booted_id} is not unlocked", "/usr")
+        dep = by_id.get(booted.deployment)
+        if usr is not None and not usr.read_only and dep is not None and not dep.unlocked:
+            r.problem("usr-writable", f"/usr is mounted read-write, but {booted.deployment} is not unlocked", "/usr")
         if "/boot" not in points:
             r.problem("boot-not-mounted", "/boot is not a mount point on this booted host", "/boot")
+
+
+def _deployment_records(ordered: List[_Dep], unordered: List[_Dep], booted_id: str, default_id: str,
+                        rollback_id: str) -> Tuple[model.Deployment, ...]:
+    """The Deployments property: staged first, then boot order, then the rest (index -1)."""
 
     def record(d: _Dep, index: int) -> model.Deployment:
         return model.Deployment(
@@ -645,26 +682,22 @@ def read_snapshot(paths: Paths) -> model.Snapshot:
             default=d.id == default_id, rollback=d.id == rollback_id, staged=d.staged, pinned=d.pinned,
             origin=d.origin, version=d.version, title=d.title)
 
-    staged_first = [d for d in rest if d.staged]
-    deployments = ([record(d, -1) for d in staged_first]
-                   + [record(d, i) for i, d in enumerate(entry_order)]
-                   + [record(d, -1) for d in rest if not d.staged])
-    boot_entries = tuple(
+    return tuple([record(d, -1) for d in unordered if d.staged]
+                 + [record(d, i) for i, d in enumerate(ordered)]
+                 + [record(d, -1) for d in unordered if not d.staged])
+
+
+def _entry_records(entries: List[bls.BlsEntry], links: _Links, default_entry: str,
+                   booted_entry: str) -> Tuple[model.BootEntry, ...]:
+    """The BootEntries property, in the boot loader's order."""
+    return tuple(
         model.BootEntry(
             id=e.id, file=e.file, title=e.title, version=e.version, sort_key=e.sort_key,
             machine_id=e.machine_id, linux=e.linux or e.efi, initrd=tuple(e.initrd), options=e.options,
-            devicetree=e.devicetree, architecture=e.architecture, ostree=entry_ostree.get(e.id, ""),
-            deployment=entry_dep.get(e.id, ""), default=e.id == default_entry,
+            devicetree=e.devicetree, architecture=e.architecture, ostree=links.entry_ostree.get(e.id, ""),
+            deployment=links.entry_dep.get(e.id, ""), default=e.id == default_entry,
             booted=e.id == booted_entry, tries_left=-1 if e.tries_left is None else e.tries_left)
         for e in entries)
-    return model.Snapshot(
-        Bootloader=bootloader, OstreeBooted=ostree_booted, BootedDeployment=booted_id,
-        DefaultDeployment=default_id, RollbackDeployment=rollback_id,
-        StagedDeployment=staged_id if staged_id in by_id else "",
-        DefaultEntry=default_entry, NextEntry=next_entry, BootedEntry=booted_entry,
-        DefaultEntrySource=source, BootedRoot=booted_root,
-        Deployments=tuple(deployments), BootEntries=boot_entries, Mounts=mounts,
-        Problems=tuple(sorted(set(r.problems), key=lambda p: (p.code, p.subject, p.message))))
 
 
 def _booted_metadata(r: _Reader, raw: bytes, path: str) -> Dict[str, object]:
@@ -738,7 +771,7 @@ _GRUB_SOURCES = {grubcfg.FROM_SAVED: "saved_entry", grubcfg.FROM_NEXT: "next_ent
                  grubcfg.FROM_LITERAL: "grub.cfg"}
 
 
-def _grub_default(r: _Reader, entries: List[bls.BlsEntry], recorded: Dict[str, str]) -> Tuple[str, str, str]:
+def _grub_default(r: _Reader, entries: List[bls.BlsEntry], recorded: Dict[str, str]) -> _Default:
     """(DefaultEntry, NextEntry, DefaultEntrySource) on a grub2 host: grub.cfg run with the grubenv."""
     env, env_path = r.grubenv()
     found = r.grub_config()
@@ -747,7 +780,7 @@ def _grub_default(r: _Reader, entries: List[bls.BlsEntry], recorded: Dict[str, s
             r.problem("grub-cfg-unsupported",
                       "no boot/grub2/grub.cfg or boot/grub/grub.cfg: what GRUB boots cannot be told",
                       "/boot/grub2/grub.cfg")
-        return "", "", "none"
+        return _Default()
     text, files, cfg_path = found
     res = grubcfg.evaluate(text, files, env)
     for var, reads in (("saved_entry", res.reads_saved_entry), ("next_entry", res.reads_next_entry)):
@@ -758,9 +791,9 @@ def _grub_default(r: _Reader, entries: List[bls.BlsEntry], recorded: Dict[str, s
     if res.default is None:
         r.problem("grub-cfg-unsupported",
                   f"cannot tell what {cfg_path} makes the default: {'; '.join(res.unknown) or 'unknown'}", cfg_path)
-        return "", "", "none"
+        return _Default()
     if not entries:
-        return "", "", "none"
+        return _Default()
     first = entries[0]  # GRUB boots entry 0 when `default` is unset or matches nothing
     if res.greenboot_fired and entries:
         r.problem("boot-fallback",
@@ -768,18 +801,18 @@ def _grub_default(r: _Reader, entries: List[bls.BlsEntry], recorded: Dict[str, s
                   f"{env.get('boot_success', '')} in {env_path}): {first.id} was tried and not kept; GRUB boots "
                   f"menu entry {res.default or '0'} instead", first.id)
     if res.default_from == grubcfg.FROM_UNSET or res.default == "":
-        return first.id, "", "first-entry"
+        return _Default(first.id, "", "first-entry")
     match = _grub_menu_match(res.default, entries, res.menuentries_before_blscfg)
     source = _GRUB_SOURCES.get(res.default_from, "grub.cfg")
     if match is None:
         r.problem("saved-entry-missing",
                   f"default={res.default} (from {source} in {cfg_path}) names no entry: GRUB boots the first",
                   res.default)
-        return first.id, "", "first-entry"
+        return _Default(first.id, "", "first-entry")
     variable = {grubcfg.FROM_SAVED: GRUB_SAVED_DEPLOYMENT, grubcfg.FROM_NEXT: GRUB_NEXT_DEPLOYMENT}
     if res.default_from in variable and env.get(variable[res.default_from]):
         recorded[match.id] = env[variable[res.default_from]]
-    return match.id, match.id if res.boot_once else "", source
+    return _Default(match.id, match.id if res.boot_once else "", source)
 
 
 def _boot_counting_fallback(r: _Reader, entries: List[bls.BlsEntry], default_entry: str) -> None:
@@ -798,14 +831,3 @@ def _boot_counting_fallback(r: _Reader, entries: List[bls.BlsEntry], default_ent
                       f"entry {e.file} has no boot tries left: it was tried {e.tries_done or 0} time(s) and not "
                       f"kept", e.id)
 
-
-_SAMPLE_DIR: Optional[str] = None
-
-
-def sample_paths() -> Paths:
-    """The bundled sample host, materialized once per process in a temp dir removed at exit."""
-    global _SAMPLE_DIR
-    from . import sample
-    if _SAMPLE_DIR is None or not os.path.isdir(_SAMPLE_DIR):
-        _SAMPLE_DIR = sample.materialize_temp()
-    return sample.paths_in(_SAMPLE_DIR)

@@ -85,6 +85,11 @@ def read_host_file(path: str, cap: int) -> bytes:
         raise ReadRefused(ReadRefused.NOT_FOUND, path, "does not exist") from e
     except OSError as e:
         raise ReadRefused(ReadRefused.ERROR, path, e.strerror or str(e)) from e
+    return _read_and_close(fd, path, cap)
+
+
+def _read_and_close(fd: int, path: str, cap: int) -> bytes:
+    """read_capped_fd, its OSError as ReadRefused(ERROR); the fd is closed in any case."""
     try:
         return read_capped_fd(fd, path, cap)
     except OSError as e:
@@ -118,10 +123,11 @@ class Root:
         """The host path of a resolved sysroot-relative path."""
         return self._prefix + rel if rel else self.path
 
-    def resolve(self, path: str, follow_last: bool = True) -> str:
+    def resolve(self, path: str, follow_last: bool = True, missing_ok: bool = False) -> str:
         """The sysroot-relative path ("a/b", "" for the root) with every link resolved inside the root.
 
-        Raises ReadRefused(NOT_FOUND / LOOP / NOT_DIR / ERROR).
+        Raises ReadRefused(NOT_FOUND / LOOP / NOT_DIR / ERROR); with missing_ok, a
+        missing component and what follows it are kept as named (a file to create).
         """
         done: List[str] = []
         todo = _split(path)
@@ -144,6 +150,9 @@ class Root:
                 try:
                     st = os.lstat(host)
                 except FileNotFoundError as e:
+                    if missing_ok:
+                        done = candidate
+                        continue
                     raise ReadRefused(ReadRefused.NOT_FOUND, "/" + "/".join(candidate), "does not exist") from e
                 except NotADirectoryError as e:
                     raise ReadRefused(ReadRefused.NOT_DIR, "/" + "/".join(done), "not a directory") from e
@@ -172,6 +181,18 @@ class Root:
                 continue
             done = candidate
         return "/".join(done)
+
+    def host_path(self, path: str) -> str:
+        """The host path of PATH resolved inside the root, the missing part kept (where a writer writes).
+
+        Raises OSError (ELOOP, ENOTDIR, or what lstat or readlink said) when it cannot resolve.
+        """
+        try:
+            return self.real(self.resolve(path, missing_ok=True))
+        except ReadRefused as e:
+            if isinstance(e.__cause__, OSError):
+                raise e.__cause__ from None
+            raise OSError(errno.ELOOP if e.reason == ReadRefused.LOOP else errno.ENOTDIR, str(e)) from None
 
     def lstat(self, rel: str) -> Optional[os.stat_result]:
         """lstat of an already resolved path; None when absent."""
@@ -235,12 +256,7 @@ class Root:
             if e.errno == errno.ELOOP:  # swapped for a link since the lstat
                 raise ReadRefused(ReadRefused.LOOP, shown, "became a symbolic link") from e
             raise ReadRefused(ReadRefused.ERROR, shown, e.strerror or str(e)) from e
-        try:
-            return read_capped_fd(fd, shown, cap)
-        except OSError as e:
-            raise ReadRefused(ReadRefused.ERROR, shown, e.strerror or str(e)) from e
-        finally:
-            os.close(fd)
+        return _read_and_close(fd, shown, cap)
 
     def read_text(self, path: str, cap: int = SMALL_MAX) -> str:
         """Like read(), decoded as UTF-8 with replacement (for key files and os-release)."""

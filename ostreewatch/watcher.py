@@ -40,30 +40,31 @@ import select
 import stat
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
 
 import pyinotify
+from pyinotify import (  # the event bits, as Linux's inotify.h names them
+    IN_ATTRIB,
+    IN_CLOSE_WRITE,
+    IN_CREATE,
+    IN_DELETE,
+    IN_DELETE_SELF,
+    IN_IGNORED,
+    IN_MOVE_SELF,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    IN_ONLYDIR,
+    IN_Q_OVERFLOW,
+    IN_UNMOUNT,
+)
 
 from . import mountprobe
-from .state import GRUB_SOURCED
+from .layout import GRUB_DIRS, GRUB_SOURCED
+from .model import Paths
 
 # pyinotify logs to stderr from inside its event processing (events for a
 # watch just removed, moves it cannot follow); this module handles all of those.
 pyinotify.log.setLevel(logging.CRITICAL)
-
-IN_ACCESS = pyinotify.IN_ACCESS
-IN_ATTRIB = pyinotify.IN_ATTRIB
-IN_CLOSE_WRITE = pyinotify.IN_CLOSE_WRITE
-IN_CREATE = pyinotify.IN_CREATE
-IN_DELETE = pyinotify.IN_DELETE
-IN_DELETE_SELF = pyinotify.IN_DELETE_SELF
-IN_IGNORED = pyinotify.IN_IGNORED
-IN_MOVED_FROM = pyinotify.IN_MOVED_FROM
-IN_MOVED_TO = pyinotify.IN_MOVED_TO
-IN_MOVE_SELF = pyinotify.IN_MOVE_SELF
-IN_ONLYDIR = pyinotify.IN_ONLYDIR
-IN_Q_OVERFLOW = pyinotify.IN_Q_OVERFLOW
-IN_UNMOUNT = pyinotify.IN_UNMOUNT
 
 _NAMES = IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM
 _SELF = IN_DELETE_SELF | IN_MOVE_SELF  # IN_UNMOUNT and IN_IGNORED come unasked
@@ -86,6 +87,177 @@ MOUNT_RECHECK_APPROX = 2.0
 # a few ms of work, then the loop serves others before the next chunk.
 _EVENT = struct.Struct("iIII")
 _READ_SIZE = 64 * 1024
+
+
+def _events(buf: bytes) -> Iterator[Tuple[int, int, str]]:
+    """(wd, mask, name) of each struct inotify_event read from an inotify fd."""
+    offset = 0
+    while offset + _EVENT.size <= len(buf):
+        wd, mask, _cookie, length = _EVENT.unpack_from(buf, offset)
+        start = offset + _EVENT.size
+        offset = start + length
+        # NUL-padded; never decoded strictly: a non-UTF-8 name is just a name.
+        yield wd, mask, os.fsdecode(buf[start:offset].split(b"\0", 1)[0]) if length else ""
+
+
+class PathWaiter:
+    """Wait, without polling, until a file (the bus socket) is created at PATH.
+
+    A one-shot inotify watch on the file's directory, or on its nearest existing
+    ancestor when the directory is missing (then any creation there ends the
+    wait and the caller looks again). Set up *before* trying to connect, so a
+    socket created in between is not missed. OSError when no watch can be set.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._wm: Optional[pyinotify.WatchManager] = pyinotify.WatchManager()
+        self.fd = self._wm.get_fd()
+        os.set_inheritable(self.fd, False)
+        os.set_blocking(self.fd, False)
+        directory = os.path.dirname(path) or "."
+        self.name: Optional[str] = os.path.basename(path)
+        while not os.path.isdir(directory) and directory not in ("/", ""):
+            directory, self.name = os.path.dirname(directory), None
+        mask = IN_CREATE | IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF
+        wd = self._wm.add_watch(directory, mask, quiet=True).get(directory, -1)
+        if wd is None or wd < 0:
+            self.close()
+            raise OSError(f"inotify_add_watch {directory} failed")
+
+    async def wait(self) -> None:
+        """Return once the file may be there (or the watched directory went away)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            try:
+                data = os.read(self.fd, _READ_SIZE)
+            except BlockingIOError:
+                return
+            for _wd, mask, name in _events(data):
+                if mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED) or self.name is None or name == self.name:
+                    if not done.done():
+                        done.set_result(None)
+
+        loop.add_reader(self.fd, readable)
+        try:
+            await done
+        finally:
+            loop.remove_reader(self.fd)
+
+    def close(self) -> None:
+        """Drop the watch and its fd; idempotent."""
+        if self._wm is not None:
+            self._wm.close()
+            self._wm = None
+            self.fd = -1
+
+
+class _Event(NamedTuple):
+    """One event in a watched directory, as a _classify handler sees it."""
+
+    role: str
+    reason: str
+    name: str
+    mask: int
+    structural: bool   # a name appeared, went or moved
+    mountinfo: str     # the base name of the watched mountinfo file
+
+
+# What a handler decides: the on_change reason (None: nothing), and whether to re-arm the watches.
+_Verdict = Tuple[Optional[str], bool]
+_NOTHING: _Verdict = (None, False)
+
+
+def _on_boot(ev: _Event) -> _Verdict:
+    if ev.name == "loader":
+        return "loader-swap", True
+    return None, ev.name in ("grub2", "grub", "efi") and ev.structural
+
+
+def _on_loader(ev: _Event) -> _Verdict:
+    if ev.name == "loader.conf":
+        return "loader.conf", False
+    if ev.name == "entries" and ev.structural:
+        return "entries", True
+    return _NOTHING
+
+
+def _on_grub(ev: _Event) -> _Verdict:
+    if ev.name == "grubenv":
+        return "grubenv", ev.structural  # it may have become a symlink into the ESP
+    if ev.name == "grub.cfg" or ev.name in GRUB_SOURCED:
+        return "grub.cfg", False  # the default is grub.cfg run with the grubenv (state.py)
+    return _NOTHING
+
+
+def _on_efi_loader(ev: _Event) -> _Verdict:
+    return ("loader.conf", False) if ev.name == "loader.conf" else _NOTHING
+
+
+def _on_ostree(ev: _Event) -> _Verdict:
+    if _BOOT_LINK.fullmatch(ev.name):
+        return "boot-links", False
+    if ev.name == "lock" and ev.mask & IN_CLOSE_WRITE:
+        return "lock-released", False
+    if ev.name == "deploy" and ev.structural:
+        return "deploy-mtime", True
+    return _NOTHING
+
+
+def _on_deploy(ev: _Event) -> _Verdict:
+    if ev.mask & IN_ATTRIB:
+        return "deploy-mtime", False
+    if ev.structural:
+        # A stateroot appeared or went: the re-arm reports "deployments" for a new
+        # OSNAME/deploy watch; a removed one reports it through IN_IGNORED.
+        return "deployments", True
+    return _NOTHING
+
+
+def _on_os_deploy(ev: _Event) -> _Verdict:
+    # CSUM.SERIAL or CSUM.SERIAL.origin appeared, went or was renamed.
+    return ("deployments", False) if ev.structural else _NOTHING
+
+
+def _on_run_ostree(ev: _Event) -> _Verdict:
+    return ("staged", False) if ev.name.startswith("staged-deployment") else _NOTHING
+
+
+def _on_mountinfo(ev: _Event) -> _Verdict:
+    return ("mounts", False) if ev.name == ev.mountinfo else _NOTHING
+
+
+def _on_file(ev: _Event) -> _Verdict:
+    return (ev.reason, False) if ev.name == ev.role[len("file:"):] else _NOTHING
+
+
+def _on_parent(ev: _Event) -> _Verdict:
+    if not ev.structural:
+        return _NOTHING
+    # RUN/ostree-booted is a file: it appears and goes in the RUN or parent watch.
+    if ev.name == "ostree-booted":
+        return "booted", True
+    return None, True  # something appeared on the way to a missing target: look again
+
+
+# Watch role -> what an event there means. "file:NAME" roles share one handler.
+_HANDLERS: Dict[str, Callable[[_Event], _Verdict]] = {
+    "boot": _on_boot,
+    "loader": _on_loader,
+    "entries": lambda ev: ("entries", False),
+    "grub": _on_grub,
+    "efi-loader": _on_efi_loader,
+    "ostree": _on_ostree,
+    "deploy": _on_deploy,
+    "os-deploy": _on_os_deploy,
+    "run-ostree": _on_run_ostree,
+    "booted": lambda ev: ("booted", False),
+    "mountinfo": _on_mountinfo,
+    "file": _on_file,
+    "parent": _on_parent,
+}
 
 
 @dataclass(frozen=True)
@@ -119,7 +291,7 @@ class Watcher:
 
     def __init__(
         self,
-        paths: Any,
+        paths: Paths,
         on_change: Callable[[str], None],
         loop: asyncio.AbstractEventLoop,
         *,
@@ -222,8 +394,7 @@ class Watcher:
                         _DIR | IN_CLOSE_WRITE | IN_ATTRIB, "entries", sysroot),
             ]
         targets += [
-            _Target("grub", os.path.join(boot, "grub2"), _DIR | IN_CLOSE_WRITE, "grubenv", sysroot),
-            _Target("grub", os.path.join(boot, "grub"), _DIR | IN_CLOSE_WRITE, "grubenv", sysroot),
+            *(_Target("grub", os.path.join(sysroot, d), _DIR | IN_CLOSE_WRITE, "grubenv", sysroot) for d in GRUB_DIRS),
             _Target("efi-loader", os.path.join(boot, "efi", "loader"), _DIR | IN_CLOSE_WRITE,
                     "loader.conf", sysroot, stand_in=False),
             # IN_CLOSE_WRITE: ostree closing ostree/lock is the end of its operation.
@@ -237,8 +408,8 @@ class Watcher:
         ]
         targets += self._stateroot_targets(os.path.join(ostree, "deploy"))
         # Fedora on UEFI: boot/grub2/grubenv is a symlink into the ESP; watch where it points too.
-        for grub in ("grub2", "grub"):
-            env = os.path.join(boot, grub, "grubenv")
+        for grub in GRUB_DIRS:
+            env = os.path.join(sysroot, grub, "grubenv")
             if os.path.islink(env):
                 real = os.path.realpath(env)
                 if os.path.commonpath([real, sysroot]) == sysroot and os.path.dirname(real) != os.path.dirname(env):
@@ -343,13 +514,7 @@ class Watcher:
         else:
             self._batch_reasons = {}
             self._batch_rearm = False
-        offset = 0
-        while offset + _EVENT.size <= len(buf):
-            wd, mask, _cookie, length = _EVENT.unpack_from(buf, offset)
-            start = offset + _EVENT.size
-            offset = start + length
-            # NUL-padded; never decoded strictly: a non-UTF-8 name is just a name.
-            name = os.fsdecode(buf[start:offset].split(b"\0", 1)[0]) if length else ""
+        for wd, mask, name in _events(buf):
             self._on_event(wd, mask, name)
         if "overflow" in self._batch_reasons:
             self.stats["overflows"] += 1
@@ -380,66 +545,14 @@ class Watcher:
             self._classify(role, reason, name, mask)
 
     def _classify(self, role: str, reason: str, name: str, mask: int) -> None:
-        """Decide what one event in a watched directory means."""
-        structural = bool(mask & _NAMES)
-        hit: Optional[str] = None
-        if role == "boot":
-            if name == "loader":
-                hit, self._batch_rearm = "loader-swap", True
-            elif name in ("grub2", "grub", "efi") and structural:
-                self._batch_rearm = True
-        elif role == "loader":
-            if name == "loader.conf":
-                hit = "loader.conf"
-            elif name == "entries" and structural:
-                hit, self._batch_rearm = "entries", True
-        elif role == "entries":
-            hit = "entries"
-        elif role == "grub":
-            if name == "grubenv":
-                hit = "grubenv"
-                if structural:  # it may have become a symlink into the ESP
-                    self._batch_rearm = True
-            elif name == "grub.cfg" or name in GRUB_SOURCED:
-                hit = "grub.cfg"  # the default is grub.cfg run with the grubenv (state.py)
-        elif role == "efi-loader":
-            if name == "loader.conf":
-                hit = "loader.conf"
-        elif role == "ostree":
-            if _BOOT_LINK.fullmatch(name):
-                hit = "boot-links"
-            elif name == "lock" and mask & IN_CLOSE_WRITE:
-                hit = "lock-released"
-            elif name == "deploy" and structural:
-                hit, self._batch_rearm = "deploy-mtime", True
-        elif role == "deploy":
-            if mask & IN_ATTRIB:
-                hit = "deploy-mtime"
-            elif structural:
-                # A stateroot appeared or went: the re-arm reports "deployments" for a new
-                # OSNAME/deploy watch; a removed one reports it through IN_IGNORED.
-                hit, self._batch_rearm = "deployments", True
-        elif role == "os-deploy":
-            if structural:  # CSUM.SERIAL or CSUM.SERIAL.origin appeared, went or was renamed
-                hit = "deployments"
-        elif role == "run-ostree":
-            if name.startswith("staged-deployment"):
-                hit = "staged"
-        elif role == "booted":
-            hit = "booted"
-        elif role == "mountinfo":
-            if name == os.path.basename(str(self.paths.mountinfo)):
-                hit = "mounts"
-        elif role.startswith("file:"):
-            if name == role[len("file:"):]:
-                hit = reason
-        elif role == "parent":
-            if structural:
-                # Something appeared on the way to a missing target: look again.
-                self._batch_rearm = True
-        # RUN/ostree-booted is a file: it appears and goes in the RUN or parent watch.
-        if name == "ostree-booted" and structural and role in ("parent",):
-            hit, self._batch_rearm = "booted", True
+        """Decide what one event in a watched directory means (_HANDLERS, by the watch's role)."""
+        handler = _HANDLERS.get(role.split(":", 1)[0] if role.startswith("file:") else role)
+        if handler is None:
+            return
+        hit, rearm = handler(_Event(role, reason, name, mask, bool(mask & _NAMES),
+                                    os.path.basename(str(self.paths.mountinfo))))
+        if rearm:
+            self._batch_rearm = True
         if hit is not None:
             self._batch_reasons[hit] = None
 

@@ -402,7 +402,7 @@ def test_sysroot_lock_held_is_busy(sysroot: str, holder: str) -> None:
 
 def test_ostree_waits_for_our_lock(sysroot: str) -> None:
     """While we hold the lock, real `ostree admin` cannot take it (it uses the same file and lock kind)."""
-    from ostreewatch.bootwrite import take_sysroot_lock
+    from ostreewatch.layout import take_sysroot_lock
 
     fd = take_sysroot_lock(sysroot)
     assert fd is not None

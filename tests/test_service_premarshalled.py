@@ -13,7 +13,7 @@ from importlib import metadata
 
 from dbus_next import Message, MessageType, Variant
 
-from ostreewatch import service, state
+from ostreewatch import sample, service, state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,7 +41,7 @@ def test_premarshalled_reply_is_byte_identical_to_dbus_next() -> None:
     async def build() -> service.Manager:
         async def reload() -> int:
             return 1
-        return service.Manager(state.read_snapshot(state.sample_paths()), 7, "test", reload=reload)
+        return service.Manager(state.read_snapshot(sample.paths_for()), 7, "test", reload=reload)
 
     manager = asyncio.run(build())
     for serial, sender in ((1, ":1.2"), (4242, ":1.99999"), (2**32 - 1, ":1.7")):
@@ -57,7 +57,7 @@ def test_the_cached_body_follows_a_published_change() -> None:
     async def run() -> None:
         async def reload() -> int:
             return 1
-        snap = state.read_snapshot(state.sample_paths())
+        snap = state.read_snapshot(sample.paths_for())
         manager = service.Manager(snap, 1, "test", reload=reload)
         before = manager._all_body()
 

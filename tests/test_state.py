@@ -10,7 +10,8 @@ import pytest
 
 from ostreewatch import model
 from ostreewatch.errors import SysrootError
-from ostreewatch.state import Paths, read_snapshot, sample_paths
+from ostreewatch.sample import paths_for as sample_paths
+from ostreewatch.state import Paths, read_snapshot
 from tests.fixtures.sysroots import OstreeSysroot, StatusDeployment, copy_sysroot
 
 

@@ -14,16 +14,13 @@ from __future__ import annotations
 from typing import List, Optional
 
 from ostreewatch.errors import CmdlineError
+from ostreewatch.parse import checked_text
 
 _WHITESPACE = " \t\n\r"
 
 
 def _check(text: str) -> str:
-    if not isinstance(text, str):
-        raise CmdlineError("command line must be text")
-    if "\0" in text:
-        raise CmdlineError("NUL character in command line")
-    return text
+    return checked_text(text, "command line", CmdlineError)
 
 
 def split_cmdline(text: str) -> List[str]:

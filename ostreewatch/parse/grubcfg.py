@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 # Where a value of $default came from.
 FROM_SAVED = "saved_entry"
@@ -393,17 +393,21 @@ class _Evaluator:
         return result if not rest else None
 
     def _or(self, v: List[Optional[str]]) -> Tuple[Optional[bool], List[Optional[str]]]:
-        left, v = self._and(v)
-        while v and v[0] == "-o":
-            right, v = self._and(v[1:])
-            left = True if (left is True or right is True) else (None if None in (left, right) else False)
-        return left, v
+        return self._chain(v, "-o", self._and, True)
 
     def _and(self, v: List[Optional[str]]) -> Tuple[Optional[bool], List[Optional[str]]]:
-        left, v = self._unary(v)
-        while v and v[0] == "-a":
-            right, v = self._unary(v[1:])
-            left = False if (left is False or right is False) else (None if None in (left, right) else True)
+        return self._chain(v, "-a", self._unary, False)
+
+    @staticmethod
+    def _chain(v: List[Optional[str]], op: str,
+               operand: Callable[[List[Optional[str]]], Tuple[Optional[bool], List[Optional[str]]]],
+               decides: bool) -> Tuple[Optional[bool], List[Optional[str]]]:
+        """OPERAND (OP OPERAND)*: DECIDES when one side is DECIDES, else unknown (None) when one is, else not DECIDES."""
+        left, v = operand(v)
+        while v and v[0] == op:
+            right, v = operand(v[1:])
+            left = decides if (left is decides or right is decides) else (
+                None if None in (left, right) else not decides)
         return left, v
 
     def _unary(self, v: List[Optional[str]]) -> Tuple[Optional[bool], List[Optional[str]]]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ostreewatch.errors import LoaderConfError
+from ostreewatch.parse import checked_text
 from ostreewatch.parse.bls import split_boot_counting
 
 _WHITESPACE = " \t\n\r"
@@ -84,11 +85,7 @@ def _split_lines(text: str) -> List[str]:
 
 
 def _check_text(text: str) -> str:
-    if not isinstance(text, str):
-        raise LoaderConfError("loader.conf must be text")
-    if "\0" in text:
-        raise LoaderConfError("NUL character in loader.conf")
-    return text
+    return checked_text(text, "loader.conf", LoaderConfError)
 
 
 def parse_loader_conf(text: str) -> LoaderConf:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Dict, Optional
 
 from ostreewatch.errors import OriginError
+from ostreewatch.parse import checked_text
 
 # GLib's g_key_file_parse_value_as_string escapes.
 _ESCAPES = {"s": " ", "n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
@@ -51,10 +52,7 @@ def parse_keyfile(text: str) -> Dict[str, Dict[str, str]]:
     leading blanks ignored, "#" comments, "[group]" headers, "key=value" with blanks
     around "=" dropped; localized keys ("key[de]") are skipped as g_key_file_get_keys does.
     """
-    if not isinstance(text, str):
-        raise OriginError("origin must be text")
-    if "\0" in text:
-        raise OriginError("NUL character in key file")
+    checked_text(text, "origin", OriginError, nul_in="key file")
     groups: Dict[str, Dict[str, str]] = {}
     current: Optional[Dict[str, str]] = None
     lines = text.split("\n")

@@ -17,6 +17,7 @@ import re
 from typing import Dict, List
 
 from ostreewatch.errors import OsReleaseError
+from ostreewatch.parse import checked_text
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _WHITESPACE = " \t\n\r"
@@ -35,11 +36,18 @@ def parse_os_release(text: str) -> Dict[str, str]:
         raise OsReleaseError(f"cannot parse os-release: {e}") from e
 
 
+def _append(buf: List[str], c: str, trailing_ws: int) -> int:
+    """Append C to BUF; returns where BUF's trailing blanks now start (-1: none)."""
+    if c not in _WHITESPACE:
+        trailing_ws = -1
+    elif trailing_ws < 0:
+        trailing_ws = len(buf)
+    buf.append(c)
+    return trailing_ws
+
+
 def _parse(text: str) -> Dict[str, str]:
-    if not isinstance(text, str):
-        raise OsReleaseError("os-release must be text")
-    if "\0" in text:
-        raise OsReleaseError("NUL character in os-release")
+    checked_text(text, "os-release", OsReleaseError)
     out: Dict[str, str] = {}
     key: List[str] = []
     value: List[str] = []
@@ -54,7 +62,10 @@ def _parse(text: str) -> Dict[str, str]:
             out[k] = v  # invalid names are ignored, as systemd does
 
     for c in text:
-        if state == "PRE_KEY":
+        if c in _NEWLINE and state in ("PRE_VALUE", "VALUE"):
+            state = "PRE_KEY"  # the end of an unquoted (or empty) value
+            push()
+        elif state == "PRE_KEY":
             if c in _COMMENTS:
                 state = "COMMENT"
             elif c not in _WHITESPACE:
@@ -65,19 +76,11 @@ def _parse(text: str) -> Dict[str, str]:
             if c in _NEWLINE:
                 state = "PRE_KEY"  # no '=': the line is ignored
             elif c == "=":
-                state = "PRE_VALUE"
-                last_value_ws = -1
+                state = "PRE_VALUE"  # last_value_ws is still -1 from the key's start
             else:
-                if c not in _WHITESPACE:
-                    last_key_ws = -1
-                elif last_key_ws < 0:
-                    last_key_ws = len(key)
-                key.append(c)
+                last_key_ws = _append(key, c, last_key_ws)
         elif state == "PRE_VALUE":
-            if c in _NEWLINE:
-                state = "PRE_KEY"
-                push()
-            elif c == "'":
+            if c == "'":
                 state = "SINGLE"
             elif c == '"':
                 state = "DOUBLE"
@@ -87,18 +90,11 @@ def _parse(text: str) -> Dict[str, str]:
                 state = "VALUE"
                 value.append(c)
         elif state == "VALUE":
-            if c in _NEWLINE:
-                state = "PRE_KEY"
-                push()
-            elif c == "\\":
+            if c == "\\":
                 state = "VALUE_ESCAPE"
                 last_value_ws = -1
             else:
-                if c not in _WHITESPACE:
-                    last_value_ws = -1
-                elif last_value_ws < 0:
-                    last_value_ws = len(value)
-                value.append(c)
+                last_value_ws = _append(value, c, last_value_ws)
         elif state == "VALUE_ESCAPE":
             state = "VALUE"
             if c not in _NEWLINE:  # an escaped newline is eaten

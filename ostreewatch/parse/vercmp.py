@@ -8,7 +8,7 @@ prefixed by '~' (oldest), '-', '^' or '.'; any other character is a separator.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 
 def _is_digit(c: str) -> bool:
@@ -25,6 +25,13 @@ def _is_valid_version_char(c: str) -> bool:
 
 def _cmp(x: object, y: object) -> int:
     return (x > y) - (x < y)  # type: ignore[operator]
+
+
+def _run_end(s: str, i: int, kind: Callable[[str], bool]) -> int:
+    """The index after the run of KIND characters starting at I (the "\\0" sentinel ends any run)."""
+    while kind(s[i]):
+        i += 1
+    return i
 
 
 def strverscmp_improved(a: Optional[str], b: Optional[str]) -> int:
@@ -63,12 +70,7 @@ def strverscmp_improved(a: Optional[str], b: Optional[str]) -> int:
                 j += 1
 
         if _is_digit(a[i]) or _is_digit(b[j]):
-            ii = i
-            while _is_digit(a[ii]):
-                ii += 1
-            jj = j
-            while _is_digit(b[jj]):
-                jj += 1
+            ii, jj = _run_end(a, i, _is_digit), _run_end(b, j, _is_digit)
             r = _cmp(i != ii, j != jj)
             if r:
                 return r
@@ -83,12 +85,7 @@ def strverscmp_improved(a: Optional[str], b: Optional[str]) -> int:
             if r:
                 return r
         else:
-            ii = i
-            while _is_alpha(a[ii]):
-                ii += 1
-            jj = j
-            while _is_alpha(b[jj]):
-                jj += 1
+            ii, jj = _run_end(a, i, _is_alpha), _run_end(b, j, _is_alpha)
             n = min(ii - i, jj - j)
             r = _cmp(a[i:i + n], b[j:j + n])
             if r:

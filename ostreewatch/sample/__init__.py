@@ -20,6 +20,8 @@ import shutil
 import tempfile
 from typing import Any, Dict, Tuple
 
+from ..model import Paths
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 NAMES: Tuple[str, ...] = ("rhcos", "silverblue")
 DEFAULT = "rhcos"
@@ -47,8 +49,8 @@ def _inside(dest: str, rel: str) -> str:
     return path
 
 
-def materialize(dest: str, name: str = DEFAULT) -> Any:
-    """Write the sample NAME under dest (an empty or new directory); returns its state.Paths."""
+def materialize(dest: str, name: str = DEFAULT) -> Paths:
+    """Write the sample NAME under dest (an empty or new directory); returns its model.Paths."""
     manifest = load_manifest(name)
     os.makedirs(dest, exist_ok=True)
     for rel in manifest["dirs"]:
@@ -65,9 +67,8 @@ def materialize(dest: str, name: str = DEFAULT) -> Any:
     return paths_in(dest)
 
 
-def paths_in(dest: str) -> Any:
-    """The state.Paths of a sample materialized in dest."""
-    from ..state import Paths
+def paths_in(dest: str) -> Paths:
+    """The model.Paths of a sample materialized in dest."""
     return Paths(sysroot=os.path.join(dest, "sysroot"), mountinfo=os.path.join(dest, "mountinfo"),
                  cmdline=os.path.join(dest, "cmdline"), run=os.path.join(dest, "run"))
 
@@ -81,8 +82,8 @@ def materialize_temp(name: str = DEFAULT) -> str:
     return dest
 
 
-def paths_for(name: str = DEFAULT) -> Any:
-    """The state.Paths of the sample NAME, materialized once per process in a temp dir removed at exit."""
+def paths_for(name: str = DEFAULT) -> Paths:
+    """The model.Paths of the sample NAME, materialized once per process in a temp dir removed at exit."""
     if name not in _TEMP_DIRS:
         _TEMP_DIRS[name] = materialize_temp(name)
     return paths_in(_TEMP_DIRS[name])
