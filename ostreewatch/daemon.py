@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import types
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
 from . import __version__, errors, model
 

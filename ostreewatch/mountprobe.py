@@ -22,7 +22,6 @@ id) gives None: then the caller reads the whole table, as before.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import re
 from typing import Optional, Sequence, Tuple
@@ -52,7 +51,7 @@ def _statx() -> Optional[ctypes._CFuncPtr]:  # type: ignore[name-defined]
     global _statx_fn, _statx_missing
     if _statx_fn is None and not _statx_missing:
         try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc = ctypes.CDLL(None, use_errno=True)  # the libc already loaded: no ldconfig look-up
             fn = libc.statx
             fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
             fn.restype = ctypes.c_int

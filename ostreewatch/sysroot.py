@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 from .errors import OstreewatchError, SysrootError
 
