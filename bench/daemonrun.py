@@ -59,8 +59,9 @@ class PrivateBus:
         self.start()
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(["dbus-daemon", f"--config-file={self.conf}", "--nofork", "--print-pid"],
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            ["dbus-daemon", f"--config-file={self.conf}", "--nofork", "--print-pid"], stdout=subprocess.PIPE, text=True
+        )
         assert self.proc.stdout
         self.proc.stdout.readline()  # the pid: printed once the socket listens
         self.proc.stdout.close()
@@ -127,8 +128,9 @@ class Daemon:
         env = dict(os.environ, NOTIFY_SOCKET=self.notify.path, PYTHONUNBUFFERED="1")
         self._log = open(self.log_path, "ab")
         t0 = time.monotonic()
-        self.proc = subprocess.Popen(self.args.argv(self.bus_address), env=env, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            self.args.argv(self.bus_address), env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
         t_ready = self.notify.wait_for("READY=1", timeout)
         if t_ready is None:
             rc = self.proc.poll()
@@ -172,9 +174,16 @@ async def wait_for_name(address: str, timeout: float = 20.0) -> None:
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            reply = await bus.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-                                           interface="org.freedesktop.DBus", member="NameHasOwner",
-                                           signature="s", body=[BUS_NAME]))
+            reply = await bus.call(
+                Message(
+                    destination="org.freedesktop.DBus",
+                    path="/org/freedesktop/DBus",
+                    interface="org.freedesktop.DBus",
+                    member="NameHasOwner",
+                    signature="s",
+                    body=[BUS_NAME],
+                )
+            )
             if reply.message_type == MessageType.METHOD_RETURN and reply.body[0]:
                 return
             await asyncio.sleep(0.02)
@@ -184,8 +193,14 @@ async def wait_for_name(address: str, timeout: float = 20.0) -> None:
 
 
 def getall_message() -> Message:
-    return Message(destination=BUS_NAME, path=OBJECT_PATH, interface="org.freedesktop.DBus.Properties",
-                   member="GetAll", signature="s", body=[INTERFACE])
+    return Message(
+        destination=BUS_NAME,
+        path=OBJECT_PATH,
+        interface="org.freedesktop.DBus.Properties",
+        member="GetAll",
+        signature="s",
+        body=[INTERFACE],
+    )
 
 
 async def get_all(bus: MessageBus) -> Dict[str, Any]:
@@ -214,9 +229,16 @@ class Recorder:
     @classmethod
     async def create(cls, address: str) -> "Recorder":
         rec = cls(await connect(address))
-        reply = await rec.bus.call(Message(
-            destination="org.freedesktop.DBus", path="/org/freedesktop/DBus", interface="org.freedesktop.DBus",
-            member="AddMatch", signature="s", body=[f"type='signal',path='{OBJECT_PATH}'"]))
+        reply = await rec.bus.call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="AddMatch",
+                signature="s",
+                body=[f"type='signal',path='{OBJECT_PATH}'"],
+            )
+        )
         if reply.message_type != MessageType.METHOD_RETURN:
             raise RuntimeError(f"AddMatch: {reply.error_name}")
         rec.bus.add_message_handler(rec._on_message)
@@ -242,11 +264,13 @@ class Recorder:
 
     async def wait(self, since: int, pred, timeout: float) -> Optional[SignalEvent]:
         """The first event at index >= since that satisfies pred, waiting up to timeout."""
+
         async def scan() -> Optional[SignalEvent]:
             for ev in self.events[since:]:
                 if pred(ev):
                     return ev
             return None
+
         try:
             async with asyncio.timeout(timeout) if hasattr(asyncio, "timeout") else _Null():
                 async with self._cond:

@@ -66,6 +66,7 @@ class NotifyListener:
                 except (socket.timeout, OSError):
                     continue
                 self.messages.append((time.monotonic(), data.decode("utf-8", "replace")))
+
         self._drainer = threading.Thread(target=run, daemon=True)
         self._drainer.start()
 
@@ -122,11 +123,13 @@ def machine_info() -> Dict[str, str]:
     except OSError:
         pass
     mem = status_fields("/proc/meminfo").get("MemTotal", "?")
+
     def tool(cmd: List[str]) -> str:
         try:
             return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.splitlines()[0].strip()
         except (OSError, IndexError, subprocess.SubprocessError):
             return "?"
+
     return {
         "cores": str(os.cpu_count()),
         "cpu": model or "?",
@@ -190,6 +193,7 @@ class RenameClock:
 
     def _run(self) -> None:
         import select
+
         poller = select.poll()
         poller.register(self._fd, select.POLLIN)
         poller.register(self._stop_r, select.POLLIN)
@@ -202,7 +206,7 @@ class RenameClock:
             off = 0
             while off < len(buf):
                 _wd, _mask, _cookie, length = struct.unpack_from("iIII", buf, off)
-                name = buf[off + 16: off + 16 + length].rstrip(b"\0").decode("utf-8", "replace")
+                name = buf[off + 16 : off + 16 + length].rstrip(b"\0").decode("utf-8", "replace")
                 off += 16 + length
                 if self._names is None or name in self._names:
                     with self._cond:

@@ -92,15 +92,19 @@ def reorder(sysroot: str, wanted: str) -> Tuple[bool, List[str]]:
         if staged is not None:
             # A staged deployment is written into the boot entries by ostree-finalize-staged at
             # shutdown and must stay first; reordering now would drop or displace it.
-            raise HelperError("staged", f"deployment {deployment_id(staged)} is staged (pending until "
-                                        "shutdown); the default cannot change while one is staged")
+            raise HelperError(
+                "staged",
+                f"deployment {deployment_id(staged)} is staged (pending until "
+                "shutdown); the default cannot change while one is staged",
+            )
         if wanted not in ids:
-            raise HelperError("no-such-deployment",
-                              f"no deployment {wanted!r} in {sysroot} (deployments: {', '.join(ids) or 'none'})")
+            raise HelperError(
+                "no-such-deployment", f"no deployment {wanted!r} in {sysroot} (deployments: {', '.join(ids) or 'none'})"
+            )
         index = ids.index(wanted)
         if index == 0:
             return False, ids
-        new = [deployments[index]] + deployments[:index] + deployments[index + 1:]
+        new = [deployments[index]] + deployments[:index] + deployments[index + 1 :]
         opts = OSTree.SysrootWriteDeploymentsOpts()
         opts.do_postclean = True
         try:

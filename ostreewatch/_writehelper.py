@@ -106,8 +106,7 @@ def atomic_replace(path: str, data: bytes, expect: Optional[bytes] = None) -> No
                 raise ContentChanged(f"{path} changed while the new content was prepared")
         remove_stale_temps(dir_fd)
         tmp = TEMP_PREFIX + secrets.token_hex(8)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
-                     0o600, dir_fd=dir_fd)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
         try:
             try:
                 _write_all(fd, data)
@@ -188,11 +187,15 @@ def remount_rw(directory: str) -> None:
     mount_point = _mount_point_of(directory)
     keep = os.statvfs(directory).f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME)
     # First the per-mount flag (a read-only bind mount), then, as ostree does, the superblock.
-    _check(libc.mount(None, mount_point.encode(), None, MS_REMOUNT | MS_BIND | keep, None),
-           f"remount,bind,rw {mount_point}")
+    _check(
+        libc.mount(None, mount_point.encode(), None, MS_REMOUNT | MS_BIND | keep, None),
+        f"remount,bind,rw {mount_point}",
+    )
     if os.statvfs(directory).f_flag & ST_RDONLY:
-        _check(libc.mount(mount_point.encode(), mount_point.encode(), None, MS_REMOUNT | MS_SILENT, None),
-               f"remount,rw {mount_point}")
+        _check(
+            libc.mount(mount_point.encode(), mount_point.encode(), None, MS_REMOUNT | MS_SILENT, None),
+            f"remount,rw {mount_point}",
+        )
     if os.statvfs(directory).f_flag & ST_RDONLY:
         raise OSError(f"{mount_point} is still read-only after remounting it")
 

@@ -67,9 +67,7 @@ def diff(old: Snapshot, new: Snapshot) -> Changes:
     """Compare two snapshots field by field."""
     if old == new:
         return Changes()
-    changed = tuple(
-        f.name for f in dataclasses.fields(Snapshot) if getattr(old, f.name) != getattr(new, f.name)
-    )
+    changed = tuple(f.name for f in dataclasses.fields(Snapshot) if getattr(old, f.name) != getattr(new, f.name))
     dep_added, dep_removed, _ = _keyed_diff(old.Deployments, new.Deployments, "id")
     ent_added, ent_removed, ent_modified = _keyed_diff(old.BootEntries, new.BootEntries, "id")
     m_added, m_removed, m_modified = _keyed_diff(old.Mounts, new.Mounts, "mount_point")

@@ -112,8 +112,14 @@ def status_line(snapshot: model.Snapshot) -> str:
 class Daemon:
     """Holds the published snapshot and its generation; runs the change flow."""
 
-    def __init__(self, paths: model.Paths, bus_spec: str, debounce_ms: int = DEFAULT_DEBOUNCE_MS,
-                 journal: Optional[Journal] = None, textfile_dir: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        paths: model.Paths,
+        bus_spec: str,
+        debounce_ms: int = DEFAULT_DEBOUNCE_MS,
+        journal: Optional[Journal] = None,
+        textfile_dir: Optional[str] = None,
+    ) -> None:
         self.paths = paths
         self.textfile_dir = textfile_dir
         self.bus_spec = bus_spec
@@ -135,8 +141,8 @@ class Daemon:
         self._scan_task: Optional[asyncio.Task] = None
         self._waiters: List[Tuple[int, asyncio.Future]] = []
         self._tasks: List[asyncio.Task] = []
-        self._ready = False     # the first snapshot is read and published
-        self._pending = False   # a change was seen during the first read
+        self._ready = False  # the first snapshot is read and published
+        self._pending = False  # a change was seen during the first read
         self._only_mounts = True  # every change since the last read came from the mount table
         self._locked_since: Optional[float] = None  # when a rescan was first deferred for ostree's lock
         self._mount_fingerprint: Optional[Tuple[Tuple[model.Mount, ...], int]] = None
@@ -270,18 +276,20 @@ class Daemon:
             return
         if self._textfile_executor is None:
             self._textfile_executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="textfile")
+                max_workers=1, thread_name_prefix="textfile"
+            )
         # One worker: writes land in publication order, the last one wins.
-        self._textfile_executor.submit(self._write_textfile, self.textfile_dir, self.snapshot,
-                                       self.generation, time.time())
+        self._textfile_executor.submit(
+            self._write_textfile, self.textfile_dir, self.snapshot, self.generation, time.time()
+        )
 
-    def _write_textfile(self, directory: str, snapshot: model.Snapshot, generation: int,
-                        when: float) -> None:
+    def _write_textfile(self, directory: str, snapshot: model.Snapshot, generation: int, when: float) -> None:
         try:
             textfile.write_textfile(directory, textfile.render(snapshot, generation, when))
         except (OSError, ValueError) as e:
-            self.journal.log(LOG_WARNING, f"cannot write the node_exporter textfile in {directory}: {e}",
-                             textfile_dir=directory)
+            self.journal.log(
+                LOG_WARNING, f"cannot write the node_exporter textfile in {directory}: {e}", textfile_dir=directory
+            )
 
     def _remove_textfile(self) -> None:
         """At a clean stop: the metrics go absent, so the fleet sees the daemon is down."""
@@ -345,8 +353,11 @@ class Daemon:
             except Exception as e:
                 if not said_missing:
                     kind = f"{self.bus_spec} " if self.bus_spec in ("system", "session") else ""
-                    self.journal.log(LOG_NOTICE, f"waiting for the D-Bus {kind}bus at {self.bus_address()} ({e}); "
-                                        "watching state meanwhile", bus=self.bus_spec)
+                    self.journal.log(
+                        LOG_NOTICE,
+                        f"waiting for the D-Bus {kind}bus at {self.bus_address()} ({e}); watching state meanwhile",
+                        bus=self.bus_spec,
+                    )
                     said_missing = True
                 if waiter is not None:
                     await waiter.wait()
@@ -369,8 +380,9 @@ class Daemon:
             if owner:
                 self.journal.bus_connected(self.bus_address(), bus.unique_name or "")
             else:
-                self.journal.log(LOG_WARNING, f"{service.BUS_NAME} is owned by another "
-                              "connection; queued for it", bus=self.bus_spec)
+                self.journal.log(
+                    LOG_WARNING, f"{service.BUS_NAME} is owned by another connection; queued for it", bus=self.bus_spec
+                )
             reason = "disconnected"
             try:
                 await bus.wait_for_disconnect()
@@ -417,13 +429,21 @@ class Daemon:
             self.request_scan()
         service, bootwrite = await loop.run_in_executor(None, _load_bus_side)
         # Built from the snapshot of now: a change published in between is already in it.
-        self.manager = service.Manager(self.snapshot, self.generation, __version__,
-                                       reload=self.authorized_reload, set_entry=self.set_entry,
-                                       set_deployment=self.set_deployment)
+        self.manager = service.Manager(
+            self.snapshot,
+            self.generation,
+            __version__,
+            reload=self.authorized_reload,
+            set_entry=self.set_entry,
+            set_deployment=self.set_deployment,
+        )
         self.writer = bootwrite.BootWriter(
-            self.paths, self.journal, refresh=self._refreshed,
+            self.paths,
+            self.journal,
+            refresh=self._refreshed,
             efivars=os.environ.get("OSTREEWATCH_EFIVARS", bootwrite.EFIVARS),
-            deploy_python=os.environ.get("OSTREEWATCH_DEPLOY_PYTHON", bootwrite.DEPLOY_PYTHON))
+            deploy_python=os.environ.get("OSTREEWATCH_DEPLOY_PYTHON", bootwrite.DEPLOY_PYTHON),
+        )
         self._start_watchdog(loop)
         self._tasks.append(asyncio.ensure_future(self._bus_loop()))
         await self._stopping.wait()
@@ -499,27 +519,50 @@ def check_bus_spec(spec: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .sample import DEFAULT, NAMES
+
     p = argparse.ArgumentParser(prog="ostreewatchd", description="Publish an OSTree host's boot state on D-Bus.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    p.add_argument("--bus", default="system", metavar="BUS",
-                   help="system, session or a D-Bus address (default: system)")
+    p.add_argument(
+        "--bus", default="system", metavar="BUS", help="system, session or a D-Bus address (default: system)"
+    )
     p.add_argument("--sysroot", default="/", metavar="DIR", help="the sysroot to watch (default: /)")
-    p.add_argument("--mountinfo", default="/proc/1/mountinfo", metavar="FILE",
-                   help="mount table (default: /proc/1/mountinfo)")
-    p.add_argument("--cmdline", default="/proc/cmdline", metavar="FILE",
-                   help="kernel command line (default: /proc/cmdline)")
+    p.add_argument(
+        "--mountinfo", default="/proc/1/mountinfo", metavar="FILE", help="mount table (default: /proc/1/mountinfo)"
+    )
+    p.add_argument(
+        "--cmdline", default="/proc/cmdline", metavar="FILE", help="kernel command line (default: /proc/cmdline)"
+    )
     p.add_argument("--run", default="/run", metavar="DIR", help="the run directory (default: /run)")
-    p.add_argument("--debounce-ms", type=int, default=DEFAULT_DEBOUNCE_MS, metavar="MS",
-                   help=f"quiet time before a rescan (default: {DEFAULT_DEBOUNCE_MS})")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                   help="the least severe stderr log message shown (default: info; journal records "
-                        "are not affected)")
-    p.add_argument("--sample", nargs="?", const=DEFAULT, default=None, choices=NAMES, metavar="NAME",
-                   help=f"watch a bundled sample host instead, in a temp dir removed at exit "
-                        f"({', '.join(NAMES)}; default {DEFAULT})")
-    p.add_argument("--textfile-dir", default=None, metavar="DIR",
-                   help="write DIR/ostreewatch.prom for node_exporter's textfile collector at start "
-                        "and at every published change (default: off)")
+    p.add_argument(
+        "--debounce-ms",
+        type=int,
+        default=DEFAULT_DEBOUNCE_MS,
+        metavar="MS",
+        help=f"quiet time before a rescan (default: {DEFAULT_DEBOUNCE_MS})",
+    )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="the least severe stderr log message shown (default: info; journal records are not affected)",
+    )
+    p.add_argument(
+        "--sample",
+        nargs="?",
+        const=DEFAULT,
+        default=None,
+        choices=NAMES,
+        metavar="NAME",
+        help=f"watch a bundled sample host instead, in a temp dir removed at exit "
+        f"({', '.join(NAMES)}; default {DEFAULT})",
+    )
+    p.add_argument(
+        "--textfile-dir",
+        default=None,
+        metavar="DIR",
+        help="write DIR/ostreewatch.prom for node_exporter's textfile collector at start "
+        "and at every published change (default: off)",
+    )
     return p
 
 
@@ -536,12 +579,16 @@ def _paths(args: argparse.Namespace) -> model.Paths:
 def _sample_paths(name: str) -> model.Paths:
     """The bundled sample's Paths (materialized in a temp dir removed at exit)."""
     from . import sample
+
     return sample.paths_for(name)
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="ostreewatchd: %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        stream=sys.stderr,
+        format="ostreewatchd: %(levelname)s %(name)s: %(message)s",
+    )
 
 
 def main(argv: Optional[List[str]] = None) -> int:

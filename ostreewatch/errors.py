@@ -25,8 +25,9 @@ class OstreewatchError(Exception):
         super().__init_subclass__(**kwargs)
         if "dbus_name" in cls.__dict__:
             if cls.dbus_name in _BY_DBUS_NAME:
-                raise TypeError(f"{cls.__name__}: {cls.dbus_name} is already "
-                                f"{_BY_DBUS_NAME[cls.dbus_name].__name__}'s D-Bus name")
+                raise TypeError(
+                    f"{cls.__name__}: {cls.dbus_name} is already {_BY_DBUS_NAME[cls.dbus_name].__name__}'s D-Bus name"
+                )
             _BY_DBUS_NAME[cls.dbus_name] = cls
 
 

@@ -59,8 +59,22 @@ _SCALAR_PROPERTIES = (
 # Every field a write-attempt record may carry (bootwrite fills them; the catalog entry and
 # docs/journal.md name each, tests/test_setdefault_audit.py keeps the three in step).
 WRITE_ATTEMPT_FIELDS = (
-    "caller_uid", "caller_pid", "caller_bus_name", "caller_unit", "method", "entry", "deployment",
-    "previous", "new", "bootloader", "authorized_by", "changed", "reordered", "file", "result", "error",
+    "caller_uid",
+    "caller_pid",
+    "caller_bus_name",
+    "caller_unit",
+    "method",
+    "entry",
+    "deployment",
+    "previous",
+    "new",
+    "bootloader",
+    "authorized_by",
+    "changed",
+    "reordered",
+    "file",
+    "result",
+    "error",
     "suppressed",
 )
 # Refused write attempts: at most one record per caller uid per this many seconds; the
@@ -96,9 +110,14 @@ def _never_raise(method: _F) -> _F:
         try:
             method(self, *args, **kwargs)
         except Exception as exc:
-            self._to_stderr([f"MESSAGE=journal record {method.__name__} failed: {exc}",
-                             f"PRIORITY={LOG_ERR}", "SYSLOG_IDENTIFIER=" + self.identifier,
-                             f"OSTREEWATCH_FORMAT_ERROR={exc.__class__.__name__}"])
+            self._to_stderr(
+                [
+                    f"MESSAGE=journal record {method.__name__} failed: {exc}",
+                    f"PRIORITY={LOG_ERR}",
+                    "SYSLOG_IDENTIFIER=" + self.identifier,
+                    f"OSTREEWATCH_FORMAT_ERROR={exc.__class__.__name__}",
+                ]
+            )
 
     return wrapper  # type: ignore[return-value]
 
@@ -188,9 +207,7 @@ class Journal:
         fields += [("OSTREEWATCH_PROBLEMS_APPEARED", p.code) for p in changes.problems_appeared]
         fields += [("OSTREEWATCH_PROBLEMS_CLEARED", p.code) for p in changes.problems_cleared]
         if changes.problems_appeared or changes.problems_cleared:
-            summary.append(
-                f"problems +{len(changes.problems_appeared)} -{len(changes.problems_cleared)}"
-            )
+            summary.append(f"problems +{len(changes.problems_appeared)} -{len(changes.problems_cleared)}")
         if not summary:
             summary.append(", ".join(changes.changed_properties) or "nothing")
         message = f"Boot state changed (generation {generation}): " + "; ".join(summary)
@@ -202,9 +219,7 @@ class Journal:
         self._emit(
             MESSAGE_ID_PROBLEM_APPEARED,
             LOG_WARNING,
-            f"Problem {problem.code}"
-            + (f" ({problem.subject})" if problem.subject else "")
-            + f": {problem.message}",
+            f"Problem {problem.code}" + (f" ({problem.subject})" if problem.subject else "") + f": {problem.message}",
             self._problem_fields(problem),
         )
 
@@ -326,9 +341,7 @@ class Journal:
             ("OSTREEWATCH_PROBLEM_MESSAGE", problem.message),
         ]
 
-    def _lines(
-        self, message_id: Optional[str], priority: int, message: str, fields: Sequence[Field]
-    ) -> List[str]:
+    def _lines(self, message_id: Optional[str], priority: int, message: str, fields: Sequence[Field]) -> List[str]:
         lines = [
             "MESSAGE=" + message,
             f"PRIORITY={int(priority)}",
@@ -339,14 +352,16 @@ class Journal:
         lines += [f"{key}={_text(value)}" for key, value in fields]
         return lines
 
-    def _emit(
-        self, message_id: Optional[str], priority: int, message: str, fields: Sequence[Field]
-    ) -> None:
+    def _emit(self, message_id: Optional[str], priority: int, message: str, fields: Sequence[Field]) -> None:
         try:
             lines = self._lines(message_id, priority, message, fields)
         except Exception as exc:  # a field whose str() fails must not lose the record
-            lines = ["MESSAGE=" + str(message), f"PRIORITY={LOG_ERR}", "SYSLOG_IDENTIFIER=" + self.identifier,
-                     f"OSTREEWATCH_FORMAT_ERROR={exc.__class__.__name__}"]
+            lines = [
+                "MESSAGE=" + str(message),
+                f"PRIORITY={LOG_ERR}",
+                "SYSLOG_IDENTIFIER=" + self.identifier,
+                f"OSTREEWATCH_FORMAT_ERROR={exc.__class__.__name__}",
+            ]
         # systemd-python is silent when the socket is missing: check first so the
         # record is not lost; a stale socket raises ConnectionRefusedError instead.
         if _sd_journal is not None and os.path.exists(self.socket_path):

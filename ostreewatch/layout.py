@@ -51,8 +51,10 @@ def sysroot_locked(sysroot: str) -> bool:
     no lock, so it never gets in ostree's way. A missing or unreadable lock file: False.
     """
     try:
-        fd = os.open(os.path.join(sysroot, SYSROOT_LOCK),
-                     os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC)
+        fd = os.open(
+            os.path.join(sysroot, SYSROOT_LOCK),
+            os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC,
+        )
     except OSError:
         return False
     try:
@@ -100,8 +102,9 @@ def take_sysroot_lock(sysroot: str) -> Optional[int]:
         except OSError as e:
             os.close(fd)
             if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise errors.Busy("another process holds the ostree sysroot lock "
-                                  f"({path}); try again when it has finished") from None
+                raise errors.Busy(
+                    f"another process holds the ostree sysroot lock ({path}); try again when it has finished"
+                ) from None
             if e.errno == errno.ENOENT:
                 continue
             raise

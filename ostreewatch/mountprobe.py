@@ -74,16 +74,17 @@ def _probe_point(root: str, point: str, buf: ctypes.Array) -> PointProbe:  # typ
         return None
     try:
         fn = _statx()
-        if fn is None or fn(fd, b"", _AT_EMPTY_PATH | _AT_NO_AUTOMOUNT,
-                            _STATX_MNT_ID | _STATX_MNT_ID_UNIQUE, buf) != 0:
+        if fn is None or fn(fd, b"", _AT_EMPTY_PATH | _AT_NO_AUTOMOUNT, _STATX_MNT_ID | _STATX_MNT_ID_UNIQUE, buf) != 0:
             raise OSError(ctypes.get_errno(), "statx")
         raw = bytes(buf)
-        mask = int.from_bytes(raw[_OFF_MASK:_OFF_MASK + 4], "little")
+        mask = int.from_bytes(raw[_OFF_MASK : _OFF_MASK + 4], "little")
         if not mask & (_STATX_MNT_ID | _STATX_MNT_ID_UNIQUE):
             raise OSError("statx reported no mount id (a kernel older than 5.8)")
-        mnt_id = int.from_bytes(raw[_OFF_MNT_ID:_OFF_MNT_ID + 8], "little")
-        dev = os.makedev(int.from_bytes(raw[_OFF_DEV_MAJOR:_OFF_DEV_MAJOR + 4], "little"),
-                         int.from_bytes(raw[_OFF_DEV_MINOR:_OFF_DEV_MINOR + 4], "little"))
+        mnt_id = int.from_bytes(raw[_OFF_MNT_ID : _OFF_MNT_ID + 8], "little")
+        dev = os.makedev(
+            int.from_bytes(raw[_OFF_DEV_MAJOR : _OFF_DEV_MAJOR + 4], "little"),
+            int.from_bytes(raw[_OFF_DEV_MINOR : _OFF_DEV_MINOR + 4], "little"),
+        )
         return (mnt_id, bool(mask & _STATX_MNT_ID_UNIQUE), dev, os.fstatvfs(fd).f_flag)
     finally:
         os.close(fd)
@@ -110,13 +111,13 @@ def probe_root(mountinfo: str) -> Optional[Tuple[str, bool]]:
     return root, True
 
 
-def probe(root: str, points: Sequence[str] = WATCHED_MOUNT_POINTS,
-          own_points: Sequence[str] = ()) -> Optional[Probe]:
+def probe(root: str, points: Sequence[str] = WATCHED_MOUNT_POINTS, own_points: Sequence[str] = ()) -> Optional[Probe]:
     """The mounts and flags of POINTS resolved under ROOT (probe_root's), then of OWN_POINTS as this
     process sees them (e.g. the watched sysroot's boot/); None when it cannot be told."""
     buf = ctypes.create_string_buffer(_STATX_SIZE)
     try:
-        return (tuple(_probe_point(root, point, buf) for point in points)
-                + tuple(_probe_point("", os.path.abspath(point), buf) for point in own_points))
+        return tuple(_probe_point(root, point, buf) for point in points) + tuple(
+            _probe_point("", os.path.abspath(point), buf) for point in own_points
+        )
     except OSError:
         return None

@@ -20,6 +20,7 @@ tests/test_service_dbusnext.py fails when the installed one differs in any of th
   (closed by close_bus) and MessageBus._introspect_export_path() (the introspection of the
   rest of the path).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -37,6 +38,7 @@ from dbus_next.constants import NameFlag, RequestNameReply
 from dbus_next.service import PropertyAccess, ServiceInterface, dbus_property
 
 from . import _interface, errors, model
+
 # re-exported: service.BUS_NAME, service.OBJECT_PATH and service.INTERFACE stay importable
 from .busnames import BUS_NAME as BUS_NAME
 from .busnames import INTERFACE as INTERFACE
@@ -67,8 +69,7 @@ SetEntryHook = Callable[[str, str, model.Caller, AskPolkit], Awaitable[None]]
 SetDeploymentHook = Callable[[str, model.Caller, AskPolkit], Awaitable[str]]
 
 # polkit's authority (polkit docs: org.freedesktop.PolicyKit1.Authority.CheckAuthorization).
-POLKIT = ("org.freedesktop.PolicyKit1", "/org/freedesktop/PolicyKit1/Authority",
-          "org.freedesktop.PolicyKit1.Authority")
+POLKIT = ("org.freedesktop.PolicyKit1", "/org/freedesktop/PolicyKit1/Authority", "org.freedesktop.PolicyKit1.Authority")
 POLKIT_ALLOW_USER_INTERACTION = 0x1  # CheckAuthorizationFlags
 POLKIT_TIMEOUT = 25.0
 POLKIT_INTERACTIVE_TIMEOUT = 300.0  # an authentication dialog waits for a human
@@ -79,8 +80,7 @@ POLKIT_INTERACTIVE_TIMEOUT = 300.0  # an authentication dialog waits for a human
 
 def _record_variants(record: Any) -> Dict[str, Variant]:
     sigs = model._KEYS_OF[type(record)]
-    return {key: Variant(sig, value) for key, value in model.record_to_dict(record).items()
-            for sig in (sigs[key],)}
+    return {key: Variant(sig, value) for key, value in model.record_to_dict(record).items() for sig in (sigs[key],)}
 
 
 def snapshot_values(snapshot: model.Snapshot) -> Dict[str, Any]:
@@ -110,8 +110,12 @@ def unwrap(value: Any) -> Any:
 
 def snapshot_from_plain(props: Dict[str, Any]) -> model.Snapshot:
     """GetAll's plain values back into a model.Snapshot (unknown keys ignored, missing ones defaulted)."""
-    records = {"Deployments": model.Deployment, "BootEntries": model.BootEntry,
-               "Mounts": model.Mount, "Problems": model.Problem}
+    records = {
+        "Deployments": model.Deployment,
+        "BootEntries": model.BootEntry,
+        "Mounts": model.Mount,
+        "Problems": model.Problem,
+    }
     fields: Dict[str, Any] = {}
     for name in model.PROPERTY_SIGNATURES:
         if name not in props:
@@ -122,8 +126,10 @@ def snapshot_from_plain(props: Dict[str, Any]) -> model.Snapshot:
         elif name in records:
             cls = records[name]
             keys = model.key_signatures(name)
-            value = tuple(cls(**{k: (tuple(v) if isinstance(v, list) else v)
-                                 for k, v in item.items() if k in keys}) for item in value)
+            value = tuple(
+                cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in item.items() if k in keys})
+                for item in value
+            )
         fields[name] = value
     return model.Snapshot(**fields)
 
@@ -167,16 +173,24 @@ def interface_xml() -> ET.Element:
     return iface
 
 
-_DOCTYPE = ('<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"\n'
-            '"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">\n')
+_DOCTYPE = (
+    '<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"\n'
+    '"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">\n'
+)
 
 
 class Manager(_ManagerBase):
     """org.ostreewatch1.Manager: the published snapshot, its signals, and its methods."""
 
-    def __init__(self, snapshot: model.Snapshot, generation: int, version: str,
-                 reload: ReloadHook, set_entry: Optional[SetEntryHook] = None,
-                 set_deployment: Optional[SetDeploymentHook] = None) -> None:
+    def __init__(
+        self,
+        snapshot: model.Snapshot,
+        generation: int,
+        version: str,
+        reload: ReloadHook,
+        set_entry: Optional[SetEntryHook] = None,
+        set_deployment: Optional[SetDeploymentHook] = None,
+    ) -> None:
         super().__init__(INTERFACE)
         self.snapshot = snapshot
         self.generation = generation
@@ -203,12 +217,15 @@ class Manager(_ManagerBase):
         changed["Generation"] = generation
         self.emit_properties_changed(changed)
         if changes.deployments_added or changes.deployments_removed:
-            self._signal("DeploymentsChanged", "asas",
-                         [list(changes.deployments_added), list(changes.deployments_removed)])
+            self._signal(
+                "DeploymentsChanged", "asas", [list(changes.deployments_added), list(changes.deployments_removed)]
+            )
         if changes.entries_added or changes.entries_removed or changes.entries_modified:
-            self._signal("BootEntriesChanged", "asasas",
-                         [list(changes.entries_added), list(changes.entries_removed),
-                          list(changes.entries_modified)])
+            self._signal(
+                "BootEntriesChanged",
+                "asasas",
+                [list(changes.entries_added), list(changes.entries_removed), list(changes.entries_modified)],
+            )
         if changes.default_entry is not None:
             self._signal("DefaultEntryChanged", "ss", list(changes.default_entry))
         if changes.mount_points_changed:
@@ -254,18 +271,39 @@ class Manager(_ManagerBase):
         if sigs.get(msg.member) != msg.signature:
             return False  # dbus-next answers UnknownMethod (its message names only the member)
         iface = msg.body[0]
-        if iface not in (INTERFACE, "org.freedesktop.DBus.Properties", "org.freedesktop.DBus.Introspectable",
-                         "org.freedesktop.DBus.Peer"):
-            self._reply(bus, msg, Message.new_error(msg, "org.freedesktop.DBus.Error.UnknownInterface",
-                                                    f"no interface {_clip(iface)!r} at {OBJECT_PATH}"))
+        if iface not in (
+            INTERFACE,
+            "org.freedesktop.DBus.Properties",
+            "org.freedesktop.DBus.Introspectable",
+            "org.freedesktop.DBus.Peer",
+        ):
+            self._reply(
+                bus,
+                msg,
+                Message.new_error(
+                    msg,
+                    "org.freedesktop.DBus.Error.UnknownInterface",
+                    f"no interface {_clip(iface)!r} at {OBJECT_PATH}",
+                ),
+            )
             return True
         if msg.member != "GetAll" and iface == INTERFACE and msg.body[1] not in PROPERTIES:
-            self._reply(bus, msg, Message.new_error(msg, "org.freedesktop.DBus.Error.UnknownProperty",
-                                                    f"{INTERFACE} has no property {_clip(msg.body[1])!r}"))
+            self._reply(
+                bus,
+                msg,
+                Message.new_error(
+                    msg,
+                    "org.freedesktop.DBus.Error.UnknownProperty",
+                    f"{INTERFACE} has no property {_clip(msg.body[1])!r}",
+                ),
+            )
             return True
         if msg.member == "Set" and iface == INTERFACE:
-            self._reply(bus, msg, Message.new_error(msg, "org.freedesktop.DBus.Error.PropertyReadOnly",
-                                                    f"{msg.body[1]} is read-only"))
+            self._reply(
+                bus,
+                msg,
+                Message.new_error(msg, "org.freedesktop.DBus.Error.PropertyReadOnly", f"{msg.body[1]} is read-only"),
+            )
             return True
         if msg.member == "GetAll" and iface == INTERFACE:
             self._reply(bus, msg, PremarshalledReply(msg, "a{sv}", self._all_body()))
@@ -319,12 +357,10 @@ class Manager(_ManagerBase):
 
     async def _call(self, bus: MessageBus, msg: Message) -> Message:
         if msg.member not in METHODS:
-            return Message.new_error(msg, UNKNOWN_METHOD,
-                                     f"{INTERFACE} has no method {msg.member!r}")
+            return Message.new_error(msg, UNKNOWN_METHOD, f"{INTERFACE} has no method {msg.member!r}")
         in_sig = "".join(sig for _, sig in METHODS[msg.member][0])
         if msg.signature != in_sig:
-            raise errors.InvalidArgs(
-                f"{msg.member} takes signature {in_sig!r}, got {msg.signature!r}")
+            raise errors.InvalidArgs(f"{msg.member} takes signature {in_sig!r}, got {msg.signature!r}")
         caller = await caller_of(bus, msg.sender)
         ask = polkit_asker(bus, msg, caller)
         if msg.member == "Reload":
@@ -352,17 +388,28 @@ def polkit_asker(bus: MessageBus, msg: Message, caller: model.Caller) -> AskPolk
 
     async def ask(action: str, details: Dict[str, str]) -> None:
         def denied(why: str) -> errors.AccessDenied:
-            return errors.AccessDenied(f"{msg.member} needs root or the polkit action {action} "
-                                       f"(caller uid {caller.uid}: {why})")
+            return errors.AccessDenied(
+                f"{msg.member} needs root or the polkit action {action} (caller uid {caller.uid}: {why})"
+            )
 
-        query = Message(destination=POLKIT[0], path=POLKIT[1], interface=POLKIT[2], member="CheckAuthorization",
-                        signature="(sa{sv})sa{ss}us",
-                        body=[["system-bus-name", {"name": Variant("s", caller.bus_name)}], action,
-                              {k: str(v) for k, v in details.items()},
-                              POLKIT_ALLOW_USER_INTERACTION if interactive else 0, ""])
+        query = Message(
+            destination=POLKIT[0],
+            path=POLKIT[1],
+            interface=POLKIT[2],
+            member="CheckAuthorization",
+            signature="(sa{sv})sa{ss}us",
+            body=[
+                ["system-bus-name", {"name": Variant("s", caller.bus_name)}],
+                action,
+                {k: str(v) for k, v in details.items()},
+                POLKIT_ALLOW_USER_INTERACTION if interactive else 0,
+                "",
+            ],
+        )
         try:
-            reply = await asyncio.wait_for(bus.call(query),
-                                           POLKIT_INTERACTIVE_TIMEOUT if interactive else POLKIT_TIMEOUT)
+            reply = await asyncio.wait_for(
+                bus.call(query), POLKIT_INTERACTIVE_TIMEOUT if interactive else POLKIT_TIMEOUT
+            )
         except asyncio.TimeoutError:
             raise denied("polkit did not answer") from None
         if reply is None or reply.message_type != MessageType.METHOD_RETURN:
@@ -387,8 +434,12 @@ class PremarshalledReply(Message):  # type: ignore[misc]
     """
 
     def __init__(self, call: Message, signature: str, body: bytes) -> None:
-        super().__init__(message_type=MessageType.METHOD_RETURN, reply_serial=call.serial,
-                         destination=call.sender, signature=signature)
+        super().__init__(
+            message_type=MessageType.METHOD_RETURN,
+            reply_serial=call.serial,
+            destination=call.sender,
+            signature=signature,
+        )
         self._body_bytes = body
 
     def _marshall(self, negotiate_unix_fd: bool = False) -> bytearray:
@@ -396,8 +447,18 @@ class PremarshalledReply(Message):  # type: ignore[misc]
         if self.destination:
             fields.append([HeaderField.DESTINATION.value, Variant("s", self.destination)])
         fields.append([HeaderField.SIGNATURE.value, Variant("g", self.signature)])
-        header = Marshaller("yyyyuua(yv)", [LITTLE_ENDIAN, self.message_type.value, self.flags.value,
-                                            PROTOCOL_VERSION, len(self._body_bytes), self.serial, fields])
+        header = Marshaller(
+            "yyyyuua(yv)",
+            [
+                LITTLE_ENDIAN,
+                self.message_type.value,
+                self.flags.value,
+                PROTOCOL_VERSION,
+                len(self._body_bytes),
+                self.serial,
+                fields,
+            ],
+        )
         header.marshall()
         header.align(8)
         return header.buffer + self._body_bytes  # type: ignore[no-any-return]
@@ -429,10 +490,16 @@ async def caller_of(bus: MessageBus, sender: Optional[str]) -> model.Caller:
     """Who sent a message, as the bus daemon vouches for it; uid -1 when it cannot say."""
     if not sender:
         return model.Caller()
-    reply = await bus.call(Message(
-        destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-        interface="org.freedesktop.DBus", member="GetConnectionCredentials",
-        signature="s", body=[sender]))
+    reply = await bus.call(
+        Message(
+            destination="org.freedesktop.DBus",
+            path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus",
+            member="GetConnectionCredentials",
+            signature="s",
+            body=[sender],
+        )
+    )
     if reply is None or reply.message_type != MessageType.METHOD_RETURN:
         return model.Caller(bus_name=sender)
     creds = reply.body[0]
@@ -493,7 +560,7 @@ class _PatientWriter(_aio_bus._MessageWriter):  # type: ignore[misc,name-defined
                     self.offset = 0
                     self.fut = fut
                 try:
-                    self.offset += self.sock.send(self.buf[self.offset:])
+                    self.offset += self.sock.send(self.buf[self.offset :])
                 except (BlockingIOError, InterruptedError):
                     return  # still registered as a writer: called again when the socket drains
                 if self.offset >= len(self.buf):

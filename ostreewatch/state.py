@@ -53,10 +53,10 @@ from .sysroot import ENTRY_MAX, SMALL_MAX, ReadRefused, Root, read_host_file
 
 # The mount points whose lines parse_mountinfo keeps (its cheap prefilter).
 WATCHED_MOUNT_POINTS: Tuple[str, ...] = model.WATCHED_MOUNT_POINTS
-MOUNTINFO_MAX = 32 * 1024 * 1024   # ~150,000 mount lines; a Kubernetes node stays far below
+MOUNTINFO_MAX = 32 * 1024 * 1024  # ~150,000 mount lines; a Kubernetes node stays far below
 CMDLINE_MAX = 64 * 1024
-COMMIT_MAX = 1024 * 1024   # a commit object is a few hundred bytes, plus its metadata
-GRUB_CFG_MAX = 1024 * 1024   # a generated grub.cfg with many menu entries stays far below
+COMMIT_MAX = 1024 * 1024  # a commit object is a few hundred bytes, plus its metadata
+GRUB_CFG_MAX = 1024 * 1024  # a generated grub.cfg with many menu entries stays far below
 
 # (sysroot, commit checksum) -> its version: parsed once per process, bounded.
 _COMMIT_VERSIONS: Dict[Tuple[str, str], str] = {}
@@ -79,7 +79,7 @@ class _Dep:
     osname: str
     checksum: str
     serial: int
-    rel: str                       # resolved sysroot-relative directory
+    rel: str  # resolved sysroot-relative directory
     path: str
     entry: str = ""
     bootcsum: str = ""
@@ -144,8 +144,13 @@ class _Reader:
                 st = self.root.lstat(rel) if m else None
                 if st is None or not stat.S_ISDIR(st.st_mode):  # ostree never links a deployment dir
                     continue
-                dep = _Dep(osname=osname, checksum=m.group(1), serial=int(m.group(2)), rel=rel,
-                           path=f"/ostree/deploy/{osname}/deploy/{name}")
+                dep = _Dep(
+                    osname=osname,
+                    checksum=m.group(1),
+                    serial=int(m.group(2)),
+                    rel=rel,
+                    path=f"/ostree/deploy/{osname}/deploy/{name}",
+                )
                 self._read_origin(dep, rel + ".origin")
                 self._read_os_release(dep)
                 dep.version = self._commit_version(dep.checksum) or dep.version
@@ -177,8 +182,7 @@ class _Reader:
                 continue
             # The commit's version wins when the repo has the commit (_commit_version);
             # rpm-ostree and bootc also put it here.
-            dep.version = (values.get("OSTREE_VERSION") or values.get("IMAGE_VERSION")
-                           or values.get("VERSION") or "")
+            dep.version = values.get("OSTREE_VERSION") or values.get("IMAGE_VERSION") or values.get("VERSION") or ""
             dep.title = values.get("PRETTY_NAME") or values.get("NAME") or ""
             return
 
@@ -235,8 +239,11 @@ class _Reader:
             if not name.lower().endswith(".conf") or not bls.valid_entry_file_name(name):
                 continue
             if not _utf8(name):
-                self.problem("entry-unreadable", "an entry file name is not valid UTF-8",
-                             name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+                self.problem(
+                    "entry-unreadable",
+                    "an entry file name is not valid UTF-8",
+                    name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
+                )
                 continue
             entry_id = bls.split_boot_counting(name)[0]
             rel = f"{ENTRIES_DIR}/{name}"
@@ -280,8 +287,9 @@ class _Reader:
         target = self.root.readlink("boot/loader")
         self.loader_dangling = target is not None and not self.root.is_dir("boot/loader")
         if self.loader_dangling:
-            self.problem("loader-link-dangling", f"boot/loader points to {target}, which is not a directory",
-                         "/boot/loader")
+            self.problem(
+                "loader-link-dangling", f"boot/loader points to {target}, which is not a directory", "/boot/loader"
+            )
         try:
             names = self.root.listdir("boot")
         except ReadRefused:
@@ -289,9 +297,11 @@ class _Reader:
         current = os.path.basename(target.rstrip("/")) if target is not None else None
         for name in names:
             if _LOADER_N.fullmatch(name) and current is not None and name != current:
-                self.problem("stale-loader-dir",
-                             f"boot/{name} is left beside boot/loader -> {target} (an interrupted deployment?)",
-                             f"/boot/{name}")
+                self.problem(
+                    "stale-loader-dir",
+                    f"boot/{name} is left beside boot/loader -> {target} (an interrupted deployment?)",
+                    f"/boot/{name}",
+                )
 
     # --- boot loader -----------------------------------------------------
 
@@ -378,8 +388,11 @@ class _Reader:
         try:
             return run.read(rel, cap)
         except ReadRefused as e:
-            self.problem("run-file-unreadable", f"cannot read {os.path.join(self.paths.run, rel)}: {e}",
-                         os.path.join(self.paths.run, rel))
+            self.problem(
+                "run-file-unreadable",
+                f"cannot read {os.path.join(self.paths.run, rel)}: {e}",
+                os.path.join(self.paths.run, rel),
+            )
             return b""
 
     def cmdline_ostree(self) -> str:
@@ -398,9 +411,11 @@ class _Reader:
             return (), False
         mounts, errors = _watched_mounts(data)
         if errors:
-            self.problem("mountinfo-unparsable",
-                         f"{len(errors)} line(s) of {self.paths.mountinfo} cannot be parsed; first: {errors[0]}",
-                         self.paths.mountinfo)
+            self.problem(
+                "mountinfo-unparsable",
+                f"{len(errors)} line(s) of {self.paths.mountinfo} cannot be parsed; first: {errors[0]}",
+                self.paths.mountinfo,
+            )
         return mounts, True
 
 
@@ -415,11 +430,21 @@ def _watched_mounts(data: bytes) -> Tuple[Tuple[model.Mount, ...], Tuple[Ostreew
         info = top.get(point)
         if info is None:
             continue
-        out.append(model.Mount(
-            mount_point=info.mount_point, mount_id=info.mount_id, parent_id=info.parent_id,
-            device=f"{info.major}:{info.minor}", root=info.root, source=info.source,
-            fstype=info.fstype, options=info.options, super_options=info.super_options,
-            read_only="ro" in info.options.split(","), propagation=" ".join(info.optional_fields)))
+        out.append(
+            model.Mount(
+                mount_point=info.mount_point,
+                mount_id=info.mount_id,
+                parent_id=info.parent_id,
+                device=f"{info.major}:{info.minor}",
+                root=info.root,
+                source=info.source,
+                fstype=info.fstype,
+                options=info.options,
+                super_options=info.super_options,
+                read_only="ro" in info.options.split(","),
+                propagation=" ".join(info.optional_fields),
+            )
+        )
     return tuple(out), errors
 
 
@@ -484,23 +509,31 @@ def read_snapshot(paths: Paths) -> model.Snapshot:
     booted_entry = by_id[booted.deployment].entry if booted.deployment in by_id else ""
     _host_problems(r, booted, by_id, mounts, mounts_ok)
     return model.Snapshot(
-        Bootloader=bootloader, OstreeBooted=booted.ostree_booted, BootedDeployment=booted.deployment,
-        DefaultDeployment=default_id, RollbackDeployment=rollback_id,
+        Bootloader=bootloader,
+        OstreeBooted=booted.ostree_booted,
+        BootedDeployment=booted.deployment,
+        DefaultDeployment=default_id,
+        RollbackDeployment=rollback_id,
         StagedDeployment=staged_id if staged_id in by_id else "",
-        DefaultEntry=default.entry, NextEntry=default.next_entry, BootedEntry=booted_entry,
-        DefaultEntrySource=default.source, BootedRoot=booted.root,
+        DefaultEntry=default.entry,
+        NextEntry=default.next_entry,
+        BootedEntry=booted_entry,
+        DefaultEntrySource=default.source,
+        BootedRoot=booted.root,
         Deployments=_deployment_records(links.ordered, unordered, booted.deployment, default_id, rollback_id),
-        BootEntries=_entry_records(entries, links, default.entry, booted_entry), Mounts=mounts,
-        Problems=tuple(sorted(set(r.problems), key=lambda p: (p.code, p.subject, p.message))))
+        BootEntries=_entry_records(entries, links, default.entry, booted_entry),
+        Mounts=mounts,
+        Problems=tuple(sorted(set(r.problems), key=lambda p: (p.code, p.subject, p.message))),
+    )
 
 
 @dataclass
 class _Links:
     """Entries matched to deployments through their ostree= argument."""
 
-    entry_dep: Dict[str, str] = field(default_factory=dict)     # entry id -> deployment id
+    entry_dep: Dict[str, str] = field(default_factory=dict)  # entry id -> deployment id
     entry_ostree: Dict[str, str] = field(default_factory=dict)  # entry id -> its ostree= value
-    ordered: List[_Dep] = field(default_factory=list)           # deployments with an entry, in boot order
+    ordered: List[_Dep] = field(default_factory=list)  # deployments with an entry, in boot order
 
 
 @dataclass(frozen=True)
@@ -508,8 +541,8 @@ class _BootedHost:
     """What run/ostree-booted, the cmdline and the mount table say about the booted deployment."""
 
     ostree_booted: bool
-    deployment: str          # its id, "" when unknown or not booted
-    cmd_ostree: str          # the cmdline's ostree=, "" when not booted
+    deployment: str  # its id, "" when unknown or not booted
+    cmd_ostree: str  # the cmdline's ostree=, "" when not booted
     root: Tuple[Tuple[str, object], ...]
 
 
@@ -568,12 +601,16 @@ def _staged(r: _Reader, deps: Dict[Tuple[str, str], _Dep], by_id: Dict[str, _Dep
             s = gvariant.parse_staged_deployment(data)
             serial = int(s.get("serial", s.get("deployserial", -1)))
             if serial < 0:  # a target without a serial: the one deployment of that checksum
-                serial = next((d.serial for d in deps.values()
-                               if d.osname == s["osname"] and d.checksum == s["checksum"]), 0)
+                serial = next(
+                    (d.serial for d in deps.values() if d.osname == s["osname"] and d.checksum == s["checksum"]), 0
+                )
             staged_id = f"{s['osname']}-{s['checksum']}.{serial}"
         except (OstreewatchError, KeyError, TypeError, ValueError) as e:
-            r.problem("staged-unparsable", f"cannot parse run/ostree/staged-deployment: {e}",
-                      os.path.join(r.paths.run, "ostree/staged-deployment"))
+            r.problem(
+                "staged-unparsable",
+                f"cannot parse run/ostree/staged-deployment: {e}",
+                os.path.join(r.paths.run, "ostree/staged-deployment"),
+            )
     if staged_id in by_id and not by_id[staged_id].entry:
         by_id[staged_id].staged = True
     return staged_id
@@ -586,22 +623,26 @@ def _booted(r: _Reader, deps: Dict[Tuple[str, str], _Dep], mounts: Tuple[model.M
         return _BootedHost(ostree_booted=False, deployment="", cmd_ostree="", root=())
     cmd_ostree = r.cmdline_ostree()
     meta = _booted_metadata(r, booted_raw, os.path.join(r.paths.run, "ostree-booted"))
-    return _BootedHost(ostree_booted=True, deployment=_find_booted(r, deps, meta, mounts, cmd_ostree),
-                       cmd_ostree=cmd_ostree, root=model.booted_root_items(_booted_root(meta)))
+    return _BootedHost(
+        ostree_booted=True,
+        deployment=_find_booted(r, deps, meta, mounts, cmd_ostree),
+        cmd_ostree=cmd_ostree,
+        root=model.booted_root_items(_booted_root(meta)),
+    )
 
 
 def _unordered(r: _Reader, deps: Dict[Tuple[str, str], _Dep]) -> List[_Dep]:
     """Deployments without an entry, the staged one first; deployment-no-entry for the others."""
-    rest = sorted((d for d in deps.values() if not d.entry),
-                  key=lambda d: (not d.staged, d.osname, d.checksum, d.serial))
+    rest = sorted(
+        (d for d in deps.values() if not d.entry), key=lambda d: (not d.staged, d.osname, d.checksum, d.serial)
+    )
     for d in rest:
         if not d.staged:
             r.problem("deployment-no-entry", f"deployment {d.id} has no boot entry", d.id)
     return rest
 
 
-def _default_and_next(r: _Reader, bootloader: str, entries: List[bls.BlsEntry],
-                      entry_dep: Dict[str, str]) -> _Default:
+def _default_and_next(r: _Reader, bootloader: str, entries: List[bls.BlsEntry], entry_dep: Dict[str, str]) -> _Default:
     """What the boot loader boots by default and next; default-entry-moved and boot-fallback problems."""
     default = _Default()
     recorded: Dict[str, str] = {}  # entry id -> the deployment a write recorded beside it
@@ -613,9 +654,12 @@ def _default_and_next(r: _Reader, bootloader: str, entries: List[bls.BlsEntry],
         default = _Default(entries[0].id, default.next_entry, "first-entry")
     for entry_id, dep_id in recorded.items():
         if entry_dep.get(entry_id, "") != dep_id:
-            r.problem("default-entry-moved",
-                      f"entry {entry_id} was chosen for deployment {dep_id}, but now boots "
-                      f"{entry_dep.get(entry_id) or 'no deployment'}", entry_id)
+            r.problem(
+                "default-entry-moved",
+                f"entry {entry_id} was chosen for deployment {dep_id}, but now boots "
+                f"{entry_dep.get(entry_id) or 'no deployment'}",
+                entry_id,
+            )
     _boot_counting_fallback(r, entries, default.entry)
     return default
 
@@ -643,14 +687,15 @@ def _rollback(by_id: Dict[str, _Dep], ordered: List[_Dep], booted_id: str, defau
     """The next deployment of the same OS after the booted one (or the default one) in boot order."""
     base = by_id.get(booted_id) or by_id.get(default_id)
     if base is not None and base in ordered:
-        for d in ordered[ordered.index(base) + 1:]:
+        for d in ordered[ordered.index(base) + 1 :]:
             if d.osname == base.osname:
                 return d.id
     return ""
 
 
-def _host_problems(r: _Reader, booted: _BootedHost, by_id: Dict[str, _Dep],
-                   mounts: Tuple[model.Mount, ...], mounts_ok: bool) -> None:
+def _host_problems(
+    r: _Reader, booted: _BootedHost, by_id: Dict[str, _Dep], mounts: Tuple[model.Mount, ...], mounts_ok: bool
+) -> None:
     """Problems about the booted host: booted-unknown, usr-writable, boot-not-mounted.
 
     A booted deployment that is not the default is a pending update or a rollback:
@@ -658,9 +703,12 @@ def _host_problems(r: _Reader, booted: _BootedHost, by_id: Dict[str, _Dep],
     """
     booted_path = os.path.join(r.paths.run, "ostree-booted")
     if booted.ostree_booted and not booted.deployment:
-        r.problem("booted-unknown",
-                  f"{booted_path} exists but no deployment matches the booted root "
-                  f"(inode, / mount or ostree={booted.cmd_ostree or 'none'})", booted_path)
+        r.problem(
+            "booted-unknown",
+            f"{booted_path} exists but no deployment matches the booted root "
+            f"(inode, / mount or ostree={booted.cmd_ostree or 'none'})",
+            booted_path,
+        )
     if booted.ostree_booted and mounts_ok:
         points = {m.mount_point: m for m in mounts}
         usr = points.get("/usr")
@@ -671,33 +719,64 @@ def _host_problems(r: _Reader, booted: _BootedHost, by_id: Dict[str, _Dep],
             r.problem("boot-not-mounted", "/boot is not a mount point on this booted host", "/boot")
 
 
-def _deployment_records(ordered: List[_Dep], unordered: List[_Dep], booted_id: str, default_id: str,
-                        rollback_id: str) -> Tuple[model.Deployment, ...]:
+def _deployment_records(
+    ordered: List[_Dep], unordered: List[_Dep], booted_id: str, default_id: str, rollback_id: str
+) -> Tuple[model.Deployment, ...]:
     """The Deployments property: staged first, then boot order, then the rest (index -1)."""
 
     def record(d: _Dep, index: int) -> model.Deployment:
         return model.Deployment(
-            id=d.id, osname=d.osname, checksum=d.checksum, serial=d.serial, index=index, path=d.path,
-            entry=d.entry, bootcsum=d.bootcsum, bootserial=d.bootserial, booted=d.id == booted_id,
-            default=d.id == default_id, rollback=d.id == rollback_id, staged=d.staged, pinned=d.pinned,
-            origin=d.origin, version=d.version, title=d.title)
+            id=d.id,
+            osname=d.osname,
+            checksum=d.checksum,
+            serial=d.serial,
+            index=index,
+            path=d.path,
+            entry=d.entry,
+            bootcsum=d.bootcsum,
+            bootserial=d.bootserial,
+            booted=d.id == booted_id,
+            default=d.id == default_id,
+            rollback=d.id == rollback_id,
+            staged=d.staged,
+            pinned=d.pinned,
+            origin=d.origin,
+            version=d.version,
+            title=d.title,
+        )
 
-    return tuple([record(d, -1) for d in unordered if d.staged]
-                 + [record(d, i) for i, d in enumerate(ordered)]
-                 + [record(d, -1) for d in unordered if not d.staged])
+    return tuple(
+        [record(d, -1) for d in unordered if d.staged]
+        + [record(d, i) for i, d in enumerate(ordered)]
+        + [record(d, -1) for d in unordered if not d.staged]
+    )
 
 
-def _entry_records(entries: List[bls.BlsEntry], links: _Links, default_entry: str,
-                   booted_entry: str) -> Tuple[model.BootEntry, ...]:
+def _entry_records(
+    entries: List[bls.BlsEntry], links: _Links, default_entry: str, booted_entry: str
+) -> Tuple[model.BootEntry, ...]:
     """The BootEntries property, in the boot loader's order."""
     return tuple(
         model.BootEntry(
-            id=e.id, file=e.file, title=e.title, version=e.version, sort_key=e.sort_key,
-            machine_id=e.machine_id, linux=e.linux or e.efi, initrd=tuple(e.initrd), options=e.options,
-            devicetree=e.devicetree, architecture=e.architecture, ostree=links.entry_ostree.get(e.id, ""),
-            deployment=links.entry_dep.get(e.id, ""), default=e.id == default_entry,
-            booted=e.id == booted_entry, tries_left=-1 if e.tries_left is None else e.tries_left)
-        for e in entries)
+            id=e.id,
+            file=e.file,
+            title=e.title,
+            version=e.version,
+            sort_key=e.sort_key,
+            machine_id=e.machine_id,
+            linux=e.linux or e.efi,
+            initrd=tuple(e.initrd),
+            options=e.options,
+            devicetree=e.devicetree,
+            architecture=e.architecture,
+            ostree=links.entry_ostree.get(e.id, ""),
+            deployment=links.entry_dep.get(e.id, ""),
+            default=e.id == default_entry,
+            booted=e.id == booted_entry,
+            tries_left=-1 if e.tries_left is None else e.tries_left,
+        )
+        for e in entries
+    )
 
 
 def _booted_metadata(r: _Reader, raw: bytes, path: str) -> Dict[str, object]:
@@ -723,8 +802,13 @@ def _booted_root(meta: Dict[str, object]) -> Dict[str, object]:
     return out
 
 
-def _find_booted(r: _Reader, deps: Dict[Tuple[str, str], _Dep], meta: Dict[str, object],
-                 mounts: Tuple[model.Mount, ...], cmd_ostree: str) -> str:
+def _find_booted(
+    r: _Reader,
+    deps: Dict[Tuple[str, str], _Dep],
+    meta: Dict[str, object],
+    mounts: Tuple[model.Mount, ...],
+    cmd_ostree: str,
+) -> str:
     """The booted deployment: run/ostree-booted's (dev, inode), else the root of the `/` mount, else ostree=."""
     inode = meta.get("backing-root-device-inode")
     if inode:
@@ -766,9 +850,13 @@ def _grub_menu_match(value: str, entries: List[bls.BlsEntry], shift: int) -> Opt
     return None
 
 
-_GRUB_SOURCES = {grubcfg.FROM_SAVED: "saved_entry", grubcfg.FROM_NEXT: "next_entry",
-                 grubcfg.FROM_ENV: "grubenv-default", grubcfg.FROM_GREENBOOT: "greenboot-fallback",
-                 grubcfg.FROM_LITERAL: "grub.cfg"}
+_GRUB_SOURCES = {
+    grubcfg.FROM_SAVED: "saved_entry",
+    grubcfg.FROM_NEXT: "next_entry",
+    grubcfg.FROM_ENV: "grubenv-default",
+    grubcfg.FROM_GREENBOOT: "greenboot-fallback",
+    grubcfg.FROM_LITERAL: "grub.cfg",
+}
 
 
 def _grub_default(r: _Reader, entries: List[bls.BlsEntry], recorded: Dict[str, str]) -> _Default:
@@ -777,37 +865,50 @@ def _grub_default(r: _Reader, entries: List[bls.BlsEntry], recorded: Dict[str, s
     found = r.grub_config()
     if found is None:
         if not any(p.code == "grub-cfg-unsupported" for p in r.problems):
-            r.problem("grub-cfg-unsupported",
-                      "no boot/grub2/grub.cfg or boot/grub/grub.cfg: what GRUB boots cannot be told",
-                      "/boot/grub2/grub.cfg")
+            r.problem(
+                "grub-cfg-unsupported",
+                "no boot/grub2/grub.cfg or boot/grub/grub.cfg: what GRUB boots cannot be told",
+                "/boot/grub2/grub.cfg",
+            )
         return _Default()
     text, files, cfg_path = found
     res = grubcfg.evaluate(text, files, env)
     for var, reads in (("saved_entry", res.reads_saved_entry), ("next_entry", res.reads_next_entry)):
         if env.get(var) and not (reads and res.loads_env):
-            r.problem("saved-entry-ignored",
-                      f"{var}={env[var]} is set in {env_path or 'the grubenv'}, but {cfg_path} never "
-                      f"{'loads the grubenv' if reads else 'reads ' + var}: GRUB does not use it", var)
+            r.problem(
+                "saved-entry-ignored",
+                f"{var}={env[var]} is set in {env_path or 'the grubenv'}, but {cfg_path} never "
+                f"{'loads the grubenv' if reads else 'reads ' + var}: GRUB does not use it",
+                var,
+            )
     if res.default is None:
-        r.problem("grub-cfg-unsupported",
-                  f"cannot tell what {cfg_path} makes the default: {'; '.join(res.unknown) or 'unknown'}", cfg_path)
+        r.problem(
+            "grub-cfg-unsupported",
+            f"cannot tell what {cfg_path} makes the default: {'; '.join(res.unknown) or 'unknown'}",
+            cfg_path,
+        )
         return _Default()
     if not entries:
         return _Default()
     first = entries[0]  # GRUB boots entry 0 when `default` is unset or matches nothing
     if res.greenboot_fired and entries:
-        r.problem("boot-fallback",
-                  f"greenboot's boot counter ran out (boot_counter={env.get('boot_counter', '')}, boot_success="
-                  f"{env.get('boot_success', '')} in {env_path}): {first.id} was tried and not kept; GRUB boots "
-                  f"menu entry {res.default or '0'} instead", first.id)
+        r.problem(
+            "boot-fallback",
+            f"greenboot's boot counter ran out (boot_counter={env.get('boot_counter', '')}, boot_success="
+            f"{env.get('boot_success', '')} in {env_path}): {first.id} was tried and not kept; GRUB boots "
+            f"menu entry {res.default or '0'} instead",
+            first.id,
+        )
     if res.default_from == grubcfg.FROM_UNSET or res.default == "":
         return _Default(first.id, "", "first-entry")
     match = _grub_menu_match(res.default, entries, res.menuentries_before_blscfg)
     source = _GRUB_SOURCES.get(res.default_from, "grub.cfg")
     if match is None:
-        r.problem("saved-entry-missing",
-                  f"default={res.default} (from {source} in {cfg_path}) names no entry: GRUB boots the first",
-                  res.default)
+        r.problem(
+            "saved-entry-missing",
+            f"default={res.default} (from {source} in {cfg_path}) names no entry: GRUB boots the first",
+            res.default,
+        )
         return _Default(first.id, "", "first-entry")
     variable = {grubcfg.FROM_SAVED: GRUB_SAVED_DEPLOYMENT, grubcfg.FROM_NEXT: GRUB_NEXT_DEPLOYMENT}
     if res.default_from in variable and env.get(variable[res.default_from]):
@@ -827,7 +928,8 @@ def _boot_counting_fallback(r: _Reader, entries: List[bls.BlsEntry], default_ent
     newest = max(entries, key=functools.cmp_to_key(lambda a, b: bls.strverscmp_improved(a.version, b.version)))
     for e in entries:
         if e.tries_left == 0 and (e.id == default_entry or e is newest):
-            r.problem("boot-fallback",
-                      f"entry {e.file} has no boot tries left: it was tried {e.tries_done or 0} time(s) and not "
-                      f"kept", e.id)
-
+            r.problem(
+                "boot-fallback",
+                f"entry {e.file} has no boot tries left: it was tried {e.tries_done or 0} time(s) and not kept",
+                e.id,
+            )

@@ -46,9 +46,13 @@ def _split(path: str) -> List[str]:
 
 
 def _file_kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISDIR, "a directory")):
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -171,8 +175,9 @@ class Root:
             if target is not None and (todo or follow_last):
                 links += 1
                 if links > MAX_LINKS:
-                    raise ReadRefused(ReadRefused.LOOP, "/" + path.lstrip("/"),
-                                      f"more than {MAX_LINKS} symbolic links (a loop?)")
+                    raise ReadRefused(
+                        ReadRefused.LOOP, "/" + path.lstrip("/"), f"more than {MAX_LINKS} symbolic links (a loop?)"
+                    )
                 if target.startswith("/"):
                     done = []  # absolute: from the sysroot's root, as under chroot
                 parts = _split(target)
@@ -261,5 +266,3 @@ class Root:
     def read_text(self, path: str, cap: int = SMALL_MAX) -> str:
         """Like read(), decoded as UTF-8 with replacement (for key files and os-release)."""
         return self.read(path, cap).decode("utf-8", "replace")
-
-

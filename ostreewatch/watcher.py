@@ -161,8 +161,8 @@ class _Event(NamedTuple):
     reason: str
     name: str
     mask: int
-    structural: bool   # a name appeared, went or moved
-    mountinfo: str     # the base name of the watched mountinfo file
+    structural: bool  # a name appeared, went or moved
+    mountinfo: str  # the base name of the watched mountinfo file
 
 
 # What a handler decides: the on_change reason (None: nothing), and whether to re-arm the watches.
@@ -230,7 +230,7 @@ def _on_mountinfo(ev: _Event) -> _Verdict:
 
 
 def _on_file(ev: _Event) -> _Verdict:
-    return (ev.reason, False) if ev.name == ev.role[len("file:"):] else _NOTHING
+    return (ev.reason, False) if ev.name == ev.role[len("file:") :] else _NOTHING
 
 
 def _on_parent(ev: _Event) -> _Verdict:
@@ -265,8 +265,8 @@ class _Target:
     role: str
     path: str
     mask: int
-    reason: str        # on_change reason when the target itself changes or (re)appears
-    root: str          # never watch above this directory when standing in for a missing target
+    reason: str  # on_change reason when the target itself changes or (re)appears
+    root: str  # never watch above this directory when standing in for a missing target
     stand_in: bool = True  # when missing, watch the nearest existing ancestor
 
 
@@ -314,8 +314,11 @@ class Watcher:
         self._mi_reported = float("-inf")
         # Where a mount means "re-arm": the watched sysroot's boot file systems, in this namespace.
         sysroot = str(paths.sysroot)
-        self._rearm_points = tuple(os.path.join(sysroot, p) for p in ("", "boot", "boot/efi")
-                                   if os.path.join(sysroot, p).rstrip("/") not in ("", "/boot", "/boot/efi"))
+        self._rearm_points = tuple(
+            os.path.join(sysroot, p)
+            for p in ("", "boot", "boot/efi")
+            if os.path.join(sysroot, p).rstrip("/") not in ("", "/boot", "/boot/efi")
+        )
         self._mi_trailing: Optional[asyncio.TimerHandle] = None
         self._mi_is_file = False  # mountinfo given as a plain file: watched with inotify
         # How the mount table is watched: "epoll", "inotify" (a plain file), "none" (unreadable).
@@ -325,8 +328,14 @@ class Watcher:
         self._batch_reasons: Dict[str, None] = {}
         self._batch_rearm = False
         # Counters for tests and benchmarks.
-        self.stats: Dict[str, int] = {"inotify_wakeups": 0, "mount_wakeups": 0, "mount_callbacks": 0,
-                                      "mount_unchanged": 0, "rearms": 0, "overflows": 0}
+        self.stats: Dict[str, int] = {
+            "inotify_wakeups": 0,
+            "mount_wakeups": 0,
+            "mount_callbacks": 0,
+            "mount_unchanged": 0,
+            "rearms": 0,
+            "overflows": 0,
+        }
 
     # --- life cycle ------------------------------------------------------------
 
@@ -390,21 +399,38 @@ class Watcher:
         if loader_inside:  # a loader link pointing out of boot/ is a problem for state.py, not a watch
             targets += [
                 _Target("loader", real_loader, _DIR | IN_CLOSE_WRITE | IN_ATTRIB, "loader-swap", sysroot),
-                _Target("entries", os.path.join(real_loader, "entries"),
-                        _DIR | IN_CLOSE_WRITE | IN_ATTRIB, "entries", sysroot),
+                _Target(
+                    "entries",
+                    os.path.join(real_loader, "entries"),
+                    _DIR | IN_CLOSE_WRITE | IN_ATTRIB,
+                    "entries",
+                    sysroot,
+                ),
             ]
         targets += [
             *(_Target("grub", os.path.join(sysroot, d), _DIR | IN_CLOSE_WRITE, "grubenv", sysroot) for d in GRUB_DIRS),
-            _Target("efi-loader", os.path.join(boot, "efi", "loader"), _DIR | IN_CLOSE_WRITE,
-                    "loader.conf", sysroot, stand_in=False),
+            _Target(
+                "efi-loader",
+                os.path.join(boot, "efi", "loader"),
+                _DIR | IN_CLOSE_WRITE,
+                "loader.conf",
+                sysroot,
+                stand_in=False,
+            ),
             # IN_CLOSE_WRITE: ostree closing ostree/lock is the end of its operation.
             _Target("ostree", ostree, _DIR | IN_CLOSE_WRITE, "boot-links", sysroot),
             # Names too: a stateroot (OSNAME directory) appearing or going re-arms.
             _Target("deploy", os.path.join(ostree, "deploy"), _DIR | IN_ATTRIB, "deploy-mtime", sysroot),
             # Standing in for RUN/ostree, RUN itself is watched only while it is missing.
             _Target("run-ostree", run_ostree, _DIR | IN_CLOSE_WRITE, "staged", run),
-            _Target("booted", os.path.join(run, "ostree-booted"), _SELF | IN_ATTRIB | IN_CLOSE_WRITE,
-                    "booted", run, stand_in=False),
+            _Target(
+                "booted",
+                os.path.join(run, "ostree-booted"),
+                _SELF | IN_ATTRIB | IN_CLOSE_WRITE,
+                "booted",
+                run,
+                stand_in=False,
+            ),
         ]
         targets += self._stateroot_targets(os.path.join(ostree, "deploy"))
         # Fedora on UEFI: boot/grub2/grubenv is a symlink into the ESP; watch where it points too.
@@ -413,12 +439,28 @@ class Watcher:
             if os.path.islink(env):
                 real = os.path.realpath(env)
                 if os.path.commonpath([real, sysroot]) == sysroot and os.path.dirname(real) != os.path.dirname(env):
-                    targets.append(_Target("file:" + os.path.basename(real), os.path.dirname(real),
-                                           _DIR | IN_CLOSE_WRITE, "grubenv", sysroot, stand_in=False))
+                    targets.append(
+                        _Target(
+                            "file:" + os.path.basename(real),
+                            os.path.dirname(real),
+                            _DIR | IN_CLOSE_WRITE,
+                            "grubenv",
+                            sysroot,
+                            stand_in=False,
+                        )
+                    )
         if self._mi_is_file:
             mi = os.path.abspath(str(self.paths.mountinfo))
-            targets.append(_Target("mountinfo", os.path.dirname(mi), _DIR | IN_CLOSE_WRITE, "mounts",
-                                   os.path.dirname(mi), stand_in=False))
+            targets.append(
+                _Target(
+                    "mountinfo",
+                    os.path.dirname(mi),
+                    _DIR | IN_CLOSE_WRITE,
+                    "mounts",
+                    os.path.dirname(mi),
+                    stand_in=False,
+                )
+            )
         return targets
 
     @staticmethod
@@ -431,9 +473,10 @@ class Watcher:
         except OSError:
             return []  # missing: the stand-in for ostree/deploy re-arms when it appears
         # Standing in for a missing OSNAME/deploy: OSNAME itself, never above it.
-        return [_Target("os-deploy", os.path.join(deploy, name, "deploy"), _DIR, "deployments",
-                        os.path.join(deploy, name))
-                for name in names[:_MAX_STATEROOTS]]
+        return [
+            _Target("os-deploy", os.path.join(deploy, name, "deploy"), _DIR, "deployments", os.path.join(deploy, name))
+            for name in names[:_MAX_STATEROOTS]
+        ]
 
     def _desired(self) -> Dict[Tuple[int, int], _Armed]:
         """Stat every target (or its stand-in ancestor): inode -> mask, path, roles."""
@@ -549,8 +592,9 @@ class Watcher:
         handler = _HANDLERS.get(role.split(":", 1)[0] if role.startswith("file:") else role)
         if handler is None:
             return
-        hit, rearm = handler(_Event(role, reason, name, mask, bool(mask & _NAMES),
-                                    os.path.basename(str(self.paths.mountinfo))))
+        hit, rearm = handler(
+            _Event(role, reason, name, mask, bool(mask & _NAMES), os.path.basename(str(self.paths.mountinfo)))
+        )
         if rearm:
             self._batch_rearm = True
         if hit is not None:
@@ -582,12 +626,16 @@ class Watcher:
         self._mi_probe = self._probe_mounts()
         self._mi_reported = self.loop.time()
         if self._mi_probe is None:
-            self.mount_probe_note = (f"cannot probe the watched mount points of {path} (no statx mount id, "
-                                     "or no /proc access): every change of the mount table is reported")
+            self.mount_probe_note = (
+                f"cannot probe the watched mount points of {path} (no statx mount id, "
+                "or no /proc access): every change of the mount table is reported"
+            )
         elif self._mi_probe_root is not None and not self._mi_probe_root[1]:
-            self.mount_probe_note = (f"the watched mount points of {path} are probed in this process's own "
-                                     "mount namespace (no access to its root): a change of per-mount flags "
-                                     f"alone during a mount storm is published within {MOUNT_RECHECK_APPROX:.0f} s")
+            self.mount_probe_note = (
+                f"the watched mount points of {path} are probed in this process's own "
+                "mount namespace (no access to its root): a change of per-mount flags "
+                f"alone during a mount storm is published within {MOUNT_RECHECK_APPROX:.0f} s"
+            )
         self.loop.add_reader(ep.fileno(), self._on_mountinfo_readable)
         self._mi_reader = True
 

@@ -48,10 +48,12 @@ def parse(path: str = XML) -> Interface:
     for child in element:
         name = child.get("name", "")
         if child.tag == "method":
-            ins = [(a.attrib["name"], a.attrib["type"]) for a in child.findall("arg")
-                   if a.get("direction", "in") == "in"]
-            outs = [(a.attrib["name"], a.attrib["type"]) for a in child.findall("arg")
-                    if a.get("direction", "in") == "out"]
+            ins = [
+                (a.attrib["name"], a.attrib["type"]) for a in child.findall("arg") if a.get("direction", "in") == "in"
+            ]
+            outs = [
+                (a.attrib["name"], a.attrib["type"]) for a in child.findall("arg") if a.get("direction", "in") == "out"
+            ]
             iface.methods[name] = (ins, outs)
         elif child.tag == "signal":
             iface.signals[name] = [(a.attrib["name"], a.attrib["type"]) for a in child.findall("arg")]
@@ -60,7 +62,8 @@ def parse(path: str = XML) -> Interface:
                 raise ValueError(f"property {name} is not read-only: the service serves only read-only ones")
             iface.properties[name] = child.attrib["type"]
             iface.emits_changed[name] = next(
-                (a.attrib["value"] for a in child.findall("annotation") if a.get("name") == EMITS), "true")
+                (a.attrib["value"] for a in child.findall("annotation") if a.get("name") == EMITS), "true"
+            )
     return iface
 
 
@@ -91,13 +94,11 @@ def render(iface: Interface) -> str:
         "METHODS: Dict[str, Tuple[List[Tuple[str, str]], List[Tuple[str, str]]]] = {",
     ]
     lines += [f"    {_q(n)}: ({_args(i)}, {_args(o)})," for n, (i, o) in iface.methods.items()]
-    lines += ["}", "", "# signal name -> args [(name, signature)]",
-              "SIGNALS: Dict[str, List[Tuple[str, str]]] = {"]
+    lines += ["}", "", "# signal name -> args [(name, signature)]", "SIGNALS: Dict[str, List[Tuple[str, str]]] = {"]
     lines += [f"    {_q(n)}: {_args(a)}," for n, a in iface.signals.items()]
     lines += ["}", "", "# property name -> signature (all read-only)", "PROPERTIES: Dict[str, str] = {"]
     lines += [f"    {_q(n)}: {_q(s)}," for n, s in iface.properties.items()]
-    lines += ["}", "", f"# property name -> its {EMITS} annotation",
-              "EMITS_CHANGED: Dict[str, str] = {"]
+    lines += ["}", "", f"# property name -> its {EMITS} annotation", "EMITS_CHANGED: Dict[str, str] = {"]
     lines += [f"    {_q(n)}: {_q(v)}," for n, v in iface.emits_changed.items()]
     lines += ["}", ""]
     return "\n".join(lines)
@@ -105,8 +106,12 @@ def render(iface: Interface) -> str:
 
 def tables(iface: Interface) -> Dict[str, Dict[str, Any]]:
     """The module's dict tables for IFACE, by name."""
-    return {"METHODS": dict(iface.methods), "SIGNALS": dict(iface.signals),
-            "PROPERTIES": dict(iface.properties), "EMITS_CHANGED": dict(iface.emits_changed)}
+    return {
+        "METHODS": dict(iface.methods),
+        "SIGNALS": dict(iface.signals),
+        "PROPERTIES": dict(iface.properties),
+        "EMITS_CHANGED": dict(iface.emits_changed),
+    }
 
 
 def is_current(iface: Interface, path: str) -> bool:
@@ -116,8 +121,7 @@ def is_current(iface: Interface, path: str) -> bool:
         exec(compile(f.read(), path, "exec"), namespace)
     if namespace.get("INTERFACE") != iface.name:
         return False
-    return all(list(namespace.get(name, {}).items()) == list(table.items())
-               for name, table in tables(iface).items())
+    return all(list(namespace.get(name, {}).items()) == list(table.items()) for name, table in tables(iface).items())
 
 
 def main(argv: List[str]) -> int:

@@ -30,10 +30,25 @@ def grub_sysroot(template: str, tmp_path: Any) -> Tuple[str, str]:
 
 
 def call_as(uid: int, bus: Any, method: str, entry: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-                           "dbus-send", "--system", "--print-reply", f"--dest={DEST[0]}", DEST[1],
-                           f"{DEST[2]}.{method}", f"string:{entry}"],
-                          env=bus.env(), capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={uid}",
+            f"--regid={uid}",
+            "--clear-groups",
+            "dbus-send",
+            "--system",
+            "--print-reply",
+            f"--dest={DEST[0]}",
+            DEST[1],
+            f"{DEST[2]}.{method}",
+            f"string:{entry}",
+        ],
+        env=bus.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_polkit_rule_grants_nobody_only(polkitd: Any, daemon_factory: Any, grub_sysroot: Tuple[str, str]) -> None:
@@ -51,9 +66,24 @@ def test_polkit_rule_grants_nobody_only(polkitd: Any, daemon_factory: Any, grub_
     r = call_as(65534, bus, "SetNextEntry", "ostree-1-test")
     assert "org.freedesktop.DBus.Error.AccessDenied" in r.stderr and "polkit said no" in r.stderr, r.stderr
     # Reload is another action, which the rule does not grant
-    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "dbus-send", "--system",
-                        "--print-reply", f"--dest={DEST[0]}", DEST[1], f"{DEST[2]}.Reload"],
-                       env=bus.env(), capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "dbus-send",
+            "--system",
+            "--print-reply",
+            f"--dest={DEST[0]}",
+            DEST[1],
+            f"{DEST[2]}.Reload",
+        ],
+        env=bus.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "AccessDenied" in r.stderr and "org.ostreewatch1.reload" in r.stderr, r.stderr
     # hostile ids are refused before polkit is even asked
     r = call_as(65534, bus, "SetDefaultEntry", "../x")

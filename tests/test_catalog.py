@@ -46,7 +46,9 @@ def update_catalog(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
     (cat_dir / "ostreewatch.catalog").write_text(text)
     return subprocess.run(
         ["journalctl", f"--root={tmp_path}", "--update-catalog"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -93,7 +95,10 @@ def test_journalctl_update_catalog_accepts_it(tmp_path: Path) -> None:
     assert database.is_file() and database.stat().st_size > 0
     listed = subprocess.run(
         ["journalctl", f"--root={tmp_path}", "--list-catalog"],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout
     listed_ids = {line.split()[0] for line in listed.splitlines() if line.strip()}
     assert listed_ids == set(code_ids()), listed
@@ -101,7 +106,10 @@ def test_journalctl_update_catalog_accepts_it(tmp_path: Path) -> None:
     some_id = ostreewatch.journal.MESSAGE_ID_STARTED
     dump = subprocess.run(
         ["journalctl", f"--root={tmp_path}", "--dump-catalog", some_id],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout
     assert dump.startswith("-- " + some_id)
     assert "Subject: ostreewatch @OSTREEWATCH_VERSION@ started" in dump

@@ -24,19 +24,27 @@ from ostreewatch.client import Client
 from ostreewatch import service
 from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
 from tests.fixtures.daemon import DaemonProcess
-from tests.fixtures.daemon_sysroot import (OSNAME, bus, deployment_ids, entries_dir, ostree,  # noqa: F401 (fixtures)
-                                           sysroot)
+from tests.fixtures.daemon_sysroot import (
+    OSNAME,
+    bus,
+    deployment_ids,
+    entries_dir,
+    ostree,  # noqa: F401 (fixtures)
+    sysroot,
+)
 
 TYPED = ("DeploymentsChanged", "BootEntriesChanged", "DefaultEntryChanged", "MountsChanged")
 
 
 # --- a subscriber that records everything -----------------------------------------------------
 
+
 class Subscriber:
     """A dbus-next client in a thread of its own, recording every signal of the daemon."""
 
     def __init__(self, address: str) -> None:
         import threading
+
         self.address = address
         self.events: List[Tuple[str, Dict[str, Any]]] = []
         self.cond = threading.Condition()
@@ -107,8 +115,10 @@ def union(events: List[Dict[str, Any]], key: str) -> set:
 
 # --- life cycle ---------------------------------------------------------------------------------
 
-def test_ready_before_the_bus_then_connects_when_it_appears(bus: Any, sysroot: str,
-                                                            daemon_factory: Callable[..., DaemonProcess]) -> None:
+
+def test_ready_before_the_bus_then_connects_when_it_appears(
+    bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]
+) -> None:
     bus.stop()
     d = daemon_factory(bus, sysroot, notify=True)
     ready = d.wait_notify("READY=1")
@@ -132,7 +142,9 @@ def test_watchdog_pings_only_when_asked(bus: Any, sysroot: str, daemon_factory: 
     assert not any("WATCHDOG=1" in m for m in quiet.notify_messages())
 
 
-def test_bus_restart_daemon_owns_its_name_again(bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]) -> None:
+def test_bus_restart_daemon_owns_its_name_again(
+    bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]
+) -> None:
     d = daemon_factory(bus, sysroot)
     d.wait_name()
     before = d.get_property("Deployments")
@@ -153,7 +165,9 @@ def test_bus_restart_daemon_owns_its_name_again(bus: Any, sysroot: str, daemon_f
     assert len(d.get_property("Deployments")) == 3
 
 
-def test_sigterm_exits_zero_and_sighup_rescans(bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]) -> None:
+def test_sigterm_exits_zero_and_sighup_rescans(
+    bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]
+) -> None:
     d = daemon_factory(bus, sysroot, extra_args=["--debounce-ms", "5000"])
     d.wait_name()
     sub = Subscriber(bus.address)
@@ -184,6 +198,7 @@ def test_sigterm_exits_zero_and_sighup_rescans(bus: Any, sysroot: str, daemon_fa
 
 # --- changes made by the real ostree tool ----------------------------------------------------------
 
+
 class Watched:
     """A daemon on the test sysroot, a dbus-next Subscriber and a `busctl monitor` recording the same signals."""
 
@@ -191,8 +206,13 @@ class Watched:
         self.sysroot = sysroot
         self.d = d
         d.wait_name()
-        self.mon = subprocess.Popen(["busctl", "--system", "monitor", "--json=short", service.BUS_NAME],
-                                    env=d.env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.mon = subprocess.Popen(
+            ["busctl", "--system", "monitor", "--json=short", service.BUS_NAME],
+            env=d.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         self.seen: List[str] = []
         self.reader = threading.Thread(target=self._read_monitor, daemon=True)
         self.reader.start()
@@ -242,6 +262,7 @@ def watched(bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]
 
 # The changes real ostree makes, one test each: every one starts from the two-deployment sysroot.
 
+
 def test_a_further_deploy_adds_one_deployment_and_moves_the_default(watched: Watched) -> None:
     d, sub, sysroot = watched.d, watched.sub, watched.sysroot
     old_ids = deployment_ids(d)
@@ -253,13 +274,18 @@ def test_a_further_deploy_adds_one_deployment_and_moves_the_default(watched: Wat
     assert len(new_ids) == 3 and set(old_ids) < set(new_ids)
     added = (set(new_ids) - set(old_ids)).pop()
     # exactly one published change (the rescan waits for ostree to release its sysroot lock)
-    assert [n for n, _ in ev] == ["PropertiesChanged", "DeploymentsChanged", "BootEntriesChanged",
-                                  "DefaultEntryChanged"], ev
+    assert [n for n, _ in ev] == [
+        "PropertiesChanged",
+        "DeploymentsChanged",
+        "BootEntriesChanged",
+        "DefaultEntryChanged",
+    ], ev
     assert typed(ev, "DeploymentsChanged") == [{"added": [added], "removed": []}]
     entries = {e["id"]["data"]: e for e in d.get_property("BootEntries")}
     new_entry = [i for i, e in entries.items() if e["deployment"]["data"] == added]
-    assert typed(ev, "BootEntriesChanged") == [{"added": new_entry, "removed": [],
-                                                 "modified": sorted(set(entries) - set(new_entry))}]
+    assert typed(ev, "BootEntriesChanged") == [
+        {"added": new_entry, "removed": [], "modified": sorted(set(entries) - set(new_entry))}
+    ]
     assert typed(ev, "DefaultEntryChanged")[0]["current"] == new_entry[0] == d.get_property("DefaultEntry")
     assert d.get_property("DefaultDeployment") == added
     gens = generations(ev)
@@ -286,8 +312,7 @@ def test_a_pin_changes_only_the_deployments_property(watched: Watched) -> None:
     d, sub, sysroot = watched.d, watched.sub, watched.sysroot
     mark = sub.mark()
     ostree("admin", "pin", f"--sysroot={sysroot}", "1")
-    ev = sub.wait_for(mark, lambda ev: any(n == "PropertiesChanged" and "Deployments" in a["changed"]
-                                           for n, a in ev))
+    ev = sub.wait_for(mark, lambda ev: any(n == "PropertiesChanged" and "Deployments" in a["changed"] for n, a in ev))
     ev = sub.settle(mark)
     deps = d.get_property("Deployments")
     assert deps[1]["pinned"]["data"] is True and deps[0]["pinned"]["data"] is False
@@ -374,8 +399,9 @@ for i in range(int(sys.argv[2])):
 
 
 def test_mounts_in_a_private_namespace(bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]) -> None:
-    d = daemon_factory(bus, sysroot, mountinfo="/proc/self/mountinfo",
-                     prefix=["unshare", "--mount", "--propagation", "private"])
+    d = daemon_factory(
+        bus, sysroot, mountinfo="/proc/self/mountinfo", prefix=["unshare", "--mount", "--propagation", "private"]
+    )
     d.wait_name()
     sub = Subscriber(bus.address)
     scratch = tempfile.mkdtemp(prefix="ow-mnt-")
@@ -386,8 +412,9 @@ def test_mounts_in_a_private_namespace(bus: Any, sysroot: str, daemon_factory: C
         # 2,000 unrelated tmpfs mounts and unmounts: nothing is published
         mark = sub.mark()
         gen = d.get_property("Generation")
-        subprocess.run(nsenter + [sys.executable, "-c", _STORM, os.path.join(scratch, "storm"), "2000"],
-                       check=True, timeout=120)
+        subprocess.run(
+            nsenter + [sys.executable, "-c", _STORM, os.path.join(scratch, "storm"), "2000"], check=True, timeout=120
+        )
         ev = sub.settle(mark, quiet=1.5)
         assert ev == []
         assert d.get_property("Generation") == gen
@@ -424,10 +451,13 @@ while time.monotonic() < end:
 """
 
 
-def test_relevant_mount_in_the_middle_of_a_storm(bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]) -> None:
+def test_relevant_mount_in_the_middle_of_a_storm(
+    bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]
+) -> None:
     """A bind mount onto /usr while thousands of unrelated mounts churn: published once, nothing else."""
-    d = daemon_factory(bus, sysroot, mountinfo="/proc/self/mountinfo",
-                     prefix=["unshare", "--mount", "--propagation", "private"])
+    d = daemon_factory(
+        bus, sysroot, mountinfo="/proc/self/mountinfo", prefix=["unshare", "--mount", "--propagation", "private"]
+    )
     d.wait_name()
     sub = Subscriber(bus.address)
     scratch = tempfile.mkdtemp(prefix="ow-mnt-")
@@ -468,14 +498,19 @@ os.close(fd)
 """
 
 
-def test_a_change_under_ostrees_lock_waits_for_its_release(bus: Any, sysroot: str,
-                                                             daemon_factory: Callable[..., DaemonProcess]) -> None:
+def test_a_change_under_ostrees_lock_waits_for_its_release(
+    bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]
+) -> None:
     """A half-written sysroot is not published: the rescan waits for ostree's unlock."""
     d = daemon_factory(bus, sysroot)
     d.wait_name()
     sub = Subscriber(bus.address)
-    holder = subprocess.Popen([sys.executable, "-c", _LOCK_HOLDER, os.path.join(sysroot, "ostree", "lock")],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _LOCK_HOLDER, os.path.join(sysroot, "ostree", "lock")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdin is not None
         assert holder.stdout.readline().strip() == "locked"
@@ -502,6 +537,7 @@ def test_a_change_under_ostrees_lock_waits_for_its_release(bus: Any, sysroot: st
 
 # --- the event loop never blocks ------------------------------------------------------------
 
+
 def test_nothing_blocks_the_event_loop(bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]) -> None:
     d = daemon_factory(bus, sysroot, env={"OSTREEWATCH_ASYNCIO_DEBUG": "1"}, extra_args=["--debounce-ms", "0"])
     d.wait_name()
@@ -514,8 +550,7 @@ def test_nothing_blocks_the_event_loop(bus: Any, sysroot: str, daemon_factory: C
                 with open(os.path.join(entries_dir(sysroot), f"load-{round_}-{i}.conf"), "w") as f:
                     f.write(f"title load {i}\nversion {i}\nlinux /vmlinuz-{i}\noptions rw quiet\n")
             for _ in range(5):
-                d.busctl("call", BUS_NAME, OBJECT_PATH, "org.freedesktop.DBus.Properties",
-                         "GetAll", "s", INTERFACE)
+                d.busctl("call", BUS_NAME, OBJECT_PATH, "org.freedesktop.DBus.Properties", "GetAll", "s", INTERFACE)
             sub.wait_for(mark, lambda ev: len(union(typed(ev, "BootEntriesChanged"), "added")) >= 10)
         sub.settle(sub.mark())
     finally:
@@ -528,15 +563,20 @@ def test_nothing_blocks_the_event_loop(bus: Any, sysroot: str, daemon_factory: C
 
 # --- bad input at start: a one-line error and exit 1, never a traceback --------------------------
 
-@pytest.mark.parametrize("args", [
-    ["--sysroot", "/nonexistent-ow"],
-    ["--bus", "not-an-address"],
-    ["--debounce-ms", "soon"],
-])
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--sysroot", "/nonexistent-ow"],
+        ["--bus", "not-an-address"],
+        ["--debounce-ms", "soon"],
+    ],
+)
 def test_bad_arguments_exit_1_with_one_line(args: List[str], tmp_path: Any) -> None:
     base = ["--sysroot", str(tmp_path), "--bus", "unix:path=" + str(tmp_path / "nobus")]
-    r = subprocess.run([sys.executable, "-m", "ostreewatch.daemon", *base, *args], capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "ostreewatch.daemon", *base, *args], capture_output=True, text=True, timeout=60
+    )
     assert "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
     assert lines and lines[-1].startswith("ostreewatchd: "), r.stderr

@@ -100,8 +100,13 @@ def test_composefs_booted_found_by_inode_only(modern_sysroot, tmp_path) -> None:
     entry = snap0.BootEntries[1]
     boot = boot_prepare_root(sr, entry.file, tmp_path / "boot", composefs=True)
     dev, ino = boot.booted_keys["backing-root-device-inode"]
-    st = os.stat(os.path.join(sr.path, "ostree/deploy/fedora/deploy",
-                              next(d for d in snap0.Deployments if d.id == entry.deployment).checksum + ".0"))
+    st = os.stat(
+        os.path.join(
+            sr.path,
+            "ostree/deploy/fedora/deploy",
+            next(d for d in snap0.Deployments if d.id == entry.deployment).checksum + ".0",
+        )
+    )
     assert (st.st_dev, st.st_ino) == (dev, ino)
     snap = state.read_snapshot(_paths(sr, boot))
     assert snap.BootedDeployment == entry.deployment
@@ -159,8 +164,9 @@ def test_bootversion_swap_while_booted(modern_sysroot, tmp_path, composefs: bool
     assert not os.path.exists(os.path.join(sr.path, "ostree/boot.1"))
     snap = state.read_snapshot(_paths(sr, boot))
     assert snap.BootedDeployment == entry.deployment
-    booted_dir = os.path.realpath(os.path.join(sr.path, "ostree/deploy/fedora/deploy",
-                                               entry.deployment.split("-", 1)[1]))
+    booted_dir = os.path.realpath(
+        os.path.join(sr.path, "ostree/deploy/fedora/deploy", entry.deployment.split("-", 1)[1])
+    )
     expected = [e.id for e in snap.BootEntries if os.path.realpath(sr.path + e.ostree) == booted_dir]
     assert len(expected) == 1
     assert snap.BootedEntry == expected[0]
@@ -179,8 +185,9 @@ def test_staged_deployment_by_real_ostree(modern_sysroot, tmp_path) -> None:
     sr.build(2)
     entry = state.read_snapshot(sr.paths()).BootEntries[0]
     sr.commit("fedora/x", version="3", kver="6.1.3")
-    boot = boot_prepare_root(sr, entry.file, tmp_path / "boot", composefs=False,
-                             action='chroot "$B" ostree admin deploy --stage fedora/x')
+    boot = boot_prepare_root(
+        sr, entry.file, tmp_path / "boot", composefs=False, action='chroot "$B" ostree admin deploy --stage fedora/x'
+    )
     assert os.path.exists(os.path.join(boot.run, "ostree", "staged-deployment"))
     oracle = boot.status_after
     staged = [_json_id(d) for d in oracle if d["staged"]]

@@ -69,6 +69,7 @@ def _entry_ids(snap: model.Snapshot) -> List[str]:
 
 # --- bootupd's static grub.cfg (FCOS, RHCOS, bootc, Atomic desktops) -------------------
 
+
 def test_static_config_boots_the_first_entry(modern_sysroot) -> None:
     sr = _built(modern_sysroot)
     menu, snap, booted = run_case(sr, config("bootupd-static.cfg"), {})
@@ -84,7 +85,7 @@ def test_static_config_ignores_saved_entry(modern_sysroot) -> None:
     sr = _built(modern_sysroot)
     ids0 = _entry_ids(state.read_snapshot(sr.paths()))
     menu, snap, booted = run_case(sr, config("bootupd-static.cfg"), {"saved_entry": ids0[2], "next_entry": ids0[1]})
-    assert menu.default_var == ""       # load_env alone never sets $default
+    assert menu.default_var == ""  # load_env alone never sets $default
     assert booted == ids0[0]
     assert snap.DefaultEntry == booted
     assert snap.NextEntry == ""
@@ -99,8 +100,9 @@ def test_greenboot_fallback_boots_the_rollback(modern_sysroot) -> None:
     needed, see grub_cfg_files/greenboot.cfg). Fails before issue 9's reader.
     """
     sr = _built(modern_sysroot)
-    menu, snap, booted = run_case(sr, config("bootupd-static.cfg", greenboot=True),
-                                  {"boot_counter": "0", "boot_success": "0"})
+    menu, snap, booted = run_case(
+        sr, config("bootupd-static.cfg", greenboot=True), {"boot_counter": "0", "boot_success": "0"}
+    )
     assert menu.default_var == "1"
     assert booted == _entry_ids(snap)[1]
     assert snap.DefaultEntry == booted
@@ -111,14 +113,16 @@ def test_greenboot_fallback_boots_the_rollback(modern_sysroot) -> None:
 def test_greenboot_counting_down_keeps_the_default(modern_sysroot) -> None:
     """boot_counter=2: Fedora's grub2 decrements it (upstream cannot: no `decrement`); either way entry 0 boots."""
     sr = _built(modern_sysroot)
-    menu, snap, booted = run_case(sr, config("bootupd-static.cfg", greenboot=True),
-                                  {"boot_counter": "2", "boot_success": "0"})
+    menu, snap, booted = run_case(
+        sr, config("bootupd-static.cfg", greenboot=True), {"boot_counter": "2", "boot_success": "0"}
+    )
     assert menu.default_var == ""
     assert booted == _entry_ids(snap)[0] == snap.DefaultEntry
     assert "boot-fallback" not in [p.code for p in snap.Problems]
 
 
 # --- a generated grub2-mkconfig grub.cfg (Silverblue and older hosts) ------------------
+
 
 def test_generated_config_honours_saved_entry(modern_sysroot) -> None:
     sr = _built(modern_sysroot)
@@ -137,7 +141,7 @@ def test_generated_config_next_entry_wins_once(modern_sysroot) -> None:
     ids0 = _entry_ids(state.read_snapshot(sr.paths()))
     menu, snap, booted = run_case(sr, config("generated.cfg"), {"saved_entry": ids0[1], "next_entry": ids0[2]})
     assert menu.default_var == ids0[2]
-    assert menu.next_var == ""          # 00_header clears it (and save_env's it) before booting
+    assert menu.next_var == ""  # 00_header clears it (and save_env's it) before booting
     assert booted == ids0[2] == snap.NextEntry == snap.DefaultEntry
 
 
@@ -151,6 +155,7 @@ def test_generated_config_saved_entry_naming_nothing(modern_sysroot) -> None:
 
 
 # --- order ------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_ten_entries_order_ostree_10_before_9(modern_sysroot) -> None:
@@ -189,6 +194,7 @@ def test_boot_counting_saved_entry_spellings(modern_sysroot, spelling: str) -> N
 
 # --- an entry with no tries left ------------------------------------------------------------
 
+
 def _exhaust_first_entry(sr: ModernSysroot) -> str:
     """Rename the default entry NAME+3.conf to NAME+0-3.conf: its tries ran out.
 
@@ -220,6 +226,7 @@ def test_no_tries_left_grub_order(modern_sysroot) -> None:
 def test_no_tries_left_systemd_boot_order(modern_sysroot, tmp_path) -> None:
     """systemd-boot sorts an entry with no tries left last (bootctl as the oracle) and boots the next one."""
     from tests.fixtures.oracles import bootctl_list
+
     sr = _built(modern_sysroot, tries=3)
     exhausted = _exhaust_first_entry(sr)
     with open(os.path.join(sr.path, "boot", "loader", "loader.conf"), "w") as f:
@@ -243,14 +250,18 @@ def test_no_tries_left_is_a_boot_fallback(modern_sysroot) -> None:
     assert "boot-fallback" in [p.code for p in snap.Problems]
 
 
-@pytest.mark.parametrize("cfg,env,source", [
-    ("bootupd-static.cfg", {}, "first-entry"),
-    ("bootupd-static.cfg", {"saved_entry": 2}, "first-entry"),
-    ("generated.cfg", {}, "first-entry"),
-    ("generated.cfg", {"saved_entry": 1}, "saved_entry"),
-    ("generated.cfg", {"saved_entry": 1, "next_entry": 2}, "next_entry"),
-    ("bootupd-static.cfg+greenboot", {"boot_counter": "0", "boot_success": "0"}, "greenboot-fallback"),
-], ids=["static", "static-saved", "generated", "generated-saved", "generated-next", "greenboot"])
+@pytest.mark.parametrize(
+    "cfg,env,source",
+    [
+        ("bootupd-static.cfg", {}, "first-entry"),
+        ("bootupd-static.cfg", {"saved_entry": 2}, "first-entry"),
+        ("generated.cfg", {}, "first-entry"),
+        ("generated.cfg", {"saved_entry": 1}, "saved_entry"),
+        ("generated.cfg", {"saved_entry": 1, "next_entry": 2}, "next_entry"),
+        ("bootupd-static.cfg+greenboot", {"boot_counter": "0", "boot_success": "0"}, "greenboot-fallback"),
+    ],
+    ids=["static", "static-saved", "generated", "generated-saved", "generated-next", "greenboot"],
+)
 def test_default_entry_source(modern_sysroot, cfg: str, env: Dict[str, object], source: str) -> None:
     """DefaultEntrySource (issue 9 contract) says why DefaultEntry is what GRUB boots (fails before the reader change).
 
@@ -265,9 +276,11 @@ def test_default_entry_source(modern_sysroot, cfg: str, env: Dict[str, object], 
     assert getattr(snap, "DefaultEntrySource") == source
 
 
-@pytest.mark.parametrize("loader_conf,source", [("timeout 3\n", "first-entry"),
-                                                 ("timeout 3\ndefault ostree-2*\n", "loader.conf")],
-                         ids=["no-default", "default-glob"])
+@pytest.mark.parametrize(
+    "loader_conf,source",
+    [("timeout 3\n", "first-entry"), ("timeout 3\ndefault ostree-2*\n", "loader.conf")],
+    ids=["no-default", "default-glob"],
+)
 def test_systemd_boot_default_and_source(modern_sysroot, loader_conf: str, source: str) -> None:
     """systemd-boot host: bootctl's default against DefaultEntry, and DefaultEntrySource (issue 9 contract).
 
@@ -275,6 +288,7 @@ def test_systemd_boot_default_and_source(modern_sysroot, loader_conf: str, sourc
     a host where nobody ran `bootctl set-default`.
     """
     from tests.fixtures.oracles import bootctl_list
+
     sr = _built(modern_sysroot)
     with open(os.path.join(sr.path, "boot", "loader", "loader.conf"), "w") as f:
         f.write(loader_conf)

@@ -58,9 +58,25 @@ def _json_id(d: Dict[str, Any]) -> str:
 def ostreewatch_status(sr: ModernSysroot, boot) -> Dict[str, Any]:
     """`ostreewatch status --json` (offline) on the captured booted host."""
     proc = subprocess.run(
-        [sys.executable, "-m", "ostreewatch.cli", "status", "--json", "--sysroot", sr.path,
-         "--mountinfo", boot.mountinfo, "--cmdline", boot.cmdline, "--run", boot.run],
-        capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "ostreewatch.cli",
+            "status",
+            "--json",
+            "--sysroot",
+            sr.path,
+            "--mountinfo",
+            boot.mountinfo,
+            "--cmdline",
+            boot.cmdline,
+            "--run",
+            boot.run,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -106,8 +122,15 @@ def boot_host(modern_sysroot, tmp_path, kind: str, stage: bool):
 
     sr.commit(f"{osname}/x", version="3", kver="6.1.3", osname=osname)
     deploy = f'chroot "$B" ostree admin deploy --retain {"--stage " if stage else ""}--os={osname} {osname}/x'
-    boot = boot_prepare_root(sr, entry_file, tmp_path / "boot", composefs=host["composefs"], osname=osname,
-                             options=booted_options, action=deploy)
+    boot = boot_prepare_root(
+        sr,
+        entry_file,
+        tmp_path / "boot",
+        composefs=host["composefs"],
+        osname=osname,
+        options=booted_options,
+        action=deploy,
+    )
     return sr, boot, ostreewatch_status(sr, boot), booted_arg, loader_order
 
 
@@ -149,7 +172,7 @@ def test_host_kind_with_a_pending_update(modern_sysroot, tmp_path, kind: str) ->
     pending = [_json_id(d) for d in oracle if d["pending"]]
     rollback = [_json_id(d) for d in oracle if d["rollback"]]
     assert len(booted) == len(pending) == len(rollback) == 1
-    assert not os.path.exists(sr.path + booted_arg)   # the running kernel's ostree= is gone
+    assert not os.path.exists(sr.path + booted_arg)  # the running kernel's ostree= is gone
     assert out["BootedDeployment"] == booted[0]
     assert out["DefaultDeployment"] == pending[0]
     assert out["RollbackDeployment"] == rollback[0]

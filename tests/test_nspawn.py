@@ -62,8 +62,18 @@ def journal(c: Container, *args: str) -> List[Dict[str, Any]]:
 
 def test_running_and_ready_through_sd_notify(guest: Container, sysroot: Dict[str, Any]) -> None:
     assert guest.boot_state in ("running", "degraded"), guest.boot_state
-    s = guest.show(UNIT, "Type", "NotifyAccess", "ActiveState", "SubState", "StatusText",
-                   "ConditionResult", "MainPID", "After", "UnitFileState")
+    s = guest.show(
+        UNIT,
+        "Type",
+        "NotifyAccess",
+        "ActiveState",
+        "SubState",
+        "StatusText",
+        "ConditionResult",
+        "MainPID",
+        "After",
+        "UnitFileState",
+    )
     assert s["Type"] == "notify" and s["NotifyAccess"] == "main"
     # Type=notify: active only once READY=1 came through sd_notify.
     assert (s["ActiveState"], s["SubState"]) == ("active", "running"), s
@@ -100,13 +110,17 @@ def test_a_mount_made_by_the_host_on_a_watched_point_is_published(guest: Contain
     guest.run(["mkdir", "-p", "/sysroot"], check=True)
     guest.run(["mount", "-t", "tmpfs", "-o", "size=1m", "ostreewatch-test", "/sysroot"], check=True)
     try:
-        points = guest.wait_for("a published /sysroot mount", lambda: [
-            m for m in map(unwrap, prop(guest, "Mounts")) if m["mount_point"] == "/sysroot"])
+        points = guest.wait_for(
+            "a published /sysroot mount",
+            lambda: [m for m in map(unwrap, prop(guest, "Mounts")) if m["mount_point"] == "/sysroot"],
+        )
         assert points[0]["source"] == "ostreewatch-test" and points[0]["fstype"] == "tmpfs"
     finally:
         guest.run(["umount", "/sysroot"])
-    guest.wait_for("/sysroot gone from Mounts", lambda: not [
-        m for m in map(unwrap, prop(guest, "Mounts")) if m["mount_point"] == "/sysroot"])
+    guest.wait_for(
+        "/sysroot gone from Mounts",
+        lambda: not [m for m in map(unwrap, prop(guest, "Mounts")) if m["mount_point"] == "/sysroot"],
+    )
 
 
 def test_bus_reads_the_state(guest: Container, sysroot: Dict[str, Any]) -> None:
@@ -121,6 +135,7 @@ def test_bus_reads_the_state(guest: Container, sysroot: Dict[str, Any]) -> None:
 
 def test_daemon_reads_the_hosts_mount_table(guest: Container) -> None:
     """Mounts come from PID 1's table (/proc/1/mountinfo), not the unit's private namespace."""
+
     def ids(table: str) -> Dict[str, str]:
         out = {}
         for line in table.splitlines():
@@ -154,8 +169,9 @@ def test_systemctl_reload_rescans(guest: Container, sysroot: Dict[str, Any]) -> 
     pid = guest.show(UNIT, "MainPID")["MainPID"]
     set_version(sysroot["path"], "1", "1.2")
     guest.run(["systemctl", "reload", UNIT], check=True)
-    guest.wait_for("the rescan after systemctl reload",
-                   lambda: "1.2" in {unwrap(d)["version"] for d in prop(guest, "Deployments")})
+    guest.wait_for(
+        "the rescan after systemctl reload", lambda: "1.2" in {unwrap(d)["version"] for d in prop(guest, "Deployments")}
+    )
     assert prop(guest, "Generation") > before
     s = guest.show(UNIT, "MainPID", "ActiveState")
     assert s == {"MainPID": pid, "ActiveState": "active"}, s  # SIGHUP did not kill it
@@ -170,7 +186,7 @@ def set_version(sysroot: Path, commit_version: str, new: str) -> None:
         text = osr.read_text()
         if re.search(rf'(?m)^PRETTY_NAME="Test OS {commit_version}"$', text):
             tmp = osr.with_name(".os-release.tmp")
-            tmp.write_text(re.sub(r'(?m)^VERSION=.*$', f'VERSION="{new}"', text))
+            tmp.write_text(re.sub(r"(?m)^VERSION=.*$", f'VERSION="{new}"', text))
             os.replace(tmp, osr)
             return
     raise AssertionError(f"no deployment of commit {commit_version}")
@@ -179,6 +195,7 @@ def set_version(sysroot: Path, commit_version: str, new: str) -> None:
 def test_set_default_entry_through_a_read_only_boot(guest: Container, sysroot: Dict[str, Any]) -> None:
     """The write helper (private mount namespace, remount) works inside the unit's sandbox:
     CAP_SYS_ADMIN, mount(2), RestrictNamespaces=mnt, MemoryDenyWriteExecute=yes."""
+
     def boot_options() -> List[str]:
         table = guest.run(["cat", "/proc/1/mountinfo"], check=True).stdout
         return [l.split()[5].split(",") for l in table.splitlines() if l.split()[4] == "/boot"][0]
@@ -203,8 +220,9 @@ def test_journal_start_record_and_catalog(guest: Container) -> None:
     assert rec["MESSAGE_ID"] == oj.MESSAGE_ID_STARTED
     assert rec["SYSLOG_IDENTIFIER"] == "ostreewatch"
     guest.run(["journalctl", "--update-catalog"], check=True)
-    text = guest.run(["journalctl", "-x", "--no-pager", "-u", UNIT,
-                      f"MESSAGE_ID={oj.MESSAGE_ID_STARTED}"], check=True).stdout
+    text = guest.run(
+        ["journalctl", "-x", "--no-pager", "-u", UNIT, f"MESSAGE_ID={oj.MESSAGE_ID_STARTED}"], check=True
+    ).stdout
     assert "The OSTree boot state watcher started and read the boot state once" in text, text
     assert "Defined-By: ostreewatch" in text
     # @FIELD@ substituted from the record itself.
@@ -248,7 +266,8 @@ def test_restarted_after_a_crash(guest: Container) -> None:
 
 
 def test_without_ostree_on_the_command_line_the_unit_is_skipped(
-        tmp_path_factory: pytest.TempPathFactory, sysroot: Dict[str, Any], guest: Container) -> None:
+    tmp_path_factory: pytest.TempPathFactory, sysroot: Dict[str, Any], guest: Container
+) -> None:
     guest.stop()  # one container at a time: they share payload/ and supervisor/ cgroups
     with Container(tmp_path_factory.mktemp("nspawn-plain"), sysroot["path"], []) as plain:
         s = plain.show(UNIT, "ConditionResult", "ActiveState", "UnitFileState")

@@ -18,7 +18,13 @@ ADDRESSES = [
     "unix:abstract=/tmp/dbus-XYZ,guid=0123456789abcdef0123456789abcdef",
     "tcp:host=127.0.0.1,port=4711",
     "unix:path=/a;unix:path=/b",
-    "", "nonsense", "unix:path", "unix:path=/has space", "unix:path=/q\"uote", ";;", "unix:",
+    "",
+    "nonsense",
+    "unix:path",
+    "unix:path=/has space",
+    'unix:path=/q"uote',
+    ";;",
+    "unix:",
 ]
 
 

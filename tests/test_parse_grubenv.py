@@ -11,7 +11,11 @@ from hypothesis import strategies as st
 
 from ostreewatch.errors import GrubenvError
 from ostreewatch.parse.grubenv import (
-    SIGNATURE, create_grubenv, list_grubenv, parse_grubenv, update_grubenv,
+    SIGNATURE,
+    create_grubenv,
+    list_grubenv,
+    parse_grubenv,
+    update_grubenv,
 )
 from tests.fixtures.oracles import fuzz_settings, grub_editenv, grub_editenv_list
 
@@ -134,7 +138,7 @@ def test_broken_block_reads_like_grub(tmp_path) -> None:
     """A line without '=' stops grub's reading; we return what grub returns."""
     data = bytearray(create_grubenv())
     body = b"a=1\nbroken line\nb=2\n"
-    data[len(SIGNATURE):len(SIGNATURE) + len(body)] = body
+    data[len(SIGNATURE) : len(SIGNATURE) + len(body)] = body
     path = tmp_path / "broken"
     path.write_bytes(bytes(data))
     assert _expected_list(list_grubenv(bytes(data))) == grub_editenv_list(str(path))
@@ -143,7 +147,7 @@ def test_broken_block_reads_like_grub(tmp_path) -> None:
 def test_duplicates_last_wins_and_set_changes_the_first(tmp_path) -> None:
     data = bytearray(create_grubenv())
     body = b"a=1\na=2\n"
-    data[len(SIGNATURE):len(SIGNATURE) + len(body)] = body
+    data[len(SIGNATURE) : len(SIGNATURE) + len(body)] = body
     path = tmp_path / "dup"
     path.write_bytes(bytes(data))
     assert parse_grubenv(bytes(data)) == {"a": "2"}
@@ -178,6 +182,7 @@ def test_random_sequences_like_grub_editenv(envfile, seed: int) -> None:
 
 
 # --- nothing but GrubenvError escapes --------------------------------------------------
+
 
 @fuzz_settings(max_examples=300)
 @given(st.binary(max_size=300))

@@ -13,18 +13,26 @@ from ostreewatch import model, service
 from ostreewatch.client import Client
 from tests.fixtures.published import M, SNAP1, busctl, run
 
-ROOT1 = model.booted_root_items({"composefs": True, "composefs_verity": False, "composefs_signed": "ed25519:K",
-                                 "sysroot_ro": True, "transient_etc": "/run/ostree/etc",
-                                 "backing_device": 2**40 + 3, "backing_inode": 2**63 + 5})
+ROOT1 = model.booted_root_items(
+    {
+        "composefs": True,
+        "composefs_verity": False,
+        "composefs_signed": "ed25519:K",
+        "sysroot_ro": True,
+        "transient_etc": "/run/ostree/etc",
+        "backing_device": 2**40 + 3,
+        "backing_inode": 2**63 + 5,
+    }
+)
 SNAP_A = dataclasses.replace(SNAP1, BootedRoot=ROOT1, DefaultEntrySource="first-entry")
-SNAP_B = dataclasses.replace(SNAP_A, BootedRoot=model.booted_root_items({"root_transient": False}),
-                             DefaultEntrySource="greenboot-fallback")
+SNAP_B = dataclasses.replace(
+    SNAP_A, BootedRoot=model.booted_root_items({"root_transient": False}), DefaultEntrySource="greenboot-fallback"
+)
 
 
 def test_values_round_trip() -> None:
     values = service.snapshot_values(SNAP_A)
-    assert {k: v.signature for k, v in values["BootedRoot"].items()} == \
-        {k: model.BOOTED_ROOT_KEYS[k] for k, _ in ROOT1}
+    assert {k: v.signature for k, v in values["BootedRoot"].items()} == {k: model.BOOTED_ROOT_KEYS[k] for k, _ in ROOT1}
     for snap in (SNAP_A, SNAP_B, dataclasses.replace(SNAP_A, BootedRoot=())):
         assert service.snapshot_from_plain(service.unwrap(service.snapshot_values(snap))) == snap
 
@@ -48,14 +56,37 @@ def test_get_getall_and_properties_changed(system_bus: Any) -> None:
             assert set(got["data"]) == {k for k, _ in ROOT1}
             rc, out, err = await run(busctl("get-property", *M, "DefaultEntrySource"), env)
             assert (rc, out.strip()) == (0, 's "first-entry"'), err
-            rc, out, err = await run(["gdbus", "call", "--system", "--dest", M[0], "--object-path", M[1],
-                                      "--method", "org.freedesktop.DBus.Properties.GetAll", M[2]], env)
+            rc, out, err = await run(
+                [
+                    "gdbus",
+                    "call",
+                    "--system",
+                    "--dest",
+                    M[0],
+                    "--object-path",
+                    M[1],
+                    "--method",
+                    "org.freedesktop.DBus.Properties.GetAll",
+                    M[2],
+                ],
+                env,
+            )
             assert rc == 0, err
             assert "'BootedRoot': <{'composefs': <true>," in out
             assert "'backing_device': <uint64 1099511627779>" in out
-            rc, out, err = await run(["dbus-send", "--system", "--print-reply", "--dest=" + M[0], M[1],
-                                      "org.freedesktop.DBus.Properties.Get", "string:" + M[2],
-                                      "string:BootedRoot"], env)
+            rc, out, err = await run(
+                [
+                    "dbus-send",
+                    "--system",
+                    "--print-reply",
+                    "--dest=" + M[0],
+                    M[1],
+                    "org.freedesktop.DBus.Properties.Get",
+                    "string:" + M[2],
+                    "string:BootedRoot",
+                ],
+                env,
+            )
             assert rc == 0 and 'string "sysroot_ro"' in out, err
             outs.append(out)
             client = await Client.connect(system_bus.address)

@@ -56,6 +56,7 @@ def test_every_exception_class_of_the_package_is_an_ostreewatch_error() -> None:
     from ostreewatch._deployhelper import HelperError
     from ostreewatch._writehelper import ContentChanged
     from ostreewatch.sysroot import ReadRefused
+
     for cls in (ReadRefused, ContentChanged, HelperError):
         assert issubclass(cls, errors.OstreewatchError)
 
@@ -76,9 +77,11 @@ def test_a_second_class_cannot_take_a_declared_name() -> None:
 
 
 @pytest.mark.parametrize("raised", [errors.ParseError, errors.NoSuchDeployment, errors.Busy, errors.GrubenvError])
-def test_the_client_raises_the_class_of_the_name_on_the_bus(system_bus: Any,
-                                                            raised: Type[errors.OstreewatchError]) -> None:
+def test_the_client_raises_the_class_of_the_name_on_the_bus(
+    system_bus: Any, raised: Type[errors.OstreewatchError]
+) -> None:
     """A Reload hook's error crosses a real bus and comes back as the class declaring its name."""
+
     async def reload(caller: model.Caller, ask: Any) -> int:
         raise raised("on purpose")
 

@@ -57,14 +57,23 @@ def test_service_section(unit: Dict[str, Dict[str, List[str]]]) -> None:
 def test_hardening_options(unit: Dict[str, Dict[str, List[str]]]) -> None:
     s = unit["Service"]
     expected = {
-        "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateNetwork": "yes",
-        "PrivateDevices": "yes", "RestrictAddressFamilies": "AF_UNIX",
-        "NoNewPrivileges": "yes", "CapabilityBoundingSet": "CAP_SYS_ADMIN",
-        "SystemCallArchitectures": "native", "ProtectKernelTunables": "yes",
-        "ProtectKernelModules": "yes", "ProtectKernelLogs": "yes",
-        "ProtectControlGroups": "yes", "LockPersonality": "yes",
-        "MemoryDenyWriteExecute": "yes", "RestrictNamespaces": "mnt",
-        "RestrictRealtime": "yes", "RestrictSUIDSGID": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateNetwork": "yes",
+        "PrivateDevices": "yes",
+        "RestrictAddressFamilies": "AF_UNIX",
+        "NoNewPrivileges": "yes",
+        "CapabilityBoundingSet": "CAP_SYS_ADMIN",
+        "SystemCallArchitectures": "native",
+        "ProtectKernelTunables": "yes",
+        "ProtectKernelModules": "yes",
+        "ProtectKernelLogs": "yes",
+        "ProtectControlGroups": "yes",
+        "LockPersonality": "yes",
+        "MemoryDenyWriteExecute": "yes",
+        "RestrictNamespaces": "mnt",
+        "RestrictRealtime": "yes",
+        "RestrictSUIDSGID": "yes",
     }
     for key, value in expected.items():
         assert s.get(key) == [value], key
@@ -88,10 +97,13 @@ def test_verify_has_no_cycle_and_no_warning(tmp_path: Path) -> None:
     assert out.strip() == "", out
 
 
-@pytest.mark.parametrize("bad", [
-    "After=dbus.socket",                       # the obvious cycle
-    "PrivateTmp=yes",                          # pulls in After=systemd-tmpfiles-setup.service
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "After=dbus.socket",  # the obvious cycle
+        "PrivateTmp=yes",  # pulls in After=systemd-tmpfiles-setup.service
+    ],
+)
 def test_verify_sees_a_cycle_when_there_is_one(tmp_path: Path, bad: str) -> None:
     """The check above can fail: these lines close a cycle through local-fs.target."""
     key = bad.split("=")[0]
@@ -104,7 +116,9 @@ def test_verify_sees_a_cycle_when_there_is_one(tmp_path: Path, bad: str) -> None
 def exposure(path: Path) -> float:
     out = subprocess.run(
         ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(path)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     ).stdout
     m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out)
     assert m, out

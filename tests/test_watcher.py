@@ -71,6 +71,7 @@ class Rig:
         async def wait() -> None:
             while not cond():
                 await asyncio.sleep(0.01)
+
         self.loop.run_until_complete(asyncio.wait_for(wait(), timeout))
 
     def expect(self, reason: str, timeout: float = 10.0) -> None:
@@ -93,12 +94,17 @@ class Rig:
 
     def ostree(self, *args: str) -> None:
         """A real ostree call, run while the loop keeps serving events."""
+
         async def run() -> None:
             proc = await asyncio.create_subprocess_exec(
                 *_userns(["ostree", "admin", *args, f"--sysroot={self.paths.sysroot}"]),
-                env=_ostree_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                env=_ostree_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
             out, err = await proc.communicate()
             assert proc.returncode == 0, err.decode()
+
         self.loop.run_until_complete(asyncio.wait_for(run(), 60))
 
 
@@ -148,9 +154,15 @@ def _ctxt_switches(tid: int) -> int:
 def test_arms_expected_directories(rig, sysroot):
     armed = rig.watcher.armed_paths()
     loader = _loader_target(sysroot)
-    for path in (os.path.join(sysroot, "boot"), loader, os.path.join(loader, "entries"),
-                 os.path.join(sysroot, "boot", "grub2"), os.path.join(sysroot, "ostree"),
-                 os.path.join(sysroot, "ostree", "deploy"), rig.paths.run):
+    for path in (
+        os.path.join(sysroot, "boot"),
+        loader,
+        os.path.join(loader, "entries"),
+        os.path.join(sysroot, "boot", "grub2"),
+        os.path.join(sysroot, "ostree"),
+        os.path.join(sysroot, "ostree", "deploy"),
+        rig.paths.run,
+    ):
         assert path in armed, (path, armed)
 
 
@@ -369,8 +381,11 @@ def test_undeploy_reported_after_the_deployment_is_gone(loop, sysroot, sysroot_3
     seen: List[tuple] = []  # (reason, deployment dir exists at that moment)
     run = tmp_path / "run"
     run.mkdir()
-    w = Watcher(P(sysroot, str(tmp_path / "no-mountinfo"), "/proc/cmdline", str(run)),
-                lambda r: seen.append((r, os.path.exists(gone), os.path.exists(gone + ".origin"))), loop)
+    w = Watcher(
+        P(sysroot, str(tmp_path / "no-mountinfo"), "/proc/cmdline", str(run)),
+        lambda r: seen.append((r, os.path.exists(gone), os.path.exists(gone + ".origin"))),
+        loop,
+    )
     w.start()
     rig = Rig.__new__(Rig)
     rig.loop, rig.paths, rig.reasons, rig.watcher = loop, w.paths, [], w
@@ -707,10 +722,25 @@ print(json.dumps(out))
 
 def _run_mount_script(tmp_path, storm_n: int = 2000, idle_s: float = 2.0, churn_s: float = 1.5) -> dict:
     r = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", _MOUNT_SCRIPT,
-         str(tmp_path), str(storm_n), str(idle_s), str(churn_s)],
-        capture_output=True, text=True, timeout=100, cwd=REPO,
-        env=dict(os.environ, PYTHONPATH=REPO))
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            sys.executable,
+            "-c",
+            _MOUNT_SCRIPT,
+            str(tmp_path),
+            str(storm_n),
+            str(idle_s),
+            str(churn_s),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO),
+    )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -754,7 +784,11 @@ print(out)
 def test_kernel_clears_mountinfo_change_on_poll_not_on_read():
     """The fact the rate limiter relies on (checked, kernel 6.x mounts_poll): the per-file
     "seen" state is updated by poll, so the watcher drains its epoll and never reads the file."""
-    r = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c", _POLL_FACT],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", _POLL_FACT],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "{'idle': False, 'after_read': True, 'after_poll': False}"

@@ -35,8 +35,8 @@ class BlsEntry:
     linux: str = ""
     efi: str = ""
     initrd: Tuple[str, ...] = ()
-    options: str = ""           # all options lines joined by one space
-    first_options: str = ""     # only the first options line (what grub's blscfg uses)
+    options: str = ""  # all options lines joined by one space
+    first_options: str = ""  # only the first options line (what grub's blscfg uses)
     devicetree: str = ""
     devicetree_overlay: str = ""
     architecture: str = ""

@@ -62,7 +62,7 @@ def _ostree_style(text: str, key: str) -> Optional[str]:
     prefix = key + "="
     for word in text.split(" "):
         if word.startswith(prefix):
-            return word[len(prefix):].rstrip("\n")
+            return word[len(prefix) :].rstrip("\n")
     return None
 
 
@@ -86,7 +86,7 @@ def get_arg(text: str, key: str, *, ostree_style: Optional[bool] = None) -> Opti
             if word == key:
                 value = ""
             elif word.startswith(key + "="):
-                value = word[len(key) + 1:]
+                value = word[len(key) + 1 :]
         return value
     except CmdlineError:
         raise

@@ -42,22 +42,30 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 # Where a value of $default came from.
 FROM_SAVED = "saved_entry"
 FROM_NEXT = "next_entry"
-FROM_ENV = "grubenv-default"        # `default=` stored in the grubenv itself, loaded by load_env
+FROM_ENV = "grubenv-default"  # `default=` stored in the grubenv itself, loaded by load_env
 FROM_GREENBOOT = "greenboot-fallback"
-FROM_LITERAL = "literal"            # `set default=0`, `set default="ostree-2"`
+FROM_LITERAL = "literal"  # `set default=0`, `set default="ostree-2"`
 FROM_UNSET = ""
 FROM_UNKNOWN = "unknown"
 
-GRUB_DIR = "\x00grubdir"            # the value of $prefix / $config_directory: the directory of grub.cfg
-_MAX_DEPTH = 8                      # nested `source` levels
-_MAX_STEPS = 100_000                # commands executed: a bound on hostile input
+GRUB_DIR = "\x00grubdir"  # the value of $prefix / $config_directory: the directory of grub.cfg
+_MAX_DEPTH = 8  # nested `source` levels
+_MAX_STEPS = 100_000  # commands executed: a bound on hostile input
 _VAR = re.compile(r"\$(?:\{([A-Za-z0-9_?#@*]+)\}|([A-Za-z_][A-Za-z0-9_]*|[0-9?#@*]))")
 _ASSIGN = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.DOTALL)
 # GRUB 2 sets these feature_* variables to "y" (grub-core/normal/main.c, `features`).
-_FEATURES = ("feature_chainloader_bpb", "feature_ntldr", "feature_platform_search_hint",
-             "feature_default_font_path", "feature_all_video_module", "feature_menuentry_id",
-             "feature_menuentry_options", "feature_200_final", "feature_nativedisk_cmd",
-             "feature_timeout_style")
+_FEATURES = (
+    "feature_chainloader_bpb",
+    "feature_ntldr",
+    "feature_platform_search_hint",
+    "feature_default_font_path",
+    "feature_all_video_module",
+    "feature_menuentry_id",
+    "feature_menuentry_options",
+    "feature_200_final",
+    "feature_nativedisk_cmd",
+    "feature_timeout_style",
+)
 _READ_ONLY = ("prefix", "config_directory")
 
 
@@ -65,17 +73,17 @@ _READ_ONLY = ("prefix", "config_directory")
 class GrubResult:
     """What the config does; `default` None means it cannot be told."""
 
-    default: Optional[str] = ""           # $default after the config ran ("" = unset: entry 0)
-    default_from: str = FROM_UNSET        # one of the FROM_* values
-    boot_once: bool = False               # the default is next_entry, used for this boot only
-    loads_env: bool = False               # load_env runs (given the files present)
-    reads_saved_entry: bool = False       # some `default` assignment reads ${saved_entry}
-    reads_next_entry: bool = False        # some `default` assignment reads ${next_entry}
-    greenboot: bool = False               # a `default` assignment guarded by ${boot_counter}
-    greenboot_fired: bool = False         # ... and it ran with this environment
-    blscfg: bool = False                  # blscfg runs
-    menuentries_before_blscfg: int = 0    # plain menuentries ahead of blscfg's (they shift indexes)
-    unknown: Tuple[str, ...] = ()         # constructs that made the answer unknown
+    default: Optional[str] = ""  # $default after the config ran ("" = unset: entry 0)
+    default_from: str = FROM_UNSET  # one of the FROM_* values
+    boot_once: bool = False  # the default is next_entry, used for this boot only
+    loads_env: bool = False  # load_env runs (given the files present)
+    reads_saved_entry: bool = False  # some `default` assignment reads ${saved_entry}
+    reads_next_entry: bool = False  # some `default` assignment reads ${next_entry}
+    greenboot: bool = False  # a `default` assignment guarded by ${boot_counter}
+    greenboot_fired: bool = False  # ... and it ran with this environment
+    blscfg: bool = False  # blscfg runs
+    menuentries_before_blscfg: int = 0  # plain menuentries ahead of blscfg's (they shift indexes)
+    unknown: Tuple[str, ...] = ()  # constructs that made the answer unknown
 
 
 # --- lexing ------------------------------------------------------------------
@@ -106,17 +114,17 @@ def _commands(text: str) -> List[List[str]]:
         c = text[i]
         if c in "\"'":
             close = text.find(c, i + 1)
-            while c == '"' and close > 0 and text[close - 1] == "\\" and text[close - 2:close] != "\\\\":
+            while c == '"' and close > 0 and text[close - 1] == "\\" and text[close - 2 : close] != "\\\\":
                 close = text.find(c, close + 1)
             if close < 0:
                 close = n - 1
-            word.append(text[i:close + 1])
+            word.append(text[i : close + 1])
             in_word = True
             i = close + 1
             continue
         if c == "\\" and i + 1 < n:
             if text[i + 1] != "\n":
-                word.append(text[i:i + 2])
+                word.append(text[i : i + 2])
                 in_word = True
             i += 2
             continue
@@ -144,7 +152,7 @@ def _commands(text: str) -> List[List[str]]:
 
 @dataclass
 class _If:
-    branches: List[Tuple[List[List[str]], List["_Node"]]]   # (condition commands, body)
+    branches: List[Tuple[List[List[str]], List["_Node"]]]  # (condition commands, body)
     orelse: Optional[List["_Node"]]
 
 
@@ -180,7 +188,7 @@ class _Parser:
                 self._consume_terminator()
                 nodes.append(_Opaque(head, body))
             elif head in ("function", "menuentry", "submenu") or (cmd and cmd[-1] == "{"):
-                nodes.append(["\x00" + head] + cmd[1:])   # a marker: the body is skipped
+                nodes.append(["\x00" + head] + cmd[1:])  # a marker: the body is skipped
                 self._skip_braces(cmd)
             else:
                 nodes.append(cmd)
@@ -261,8 +269,7 @@ class _State:
         self.blscfg, self.menuentries, self.greenboot_fired = other.blscfg, other.menuentries, other.greenboot_fired
 
     def copy(self) -> "_State":
-        return _State(dict(self.vars), self.origin, self.loads_env, self.blscfg, self.menuentries,
-                      self.greenboot_fired)
+        return _State(dict(self.vars), self.origin, self.loads_env, self.blscfg, self.menuentries, self.greenboot_fired)
 
 
 def _merge(a: _State, b: _State) -> _State:
@@ -298,14 +305,14 @@ def _unquote_expand(raw: str, vars: Mapping[str, Optional[str]]) -> Optional[str
         if c == "'":
             j = raw.find("'", i + 1)
             j = n if j < 0 else j
-            out.append(raw[i + 1:j])
+            out.append(raw[i + 1 : j])
             i = j + 1
         elif c == '"':
             j = i + 1
             buf: List[str] = []
             while j < n and raw[j] != '"':
                 if raw[j] == "\\" and j + 1 < n and raw[j + 1] in '"\\$':
-                    buf.append(raw[j:j + 2])
+                    buf.append(raw[j : j + 2])
                     j += 2
                 else:
                     buf.append(raw[j])
@@ -344,7 +351,7 @@ def _expand_vars(text: str, vars: Mapping[str, Optional[str]]) -> Optional[str]:
         value = vars.get(m.group(1) or m.group(2), "")
         if value is None:
             return None
-        parts.append(text[pos:m.start()])
+        parts.append(text[pos : m.start()])
         parts.append(value)
         pos = m.end()
     parts.append(text[pos:])
@@ -399,15 +406,19 @@ class _Evaluator:
         return self._chain(v, "-a", self._unary, False)
 
     @staticmethod
-    def _chain(v: List[Optional[str]], op: str,
-               operand: Callable[[List[Optional[str]]], Tuple[Optional[bool], List[Optional[str]]]],
-               decides: bool) -> Tuple[Optional[bool], List[Optional[str]]]:
+    def _chain(
+        v: List[Optional[str]],
+        op: str,
+        operand: Callable[[List[Optional[str]]], Tuple[Optional[bool], List[Optional[str]]]],
+        decides: bool,
+    ) -> Tuple[Optional[bool], List[Optional[str]]]:
         """OPERAND (OP OPERAND)*: DECIDES when one side is DECIDES, else unknown (None) when one is, else not DECIDES."""
         left, v = operand(v)
         while v and v[0] == op:
             right, v = operand(v[1:])
-            left = decides if (left is decides or right is decides) else (
-                None if None in (left, right) else not decides)
+            left = (
+                decides if (left is decides or right is decides) else (None if None in (left, right) else not decides)
+            )
         return left, v
 
     def _unary(self, v: List[Optional[str]]) -> Tuple[Optional[bool], List[Optional[str]]]:
@@ -425,8 +436,7 @@ class _Evaluator:
             if op == "!=":
                 return a != b, v[3:]
             x, y = int(a), int(b)
-            return {"-eq": x == y, "-ne": x != y, "-lt": x < y, "-le": x <= y,
-                    "-gt": x > y, "-ge": x >= y}[op], v[3:]
+            return {"-eq": x == y, "-ne": x != y, "-lt": x < y, "-le": x <= y, "-gt": x > y, "-ge": x >= y}[op], v[3:]
         if len(v) >= 2 and v[0] in ("-n", "-z"):
             x = v[1]
             if x is None:
@@ -442,7 +452,7 @@ class _Evaluator:
     def _file_test(self, path: Optional[str]) -> Optional[bool]:
         if path is None or not path.startswith(GRUB_DIR + "/"):
             return None
-        name = path[len(GRUB_DIR) + 1:]
+        name = path[len(GRUB_DIR) + 1 :]
         return name in self.files
 
     # commands
@@ -539,7 +549,7 @@ class _Evaluator:
             path = _unquote_expand(cmd[1], st.vars)
             if path is None or not path.startswith(GRUB_DIR + "/"):
                 return  # a file elsewhere: not one of ours
-            name = path[len(GRUB_DIR) + 1:]
+            name = path[len(GRUB_DIR) + 1 :]
             if name in self.files and name != "grub.cfg" and depth < _MAX_DEPTH:
                 nodes, _ = _Parser(_commands(self.files[name])).block(())
                 self.run(nodes, st, True, guard, depth + 1)
@@ -561,7 +571,7 @@ class _Evaluator:
                 if path is None or not path.startswith(GRUB_DIR + "/"):
                     st.loads_env = None
                     return
-                file_name = path[len(GRUB_DIR) + 1:]
+                file_name = path[len(GRUB_DIR) + 1 :]
             elif a.startswith("-"):
                 continue  # --skip-sig
             else:
@@ -610,8 +620,9 @@ class _Evaluator:
             self.facts.unknown.append(f"default is set from {raw}")
 
 
-def evaluate(cfg: str, files: Optional[Mapping[str, str]] = None,
-             env: Optional[Mapping[str, str]] = None) -> GrubResult:
+def evaluate(
+    cfg: str, files: Optional[Mapping[str, str]] = None, env: Optional[Mapping[str, str]] = None
+) -> GrubResult:
     """Run grub.cfg (CFG) as GRUB would with the grubenv ENV loaded on demand.
 
     FILES maps names relative to grub.cfg's directory to their text ("user.cfg",

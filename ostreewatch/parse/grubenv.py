@@ -120,7 +120,7 @@ def _envblk_set(buf: bytearray, name: bytes, value: bytes) -> bool:
         return False  # "Broken"
     space += 1
     while p + nl + 1 < space:
-        if buf[p:p + nl] == name and buf[p + nl] == _EQ:
+        if buf[p : p + nl] == name and buf[p + nl] == _EQ:
             p += nl + 1
             length = 0
             while p + length < pend and buf[p + length] != _NL:
@@ -130,17 +130,17 @@ def _envblk_set(buf: bytearray, name: bytes, value: bytes) -> bool:
             if pend - space < vl - length:
                 return False  # no space
             if vl < length:
-                buf[p + vl:pend - (length - vl)] = buf[p + length:pend]
-                buf[space - (length - vl):space] = b"#" * (length - vl)
+                buf[p + vl : pend - (length - vl)] = buf[p + length : pend]
+                buf[space - (length - vl) : space] = b"#" * (length - vl)
             else:
-                buf[p + vl:pend] = buf[p + length:pend - (vl - length)]
-            buf[p:p + vl] = esc
+                buf[p + vl : pend] = buf[p + length : pend - (vl - length)]
+            buf[p : p + vl] = esc
             buf[p + vl] = _NL
             return True
         p = _find_next_line(buf, p, pend)
     if pend - space < nl + 1 + vl + 1:
         return False  # no space
-    buf[space:space + nl + 1 + vl + 1] = name + b"=" + esc + b"\n"
+    buf[space : space + nl + 1 + vl + 1] = name + b"=" + esc + b"\n"
     return True
 
 
@@ -150,7 +150,7 @@ def _envblk_delete(buf: bytearray, name: bytes) -> None:
     p = len(SIGNATURE)
     pend = len(buf)
     while p + nl + 1 < pend:
-        if buf[p:p + nl] == name and buf[p + nl] == _EQ:
+        if buf[p : p + nl] == name and buf[p + nl] == _EQ:
             length = nl + 1
             while p + length < pend:
                 if buf[p + length] == _NL:
@@ -159,8 +159,8 @@ def _envblk_delete(buf: bytearray, name: bytes) -> None:
             if p + length >= pend:
                 return  # "Broken"
             length += 1
-            buf[p:pend - length] = buf[p + length:pend]
-            buf[pend - length:pend] = b"#" * length
+            buf[p : pend - length] = buf[p + length : pend]
+            buf[pend - length : pend] = b"#" * length
             return
         p = _find_next_line(buf, p, pend)
 

@@ -22,9 +22,16 @@ from typing import Any, Dict, Optional, Tuple
 from ostreewatch.errors import GVariantError
 
 _BASIC = {
-    "b": (1, "<B"), "y": (1, "<B"), "n": (2, "<h"), "q": (2, "<H"),
-    "i": (4, "<i"), "u": (4, "<I"), "h": (4, "<i"), "x": (8, "<q"),
-    "t": (8, "<Q"), "d": (8, "<d"),
+    "b": (1, "<B"),
+    "y": (1, "<B"),
+    "n": (2, "<h"),
+    "q": (2, "<H"),
+    "i": (4, "<i"),
+    "u": (4, "<I"),
+    "h": (4, "<i"),
+    "x": (8, "<q"),
+    "t": (8, "<Q"),
+    "d": (8, "<d"),
 }
 # ostree's _ostree_sysroot_parse_deploy_path_name.
 _DEPLOY_NAME = re.compile(r"([0-9a-f]+)\.([0-9]+)")
@@ -35,7 +42,7 @@ _MAX_DEPTH = 64  # GLib's G_VARIANT_MAX_RECURSION_DEPTH is 128; 64 is plenty her
 class VType:
     """A parsed type: code plus children; `fixed_size` None means variable size."""
 
-    code: str                      # one letter, "(" for tuples, "{" for dict entries
+    code: str  # one letter, "(" for tuples, "{" for dict entries
     children: Tuple["VType", ...]
     alignment: int
     fixed_size: Optional[int]
@@ -86,7 +93,7 @@ def _parse_type(s: str, i: int, depth: int) -> Tuple[VType, int]:
         if j >= len(s):
             raise GVariantError(f"unclosed tuple in type {s!r}")
         al, fixed = _tuple_layout(tuple(kids))
-        return VType("(", tuple(kids), al, fixed, s[i:j + 1]), j + 1
+        return VType("(", tuple(kids), al, fixed, s[i : j + 1]), j + 1
     if c == "{":
         key, j = _parse_type(s, i + 1, depth + 1)
         if key.code not in _BASIC and key.code not in "sog":
@@ -95,7 +102,7 @@ def _parse_type(s: str, i: int, depth: int) -> Tuple[VType, int]:
         if j >= len(s) or s[j] != "}":
             raise GVariantError(f"bad dict entry in type {s!r}")
         al, fixed = _tuple_layout((key, val))
-        return VType("{", (key, val), al, fixed, s[i:j + 1]), j + 1
+        return VType("{", (key, val), al, fixed, s[i : j + 1]), j + 1
     raise GVariantError(f"invalid type character {c!r} in {s!r}")
 
 
@@ -122,7 +129,7 @@ def _offset_size(size: int) -> int:
 
 
 def _read_offset(data: bytes, pos: int, osz: int) -> int:
-    return int.from_bytes(data[pos:pos + osz], "little")
+    return int.from_bytes(data[pos : pos + osz], "little")
 
 
 def _string(data: bytes, t: VType) -> str:
@@ -154,7 +161,7 @@ def _value(data: bytes, t: VType, depth: int) -> Any:
         if sep < 0:
             raise GVariantError("variant without a type string")
         try:
-            inner_type = parse_type(data[sep + 1:].decode("ascii"))
+            inner_type = parse_type(data[sep + 1 :].decode("ascii"))
         except UnicodeDecodeError:
             raise GVariantError("variant type string is not ASCII") from None
         return _value(data[:sep], inner_type, depth + 1)
@@ -181,7 +188,7 @@ def _array(data: bytes, child: VType, depth: int) -> Any:
             return bytes(data)
         n = len(data) // child.fixed_size
         for k in range(n):
-            items.append(_value(data[k * child.fixed_size:(k + 1) * child.fixed_size], child, depth + 1))
+            items.append(_value(data[k * child.fixed_size : (k + 1) * child.fixed_size], child, depth + 1))
     elif data:
         osz = _offset_size(len(data))
         last_end = _read_offset(data, len(data) - osz, osz)
@@ -259,8 +266,9 @@ def parse_ostree_booted(data: bytes) -> Dict[str, Any]:
         return {}
     d = parse_variant(data, "a{sv}")
     bri = d.get("backing-root-device-inode")
-    if bri is not None and not (isinstance(bri, tuple) and len(bri) == 2
-                                and all(isinstance(x, int) and not isinstance(x, bool) for x in bri)):
+    if bri is not None and not (
+        isinstance(bri, tuple) and len(bri) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in bri)
+    ):
         raise GVariantError("backing-root-device-inode is not a (tt) pair")
     return d
 

@@ -53,8 +53,8 @@ class LoaderConf:
     reboot_on_error: Optional[str] = None
     secure_boot_enroll: Optional[str] = None
     preferred_profile: Optional[str] = None
-    extra: Tuple[Tuple[str, str], ...] = ()   # unknown keys, in file order
-    lines: Tuple[str, ...] = ()               # the raw lines, line endings kept
+    extra: Tuple[Tuple[str, str], ...] = ()  # unknown keys, in file order
+    lines: Tuple[str, ...] = ()  # the raw lines, line endings kept
 
 
 def _key_value(line: str) -> Optional[Tuple[str, str]]:
@@ -132,8 +132,7 @@ def set_default(text: str, value: Optional[str]) -> str:
         if value is not None:
             check_default_value(value)
         lines = _split_lines(text)
-        idx = [i for i, line in enumerate(lines)
-               if (kv := _key_value(line)) is not None and kv[0] == "default"]
+        idx = [i for i, line in enumerate(lines) if (kv := _key_value(line)) is not None and kv[0] == "default"]
         if value is None:
             for i in reversed(idx):
                 del lines[i]
@@ -142,7 +141,7 @@ def set_default(text: str, value: Optional[str]) -> str:
             i = idx[-1]  # the last `default` line is the one that counts
             old = lines[i]
             body = old.rstrip("\r\n")
-            ending = old[len(body):]
+            ending = old[len(body) :]
             indent = body[: len(body) - len(body.lstrip(_WHITESPACE))]
             lines[i] = f"{indent}default {value}{ending}"
             return "".join(lines)

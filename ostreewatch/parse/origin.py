@@ -1,10 +1,10 @@
 """A deployment's .origin file: a GLib key file (GKeyFile syntax, parsed without GLib).
 
-    [origin]
-    refspec=fedora:fedora/x86_64/coreos/stable      (or container-image-reference=...)
-    unlocked=development                             (optional: development|hotfix|transient)
-    [libostree-transient]
-    pinned=true
+[origin]
+refspec=fedora:fedora/x86_64/coreos/stable      (or container-image-reference=...)
+unlocked=development                             (optional: development|hotfix|transient)
+[libostree-transient]
+pinned=true
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ _ESCAPES = {"s": " ", "n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
 @dataclass(frozen=True)
 class Origin:
-    refspec: str = ""     # refspec, rpm-ostree's baserefspec, or the container image reference
+    refspec: str = ""  # refspec, rpm-ostree's baserefspec, or the container image reference
     pinned: bool = False
-    unlocked: str = ""    # "" = not unlocked
+    unlocked: str = ""  # "" = not unlocked
 
 
 def _unescape(value: str) -> str:
@@ -65,7 +65,7 @@ def parse_keyfile(text: str) -> Dict[str, Dict[str, str]]:
         if line.startswith("["):
             end = line.find("]")
             name = line[1:end] if end > 0 else ""
-            if end < 0 or not name or "[" in name or line[end + 1:].strip(" \t"):
+            if end < 0 or not name or "[" in name or line[end + 1 :].strip(" \t"):
                 raise OriginError(f"line {number}: invalid group header")
             current = groups.setdefault(name, {})
             continue

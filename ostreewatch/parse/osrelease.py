@@ -51,8 +51,8 @@ def _parse(text: str) -> Dict[str, str]:
     out: Dict[str, str] = {}
     key: List[str] = []
     value: List[str] = []
-    last_key_ws = -1      # where trailing blanks of the key start (-1: none)
-    last_value_ws = -1    # where trailing blanks of an unquoted value start (-1: none)
+    last_key_ws = -1  # where trailing blanks of the key start (-1: none)
+    last_value_ws = -1  # where trailing blanks of an unquoted value start (-1: none)
     state = "PRE_KEY"
 
     def push() -> None:

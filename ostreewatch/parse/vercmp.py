@@ -87,7 +87,7 @@ def strverscmp_improved(a: Optional[str], b: Optional[str]) -> int:
         else:
             ii, jj = _run_end(a, i, _is_alpha), _run_end(b, j, _is_alpha)
             n = min(ii - i, jj - j)
-            r = _cmp(a[i:i + n], b[j:j + n])
+            r = _cmp(a[i : i + n], b[j : j + n])
             if r:
                 return r
             r = _cmp(ii - i, jj - j)

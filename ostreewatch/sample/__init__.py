@@ -69,8 +69,12 @@ def materialize(dest: str, name: str = DEFAULT) -> Paths:
 
 def paths_in(dest: str) -> Paths:
     """The model.Paths of a sample materialized in dest."""
-    return Paths(sysroot=os.path.join(dest, "sysroot"), mountinfo=os.path.join(dest, "mountinfo"),
-                 cmdline=os.path.join(dest, "cmdline"), run=os.path.join(dest, "run"))
+    return Paths(
+        sysroot=os.path.join(dest, "sysroot"),
+        mountinfo=os.path.join(dest, "mountinfo"),
+        cmdline=os.path.join(dest, "cmdline"),
+        run=os.path.join(dest, "run"),
+    )
 
 
 def materialize_temp(name: str = DEFAULT) -> str:
