@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import List, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
@@ -46,14 +45,14 @@ def _watch(fd: int, path: str) -> int:
     return wd
 
 
-def burst_once(sr: str, ref: str) -> List[Tuple[float, str]]:
+def burst_once(sr: str, ref: str) -> list[tuple[float, str]]:
     """(time, dir/name) of each event on the watched dirs while one deploy runs."""
     fd = _libc.inotify_init1(IN_NONBLOCK)
     dirs = {}
     for rel in ("boot", "boot/loader/entries", "ostree", "ostree/deploy", f"ostree/deploy/{srmod.OSNAME}"):
         path = os.path.realpath(os.path.join(sr, rel))
         dirs[_watch(fd, path)] = rel
-    events: List[Tuple[float, str]] = []
+    events: list[tuple[float, str]] = []
     proc = subprocess.Popen(
         [
             "unshare",
@@ -115,6 +114,7 @@ def cmd_burst(n: int) -> None:
 def cmd_daemon(n: int) -> None:
     """Start->READY, idle wakeups over 60 s, loader swap->signal, RSS: medians of N runs."""
     import asyncio
+
     from bench.daemonrun import Daemon, DaemonArgs, PrivateBus, Recorder, wait_for_name
     from bench.harness import RenameClock
     from tests.fixtures.measure import proc_sample

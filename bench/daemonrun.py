@@ -7,17 +7,17 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from dbus_next import Message, MessageType
 from dbus_next.aio import MessageBus
 
-from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
 from bench.harness import NotifyListener
+from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.join(REPO, ".venv", "bin")
@@ -55,7 +55,7 @@ class PrivateBus:
         self.conf = os.path.join(self.dir, "bus.conf")
         with open(self.conf, "w") as f:
             f.write(_BUS_CONF.format(sock=self.socket))
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
         self.start()
 
     def start(self) -> None:
@@ -91,10 +91,10 @@ class DaemonArgs:
     cmdline: str = ""
     run: str = ""
     sample: bool = False
-    debounce_ms: Optional[int] = None
+    debounce_ms: int | None = None
     extra: Sequence[str] = ()
 
-    def argv(self, bus_address: str) -> List[str]:
+    def argv(self, bus_address: str) -> list[str]:
         argv = [os.path.join(VENV_BIN, "ostreewatchd"), "--bus", bus_address]
         if self.sample:
             argv.append("--sample")
@@ -110,13 +110,13 @@ class DaemonArgs:
 class Daemon:
     """One ostreewatchd process with its own NOTIFY_SOCKET; start() returns seconds from exec to READY=1."""
 
-    def __init__(self, bus_address: str, args: DaemonArgs, log_path: Optional[str] = None) -> None:
+    def __init__(self, bus_address: str, args: DaemonArgs, log_path: str | None = None) -> None:
         self.bus_address = bus_address
         self.args = args
         self._own_log = log_path is None  # a temp log of our own is removed by stop()
         self.log_path = log_path or os.path.join(tempfile.mkdtemp(prefix="owbench-daemon-"), "daemon.log")
-        self.proc: Optional[subprocess.Popen] = None
-        self.notify: Optional[NotifyListener] = None
+        self.proc: subprocess.Popen | None = None
+        self.notify: NotifyListener | None = None
 
     @property
     def pid(self) -> int:
@@ -139,7 +139,7 @@ class Daemon:
         self.notify.drain()
         return t_ready - t0
 
-    def stop(self) -> Optional[int]:
+    def stop(self) -> int | None:
         rc = None
         if self.proc:
             if self.proc.poll() is None:
@@ -203,7 +203,7 @@ def getall_message() -> Message:
     )
 
 
-async def get_all(bus: MessageBus) -> Dict[str, Any]:
+async def get_all(bus: MessageBus) -> dict[str, Any]:
     reply = await bus.call(getall_message())
     if reply.message_type != MessageType.METHOD_RETURN:
         raise RuntimeError(f"GetAll: {reply.error_name} {reply.body}")
@@ -215,7 +215,7 @@ class SignalEvent:
     t: float
     member: str
     changed: frozenset
-    generation: Optional[int]
+    generation: int | None
 
 
 class Recorder:
@@ -223,11 +223,11 @@ class Recorder:
 
     def __init__(self, bus: MessageBus) -> None:
         self.bus = bus
-        self.events: List[SignalEvent] = []
+        self.events: list[SignalEvent] = []
         self._cond = asyncio.Condition()
 
     @classmethod
-    async def create(cls, address: str) -> "Recorder":
+    async def create(cls, address: str) -> Recorder:
         rec = cls(await connect(address))
         reply = await rec.bus.call(
             Message(
@@ -262,23 +262,22 @@ class Recorder:
         async with self._cond:
             self._cond.notify_all()
 
-    async def wait(self, since: int, pred, timeout: float) -> Optional[SignalEvent]:
+    async def wait(self, since: int, pred, timeout: float) -> SignalEvent | None:
         """The first event at index >= since that satisfies pred, waiting up to timeout."""
 
-        async def scan() -> Optional[SignalEvent]:
+        async def scan() -> SignalEvent | None:
             for ev in self.events[since:]:
                 if pred(ev):
                     return ev
             return None
 
         try:
-            async with asyncio.timeout(timeout) if hasattr(asyncio, "timeout") else _Null():
-                async with self._cond:
-                    while True:
-                        ev = await scan()
-                        if ev:
-                            return ev
-                        await self._cond.wait()
+            async with asyncio.timeout(timeout) if hasattr(asyncio, "timeout") else _Null(), self._cond:
+                while True:
+                    ev = await scan()
+                    if ev:
+                        return ev
+                    await self._cond.wait()
         except (TimeoutError, asyncio.TimeoutError):
             return await scan()
 
@@ -291,7 +290,7 @@ class Recorder:
             if len(self.events) == n:
                 return
 
-    def properties_changed(self, since: int = 0) -> List[SignalEvent]:
+    def properties_changed(self, since: int = 0) -> list[SignalEvent]:
         return [e for e in self.events[since:] if e.member == "PropertiesChanged"]
 
     def close(self) -> None:

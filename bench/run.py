@@ -22,25 +22,25 @@ import tempfile
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from bench.daemonrun import (
+from dbus_next import MessageType  # noqa: E402
+
+from bench.daemonrun import (  # noqa: E402
     Daemon,
     DaemonArgs,
     PrivateBus,
     Recorder,
     connect,
-    get_all,  # noqa: E402
     getall_message,
     wait_for_name,
 )
 from bench.harness import IN_CLOSE_WRITE, RenameClock, machine_info, summary  # noqa: E402
 from bench.report import Figure, ms, render, spread_ms  # noqa: E402
-from dbus_next import MessageType  # noqa: E402
 from tests.fixtures import bench_sysroot as srmod  # noqa: E402
 from tests.fixtures.measure import MountNamespace, proc_sample  # noqa: E402
 
@@ -101,7 +101,7 @@ class Env(srmod.Setting):
 # --- figures ------------------------------------------------------------------------------
 
 
-def fig_ready(bus: PrivateBus, plan: Plan, state: Dict[str, Any]) -> Figure:
+def fig_ready(bus: PrivateBus, plan: Plan, state: dict[str, Any]) -> Figure:
     f = Figure("ready", "start to READY=1, bundled sample", "<= 120 ms median")
     f.method = (
         "`ostreewatchd --bus ADDRESS --sample` started with `NOTIFY_SOCKET` set to a datagram socket of the "
@@ -201,15 +201,15 @@ def fig_idle(bus: PrivateBus, env: Env, plan: Plan) -> Figure:
     return f
 
 
-def fig_latency(bus: PrivateBus, env: Env, plan: Plan, state: Dict[str, Any]) -> List[Figure]:
+def fig_latency(bus: PrivateBus, env: Env, plan: Plan, state: dict[str, Any]) -> list[Figure]:
     """Deploy, entry, grubenv, mount latencies on one daemon; also the RSS-after-work figure."""
     return asyncio.run(_latency(bus, env, plan, state))
 
 
-async def _latency(bus: PrivateBus, env: Env, plan: Plan, state: Dict[str, Any]) -> List[Figure]:
+async def _latency(bus: PrivateBus, env: Env, plan: Plan, state: dict[str, Any]) -> list[Figure]:
     d = Daemon(bus.address, env.daemon_args())
     d.start()
-    figs: List[Figure] = []
+    figs: list[Figure] = []
     try:
         await wait_for_name(bus.address)
         state["rss_start_sysroot_kb"] = proc_sample(d.pid).rss_kb
@@ -217,7 +217,7 @@ async def _latency(bus: PrivateBus, env: Env, plan: Plan, state: Dict[str, Any])
         await rec.quiet(0.5)
         changes = 0
 
-        async def measure(trigger: Callable[[], Any], key: str, t0_of: Callable[[Any], float]) -> Optional[float]:
+        async def measure(trigger: Callable[[], Any], key: str, t0_of: Callable[[Any], float]) -> float | None:
             nonlocal changes
             since = len(rec.events)
             result = await trigger()
@@ -229,7 +229,7 @@ async def _latency(bus: PrivateBus, env: Env, plan: Plan, state: Dict[str, Any])
             changes += 1
             return ev.t - t0
 
-        def fig(keyname: str, title: str, method: str, lat: List[Optional[float]]) -> Figure:
+        def fig(keyname: str, title: str, method: str, lat: list[float | None]) -> Figure:
             f = Figure(keyname, title, "p50 <= 25 ms, p99 <= 60 ms", method=method)
             got = [x for x in lat if x is not None]
             missed = len(lat) - len(got)
@@ -250,16 +250,16 @@ async def _latency(bus: PrivateBus, env: Env, plan: Plan, state: Dict[str, Any])
         clock = RenameClock(os.path.join(env.sysroot, "boot"), ["loader"])
         # ostree closes ostree/lock (IN_CLOSE_WRITE) when it unlocks, at the very end of its operation.
         unlock_clock = RenameClock(os.path.join(env.sysroot, "ostree"), ["lock"], mask=IN_CLOSE_WRITE)
-        lat: List[Optional[float]] = []
-        lat_unlock: List[Optional[float]] = []
+        lat: list[float | None] = []
+        lat_unlock: list[float | None] = []
         try:
             for i in range(plan.deploy_events):
                 ref = srmod.REFS[i % 2]
                 n, n_unlock = len(clock.events), len(unlock_clock.events)
-                times: Dict[str, float] = {}
+                times: dict[str, float] = {}
 
                 async def do_deploy(
-                    ref: str = ref, n: int = n, n_unlock: int = n_unlock, times: Dict[str, float] = times
+                    ref: str = ref, n: int = n, n_unlock: int = n_unlock, times: dict[str, float] = times
                 ) -> float:
                     await asyncio.to_thread(srmod.deploy, env.sysroot, ref)
                     t = await asyncio.to_thread(clock.wait_after, n, 5.0)
@@ -313,7 +313,7 @@ async def _latency(bus: PrivateBus, env: Env, plan: Plan, state: Dict[str, Any])
         lat = []
         for i in range(plan.entry_events):
             edir = os.path.realpath(srmod.entries_dir(env.sysroot))
-            outside = os.path.join(os.path.dirname(edir), f"bench-lat.conf")
+            outside = os.path.join(os.path.dirname(edir), "bench-lat.conf")
             inside = os.path.join(edir, "bench-lat.conf")
             if i % 2 == 0:
                 with open(outside, "w") as fh:
@@ -425,11 +425,11 @@ async def _latency(bus: PrivateBus, env: Env, plan: Plan, state: Dict[str, Any])
 CALL_TIMEOUT = 10.0
 
 
-async def _entry_latency(bus: PrivateBus, env: Env, events: int, debounce_ms: int) -> List[Optional[float]]:
+async def _entry_latency(bus: PrivateBus, env: Env, events: int, debounce_ms: int) -> list[float | None]:
     """Entry rename latencies on a fresh daemon started with --debounce-ms."""
     d = Daemon(bus.address, env.daemon_args(debounce_ms=debounce_ms))
     d.start()
-    lat: List[Optional[float]] = []
+    lat: list[float | None] = []
     rec = None
     try:
         await wait_for_name(bus.address)
@@ -459,7 +459,7 @@ async def _entry_latency(bus: PrivateBus, env: Env, events: int, debounce_ms: in
     return lat
 
 
-async def _client_loop(address: str, seconds: float, lat: List[float], failures: List[str]) -> int:
+async def _client_loop(address: str, seconds: float, lat: list[float], failures: list[str]) -> int:
     """GetAll back to back for `seconds`; a call unanswered in CALL_TIMEOUT ends this client."""
     bus = await connect(address)
     n = 0
@@ -482,7 +482,7 @@ async def _client_loop(address: str, seconds: float, lat: List[float], failures:
     return n
 
 
-async def _getall(bus: PrivateBus, env: Env, plan: Plan, state: Dict[str, Any]) -> Figure:
+async def _getall(bus: PrivateBus, env: Env, plan: Plan, state: dict[str, Any]) -> Figure:
     log("GetAll")
     f = Figure(
         "getall",
@@ -507,8 +507,8 @@ async def _getall(bus: PrivateBus, env: Env, plan: Plan, state: Dict[str, Any]) 
         d.start()
         try:
             await wait_for_name(bus.address)
-            lat: List[float] = []
-            failures: List[str] = []
+            lat: list[float] = []
+            failures: list[str] = []
             prof = None
             if clients == 1 and os.path.exists(PYSPY):
                 prof_out = os.path.join(env.base, "getall.prof")
@@ -637,7 +637,7 @@ print(json.dumps({"lat": lat, "cpu": time.process_time() - c0}), flush=True)
 """
 
 
-def _gdbus_getall(bus: PrivateBus, env: Env, plan: Plan) -> Optional[Dict[str, float]]:
+def _gdbus_getall(bus: PrivateBus, env: Env, plan: Plan) -> dict[str, float] | None:
     """GetAll from a GDBus client on a fresh daemon: round trip, client and daemon CPU per call."""
     d = Daemon(bus.address, env.daemon_args())
     d.start()
@@ -683,7 +683,7 @@ def _profile_top(path: str, n: int = 8) -> str:
     except OSError:
         return ""
     total = 0
-    incl: Dict[str, int] = {}
+    incl: dict[str, int] = {}
     for line in lines:
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
@@ -731,7 +731,7 @@ def _bus_lost(d: Daemon) -> str:
     return ""
 
 
-def _bootctl_times(sysroot: str, runs: int) -> List[float]:
+def _bootctl_times(sysroot: str, runs: int) -> list[float]:
     boot = os.path.join(sysroot, "boot")
     script = (
         f'mount --bind "{boot}" "{boot}" || exit 1; for i in $(seq {runs}); do s=$(date +%s%N); '
@@ -751,7 +751,7 @@ def _bootctl_times(sysroot: str, runs: int) -> List[float]:
 
 
 async def _rss(
-    bus: PrivateBus, env: Env, plan: Plan, d: Daemon, rec: Recorder, state: Dict[str, Any], changes: int
+    bus: PrivateBus, env: Env, plan: Plan, d: Daemon, rec: Recorder, state: dict[str, Any], changes: int
 ) -> Figure:
     log("RSS: calls and changes")
     f = Figure("rss", "resident memory after start, and after many calls and changes", "<= 30 MB, growth <= 1 MB")
@@ -933,7 +933,7 @@ def fig_rescan(env: Env, plan: Plan) -> Figure:
     edir = srmod.entries_dir(work)
     base_entries = len(os.listdir(edir))
 
-    def timeit(paths: Any) -> Dict[str, float]:
+    def timeit(paths: Any) -> dict[str, float]:
         read_snapshot(paths)
         ts = []
         for _ in range(plan.rescan_repeats):
@@ -1067,7 +1067,7 @@ def fig_unit_start(plan: Plan) -> Figure:
 # --- main -------------------------------------------------------------------------------------
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer events and shorter windows (~3 minutes)")
     ap.add_argument("--only", default="", help="comma-separated figures: ready,idle,latency,storm,rescan,unit")
@@ -1078,8 +1078,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     t_start = time.monotonic()
     base = tempfile.mkdtemp(prefix="owbench-")
-    figures: List[Figure] = []
-    state: Dict[str, Any] = {}
+    figures: list[Figure] = []
+    state: dict[str, Any] = {}
     bus = env = None
 
     def attempt(name: str, placeholder: Figure, fn: Callable[[], Any]) -> None:

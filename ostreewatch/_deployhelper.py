@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 from ostreewatch.errors import OstreewatchError
 
@@ -47,7 +47,7 @@ def deployment_id(d: Any) -> str:
     return f"{d.get_osname()}-{d.get_csum()}.{d.get_deployserial()}"
 
 
-def _writable_dirs(sysroot: str) -> List[str]:
+def _writable_dirs(sysroot: str) -> list[str]:
     """The directories ostree writes (its repo and deploy dirs, /boot) whose mount is read-only."""
     out = []
     for rel in ("ostree", "boot"):
@@ -57,7 +57,7 @@ def _writable_dirs(sysroot: str) -> List[str]:
     return out
 
 
-def reorder(sysroot: str, wanted: str) -> Tuple[bool, List[str]]:
+def reorder(sysroot: str, wanted: str) -> tuple[bool, list[str]]:
     """Make WANTED the first deployment of SYSROOT; (changed, new order of ids)."""
     read_only = _writable_dirs(sysroot)
     if read_only:
@@ -119,7 +119,7 @@ def reorder(sysroot: str, wanted: str) -> Tuple[bool, List[str]]:
 
 def main() -> int:
     """One request on stdin, one answer on stdout."""
-    answer: Dict[str, Any]
+    answer: dict[str, Any]
     try:
         request = json.loads(sys.stdin.buffer.read(1 << 16))
         sysroot, wanted = request["sysroot"], request["deployment"]

@@ -5,12 +5,10 @@ and run the script (tests/test_service_interface.py fails while this is stale).
 No imports beyond typing: model.py reads it before the daemon's READY=1.
 """
 
-from typing import Dict, List, Tuple
-
 INTERFACE: str = "org.ostreewatch1.Manager"
 
 # method name -> (in args [(name, signature)], out args [(name, signature)])
-METHODS: Dict[str, Tuple[List[Tuple[str, str]], List[Tuple[str, str]]]] = {
+METHODS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
     "Reload": ([], [("generation", "t")]),
     "SetDefaultEntry": ([("id", "s")], []),
     "SetNextEntry": ([("id", "s")], []),
@@ -18,7 +16,7 @@ METHODS: Dict[str, Tuple[List[Tuple[str, str]], List[Tuple[str, str]]]] = {
 }
 
 # signal name -> args [(name, signature)]
-SIGNALS: Dict[str, List[Tuple[str, str]]] = {
+SIGNALS: dict[str, list[tuple[str, str]]] = {
     "DeploymentsChanged": [("added", "as"), ("removed", "as")],
     "BootEntriesChanged": [("added", "as"), ("removed", "as"), ("modified", "as")],
     "DefaultEntryChanged": [("previous", "s"), ("current", "s")],
@@ -26,7 +24,7 @@ SIGNALS: Dict[str, List[Tuple[str, str]]] = {
 }
 
 # property name -> signature (all read-only)
-PROPERTIES: Dict[str, str] = {
+PROPERTIES: dict[str, str] = {
     "Bootloader": "s",
     "OstreeBooted": "b",
     "BootedDeployment": "s",
@@ -47,7 +45,7 @@ PROPERTIES: Dict[str, str] = {
 }
 
 # property name -> its org.freedesktop.DBus.Property.EmitsChangedSignal annotation
-EMITS_CHANGED: Dict[str, str] = {
+EMITS_CHANGED: dict[str, str] = {
     "Bootloader": "true",
     "OstreeBooted": "true",
     "BootedDeployment": "true",

@@ -21,7 +21,6 @@ import os
 import secrets
 import stat
 import sys
-from typing import Optional
 
 from ostreewatch.errors import OstreewatchError
 
@@ -78,7 +77,7 @@ def remove_stale_temps(dir_fd: int) -> None:
                 pass
 
 
-def atomic_replace(path: str, data: bytes, expect: Optional[bytes] = None) -> None:
+def atomic_replace(path: str, data: bytes, expect: bytes | None = None) -> None:
     """Replace PATH by DATA: temp file in the same directory, fsync, rename over, fsync the directory.
 
     Keeps the old file's mode and owner. With EXPECT, refuses (ContentChanged)
@@ -162,7 +161,7 @@ def _mount_point_of(directory: str) -> str:
 
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        with open(f"/proc/self/fdinfo/{fd}", "r") as f:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
             mnt_id = next(int(line.split(":", 1)[1]) for line in f if line.startswith("mnt_id:"))
     finally:
         os.close(fd)

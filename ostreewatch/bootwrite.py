@@ -26,8 +26,9 @@ import re
 import struct
 import subprocess
 import sys
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
+from typing import Any, Callable
 
 from ostreewatch import errors, model
 from ostreewatch._writehelper import ContentChanged, atomic_replace
@@ -69,7 +70,7 @@ class _Plan:
     """One planned file replacement: path, old bytes (None: absent), new bytes, previous value."""
 
     path: str
-    old: Optional[bytes]
+    old: bytes | None
     new: bytes
     previous: str
 
@@ -135,7 +136,7 @@ def resolve_in_sysroot(sysroot: str, rel: str) -> str:
     return Root(os.path.realpath(sysroot)).host_path(rel)
 
 
-def _read_small(path: str) -> Optional[bytes]:
+def _read_small(path: str) -> bytes | None:
     """Bytes of a regular file at a path resolve_in_sysroot gave (None when absent); OSError for
     a FIFO, a device, a huge file, or one that became a link since."""
     directory, name = os.path.split(path)
@@ -156,7 +157,7 @@ def _strip_comments(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
 
 
-def grub_support(sysroot: str) -> Tuple[Optional[str], Dict[str, bool]]:
+def grub_support(sysroot: str) -> tuple[str | None, dict[str, bool]]:
     """(grub directory, {"default": reads saved_entry, "next": reads next_entry}) from grub.cfg and what it sources."""
     for rel in GRUB_DIRS:
         directory = resolve_in_sysroot(sysroot, rel)
@@ -175,7 +176,7 @@ def grub_support(sysroot: str) -> Tuple[Optional[str], Dict[str, bool]]:
     return None, {"default": False, "next": False}
 
 
-def find_grubenv(sysroot: str, grub_dir: Optional[str]) -> Optional[str]:
+def find_grubenv(sysroot: str, grub_dir: str | None) -> str | None:
     """The grubenv path (resolved inside the sysroot): the first that exists, else beside grub.cfg."""
     for rel in GRUB_DIRS:
         path = resolve_in_sysroot(sysroot, rel + "/grubenv")
@@ -184,7 +185,7 @@ def find_grubenv(sysroot: str, grub_dir: Optional[str]) -> Optional[str]:
     return os.path.join(grub_dir, "grubenv") if grub_dir else None
 
 
-def plan_grub(sysroot: str, which: str, entry_id: str, deployment: str) -> Optional[_Plan]:
+def plan_grub(sysroot: str, which: str, entry_id: str, deployment: str) -> _Plan | None:
     """The grubenv rewrite for one call; None when there is nothing to write."""
     grub_dir, support = grub_support(sysroot)
     var, dep_var = GRUB_VARS[which]
@@ -241,7 +242,7 @@ def find_loader_conf(sysroot: str) -> str:
     return paths[0]
 
 
-def plan_loader_conf(sysroot: str, which: str, entry_id: str, deployment: str, efivars: str) -> Optional[_Plan]:
+def plan_loader_conf(sysroot: str, which: str, entry_id: str, deployment: str, efivars: str) -> _Plan | None:
     """The loader.conf rewrite for one call; None when there is nothing to write."""
     if which == "next":
         if not os.path.isdir(efivars):
@@ -297,7 +298,7 @@ ACTIONS = {
 
 # Asks polkit whether the caller may do ACTION with DETAILS; raises AccessDenied when not.
 # service.py builds one per call (CheckAuthorization over D-Bus for the caller's unique name).
-AskPolkit = Callable[[str, Dict[str, str]], Awaitable[None]]
+AskPolkit = Callable[[str, dict[str, str]], Awaitable[None]]
 
 
 def refusal_message(method: str, action: str, caller: model.Caller, why: str = "") -> str:
@@ -309,7 +310,7 @@ def refusal_message(method: str, action: str, caller: model.Caller, why: str = "
     )
 
 
-async def authorize(caller: model.Caller, method: str, details: Dict[str, str], ask_polkit: Optional[AskPolkit]) -> str:
+async def authorize(caller: model.Caller, method: str, details: dict[str, str], ask_polkit: AskPolkit | None) -> str:
     """THE authorization decision for Reload and the write methods: how the caller was granted, or AccessDenied.
 
     As systemd-hostnamed and logind do: uid 0 may; anyone else only when polkit
@@ -426,7 +427,7 @@ _HELPER_ERRORS = {"busy": errors.Busy, "no-such-deployment": errors.NoSuchDeploy
 
 def run_deploy_helper(
     sysroot: str, dep_id: str, python: str = DEPLOY_PYTHON, timeout: float = DEPLOY_TIMEOUT
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """Run `PYTHON -m ostreewatch._deployhelper` (blocking); its answer, or the named error it maps to."""
     request = json.dumps({"sysroot": os.path.abspath(sysroot), "deployment": dep_id}).encode()
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -474,7 +475,7 @@ class BootWriter:
         efivars: str = EFIVARS,
         python: str = sys.executable,
         deploy_python: str = DEPLOY_PYTHON,
-        refresh: Optional[Refresh] = None,
+        refresh: Refresh | None = None,
     ) -> None:
         self._paths = paths
         self._journal = journal
@@ -482,10 +483,10 @@ class BootWriter:
         self._python = python
         self._deploy_python = deploy_python
         self._refresh = refresh
-        self._lock: Optional[asyncio.Lock] = None  # created on the loop that uses it (Python 3.9)
+        self._lock: asyncio.Lock | None = None  # created on the loop that uses it (Python 3.9)
 
-    def _record(self, method: str, caller: model.Caller, snapshot: model.Snapshot, **extra: Any) -> Dict[str, Any]:
-        record: Dict[str, Any] = {
+    def _record(self, method: str, caller: model.Caller, snapshot: model.Snapshot, **extra: Any) -> dict[str, Any]:
+        record: dict[str, Any] = {
             "caller_uid": caller.uid,
             "caller_pid": caller.pid,
             "caller_bus_name": caller.bus_name,
@@ -500,7 +501,7 @@ class BootWriter:
         record.update(extra)
         return record
 
-    async def _audited(self, record: Dict[str, Any], job: Callable[[], Awaitable[Any]]) -> Any:
+    async def _audited(self, record: dict[str, Any], job: Callable[[], Awaitable[Any]]) -> Any:
         """Run JOB; one journal record whatever happens; every failure leaves as a named error."""
         method = record["method"]
         try:
@@ -516,7 +517,7 @@ class BootWriter:
         self._audit(record, "granted", "")
         return result
 
-    def _audit(self, record: Dict[str, Any], result: str, error: str) -> None:
+    def _audit(self, record: dict[str, Any], result: str, error: str) -> None:
         try:
             self._journal.write_attempt(**record, result=result, error=error)
         except Exception:  # the audit must never turn a done write into an error
@@ -525,7 +526,7 @@ class BootWriter:
     async def reload(
         self,
         caller: model.Caller,
-        ask_polkit: Optional[AskPolkit],
+        ask_polkit: AskPolkit | None,
         do_reload: Callable[[], Awaitable[int]],
         snapshot: model.Snapshot,
     ) -> int:
@@ -544,7 +545,7 @@ class BootWriter:
         entry_id: str,
         caller: model.Caller,
         snapshot: model.Snapshot,
-        ask_polkit: Optional[AskPolkit] = None,
+        ask_polkit: AskPolkit | None = None,
     ) -> None:
         """Make ENTRY_ID the default ("default") or the next boot ("next"); "" clears. Audited."""
         method = METHODS.get(which, str(which))
@@ -552,7 +553,7 @@ class BootWriter:
         await self._audited(record, lambda: self._set_entry(which, entry_id, caller, snapshot, record, ask_polkit))
 
     async def set_deployment(
-        self, dep_id: str, caller: model.Caller, snapshot: model.Snapshot, ask_polkit: Optional[AskPolkit] = None
+        self, dep_id: str, caller: model.Caller, snapshot: model.Snapshot, ask_polkit: AskPolkit | None = None
     ) -> str:
         """SetDefaultDeployment: make DEP_ID the first deployment; the entry id that now boots it. Audited."""
         record = self._record("SetDefaultDeployment", caller, snapshot, deployment=_printable(dep_id))
@@ -565,8 +566,8 @@ class BootWriter:
         dep_id: str,
         caller: model.Caller,
         snapshot: model.Snapshot,
-        record: Dict[str, Any],
-        ask_polkit: Optional[AskPolkit],
+        record: dict[str, Any],
+        ask_polkit: AskPolkit | None,
     ) -> str:
         dep_id = validate_deployment_id(dep_id)
         dep = find_deployment(snapshot, dep_id)
@@ -580,7 +581,7 @@ class BootWriter:
             )
         return await self._reorder(dep_id, snapshot, record)
 
-    async def _reorder(self, dep_id: str, snapshot: model.Snapshot, record: Dict[str, Any]) -> str:
+    async def _reorder(self, dep_id: str, snapshot: model.Snapshot, record: dict[str, Any]) -> str:
         """Reorder through the helper, then follow a saved_entry a generated grub.cfg reads; the new entry id."""
         record["previous"] = snapshot.DefaultDeployment
         record["new"] = dep_id
@@ -613,8 +614,8 @@ class BootWriter:
         entry_id: str,
         caller: model.Caller,
         snapshot: model.Snapshot,
-        record: Dict[str, Any],
-        ask_polkit: Optional[AskPolkit],
+        record: dict[str, Any],
+        ask_polkit: AskPolkit | None,
     ) -> None:
         method = record["method"]
         if which not in METHODS:
@@ -678,7 +679,7 @@ class BootWriter:
                 record,
             )
 
-    async def _set_oneshot(self, stem: str, record: Dict[str, Any]) -> None:
+    async def _set_oneshot(self, stem: str, record: dict[str, Any]) -> None:
         efivars = self._efivars
         if not os.path.isdir(efivars):
             raise errors.NotSupported(
@@ -742,7 +743,7 @@ def locked_write(
     bootloader: str,
     efivars: str,
     python: str,
-    record: Dict[str, Any],
+    record: dict[str, Any],
 ) -> None:
     """Under ostree's sysroot lock: re-check the entry, plan, replace the file (blocking: run it in a thread)."""
     lock_fd = take_sysroot_lock(sysroot)

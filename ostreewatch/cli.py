@@ -19,7 +19,7 @@ import asyncio
 import json
 import signal
 import sys
-from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
+from typing import Any, Callable, TextIO
 
 from . import __version__, errors, model
 from .errors import OstreewatchError
@@ -38,7 +38,7 @@ def _booted_mark(stream: TextIO) -> str:
 
 def format_status(snap: model.Snapshot, booted_mark: str = "*") -> str:
     """Human status in the spirit of `rpm-ostree status`: deployments, entries, mounts, problems last."""
-    out: List[str] = []
+    out: list[str] = []
     state = "booted" if snap.BootedDeployment else ("ostree-booted" if snap.OstreeBooted else "not booted")
     out.append(f"State: {state}")
     out.append(f"Bootloader: {snap.Bootloader}")
@@ -145,7 +145,7 @@ def read_offline(args: argparse.Namespace) -> model.Snapshot:
     return state.read_snapshot(paths_from_args(args))
 
 
-def add_status_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_status_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "status",
         help="show the boot state",
@@ -203,7 +203,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _add_set_parser(
-    sub: "argparse._SubParsersAction[argparse.ArgumentParser]", name: str, which: str, help_text: str
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, which: str, help_text: str
 ) -> argparse.ArgumentParser:
     p = sub.add_parser(
         name,
@@ -223,7 +223,7 @@ def _add_set_parser(
     return p
 
 
-def add_set_default_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_set_default_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = _add_set_parser(sub, "set-default", "default", "Make a boot entry the default (SetDefaultEntry).")
     p.add_argument(
         "--deployment",
@@ -233,7 +233,7 @@ def add_set_default_parser(sub: "argparse._SubParsersAction[argparse.ArgumentPar
     )
 
 
-def add_set_next_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_set_next_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _add_set_parser(sub, "set-next", "next", "Boot an entry once, at the next boot (SetNextEntry).")
 
 
@@ -292,12 +292,12 @@ def _bus_label(spec: str) -> str:
     return f"the {spec} bus" if spec in ("system", "session") else spec
 
 
-def daemon_snapshot(bus: str, timeout: float = 10.0) -> Optional[Tuple[Any, int]]:
+def daemon_snapshot(bus: str, timeout: float = 10.0) -> tuple[Any, int] | None:
     """(snapshot, generation) from a running ostreewatchd on BUS; None when none owns the name."""
     from . import service
     from .client import Client
 
-    async def ask() -> Optional[Tuple[Any, int]]:
+    async def ask() -> tuple[Any, int] | None:
         client = await Client.connect(bus)
         try:
             if not await client.has_owner():
@@ -310,7 +310,7 @@ def daemon_snapshot(bus: str, timeout: float = 10.0) -> Optional[Tuple[Any, int]
     return asyncio.run(asyncio.wait_for(ask(), timeout))
 
 
-def try_daemon_status(args: argparse.Namespace) -> Optional[Tuple[Any, str]]:
+def try_daemon_status(args: argparse.Namespace) -> tuple[Any, str] | None:
     """The daemon's snapshot and a line naming the source, or None (with a note on stderr) to read offline."""
     bus = getattr(args, "bus", None) or "system"
     try:
@@ -336,7 +336,7 @@ def _short(value: Any) -> str:
     return json.dumps(value)
 
 
-def format_signal(name: str, args: Dict[str, Any]) -> str:
+def format_signal(name: str, args: dict[str, Any]) -> str:
     """One human line per signal."""
     if name == "PropertiesChanged":
         changed = dict(args["changed"])
@@ -363,7 +363,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
 
-        def on_signal(name: str, payload: Dict[str, Any]) -> None:
+        def on_signal(name: str, payload: dict[str, Any]) -> None:
             if args.json:
                 line = json.dumps({"signal": name, **payload}, sort_keys=True)
             else:
@@ -405,7 +405,7 @@ def add_monitor_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_monitor)
 
 
-SUBCOMMANDS: List[Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]] = [
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     add_status_parser,
     add_monitor_parser,
     add_set_default_parser,
@@ -420,7 +420,7 @@ class _SubcommandParser(argparse.ArgumentParser):
     would show the top-level usage (`ostreewatch status --frobnicate`).
     """
 
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Tuple[argparse.Namespace, List[str]]:
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
         ns, extras = super().parse_known_args(args, namespace)
         if extras:
             self.error(f"unrecognized arguments: {' '.join(extras)}")
@@ -445,7 +445,7 @@ _POLKIT_ACTIONS = {
 }
 
 
-def _split_bus_error(e: OstreewatchError) -> Tuple[str, str]:
+def _split_bus_error(e: OstreewatchError) -> tuple[str, str]:
     """(D-Bus error name, text) of an error from client.Client ("NAME: text")."""
     text = str(e)
     name, sep, rest = text.partition(": ")
@@ -496,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse; a missing COMMAND and an unknown top-level flag are reported as such."""
     p = build_parser()
     args, extras = p.parse_known_args(argv)
@@ -508,7 +508,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return int(args.func(args))

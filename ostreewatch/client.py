@@ -8,7 +8,8 @@ into the project's error classes through errors.by_dbus_name.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, List
+from collections.abc import Iterable
+from typing import Any, Callable
 
 from dbus_next import Message, MessageFlag, MessageType
 from dbus_next.aio import MessageBus
@@ -45,7 +46,7 @@ class Client:
         destination: str = BUS_NAME,
         path: str = OBJECT_PATH,
         interactive: bool = False,
-    ) -> List[Any]:
+    ) -> list[Any]:
         """The reply's body; an error reply raises its class (errors.by_dbus_name) with "NAME: text"."""
         flags = MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION if interactive else MessageFlag.NONE
         reply = await self.bus.call(
@@ -63,10 +64,10 @@ class Client:
         if reply.message_type == MessageType.ERROR:
             text = reply.body[0] if reply.body else reply.error_name
             raise errors.by_dbus_name(reply.error_name)(f"{reply.error_name}: {text}")
-        values: List[Any] = reply.body
+        values: list[Any] = reply.body
         return values
 
-    async def _call_bus(self, member: str, signature: str, body: Iterable[Any]) -> List[Any]:
+    async def _call_bus(self, member: str, signature: str, body: Iterable[Any]) -> list[Any]:
         """A call to the bus daemon itself."""
         return await self._call(member, signature, body, destination=_DBUS[0], path=_DBUS[1], interface=_DBUS[2])
 
@@ -74,10 +75,10 @@ class Client:
         body = await self._call_bus("NameHasOwner", "s", [BUS_NAME])
         return bool(body[0])
 
-    async def get_all(self) -> Dict[str, Any]:
+    async def get_all(self) -> dict[str, Any]:
         """Every property, as plain values ({"Property": value})."""
         body = await self._call("GetAll", "s", [INTERFACE], interface=PROPERTIES_IFACE)
-        values: Dict[str, Any] = unwrap(body[0])
+        values: dict[str, Any] = unwrap(body[0])
         return values
 
     async def reload(self) -> int:
@@ -92,7 +93,7 @@ class Client:
         """SetDefaultDeployment; the entry id that now boots the deployment."""
         return str((await self._call("SetDefaultDeployment", "s", [deployment_id], interactive=interactive))[0])
 
-    async def subscribe(self, on_signal: Callable[[str, Dict[str, Any]], None]) -> None:
+    async def subscribe(self, on_signal: Callable[[str, dict[str, Any]], None]) -> None:
         """Call on_signal(name, args) for every signal of the daemon, PropertiesChanged included."""
 
         def handler(msg: Message) -> bool:

@@ -20,15 +20,13 @@ import sys
 import threading
 import time
 import types
-from typing import TYPE_CHECKING, Any, List, Optional, Tuple
-
-from . import __version__, errors, model
+from typing import TYPE_CHECKING, Any
 
 # What the first snapshot needs is imported here, before the event loop runs (an import inside
 # a callback would hold the loop). The D-Bus side (dbus_next, the service, the boot writer) is
 # not needed before READY=1 and is imported after it, in a thread (_load_bus_side): every
 # millisecond before READY=1 is one of every boot, since the unit orders before local-fs.target.
-from . import changes, layout, state, textfile
+from . import __version__, changes, errors, layout, model, state, textfile
 from .journal import LOG_NOTICE, LOG_WARNING, Journal
 from .parse.busaddress import parse_address
 from .watcher import PathWaiter, Watcher
@@ -55,7 +53,7 @@ MAX_DEBOUNCE_FACTOR = 10
 # --- small platform helpers ------------------------------------------------------------
 
 
-def _notify_address() -> Optional[str]:
+def _notify_address() -> str | None:
     addr = os.environ.get("NOTIFY_SOCKET")
     if not addr or addr[0] not in "/@":
         return None
@@ -117,8 +115,8 @@ class Daemon:
         paths: model.Paths,
         bus_spec: str,
         debounce_ms: int = DEFAULT_DEBOUNCE_MS,
-        journal: Optional[Journal] = None,
-        textfile_dir: Optional[str] = None,
+        journal: Journal | None = None,
+        textfile_dir: str | None = None,
     ) -> None:
         self.paths = paths
         self.textfile_dir = textfile_dir
@@ -128,29 +126,29 @@ class Daemon:
         self.snapshot = model.Snapshot()
         self.generation = 0
         self.manager: Any = None
-        self.writer: Optional[BootWriter] = None
-        self.watcher: Optional[Watcher] = None
+        self.writer: BootWriter | None = None
+        self.watcher: Watcher | None = None
         self.bus: Any = None
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="scan")
-        self._stopping: Optional[asyncio.Event] = None
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._debounce_handle: Optional[asyncio.TimerHandle] = None
+        self._stopping: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._debounce_handle: asyncio.TimerHandle | None = None
         self._burst_start = 0.0
         self._want = 0
         self._done = 0
-        self._scan_task: Optional[asyncio.Task] = None
-        self._waiters: List[Tuple[int, asyncio.Future]] = []
-        self._tasks: List[asyncio.Task] = []
+        self._scan_task: asyncio.Task | None = None
+        self._waiters: list[tuple[int, asyncio.Future]] = []
+        self._tasks: list[asyncio.Task] = []
         self._ready = False  # the first snapshot is read and published
         self._pending = False  # a change was seen during the first read
         self._only_mounts = True  # every change since the last read came from the mount table
-        self._locked_since: Optional[float] = None  # when a rescan was first deferred for ostree's lock
-        self._mount_fingerprint: Optional[Tuple[Tuple[model.Mount, ...], int]] = None
-        self._textfile_executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._locked_since: float | None = None  # when a rescan was first deferred for ostree's lock
+        self._mount_fingerprint: tuple[tuple[model.Mount, ...], int] | None = None
+        self._textfile_executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     # -- scanning --
 
-    def _read(self, only_mounts: bool = False) -> Optional[model.Snapshot]:
+    def _read(self, only_mounts: bool = False) -> model.Snapshot | None:
         """A new snapshot; None when only the mount table woke us and nothing published of it changed.
 
         Under a mount storm (thousands of unrelated mounts coming and going) this keeps
@@ -500,7 +498,7 @@ class Daemon:
 # --- command line ----------------------------------------------------------------------
 
 
-def _load_bus_side() -> Tuple[types.ModuleType, types.ModuleType]:
+def _load_bus_side() -> tuple[types.ModuleType, types.ModuleType]:
     """The service (dbus_next) and boot writer modules, imported after READY=1 (in a thread)."""
     from . import bootwrite, service
 
@@ -566,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
@@ -591,7 +589,7 @@ def _setup_logging(level: str) -> None:
     )
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     _setup_logging(args.log_level)
     try:

@@ -8,12 +8,12 @@ helper processes (_writehelper, _deployhelper) import it too.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Type
+from typing import Any
 
 ERROR_PREFIX = "org.ostreewatch1.Error."
 
 # dbus_name -> the class that declares it (subclasses that only inherit a name are not listed).
-_BY_DBUS_NAME: Dict[str, Type[OstreewatchError]] = {}
+_BY_DBUS_NAME: dict[str, type[OstreewatchError]] = {}
 
 
 class OstreewatchError(Exception):
@@ -34,7 +34,7 @@ class OstreewatchError(Exception):
 _BY_DBUS_NAME[OstreewatchError.dbus_name] = OstreewatchError
 
 
-def by_dbus_name(name: str) -> Type[OstreewatchError]:
+def by_dbus_name(name: str) -> type[OstreewatchError]:
     """The class that declares the D-Bus error NAME; OstreewatchError for a name of no class here."""
     return _BY_DBUS_NAME.get(name, OstreewatchError)
 

@@ -15,7 +15,8 @@ import os
 import re
 import sys
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any, Callable, TextIO, TypeVar
 
 from ostreewatch.changes import Changes
 from ostreewatch.model import Problem, Snapshot
@@ -85,7 +86,7 @@ WRITE_GRANTED = "granted"
 _FIELD_RE = re.compile(r"[^A-Z0-9_]")
 _PLAIN_RE = re.compile(r"[A-Za-z0-9_.,:/@+=%-]+")
 
-Field = Tuple[str, Any]
+Field = tuple[str, Any]
 
 
 def _snake_upper(name: str) -> str:
@@ -106,7 +107,7 @@ def _never_raise(method: _F) -> _F:
     """A record method that fails (a value whose str() raises...) logs that instead of raising."""
 
     @functools.wraps(method)
-    def wrapper(self: "Journal", *args: Any, **kwargs: Any) -> None:
+    def wrapper(self: Journal, *args: Any, **kwargs: Any) -> None:
         try:
             method(self, *args, **kwargs)
         except Exception as exc:
@@ -138,7 +139,7 @@ class Journal:
         identifier: str = "ostreewatch",
         *,
         socket_path: str = JOURNAL_SOCKET,
-        stream: Optional[TextIO] = None,
+        stream: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.identifier = identifier
@@ -146,7 +147,7 @@ class Journal:
         self._stream = stream
         self._clock = clock
         # caller uid -> (time of its last refused record, refusals suppressed since, fields of the last one)
-        self._refused: Dict[str, Tuple[float, int, Dict[str, Any]]] = {}
+        self._refused: dict[str, tuple[float, int, dict[str, Any]]] = {}
 
     # --- the record kinds ------------------------------------------------------
 
@@ -182,16 +183,16 @@ class Journal:
     @_never_raise
     def changed(self, old: Snapshot, new: Snapshot, changes: Changes, generation: int) -> None:
         """One published change: what changed, with before and after."""
-        fields: List[Field] = [("OSTREEWATCH_GENERATION", generation)]
+        fields: list[Field] = [("OSTREEWATCH_GENERATION", generation)]
         fields += [("OSTREEWATCH_CHANGED", name) for name in changes.changed_properties]
-        summary: List[str] = []
+        summary: list[str] = []
         for prop in _SCALAR_PROPERTIES:
             if prop in changes.changed_properties:
                 before, after = getattr(old, prop), getattr(new, prop)
                 key = "OSTREEWATCH_" + _snake_upper(prop)
                 fields += [(key + "_PREVIOUS", before), (key + "_CURRENT", after)]
                 summary.append(f"{prop} {_text(before) or 'none'} -> {_text(after) or 'none'}")
-        lists: Sequence[Tuple[str, Iterable[str], str]] = (
+        lists: Sequence[tuple[str, Iterable[str], str]] = (
             ("DEPLOYMENTS_ADDED", changes.deployments_added, "deployment(s) added"),
             ("DEPLOYMENTS_REMOVED", changes.deployments_removed, "deployment(s) removed"),
             ("ENTRIES_ADDED", changes.entries_added, "entry(ies) added"),
@@ -255,7 +256,7 @@ class Journal:
             fields = dict(fields, suppressed=suppressed)
         self._attempt_record(fields)
 
-    def _attempt_record(self, fields: Dict[str, Any]) -> None:
+    def _attempt_record(self, fields: dict[str, Any]) -> None:
         result = _text(fields.get("result", ""))
         error = _text(fields.get("error", ""))
         ok = not error and result in ("", WRITE_GRANTED)
@@ -276,7 +277,7 @@ class Journal:
             [(field_name(k), v) for k, v in fields.items()],
         )
 
-    def _flush_refused(self, now: Optional[float], keep: Optional[str] = None) -> None:
+    def _flush_refused(self, now: float | None, keep: str | None = None) -> None:
         """Journal the count of refusals suppressed in windows that are over (all of them when NOW is None).
 
         KEEP: the uid being refused right now; its count goes into that record instead.
@@ -334,14 +335,14 @@ class Journal:
     # --- plumbing --------------------------------------------------------------
 
     @staticmethod
-    def _problem_fields(problem: Problem) -> List[Field]:
+    def _problem_fields(problem: Problem) -> list[Field]:
         return [
             ("OSTREEWATCH_PROBLEM_CODE", problem.code),
             ("OSTREEWATCH_PROBLEM_SUBJECT", problem.subject),
             ("OSTREEWATCH_PROBLEM_MESSAGE", problem.message),
         ]
 
-    def _lines(self, message_id: Optional[str], priority: int, message: str, fields: Sequence[Field]) -> List[str]:
+    def _lines(self, message_id: str | None, priority: int, message: str, fields: Sequence[Field]) -> list[str]:
         lines = [
             "MESSAGE=" + message,
             f"PRIORITY={int(priority)}",
@@ -352,7 +353,7 @@ class Journal:
         lines += [f"{key}={_text(value)}" for key, value in fields]
         return lines
 
-    def _emit(self, message_id: Optional[str], priority: int, message: str, fields: Sequence[Field]) -> None:
+    def _emit(self, message_id: str | None, priority: int, message: str, fields: Sequence[Field]) -> None:
         try:
             lines = self._lines(message_id, priority, message, fields)
         except Exception as exc:  # a field whose str() fails must not lose the record

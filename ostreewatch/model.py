@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Tuple
+from typing import Any
 
 from . import _interface
 
@@ -25,7 +25,7 @@ class Paths:
 
 
 # D-Bus signature of each key of the a{sv} dictionaries.
-DEPLOYMENT_KEYS: Dict[str, str] = {
+DEPLOYMENT_KEYS: dict[str, str] = {
     "id": "s",  # OSNAME-CHECKSUM.SERIAL
     "osname": "s",
     "checksum": "s",
@@ -45,7 +45,7 @@ DEPLOYMENT_KEYS: Dict[str, str] = {
     "title": "s",  # os-release PRETTY_NAME
 }
 
-BOOT_ENTRY_KEYS: Dict[str, str] = {
+BOOT_ENTRY_KEYS: dict[str, str] = {
     "id": "s",  # file name less .conf and boot-counting suffix
     "file": "s",  # file name as on disk
     "title": "s",
@@ -64,7 +64,7 @@ BOOT_ENTRY_KEYS: Dict[str, str] = {
     "tries_left": "i",  # -1 when the file has no boot-counting suffix
 }
 
-MOUNT_KEYS: Dict[str, str] = {
+MOUNT_KEYS: dict[str, str] = {
     "mount_point": "s",
     "mount_id": "u",
     "parent_id": "u",
@@ -78,7 +78,7 @@ MOUNT_KEYS: Dict[str, str] = {
     "propagation": "s",  # optional fields joined by a space ("shared:1 master:2"), "" = private
 }
 
-PROBLEM_KEYS: Dict[str, str] = {
+PROBLEM_KEYS: dict[str, str] = {
     "code": "s",  # stable code, see docs/problems.md
     "message": "s",
     "subject": "s",  # the entry id, deployment id, path or mount point concerned
@@ -88,7 +88,7 @@ PROBLEM_KEYS: Dict[str, str] = {
 # src/libotcore/otcore.h OTCORE_RUN_BOOTED_KEY_*; types as
 # src/switchroot/ostree-prepare-root.c and src/libotcore/otcore-prepare-root.c
 # write them), keyed by our snake_case name; absent keys are omitted.
-BOOTED_ROOT_KEYS: Dict[str, str] = {
+BOOTED_ROOT_KEYS: dict[str, str] = {
     "composefs": "b",  # "composefs": composefs was used for /
     "composefs_verity": "b",  # "composefs.verity": fs-verity was required
     "composefs_signed": "s",  # "composefs.signed": the public key that verified the commit
@@ -100,7 +100,7 @@ BOOTED_ROOT_KEYS: Dict[str, str] = {
     "backing_inode": "t",  # ... second: st_ino
 }
 # ostree's key -> ours (backing-root-device-inode is split in two).
-BOOTED_ROOT_OSTREE_KEYS: Dict[str, str] = {
+BOOTED_ROOT_OSTREE_KEYS: dict[str, str] = {
     "composefs": "composefs",
     "composefs.verity": "composefs_verity",
     "composefs.signed": "composefs_signed",
@@ -124,7 +124,7 @@ DEFAULT_ENTRY_SOURCES = (
 )
 
 # The mount points published in Mounts, in this order.
-WATCHED_MOUNT_POINTS: Tuple[str, ...] = ("/", "/sysroot", "/usr", "/etc", "/var", "/boot", "/boot/efi")
+WATCHED_MOUNT_POINTS: tuple[str, ...] = ("/", "/sysroot", "/usr", "/etc", "/var", "/boot", "/boot/efi")
 
 BOOTLOADERS = ("grub2", "systemd-boot", "none")
 
@@ -159,7 +159,7 @@ class BootEntry:
     sort_key: str = ""
     machine_id: str = ""
     linux: str = ""
-    initrd: Tuple[str, ...] = ()
+    initrd: tuple[str, ...] = ()
     options: str = ""
     devicetree: str = ""
     architecture: str = ""
@@ -206,11 +206,11 @@ class Snapshot:
     NextEntry: str = ""
     BootedEntry: str = ""
     DefaultEntrySource: str = "none"
-    BootedRoot: Tuple[Tuple[str, Any], ...] = ()  # (key, value) pairs in BOOTED_ROOT_KEYS order
-    Deployments: Tuple[Deployment, ...] = ()
-    BootEntries: Tuple[BootEntry, ...] = ()
-    Mounts: Tuple[Mount, ...] = ()
-    Problems: Tuple[Problem, ...] = ()
+    BootedRoot: tuple[tuple[str, Any], ...] = ()  # (key, value) pairs in BOOTED_ROOT_KEYS order
+    Deployments: tuple[Deployment, ...] = ()
+    BootEntries: tuple[BootEntry, ...] = ()
+    Mounts: tuple[Mount, ...] = ()
+    Problems: tuple[Problem, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -225,14 +225,14 @@ class Caller:
 
 # D-Bus signature of each snapshot property: the interface's (dbus/org.ostreewatch1.Manager.xml,
 # through the generated _interface.py) less Generation and Version, which the service adds.
-PROPERTY_SIGNATURES: Dict[str, str] = {
+PROPERTY_SIGNATURES: dict[str, str] = {
     name: sig for name, sig in _interface.PROPERTIES.items() if name not in ("Generation", "Version")
 }
 
 _KEYS_OF = {Deployment: DEPLOYMENT_KEYS, BootEntry: BOOT_ENTRY_KEYS, Mount: MOUNT_KEYS, Problem: PROBLEM_KEYS}
 
 
-def record_to_dict(record: Any) -> Dict[str, Any]:
+def record_to_dict(record: Any) -> dict[str, Any]:
     """One Deployment/BootEntry/Mount/Problem as a plain dict of its contract keys."""
     out = {}
     for key in _KEYS_OF[type(record)]:
@@ -241,9 +241,9 @@ def record_to_dict(record: Any) -> Dict[str, Any]:
     return out
 
 
-def snapshot_to_plain(snapshot: Snapshot) -> Dict[str, Any]:
+def snapshot_to_plain(snapshot: Snapshot) -> dict[str, Any]:
     """The snapshot as {"Property": value}: JSON-ready, the shape of --json output."""
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for field in dataclasses.fields(snapshot):
         value = getattr(snapshot, field.name)
         if field.name == "BootedRoot":
@@ -254,12 +254,12 @@ def snapshot_to_plain(snapshot: Snapshot) -> Dict[str, Any]:
     return out
 
 
-def booted_root_items(values: Dict[str, Any]) -> Tuple[Tuple[str, Any], ...]:
+def booted_root_items(values: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     """A BootedRoot dictionary as the snapshot keeps it: known keys only, in BOOTED_ROOT_KEYS order."""
     return tuple((k, values[k]) for k in BOOTED_ROOT_KEYS if k in values)
 
 
-def key_signatures(property_name: str) -> Dict[str, str]:
+def key_signatures(property_name: str) -> dict[str, str]:
     """The a{sv} key signatures of an aa{sv} (or a{sv}) property."""
     return {
         "BootedRoot": BOOTED_ROOT_KEYS,

@@ -27,13 +27,14 @@ import asyncio
 import logging
 import os
 import xml.etree.ElementTree as ET
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
+from collections.abc import Awaitable
+from typing import Any, Callable
 
 from dbus_next import BusType, Message, MessageFlag, MessageType, Variant
-from dbus_next.aio import MessageBus
-from dbus_next.aio import message_bus as _aio_bus
 from dbus_next._private.constants import LITTLE_ENDIAN, PROTOCOL_VERSION, HeaderField
 from dbus_next._private.marshaller import Marshaller
+from dbus_next.aio import MessageBus
+from dbus_next.aio import message_bus as _aio_bus
 from dbus_next.constants import NameFlag, RequestNameReply
 from dbus_next.service import PropertyAccess, ServiceInterface, dbus_property
 
@@ -55,15 +56,15 @@ log = logging.getLogger("ostreewatch.service")
 
 # The interface, as dbus/org.ostreewatch1.Manager.xml declares it (scripts/gen-interface.py writes _interface.py).
 # method name -> (in args [(name, sig)], out args [(name, sig)])
-METHODS: Dict[str, Tuple[List[Tuple[str, str]], List[Tuple[str, str]]]] = _interface.METHODS
-SIGNALS: Dict[str, List[Tuple[str, str]]] = _interface.SIGNALS
-PROPERTIES: Dict[str, str] = _interface.PROPERTIES
+METHODS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = _interface.METHODS
+SIGNALS: dict[str, list[tuple[str, str]]] = _interface.SIGNALS
+PROPERTIES: dict[str, str] = _interface.PROPERTIES
 # Version never changes while the daemon runs ("const"); every other property is sent with its value.
-EMITS_CHANGED: Dict[str, str] = _interface.EMITS_CHANGED
+EMITS_CHANGED: dict[str, str] = _interface.EMITS_CHANGED
 
 # Hooks the daemon gives the service. Each gets the caller and an AskPolkit for this very call;
 # the daemon decides (bootwrite.authorize: uid 0, or polkit through AskPolkit) and audits.
-AskPolkit = Callable[[str, Dict[str, str]], Awaitable[None]]
+AskPolkit = Callable[[str, dict[str, str]], Awaitable[None]]
 ReloadHook = Callable[[model.Caller, AskPolkit], Awaitable[int]]
 SetEntryHook = Callable[[str, str, model.Caller, AskPolkit], Awaitable[None]]
 SetDeploymentHook = Callable[[str, model.Caller, AskPolkit], Awaitable[str]]
@@ -78,14 +79,14 @@ POLKIT_INTERACTIVE_TIMEOUT = 300.0  # an authentication dialog waits for a human
 # --- values: snapshot -> dbus-next values --------------------------------------------
 
 
-def _record_variants(record: Any) -> Dict[str, Variant]:
+def _record_variants(record: Any) -> dict[str, Variant]:
     sigs = model._KEYS_OF[type(record)]
     return {key: Variant(sig, value) for key, value in model.record_to_dict(record).items() for sig in (sigs[key],)}
 
 
-def snapshot_values(snapshot: model.Snapshot) -> Dict[str, Any]:
+def snapshot_values(snapshot: model.Snapshot) -> dict[str, Any]:
     """The snapshot's properties as dbus-next values (a{sv} / aa{sv} items typed per model.*_KEYS)."""
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for name, sig in model.PROPERTY_SIGNATURES.items():
         value = getattr(snapshot, name)
         if sig == "aa{sv}":
@@ -108,7 +109,7 @@ def unwrap(value: Any) -> Any:
     return value
 
 
-def snapshot_from_plain(props: Dict[str, Any]) -> model.Snapshot:
+def snapshot_from_plain(props: dict[str, Any]) -> model.Snapshot:
     """GetAll's plain values back into a model.Snapshot (unknown keys ignored, missing ones defaulted)."""
     records = {
         "Deployments": model.Deployment,
@@ -116,7 +117,7 @@ def snapshot_from_plain(props: Dict[str, Any]) -> model.Snapshot:
         "Mounts": model.Mount,
         "Problems": model.Problem,
     }
-    fields: Dict[str, Any] = {}
+    fields: dict[str, Any] = {}
     for name in model.PROPERTY_SIGNATURES:
         if name not in props:
             continue
@@ -138,7 +139,7 @@ def snapshot_from_plain(props: Dict[str, Any]) -> model.Snapshot:
 
 
 def _property(name: str, sig: str) -> Any:
-    def getter(self: "Manager") -> Any:
+    def getter(self: Manager) -> Any:
         return self._values[name]
 
     getter.__name__ = name
@@ -188,20 +189,20 @@ class Manager(_ManagerBase):
         generation: int,
         version: str,
         reload: ReloadHook,
-        set_entry: Optional[SetEntryHook] = None,
-        set_deployment: Optional[SetDeploymentHook] = None,
+        set_entry: SetEntryHook | None = None,
+        set_deployment: SetDeploymentHook | None = None,
     ) -> None:
         super().__init__(INTERFACE)
         self.snapshot = snapshot
         self.generation = generation
-        self._values: Dict[str, Any] = dict(snapshot_values(snapshot), Generation=generation, Version=version)
+        self._values: dict[str, Any] = dict(snapshot_values(snapshot), Generation=generation, Version=version)
         self._reload = reload
         self._set_entry = set_entry
         self._set_deployment = set_deployment
-        self._buses: List[MessageBus] = []
+        self._buses: list[MessageBus] = []
         self._tasks: set = set()
-        self._variants: Optional[Dict[str, Variant]] = None
-        self._all_bytes: Optional[bytes] = None
+        self._variants: dict[str, Variant] | None = None
+        self._all_bytes: bytes | None = None
 
     # -- publishing --
 
@@ -231,7 +232,7 @@ class Manager(_ManagerBase):
         if changes.mount_points_changed:
             self._signal("MountsChanged", "as", [list(changes.mount_points_changed)])
 
-    def _signal(self, member: str, signature: str, body: List[Any]) -> None:
+    def _signal(self, member: str, signature: str, body: list[Any]) -> None:
         for bus in self._buses:
             if bus.connected:
                 bus.send(Message.new_signal(OBJECT_PATH, INTERFACE, member, signature, body))
@@ -310,7 +311,7 @@ class Manager(_ManagerBase):
             return True
         return False
 
-    def _all_variants(self) -> Dict[str, Variant]:
+    def _all_variants(self) -> dict[str, Variant]:
         """Every property as a Variant, built once per published change.
 
         dbus-next would build (and type-check, recursively) a Variant per property on
@@ -386,7 +387,7 @@ def polkit_asker(bus: MessageBus, msg: Message, caller: model.Caller) -> AskPolk
     """
     interactive = bool(msg.flags & MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION)
 
-    async def ask(action: str, details: Dict[str, str]) -> None:
+    async def ask(action: str, details: dict[str, str]) -> None:
         def denied(why: str) -> errors.AccessDenied:
             return errors.AccessDenied(
                 f"{msg.member} needs root or the polkit action {action} (caller uid {caller.uid}: {why})"
@@ -443,7 +444,7 @@ class PremarshalledReply(Message):  # type: ignore[misc]
         self._body_bytes = body
 
     def _marshall(self, negotiate_unix_fd: bool = False) -> bytearray:
-        fields: List[Any] = [[HeaderField.REPLY_SERIAL.value, Variant("u", self.reply_serial)]]
+        fields: list[Any] = [[HeaderField.REPLY_SERIAL.value, Variant("u", self.reply_serial)]]
         if self.destination:
             fields.append([HeaderField.DESTINATION.value, Variant("s", self.destination)])
         fields.append([HeaderField.SIGNATURE.value, Variant("g", self.signature)])
@@ -486,7 +487,7 @@ def _unit_of(pid: int) -> str:
     return ""
 
 
-async def caller_of(bus: MessageBus, sender: Optional[str]) -> model.Caller:
+async def caller_of(bus: MessageBus, sender: str | None) -> model.Caller:
     """Who sent a message, as the bus daemon vouches for it; uid -1 when it cannot say."""
     if not sender:
         return model.Caller()
@@ -512,7 +513,7 @@ async def caller_of(bus: MessageBus, sender: Optional[str]) -> model.Caller:
 # --- connecting -------------------------------------------------------------------------
 
 
-def bus_address(spec: str) -> Tuple[Optional[str], BusType]:
+def bus_address(spec: str) -> tuple[str | None, BusType]:
     """--bus system|session|ADDRESS as (address or None, bus type)."""
     if spec == "system":
         return None, BusType.SYSTEM
@@ -521,7 +522,7 @@ def bus_address(spec: str) -> Tuple[Optional[str], BusType]:
     return spec, BusType.SYSTEM
 
 
-def socket_path(spec: str) -> Optional[str]:
+def socket_path(spec: str) -> str | None:
     """The unix socket file a bus spec resolves to, None when not a path (abstract, tcp)."""
     address, bus_type = bus_address(spec)
     if address is None:

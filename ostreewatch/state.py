@@ -33,7 +33,7 @@ import re
 import stat
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import NamedTuple
 
 from . import model
 from .errors import OstreewatchError, SysrootError
@@ -47,22 +47,25 @@ from .layout import (
     LOADER_CONFS,
 )
 from .model import Paths as Paths  # re-exported: callers built state.Paths before it moved
-from .parse import bls, cmdline as cmdline_parse, gvariant, mountinfo as mountinfo_parse
-from .parse import grubcfg, grubenv as grubenv_parse, loaderconf, origin as origin_parse, osrelease
+from .parse import bls, grubcfg, gvariant, loaderconf, osrelease
+from .parse import cmdline as cmdline_parse
+from .parse import grubenv as grubenv_parse
+from .parse import mountinfo as mountinfo_parse
+from .parse import origin as origin_parse
 from .sysroot import ENTRY_MAX, SMALL_MAX, ReadRefused, Root, read_host_file
 
 # The mount points whose lines parse_mountinfo keeps (its cheap prefilter).
-WATCHED_MOUNT_POINTS: Tuple[str, ...] = model.WATCHED_MOUNT_POINTS
+WATCHED_MOUNT_POINTS: tuple[str, ...] = model.WATCHED_MOUNT_POINTS
 MOUNTINFO_MAX = 32 * 1024 * 1024  # ~150,000 mount lines; a Kubernetes node stays far below
 CMDLINE_MAX = 64 * 1024
 COMMIT_MAX = 1024 * 1024  # a commit object is a few hundred bytes, plus its metadata
 GRUB_CFG_MAX = 1024 * 1024  # a generated grub.cfg with many menu entries stays far below
 
 # (sysroot, commit checksum) -> its version: parsed once per process, bounded.
-_COMMIT_VERSIONS: Dict[Tuple[str, str], str] = {}
+_COMMIT_VERSIONS: dict[tuple[str, str], str] = {}
 # (sysroot, entry file name, file signature) -> the parsed entry: a rescan re-parses only the entry
 # files that changed (a 1,000-entry rescan was mostly reading and parsing unchanged files).
-_PARSED_ENTRIES: Dict[Tuple[str, str, Tuple[int, int, int, int, int]], bls.BlsEntry] = {}
+_PARSED_ENTRIES: dict[tuple[str, str, tuple[int, int, int, int, int]], bls.BlsEntry] = {}
 _PARSED_ENTRIES_MAX = 8192
 ENTRY_SETTLE_NS = 2_000_000_000
 
@@ -102,10 +105,10 @@ class _Reader:
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
         self.root = Root(paths.sysroot)
-        self.problems: List[model.Problem] = []
+        self.problems: list[model.Problem] = []
         self.deploy_base = self._ostree_base()
         # ostree= value -> its resolution, for this one read (several entries may name one deployment).
-        self._resolved_args: Dict[str, Tuple[Optional[Tuple[str, str]], str]] = {}
+        self._resolved_args: dict[str, tuple[tuple[str, str] | None, str]] = {}
 
     def problem(self, code: str, message: str, subject: str = "") -> None:
         self.problems.append(model.Problem(code=code, message=message, subject=subject))
@@ -126,9 +129,9 @@ class _Reader:
 
     # --- deployments -----------------------------------------------------
 
-    def deployments(self) -> Dict[Tuple[str, str], _Dep]:
+    def deployments(self) -> dict[tuple[str, str], _Dep]:
         """Every CHECKSUM.SERIAL directory under ostree/deploy/*/deploy, keyed by (osname, CHECKSUM.SERIAL)."""
-        found: Dict[Tuple[str, str], _Dep] = {}
+        found: dict[tuple[str, str], _Dep] = {}
         try:
             osnames = [n for n in self.root.listdir(self.deploy_base) if _utf8(n)]
         except ReadRefused:
@@ -203,14 +206,14 @@ class _Reader:
         _COMMIT_VERSIONS[key] = version
         return version
 
-    def resolve_ostree_arg(self, value: str) -> Tuple[Optional[Tuple[str, str]], str]:
+    def resolve_ostree_arg(self, value: str) -> tuple[tuple[str, str] | None, str]:
         """((osname, CHECKSUM.SERIAL), "") for an ostree= that ends at a deployment; (None, why) otherwise."""
         known = self._resolved_args.get(value)
         if known is None:
             known = self._resolved_args[value] = self._resolve_ostree_arg(value)
         return known
 
-    def _resolve_ostree_arg(self, value: str) -> Tuple[Optional[Tuple[str, str]], str]:
+    def _resolve_ostree_arg(self, value: str) -> tuple[tuple[str, str] | None, str]:
         try:
             rel = self.root.resolve(value)
         except ReadRefused as e:
@@ -225,7 +228,7 @@ class _Reader:
 
     # --- entries -------------------------------------------------------
 
-    def entries(self) -> List[bls.BlsEntry]:
+    def entries(self) -> list[bls.BlsEntry]:
         """The parsed entries of boot/loader/entries in systemd-boot order; problems for the rest."""
         self._check_loader_dirs()
         try:
@@ -267,7 +270,7 @@ class _Reader:
             parsed.append(entry)
         return bls.sort_entries(parsed)
 
-    def _file_signature(self, rel: str) -> Optional[Tuple[int, int, int, int, int]]:
+    def _file_signature(self, rel: str) -> tuple[int, int, int, int, int] | None:
         """(dev, inode, size, mtime, ctime) of a regular file whose last change is old enough to trust them.
 
         A file changed within ENTRY_SETTLE_NS of now gets None (always re-read): the
@@ -325,7 +328,7 @@ class _Reader:
             return ""
         return groups.get("sysroot", {}).get("bootloader", "").strip().lower()
 
-    def grubenv(self) -> Tuple[Dict[str, str], str]:
+    def grubenv(self) -> tuple[dict[str, str], str]:
         """(variables, path) of the first grubenv found; ({}, "") when none or unparsable."""
         for d in GRUB_DIRS:
             rel = f"{d}/grubenv"
@@ -338,7 +341,7 @@ class _Reader:
                 return {}, "/" + rel
         return {}, ""
 
-    def grub_config(self) -> Optional[Tuple[str, Dict[str, str], str]]:
+    def grub_config(self) -> tuple[str, dict[str, str], str] | None:
         """(grub.cfg text, {sourced name: text, "grubenv": ""}, path) of the first grub.cfg; None when none.
 
         An unreadable grub.cfg is a problem and None.
@@ -352,7 +355,7 @@ class _Reader:
             except ReadRefused as e:
                 self.problem("grub-cfg-unsupported", f"cannot read /{rel}: {e}", "/" + rel)
                 return None
-            files: Dict[str, str] = {}
+            files: dict[str, str] = {}
             for name in GRUB_SOURCED:
                 try:
                     files[name] = self.root.read(f"{d}/{name}", GRUB_CFG_MAX).decode("utf-8", "replace")
@@ -363,7 +366,7 @@ class _Reader:
             return text, files, "/" + rel
         return None
 
-    def loader_conf(self) -> Tuple[Optional[loaderconf.LoaderConf], str]:
+    def loader_conf(self) -> tuple[loaderconf.LoaderConf | None, str]:
         for rel in LOADER_CONFS:
             if not self.root.exists(rel):
                 continue
@@ -377,7 +380,7 @@ class _Reader:
 
     # --- run dir, cmdline, mounts -----------------------------------------
 
-    def run_file(self, rel: str, cap: int = SMALL_MAX) -> Optional[bytes]:
+    def run_file(self, rel: str, cap: int = SMALL_MAX) -> bytes | None:
         """A file under the run dir; None when absent or unreadable (a problem when unreadable)."""
         try:
             run = Root(self.paths.run)
@@ -402,7 +405,7 @@ class _Reader:
         except (ReadRefused, OstreewatchError):
             return ""
 
-    def mounts(self) -> Tuple[Tuple[model.Mount, ...], bool]:
+    def mounts(self) -> tuple[tuple[model.Mount, ...], bool]:
         """(mounts of the watched mount points, whether the mountinfo could be read)."""
         try:
             data = read_host_file(self.paths.mountinfo, MOUNTINFO_MAX)
@@ -419,10 +422,10 @@ class _Reader:
         return mounts, True
 
 
-def _watched_mounts(data: bytes) -> Tuple[Tuple[model.Mount, ...], Tuple[OstreewatchError, ...]]:
+def _watched_mounts(data: bytes) -> tuple[tuple[model.Mount, ...], tuple[OstreewatchError, ...]]:
     """The Mounts records of the watched mount points, and the lines that could not be parsed."""
     infos, errors = mountinfo_parse.parse_mountinfo(data, mount_points=WATCHED_MOUNT_POINTS)
-    top: Dict[str, mountinfo_parse.MountInfo] = {}
+    top: dict[str, mountinfo_parse.MountInfo] = {}
     for info in infos:
         top[info.mount_point] = info  # a later line is mounted over an earlier one
     out = []
@@ -448,7 +451,7 @@ def _watched_mounts(data: bytes) -> Tuple[Tuple[model.Mount, ...], Tuple[Ostreew
     return tuple(out), errors
 
 
-def mount_fingerprint(paths: Paths) -> Optional[Tuple[Tuple[model.Mount, ...], int]]:
+def mount_fingerprint(paths: Paths) -> tuple[tuple[model.Mount, ...], int] | None:
     """What of the mount table the snapshot depends on; None when it cannot be read.
 
     Equal fingerprints mean a rescan would publish nothing new about mounts, so the
@@ -462,7 +465,7 @@ def mount_fingerprint(paths: Paths) -> Optional[Tuple[Tuple[model.Mount, ...], i
     return mounts, len(errors)
 
 
-def _remember_entry(key: Tuple[str, str, Tuple[int, int, int, int, int]], entry: bls.BlsEntry) -> None:
+def _remember_entry(key: tuple[str, str, tuple[int, int, int, int, int]], entry: bls.BlsEntry) -> None:
     if len(_PARSED_ENTRIES) >= _PARSED_ENTRIES_MAX:  # entries renamed away leave stale keys: start over
         _PARSED_ENTRIES.clear()
     _PARSED_ENTRIES[key] = entry
@@ -477,7 +480,7 @@ def _utf8(name: str) -> bool:
         return False
 
 
-def _deployment_comment(conf: loaderconf.LoaderConf) -> Optional[str]:
+def _deployment_comment(conf: loaderconf.LoaderConf) -> str | None:
     """The deployment id of a '#ostreewatch-deployment ID' line right before the last `default` line."""
     lines = [line.rstrip("\r\n") for line in conf.lines]
     for i in range(len(lines) - 1, -1, -1):
@@ -531,9 +534,9 @@ def read_snapshot(paths: Paths) -> model.Snapshot:
 class _Links:
     """Entries matched to deployments through their ostree= argument."""
 
-    entry_dep: Dict[str, str] = field(default_factory=dict)  # entry id -> deployment id
-    entry_ostree: Dict[str, str] = field(default_factory=dict)  # entry id -> its ostree= value
-    ordered: List[_Dep] = field(default_factory=list)  # deployments with an entry, in boot order
+    entry_dep: dict[str, str] = field(default_factory=dict)  # entry id -> deployment id
+    entry_ostree: dict[str, str] = field(default_factory=dict)  # entry id -> its ostree= value
+    ordered: list[_Dep] = field(default_factory=list)  # deployments with an entry, in boot order
 
 
 @dataclass(frozen=True)
@@ -543,7 +546,7 @@ class _BootedHost:
     ostree_booted: bool
     deployment: str  # its id, "" when unknown or not booted
     cmd_ostree: str  # the cmdline's ostree=, "" when not booted
-    root: Tuple[Tuple[str, object], ...]
+    root: tuple[tuple[str, object], ...]
 
 
 class _Default(NamedTuple):
@@ -554,7 +557,7 @@ class _Default(NamedTuple):
     source: str = "none"
 
 
-def _entries(r: _Reader) -> Tuple[str, List[bls.BlsEntry]]:
+def _entries(r: _Reader) -> tuple[str, list[bls.BlsEntry]]:
     """(boot loader, its entries in the order it shows them)."""
     entries = r.entries()
     bootloader = r.bootloader()
@@ -564,7 +567,7 @@ def _entries(r: _Reader) -> Tuple[str, List[bls.BlsEntry]]:
     return bootloader, entries
 
 
-def _link_entries(r: _Reader, entries: List[bls.BlsEntry], deps: Dict[Tuple[str, str], _Dep]) -> _Links:
+def _link_entries(r: _Reader, entries: list[bls.BlsEntry], deps: dict[tuple[str, str], _Dep]) -> _Links:
     """Entries -> deployments, through the boot links; sets each deployment's entry and boot checksum."""
     links = _Links()
     for e in entries:
@@ -592,7 +595,7 @@ def _link_entries(r: _Reader, entries: List[bls.BlsEntry], deps: Dict[Tuple[str,
     return links
 
 
-def _staged(r: _Reader, deps: Dict[Tuple[str, str], _Dep], by_id: Dict[str, _Dep]) -> str:
+def _staged(r: _Reader, deps: dict[tuple[str, str], _Dep], by_id: dict[str, _Dep]) -> str:
     """The id run/ostree/staged-deployment names ("" when none); marks that deployment staged if it has no entry."""
     staged_id = ""
     data = r.run_file("ostree/staged-deployment")
@@ -616,7 +619,7 @@ def _staged(r: _Reader, deps: Dict[Tuple[str, str], _Dep], by_id: Dict[str, _Dep
     return staged_id
 
 
-def _booted(r: _Reader, deps: Dict[Tuple[str, str], _Dep], mounts: Tuple[model.Mount, ...]) -> _BootedHost:
+def _booted(r: _Reader, deps: dict[tuple[str, str], _Dep], mounts: tuple[model.Mount, ...]) -> _BootedHost:
     """The booted deployment, looked for only when run/ostree-booted exists."""
     booted_raw = r.run_file("ostree-booted")
     if booted_raw is None:
@@ -631,7 +634,7 @@ def _booted(r: _Reader, deps: Dict[Tuple[str, str], _Dep], mounts: Tuple[model.M
     )
 
 
-def _unordered(r: _Reader, deps: Dict[Tuple[str, str], _Dep]) -> List[_Dep]:
+def _unordered(r: _Reader, deps: dict[tuple[str, str], _Dep]) -> list[_Dep]:
     """Deployments without an entry, the staged one first; deployment-no-entry for the others."""
     rest = sorted(
         (d for d in deps.values() if not d.entry), key=lambda d: (not d.staged, d.osname, d.checksum, d.serial)
@@ -642,10 +645,10 @@ def _unordered(r: _Reader, deps: Dict[Tuple[str, str], _Dep]) -> List[_Dep]:
     return rest
 
 
-def _default_and_next(r: _Reader, bootloader: str, entries: List[bls.BlsEntry], entry_dep: Dict[str, str]) -> _Default:
+def _default_and_next(r: _Reader, bootloader: str, entries: list[bls.BlsEntry], entry_dep: dict[str, str]) -> _Default:
     """What the boot loader boots by default and next; default-entry-moved and boot-fallback problems."""
     default = _Default()
-    recorded: Dict[str, str] = {}  # entry id -> the deployment a write recorded beside it
+    recorded: dict[str, str] = {}  # entry id -> the deployment a write recorded beside it
     if bootloader == "grub2":
         default = _grub_default(r, entries, recorded)
     elif bootloader == "systemd-boot":
@@ -664,7 +667,7 @@ def _default_and_next(r: _Reader, bootloader: str, entries: List[bls.BlsEntry], 
     return default
 
 
-def _loader_conf_default(r: _Reader, entries: List[bls.BlsEntry], recorded: Dict[str, str]) -> _Default:
+def _loader_conf_default(r: _Reader, entries: list[bls.BlsEntry], recorded: dict[str, str]) -> _Default:
     """systemd-boot: loader.conf's `default` matched against the entry files."""
     conf, conf_path = r.loader_conf()
     if conf is None or not conf.default:
@@ -683,7 +686,7 @@ def _loader_conf_default(r: _Reader, entries: List[bls.BlsEntry], recorded: Dict
     return _Default(entry, "", "loader.conf")
 
 
-def _rollback(by_id: Dict[str, _Dep], ordered: List[_Dep], booted_id: str, default_id: str) -> str:
+def _rollback(by_id: dict[str, _Dep], ordered: list[_Dep], booted_id: str, default_id: str) -> str:
     """The next deployment of the same OS after the booted one (or the default one) in boot order."""
     base = by_id.get(booted_id) or by_id.get(default_id)
     if base is not None and base in ordered:
@@ -694,7 +697,7 @@ def _rollback(by_id: Dict[str, _Dep], ordered: List[_Dep], booted_id: str, defau
 
 
 def _host_problems(
-    r: _Reader, booted: _BootedHost, by_id: Dict[str, _Dep], mounts: Tuple[model.Mount, ...], mounts_ok: bool
+    r: _Reader, booted: _BootedHost, by_id: dict[str, _Dep], mounts: tuple[model.Mount, ...], mounts_ok: bool
 ) -> None:
     """Problems about the booted host: booted-unknown, usr-writable, boot-not-mounted.
 
@@ -720,8 +723,8 @@ def _host_problems(
 
 
 def _deployment_records(
-    ordered: List[_Dep], unordered: List[_Dep], booted_id: str, default_id: str, rollback_id: str
-) -> Tuple[model.Deployment, ...]:
+    ordered: list[_Dep], unordered: list[_Dep], booted_id: str, default_id: str, rollback_id: str
+) -> tuple[model.Deployment, ...]:
     """The Deployments property: staged first, then boot order, then the rest (index -1)."""
 
     def record(d: _Dep, index: int) -> model.Deployment:
@@ -753,8 +756,8 @@ def _deployment_records(
 
 
 def _entry_records(
-    entries: List[bls.BlsEntry], links: _Links, default_entry: str, booted_entry: str
-) -> Tuple[model.BootEntry, ...]:
+    entries: list[bls.BlsEntry], links: _Links, default_entry: str, booted_entry: str
+) -> tuple[model.BootEntry, ...]:
     """The BootEntries property, in the boot loader's order."""
     return tuple(
         model.BootEntry(
@@ -779,7 +782,7 @@ def _entry_records(
     )
 
 
-def _booted_metadata(r: _Reader, raw: bytes, path: str) -> Dict[str, object]:
+def _booted_metadata(r: _Reader, raw: bytes, path: str) -> dict[str, object]:
     """run/ostree-booted's a{sv}; {} for the empty file of ostree < 2024.2, and a problem when unparsable."""
     try:
         return gvariant.parse_ostree_booted(raw)
@@ -788,9 +791,9 @@ def _booted_metadata(r: _Reader, raw: bytes, path: str) -> Dict[str, object]:
         return {}
 
 
-def _booted_root(meta: Dict[str, object]) -> Dict[str, object]:
+def _booted_root(meta: dict[str, object]) -> dict[str, object]:
     """BootedRoot: ostree's keys renamed (model.BOOTED_ROOT_OSTREE_KEYS); values of the wrong type dropped."""
-    out: Dict[str, object] = {}
+    out: dict[str, object] = {}
     for ostree_key, key in model.BOOTED_ROOT_OSTREE_KEYS.items():
         value = meta.get(ostree_key)
         want = bool if model.BOOTED_ROOT_KEYS[key] == "b" else str
@@ -804,9 +807,9 @@ def _booted_root(meta: Dict[str, object]) -> Dict[str, object]:
 
 def _find_booted(
     r: _Reader,
-    deps: Dict[Tuple[str, str], _Dep],
-    meta: Dict[str, object],
-    mounts: Tuple[model.Mount, ...],
+    deps: dict[tuple[str, str], _Dep],
+    meta: dict[str, object],
+    mounts: tuple[model.Mount, ...],
     cmd_ostree: str,
 ) -> str:
     """The booted deployment: run/ostree-booted's (dev, inode), else the root of the `/` mount, else ostree=."""
@@ -831,7 +834,7 @@ def _find_booted(
     return ""
 
 
-def _grub_menu_match(value: str, entries: List[bls.BlsEntry], shift: int) -> Optional[bls.BlsEntry]:
+def _grub_menu_match(value: str, entries: list[bls.BlsEntry], shift: int) -> bls.BlsEntry | None:
     """The entry GRUB picks for `default=VALUE`: its menu id, its exact title, or its index; None if none.
 
     The menu id is the file name less ".conf", boot-counting suffix included
@@ -859,7 +862,7 @@ _GRUB_SOURCES = {
 }
 
 
-def _grub_default(r: _Reader, entries: List[bls.BlsEntry], recorded: Dict[str, str]) -> _Default:
+def _grub_default(r: _Reader, entries: list[bls.BlsEntry], recorded: dict[str, str]) -> _Default:
     """(DefaultEntry, NextEntry, DefaultEntrySource) on a grub2 host: grub.cfg run with the grubenv."""
     env, env_path = r.grubenv()
     found = r.grub_config()
@@ -916,7 +919,7 @@ def _grub_default(r: _Reader, entries: List[bls.BlsEntry], recorded: Dict[str, s
     return _Default(match.id, match.id if res.boot_once else "", source)
 
 
-def _boot_counting_fallback(r: _Reader, entries: List[bls.BlsEntry], default_entry: str) -> None:
+def _boot_counting_fallback(r: _Reader, entries: list[bls.BlsEntry], default_entry: str) -> None:
     """boot-fallback for a boot-counting entry with no tries left that is the default or the newest.
 
     ostree (2025.3+, sysroot.boot-counting-tries) writes new entries as

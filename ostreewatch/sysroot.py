@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Dict, List, Optional
 
 from .errors import OstreewatchError, SysrootError
 
@@ -41,7 +40,7 @@ class ReadRefused(OstreewatchError):
         self.path = path
 
 
-def _split(path: str) -> List[str]:
+def _split(path: str) -> list[str]:
     return [c for c in path.split("/") if c and c != "."]
 
 
@@ -121,7 +120,7 @@ class Root:
         self._dirs: set = set()
         # One Root serves one scan: directories and link targets seen are not looked up again
         # (1,000 entries all resolve through the same boot/loader and ostree/boot.N links).
-        self._links: Dict[str, str] = {}
+        self._links: dict[str, str] = {}
 
     def real(self, rel: str) -> str:
         """The host path of a resolved sysroot-relative path."""
@@ -133,7 +132,7 @@ class Root:
         Raises ReadRefused(NOT_FOUND / LOOP / NOT_DIR / ERROR); with missing_ok, a
         missing component and what follows it are kept as named (a file to create).
         """
-        done: List[str] = []
+        done: list[str] = []
         todo = _split(path)
         todo.reverse()  # a stack: pop() gives the next component
         links = 0
@@ -199,14 +198,14 @@ class Root:
                 raise e.__cause__ from None
             raise OSError(errno.ELOOP if e.reason == ReadRefused.LOOP else errno.ENOTDIR, str(e)) from None
 
-    def lstat(self, rel: str) -> Optional[os.stat_result]:
+    def lstat(self, rel: str) -> os.stat_result | None:
         """lstat of an already resolved path; None when absent."""
         try:
             return os.lstat(self.real(rel))
         except OSError:
             return None
 
-    def stat(self, path: str) -> Optional[os.stat_result]:
+    def stat(self, path: str) -> os.stat_result | None:
         """stat after resolving inside the root; None when it does not resolve."""
         try:
             return self.lstat(self.resolve(path))
@@ -225,7 +224,7 @@ class Root:
             return False
         return self.lstat(rel) is not None
 
-    def readlink(self, path: str) -> Optional[str]:
+    def readlink(self, path: str) -> str | None:
         """The target of a link (parents resolved); None when it is not a link."""
         try:
             rel = self.resolve(path, follow_last=False)
@@ -233,7 +232,7 @@ class Root:
         except (ReadRefused, OSError):
             return None
 
-    def listdir(self, path: str) -> List[str]:
+    def listdir(self, path: str) -> list[str]:
         """Names in a directory, sorted; raises ReadRefused."""
         rel = self.resolve(path)
         try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from typing import Dict, Iterable, List, Tuple
+from collections.abc import Iterable
 
 from .model import Snapshot
 
@@ -23,7 +23,7 @@ FILE_NAME = "ostreewatch.prom"
 
 # Every problem code docs/problems.md documents (tests/test_fleet_textfile.py keeps the two in
 # step); a code not listed is counted under "other", so the series set never grows.
-KNOWN_PROBLEM_CODES: Tuple[str, ...] = (
+KNOWN_PROBLEM_CODES: tuple[str, ...] = (
     "boot-fallback",
     "boot-not-mounted",
     "booted-not-default",
@@ -64,7 +64,7 @@ def escape_label_value(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _labels(pairs: Iterable[Tuple[str, str]]) -> str:
+def _labels(pairs: Iterable[tuple[str, str]]) -> str:
     inner = ",".join(f'{name}="{escape_label_value(value)}"' for name, value in pairs)
     return "{" + inner + "}" if inner else ""
 
@@ -81,10 +81,10 @@ def _number(value: float) -> str:
 
 class _Out:
     def __init__(self) -> None:
-        self.lines: List[str] = []
+        self.lines: list[str] = []
 
     def metric(
-        self, name: str, kind: str, help_text: str, samples: Iterable[Tuple[Iterable[Tuple[str, str]], float]]
+        self, name: str, kind: str, help_text: str, samples: Iterable[tuple[Iterable[tuple[str, str]], float]]
     ) -> None:
         self.lines.append(f"# HELP {name} {help_text}")
         self.lines.append(f"# TYPE {name} {kind}")
@@ -92,7 +92,7 @@ class _Out:
             self.lines.append(f"{name}{_labels(labels)} {_number(value)}")
 
 
-def problem_counts(snapshot: Snapshot) -> Dict[str, int]:
+def problem_counts(snapshot: Snapshot) -> dict[str, int]:
     """Problems per code: every known code (0 when absent) and `other`."""
     counts = {code: 0 for code in KNOWN_PROBLEM_CODES}
     counts[OTHER_CODE] = 0

@@ -39,8 +39,9 @@ import re
 import select
 import stat
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import pyinotify
 from pyinotify import (  # the event bits, as Linux's inotify.h names them
@@ -89,7 +90,7 @@ _EVENT = struct.Struct("iIII")
 _READ_SIZE = 64 * 1024
 
 
-def _events(buf: bytes) -> Iterator[Tuple[int, int, str]]:
+def _events(buf: bytes) -> Iterator[tuple[int, int, str]]:
     """(wd, mask, name) of each struct inotify_event read from an inotify fd."""
     offset = 0
     while offset + _EVENT.size <= len(buf):
@@ -111,12 +112,12 @@ class PathWaiter:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._wm: Optional[pyinotify.WatchManager] = pyinotify.WatchManager()
+        self._wm: pyinotify.WatchManager | None = pyinotify.WatchManager()
         self.fd = self._wm.get_fd()
         os.set_inheritable(self.fd, False)
         os.set_blocking(self.fd, False)
         directory = os.path.dirname(path) or "."
-        self.name: Optional[str] = os.path.basename(path)
+        self.name: str | None = os.path.basename(path)
         while not os.path.isdir(directory) and directory not in ("/", ""):
             directory, self.name = os.path.dirname(directory), None
         mask = IN_CREATE | IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF
@@ -166,7 +167,7 @@ class _Event(NamedTuple):
 
 
 # What a handler decides: the on_change reason (None: nothing), and whether to re-arm the watches.
-_Verdict = Tuple[Optional[str], bool]
+_Verdict = tuple[Optional[str], bool]
 _NOTHING: _Verdict = (None, False)
 
 
@@ -243,7 +244,7 @@ def _on_parent(ev: _Event) -> _Verdict:
 
 
 # Watch role -> what an event there means. "file:NAME" roles share one handler.
-_HANDLERS: Dict[str, Callable[[_Event], _Verdict]] = {
+_HANDLERS: dict[str, Callable[[_Event], _Verdict]] = {
     "boot": _on_boot,
     "loader": _on_loader,
     "entries": lambda ev: ("entries", False),
@@ -275,7 +276,7 @@ class _Armed:
     wd: int
     mask: int
     path: str
-    roles: Set[Tuple[str, str]] = field(default_factory=set)  # (role, reason)
+    roles: set[tuple[str, str]] = field(default_factory=set)  # (role, reason)
 
 
 class Watcher:
@@ -301,16 +302,16 @@ class Watcher:
         self.on_change = on_change
         self.loop = loop
         self.mount_min_interval = mount_min_interval
-        self._wm: Optional[pyinotify.WatchManager] = None
+        self._wm: pyinotify.WatchManager | None = None
         self._fd = -1
-        self._armed: Dict[Tuple[int, int], _Armed] = {}  # (st_dev, st_ino) -> watch
-        self._wd_roles: Dict[int, List[Tuple[str, str]]] = {}  # wd -> (role, reason) of its inodes
-        self._mi_file: Optional[Any] = None
-        self._mi_epoll: Optional[select.epoll] = None
+        self._armed: dict[tuple[int, int], _Armed] = {}  # (st_dev, st_ino) -> watch
+        self._wd_roles: dict[int, list[tuple[str, str]]] = {}  # wd -> (role, reason) of its inodes
+        self._mi_file: Any | None = None
+        self._mi_epoll: select.epoll | None = None
         self._mi_reader = False
         self._mi_last = float("-inf")
-        self._mi_probe: Optional[mountprobe.Probe] = None  # the watched points at the last report
-        self._mi_probe_root: Optional[Tuple[str, bool]] = None
+        self._mi_probe: mountprobe.Probe | None = None  # the watched points at the last report
+        self._mi_probe_root: tuple[str, bool] | None = None
         self._mi_reported = float("-inf")
         # Where a mount means "re-arm": the watched sysroot's boot file systems, in this namespace.
         sysroot = str(paths.sysroot)
@@ -319,16 +320,16 @@ class Watcher:
             for p in ("", "boot", "boot/efi")
             if os.path.join(sysroot, p).rstrip("/") not in ("", "/boot", "/boot/efi")
         )
-        self._mi_trailing: Optional[asyncio.TimerHandle] = None
+        self._mi_trailing: asyncio.TimerHandle | None = None
         self._mi_is_file = False  # mountinfo given as a plain file: watched with inotify
         # How the mount table is watched: "epoll", "inotify" (a plain file), "none" (unreadable).
         self.mount_watch = "none"
         # How the watched mount points are probed, when it is less than exact (the daemon logs it).
         self.mount_probe_note = ""
-        self._batch_reasons: Dict[str, None] = {}
+        self._batch_reasons: dict[str, None] = {}
         self._batch_rearm = False
         # Counters for tests and benchmarks.
-        self.stats: Dict[str, int] = {
+        self.stats: dict[str, int] = {
             "inotify_wakeups": 0,
             "mount_wakeups": 0,
             "mount_callbacks": 0,
@@ -378,13 +379,13 @@ class Watcher:
         if self._wm is not None:
             self._rescan(fire=False)
 
-    def armed_paths(self) -> List[str]:
+    def armed_paths(self) -> list[str]:
         """The paths watched right now (for tests and debugging)."""
         return sorted(a.path for a in self._armed.values())
 
     # --- what to watch ---------------------------------------------------------
 
-    def _targets(self) -> List[_Target]:
+    def _targets(self) -> list[_Target]:
         sysroot = os.path.abspath(str(self.paths.sysroot))
         run = os.path.abspath(str(self.paths.run))
         boot = os.path.join(sysroot, "boot")
@@ -464,7 +465,7 @@ class Watcher:
         return targets
 
     @staticmethod
-    def _stateroot_targets(deploy: str) -> List[_Target]:
+    def _stateroot_targets(deploy: str) -> list[_Target]:
         """ostree/deploy/OSNAME/deploy of every stateroot: its children are the deployments."""
         try:
             with os.scandir(deploy) as it:
@@ -478,11 +479,11 @@ class Watcher:
             for name in names[:_MAX_STATEROOTS]
         ]
 
-    def _desired(self) -> Dict[Tuple[int, int], _Armed]:
+    def _desired(self) -> dict[tuple[int, int], _Armed]:
         """Stat every target (or its stand-in ancestor): inode -> mask, path, roles."""
-        want: Dict[Tuple[int, int], _Armed] = {}
+        want: dict[tuple[int, int], _Armed] = {}
 
-        def add(path: str, mask: int, role: Tuple[str, str]) -> bool:
+        def add(path: str, mask: int, role: tuple[str, str]) -> bool:
             try:
                 st = os.stat(path)
             except OSError:
@@ -510,8 +511,8 @@ class Watcher:
         if self._wm is None:
             return
         want = self._desired()
-        changed_reasons: List[str] = []
-        keep_wds: Set[int] = set()
+        changed_reasons: list[str] = []
+        keep_wds: set[int] = set()
         for key, item in want.items():
             old = self._armed.get(key)
             if old is not None and old.wd >= 0 and old.mask == item.mask:
@@ -671,7 +672,7 @@ class Watcher:
         self._mi_reader = True
         self._mount_fire(self.loop.time())
 
-    def _probe_mounts(self) -> Optional[mountprobe.Probe]:
+    def _probe_mounts(self) -> mountprobe.Probe | None:
         if self._mi_probe_root is None:
             return None
         return mountprobe.probe(self._mi_probe_root[0], own_points=self._rearm_points)

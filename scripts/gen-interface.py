@@ -17,14 +17,14 @@ import os
 import re
 import sys
 import xml.etree.ElementTree as ET
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 XML = os.path.join(REPO, "dbus", "org.ostreewatch1.Manager.xml")
 MODULE = os.path.join(REPO, "ostreewatch", "_interface.py")
 EMITS = "org.freedesktop.DBus.Property.EmitsChangedSignal"
 
-Args = List[Tuple[str, str]]
+Args = list[tuple[str, str]]
 
 
 class Interface:
@@ -32,10 +32,10 @@ class Interface:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.methods: Dict[str, Tuple[Args, Args]] = {}
-        self.signals: Dict[str, Args] = {}
-        self.properties: Dict[str, str] = {}
-        self.emits_changed: Dict[str, str] = {}
+        self.methods: dict[str, tuple[Args, Args]] = {}
+        self.signals: dict[str, Args] = {}
+        self.properties: dict[str, str] = {}
+        self.emits_changed: dict[str, str] = {}
 
 
 def parse(path: str = XML) -> Interface:
@@ -104,7 +104,7 @@ def render(iface: Interface) -> str:
     return "\n".join(lines)
 
 
-def tables(iface: Interface) -> Dict[str, Dict[str, Any]]:
+def tables(iface: Interface) -> dict[str, dict[str, Any]]:
     """The module's dict tables for IFACE, by name."""
     return {
         "METHODS": dict(iface.methods),
@@ -116,7 +116,7 @@ def tables(iface: Interface) -> Dict[str, Dict[str, Any]]:
 
 def is_current(iface: Interface, path: str) -> bool:
     """Whether the module at PATH holds IFACE's tables (values and order; a formatter may restyle its text)."""
-    namespace: Dict[str, Any] = {}
+    namespace: dict[str, Any] = {}
     with open(path, encoding="utf-8") as f:
         exec(compile(f.read(), path, "exec"), namespace)
     if namespace.get("INTERFACE") != iface.name:
@@ -124,7 +124,7 @@ def is_current(iface: Interface, path: str) -> bool:
     return all(list(namespace.get(name, {}).items()) == list(table.items()) for name, table in tables(iface).items())
 
 
-def main(argv: List[str]) -> int:
+def main(argv: list[str]) -> int:
     iface = parse()
     if argv[1:] == ["--check"]:
         if not is_current(iface, MODULE):

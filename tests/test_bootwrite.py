@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, List
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,17 +21,17 @@ from ostreewatch._writehelper import TEMP_PREFIX, atomic_replace
 from ostreewatch.bootwrite import BootWriter, validate_id
 from ostreewatch.parse.grubenv import update_grubenv
 from tests.fixtures.bootwrite import (
-    RecordingJournal,
-    make_paths,
     GRUB_CFG_STATIC,
     SEED_VARS,
+    RecordingJournal,
     bootctl_default,
     copy_sysroot,
     grubenv_list,
+    make_paths,
     seed_grub,
     seed_loader_conf,
     snapshot_of,
-    template,  # noqa: F401 (module-scoped fixture)
+    template,
 )
 
 ROOT = model.Caller(uid=0, pid=4242, bus_name=":1.42", unit="test.scope")
@@ -460,7 +460,7 @@ def test_twenty_concurrent_callers(sysroot: str) -> None:
     writer = BootWriter(make_paths(sysroot), journal)
     requests = [("default" if i % 2 == 0 else "next", ids[i % len(ids)]) for i in range(20)]
 
-    async def all_calls() -> List[Any]:
+    async def all_calls() -> list[Any]:
         return await asyncio.gather(*(writer.set_entry(w, e, ROOT, snap) for w, e in requests), return_exceptions=True)
 
     results = asyncio.run(all_calls())
@@ -515,7 +515,7 @@ def test_twenty_concurrent_processes(sysroot: str) -> None:
 # --- crash safety ------------------------------------------------------------------------
 
 
-def _writer_loop(path: str, blocks: List[bytes], ready_fd: int) -> None:
+def _writer_loop(path: str, blocks: list[bytes], ready_fd: int) -> None:
     """Child: write the blocks in turn, forever (until SIGKILL)."""
     i = 0
     while True:

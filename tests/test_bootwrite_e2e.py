@@ -6,7 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from typing import Any, List, Tuple
+from typing import Any
 
 import pytest
 
@@ -17,7 +17,7 @@ from tests.fixtures.bootwrite import (
     grubenv_list,
     seed_grub,
     seed_loader_conf,
-    template,  # noqa: F401 (module-scoped fixture)
+    template,
     wait_signal,
 )
 
@@ -27,7 +27,7 @@ WAIT = 30.0
 
 
 @pytest.fixture
-def grub_sysroot(template: str, tmp_path: Any) -> Tuple[str, str]:
+def grub_sysroot(template: str, tmp_path: Any) -> tuple[str, str]:
     sysroot = copy_sysroot(template, str(tmp_path / "sysroot"))
     os.chmod(str(tmp_path), 0o755)
     return sysroot, seed_grub(sysroot)
@@ -39,7 +39,7 @@ def read(path: str) -> bytes:
 
 
 def test_root_sets_default_and_next_over_the_bus(
-    make_bus: Any, daemon_factory: Any, grub_sysroot: Tuple[str, str]
+    make_bus: Any, daemon_factory: Any, grub_sysroot: tuple[str, str]
 ) -> None:
     sysroot, env = grub_sysroot
     bus = make_bus()
@@ -110,7 +110,7 @@ def test_root_sets_default_and_next_over_the_bus(
     assert read(env) == now
 
 
-def nobody_call(method: str) -> List[str]:
+def nobody_call(method: str) -> list[str]:
     """dbus-send prints the D-Bus error name and message (busctl only an errno)."""
     return [
         "dbus-send",
@@ -124,7 +124,7 @@ def nobody_call(method: str) -> List[str]:
 
 
 def test_nobody_refused_by_the_daemon_not_the_bus(
-    make_bus: Any, daemon_factory: Any, grub_sysroot: Tuple[str, str]
+    make_bus: Any, daemon_factory: Any, grub_sysroot: tuple[str, str]
 ) -> None:
     # The project's bus policy lets everyone call the Manager's methods; the daemon decides
     # (uid 0 or polkit; no polkitd on this bus) so that the refusal is its own and journaled.
@@ -188,7 +188,7 @@ def test_systemd_boot_default_over_the_bus(make_bus: Any, daemon_factory: Any, t
 RO_BOOT_PREFIX = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && exec "$@"'
 
 
-def test_read_only_boot_daemon(make_bus: Any, daemon_factory: Any, grub_sysroot: Tuple[str, str]) -> None:
+def test_read_only_boot_daemon(make_bus: Any, daemon_factory: Any, grub_sysroot: tuple[str, str]) -> None:
     sysroot, env = grub_sysroot
     boot = os.path.join(sysroot, "boot")
     bus = make_bus()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from ostreewatch.journal import MESSAGE_ID_WRITE_ATTEMPT
-from tests.fixtures.bootwrite import copy_sysroot, seed_grub, template  # noqa: F401 (template: fixture)
+from tests.fixtures.bootwrite import copy_sysroot, seed_grub, template
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

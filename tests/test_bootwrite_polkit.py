@@ -11,20 +11,20 @@ it over D-Bus (CheckAuthorization for the caller's unique name).
 from __future__ import annotations
 
 import subprocess
-from typing import Any, Tuple
+from typing import Any
 
 import pytest
 
 from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
-from tests.fixtures.bootwrite import copy_sysroot, grubenv_list, seed_grub, template  # noqa: F401 (template: fixture)
-from tests.fixtures.polkit import polkit_dirs, polkitd  # noqa: F401 (fixtures)
+from tests.fixtures.bootwrite import copy_sysroot, grubenv_list, seed_grub, template
+from tests.fixtures.polkit import polkit_dirs, polkitd
 
 DEST = (BUS_NAME, OBJECT_PATH, INTERFACE)
 WAIT = 30.0
 
 
 @pytest.fixture
-def grub_sysroot(template: str, tmp_path: Any) -> Tuple[str, str]:
+def grub_sysroot(template: str, tmp_path: Any) -> tuple[str, str]:
     sysroot = copy_sysroot(template, str(tmp_path / "sysroot"))
     return sysroot, seed_grub(sysroot)
 
@@ -51,7 +51,7 @@ def call_as(uid: int, bus: Any, method: str, entry: str) -> subprocess.Completed
     )
 
 
-def test_polkit_rule_grants_nobody_only(polkitd: Any, daemon_factory: Any, grub_sysroot: Tuple[str, str]) -> None:
+def test_polkit_rule_grants_nobody_only(polkitd: Any, daemon_factory: Any, grub_sysroot: tuple[str, str]) -> None:
     bus = polkitd
     sysroot, env = grub_sysroot
     d = daemon_factory(bus, sysroot, env={"DBUS_SYSTEM_BUS_ADDRESS": bus.address})

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from typing import List, Optional
 
 import pytest
 
@@ -21,7 +20,7 @@ BOOTED = "rhcos-b1df1247e3ad53173c1e13a913ec645d48a22f6a294e70e2ca5bda8c31f78d78
 
 
 def cli(
-    args: List[str], env: Optional[dict] = None, cwd: Optional[str] = None, pythonpath: Optional[str] = None
+    args: list[str], env: dict | None = None, cwd: str | None = None, pythonpath: str | None = None
 ) -> subprocess.CompletedProcess:
     e = dict(os.environ)
     e.update(env or {})

@@ -13,7 +13,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Any, Callable, List
+from typing import Any, Callable
 
 import pytest
 
@@ -26,7 +26,7 @@ DAEMON = [sys.executable, "-m", "ostreewatch.daemon"]
 MSG_BUS_CONNECTED = "0cbf114ab1ef46c4ba9d4c3b90d5a899"
 
 
-def run(argv: List[str], **kw: Any) -> subprocess.CompletedProcess:
+def run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess:
     kw.setdefault("timeout", 60)
     return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, **kw)
 
@@ -38,7 +38,7 @@ def setup_cfg_version() -> str:
 
 
 @pytest.mark.parametrize("argv,prog", [(CLI, "ostreewatch"), (DAEMON, "ostreewatchd")])
-def test_version(argv: List[str], prog: str) -> None:
+def test_version(argv: list[str], prog: str) -> None:
     r = run([*argv, "--version"])
     assert r.returncode == 0, r.stderr
     assert r.stdout == f"{prog} {setup_cfg_version()}\n"
@@ -76,7 +76,7 @@ def _subparsers(p: argparse.ArgumentParser) -> Any:
     return next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
 
 
-def _undocumented(p: argparse.ArgumentParser) -> List[str]:
+def _undocumented(p: argparse.ArgumentParser) -> list[str]:
     return [
         a.dest
         for a in p._actions

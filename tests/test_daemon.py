@@ -16,12 +16,13 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Tuple
+from collections.abc import Iterator
+from typing import Any, Callable
 
 import pytest
 
-from ostreewatch.client import Client
 from ostreewatch import service
+from ostreewatch.client import Client
 from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
 from tests.fixtures.daemon import DaemonProcess
 from tests.fixtures.daemon_sysroot import (
@@ -29,7 +30,7 @@ from tests.fixtures.daemon_sysroot import (
     bus,
     deployment_ids,
     entries_dir,
-    ostree,  # noqa: F401 (fixtures)
+    ostree,
     sysroot,
 )
 
@@ -46,7 +47,7 @@ class Subscriber:
         import threading
 
         self.address = address
-        self.events: List[Tuple[str, Dict[str, Any]]] = []
+        self.events: list[tuple[str, dict[str, Any]]] = []
         self.cond = threading.Condition()
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
@@ -66,7 +67,7 @@ class Subscriber:
         await self.stop_fut
         self.client.close()
 
-    def _on(self, name: str, args: Dict[str, Any]) -> None:
+    def _on(self, name: str, args: dict[str, Any]) -> None:
         with self.cond:
             self.events.append((name, args))
             self.cond.notify_all()
@@ -75,7 +76,7 @@ class Subscriber:
         with self.cond:
             return len(self.events)
 
-    def wait_for(self, since: int, pred: Any, timeout: float = 30.0) -> List[Tuple[str, Dict[str, Any]]]:
+    def wait_for(self, since: int, pred: Any, timeout: float = 30.0) -> list[tuple[str, dict[str, Any]]]:
         """Events since SINCE once pred(events) holds; AssertionError with the events on timeout."""
         deadline = time.monotonic() + timeout
         with self.cond:
@@ -86,7 +87,7 @@ class Subscriber:
                 self.cond.wait(left)
             return list(self.events[since:])
 
-    def settle(self, since: int, quiet: float = 1.0) -> List[Tuple[str, Dict[str, Any]]]:
+    def settle(self, since: int, quiet: float = 1.0) -> list[tuple[str, dict[str, Any]]]:
         """Events since SINCE after QUIET seconds without a new one (a generous wait, not a speed test)."""
         with self.cond:
             n = len(self.events)
@@ -101,15 +102,15 @@ class Subscriber:
         self.thread.join(10)
 
 
-def typed(events: List[Tuple[str, Dict[str, Any]]], name: str) -> List[Dict[str, Any]]:
+def typed(events: list[tuple[str, dict[str, Any]]], name: str) -> list[dict[str, Any]]:
     return [args for n, args in events if n == name]
 
 
-def generations(events: List[Tuple[str, Dict[str, Any]]]) -> List[int]:
+def generations(events: list[tuple[str, dict[str, Any]]]) -> list[int]:
     return [args["changed"]["Generation"] for n, args in events if n == "PropertiesChanged"]
 
 
-def union(events: List[Dict[str, Any]], key: str) -> set:
+def union(events: list[dict[str, Any]], key: str) -> set:
     return {x for e in events for x in e[key]}
 
 
@@ -213,7 +214,7 @@ class Watched:
             stderr=subprocess.DEVNULL,
             text=True,
         )
-        self.seen: List[str] = []
+        self.seen: list[str] = []
         self.reader = threading.Thread(target=self._read_monitor, daemon=True)
         self.reader.start()
         self.sub = Subscriber(bus.address)
@@ -227,7 +228,7 @@ class Watched:
                 if member in TYPED + ("PropertiesChanged",):
                     self.seen.append(member)
 
-    def deploy_c(self) -> List[str]:
+    def deploy_c(self) -> list[str]:
         """A further deploy (testos/c), waited for until the daemon publishes it; the new deployment ids."""
         mark = self.sub.mark()
         ostree("admin", "deploy", f"--sysroot={self.sysroot}", f"--os={OSNAME}", "--retain", f"{OSNAME}/c")
@@ -572,7 +573,7 @@ def test_nothing_blocks_the_event_loop(bus: Any, sysroot: str, daemon_factory: C
         ["--debounce-ms", "soon"],
     ],
 )
-def test_bad_arguments_exit_1_with_one_line(args: List[str], tmp_path: Any) -> None:
+def test_bad_arguments_exit_1_with_one_line(args: list[str], tmp_path: Any) -> None:
     base = ["--sysroot", str(tmp_path), "--bus", "unix:path=" + str(tmp_path / "nobus")]
     r = subprocess.run(
         [sys.executable, "-m", "ostreewatch.daemon", *base, *args], capture_output=True, text=True, timeout=60

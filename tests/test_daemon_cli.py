@@ -8,10 +8,10 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, List
+from typing import Any, Callable
 
 from tests.fixtures.daemon import DaemonProcess
-from tests.fixtures.daemon_sysroot import bus, entries_dir, sysroot  # noqa: F401 (fixtures)
+from tests.fixtures.daemon_sysroot import bus, entries_dir, sysroot
 
 CLI = [sys.executable, "-c", "import sys; from ostreewatch.cli import main; sys.exit(main())"]
 
@@ -22,7 +22,7 @@ def cli(*args: str, env: Any = None) -> subprocess.CompletedProcess:
 
 def test_status_uses_the_daemon_and_agrees_with_an_offline_read(
     bus: Any,
-    sysroot: str,  # noqa: F811
+    sysroot: str,
     daemon_factory: Callable[..., DaemonProcess],
 ) -> None:
     d = daemon_factory(bus, sysroot)
@@ -52,13 +52,13 @@ def test_status_uses_the_daemon_and_agrees_with_an_offline_read(
     assert got == want
 
 
-def test_status_without_a_daemon_says_so_and_reads_directly(bus: Any) -> None:  # noqa: F811
+def test_status_without_a_daemon_says_so_and_reads_directly(bus: Any) -> None:
     r = cli("status", "--bus", bus.address)  # nobody owns org.ostreewatch1 on this bus
     assert "no ostreewatchd" in r.stderr
     assert "Source: ostreewatchd" not in r.stdout
 
 
-def test_monitor_prints_each_change(bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]) -> None:  # noqa: F811
+def test_monitor_prints_each_change(bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]) -> None:
     d = daemon_factory(bus, sysroot)
     d.wait_name()
     procs = []
@@ -73,7 +73,7 @@ def test_monitor_prints_each_change(bus: Any, sysroot: str, daemon_factory: Call
         time.sleep(0.2)
         with open(os.path.join(entries_dir(sysroot), "hand.conf"), "w") as f:
             f.write("title Hand\nversion 9\nlinux /vmlinuz-hand\n")
-        lines: List[List[str]] = [[], []]
+        lines: list[list[str]] = [[], []]
 
         def read(i: int) -> None:
             out = procs[i].stdout

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-from typing import Any, Dict, List
+from typing import Any
 
 from ostreewatch import journal
 from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
-from tests.fixtures.sysroots import OstreeSysroot
 from tests.fixtures.fleet_servers import JournalRemote, JournalUpload, wait_until
+from tests.fixtures.sysroots import OstreeSysroot
 
 WAIT = 60.0
 KINDS = {
@@ -22,7 +22,7 @@ KINDS = {
 }
 
 
-def journalctl(where: List[str], *matches: str) -> List[Dict[str, Any]]:
+def journalctl(where: list[str], *matches: str) -> list[dict[str, Any]]:
     r = subprocess.run(
         ["journalctl", *where, "-o", "json", "--no-pager", *matches], capture_output=True, text=True, timeout=30
     )
@@ -30,7 +30,7 @@ def journalctl(where: List[str], *matches: str) -> List[Dict[str, Any]]:
     return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
 
 
-def ostreewatch_fields(record: Dict[str, Any]) -> Dict[str, Any]:
+def ostreewatch_fields(record: dict[str, Any]) -> dict[str, Any]:
     keep = {"MESSAGE", "MESSAGE_ID", "PRIORITY", "SYSLOG_IDENTIFIER", "_PID"}
     return {k: v for k, v in record.items() if k.startswith("OSTREEWATCH_") or k in keep}
 
@@ -79,7 +79,7 @@ def test_records_reach_the_central_journal_with_their_fields(
         } <= {"refused"}
 
         # The same records, fields intact, in the central journal (the file journal-remote writes).
-        def shipped(kind: str) -> List[Dict[str, Any]]:
+        def shipped(kind: str) -> list[dict[str, Any]]:
             found = journalctl([f"--file={remote.file}"], f"MESSAGE_ID={KINDS[kind]}", "SYSLOG_IDENTIFIER=ostreewatch")
             return found if len(found) >= len(local[kind]) else []
 

@@ -9,16 +9,17 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, List
+from typing import Any
 
 import pytest
 
 from ostreewatch import model, state, textfile
 from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
 from tests.fixtures.daemon import DaemonProcess
-from tests.fixtures.sysroots import OstreeSysroot
 from tests.fixtures.fleet_servers import PROMTOOL, NodeExporter, Prometheus, wait_until
+from tests.fixtures.sysroots import OstreeSysroot
 
 RULES = str(Path(__file__).resolve().parent.parent / "contrib" / "prometheus" / "ostreewatch.rules.yml")
 OSNAME = "fleetos"
@@ -69,15 +70,15 @@ def booted_host() -> Iterator[Any]:
 
 
 @pytest.fixture
-def servers() -> Iterator[List[Any]]:
+def servers() -> Iterator[list[Any]]:
     """Every server a test starts, stopped (and its temp dir removed) at the end."""
-    started: List[Any] = []
+    started: list[Any] = []
     yield started
     for s in reversed(started):
         s.close()
 
 
-def _firing(prom: Prometheus, name: str) -> List[dict]:
+def _firing(prom: Prometheus, name: str) -> list[dict]:
     return [a for a in prom.alerts() if a["labels"]["alertname"] == name and a["state"] == "firing"]
 
 
@@ -90,7 +91,7 @@ def fallback_alert_fires(prom: Prometheus, ne: NodeExporter) -> None:
 
 
 def test_deploy_and_fallback_reach_prometheus(
-    system_bus: Any, booted_host: Any, servers: List[Any], daemon_factory: Any
+    system_bus: Any, booted_host: Any, servers: list[Any], daemon_factory: Any
 ) -> None:
     sr, paths, textfile_dir, booted = booted_host
     d: DaemonProcess = daemon_factory(system_bus, paths, extra_args=["--textfile-dir", textfile_dir])

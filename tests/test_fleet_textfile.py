@@ -11,13 +11,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 import pytest
 
 from ostreewatch import model, state, textfile
-from tests.fixtures.sysroots import OstreeSysroot
 from tests.fixtures.fleet_servers import PROMTOOL, wait_until
+from tests.fixtures.sysroots import OstreeSysroot
 from tests.fixtures.units import UNIT, parse_unit, verify_copy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,9 +30,9 @@ def promtool_check(text: str) -> subprocess.CompletedProcess:
     return subprocess.run([PROMTOOL, "check", "metrics"], input=text.encode(), capture_output=True, timeout=60)
 
 
-def samples(text: str) -> Dict[str, List[str]]:
+def samples(text: str) -> dict[str, list[str]]:
     """metric name -> the sample lines (HELP/TYPE left out)."""
-    out: Dict[str, List[str]] = {}
+    out: dict[str, list[str]] = {}
     for line in text.splitlines():
         if line.startswith("#"):
             continue
@@ -230,7 +230,7 @@ def test_promtool_checks_and_tests_the_rules() -> None:
 
 def test_rules_and_their_tests_use_only_series_the_renderer_writes() -> None:
     text = textfile.render(model.Snapshot(BootedDeployment="a", DefaultDeployment="a"), 1, 0.0)
-    written: Dict[str, set] = {}
+    written: dict[str, set] = {}
     for name, lines in samples(text).items():
         written[name] = {k for line in lines for k in re.findall(r'([a-z_]+)="', line)}
     # No YAML parser in the test environment: the files keep one expr / series per line.

@@ -19,7 +19,6 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Dict
 
 import pytest
 
@@ -52,7 +51,7 @@ CASES = {
 }
 
 
-def run_grub_emu(tmp: Path, env_path: str, env: Dict[str, str], copy_boot: str) -> subprocess.CompletedProcess:
+def run_grub_emu(tmp: Path, env_path: str, env: dict[str, str], copy_boot: str) -> subprocess.CompletedProcess:
     """GRUB 2.14's grub-emu (sid tree) on a tmpfs /boot filled by the shell command COPY_BOOT, with ENV in
     the grubenv at ENV_PATH; stdin: Enter, x, c, halt, Enter - never /dev/null (emu spins on "Press any key")."""
     subprocess.run(["grub-editenv", env_path, "create"], check=True, timeout=30)
@@ -72,7 +71,7 @@ def run_grub_emu(tmp: Path, env_path: str, env: Dict[str, str], copy_boot: str) 
     )
 
 
-def grub_default(tmp: Path, cfg: str, files: Dict[str, str], env: Dict[str, str]) -> str:
+def grub_default(tmp: Path, cfg: str, files: dict[str, str], env: dict[str, str]) -> str:
     """$default after GRUB 2.14 ran CFG (as test.cfg) with FILES beside it and a grubenv holding ENV."""
     grub = tmp / "grub"
     grub.mkdir(parents=True)
@@ -107,7 +106,7 @@ BOOTS_WRAPPER = (
 )
 
 
-def grub_boots(tmp: Path, sysroot: OstreeSysroot, cfg: str, env: Dict[str, str]) -> str:
+def grub_boots(tmp: Path, sysroot: OstreeSysroot, cfg: str, env: dict[str, str]) -> str:
     """The ostree= argument of the entry GRUB 2.14 boots when Enter is pressed at its menu.
 
     /boot as GRUB sees it: the sysroot's entries and kernels on a fresh tmpfs (blscfg reads
@@ -138,7 +137,7 @@ def grub_boots(tmp: Path, sysroot: OstreeSysroot, cfg: str, env: Dict[str, str])
     ids=["static-saved", "greenboot-ran-out", "greenboot-healthy", "generated-saved", "generated-next"],
 )
 def test_grub_boots_the_published_default(
-    tmp_path: Path, sysroot_3: OstreeSysroot, kind: str, env: Dict[str, str]
+    tmp_path: Path, sysroot_3: OstreeSysroot, kind: str, env: dict[str, str]
 ) -> None:
     cfg = {"static": STATIC, "greenboot": GREENBOOT, "generated": GENERATED}[kind]
     grubenv = sysroot_3.write_grub(cfg)

@@ -16,14 +16,13 @@ import stat
 import subprocess
 import sys
 import time
-from typing import Iterator, List
+from collections.abc import Iterator
 
 import pytest
 
 from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
 from tests.fixtures.bus import NOBODY, PROJECT_POLICY, REPO, BusStartError, SystemBus
 from tests.fixtures.journald import Journald
-
 
 STANDIN = r'''
 import asyncio, sys
@@ -228,7 +227,7 @@ def test_policy_lets_nobody_read(system_bus: SystemBus, standin) -> None:
     ],
     ids=["Reload", "SetDefaultEntry", "SetNextEntry"],
 )
-def test_policy_lets_nobody_reach_the_methods(system_bus: SystemBus, standin, call: List[str]) -> None:
+def test_policy_lets_nobody_reach_the_methods(system_bus: SystemBus, standin, call: list[str]) -> None:
     # The daemon decides these calls itself (uid 0 or polkit, journaled): the policy must let them through.
     # The stand-in has no check of its own, so nobody's call succeeds here.
     r = system_bus.busctl(*call, nobody=True)
@@ -243,7 +242,7 @@ def test_policy_lets_nobody_reach_the_methods(system_bus: SystemBus, standin, ca
     ],
     ids=["Properties.Set", "other-interface"],
 )
-def test_policy_refuses_nobody_everything_else(system_bus: SystemBus, standin, call: List[str]) -> None:
+def test_policy_refuses_nobody_everything_else(system_bus: SystemBus, standin, call: list[str]) -> None:
     r = system_bus.busctl(*call, nobody=True)
     assert _rejected(r), (r.returncode, r.stdout, r.stderr)
     # The stand-in itself accepts the same call from root (so the refusal above is the policy's).

@@ -20,13 +20,13 @@ the keys of /run/ostree-booted are src/libotcore/otcore.h's OTCORE_RUN_BOOTED_KE
 from __future__ import annotations
 
 import os
-from typing import Any, Dict
+from typing import Any
 
 import pytest
 
 from ostreewatch import state
 from ostreewatch.parse import mountinfo as mountinfo_parse
-from tests.fixtures.modern import ModernSysroot, boot_prepare_root, modern_sysroot, status_json  # noqa: F401
+from tests.fixtures.modern import ModernSysroot, boot_prepare_root, modern_sysroot, status_json
 
 # /run/ostree-booted key (otcore.h) -> BootedRoot key (the issue 9 contract).
 BOOTED_ROOT_KEYS = {
@@ -40,7 +40,7 @@ BOOTED_ROOT_KEYS = {
 }
 
 
-def _json_id(d: Dict[str, Any]) -> str:
+def _json_id(d: dict[str, Any]) -> str:
     return f"{d['stateroot']}-{d['checksum']}.{d['serial']}"
 
 
@@ -48,7 +48,7 @@ def _paths(sr: ModernSysroot, boot) -> state.Paths:
     return state.Paths(sysroot=sr.path, mountinfo=boot.mountinfo, cmdline=boot.cmdline, run=boot.run)
 
 
-def _mounts(boot) -> Dict[str, mountinfo_parse.MountInfo]:
+def _mounts(boot) -> dict[str, mountinfo_parse.MountInfo]:
     infos, errors = mountinfo_parse.parse_mountinfo(boot.mountinfo_text.encode())
     assert errors == ()
     return {m.mount_point: m for m in infos}
@@ -124,13 +124,13 @@ def test_booted_root_published(modern_sysroot, tmp_path, composefs: bool) -> Non
     entry = state.read_snapshot(sr.paths()).BootEntries[0]
     boot = boot_prepare_root(sr, entry.file, tmp_path / "boot", composefs=composefs)
     keys = boot.booted_keys
-    expected: Dict[str, Any] = {BOOTED_ROOT_KEYS[k]: v for k, v in keys.items() if k in BOOTED_ROOT_KEYS}
+    expected: dict[str, Any] = {BOOTED_ROOT_KEYS[k]: v for k, v in keys.items() if k in BOOTED_ROOT_KEYS}
     dev, ino = keys["backing-root-device-inode"]
     expected["backing_device"] = dev
     expected["backing_inode"] = ino
     assert ("composefs" in keys) == composefs
     snap = state.read_snapshot(_paths(sr, boot))
-    assert dict(getattr(snap, "BootedRoot")) == expected
+    assert dict(snap.BootedRoot) == expected
 
 
 def test_pending_update_after_boot_is_no_problem_on_composefs(modern_sysroot, tmp_path) -> None:

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-from typing import Dict, List, Optional, Tuple
 
 import pytest
 
 from ostreewatch import model, state
 from ostreewatch.parse import cmdline
-from tests.fixtures.modern import GrubMenu, ModernSysroot, grub_emu, modern_sysroot  # noqa: F401
+from tests.fixtures.modern import GrubMenu, ModernSysroot, grub_emu, modern_sysroot
 from tests.fixtures.sysroots import write_grub
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "fixtures", "grub_cfg_files")
@@ -36,7 +35,7 @@ def config(name: str, greenboot: bool = False) -> str:
     return text
 
 
-def run_case(sr: ModernSysroot, cfg: str, env: Dict[str, str]) -> Tuple[GrubMenu, model.Snapshot, str]:
+def run_case(sr: ModernSysroot, cfg: str, env: dict[str, str]) -> tuple[GrubMenu, model.Snapshot, str]:
     """Write grub.cfg + grubenv into SR's boot/grub, run GRUB and the reader; (menu, snapshot, booted entry id)."""
     grubenv = write_grub(sr.path, cfg, directory="boot/grub")
     for k, v in env.items():
@@ -54,7 +53,7 @@ def assert_same_menu(menu: GrubMenu, snap: model.Snapshot) -> None:
     assert menu.titles == [e.title for e in snap.BootEntries]
 
 
-def _built(modern_sysroot, n: int = 3, tries: Optional[int] = None) -> ModernSysroot:
+def _built(modern_sysroot, n: int = 3, tries: int | None = None) -> ModernSysroot:
     sr: ModernSysroot = modern_sysroot("2026.4")
     sr.init("fedora")
     if tries is not None:
@@ -63,7 +62,7 @@ def _built(modern_sysroot, n: int = 3, tries: Optional[int] = None) -> ModernSys
     return sr
 
 
-def _entry_ids(snap: model.Snapshot) -> List[str]:
+def _entry_ids(snap: model.Snapshot) -> list[str]:
     return [e.id for e in snap.BootEntries]
 
 
@@ -106,7 +105,7 @@ def test_greenboot_fallback_boots_the_rollback(modern_sysroot) -> None:
     assert menu.default_var == "1"
     assert booted == _entry_ids(snap)[1]
     assert snap.DefaultEntry == booted
-    assert getattr(snap, "DefaultEntrySource") == "greenboot-fallback"
+    assert snap.DefaultEntrySource == "greenboot-fallback"
     assert "boot-fallback" in [p.code for p in snap.Problems]
 
 
@@ -262,7 +261,7 @@ def test_no_tries_left_is_a_boot_fallback(modern_sysroot) -> None:
     ],
     ids=["static", "static-saved", "generated", "generated-saved", "generated-next", "greenboot"],
 )
-def test_default_entry_source(modern_sysroot, cfg: str, env: Dict[str, object], source: str) -> None:
+def test_default_entry_source(modern_sysroot, cfg: str, env: dict[str, object], source: str) -> None:
     """DefaultEntrySource (issue 9 contract) says why DefaultEntry is what GRUB boots (fails before the reader change).
 
     Integers in ENV are positions in the entry order, turned into entry ids.
@@ -273,7 +272,7 @@ def test_default_entry_source(modern_sysroot, cfg: str, env: Dict[str, object], 
     name, _, extra = cfg.partition("+")
     menu, snap, booted = run_case(sr, config(name, greenboot=extra == "greenboot"), values)
     assert snap.DefaultEntry == booted
-    assert getattr(snap, "DefaultEntrySource") == source
+    assert snap.DefaultEntrySource == source
 
 
 @pytest.mark.parametrize(
@@ -296,7 +295,7 @@ def test_systemd_boot_default_and_source(modern_sysroot, loader_conf: str, sourc
     snap = state.read_snapshot(sr.paths())
     assert [e.id + ".conf" for e in snap.BootEntries] == [e["id"] for e in entries]
     assert default_id is not None and snap.DefaultEntry + ".conf" == default_id
-    assert getattr(snap, "DefaultEntrySource") == source
+    assert snap.DefaultEntrySource == source
 
 
 @pytest.mark.parametrize("form", ["title", "index"])

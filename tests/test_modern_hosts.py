@@ -31,18 +31,18 @@ import json
 import os
 import subprocess
 import sys
-from typing import Any, Dict, List
+from typing import Any
 
 import pytest
 
 from ostreewatch.parse import cmdline
-from tests.fixtures.modern import ModernSysroot, boot_prepare_root, grub_emu, modern_sysroot  # noqa: F401
-from tests.fixtures.sysroots import write_grub
+from tests.fixtures.modern import ModernSysroot, boot_prepare_root, grub_emu, modern_sysroot
 from tests.fixtures.oracles import bootctl_list
+from tests.fixtures.sysroots import write_grub
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "fixtures", "grub_cfg_files")
 
-HOSTS: Dict[str, Dict[str, Any]] = {
+HOSTS: dict[str, dict[str, Any]] = {
     "fcos-composefs": {"version": "2026.4", "osname": "fedora", "composefs": True, "grub": "bootupd-static.cfg"},
     "rhcos-legacy": {"version": "2022.7", "osname": "rhcos", "composefs": False, "grub": "bootupd-static.cfg"},
     "rhcos-2025-legacy": {"version": "2025.2", "osname": "rhcos", "composefs": False, "grub": "bootupd-static.cfg"},
@@ -51,11 +51,11 @@ HOSTS: Dict[str, Dict[str, Any]] = {
 }
 
 
-def _json_id(d: Dict[str, Any]) -> str:
+def _json_id(d: dict[str, Any]) -> str:
     return f"{d['stateroot']}-{d['checksum']}.{d['serial']}"
 
 
-def ostreewatch_status(sr: ModernSysroot, boot) -> Dict[str, Any]:
+def ostreewatch_status(sr: ModernSysroot, boot) -> dict[str, Any]:
     """`ostreewatch status --json` (offline) on the captured booted host."""
     proc = subprocess.run(
         [
@@ -100,7 +100,7 @@ def boot_host(modern_sysroot, tmp_path, kind: str, stage: bool):
         assert all(not f.endswith(f"-{osname}.conf") for f in files), files
 
     # The boot loader decides what boots.
-    loader_order: List[str]
+    loader_order: list[str]
     if host["grub"]:
         with open(os.path.join(CONFIGS, host["grub"])) as f:
             cfg = f.read()

@@ -16,7 +16,7 @@ import pytest
 from ostreewatch import state
 from ostreewatch.parse import bls
 from tests.fixtures import trees
-from tests.fixtures.modern import VERSIONS, ModernSysroot, boot_prepare_root, modern_sysroot, status_json  # noqa: F401
+from tests.fixtures.modern import VERSIONS, ModernSysroot, boot_prepare_root, modern_sysroot, status_json
 
 ALL = sorted(VERSIONS)
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any
 
 import pytest
 
@@ -27,14 +28,14 @@ BUS = [BUS_NAME, OBJECT_PATH]
 
 
 @pytest.fixture(scope="module")
-def sysroot(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
+def sysroot(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     base = tmp_path_factory.mktemp("nspawn-sysroot")
     arg = build_sysroot(base / "sysroot")
     return {"path": base / "sysroot", "ostree_arg": arg}
 
 
 @pytest.fixture(scope="module")
-def guest(tmp_path_factory: pytest.TempPathFactory, sysroot: Dict[str, Any]) -> Iterator[Container]:
+def guest(tmp_path_factory: pytest.TempPathFactory, sysroot: dict[str, Any]) -> Iterator[Container]:
     """Booted with ostree=... on init's command line, as on an ostree host."""
     with Container(tmp_path_factory.mktemp("nspawn-ostree"), sysroot["path"], [sysroot["ostree_arg"]]) as c:
         yield c
@@ -50,17 +51,17 @@ def prop(c: Container, name: str) -> Any:
     return busctl_json(c, "get-property", *BUS, INTERFACE, name)["data"]
 
 
-def unwrap(record: Dict[str, Any]) -> Dict[str, Any]:
+def unwrap(record: dict[str, Any]) -> dict[str, Any]:
     """busctl's a{sv} JSON ({"key": {"type": .., "data": ..}}) as a plain dict."""
     return {k: v["data"] for k, v in record.items()}
 
 
-def journal(c: Container, *args: str) -> List[Dict[str, Any]]:
+def journal(c: Container, *args: str) -> list[dict[str, Any]]:
     r = c.run(["journalctl", "--no-pager", "-o", "json", *args], timeout=60)
     return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
 
 
-def test_running_and_ready_through_sd_notify(guest: Container, sysroot: Dict[str, Any]) -> None:
+def test_running_and_ready_through_sd_notify(guest: Container, sysroot: dict[str, Any]) -> None:
     assert guest.boot_state in ("running", "degraded"), guest.boot_state
     s = guest.show(
         UNIT,
@@ -123,7 +124,7 @@ def test_a_mount_made_by_the_host_on_a_watched_point_is_published(guest: Contain
     )
 
 
-def test_bus_reads_the_state(guest: Container, sysroot: Dict[str, Any]) -> None:
+def test_bus_reads_the_state(guest: Container, sysroot: dict[str, Any]) -> None:
     deployments = [unwrap(d) for d in prop(guest, "Deployments")]
     assert len(deployments) == 2
     default = [d for d in deployments if d["default"]]
@@ -136,7 +137,7 @@ def test_bus_reads_the_state(guest: Container, sysroot: Dict[str, Any]) -> None:
 def test_daemon_reads_the_hosts_mount_table(guest: Container) -> None:
     """Mounts come from PID 1's table (/proc/1/mountinfo), not the unit's private namespace."""
 
-    def ids(table: str) -> Dict[str, str]:
+    def ids(table: str) -> dict[str, str]:
         out = {}
         for line in table.splitlines():
             fields = line.split()
@@ -154,7 +155,7 @@ def test_daemon_reads_the_hosts_mount_table(guest: Container) -> None:
     assert own.get("/boot") != host["/boot"]
 
 
-def test_reload_method_works_as_root(guest: Container, sysroot: Dict[str, Any]) -> None:
+def test_reload_method_works_as_root(guest: Container, sysroot: dict[str, Any]) -> None:
     before = prop(guest, "Generation")
     set_version(sysroot["path"], "1", "1.1")
     r = busctl_json(guest, "call", *BUS, INTERFACE, "Reload")
@@ -164,7 +165,7 @@ def test_reload_method_works_as_root(guest: Container, sysroot: Dict[str, Any]) 
     assert "1.1" in versions, versions
 
 
-def test_systemctl_reload_rescans(guest: Container, sysroot: Dict[str, Any]) -> None:
+def test_systemctl_reload_rescans(guest: Container, sysroot: dict[str, Any]) -> None:
     before = prop(guest, "Generation")
     pid = guest.show(UNIT, "MainPID")["MainPID"]
     set_version(sysroot["path"], "1", "1.2")
@@ -192,11 +193,11 @@ def set_version(sysroot: Path, commit_version: str, new: str) -> None:
     raise AssertionError(f"no deployment of commit {commit_version}")
 
 
-def test_set_default_entry_through_a_read_only_boot(guest: Container, sysroot: Dict[str, Any]) -> None:
+def test_set_default_entry_through_a_read_only_boot(guest: Container, sysroot: dict[str, Any]) -> None:
     """The write helper (private mount namespace, remount) works inside the unit's sandbox:
     CAP_SYS_ADMIN, mount(2), RestrictNamespaces=mnt, MemoryDenyWriteExecute=yes."""
 
-    def boot_options() -> List[str]:
+    def boot_options() -> list[str]:
         table = guest.run(["cat", "/proc/1/mountinfo"], check=True).stdout
         return [l.split()[5].split(",") for l in table.splitlines() if l.split()[4] == "/boot"][0]
 
@@ -266,7 +267,7 @@ def test_restarted_after_a_crash(guest: Container) -> None:
 
 
 def test_without_ostree_on_the_command_line_the_unit_is_skipped(
-    tmp_path_factory: pytest.TempPathFactory, sysroot: Dict[str, Any], guest: Container
+    tmp_path_factory: pytest.TempPathFactory, sysroot: dict[str, Any], guest: Container
 ) -> None:
     guest.stop()  # one container at a time: they share payload/ and supervisor/ cgroups
     with Container(tmp_path_factory.mktemp("nspawn-plain"), sysroot["path"], []) as plain:

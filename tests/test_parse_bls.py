@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from typing import Dict, List
 
 import pytest
 from hypothesis import given
@@ -168,7 +167,7 @@ def test_valid_entry_file_name() -> None:
 
 # --- order and default against bootctl 252 --------------------------------------------
 
-HAND_WRITTEN: Dict[str, bytes] = {
+HAND_WRITTEN: dict[str, bytes] = {
     "fedora-6.1.conf": b"title Fedora 6.1\nsort-key fedora\nmachine-id aaaa\nversion 6.1\nlinux /v\n",
     "fedora-6.1-rc.conf": b"title Fedora rc\nsort-key fedora\nmachine-id aaaa\nversion 6.1~rc1\nlinux /v\n",
     "fedora-6.10.conf": b"title Fedora 6.10\nsort-key fedora\nmachine-id aaaa\nversion 6.10\nlinux /v\n",
@@ -188,11 +187,11 @@ HAND_WRITTEN: Dict[str, bytes] = {
 }
 
 
-def _ours(entries: Dict[str, bytes]) -> List[BlsEntry]:
+def _ours(entries: dict[str, bytes]) -> list[BlsEntry]:
     return sort_entries(parse_entry(name, data) for name, data in entries.items())
 
 
-def _bootctl_files(listed) -> List[str]:
+def _bootctl_files(listed) -> list[str]:
     return [e["path"].rsplit("/", 1)[1] for e in listed]
 
 
@@ -254,8 +253,8 @@ def test_fields_like_bootctl(tmp_path) -> None:
     assert (theirs["triesLeft"], theirs["triesDone"]) == (mine.tries_left, mine.tries_done)
 
 
-def _random_entries(rng: random.Random, n: int) -> Dict[str, bytes]:
-    out: Dict[str, bytes] = {}
+def _random_entries(rng: random.Random, n: int) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
     while len(out) < n:
         stem = rng.choice(["ostree", "fedora", "Fedora", "a", "x-1.2", "deb_12"]) + rng.choice(
             ["", "-1", "-2", "-10", ".5", "-1.10", "-9-rhcos"]

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Dict
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ostreewatch.parse import grubcfg
 from ostreewatch.parse.grubcfg import evaluate
@@ -90,7 +90,7 @@ def test_static_config_with_a_fixed_default_in_custom_cfg() -> None:
         ({}, False, ""),
     ],
 )
-def test_greenboot_fallback(env: Dict[str, str], fired: bool, default: str) -> None:
+def test_greenboot_fallback(env: dict[str, str], fired: bool, default: str) -> None:
     r = evaluate(STATIC_GREENBOOT, ENV_FILE, env)
     assert r.greenboot  # the config has the logic, whatever the environment
     assert r.greenboot_fired == fired
@@ -196,7 +196,7 @@ def test_sourcing_does_not_loop() -> None:
         max_size=5,
     ),
 )
-def test_never_raises(text: str, env: Dict[str, str]) -> None:
+def test_never_raises(text: str, env: dict[str, str]) -> None:
     r = evaluate(text, {"grubenv": "", "user.cfg": text}, env)
     assert r.default is None or isinstance(r.default, str)
     assert r.default_from in (

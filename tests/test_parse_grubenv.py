@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from typing import Optional
 
 import pytest
 from hypothesis import given
@@ -165,7 +164,7 @@ def test_random_sequences_like_grub_editenv(envfile, seed: int) -> None:
     ours = envfile.read_bytes()
     for _ in range(25):
         name = rng.choice(_OPS_NAMES)
-        value: Optional[str] = None if rng.random() < 0.25 else rng.choice(_OPS_VALUES)
+        value: str | None = None if rng.random() < 0.25 else rng.choice(_OPS_VALUES)
         try:
             new = update_grubenv(ours, {name: value})
         except GrubenvError:

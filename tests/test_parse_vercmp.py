@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ostreewatch.parse.vercmp import rpmvercmp, strverscmp_improved as cmp
+from ostreewatch.parse.vercmp import rpmvercmp
+from ostreewatch.parse.vercmp import strverscmp_improved as cmp
 from tests.fixtures.oracles import bootctl_list, fuzz_settings, write_esp
 
 # From the comment of strverscmp_improved() in systemd's string-util-fundamental.c, oldest first.

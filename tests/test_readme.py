@@ -28,7 +28,6 @@ import signal
 import subprocess
 import tempfile
 import time
-from typing import Dict, List, Optional, Tuple
 
 import pytest
 
@@ -36,7 +35,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO, "README.md")
 
 # Commands not run, each with its reason (matched on the start of the command).
-NOT_RUN: Dict[str, str] = {
+NOT_RUN: dict[str, str] = {
     ".venv/bin/python bench/run.py": "benchmarks take minutes of both cores (557 s for the full run) and "
     "rewrite BENCHMARKS.md",
     ".venv/bin/pytest tests/test_reliability.py": "minutes; the same tests run in the whole suite",
@@ -57,9 +56,9 @@ _PROSE_PLACEHOLDER = re.compile(r"(?<![\w$/.-])[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+(?![
 _WORD_PLACEHOLDER = re.compile(r"^(?:[A-Z][A-Z0-9_]+|<[^>]*>)$")
 
 
-def sh_commands(text: str) -> List[str]:
+def sh_commands(text: str) -> list[str]:
     """The commands of every ```sh block, in order: continuation lines joined, comment lines dropped."""
-    out: List[str] = []
+    out: list[str] = []
     for block in _FENCE.findall(text):
         pending = ""
         for line in block.splitlines():
@@ -73,9 +72,9 @@ def sh_commands(text: str) -> List[str]:
     return out
 
 
-def placeholders(text: str) -> List[str]:
+def placeholders(text: str) -> list[str]:
     """Unfilled placeholders: ALL_CAPS words in prose, capital words or <...> as words of a command."""
-    found: List[str] = []
+    found: list[str] = []
     prose = _CODE_SPAN.sub("", _ANY_FENCE.sub("", text))
     found += _PROSE_PLACEHOLDER.findall(prose)
     for cmd in sh_commands(text):
@@ -88,7 +87,7 @@ def placeholders(text: str) -> List[str]:
     return found
 
 
-def not_run_reason(cmd: str) -> Optional[str]:
+def not_run_reason(cmd: str) -> str | None:
     return next((why for start, why in NOT_RUN.items() if cmd.startswith(start)), None)
 
 
@@ -125,7 +124,7 @@ def test_readme_has_no_placeholder_and_no_sudo() -> None:
 # --- the README, run -------------------------------------------------------------------
 
 
-def _env() -> Dict[str, str]:
+def _env() -> dict[str, str]:
     """A newcomer's root shell: none of this run's test settings, no bus or journal chosen yet."""
     env = {
         k: v
@@ -164,11 +163,11 @@ def _run(cmd: str, cwd: str, prelude: str = "", timeout: float = 600) -> subproc
     )
 
 
-def _readme_exports(commands: List[str]) -> List[Tuple[str, str]]:
+def _readme_exports(commands: list[str]) -> list[tuple[str, str]]:
     return [tuple(c[len("export ") :].split("=", 1)) for c in commands if c.startswith("export ")]  # type: ignore
 
 
-def _start_keep(clone: str) -> Tuple[subprocess.Popen, List[str], str]:
+def _start_keep(clone: str) -> tuple[subprocess.Popen, list[str], str]:
     """scripts/run-sample.sh --keep, up to its pasteable lines: (process, the export lines, all output)."""
     proc = subprocess.Popen(
         ["scripts/run-sample.sh", "--keep"],
@@ -180,8 +179,8 @@ def _start_keep(clone: str) -> Tuple[subprocess.Popen, List[str], str]:
         start_new_session=True,
     )
     assert proc.stdout is not None
-    out: List[str] = []
-    exports: List[str] = []
+    out: list[str] = []
+    exports: list[str] = []
     for line in proc.stdout:
         out.append(line)
         if line.startswith("export "):
@@ -211,7 +210,7 @@ def test_readme_in_a_fresh_clone() -> None:
     work = tempfile.mkdtemp(prefix="ow-readme-", dir="/tmp")
     os.chmod(work, 0o755)  # uid 65534 (run-sample.sh's refused caller) runs the clone's venv
     clone = os.path.join(work, "ostreewatch")
-    keep: Optional[subprocess.Popen] = None
+    keep: subprocess.Popen | None = None
     try:
         _clone(clone)
 
@@ -227,7 +226,7 @@ def test_readme_in_a_fresh_clone() -> None:
         assert os.path.isfile(os.path.join(clone, ".venv", "bin", "ostreewatch"))
 
         # 2. The README's script commands, in the clone (the whole suite on a subset).
-        ran: List[str] = []
+        ran: list[str] = []
         for cmd in commands:
             bare = cmd.split(" #")[0].strip()
             if not re.match(r"^(\w+=\S+ )*scripts/", bare) or bare == "scripts/run-sample.sh":
@@ -257,7 +256,7 @@ def test_readme_in_a_fresh_clone() -> None:
         prelude = "".join(e + "\n" for e in exports)
 
         # 4. Every other command, against it.
-        skipped: Dict[str, str] = {}
+        skipped: dict[str, str] = {}
         checked = 0
         for cmd in commands:
             if cmd.startswith("export ") or re.match(r"^(\w+=\S+ )*scripts/", cmd):

@@ -19,7 +19,8 @@ import stat
 import subprocess
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from collections.abc import Iterator
+from typing import Any, Callable
 
 import pytest
 from dbus_next import Message, MessageType, Variant
@@ -42,7 +43,7 @@ WAIT = 20.0  # generous: an event is awaited this long before the test fails
 # --- the rig ---------------------------------------------------------------------------------
 
 
-def plain_published(body: Dict[str, Any]) -> Dict[str, Any]:
+def plain_published(body: dict[str, Any]) -> dict[str, Any]:
     """GetAll's body as plain values, minus the service's own Generation and Version."""
     out = {k: service.unwrap(v) for k, v in body.items()}
     out.pop("Generation", None)
@@ -73,9 +74,9 @@ class Rig(srmod.Setting):
         super().__init__(base, cmdline="BOOT_IMAGE=/vmlinuz root=UUID=0a0d4701 rw quiet\n")
         self.bus = bus
         self.paths = Paths(sysroot=self.sysroot, mountinfo=self.ns.mountinfo, cmdline=self.cmdline, run=self.run)
-        self.daemon: Optional[DaemonProcess] = None
+        self.daemon: DaemonProcess | None = None
         self._drain_stop = threading.Event()
-        self._drain: Optional[threading.Thread] = None
+        self._drain: threading.Thread | None = None
         self.grubenv = os.path.join(self.sysroot, "boot", "grub2", "grubenv")
 
     def start(self, drain: bool = True, **kw: Any) -> DaemonProcess:
@@ -107,20 +108,20 @@ class Rig(srmod.Setting):
 
     # -- reading --
 
-    def get_all(self) -> Dict[str, Any]:
+    def get_all(self) -> dict[str, Any]:
         reply = asyncio.run(_call(self.bus.address, getall_msg()))
         assert reply.message_type == MessageType.METHOD_RETURN, (reply.error_name, reply.body)
         return reply.body[0]
 
-    def published(self) -> Dict[str, Any]:
+    def published(self) -> dict[str, Any]:
         return plain_published(self.get_all())
 
-    def offline(self) -> Dict[str, Any]:
+    def offline(self) -> dict[str, Any]:
         from ostreewatch.state import read_snapshot
 
         return model.snapshot_to_plain(read_snapshot(self.paths))
 
-    def wait(self, pred: Callable[[Dict[str, Any]], bool], what: str, timeout: float = WAIT) -> Dict[str, Any]:
+    def wait(self, pred: Callable[[dict[str, Any]], bool], what: str, timeout: float = WAIT) -> dict[str, Any]:
         """Poll the published state until pred holds; fail with the last state after timeout."""
         deadline = time.monotonic() + timeout
         while True:
@@ -135,11 +136,11 @@ class Rig(srmod.Setting):
                 )
             time.sleep(0.05)
 
-    def wait_synced(self, what: str = "the offline state", timeout: float = WAIT) -> Dict[str, Any]:
+    def wait_synced(self, what: str = "the offline state", timeout: float = WAIT) -> dict[str, Any]:
         """Until the published state equals an offline read of the same inputs."""
-        last: List[Any] = [None]
+        last: list[Any] = [None]
 
-        def same(state: Dict[str, Any]) -> bool:
+        def same(state: dict[str, Any]) -> bool:
             last[0] = self.offline()
             return state == last[0]
 
@@ -159,7 +160,7 @@ class Rig(srmod.Setting):
     def entries_dir(self) -> str:
         return os.path.realpath(srmod.entries_dir(self.sysroot))
 
-    def entry_ids(self) -> List[str]:
+    def entry_ids(self) -> list[str]:
         return sorted(n[:-5] for n in os.listdir(self.entries_dir()) if n.endswith(".conf"))
 
     def set_default(self, entry_id: str) -> None:
@@ -191,15 +192,15 @@ def rig(tmp_path: Any) -> Iterator[Rig]:
         bus.close()
 
 
-def codes(state: Dict[str, Any]) -> List[str]:
+def codes(state: dict[str, Any]) -> list[str]:
     return [p["code"] for p in state["Problems"]]
 
 
-def problem_about(state: Dict[str, Any], subject_part: str) -> bool:
+def problem_about(state: dict[str, Any], subject_part: str) -> bool:
     return any(subject_part in p["subject"] or subject_part in p["message"] for p in state["Problems"])
 
 
-def has_problem(state: Dict[str, Any], code: str, subject: Optional[str] = None) -> bool:
+def has_problem(state: dict[str, Any], code: str, subject: str | None = None) -> bool:
     """A problem with this code (docs/problems.md) and, if given, exactly this subject."""
     return any(p["code"] == code and (subject is None or p["subject"] == subject) for p in state["Problems"])
 
@@ -211,11 +212,11 @@ class SoakClient:
     """One connection: GetAll in a loop, and PropertiesChanged subscribed; records Generations."""
 
     def __init__(self) -> None:
-        self.bus: Optional[MessageBus] = None
-        self.signal_gens: List[int] = []
-        self.call_gens: List[int] = []
+        self.bus: MessageBus | None = None
+        self.signal_gens: list[int] = []
+        self.call_gens: list[int] = []
         self.calls = 0
-        self.errors: List[str] = []
+        self.errors: list[str] = []
 
     def on_message(self, msg: Message) -> None:
         if msg.message_type == MessageType.SIGNAL and msg.member == "PropertiesChanged" and msg.path == OBJECT_PATH:
@@ -253,7 +254,7 @@ class SoakClient:
 SOAK_SECONDS = 15.0
 
 
-def _changes(rig: Rig, deploys: int, done: threading.Event, log: List[str]) -> None:
+def _changes(rig: Rig, deploys: int, done: threading.Event, log: list[str]) -> None:
     """Real deploys and entry edits for SOAK_SECONDS (at least `deploys` rounds), paced so each is
     published on its own (the driver of the soak)."""
     try:
@@ -291,7 +292,7 @@ def test_soak_50_clients_while_the_sysroot_changes(rig: Rig) -> None:
     rss_start = proc_sample(rig.daemon.pid).rss_kb
     clients = [SoakClient() for _ in range(50)]
     done = threading.Event()
-    log: List[str] = []
+    log: list[str] = []
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -625,7 +626,7 @@ def test_notify_reader_stuck(rig: Rig, tmp_path: Any) -> None:
 # --- hostile callers ------------------------------------------------------------------------------
 
 
-def _hostile_calls() -> List[tuple]:
+def _hostile_calls() -> list[tuple]:
     huge = "x" * (1 << 20)
     big_array = ["ostree-1-bench"] * 100_000
     m = lambda member, sig="", body=None, iface=INTERFACE: (  # noqa: E731
@@ -672,7 +673,7 @@ def _check_named(label: str, reply: Message) -> None:
 
 
 def test_hostile_method_calls_get_named_errors(rig: Rig) -> None:
-    async def main() -> List[tuple]:
+    async def main() -> list[tuple]:
         bus = await MessageBus(bus_address=rig.bus.address).connect()
         out = []
         try:
@@ -703,7 +704,7 @@ def test_hostile_method_calls_get_named_errors(rig: Rig) -> None:
         ["Frobnicate"],
     ],
 )
-def test_wrong_signatures_with_dbus_send(rig: Rig, args: List[str]) -> None:
+def test_wrong_signatures_with_dbus_send(rig: Rig, args: list[str]) -> None:
     r = subprocess.run(
         [
             "dbus-send",

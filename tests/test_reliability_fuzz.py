@@ -11,7 +11,7 @@ properties of valid input; these check that hostile input never escapes the erro
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Type
+from typing import Any, Callable
 
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
@@ -78,7 +78,7 @@ def any_text(sample: str) -> st.SearchStrategy[str]:
     )
 
 
-def only(err: Type[errors.ParseError], fn: Callable[..., Any], *args: Any) -> Any:
+def only(err: type[errors.ParseError], fn: Callable[..., Any], *args: Any) -> Any:
     """Call fn; its own error type is fine, anything else fails the test (with the input)."""
     try:
         return fn(*args)

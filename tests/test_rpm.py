@@ -8,7 +8,6 @@ import re
 import subprocess
 import tarfile
 from pathlib import Path
-from typing import Dict, List
 
 import pytest
 
@@ -53,7 +52,7 @@ def spec_tag(name: str) -> str:
     return m.group(1)
 
 
-def tree_files() -> List[str]:
+def tree_files() -> list[str]:
     """The checkout's files as git sees them (tracked or new, not ignored), that exist."""
     out = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
@@ -181,7 +180,7 @@ def rpmlint(*paths: Path) -> subprocess.CompletedProcess:
     )
 
 
-def lint_counts(out: str) -> Dict[str, int]:
+def lint_counts(out: str) -> dict[str, int]:
     m = re.search(r"(\d+) packages and (\d+) specfiles checked; (\d+) errors, (\d+) warnings", out)
     assert m, out
     return {"errors": int(m.group(3)), "warnings": int(m.group(4))}

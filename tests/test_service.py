@@ -12,14 +12,14 @@ import json
 import os
 import re
 import xml.etree.ElementTree as ET
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 import pytest
 
-from ostreewatch import changes as changes_mod
 from ostreewatch import bootwrite, errors, model, service
+from ostreewatch import changes as changes_mod
 from ostreewatch.client import Client
-from tests.fixtures.published import ENT_2, M, SNAP1, SNAP2, busctl, run
+from tests.fixtures.published import ENT_2, SNAP1, SNAP2, M, busctl, run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 XML = os.path.join(REPO, "dbus", "org.ostreewatch1.Manager.xml")
@@ -48,7 +48,7 @@ class Served:
     def __init__(self, address: str) -> None:
         self.address = address
         self.reloads = 0
-        self.set_calls: List[Tuple[str, str, model.Caller]] = []
+        self.set_calls: list[tuple[str, str, model.Caller]] = []
         self.manager = service.Manager(SNAP1, 7, "9.9.9", reload=self._reload, set_entry=None)
         self.bus: Any = None
 
@@ -58,7 +58,7 @@ class Served:
         self.reloads += 1
         return self.manager.generation
 
-    async def __aenter__(self) -> "Served":
+    async def __aenter__(self) -> Served:
         self.bus = await service.connect(self.address)
         self.manager.attach(self.bus)
         assert await service.own_name(self.bus)
@@ -71,9 +71,9 @@ class Served:
 # --- introspection == the XML -------------------------------------------------------------
 
 
-def _members(iface: ET.Element) -> Dict[Tuple[str, str], Any]:
+def _members(iface: ET.Element) -> dict[tuple[str, str], Any]:
     """Members of an <interface> as comparable data: args (name, type, direction) and annotations."""
-    out: Dict[Tuple[str, str], Any] = {}
+    out: dict[tuple[str, str], Any] = {}
     for child in iface:
         if child.tag not in ("method", "signal", "property"):
             continue
@@ -315,7 +315,7 @@ def test_errors_are_named_never_tracebacks(bus: Any) -> None:
 
 
 def test_set_entry_hook_gets_the_caller(relaxed_bus: Any) -> None:
-    calls: List[Tuple[str, str, model.Caller]] = []
+    calls: list[tuple[str, str, model.Caller]] = []
 
     async def set_entry(which: str, entry_id: str, caller: model.Caller, ask: Any) -> None:
         calls.append((which, entry_id, caller))
@@ -360,10 +360,10 @@ def test_set_entry_hook_gets_the_caller(relaxed_bus: Any) -> None:
 
 
 def test_publish_emits_properties_changed_once_and_typed_signals(bus: Any) -> None:
-    async def main() -> Tuple[List[Tuple[str, Dict[str, Any]]], str]:
+    async def main() -> tuple[list[tuple[str, dict[str, Any]]], str]:
         async with Served(bus.address) as served:
             client = await Client.connect(bus.address)
-            got: List[Tuple[str, Dict[str, Any]]] = []
+            got: list[tuple[str, dict[str, Any]]] = []
             await client.subscribe(lambda name, args: got.append((name, args)))
             mon = await asyncio.create_subprocess_exec(
                 *busctl("monitor", "--json=short", M[0]),

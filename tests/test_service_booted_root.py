@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 from ostreewatch import changes as changes_mod
 from ostreewatch import model, service
 from ostreewatch.client import Client
-from tests.fixtures.published import M, SNAP1, busctl, run
+from tests.fixtures.published import SNAP1, M, busctl, run
 
 ROOT1 = model.booted_root_items(
     {
@@ -38,13 +38,13 @@ def test_values_round_trip() -> None:
 
 
 def test_get_getall_and_properties_changed(system_bus: Any) -> None:
-    async def main() -> Tuple[Dict[str, Any], List[Tuple[str, Dict[str, Any]]], List[str]]:
+    async def main() -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]], list[str]]:
         manager = service.Manager(SNAP_A, 1, "9.9.9", reload=lambda: asyncio.sleep(0, 1))
         bus = await service.connect(system_bus.address)
         manager.attach(bus)
         assert await service.own_name(bus)
         env = system_bus.env()
-        outs: List[str] = []
+        outs: list[str] = []
         try:
             rc, out, err = await run(busctl("--json=short", "get-property", *M, "BootedRoot"), env)
             assert rc == 0, err
@@ -92,7 +92,7 @@ def test_get_getall_and_properties_changed(system_bus: Any) -> None:
             client = await Client.connect(system_bus.address)
             all_props = await client.get_all()
             assert service.snapshot_from_plain(all_props) == SNAP_A
-            got_signals: List[Tuple[str, Dict[str, Any]]] = []
+            got_signals: list[tuple[str, dict[str, Any]]] = []
             await client.subscribe(lambda name, args: got_signals.append((name, args)))
             manager.publish(SNAP_B, 2, changes_mod.diff(SNAP_A, SNAP_B))
             for _ in range(100):

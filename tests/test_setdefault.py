@@ -16,8 +16,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Sequence, Tuple
+from typing import Any
 
 import pytest
 
@@ -25,8 +26,8 @@ from ostreewatch import service, state
 from ostreewatch.client import Client
 from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
 from tests.fixtures import trees
-from tests.fixtures.sysroots import OstreeSysroot, StatusDeployment, parse_admin_status
 from tests.fixtures.bootwrite import GRUB_CFG_STATIC, wait_signal
+from tests.fixtures.sysroots import OstreeSysroot, StatusDeployment, parse_admin_status
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEST = (BUS_NAME, OBJECT_PATH, INTERFACE)
@@ -47,7 +48,7 @@ class TreeSysroot(OstreeSysroot):
         return trees.run_in_tree(self.tree, ["ostree", *args], binds={base: base}, check=check)
 
 
-def admin_status(sr: OstreeSysroot) -> List[StatusDeployment]:
+def admin_status(sr: OstreeSysroot) -> list[StatusDeployment]:
     """`ostree admin status` of the ostree that wrote SR (2022.7 here, or the tree's)."""
     return parse_admin_status(sr.admin("status").stdout)
 
@@ -82,7 +83,7 @@ def fs(tmp_path: Path) -> Iterator[Path]:
         yield Path(path)
 
 
-def static_host(sr: OstreeSysroot) -> Tuple[OstreeSysroot, str]:
+def static_host(sr: OstreeSysroot) -> tuple[OstreeSysroot, str]:
     """Three deployments of OS "test", a bootupd-style static grub.cfg and its grubenv (greenboot's
     boot_success, and a saved_entry this grub.cfg never reads); returns the grubenv path."""
     sr.build(3, osname="test")
@@ -129,9 +130,9 @@ def call(d: Any, method: str, arg: str) -> subprocess.CompletedProcess:
     )
 
 
-def set_default_over_the_bus(d: Any, method: str, arg: str) -> Tuple[str, List[Tuple[str, Dict[str, Any]]]]:
+def set_default_over_the_bus(d: Any, method: str, arg: str) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
     """Call METHOD(ARG) with busctl while subscribed; (its reply, the signals up to DefaultDeployment's change)."""
-    reply: List[str] = []
+    reply: list[str] = []
 
     def action() -> None:
         r = d.busctl("call", *DEST, method, "s", arg, timeout=120)
@@ -144,7 +145,7 @@ def set_default_over_the_bus(d: Any, method: str, arg: str) -> Tuple[str, List[T
     return reply[0], seen
 
 
-def first_default_change(seen: List[Tuple[str, Dict[str, Any]]]) -> str:
+def first_default_change(seen: list[tuple[str, dict[str, Any]]]) -> str:
     return next(
         a["changed"]["DefaultDeployment"]
         for n, a in seen
@@ -346,7 +347,7 @@ def test_sigkill_of_the_helper_leaves_ostree_consistent(make_bus: Any, daemon_fa
     assert outcomes == {False, True}  # some kills came before the swap, some after
 
 
-async def _get_all(address: str) -> Dict[str, Any]:
+async def _get_all(address: str) -> dict[str, Any]:
     client = await Client.connect(address)
     try:
         return await client.get_all()

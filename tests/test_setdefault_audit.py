@@ -7,12 +7,12 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 from ostreewatch import journal
 from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
+from tests.fixtures.bootwrite import host
 from tests.fixtures.sysroots import OstreeSysroot, parse_admin_status
-from tests.fixtures.bootwrite import host  # noqa: F401 (fixture)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEST = (BUS_NAME, OBJECT_PATH, INTERFACE)
@@ -44,7 +44,7 @@ asyncio.run(main())
 """
 
 
-def records_of(journald: Any, uid: int) -> List[Dict[str, Any]]:
+def records_of(journald: Any, uid: int) -> list[dict[str, Any]]:
     return [
         r
         for r in journald.read(MESSAGE_ID=journal.MESSAGE_ID_WRITE_ATTEMPT)

@@ -23,7 +23,7 @@ from tests.fixtures.bootwrite import (
     seed_grub,
     seed_loader_conf,
     snapshot_of,
-    template,  # noqa: F401 (module-scoped fixture)
+    template,
 )
 
 ROOT = model.Caller(uid=0, pid=1, bus_name=":1.1")

@@ -8,9 +8,9 @@ import subprocess
 from typing import Any
 
 from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
+from tests.fixtures.bootwrite import host
+from tests.fixtures.polkit import polkit_dirs, polkitd
 from tests.fixtures.sysroots import OstreeSysroot, parse_admin_status
-from tests.fixtures.polkit import polkit_dirs, polkitd  # noqa: F401 (fixtures)
-from tests.fixtures.bootwrite import host  # noqa: F401 (fixture)
 
 DEST = (BUS_NAME, OBJECT_PATH, INTERFACE)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List
 
 import pytest
 
@@ -15,7 +14,7 @@ from ostreewatch.state import Paths, read_snapshot
 from tests.fixtures.sysroots import OstreeSysroot, StatusDeployment, copy_sysroot
 
 
-def codes(snap: model.Snapshot) -> List[str]:
+def codes(snap: model.Snapshot) -> list[str]:
     return sorted(p.code for p in snap.Problems)
 
 
@@ -526,8 +525,9 @@ def test_mounts_agree_with_findmnt(tmp_path: Path) -> None:
 def test_status_inside_imitated_booted_host(sysroot_3: OstreeSysroot) -> None:
     """`ostreewatch status --offline --json` with every default (sysroot /, /proc, /run) inside the imitation
     that `ostree admin status` runs in: the same booted/pending/rollback, for each deployment in turn."""
-    from tests.fixtures.sysroots import imitate_booted
     import json
+
+    from tests.fixtures.sysroots import imitate_booted
 
     src = str(Path(__file__).resolve().parent.parent / "ostreewatch")
     status = sysroot_3.admin_status()
@@ -576,8 +576,8 @@ def test_random_hostile_mutations_never_raise(sysroot_3: OstreeSysroot) -> None:
         Path(paths.mountinfo),
     ]
 
-    def candidates() -> List[Path]:
-        out: List[Path] = list(extra)
+    def candidates() -> list[Path]:
+        out: list[Path] = list(extra)
         for top in ("boot", "ostree"):
             for dirpath, dirnames, filenames in os.walk(Path(sysroot_3.path, top)):
                 if "repo" in dirnames:

@@ -14,18 +14,17 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import List
 
 import pytest
 
 from ostreewatch import model, sample
 from ostreewatch.state import Paths, read_snapshot
 from tests.fixtures import grub_configs as cfgs
-from tests.fixtures.sysroots import OstreeSysroot, StatusDeployment, copy_sysroot
 from tests.fixtures.oracles import glib_serialize
+from tests.fixtures.sysroots import OstreeSysroot, StatusDeployment, copy_sysroot
 
 
-def codes(snap: model.Snapshot) -> List[str]:
+def codes(snap: model.Snapshot) -> list[str]:
     return sorted(p.code for p in snap.Problems)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
-from typing import Dict, List
 
 import pytest
 
@@ -18,16 +17,16 @@ HARDENING_DOC = ROOT / "docs" / "hardening.md"
 MAX_EXPOSURE = 2.0
 
 
-def words(values: List[str]) -> List[str]:
+def words(values: list[str]) -> list[str]:
     return [w for v in values for w in v.split()]
 
 
 @pytest.fixture(scope="module")
-def unit() -> Dict[str, Dict[str, List[str]]]:
+def unit() -> dict[str, dict[str, list[str]]]:
     return parse_unit(UNIT.read_text())
 
 
-def test_ordered_like_ostree_remount(unit: Dict[str, Dict[str, List[str]]]) -> None:
+def test_ordered_like_ostree_remount(unit: dict[str, dict[str, list[str]]]) -> None:
     u = unit["Unit"]
     assert u["DefaultDependencies"] == ["no"]
     assert u["ConditionKernelCommandLine"] == ["ostree"]
@@ -41,7 +40,7 @@ def test_ordered_like_ostree_remount(unit: Dict[str, Dict[str, List[str]]]) -> N
     assert "Requires" not in u and "Wants" not in u
 
 
-def test_service_section(unit: Dict[str, Dict[str, List[str]]]) -> None:
+def test_service_section(unit: dict[str, dict[str, list[str]]]) -> None:
     s = unit["Service"]
     assert s["Type"] == ["notify"]
     assert s["NotifyAccess"] == ["main"]
@@ -54,7 +53,7 @@ def test_service_section(unit: Dict[str, Dict[str, List[str]]]) -> None:
     assert unit["Install"]["WantedBy"] == ["local-fs.target"]
 
 
-def test_hardening_options(unit: Dict[str, Dict[str, List[str]]]) -> None:
+def test_hardening_options(unit: dict[str, dict[str, list[str]]]) -> None:
     s = unit["Service"]
     expected = {
         "ProtectSystem": "strict",

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Callable, List
+from typing import Callable
 
 import pytest
 
@@ -27,7 +27,7 @@ def _ostree_env() -> dict:
     return dict(os.environ, OSTREE_SYSROOT_DEBUG="mutable-deployments")
 
 
-def _userns(argv: List[str]) -> List[str]:
+def _userns(argv: list[str]) -> list[str]:
     return ["unshare", "--user", "--map-root-user"] + argv
 
 
@@ -63,7 +63,7 @@ class Rig:
     def __init__(self, loop: asyncio.AbstractEventLoop, paths: P, **kw) -> None:
         self.loop = loop
         self.paths = paths
-        self.reasons: List[str] = []
+        self.reasons: list[str] = []
         self.watcher = Watcher(paths, self.reasons.append, loop, **kw)
         self.watcher.start()
 
@@ -86,7 +86,7 @@ class Rig:
         self.loop.run_until_complete(asyncio.sleep(seconds))
         self.reasons.clear()
 
-    def collect(self, seconds: float = 0.3) -> List[str]:
+    def collect(self, seconds: float = 0.3) -> list[str]:
         """Run the loop for a while; the reasons reported meanwhile."""
         self.reasons.clear()
         self.loop.run_until_complete(asyncio.sleep(seconds))
@@ -378,7 +378,7 @@ def test_undeploy_reported_after_the_deployment_is_gone(loop, sysroot, sysroot_3
     deployment: a rescan on deploy-mtime alone still sees it (deployment-no-entry).
     A later "deployments" callback must come once the directory is really gone."""
     gone = sysroot_3.deploy_dir(sysroot_3.admin_status()[2])  # the oldest deployment
-    seen: List[tuple] = []  # (reason, deployment dir exists at that moment)
+    seen: list[tuple] = []  # (reason, deployment dir exists at that moment)
     run = tmp_path / "run"
     run.mkdir()
     w = Watcher(
@@ -558,7 +558,7 @@ def test_mountinfo_as_plain_file_uses_inotify(rig):
 
 
 def test_on_change_exception_does_not_stop_watching(loop, sysroot, tmp_path):
-    seen: List[str] = []
+    seen: list[str] = []
 
     def bad(reason: str) -> None:
         seen.append(reason)

@@ -9,7 +9,7 @@ its fixed size (1024 bytes by default; a bigger block keeps its size).
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Tuple
+from collections.abc import Mapping
 
 from ostreewatch.errors import GrubenvError
 
@@ -46,9 +46,9 @@ def _find_next_line(buf: bytes, p: int, pend: int) -> int:
     return p + 1
 
 
-def _iterate(buf: bytes) -> List[Tuple[bytes, bytes]]:
+def _iterate(buf: bytes) -> list[tuple[bytes, bytes]]:
     """grub_envblk_iterate: (name, unescaped value) pairs; stops silently where grub does."""
-    out: List[Tuple[bytes, bytes]] = []
+    out: list[tuple[bytes, bytes]] = []
     p = len(SIGNATURE)
     pend = len(buf)
     while p < pend:
@@ -85,7 +85,7 @@ def _decode(raw: bytes, what: str) -> str:
         raise GrubenvError(f"{what} {raw[:40]!r} is not valid UTF-8") from None
 
 
-def list_grubenv(data: bytes) -> List[Tuple[str, str]]:
+def list_grubenv(data: bytes) -> list[tuple[str, str]]:
     """Every variable in block order, duplicates included (what `grub-editenv list` prints)."""
     try:
         buf = bytes(data)
@@ -97,7 +97,7 @@ def list_grubenv(data: bytes) -> List[Tuple[str, str]]:
         raise GrubenvError(f"cannot parse environment block: {e}") from e
 
 
-def parse_grubenv(data: bytes) -> Dict[str, str]:
+def parse_grubenv(data: bytes) -> dict[str, str]:
     """The variables of a block; a repeated name keeps its last value (as grub's load_env)."""
     return dict(list_grubenv(data))
 
@@ -184,7 +184,7 @@ def check_value(value: str) -> bytes:
     return value.encode("utf-8", "strict")
 
 
-def update_grubenv(data: bytes, updates: Mapping[str, Optional[str]]) -> bytes:
+def update_grubenv(data: bytes, updates: Mapping[str, str | None]) -> bytes:
     """Apply updates (None deletes) as `grub-editenv set/unset` would; all or nothing.
 
     Every other byte of the block is kept; raises GrubenvError on an invalid block,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 from ostreewatch.errors import GVariantError
 
@@ -43,9 +43,9 @@ class VType:
     """A parsed type: code plus children; `fixed_size` None means variable size."""
 
     code: str  # one letter, "(" for tuples, "{" for dict entries
-    children: Tuple["VType", ...]
+    children: tuple[VType, ...]
     alignment: int
-    fixed_size: Optional[int]
+    fixed_size: int | None
     text: str
 
 
@@ -53,7 +53,7 @@ def _align(n: int, a: int) -> int:
     return (n + a - 1) & ~(a - 1)
 
 
-def _tuple_layout(children: Tuple[VType, ...]) -> Tuple[int, Optional[int]]:
+def _tuple_layout(children: tuple[VType, ...]) -> tuple[int, int | None]:
     alignment = 1
     for c in children:
         alignment = max(alignment, c.alignment)
@@ -67,7 +67,7 @@ def _tuple_layout(children: Tuple[VType, ...]) -> Tuple[int, Optional[int]]:
     return alignment, _align(size, alignment)
 
 
-def _parse_type(s: str, i: int, depth: int) -> Tuple[VType, int]:
+def _parse_type(s: str, i: int, depth: int) -> tuple[VType, int]:
     if depth > _MAX_DEPTH:
         raise GVariantError("type nests too deeply")
     if i >= len(s):
@@ -251,7 +251,7 @@ def parse_variant(data: bytes, type_string: str) -> Any:
         raise GVariantError(f"cannot deserialize '{type_string}': {e}") from e
 
 
-def parse_ostree_booted(data: bytes) -> Dict[str, Any]:
+def parse_ostree_booted(data: bytes) -> dict[str, Any]:
     """/run/ostree-booted (ostree >= 2024.2): an a{sv}; empty data (older ostree) gives {}.
 
     Keys (ostree src/libotcore/otcore.h OTCORE_RUN_BOOTED_KEY_*, written by
@@ -273,7 +273,7 @@ def parse_ostree_booted(data: bytes) -> Dict[str, Any]:
     return d
 
 
-def parse_staged_deployment(data: bytes) -> Dict[str, Any]:
+def parse_staged_deployment(data: bytes) -> dict[str, Any]:
     """/run/ostree/staged-deployment: the a{sv} ostree writes when staging.
 
     _ostree_sysroot_reload_staged (ostree src/libostree/ostree-sysroot.c) reads
@@ -288,7 +288,7 @@ def parse_staged_deployment(data: bytes) -> Dict[str, Any]:
     target = d.get("target")
     if not isinstance(target, dict):
         raise GVariantError("staged deployment has no 'target' dictionary")
-    out: Dict[str, Any] = {k: v for k, v in d.items() if k != "target"}
+    out: dict[str, Any] = {k: v for k, v in d.items() if k != "target"}
     out.update(target)
     checksum = target.get("checksum")
     serial = target.get("deployserial", target.get("deploy-serial", -1))

@@ -8,7 +8,7 @@ prefixed by '~' (oldest), '-', '^' or '.'; any other character is a separator.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 
 def _is_digit(c: str) -> bool:
@@ -34,7 +34,7 @@ def _run_end(s: str, i: int, kind: Callable[[str], bool]) -> int:
     return i
 
 
-def strverscmp_improved(a: Optional[str], b: Optional[str]) -> int:
+def strverscmp_improved(a: str | None, b: str | None) -> int:
     """Compare two version strings as systemd does: -1, 0 or 1 (None counts as "")."""
     a = a or ""
     b = b or ""
@@ -101,7 +101,7 @@ def _isalnum(c: str) -> bool:
     return _is_digit(c) or _is_alpha(c)
 
 
-def rpmvercmp(a: Optional[str], b: Optional[str]) -> int:
+def rpmvercmp(a: str | None, b: str | None) -> int:
     """rpm's version comparison as Fedora grub2's blscfg copies it: -1, 0 or 1.
 
     Port of vercmp() in rhboot/grub2 grub-core/commands/blscfg.c (rpmvercmp

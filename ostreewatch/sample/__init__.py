@@ -18,15 +18,15 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Dict, Tuple
+from typing import Any
 
 from ..model import Paths
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-NAMES: Tuple[str, ...] = ("rhcos", "silverblue")
+NAMES: tuple[str, ...] = ("rhcos", "silverblue")
 DEFAULT = "rhcos"
 MANIFEST = os.path.join(_HERE, "rhcos.json")
-_TEMP_DIRS: Dict[str, str] = {}
+_TEMP_DIRS: dict[str, str] = {}
 
 
 def manifest_path(name: str = DEFAULT) -> str:
@@ -36,7 +36,7 @@ def manifest_path(name: str = DEFAULT) -> str:
     return os.path.join(_HERE, f"{name}.json")
 
 
-def load_manifest(name: str = DEFAULT) -> Dict[str, Any]:
+def load_manifest(name: str = DEFAULT) -> dict[str, Any]:
     with open(manifest_path(name), encoding="utf-8") as f:
         return json.load(f)
 
