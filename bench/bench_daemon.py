@@ -143,7 +143,7 @@ def cmd_daemon(n: int) -> None:
                     mark = len(rec.events)
                     t0 = time.monotonic()
                     # a thread: the recorder's loop must keep reading while ostree runs
-                    await asyncio.get_running_loop().run_in_executor(None, srmod.deploy, sr, srmod.REFS[i % 2])
+                    await asyncio.get_running_loop().run_in_executor(None, srmod.deploy, sr, srmod.REFS[i % 2])  # noqa: B023 - swap() runs in this iteration
                     ev = await rec.wait(mark, lambda e: e.member == "DeploymentsChanged", 30)
                     t_swap = clock.wait_after(0, 5)
                     clock.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -74,10 +75,8 @@ class PrivateBus:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket)
-        except FileNotFoundError:
-            pass
 
     def close(self) -> None:
         self.stop()
@@ -126,7 +125,7 @@ class Daemon:
     def start(self, timeout: float = 30.0) -> float:
         self.notify = NotifyListener()
         env = dict(os.environ, NOTIFY_SOCKET=self.notify.path, PYTHONUNBUFFERED="1")
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - the daemon writes to it until stop() closes it
         t0 = time.monotonic()
         self.proc = subprocess.Popen(
             self.args.argv(self.bus_address), env=env, stdout=self._log, stderr=subprocess.STDOUT

@@ -15,6 +15,7 @@ import asyncio
 import datetime
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -109,7 +110,7 @@ def fig_ready(bus: PrivateBus, plan: Plan, state: dict[str, Any]) -> Figure:
         "included). RSS read from /proc/PID/status right after READY=1."
     )
     times, rss = [], []
-    for i in range(plan.ready_runs):
+    for _ in range(plan.ready_runs):
         d = Daemon(bus.address, DaemonArgs(sample=True))
         try:
             times.append(d.start())
@@ -196,7 +197,10 @@ def fig_idle(bus: PrivateBus, env: Env, plan: Plan) -> Figure:
         for (name, _), a, w, iv, c in zip(daemons, after, wake, invol, cpu)
     ]
     s = summary(wake)
-    f.measured = f"median {s['p50']:.0f} wake-ups (min-max {s['min']:.0f}-{s['max']:.0f}), CPU median {summary(cpu)['p50'] * 1000:.0f} ms"
+    f.measured = (
+        f"median {s['p50']:.0f} wake-ups (min-max {s['min']:.0f}-{s['max']:.0f}), "
+        f"CPU median {summary(cpu)['p50'] * 1000:.0f} ms"
+    )
     f.met = max(wake) == 0
     return f
 
@@ -446,7 +450,7 @@ async def _entry_latency(bus: PrivateBus, env: Env, events: int, debounce_ms: in
             src, dst = (outside, inside) if i % 2 == 0 else (inside, outside)
             os.rename(src, dst)
             t0 = time.monotonic()
-            ev = await rec.wait(since, lambda e: "BootEntries" in e.changed and e.t >= t0, 10.0)
+            ev = await rec.wait(since, lambda e: "BootEntries" in e.changed and e.t >= t0, 10.0)  # noqa: B023 - awaited here
             await rec.quiet(QUIET_S)
             lat.append(ev.t - t0 if ev else None)
         for p in (outside, inside):
@@ -679,7 +683,7 @@ def _gdbus_getall(bus: PrivateBus, env: Env, plan: Plan) -> dict[str, float] | N
 def _profile_top(path: str, n: int = 8) -> str:
     """Inclusive share of the busiest functions in a py-spy raw (collapsed stacks) file."""
     try:
-        lines = open(path).read().splitlines()
+        lines = pathlib.Path(path).read_text().splitlines()
     except OSError:
         return ""
     total = 0
@@ -862,11 +866,11 @@ async def _storm(bus: PrivateBus, env: Env, plan: Plan) -> Figure:
             await asyncio.to_thread(ns.cmd, f"churn_start {base}")
             relevant = 0
             run_lats = []
-            for k, cmd in enumerate(("mount /usr", "umount /usr")):
+            for cmd in ("mount /usr", "umount /usr"):
                 await asyncio.sleep(plan.storm_seconds / 3)
                 idx = len(rec.events)
                 t0 = float((await asyncio.to_thread(ns.cmd, cmd))[0])
-                ev = await rec.wait(idx, lambda e: "Mounts" in e.changed and e.t >= t0, 10.0)
+                ev = await rec.wait(idx, lambda e: "Mounts" in e.changed and e.t >= t0, 10.0)  # noqa: B023 - awaited here
                 if ev:
                     run_lats.append(ev.t - t0)
                     relevant += 1
@@ -938,7 +942,7 @@ def fig_rescan(env: Env, plan: Plan) -> Figure:
         ts = []
         for _ in range(plan.rescan_repeats):
             t = time.perf_counter()
-            snap = read_snapshot(paths)
+            read_snapshot(paths)
             ts.append(time.perf_counter() - t)
         return summary(ts)
 
@@ -989,7 +993,7 @@ def fig_rescan(env: Env, plan: Plan) -> Figure:
                 )
     for i in range(written):
         os.unlink(os.path.join(edir, f"bench-extra-{i}.conf"))
-    real = open(env.ns.mountinfo).read().splitlines()
+    real = pathlib.Path(env.ns.mountinfo).read_text().splitlines()
     prev = None
     mres = {}
     for n in (1000, 10000):
@@ -1089,7 +1093,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             out = fn()
             figures.extend(out if isinstance(out, list) else [out])
-        except Exception as exc:  # a figure that cannot run is reported, the others still run
+        except Exception as exc:  # noqa: BLE001 - a figure that cannot run is reported, the others still run
             traceback.print_exc()
             placeholder.error = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
             figures.append(placeholder)
@@ -1136,7 +1140,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = []
     notes_path = os.path.join(REPO, "bench", "NOTES.md")
     if os.path.exists(notes_path):
-        extra = ["", open(notes_path).read()]
+        extra = ["", pathlib.Path(notes_path).read_text()]
     command = (
         ".venv/bin/python bench/run.py"
         + (" --quick" if args.quick else "")

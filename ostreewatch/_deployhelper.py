@@ -129,7 +129,7 @@ def main() -> int:
         answer = {"ok": True, "changed": changed, "order": order}
     except HelperError as e:
         answer = {"ok": False, "kind": e.kind, "error": str(e)}
-    except Exception as e:  # the parent maps every other failure to WriteFailed with this text
+    except Exception as e:  # noqa: BLE001 - the parent maps every other failure to WriteFailed with this text
         answer = {"ok": False, "kind": "failed", "error": f"{type(e).__name__}: {e}"}
     sys.stdout.write(json.dumps(answer) + "\n")
     sys.stdout.flush()

@@ -15,6 +15,7 @@ Imports nothing but the standard library, ostreewatch.errors and ostreewatch.par
 from __future__ import annotations
 
 import base64
+import contextlib
 import ctypes
 import json
 import os
@@ -71,10 +72,8 @@ def remove_stale_temps(dir_fd: int) -> None:
     """Delete temporary files a killed writer left behind (callers hold the sysroot lock)."""
     for name in os.listdir(dir_fd):
         if name.startswith(TEMP_PREFIX):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(name, dir_fd=dir_fd)
-            except FileNotFoundError:
-                pass
 
 
 def atomic_replace(path: str, data: bytes, expect: bytes | None = None) -> None:
@@ -118,10 +117,8 @@ def atomic_replace(path: str, data: bytes, expect: bytes | None = None) -> None:
                 os.close(fd)
             os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=dir_fd)
-            except OSError:
-                pass
             raise
         # The rename is durable only once the directory is.
         os.fsync(dir_fd)
@@ -218,7 +215,7 @@ def main() -> int:
         atomic_replace(path, data, expect)
     except ContentChanged as e:
         answer = {"ok": False, "error": str(e), "changed": True}
-    except Exception as e:  # the parent maps every failure to WriteFailed with this text
+    except Exception as e:  # noqa: BLE001 - the parent maps every failure to WriteFailed with this text
         answer = {"ok": False, "error": f"{type(e).__name__}: {e}"}
     else:
         answer = {"ok": True}

@@ -31,7 +31,7 @@ class Client:
     async def connect(cls, spec: str = "system") -> Client:
         try:
             return cls(await service.connect(spec))
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - OSError, dbus-next's AuthError, a bad address...: all mean no daemon
             raise errors.DaemonUnavailable(f"cannot connect to the {spec} bus: {e}") from None
 
     def close(self) -> None:

@@ -348,7 +348,7 @@ class Daemon:
                     log.warning("cannot watch %s for the bus socket: %s", path, e)
             try:
                 bus = await self._connect_retrying(service)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - any failure to connect: wait for the socket, retry
                 if not said_missing:
                     kind = f"{self.bus_spec} " if self.bus_spec in ("system", "session") else ""
                     self.journal.log(
@@ -372,7 +372,7 @@ class Daemon:
             self.manager.attach(bus)
             try:
                 owner = await service.own_name(bus)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - the daemon keeps serving without the name
                 owner = False
                 log.warning("RequestName failed: %s", e)
             if owner:
@@ -384,7 +384,7 @@ class Daemon:
             reason = "disconnected"
             try:
                 await bus.wait_for_disconnect()
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - whatever ended the connection, reconnect
                 reason = str(e) or type(e).__name__
             self.manager.detach(bus)
             service.close_bus(bus)  # else the daemon keeps the old connection, and our name with it

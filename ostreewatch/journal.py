@@ -110,7 +110,7 @@ def _never_raise(method: _F) -> _F:
     def wrapper(self: Journal, *args: Any, **kwargs: Any) -> None:
         try:
             method(self, *args, **kwargs)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - logging must never kill the daemon
             self._to_stderr(
                 [
                     f"MESSAGE=journal record {method.__name__} failed: {exc}",
@@ -356,7 +356,7 @@ class Journal:
     def _emit(self, message_id: str | None, priority: int, message: str, fields: Sequence[Field]) -> None:
         try:
             lines = self._lines(message_id, priority, message, fields)
-        except Exception as exc:  # a field whose str() fails must not lose the record
+        except Exception as exc:  # noqa: BLE001 - a field whose str() fails must not lose the record
             lines = [
                 "MESSAGE=" + str(message),
                 f"PRIORITY={LOG_ERR}",
@@ -369,7 +369,7 @@ class Journal:
             try:
                 _sd_journal.sendv(*lines)
                 return
-            except Exception as exc:  # OSError mostly; never let logging kill the daemon
+            except Exception as exc:  # noqa: BLE001 - OSError mostly; never let logging kill the daemon
                 lines.append(f"OSTREEWATCH_JOURNAL_ERROR={exc.__class__.__name__}")
         self._to_stderr(lines)
 
@@ -385,5 +385,5 @@ class Journal:
             stream = self._stream if self._stream is not None else sys.stderr
             stream.write(f"{self.identifier}: " + " ".join(parts) + "\n")
             stream.flush()
-        except Exception:  # stderr closed or full: nothing left to tell
+        except Exception:  # noqa: BLE001 - stderr closed or full: nothing left to tell
             pass

@@ -12,6 +12,7 @@ KNOWN_PROBLEM_CODES plus `other`, whatever the host holds. No per-entry or per-m
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -196,10 +197,8 @@ def write_textfile(directory: str, text: str, name: str = FILE_NAME) -> str:
             os.fsync(f.fileno())
         os.rename(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
     dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:

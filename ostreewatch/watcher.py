@@ -137,9 +137,9 @@ class PathWaiter:
             except BlockingIOError:
                 return
             for _wd, mask, name in _events(data):
-                if mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED) or self.name is None or name == self.name:
-                    if not done.done():
-                        done.set_result(None)
+                hit = mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED) or self.name is None or name == self.name
+                if hit and not done.done():
+                    done.set_result(None)
 
         loop.add_reader(self.fd, readable)
         try:
@@ -606,7 +606,7 @@ class Watcher:
     def _start_mountinfo(self) -> None:
         path = str(self.paths.mountinfo)
         try:
-            self._mi_file = open(path, "rb", buffering=0)
+            self._mi_file = open(path, "rb", buffering=0)  # noqa: SIM115 - kept open: epoll watches it until stop()
         except OSError:
             return  # no mount table to watch: everything else still works
         try:
@@ -701,7 +701,7 @@ class Watcher:
     def _fire(self, reason: str) -> None:
         try:
             self.on_change(reason)
-        except Exception as exc:  # the caller's bug must not kill the watcher
+        except Exception as exc:  # noqa: BLE001 - the caller's bug must not kill the watcher
             self.loop.call_exception_handler(
                 {"message": f"ostreewatch watcher: on_change({reason!r}) failed", "exception": exc}
             )

@@ -328,7 +328,7 @@ def test_hostile_ids_refused_files_unchanged(sysroot: str, bootloader: str) -> N
                 run(writer, which, entry_id, snap)
     assert (read(env), read(conf)) == before
     assert len(journal.records) == 2 * len(HOSTILE)
-    for record, (entry_id, error) in zip(journal.records, HOSTILE * 2):
+    for record, (_entry_id, error) in zip(journal.records, HOSTILE * 2):
         assert record["result"] == "refused" and record["error"] == error.dbus_name
         assert len(record["entry"]) < 400 and "\n" not in record["entry"] and "\0" not in record["entry"]
 

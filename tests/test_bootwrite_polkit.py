@@ -10,6 +10,7 @@ it over D-Bus (CheckAuthorization for the caller's unique name).
 
 from __future__ import annotations
 
+import pathlib
 import subprocess
 from typing import Any
 
@@ -56,7 +57,7 @@ def test_polkit_rule_grants_nobody_only(polkitd: Any, daemon_factory: Any, grub_
     sysroot, env = grub_sysroot
     d = daemon_factory(bus, sysroot, env={"DBUS_SYSTEM_BUS_ADDRESS": bus.address})
     d.wait_name(WAIT)
-    before = open(env, "rb").read()
+    before = pathlib.Path(env).read_bytes()
 
     # uid 1 (daemon): polkitd says no (defaults: auth_admin for active sessions only; it has none)
     r = call_as(1, bus, "SetDefaultEntry", "ostree-1-test")
@@ -88,7 +89,7 @@ def test_polkit_rule_grants_nobody_only(polkitd: Any, daemon_factory: Any, grub_
     # hostile ids are refused before polkit is even asked
     r = call_as(65534, bus, "SetDefaultEntry", "../x")
     assert "org.freedesktop.DBus.Error.InvalidArgs" in r.stderr, r.stderr
-    assert open(env, "rb").read() == before
+    assert pathlib.Path(env).read_bytes() == before
 
     # nobody, SetDefaultEntry: polkitd answers yes
     r = call_as(65534, bus, "SetDefaultEntry", "ostree-1-test")

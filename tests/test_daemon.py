@@ -368,15 +368,15 @@ def test_the_entries_directory_removed_then_recreated(watched: Watched) -> None:
         ids_before = {e["id"]["data"] for e in d.get_property("BootEntries")}
         mark = sub.mark()
         shutil.rmtree(entries_dir(sysroot))
-        ev = sub.wait_for(mark, lambda ev: union(typed(ev, "BootEntriesChanged"), "removed") >= ids_before)
-        ev = sub.settle(mark)
+        sub.wait_for(mark, lambda ev: union(typed(ev, "BootEntriesChanged"), "removed") >= ids_before)
+        sub.settle(mark)
         assert d.get_property("BootEntries") == []
         mark = sub.mark()
         os.mkdir(entries_dir(sysroot))
         for name in os.listdir(saved):
             shutil.copy2(os.path.join(saved, name), entries_dir(sysroot))
-        ev = sub.wait_for(mark, lambda ev: union(typed(ev, "BootEntriesChanged"), "added") >= ids_before)
-        ev = sub.settle(mark)
+        sub.wait_for(mark, lambda ev: union(typed(ev, "BootEntriesChanged"), "added") >= ids_before)
+        sub.settle(mark)
         assert {e["id"]["data"] for e in d.get_property("BootEntries")} == ids_before
     finally:
         shutil.rmtree(saved, ignore_errors=True)

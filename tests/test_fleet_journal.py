@@ -85,7 +85,7 @@ def test_records_reach_the_central_journal_with_their_fields(
 
         for kind in KINDS:
             got = wait_until(
-                lambda: shipped(kind),
+                lambda: shipped(kind),  # noqa: B023 - wait_until calls it before the loop moves on
                 WAIT,
                 f"{kind} records in the central journal (upload log: {upload.log()}; remote log: {remote.log()})",
             )

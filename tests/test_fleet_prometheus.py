@@ -1,5 +1,6 @@
 """The fleet view end to end: ostreewatchd --textfile-dir -> a real node_exporter -> a real prometheus
-evaluating contrib/prometheus/ostreewatch.rules.yml, all on 127.0.0.1 (sysroots as tests/fixtures/sysroots.py builds them)."""
+evaluating contrib/prometheus/ostreewatch.rules.yml, all on 127.0.0.1 (sysroots as
+tests/fixtures/sysroots.py builds them)."""
 
 from __future__ import annotations
 
@@ -127,7 +128,8 @@ def test_deploy_and_fallback_reach_prometheus(
     # Decoded by Prometheus's own parser: the escaping in ostreewatch/textfile.py round-trips.
     assert labels["booted_version"] == labels["default_version"] == NASTY_VERSION
     # promtool lints the very file node_exporter serves.
-    lint = subprocess.run([PROMTOOL, "check", "metrics"], stdin=open(prom_file, "rb"), capture_output=True, timeout=60)
+    with open(prom_file, "rb") as served:
+        lint = subprocess.run([PROMTOOL, "check", "metrics"], stdin=served, capture_output=True, timeout=60)
     assert lint.returncode == 0 and not lint.stdout and not lint.stderr, lint
 
     # A deploy: the new deployment becomes the default while the old one stays booted.

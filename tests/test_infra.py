@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import pathlib
 import signal
 import stat
 import subprocess
@@ -181,7 +182,7 @@ def test_broken_policy_stops_dbus_daemon(tmp_path, make_bus, breakage: str) -> N
         text = text.replace('send_member="GetAll"', 'send_membr="GetAll"')
     else:
         text = text.replace("<deny send_destination", "<forbid send_destination")
-    assert text != open(PROJECT_POLICY).read()
+    assert text != pathlib.Path(PROJECT_POLICY).read_text()
     broken = tmp_path / "broken.conf"
     broken.write_text(text)
     with pytest.raises(BusStartError):
@@ -516,11 +517,11 @@ def test_run_sample_shows_the_daemon_and_cleans_up() -> None:
     assert "Access denied" in out, out  # uid 65534's Reload, refused by the policy
     assert "\n$ busctl get-property org.ostreewatch1" in out
     # Everything it started is gone: the bus's pid and its temp dir.
-    line = next(l for l in out.splitlines() if l.startswith("bus:"))
+    line = next(ln for ln in out.splitlines() if ln.startswith("bus:"))
     sock = line.split("unix:path=")[1].split()[0]
     pid = int(line.split("dbus-daemon pid ")[1].rstrip(")"))
     assert not os.path.exists(os.path.dirname(sock))
-    assert not os.path.exists(f"/proc/{pid}") or "dbus-daemon" not in open(f"/proc/{pid}/comm").read()
+    assert not os.path.exists(f"/proc/{pid}") or "dbus-daemon" not in pathlib.Path(f"/proc/{pid}/comm").read_text()
 
 
 def test_daemons_die_with_a_killed_test_process() -> None:
@@ -565,6 +566,6 @@ def test_readme_has_the_two_commands_and_every_package() -> None:
     assert "\nscripts/run-sample.sh" in readme and "\nscripts/run-tests.sh" in readme
     assert "sudo " not in readme
     with open(os.path.join(REPO, "scripts", "apt-packages.txt")) as f:
-        lines = [l for l in f if l.split("#")[0].strip()]
-    missing = [l.split()[0] for l in lines if f"`{l.split()[0]}`" not in readme]
+        lines = [ln for ln in f if ln.split("#")[0].strip()]
+    missing = [ln.split()[0] for ln in lines if f"`{ln.split()[0]}`" not in readme]
     assert not missing, f"README.md's package table lacks {missing} (see scripts/apt-packages.txt)"

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 from typing import Any
@@ -118,7 +119,7 @@ def boot_host(modern_sysroot, tmp_path, kind: str, stage: bool):
         booted_options = chosen["options"]
         loader_order = [e["title"] for e in entries]
     booted_arg = cmdline.get_arg(booted_options, "ostree")
-    entry_file = next(f for f in files if booted_arg in open(os.path.join(sr.entries_dir(), f)).read())
+    entry_file = next(f for f in files if booted_arg in pathlib.Path(sr.entries_dir(), f).read_text())
 
     sr.commit(f"{osname}/x", version="3", kver="6.1.3", osname=osname)
     deploy = f'chroot "$B" ostree admin deploy --retain {"--stage " if stage else ""}--os={osname} {osname}/x'

@@ -199,7 +199,7 @@ def test_set_default_entry_through_a_read_only_boot(guest: Container, sysroot: d
 
     def boot_options() -> list[str]:
         table = guest.run(["cat", "/proc/1/mountinfo"], check=True).stdout
-        return [l.split()[5].split(",") for l in table.splitlines() if l.split()[4] == "/boot"][0]
+        return [ln.split()[5].split(",") for ln in table.splitlines() if ln.split()[4] == "/boot"][0]
 
     assert "ro" in boot_options()
     assert grubenv_list(sysroot["path"]).get("saved_entry") is None

@@ -199,7 +199,7 @@ def _stop_keep(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
-        raise AssertionError("run-sample.sh --keep did not stop on SIGTERM")
+        raise AssertionError("run-sample.sh --keep did not stop on SIGTERM") from None
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pathlib
 import shutil
 import signal
 import socket
@@ -281,7 +282,7 @@ def _changes(rig: Rig, deploys: int, done: threading.Event, log: list[str]) -> N
                 os.unlink(os.path.join(edir, f"soak-{i}.conf"))
                 time.sleep(0.3)
             log.append(f"entry edits {i}")
-    except Exception as exc:  # surfaced by the test
+    except Exception as exc:  # noqa: BLE001 - surfaced by the test
         log.append(f"ERROR {type(exc).__name__}: {exc}")
     finally:
         done.set()
@@ -310,7 +311,7 @@ def test_soak_50_clients_while_the_sysroot_changes(rig: Rig) -> None:
             c.bus.disconnect()
 
     asyncio.run(main())
-    assert not [l for l in log if l.startswith("ERROR")], log
+    assert not [ln for ln in log if ln.startswith("ERROR")], log
     rig.assert_alive()
     final = rig.wait_synced("the final sysroot's state")
     final_gen = rig.get_all()["Generation"].value
@@ -683,14 +684,14 @@ def test_hostile_method_calls_get_named_errors(rig: Rig) -> None:
             bus.disconnect()
         return out
 
-    before = open(rig.grubenv, "rb").read()
+    before = pathlib.Path(rig.grubenv).read_bytes()
     results = asyncio.run(main())
     for label, reply in results:
         _check_named(label, reply)
         if label.startswith(("Manager.", "Properties.Set", "Properties.Get(")) or "Nope" in label:
             assert reply.message_type == MessageType.ERROR, f"{label} succeeded: {reply.body!r:.200}"
     rig.assert_alive()
-    assert open(rig.grubenv, "rb").read() == before, "a hostile call changed the grubenv"
+    assert pathlib.Path(rig.grubenv).read_bytes() == before, "a hostile call changed the grubenv"
     assert rig.published() == rig.offline()
 
 

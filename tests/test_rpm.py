@@ -196,7 +196,7 @@ def test_rpmlint_clean_with_documented_filters(build: Build) -> None:
 def test_rpmlintrc_filters_are_documented() -> None:
     """Every filter has a comment right above it that says why."""
     lines = RPMLINTRC.read_text().splitlines()
-    filters = [i for i, l in enumerate(lines) if l.startswith("addFilter(")]
+    filters = [i for i, ln in enumerate(lines) if ln.startswith("addFilter(")]
     assert filters, "no filters: then delete the file"
     for i in filters:
         assert lines[i - 1].lstrip().startswith("#"), f"undocumented filter: {lines[i]}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pathlib
 import re
 import xml.etree.ElementTree as ET
 from typing import Any
@@ -112,7 +113,7 @@ def test_introspection_equals_the_xml(bus: Any) -> None:
 
 
 def test_every_member_of_the_xml_has_a_doc_comment() -> None:
-    text = open(XML).read()
+    text = pathlib.Path(XML).read_text()
     for kind, name in re.findall(r'<(method|signal|property) name="(\w+)"', text):
         before = text[: text.index(f'<{kind} name="{name}"')].rstrip()
         assert before.endswith("-->"), f"{kind} {name} has no doc comment"

@@ -82,7 +82,7 @@ def test_hardening_options(unit: dict[str, dict[str, list[str]]]) -> None:
     assert "~@resources" in filters
     assert "/boot" in [w.lstrip("-") for w in words(s["ReadWritePaths"])]
     # Each protection left out says why, in a comment.
-    comments = "\n".join(l for l in UNIT.read_text().splitlines() if l.lstrip().startswith("#"))
+    comments = "\n".join(ln for ln in UNIT.read_text().splitlines() if ln.lstrip().startswith("#"))
     for left_out in ("PrivateTmp", "ProtectProc", "ProcSubset", "PrivateUsers", "BusName"):
         assert left_out in comments, left_out
         assert left_out not in s, left_out

@@ -574,7 +574,7 @@ def test_on_change_exception_does_not_stop_watching(loop, sysroot, tmp_path):
             n = len(seen)
             rig = Rig.__new__(Rig)
             rig.loop = loop
-            rig.run_until(lambda: len(seen) > n)
+            rig.run_until(lambda: len(seen) > n)  # noqa: B023 - called before the loop moves on
     finally:
         w.stop()
 

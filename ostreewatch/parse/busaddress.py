@@ -1,4 +1,4 @@
-"""D-Bus server addresses ("unix:path=/run/dbus/system_bus_socket;tcp:host=..."), as the D-Bus specification writes them.
+"""D-Bus server addresses ("unix:path=/run/dbus/system_bus_socket;tcp:host=..."), as the D-Bus specification has them.
 
 A pure parser, so that ostreewatchd can refuse a bad --bus before READY=1
 without importing the D-Bus library (which it loads only after READY=1).

@@ -413,7 +413,7 @@ class _Evaluator:
         operand: Callable[[list[str | None]], tuple[bool | None, list[str | None]]],
         decides: bool,
     ) -> tuple[bool | None, list[str | None]]:
-        """OPERAND (OP OPERAND)*: DECIDES when one side is DECIDES, else unknown (None) when one is, else not DECIDES."""
+        """OPERAND (OP OPERAND)*: DECIDES when a side is DECIDES, else unknown (None) when one is, else not DECIDES."""
         left, v = operand(v)
         while v and v[0] == op:
             right, v = operand(v[1:])

@@ -111,13 +111,13 @@ def parse_mountinfo(
     errors: list[MountinfoError] = []
     try:
         raw = bytes(data)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - the parser never raises: any odd input is a MountinfoError
         return (), (MountinfoError(f"mountinfo must be bytes: {e}"),)
     wanted: frozenset[bytes] | None = None
     if mount_points is not None:
         try:
             wanted = frozenset(mangle(p) for p in mount_points)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - as above, for the filter
             return (), (MountinfoError(f"bad mount point filter: {e}"),)
     for number, line in enumerate(raw.split(b"\n"), 1):
         if not line:

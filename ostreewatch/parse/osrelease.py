@@ -117,7 +117,7 @@ def _parse(text: str) -> dict[str, str]:
             elif c != "\n":
                 value.append("\\")
                 value.append(c)
-        elif state == "COMMENT":
+        elif state == "COMMENT":  # noqa: SIM102 - one branch per state, as in the branches above
             # systemd < 254 let a backslash-newline continue a comment; 254+ does not.
             if c in _NEWLINE:
                 state = "PRE_KEY"
