@@ -49,7 +49,7 @@ class ContentChanged(OstreewatchError):
 
 
 def _read_all(fd: int, limit: int = 1 << 20) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     total = 0
     while True:
         chunk = os.read(fd, 65536)

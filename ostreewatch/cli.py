@@ -66,12 +66,12 @@ def format_status(snap: model.Snapshot, booted_mark: str = "*") -> str:
     if not snap.BootEntries:
         out.append(f"  {_NONE}")
     for e in snap.BootEntries:
-        marks = "".join(
+        suffix = "".join(
             f" ({m})"
             for m, on in (("default", e.default), ("booted", e.booted), ("next", e.id == snap.NextEntry))
             if on
         )
-        out.append(f"{booted_mark if e.booted else ' '} {e.id}{marks}")
+        out.append(f"{booted_mark if e.booted else ' '} {e.id}{suffix}")
         if e.title:
             out.append(f"{'Title':>18}: {e.title}")
         out.append(f"{'Deployment':>18}: {e.deployment or _NONE}")
@@ -145,7 +145,7 @@ def read_offline(args: argparse.Namespace) -> model.Snapshot:
     return state.read_snapshot(paths_from_args(args))
 
 
-def add_status_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_status_parser(sub: argparse._SubParsersAction[_SubcommandParser]) -> None:
     p = sub.add_parser(
         "status",
         help="show the boot state",
@@ -203,7 +203,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _add_set_parser(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, which: str, help_text: str
+    sub: argparse._SubParsersAction[_SubcommandParser], name: str, which: str, help_text: str
 ) -> argparse.ArgumentParser:
     p = sub.add_parser(
         name,
@@ -223,7 +223,7 @@ def _add_set_parser(
     return p
 
 
-def add_set_default_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_set_default_parser(sub: argparse._SubParsersAction[_SubcommandParser]) -> None:
     p = _add_set_parser(sub, "set-default", "default", "Make a boot entry the default (SetDefaultEntry).")
     p.add_argument(
         "--deployment",
@@ -233,7 +233,7 @@ def add_set_default_parser(sub: argparse._SubParsersAction[argparse.ArgumentPars
     )
 
 
-def add_set_next_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_set_next_parser(sub: argparse._SubParsersAction[_SubcommandParser]) -> None:
     _add_set_parser(sub, "set-next", "next", "Boot an entry once, at the next boot (SetNextEntry).")
 
 
@@ -405,7 +405,7 @@ def add_monitor_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_monitor)
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[_SubcommandParser]], None]] = [
     add_status_parser,
     add_monitor_parser,
     add_set_default_parser,
@@ -420,7 +420,10 @@ class _SubcommandParser(argparse.ArgumentParser):
     would show the top-level usage (`ostreewatch status --frobnicate`).
     """
 
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+    # typeshed types this with overloads on the namespace; the override forwards both arguments as given.
+    def parse_known_args(  # type: ignore[override]
+        self, args: Any = None, namespace: Any = None
+    ) -> tuple[argparse.Namespace, list[str]]:
         ns, extras = super().parse_known_args(args, namespace)
         if extras:
             self.error(f"unrecognized arguments: {' '.join(extras)}")

@@ -136,9 +136,9 @@ class Daemon:
         self._burst_start = 0.0
         self._want = 0
         self._done = 0
-        self._scan_task: asyncio.Task | None = None
-        self._waiters: list[tuple[int, asyncio.Future]] = []
-        self._tasks: list[asyncio.Task] = []
+        self._scan_task: asyncio.Future[None] | None = None
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._tasks: list[asyncio.Future[None]] = []
         self._ready = False  # the first snapshot is read and published
         self._pending = False  # a change was seen during the first read
         self._only_mounts = True  # every change since the last read came from the mount table
@@ -308,15 +308,20 @@ class Daemon:
         await self.wait_scan(self.request_scan())
         return self.generation
 
+    def _writer(self) -> BootWriter:
+        """The boot writer: made with the Manager, before the bus loop, so before any call."""
+        assert self.writer is not None
+        return self.writer
+
     async def set_entry(self, which: str, entry_id: str, caller: model.Caller, ask: Any = None) -> None:
-        await self.writer.set_entry(which, entry_id, caller, self.snapshot, ask)
+        await self._writer().set_entry(which, entry_id, caller, self.snapshot, ask)
 
     async def set_deployment(self, deployment_id: str, caller: model.Caller, ask: Any = None) -> str:
-        return await self.writer.set_deployment(deployment_id, caller, self.snapshot, ask)
+        return await self._writer().set_deployment(deployment_id, caller, self.snapshot, ask)
 
     async def authorized_reload(self, caller: model.Caller, ask: Any = None) -> int:
         """Reload() over the bus: the writer's authorization (uid 0 or polkit), then a rescan."""
-        return await self.writer.reload(caller, ask, self.reload, self.snapshot)
+        return await self._writer().reload(caller, ask, self.reload, self.snapshot)
 
     async def _refreshed(self) -> model.Snapshot:
         """The snapshot after a write, published (the writer answers from it)."""
@@ -412,7 +417,9 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         # Watch before the first read, so that a change made during it is not lost.
         self._start_watcher(loop)
-        self.snapshot = await loop.run_in_executor(self._executor, self._read)
+        first = await loop.run_in_executor(self._executor, self._read)
+        assert first is not None  # only a read for the mount table alone returns None
+        self.snapshot = first
         self.generation = 1
         self.journal.started(self.snapshot, __version__)
         self._export_textfile()

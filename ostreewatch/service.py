@@ -201,7 +201,7 @@ class Manager(_ManagerBase):
         self._set_entry = set_entry
         self._set_deployment = set_deployment
         self._buses: list[MessageBus] = []
-        self._tasks: set = set()
+        self._tasks: set[asyncio.Future[None]] = set()
         self._variants: dict[str, Variant] | None = None
         self._all_bytes: bytes | None = None
 
@@ -427,7 +427,7 @@ def polkit_asker(bus: MessageBus, msg: Message, caller: model.Caller) -> AskPolk
     return ask
 
 
-class PremarshalledReply(Message):  # type: ignore[misc]
+class PremarshalledReply(Message):
     """A method return whose body is bytes marshalled earlier: only its header is built per call.
 
     Owns the header half of dbus-next 0.2.3's Message._marshall (the version setup.cfg pins;
@@ -463,7 +463,7 @@ class PremarshalledReply(Message):  # type: ignore[misc]
         )
         header.marshall()
         header.align(8)
-        return header.buffer + self._body_bytes  # type: ignore[no-any-return]
+        return header.buffer + self._body_bytes
 
 
 def _clip(text: str, limit: int = 64) -> str:
@@ -541,7 +541,7 @@ def socket_path(spec: str) -> str | None:
     return None
 
 
-class _PatientWriter(_aio_bus._MessageWriter):  # type: ignore[misc,name-defined]
+class _PatientWriter(_aio_bus._MessageWriter):
     """dbus-next's writer, except that a full socket buffer (EAGAIN) means "wait", not "the bus is gone".
 
     dbus-next 0.2.3 finalizes the connection on BlockingIOError, so 50 clients' GetAll replies at
@@ -589,8 +589,10 @@ def close_bus(bus: MessageBus) -> None:
 async def connect(spec: str) -> MessageBus:
     """Connect to the bus named by --bus; raises OSError (and others) when it is not there."""
     address, bus_type = bus_address(spec)
-    bus = MessageBus(bus_address=address, bus_type=bus_type)
-    bus._writer = _PatientWriter(bus)  # we never send unix fds, so the fd-passing branch is not needed
+    # dbus-next annotates `bus_address: str = None`: None is the bus type's default address.
+    bus = MessageBus(bus_address=address, bus_type=bus_type)  # type: ignore[arg-type]
+    # we never send unix fds, so the fd-passing branch is not needed; its __init__ is dbus-next's, unannotated
+    bus._writer = _PatientWriter(bus)  # type: ignore[no-untyped-call]
     try:
         return await bus.connect()
     except BaseException:

@@ -145,7 +145,7 @@ class _Reader:
                 m = _DEPLOY_NAME.fullmatch(name)
                 rel = f"{self.deploy_base}/{osname}/deploy/{name}"
                 st = self.root.lstat(rel) if m else None
-                if st is None or not stat.S_ISDIR(st.st_mode):  # ostree never links a deployment dir
+                if m is None or st is None or not stat.S_ISDIR(st.st_mode):  # ostree never links a deployment dir
                     continue
                 dep = _Dep(
                     osname=osname,
@@ -426,8 +426,8 @@ def _watched_mounts(data: bytes) -> tuple[tuple[model.Mount, ...], tuple[Ostreew
     """The Mounts records of the watched mount points, and the lines that could not be parsed."""
     infos, errors = mountinfo_parse.parse_mountinfo(data, mount_points=WATCHED_MOUNT_POINTS)
     top: dict[str, mountinfo_parse.MountInfo] = {}
-    for info in infos:
-        top[info.mount_point] = info  # a later line is mounted over an earlier one
+    for parsed in infos:
+        top[parsed.mount_point] = parsed  # a later line is mounted over an earlier one
     out = []
     for point in WATCHED_MOUNT_POINTS:
         info = top.get(point)
@@ -814,7 +814,7 @@ def _find_booted(
 ) -> str:
     """The booted deployment: run/ostree-booted's (dev, inode), else the root of the `/` mount, else ostree=."""
     inode = meta.get("backing-root-device-inode")
-    if inode:
+    if isinstance(inode, tuple) and inode:  # a (tt) pair: parse/gvariant.py checks it
         for d in deps.values():
             st = r.root.lstat(d.rel)
             if st is not None and (st.st_dev, st.st_ino) == tuple(inode):
@@ -919,6 +919,10 @@ def _grub_default(r: _Reader, entries: list[bls.BlsEntry], recorded: dict[str, s
     return _Default(match.id, match.id if res.boot_once else "", source)
 
 
+def _by_version(a: bls.BlsEntry, b: bls.BlsEntry) -> int:
+    return bls.strverscmp_improved(a.version, b.version)
+
+
 def _boot_counting_fallback(r: _Reader, entries: list[bls.BlsEntry], default_entry: str) -> None:
     """boot-fallback for a boot-counting entry with no tries left that is the default or the newest.
 
@@ -928,7 +932,7 @@ def _boot_counting_fallback(r: _Reader, entries: list[bls.BlsEntry], default_ent
     """
     if not entries:
         return
-    newest = max(entries, key=functools.cmp_to_key(lambda a, b: bls.strverscmp_improved(a.version, b.version)))
+    newest = max(entries, key=functools.cmp_to_key(_by_version))
     for e in entries:
         if e.tries_left == 0 and (e.id == default_entry or e is newest):
             r.problem(

@@ -117,7 +117,7 @@ class Root:
         self._prefix = self.path.rstrip("/") + "/"
         # Directories (not links) already seen: a Root lives for one read, so this only
         # saves the repeated lstat of ostree/, ostree/deploy/... for every deployment.
-        self._dirs: set = set()
+        self._dirs: set[str] = set()
         # One Root serves one scan: directories and link targets seen are not looked up again
         # (1,000 entries all resolve through the same boot/loader and ostree/boot.N links).
         self._links: dict[str, str] = {}

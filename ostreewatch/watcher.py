@@ -683,8 +683,9 @@ class Watcher:
         # no re-arm. Reported anyway when the last report is MOUNT_RECHECK_EVERY old, so a
         # remount that changes only filesystem options (no flag, no mount) is still seen.
         probe = self._probe_mounts()
-        assert self._mi_probe_root is not None or probe is None
-        recheck = MOUNT_RECHECK_EVERY if probe is None or self._mi_probe_root[1] else MOUNT_RECHECK_APPROX
+        root = self._mi_probe_root
+        assert root is not None or probe is None
+        recheck = MOUNT_RECHECK_EVERY if probe is None or (root is not None and root[1]) else MOUNT_RECHECK_APPROX
         if probe is not None and probe == self._mi_probe and now - self._mi_reported < recheck:
             self.stats["mount_unchanged"] += 1
             return

@@ -249,4 +249,8 @@ def sort_entries_grub(entries: Iterable[BlsEntry]) -> list[BlsEntry]:
     reading a file at its first blank or value-less line, and skips entries
     without `linux`. Ties keep the input order.
     """
-    return sorted(entries, key=functools.cmp_to_key(lambda a, b: -_grub_compare(a, b)))
+    return sorted(entries, key=functools.cmp_to_key(_grub_compare_newest_first))
+
+
+def _grub_compare_newest_first(a: BlsEntry, b: BlsEntry) -> int:
+    return -_grub_compare(a, b)

@@ -436,8 +436,8 @@ class _Evaluator:
                 return a == b, v[3:]
             if op == "!=":
                 return a != b, v[3:]
-            x, y = int(a), int(b)
-            return {"-eq": x == y, "-ne": x != y, "-lt": x < y, "-le": x <= y, "-gt": x > y, "-ge": x >= y}[op], v[3:]
+            i, j = int(a), int(b)
+            return {"-eq": i == j, "-ne": i != j, "-lt": i < j, "-le": i <= j, "-gt": i > j, "-ge": i >= j}[op], v[3:]
         if len(v) >= 2 and v[0] in ("-n", "-z"):
             x = v[1]
             if x is None:

@@ -34,7 +34,7 @@ def _check_block(buf: bytes) -> None:
         raise GrubenvError("invalid environment block (no '# GRUB Environment Block' header)")
 
 
-def _find_next_line(buf: bytes, p: int, pend: int) -> int:
+def _find_next_line(buf: bytes | bytearray, p: int, pend: int) -> int:
     while p < pend:
         c = buf[p]
         if c == _BS:

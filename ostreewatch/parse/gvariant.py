@@ -264,7 +264,7 @@ def parse_ostree_booted(data: bytes) -> dict[str, Any]:
     """
     if not data:
         return {}
-    d = parse_variant(data, "a{sv}")
+    d: dict[str, Any] = parse_variant(data, "a{sv}")
     bri = d.get("backing-root-device-inode")
     if bri is not None and not (
         isinstance(bri, tuple) and len(bri) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in bri)

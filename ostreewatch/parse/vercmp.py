@@ -24,7 +24,7 @@ def _is_valid_version_char(c: str) -> bool:
 
 
 def _cmp(x: object, y: object) -> int:
-    return (x > y) - (x < y)  # type: ignore[operator]
+    return int((x > y) - (x < y))  # type: ignore[operator]
 
 
 def _run_end(s: str, i: int, kind: Callable[[str], bool]) -> int:

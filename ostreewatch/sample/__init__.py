@@ -38,7 +38,8 @@ def manifest_path(name: str = DEFAULT) -> str:
 
 def load_manifest(name: str = DEFAULT) -> dict[str, Any]:
     with open(manifest_path(name), encoding="utf-8") as f:
-        return json.load(f)
+        manifest: dict[str, Any] = json.load(f)
+    return manifest
 
 
 def _inside(dest: str, rel: str) -> str:
