@@ -116,16 +116,10 @@ def add_read_options(p: argparse.ArgumentParser) -> None:
         "--cmdline", default="/proc/cmdline", metavar="FILE", help="the kernel command line (default: /proc/cmdline)"
     )
     p.add_argument("--run", default="/run", metavar="DIR", help="the run directory (default: /run)")
-    from .sample import DEFAULT, NAMES
+    from .sample import DEFAULT, NAMES, add_argument
 
-    p.add_argument(
-        "--sample",
-        nargs="?",
-        const=DEFAULT,
-        default=None,
-        choices=NAMES,
-        metavar="NAME",
-        help=f"read a bundled sample host instead ({', '.join(NAMES)}; default {DEFAULT}); overrides the four above",
+    add_argument(
+        p, f"read a bundled sample host instead ({', '.join(NAMES)}; default {DEFAULT}); overrides the four above"
     )
 
 

@@ -524,6 +524,7 @@ def check_bus_spec(spec: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .sample import DEFAULT, NAMES
+    from .sample import add_argument as add_sample_argument
 
     p = argparse.ArgumentParser(prog="ostreewatchd", description="Publish an OSTree host's boot state on D-Bus.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -551,15 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="the least severe stderr log message shown (default: info; journal records are not affected)",
     )
-    p.add_argument(
-        "--sample",
-        nargs="?",
-        const=DEFAULT,
-        default=None,
-        choices=NAMES,
-        metavar="NAME",
-        help=f"watch a bundled sample host instead, in a temp dir removed at exit "
-        f"({', '.join(NAMES)}; default {DEFAULT})",
+    add_sample_argument(
+        p, f"watch a bundled sample host instead, in a temp dir removed at exit ({', '.join(NAMES)}; default {DEFAULT})"
     )
     p.add_argument(
         "--textfile-dir",

@@ -18,15 +18,25 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..model import Paths
+
+if TYPE_CHECKING:
+    import argparse
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 NAMES: tuple[str, ...] = ("rhcos", "silverblue")
 DEFAULT = "rhcos"
 MANIFEST = os.path.join(_HERE, "rhcos.json")
 _TEMP_DIRS: dict[str, str] = {}
+
+
+def add_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """The --sample [NAME] option, as ostreewatch and ostreewatchd both take it."""
+    parser.add_argument(
+        "--sample", nargs="?", const=DEFAULT, default=None, choices=NAMES, metavar="NAME", help=help_text
+    )
 
 
 def manifest_path(name: str = DEFAULT) -> str:
