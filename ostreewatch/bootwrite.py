@@ -425,6 +425,13 @@ def find_deployment(snapshot: model.Snapshot, dep_id: str) -> model.Deployment:
 _HELPER_ERRORS = {"busy": errors.Busy, "no-such-deployment": errors.NoSuchDeployment, "staged": errors.NotSupported}
 
 
+def _run_helper(
+    python: str, module: str, request: bytes, env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess[bytes]:
+    """`PYTHON -m MODULE` from /, REQUEST on its stdin, its output captured (TimeoutExpired, OSError as run's)."""
+    return subprocess.run([python, "-m", module], input=request, capture_output=True, env=env, cwd="/", timeout=timeout)
+
+
 def run_deploy_helper(
     sysroot: str, dep_id: str, python: str = DEPLOY_PYTHON, timeout: float = DEPLOY_TIMEOUT
 ) -> dict[str, Any]:
@@ -433,14 +440,7 @@ def run_deploy_helper(
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=package_parent)  # the helper needs only this package, not the venv
     try:
-        proc = subprocess.run(
-            [python, "-m", "ostreewatch._deployhelper"],
-            input=request,
-            capture_output=True,
-            env=env,
-            cwd="/",
-            timeout=timeout,
-        )
+        proc = _run_helper(python, "ostreewatch._deployhelper", request, env, timeout)
     except subprocess.TimeoutExpired:
         # Never kill it: it may hold /boot frozen; ostree's thaw watchdog releases it.
         raise errors.WriteFailed(f"the deployment helper did not finish in {timeout:.0f} s") from None
@@ -797,14 +797,7 @@ def replace_in_helper(plan: _Plan, python: str = sys.executable) -> None:
         ),
     )
     try:
-        proc = subprocess.run(
-            [python, "-m", "ostreewatch._writehelper"],
-            input=request,
-            capture_output=True,
-            env=env,
-            cwd="/",
-            timeout=HELPER_TIMEOUT,
-        )
+        proc = _run_helper(python, "ostreewatch._writehelper", request, env, HELPER_TIMEOUT)
     except subprocess.TimeoutExpired:
         raise errors.WriteFailed(f"the write helper for {plan.path} did not finish in {HELPER_TIMEOUT:.0f} s") from None
     try:
