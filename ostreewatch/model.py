@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _interface
+from .parse.bls import EntryKeys
 
 
 @dataclass(frozen=True)
@@ -151,18 +152,9 @@ class Deployment:
 
 
 @dataclass(frozen=True)
-class BootEntry:
-    id: str
-    file: str
-    title: str = ""
-    version: str = ""
-    sort_key: str = ""
-    machine_id: str = ""
-    linux: str = ""
-    initrd: tuple[str, ...] = ()
-    options: str = ""
-    devicetree: str = ""
-    architecture: str = ""
+class BootEntry(EntryKeys):
+    """A boot entry as published: the entry file's keys (parse/bls.py), then what the boot state adds."""
+
     ostree: str = ""
     deployment: str = ""
     default: bool = False

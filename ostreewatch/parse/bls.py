@@ -26,7 +26,9 @@ _UINT_MAX = 2**32 - 1
 
 
 @dataclass(frozen=True)
-class BlsEntry:
+class EntryKeys:
+    """The keys of an entry that model.BootEntry publishes too: its first fields, in this order."""
+
     id: str
     file: str
     title: str = ""
@@ -34,13 +36,19 @@ class BlsEntry:
     sort_key: str = ""
     machine_id: str = ""
     linux: str = ""
-    efi: str = ""
     initrd: tuple[str, ...] = ()
     options: str = ""  # all options lines joined by one space
-    first_options: str = ""  # only the first options line (what grub's blscfg uses)
     devicetree: str = ""
-    devicetree_overlay: str = ""
     architecture: str = ""
+
+
+@dataclass(frozen=True)
+class BlsEntry(EntryKeys):
+    """An entry file as parsed: the published keys, then those only the parsers and the writer use."""
+
+    efi: str = ""
+    first_options: str = ""  # only the first options line (what grub's blscfg uses)
+    devicetree_overlay: str = ""
     tries_left: int | None = None
     tries_done: int | None = None
     extra: tuple[tuple[str, str], ...] = ()  # unknown keys, in file order
