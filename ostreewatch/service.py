@@ -46,6 +46,7 @@ from .busnames import BUS_NAME as BUS_NAME
 from .busnames import INTERFACE as INTERFACE
 from .busnames import OBJECT_PATH as OBJECT_PATH
 from .busnames import PROPERTIES_IFACE as PROPERTIES_IFACE
+from .changes import Changes
 
 EMITS = "org.freedesktop.DBus.Property.EmitsChangedSignal"
 
@@ -207,7 +208,7 @@ class Manager(_ManagerBase):
 
     # -- publishing --
 
-    def publish(self, snapshot: model.Snapshot, generation: int, changes: Any) -> None:
+    def publish(self, snapshot: model.Snapshot, generation: int, changes: Changes) -> None:
         """Swap in a new snapshot and emit PropertiesChanged once, then the typed signals."""
         self.snapshot = snapshot
         self.generation = generation
