@@ -137,7 +137,7 @@ def test_bootwrite_writes_only_declared_fields(tmp_path: Path) -> None:
     source = Path(REPO, "ostreewatch", "bootwrite.py").read_text()
     used = set(re.findall(r'record\["([a-z_]+)"\]', source))
     used |= set(re.findall(r'"([a-z_]+)": [^,]+, "caller_pid"', source))
-    literal = re.search(r"record: Dict\[str, Any\] = \{(.*?)\}", source, re.S)
+    literal = re.search(r"record: [Dd]ict\[str, Any\] = \{(.*?)\}", source, re.S)
     assert literal is not None
     used |= set(re.findall(r'"([a-z_]+)":', literal.group(1)))
     assert used, "no record keys found in bootwrite.py"
