@@ -1,5 +1,5 @@
 # Shortcuts for the README's commands (run as root on Debian 12).
-.PHONY: sample test setup
+.PHONY: sample test setup lint
 
 sample:
 	scripts/run-sample.sh
@@ -9,3 +9,6 @@ test:
 
 setup:
 	scripts/setup-test-env.sh
+
+lint:
+	scripts/lint.sh

@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import List, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
@@ -46,17 +45,30 @@ def _watch(fd: int, path: str) -> int:
     return wd
 
 
-def burst_once(sr: str, ref: str) -> List[Tuple[float, str]]:
+def burst_once(sr: str, ref: str) -> list[tuple[float, str]]:
     """(time, dir/name) of each event on the watched dirs while one deploy runs."""
     fd = _libc.inotify_init1(IN_NONBLOCK)
     dirs = {}
     for rel in ("boot", "boot/loader/entries", "ostree", "ostree/deploy", f"ostree/deploy/{srmod.OSNAME}"):
         path = os.path.realpath(os.path.join(sr, rel))
         dirs[_watch(fd, path)] = rel
-    events: List[Tuple[float, str]] = []
-    proc = subprocess.Popen(["unshare", "--user", "--map-root-user", "ostree", "admin", "deploy",
-                             f"--sysroot={sr}", f"--os={srmod.OSNAME}", ref], env=srmod.ostree_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    events: list[tuple[float, str]] = []
+    proc = subprocess.Popen(
+        [
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "ostree",
+            "admin",
+            "deploy",
+            f"--sysroot={sr}",
+            f"--os={srmod.OSNAME}",
+            ref,
+        ],
+        env=srmod.ostree_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     while True:
@@ -67,7 +79,7 @@ def burst_once(sr: str, ref: str) -> List[Tuple[float, str]]:
             off = 0
             while off < len(buf):
                 wd, _mask, _cookie, length = struct.unpack_from("iIII", buf, off)
-                name = buf[off + 16:off + 16 + length].rstrip(b"\0").decode()
+                name = buf[off + 16 : off + 16 + length].rstrip(b"\0").decode()
                 off += 16 + length
                 events.append((t, f"{dirs.get(wd, '?')}/{name}"))
         elif done:
@@ -91,10 +103,10 @@ def cmd_burst(n: int) -> None:
             counts.append(len(ev))
         gaps.sort()
         print(f"deploys: {len(spans)}; events per deploy (median): {statistics.median(counts)}")
-        print(f"burst span ms: median {statistics.median(spans)*1e3:.1f}, max {max(spans)*1e3:.1f}")
+        print(f"burst span ms: median {statistics.median(spans) * 1e3:.1f}, max {max(spans) * 1e3:.1f}")
         for q in (0.5, 0.9, 0.99):
-            print(f"gap between wakeups p{int(q*100)}: {gaps[int(q*(len(gaps)-1))]*1e3:.2f} ms")
-        print(f"largest gap: {gaps[-1]*1e3:.1f} ms")
+            print(f"gap between wakeups p{int(q * 100)}: {gaps[int(q * (len(gaps) - 1))] * 1e3:.2f} ms")
+        print(f"largest gap: {gaps[-1] * 1e3:.1f} ms")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -102,9 +114,11 @@ def cmd_burst(n: int) -> None:
 def cmd_daemon(n: int) -> None:
     """Start->READY, idle wakeups over 60 s, loader swap->signal, RSS: medians of N runs."""
     import asyncio
+
     from bench.daemonrun import Daemon, DaemonArgs, PrivateBus, Recorder, wait_for_name
     from bench.harness import RenameClock
     from tests.fixtures.measure import proc_sample
+
     work = tempfile.mkdtemp(prefix="owbench-daemon-")
     bus = PrivateBus()
     ready, wake, lat, swap_lat, rss = [], [], [], [], []
@@ -129,7 +143,7 @@ def cmd_daemon(n: int) -> None:
                     mark = len(rec.events)
                     t0 = time.monotonic()
                     # a thread: the recorder's loop must keep reading while ostree runs
-                    await asyncio.get_running_loop().run_in_executor(None, srmod.deploy, sr, srmod.REFS[i % 2])
+                    await asyncio.get_running_loop().run_in_executor(None, srmod.deploy, sr, srmod.REFS[i % 2])  # noqa: B023 - swap() runs in this iteration
                     ev = await rec.wait(mark, lambda e: e.member == "DeploymentsChanged", 30)
                     t_swap = clock.wait_after(0, 5)
                     clock.close()
@@ -138,17 +152,20 @@ def cmd_daemon(n: int) -> None:
                         lat.append(ev.t - t0)
                         if t_swap is not None:
                             swap_lat.append(ev.t - t_swap)
+
                 asyncio.run(swap())
             finally:
                 d.stop()
         print(f"runs: {n}")
-        print(f"start -> READY=1: median {statistics.median(ready)*1e3:.0f} ms")
+        print(f"start -> READY=1: median {statistics.median(ready) * 1e3:.0f} ms")
         print(f"idle wakeups per 60 s (voluntary+involuntary ctxt switches): median {statistics.median(wake):.0f}")
-        print(f"deploy start -> DeploymentsChanged at a subscriber: median {statistics.median(lat)*1e3:.0f} ms")
+        print(f"deploy start -> DeploymentsChanged at a subscriber: median {statistics.median(lat) * 1e3:.0f} ms")
         if swap_lat:
-            print(f"boot/loader swap (rename) -> DeploymentsChanged: median {statistics.median(swap_lat)*1e3:.0f} ms, "
-                  f"max {max(swap_lat)*1e3:.0f} ms (debounce {50} ms included)")
-        print(f"RSS: median {statistics.median(rss)/1024:.1f} MiB")
+            print(
+                f"boot/loader swap (rename) -> DeploymentsChanged: median {statistics.median(swap_lat) * 1e3:.0f} ms, "
+                f"max {max(swap_lat) * 1e3:.0f} ms (debounce {50} ms included)"
+            )
+        print(f"RSS: median {statistics.median(rss) / 1024:.1f} MiB")
     finally:
         bus.close()
         shutil.rmtree(work, ignore_errors=True)
@@ -172,6 +189,7 @@ def cmd_storm(n: int, count: int = 2000) -> None:
     from tests.fixtures.bus import SystemBus
     from tests.fixtures.daemon import start_daemon
     from tests.fixtures.measure import proc_sample
+
     work = tempfile.mkdtemp(prefix="owbench-storm-")
     bus = SystemBus()
     bus.start()
@@ -179,14 +197,29 @@ def cmd_storm(n: int, count: int = 2000) -> None:
     try:
         sr = srmod.build_sysroot(os.path.join(work, "sysroot"))
         for _ in range(n):
-            d = start_daemon(bus, sr, mountinfo="/proc/self/mountinfo",
-                             prefix=["unshare", "--mount", "--propagation", "private"])
+            d = start_daemon(
+                bus, sr, mountinfo="/proc/self/mountinfo", prefix=["unshare", "--mount", "--propagation", "private"]
+            )
             try:
                 d.wait_name()
                 g0 = d.get_property("Generation")
                 s0 = proc_sample(d.pid)
-                r = subprocess.run(["nsenter", "--mount", "--target", str(d.pid), sys.executable, "-c", _STORM,
-                                    os.path.join(work, "storm"), str(count)], capture_output=True, text=True, check=True)
+                r = subprocess.run(
+                    [
+                        "nsenter",
+                        "--mount",
+                        "--target",
+                        str(d.pid),
+                        sys.executable,
+                        "-c",
+                        _STORM,
+                        os.path.join(work, "storm"),
+                        str(count),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 time.sleep(0.5)
                 s1 = proc_sample(d.pid)
                 cpu.append(s1.cpu_s - s0.cpu_s)
@@ -196,8 +229,10 @@ def cmd_storm(n: int, count: int = 2000) -> None:
                 d.close()
         print(f"runs: {n}; {count} tmpfs mount+umount pairs each")
         print(f"storm duration: median {statistics.median(wall):.2f} s")
-        print(f"ostreewatchd CPU during the storm: median {statistics.median(cpu)*1e3:.0f} ms "
-              f"({statistics.median(cpu)/statistics.median(wall)*100:.1f}% of one core)")
+        print(
+            f"ostreewatchd CPU during the storm: median {statistics.median(cpu) * 1e3:.0f} ms "
+            f"({statistics.median(cpu) / statistics.median(wall) * 100:.1f}% of one core)"
+        )
         print(f"published changes: {gens}")
     finally:
         bus.close()

@@ -15,7 +15,6 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import List
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -24,7 +23,7 @@ from ostreewatch.state import Paths, read_snapshot  # noqa: E402
 from tests.fixtures.sysroots import OstreeSysroot  # noqa: E402
 
 
-def measure(paths: Paths, runs: int) -> List[float]:
+def measure(paths: Paths, runs: int) -> list[float]:
     read_snapshot(paths)  # warm-up
     out = []
     for _ in range(runs):

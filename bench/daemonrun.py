@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from dbus_next import Message, MessageType
 from dbus_next.aio import MessageBus
 
-from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
 from bench.harness import NotifyListener
+from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.join(REPO, ".venv", "bin")
@@ -55,12 +56,13 @@ class PrivateBus:
         self.conf = os.path.join(self.dir, "bus.conf")
         with open(self.conf, "w") as f:
             f.write(_BUS_CONF.format(sock=self.socket))
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
         self.start()
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(["dbus-daemon", f"--config-file={self.conf}", "--nofork", "--print-pid"],
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            ["dbus-daemon", f"--config-file={self.conf}", "--nofork", "--print-pid"], stdout=subprocess.PIPE, text=True
+        )
         assert self.proc.stdout
         self.proc.stdout.readline()  # the pid: printed once the socket listens
         self.proc.stdout.close()
@@ -73,10 +75,8 @@ class PrivateBus:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket)
-        except FileNotFoundError:
-            pass
 
     def close(self) -> None:
         self.stop()
@@ -90,10 +90,10 @@ class DaemonArgs:
     cmdline: str = ""
     run: str = ""
     sample: bool = False
-    debounce_ms: Optional[int] = None
+    debounce_ms: int | None = None
     extra: Sequence[str] = ()
 
-    def argv(self, bus_address: str) -> List[str]:
+    def argv(self, bus_address: str) -> list[str]:
         argv = [os.path.join(VENV_BIN, "ostreewatchd"), "--bus", bus_address]
         if self.sample:
             argv.append("--sample")
@@ -109,13 +109,13 @@ class DaemonArgs:
 class Daemon:
     """One ostreewatchd process with its own NOTIFY_SOCKET; start() returns seconds from exec to READY=1."""
 
-    def __init__(self, bus_address: str, args: DaemonArgs, log_path: Optional[str] = None) -> None:
+    def __init__(self, bus_address: str, args: DaemonArgs, log_path: str | None = None) -> None:
         self.bus_address = bus_address
         self.args = args
         self._own_log = log_path is None  # a temp log of our own is removed by stop()
         self.log_path = log_path or os.path.join(tempfile.mkdtemp(prefix="owbench-daemon-"), "daemon.log")
-        self.proc: Optional[subprocess.Popen] = None
-        self.notify: Optional[NotifyListener] = None
+        self.proc: subprocess.Popen | None = None
+        self.notify: NotifyListener | None = None
 
     @property
     def pid(self) -> int:
@@ -125,10 +125,11 @@ class Daemon:
     def start(self, timeout: float = 30.0) -> float:
         self.notify = NotifyListener()
         env = dict(os.environ, NOTIFY_SOCKET=self.notify.path, PYTHONUNBUFFERED="1")
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - the daemon writes to it until stop() closes it
         t0 = time.monotonic()
-        self.proc = subprocess.Popen(self.args.argv(self.bus_address), env=env, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            self.args.argv(self.bus_address), env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
         t_ready = self.notify.wait_for("READY=1", timeout)
         if t_ready is None:
             rc = self.proc.poll()
@@ -137,7 +138,7 @@ class Daemon:
         self.notify.drain()
         return t_ready - t0
 
-    def stop(self) -> Optional[int]:
+    def stop(self) -> int | None:
         rc = None
         if self.proc:
             if self.proc.poll() is None:
@@ -172,9 +173,16 @@ async def wait_for_name(address: str, timeout: float = 20.0) -> None:
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            reply = await bus.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-                                           interface="org.freedesktop.DBus", member="NameHasOwner",
-                                           signature="s", body=[BUS_NAME]))
+            reply = await bus.call(
+                Message(
+                    destination="org.freedesktop.DBus",
+                    path="/org/freedesktop/DBus",
+                    interface="org.freedesktop.DBus",
+                    member="NameHasOwner",
+                    signature="s",
+                    body=[BUS_NAME],
+                )
+            )
             if reply.message_type == MessageType.METHOD_RETURN and reply.body[0]:
                 return
             await asyncio.sleep(0.02)
@@ -184,11 +192,17 @@ async def wait_for_name(address: str, timeout: float = 20.0) -> None:
 
 
 def getall_message() -> Message:
-    return Message(destination=BUS_NAME, path=OBJECT_PATH, interface="org.freedesktop.DBus.Properties",
-                   member="GetAll", signature="s", body=[INTERFACE])
+    return Message(
+        destination=BUS_NAME,
+        path=OBJECT_PATH,
+        interface="org.freedesktop.DBus.Properties",
+        member="GetAll",
+        signature="s",
+        body=[INTERFACE],
+    )
 
 
-async def get_all(bus: MessageBus) -> Dict[str, Any]:
+async def get_all(bus: MessageBus) -> dict[str, Any]:
     reply = await bus.call(getall_message())
     if reply.message_type != MessageType.METHOD_RETURN:
         raise RuntimeError(f"GetAll: {reply.error_name} {reply.body}")
@@ -200,7 +214,7 @@ class SignalEvent:
     t: float
     member: str
     changed: frozenset
-    generation: Optional[int]
+    generation: int | None
 
 
 class Recorder:
@@ -208,15 +222,22 @@ class Recorder:
 
     def __init__(self, bus: MessageBus) -> None:
         self.bus = bus
-        self.events: List[SignalEvent] = []
+        self.events: list[SignalEvent] = []
         self._cond = asyncio.Condition()
 
     @classmethod
-    async def create(cls, address: str) -> "Recorder":
+    async def create(cls, address: str) -> Recorder:
         rec = cls(await connect(address))
-        reply = await rec.bus.call(Message(
-            destination="org.freedesktop.DBus", path="/org/freedesktop/DBus", interface="org.freedesktop.DBus",
-            member="AddMatch", signature="s", body=[f"type='signal',path='{OBJECT_PATH}'"]))
+        reply = await rec.bus.call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="AddMatch",
+                signature="s",
+                body=[f"type='signal',path='{OBJECT_PATH}'"],
+            )
+        )
         if reply.message_type != MessageType.METHOD_RETURN:
             raise RuntimeError(f"AddMatch: {reply.error_name}")
         rec.bus.add_message_handler(rec._on_message)
@@ -240,21 +261,22 @@ class Recorder:
         async with self._cond:
             self._cond.notify_all()
 
-    async def wait(self, since: int, pred, timeout: float) -> Optional[SignalEvent]:
+    async def wait(self, since: int, pred, timeout: float) -> SignalEvent | None:
         """The first event at index >= since that satisfies pred, waiting up to timeout."""
-        async def scan() -> Optional[SignalEvent]:
+
+        async def scan() -> SignalEvent | None:
             for ev in self.events[since:]:
                 if pred(ev):
                     return ev
             return None
+
         try:
-            async with asyncio.timeout(timeout) if hasattr(asyncio, "timeout") else _Null():
-                async with self._cond:
-                    while True:
-                        ev = await scan()
-                        if ev:
-                            return ev
-                        await self._cond.wait()
+            async with asyncio.timeout(timeout) if hasattr(asyncio, "timeout") else _Null(), self._cond:
+                while True:
+                    ev = await scan()
+                    if ev:
+                        return ev
+                    await self._cond.wait()
         except (TimeoutError, asyncio.TimeoutError):
             return await scan()
 
@@ -267,7 +289,7 @@ class Recorder:
             if len(self.events) == n:
                 return
 
-    def properties_changed(self, since: int = 0) -> List[SignalEvent]:
+    def properties_changed(self, since: int = 0) -> list[SignalEvent]:
         return [e for e in self.events[since:] if e.member == "PropertiesChanged"]
 
     def close(self) -> None:

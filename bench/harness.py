@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from typing import Dict, Iterable, List, Optional, Sequence
+from collections.abc import Iterable, Sequence
 
 from tests.fixtures.measure import status_fields
 
@@ -25,14 +25,14 @@ from tests.fixtures.measure import status_fields
 class NotifyListener:
     """A NOTIFY_SOCKET datagram socket; records when each message arrived (monotonic)."""
 
-    def __init__(self, directory: Optional[str] = None) -> None:
+    def __init__(self, directory: str | None = None) -> None:
         self._dir = tempfile.mkdtemp(prefix="owbench-notify-", dir=directory)
         self.path = os.path.join(self._dir, "notify.sock")
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.bind(self.path)
-        self.messages: List[tuple] = []  # (monotonic time, text)
+        self.messages: list[tuple] = []  # (monotonic time, text)
 
-    def wait_for(self, needle: str, timeout: float) -> Optional[float]:
+    def wait_for(self, needle: str, timeout: float) -> float | None:
         """Block until a message holding needle (e.g. READY=1) arrives; its arrival time or None."""
         deadline = time.monotonic() + timeout
         for t, text in self.messages:
@@ -66,6 +66,7 @@ class NotifyListener:
                 except (socket.timeout, OSError):
                     continue
                 self.messages.append((time.monotonic(), data.decode("utf-8", "replace")))
+
         self._drainer = threading.Thread(target=run, daemon=True)
         self._drainer.start()
 
@@ -95,7 +96,7 @@ def percentile(values: Sequence[float], p: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-def summary(values: Iterable[float]) -> Dict[str, float]:
+def summary(values: Iterable[float]) -> dict[str, float]:
     v = list(values)
     return {
         "n": len(v),
@@ -111,7 +112,7 @@ def summary(values: Iterable[float]) -> Dict[str, float]:
 # --- machine ----------------------------------------------------------------------------
 
 
-def machine_info() -> Dict[str, str]:
+def machine_info() -> dict[str, str]:
     model = ""
     try:
         with open("/proc/cpuinfo") as f:
@@ -122,11 +123,13 @@ def machine_info() -> Dict[str, str]:
     except OSError:
         pass
     mem = status_fields("/proc/meminfo").get("MemTotal", "?")
-    def tool(cmd: List[str]) -> str:
+
+    def tool(cmd: list[str]) -> str:
         try:
             return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.splitlines()[0].strip()
         except (OSError, IndexError, subprocess.SubprocessError):
             return "?"
+
     return {
         "cores": str(os.cpu_count()),
         "cpu": model or "?",
@@ -174,7 +177,7 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 class RenameClock:
     """Records the monotonic time of every IN_MOVED_TO (or MASK) event of a name in one directory (a thread)."""
 
-    def __init__(self, directory: str, names: Optional[Sequence[str]] = None, mask: int = 0) -> None:
+    def __init__(self, directory: str, names: Sequence[str] | None = None, mask: int = 0) -> None:
         self._fd = _libc.inotify_init1(IN_CLOEXEC)
         if self._fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1")
@@ -182,7 +185,7 @@ class RenameClock:
         if wd < 0:
             raise OSError(ctypes.get_errno(), f"inotify_add_watch {directory}")
         self._names = set(names) if names else None
-        self.events: List[tuple] = []  # (monotonic, name)
+        self.events: list[tuple] = []  # (monotonic, name)
         self._cond = threading.Condition()
         self._stop_r, self._stop_w = os.pipe()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -190,6 +193,7 @@ class RenameClock:
 
     def _run(self) -> None:
         import select
+
         poller = select.poll()
         poller.register(self._fd, select.POLLIN)
         poller.register(self._stop_r, select.POLLIN)
@@ -202,14 +206,14 @@ class RenameClock:
             off = 0
             while off < len(buf):
                 _wd, _mask, _cookie, length = struct.unpack_from("iIII", buf, off)
-                name = buf[off + 16: off + 16 + length].rstrip(b"\0").decode("utf-8", "replace")
+                name = buf[off + 16 : off + 16 + length].rstrip(b"\0").decode("utf-8", "replace")
                 off += 16 + length
                 if self._names is None or name in self._names:
                     with self._cond:
                         self.events.append((t, name))
                         self._cond.notify_all()
 
-    def wait_after(self, count_before: int, timeout: float) -> Optional[float]:
+    def wait_after(self, count_before: int, timeout: float) -> float | None:
         """Time of the first event recorded after count_before events, waiting up to timeout."""
         with self._cond:
             self._cond.wait_for(lambda: len(self.events) > count_before, timeout)

@@ -1,6 +1,6 @@
 """Profiling target: read_snapshot in a loop (run under py-spy by bench/run.py when a rescan goal is missed).
 
-    python bench/profile_rescan.py SYSROOT MOUNTINFO CMDLINE RUN COUNT
+python bench/profile_rescan.py SYSROOT MOUNTINFO CMDLINE RUN COUNT
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
 
 
 @dataclass
@@ -12,12 +11,12 @@ class Figure:
     key: str
     title: str
     goal: str
-    measured: str = "not measured"     # one line for the summary table
-    met: Optional[bool] = None          # None: no verdict (no goal, or not measured)
-    method: str = ""                    # how it was measured, exact commands
-    rows: List[List[str]] = field(default_factory=list)   # detail table
-    header: List[str] = field(default_factory=list)
-    notes: List[str] = field(default_factory=list)
+    measured: str = "not measured"  # one line for the summary table
+    met: bool | None = None  # None: no verdict (no goal, or not measured)
+    method: str = ""  # how it was measured, exact commands
+    rows: list[list[str]] = field(default_factory=list)  # detail table
+    header: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     error: str = ""
 
 
@@ -27,18 +26,29 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
-def spread_ms(s: Dict[str, float]) -> str:
+def spread_ms(s: dict[str, float]) -> str:
     """'p50 X (p10-p90 A-B, min-max C-D, n=N)' in ms."""
-    return (f"median {ms(s['p50'])} (p10-p90 {ms(s['p10'])}-{ms(s['p90'])}, "
-            f"min-max {ms(s['min'])}-{ms(s['max'])}, n={s['n']})")
+    return (
+        f"median {ms(s['p50'])} (p10-p90 {ms(s['p10'])}-{ms(s['p90'])}, "
+        f"min-max {ms(s['min'])}-{ms(s['max'])}, n={s['n']})"
+    )
 
 
-def render(figures: List[Figure], machine: Dict[str, str], command: str, mode: str, started: str,
-           duration_s: float, extra: List[str]) -> str:
-    out: List[str] = []
+def render(
+    figures: list[Figure],
+    machine: dict[str, str],
+    command: str,
+    mode: str,
+    started: str,
+    duration_s: float,
+    extra: list[str],
+) -> str:
+    out: list[str] = []
     out.append("# ostreewatch benchmarks\n")
-    out.append("Figures, not pass/fail: the reliability suite (tests/test_reliability.py) is the pass/fail part. "
-               "Written by the command below; do not edit by hand.\n")
+    out.append(
+        "Figures, not pass/fail: the reliability suite (tests/test_reliability.py) is the pass/fail part. "
+        "Written by the command below; do not edit by hand.\n"
+    )
     out.append(f"- command: `{command}`")
     out.append(f"- mode: {mode}; started {started}; took {duration_s:.0f} s")
     out.append("- machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()))

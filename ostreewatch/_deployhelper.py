@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 from ostreewatch.errors import OstreewatchError
 
@@ -47,7 +47,7 @@ def deployment_id(d: Any) -> str:
     return f"{d.get_osname()}-{d.get_csum()}.{d.get_deployserial()}"
 
 
-def _writable_dirs(sysroot: str) -> List[str]:
+def _writable_dirs(sysroot: str) -> list[str]:
     """The directories ostree writes (its repo and deploy dirs, /boot) whose mount is read-only."""
     out = []
     for rel in ("ostree", "boot"):
@@ -57,7 +57,7 @@ def _writable_dirs(sysroot: str) -> List[str]:
     return out
 
 
-def reorder(sysroot: str, wanted: str) -> Tuple[bool, List[str]]:
+def reorder(sysroot: str, wanted: str) -> tuple[bool, list[str]]:
     """Make WANTED the first deployment of SYSROOT; (changed, new order of ids)."""
     read_only = _writable_dirs(sysroot)
     if read_only:
@@ -92,15 +92,19 @@ def reorder(sysroot: str, wanted: str) -> Tuple[bool, List[str]]:
         if staged is not None:
             # A staged deployment is written into the boot entries by ostree-finalize-staged at
             # shutdown and must stay first; reordering now would drop or displace it.
-            raise HelperError("staged", f"deployment {deployment_id(staged)} is staged (pending until "
-                                        "shutdown); the default cannot change while one is staged")
+            raise HelperError(
+                "staged",
+                f"deployment {deployment_id(staged)} is staged (pending until "
+                "shutdown); the default cannot change while one is staged",
+            )
         if wanted not in ids:
-            raise HelperError("no-such-deployment",
-                              f"no deployment {wanted!r} in {sysroot} (deployments: {', '.join(ids) or 'none'})")
+            raise HelperError(
+                "no-such-deployment", f"no deployment {wanted!r} in {sysroot} (deployments: {', '.join(ids) or 'none'})"
+            )
         index = ids.index(wanted)
         if index == 0:
             return False, ids
-        new = [deployments[index]] + deployments[:index] + deployments[index + 1:]
+        new = [deployments[index]] + deployments[:index] + deployments[index + 1 :]
         opts = OSTree.SysrootWriteDeploymentsOpts()
         opts.do_postclean = True
         try:
@@ -115,7 +119,7 @@ def reorder(sysroot: str, wanted: str) -> Tuple[bool, List[str]]:
 
 def main() -> int:
     """One request on stdin, one answer on stdout."""
-    answer: Dict[str, Any]
+    answer: dict[str, Any]
     try:
         request = json.loads(sys.stdin.buffer.read(1 << 16))
         sysroot, wanted = request["sysroot"], request["deployment"]
@@ -125,7 +129,7 @@ def main() -> int:
         answer = {"ok": True, "changed": changed, "order": order}
     except HelperError as e:
         answer = {"ok": False, "kind": e.kind, "error": str(e)}
-    except Exception as e:  # the parent maps every other failure to WriteFailed with this text
+    except Exception as e:  # noqa: BLE001 - the parent maps every other failure to WriteFailed with this text
         answer = {"ok": False, "kind": "failed", "error": f"{type(e).__name__}: {e}"}
     sys.stdout.write(json.dumps(answer) + "\n")
     sys.stdout.flush()

@@ -15,13 +15,13 @@ Imports nothing but the standard library, ostreewatch.errors and ostreewatch.par
 from __future__ import annotations
 
 import base64
+import contextlib
 import ctypes
 import json
 import os
 import secrets
 import stat
 import sys
-from typing import Optional
 
 from ostreewatch.errors import OstreewatchError
 
@@ -49,7 +49,7 @@ class ContentChanged(OstreewatchError):
 
 
 def _read_all(fd: int, limit: int = 1 << 20) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     total = 0
     while True:
         chunk = os.read(fd, 65536)
@@ -72,13 +72,11 @@ def remove_stale_temps(dir_fd: int) -> None:
     """Delete temporary files a killed writer left behind (callers hold the sysroot lock)."""
     for name in os.listdir(dir_fd):
         if name.startswith(TEMP_PREFIX):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(name, dir_fd=dir_fd)
-            except FileNotFoundError:
-                pass
 
 
-def atomic_replace(path: str, data: bytes, expect: Optional[bytes] = None) -> None:
+def atomic_replace(path: str, data: bytes, expect: bytes | None = None) -> None:
     """Replace PATH by DATA: temp file in the same directory, fsync, rename over, fsync the directory.
 
     Keeps the old file's mode and owner. With EXPECT, refuses (ContentChanged)
@@ -106,8 +104,7 @@ def atomic_replace(path: str, data: bytes, expect: Optional[bytes] = None) -> No
                 raise ContentChanged(f"{path} changed while the new content was prepared")
         remove_stale_temps(dir_fd)
         tmp = TEMP_PREFIX + secrets.token_hex(8)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
-                     0o600, dir_fd=dir_fd)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
         try:
             try:
                 _write_all(fd, data)
@@ -120,10 +117,8 @@ def atomic_replace(path: str, data: bytes, expect: Optional[bytes] = None) -> No
                 os.close(fd)
             os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=dir_fd)
-            except OSError:
-                pass
             raise
         # The rename is durable only once the directory is.
         os.fsync(dir_fd)
@@ -163,7 +158,7 @@ def _mount_point_of(directory: str) -> str:
 
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        with open(f"/proc/self/fdinfo/{fd}", "r") as f:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
             mnt_id = next(int(line.split(":", 1)[1]) for line in f if line.startswith("mnt_id:"))
     finally:
         os.close(fd)
@@ -188,11 +183,15 @@ def remount_rw(directory: str) -> None:
     mount_point = _mount_point_of(directory)
     keep = os.statvfs(directory).f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME)
     # First the per-mount flag (a read-only bind mount), then, as ostree does, the superblock.
-    _check(libc.mount(None, mount_point.encode(), None, MS_REMOUNT | MS_BIND | keep, None),
-           f"remount,bind,rw {mount_point}")
+    _check(
+        libc.mount(None, mount_point.encode(), None, MS_REMOUNT | MS_BIND | keep, None),
+        f"remount,bind,rw {mount_point}",
+    )
     if os.statvfs(directory).f_flag & ST_RDONLY:
-        _check(libc.mount(mount_point.encode(), mount_point.encode(), None, MS_REMOUNT | MS_SILENT, None),
-               f"remount,rw {mount_point}")
+        _check(
+            libc.mount(mount_point.encode(), mount_point.encode(), None, MS_REMOUNT | MS_SILENT, None),
+            f"remount,rw {mount_point}",
+        )
     if os.statvfs(directory).f_flag & ST_RDONLY:
         raise OSError(f"{mount_point} is still read-only after remounting it")
 
@@ -216,7 +215,7 @@ def main() -> int:
         atomic_replace(path, data, expect)
     except ContentChanged as e:
         answer = {"ok": False, "error": str(e), "changed": True}
-    except Exception as e:  # the parent maps every failure to WriteFailed with this text
+    except Exception as e:  # noqa: BLE001 - the parent maps every failure to WriteFailed with this text
         answer = {"ok": False, "error": f"{type(e).__name__}: {e}"}
     else:
         answer = {"ok": True}

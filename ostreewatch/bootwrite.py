@@ -26,8 +26,9 @@ import re
 import struct
 import subprocess
 import sys
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
+from typing import Any, Callable
 
 from ostreewatch import errors, model
 from ostreewatch._writehelper import ContentChanged, atomic_replace
@@ -69,7 +70,7 @@ class _Plan:
     """One planned file replacement: path, old bytes (None: absent), new bytes, previous value."""
 
     path: str
-    old: Optional[bytes]
+    old: bytes | None
     new: bytes
     previous: str
 
@@ -135,7 +136,7 @@ def resolve_in_sysroot(sysroot: str, rel: str) -> str:
     return Root(os.path.realpath(sysroot)).host_path(rel)
 
 
-def _read_small(path: str) -> Optional[bytes]:
+def _read_small(path: str) -> bytes | None:
     """Bytes of a regular file at a path resolve_in_sysroot gave (None when absent); OSError for
     a FIFO, a device, a huge file, or one that became a link since."""
     directory, name = os.path.split(path)
@@ -156,7 +157,7 @@ def _strip_comments(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
 
 
-def grub_support(sysroot: str) -> Tuple[Optional[str], Dict[str, bool]]:
+def grub_support(sysroot: str) -> tuple[str | None, dict[str, bool]]:
     """(grub directory, {"default": reads saved_entry, "next": reads next_entry}) from grub.cfg and what it sources."""
     for rel in GRUB_DIRS:
         directory = resolve_in_sysroot(sysroot, rel)
@@ -175,7 +176,7 @@ def grub_support(sysroot: str) -> Tuple[Optional[str], Dict[str, bool]]:
     return None, {"default": False, "next": False}
 
 
-def find_grubenv(sysroot: str, grub_dir: Optional[str]) -> Optional[str]:
+def find_grubenv(sysroot: str, grub_dir: str | None) -> str | None:
     """The grubenv path (resolved inside the sysroot): the first that exists, else beside grub.cfg."""
     for rel in GRUB_DIRS:
         path = resolve_in_sysroot(sysroot, rel + "/grubenv")
@@ -184,19 +185,20 @@ def find_grubenv(sysroot: str, grub_dir: Optional[str]) -> Optional[str]:
     return os.path.join(grub_dir, "grubenv") if grub_dir else None
 
 
-def plan_grub(sysroot: str, which: str, entry_id: str, deployment: str) -> Optional[_Plan]:
+def plan_grub(sysroot: str, which: str, entry_id: str, deployment: str) -> _Plan | None:
     """The grubenv rewrite for one call; None when there is nothing to write."""
     grub_dir, support = grub_support(sysroot)
     var, dep_var = GRUB_VARS[which]
     if entry_id and not support[which]:
         if grub_dir is None:
             raise errors.NotSupported(
-                "no grub.cfg under boot/grub2 or boot/grub: cannot tell whether grub reads "
-                f"{var}, so it is not written")
+                f"no grub.cfg under boot/grub2 or boot/grub: cannot tell whether grub reads {var}, so it is not written"
+            )
         raise errors.NotSupported(
             f"{grub_dir}/grub.cfg never reads ${{{var}}} (a static grub configuration such as "
             f"Fedora CoreOS's boots the highest ostree entry): writing {var} would have no effect; "
-            f"the boot loader would need a grub.cfg that reads ${{{var}}} (grub2-mkconfig's 00_header does)")
+            f"the boot loader would need a grub.cfg that reads ${{{var}}} (grub2-mkconfig's 00_header does)"
+        )
     path = find_grubenv(sysroot, grub_dir)
     if path is None:
         return None  # clearing, and there is no grub directory at all
@@ -214,11 +216,13 @@ def plan_grub(sysroot: str, which: str, entry_id: str, deployment: str) -> Optio
 
 def _with_deployment_comment(text: str, deployment: str) -> str:
     """Drop old '#ostreewatch-deployment' lines; put one before the `default` line when DEPLOYMENT."""
-    lines = [line for line in loaderconf._split_lines(text)
-             if not line.startswith(LOADER_COMMENT + " ") and line.rstrip("\r\n") != LOADER_COMMENT]
+    lines = [
+        line
+        for line in loaderconf._split_lines(text)
+        if not line.startswith(LOADER_COMMENT + " ") and line.rstrip("\r\n") != LOADER_COMMENT
+    ]
     if deployment:
-        default_idx = [i for i, line in enumerate(lines)
-                       if re.match(r"[ \t]*default([ \t]|$)", line)]
+        default_idx = [i for i, line in enumerate(lines) if re.match(r"[ \t]*default([ \t]|$)", line)]
         if default_idx:
             i = default_idx[-1]
             ending = "\r\n" if lines[i].endswith("\r\n") else "\n"
@@ -238,16 +242,18 @@ def find_loader_conf(sysroot: str) -> str:
     return paths[0]
 
 
-def plan_loader_conf(sysroot: str, which: str, entry_id: str, deployment: str, efivars: str) -> Optional[_Plan]:
+def plan_loader_conf(sysroot: str, which: str, entry_id: str, deployment: str, efivars: str) -> _Plan | None:
     """The loader.conf rewrite for one call; None when there is nothing to write."""
     if which == "next":
         if not os.path.isdir(efivars):
             raise errors.NotSupported(
                 "on systemd-boot the next boot is chosen by the EFI variable LoaderEntryOneShot, "
-                f"and this system has no {efivars} (not booted with EFI)")
+                f"and this system has no {efivars} (not booted with EFI)"
+            )
         raise errors.NotSupported(
             "on systemd-boot the next boot is chosen by the EFI variable LoaderEntryOneShot; "
-            "ostreewatch does not write EFI variables (use: bootctl set-oneshot ID)")
+            "ostreewatch does not write EFI variables (use: bootctl set-oneshot ID)"
+        )
     path = find_loader_conf(sysroot)
     old = _read_small(path)
     if old is None and not entry_id:
@@ -283,22 +289,28 @@ def is_read_only(path: str) -> bool:
 
 ACTION_SET_DEFAULT = "org.ostreewatch1.set-default"
 ACTION_RELOAD = "org.ostreewatch1.reload"
-ACTIONS = {"SetDefaultEntry": ACTION_SET_DEFAULT, "SetNextEntry": ACTION_SET_DEFAULT,
-           "SetDefaultDeployment": ACTION_SET_DEFAULT, "Reload": ACTION_RELOAD}
+ACTIONS = {
+    "SetDefaultEntry": ACTION_SET_DEFAULT,
+    "SetNextEntry": ACTION_SET_DEFAULT,
+    "SetDefaultDeployment": ACTION_SET_DEFAULT,
+    "Reload": ACTION_RELOAD,
+}
 
 # Asks polkit whether the caller may do ACTION with DETAILS; raises AccessDenied when not.
 # service.py builds one per call (CheckAuthorization over D-Bus for the caller's unique name).
-AskPolkit = Callable[[str, Dict[str, str]], Awaitable[None]]
+AskPolkit = Callable[[str, dict[str, str]], Awaitable[None]]
 
 
 def refusal_message(method: str, action: str, caller: model.Caller, why: str = "") -> str:
     """The one sentence every refusal carries (the CLI shows it as is)."""
-    return (f"{method} needs root or the polkit action {action} (caller uid {caller.uid}"
-            + (f": {why}" if why else "") + ")")
+    return (
+        f"{method} needs root or the polkit action {action} (caller uid {caller.uid}"
+        + (f": {why}" if why else "")
+        + ")"
+    )
 
 
-async def authorize(caller: model.Caller, method: str, details: Dict[str, str],
-                    ask_polkit: Optional[AskPolkit]) -> str:
+async def authorize(caller: model.Caller, method: str, details: dict[str, str], ask_polkit: AskPolkit | None) -> str:
     """THE authorization decision for Reload and the write methods: how the caller was granted, or AccessDenied.
 
     As systemd-hostnamed and logind do: uid 0 may; anyone else only when polkit
@@ -396,8 +408,9 @@ def validate_deployment_id(value: Any) -> str:
     if not isinstance(value, str):
         raise errors.InvalidArgs("the deployment id must be a string")
     if not _DEPLOY_ID.fullmatch(value):
-        raise errors.InvalidArgs(f"{_printable(value, 80)!r} is not a deployment id (OSNAME-CHECKSUM.SERIAL, "
-                                 "as in `ostreewatch status`)")
+        raise errors.InvalidArgs(
+            f"{_printable(value, 80)!r} is not a deployment id (OSNAME-CHECKSUM.SERIAL, as in `ostreewatch status`)"
+        )
     return value
 
 
@@ -409,19 +422,25 @@ def find_deployment(snapshot: model.Snapshot, dep_id: str) -> model.Deployment:
     raise errors.NoSuchDeployment(f"no deployment {dep_id!r} (deployments: {known})")
 
 
-_HELPER_ERRORS = {"busy": errors.Busy, "no-such-deployment": errors.NoSuchDeployment,
-                  "staged": errors.NotSupported}
+_HELPER_ERRORS = {"busy": errors.Busy, "no-such-deployment": errors.NoSuchDeployment, "staged": errors.NotSupported}
 
 
-def run_deploy_helper(sysroot: str, dep_id: str, python: str = DEPLOY_PYTHON,
-                      timeout: float = DEPLOY_TIMEOUT) -> Dict[str, Any]:
+def _run_helper(
+    python: str, module: str, request: bytes, env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess[bytes]:
+    """`PYTHON -m MODULE` from /, REQUEST on its stdin, its output captured (TimeoutExpired, OSError as run's)."""
+    return subprocess.run([python, "-m", module], input=request, capture_output=True, env=env, cwd="/", timeout=timeout)
+
+
+def run_deploy_helper(
+    sysroot: str, dep_id: str, python: str = DEPLOY_PYTHON, timeout: float = DEPLOY_TIMEOUT
+) -> dict[str, Any]:
     """Run `PYTHON -m ostreewatch._deployhelper` (blocking); its answer, or the named error it maps to."""
     request = json.dumps({"sysroot": os.path.abspath(sysroot), "deployment": dep_id}).encode()
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=package_parent)  # the helper needs only this package, not the venv
     try:
-        proc = subprocess.run([python, "-m", "ostreewatch._deployhelper"], input=request, capture_output=True,
-                              env=env, cwd="/", timeout=timeout)
+        proc = _run_helper(python, "ostreewatch._deployhelper", request, env, timeout)
     except subprocess.TimeoutExpired:
         # Never kill it: it may hold /boot frozen; ostree's thaw watchdog releases it.
         raise errors.WriteFailed(f"the deployment helper did not finish in {timeout:.0f} s") from None
@@ -448,27 +467,41 @@ Refresh = Callable[[], Awaitable[model.Snapshot]]
 class BootWriter:
     """Writes the boot default for the daemon; one call at a time."""
 
-    def __init__(self, paths: model.Paths, journal: Journal, *, efivars: str = EFIVARS,
-                 python: str = sys.executable, deploy_python: str = DEPLOY_PYTHON,
-                 refresh: Optional[Refresh] = None) -> None:
+    def __init__(
+        self,
+        paths: model.Paths,
+        journal: Journal,
+        *,
+        efivars: str = EFIVARS,
+        python: str = sys.executable,
+        deploy_python: str = DEPLOY_PYTHON,
+        refresh: Refresh | None = None,
+    ) -> None:
         self._paths = paths
         self._journal = journal
         self._efivars = efivars
         self._python = python
         self._deploy_python = deploy_python
         self._refresh = refresh
-        self._lock: Optional[asyncio.Lock] = None  # created on the loop that uses it (Python 3.9)
+        self._lock: asyncio.Lock | None = None  # created on the loop that uses it (Python 3.9)
 
-    def _record(self, method: str, caller: model.Caller, snapshot: model.Snapshot, **extra: Any) -> Dict[str, Any]:
-        record: Dict[str, Any] = {
-            "caller_uid": caller.uid, "caller_pid": caller.pid, "caller_bus_name": caller.bus_name,
-            "caller_unit": caller.unit, "method": method, "entry": "", "deployment": "",
-            "previous": "", "new": "", "bootloader": snapshot.Bootloader,
+    def _record(self, method: str, caller: model.Caller, snapshot: model.Snapshot, **extra: Any) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "caller_uid": caller.uid,
+            "caller_pid": caller.pid,
+            "caller_bus_name": caller.bus_name,
+            "caller_unit": caller.unit,
+            "method": method,
+            "entry": "",
+            "deployment": "",
+            "previous": "",
+            "new": "",
+            "bootloader": snapshot.Bootloader,
         }
         record.update(extra)
         return record
 
-    async def _audited(self, record: Dict[str, Any], job: Callable[[], Awaitable[Any]]) -> Any:
+    async def _audited(self, record: dict[str, Any], job: Callable[[], Awaitable[Any]]) -> Any:
         """Run JOB; one journal record whatever happens; every failure leaves as a named error."""
         method = record["method"]
         try:
@@ -484,14 +517,19 @@ class BootWriter:
         self._audit(record, "granted", "")
         return result
 
-    def _audit(self, record: Dict[str, Any], result: str, error: str) -> None:
+    def _audit(self, record: dict[str, Any], result: str, error: str) -> None:
         try:
             self._journal.write_attempt(**record, result=result, error=error)
         except Exception:  # the audit must never turn a done write into an error
             log.exception("cannot journal the write attempt")
 
-    async def reload(self, caller: model.Caller, ask_polkit: Optional[AskPolkit],
-                     do_reload: Callable[[], Awaitable[int]], snapshot: model.Snapshot) -> int:
+    async def reload(
+        self,
+        caller: model.Caller,
+        ask_polkit: AskPolkit | None,
+        do_reload: Callable[[], Awaitable[int]],
+        snapshot: model.Snapshot,
+    ) -> int:
         """Reload(): authorized like the writes; only refusals are journaled (a granted Reload changes nothing)."""
         record = self._record("Reload", caller, snapshot)
         try:
@@ -501,32 +539,49 @@ class BootWriter:
             raise
         return await do_reload()
 
-    async def set_entry(self, which: str, entry_id: str, caller: model.Caller, snapshot: model.Snapshot,
-                        ask_polkit: Optional[AskPolkit] = None) -> None:
+    async def set_entry(
+        self,
+        which: str,
+        entry_id: str,
+        caller: model.Caller,
+        snapshot: model.Snapshot,
+        ask_polkit: AskPolkit | None = None,
+    ) -> None:
         """Make ENTRY_ID the default ("default") or the next boot ("next"); "" clears. Audited."""
         method = METHODS.get(which, str(which))
         record = self._record(method, caller, snapshot, entry=_printable(entry_id))
         await self._audited(record, lambda: self._set_entry(which, entry_id, caller, snapshot, record, ask_polkit))
 
-    async def set_deployment(self, dep_id: str, caller: model.Caller, snapshot: model.Snapshot,
-                             ask_polkit: Optional[AskPolkit] = None) -> str:
+    async def set_deployment(
+        self, dep_id: str, caller: model.Caller, snapshot: model.Snapshot, ask_polkit: AskPolkit | None = None
+    ) -> str:
         """SetDefaultDeployment: make DEP_ID the first deployment; the entry id that now boots it. Audited."""
         record = self._record("SetDefaultDeployment", caller, snapshot, deployment=_printable(dep_id))
-        return str(await self._audited(record, lambda: self._set_deployment(dep_id, caller, snapshot, record,
-                                                                             ask_polkit)))
+        return str(
+            await self._audited(record, lambda: self._set_deployment(dep_id, caller, snapshot, record, ask_polkit))
+        )
 
-    async def _set_deployment(self, dep_id: str, caller: model.Caller, snapshot: model.Snapshot,
-                              record: Dict[str, Any], ask_polkit: Optional[AskPolkit]) -> str:
+    async def _set_deployment(
+        self,
+        dep_id: str,
+        caller: model.Caller,
+        snapshot: model.Snapshot,
+        record: dict[str, Any],
+        ask_polkit: AskPolkit | None,
+    ) -> str:
         dep_id = validate_deployment_id(dep_id)
         dep = find_deployment(snapshot, dep_id)
         record["authorized_by"] = await authorize(
-            caller, "SetDefaultDeployment", {"method": "SetDefaultDeployment", "deployment": dep_id}, ask_polkit)
+            caller, "SetDefaultDeployment", {"method": "SetDefaultDeployment", "deployment": dep_id}, ask_polkit
+        )
         if dep.staged:
-            raise errors.NotSupported(f"deployment {dep_id} is staged: it becomes the default when "
-                                      "ostree-finalize-staged writes it at shutdown")
+            raise errors.NotSupported(
+                f"deployment {dep_id} is staged: it becomes the default when "
+                "ostree-finalize-staged writes it at shutdown"
+            )
         return await self._reorder(dep_id, snapshot, record)
 
-    async def _reorder(self, dep_id: str, snapshot: model.Snapshot, record: Dict[str, Any]) -> str:
+    async def _reorder(self, dep_id: str, snapshot: model.Snapshot, record: dict[str, Any]) -> str:
         """Reorder through the helper, then follow a saved_entry a generated grub.cfg reads; the new entry id."""
         record["previous"] = snapshot.DefaultDeployment
         record["new"] = dep_id
@@ -534,8 +589,9 @@ class BootWriter:
             self._lock = asyncio.Lock()
         loop = asyncio.get_running_loop()
         async with self._lock:
-            answer = await loop.run_in_executor(None, run_deploy_helper, self._paths.sysroot, dep_id,
-                                                self._deploy_python)
+            answer = await loop.run_in_executor(
+                None, run_deploy_helper, self._paths.sysroot, dep_id, self._deploy_python
+            )
             record["changed"] = bool(answer.get("changed"))
             # Read the new state (not yet published) to learn the entry ostree gave the deployment.
             fresh = await loop.run_in_executor(None, _read_snapshot, self._paths)
@@ -544,8 +600,7 @@ class BootWriter:
                 # A grub.cfg that reads saved_entry would still boot the entry saved_entry names, and
                 # ostree renumbered the entries: keep saved_entry on the requested deployment.
                 # Done before publishing, so that the published default moves once.
-                await loop.run_in_executor(None, follow_saved_entry, self._paths.sysroot, entry, dep_id,
-                                           self._python)
+                await loop.run_in_executor(None, follow_saved_entry, self._paths.sysroot, entry, dep_id, self._python)
             if self._refresh is not None:
                 published = await self._refresh()
                 entry = next((e.id for e in published.BootEntries if e.deployment == dep_id), entry)
@@ -553,8 +608,15 @@ class BootWriter:
                 record["entry"] = entry
         return entry
 
-    async def _set_entry(self, which: str, entry_id: str, caller: model.Caller, snapshot: model.Snapshot,
-                         record: Dict[str, Any], ask_polkit: Optional[AskPolkit]) -> None:
+    async def _set_entry(
+        self,
+        which: str,
+        entry_id: str,
+        caller: model.Caller,
+        snapshot: model.Snapshot,
+        record: dict[str, Any],
+        ask_polkit: AskPolkit | None,
+    ) -> None:
         method = record["method"]
         if which not in METHODS:
             raise errors.InvalidArgs(f"unknown write {which!r}")
@@ -569,8 +631,11 @@ class BootWriter:
                 raise errors.InvalidArgs("a systemd-boot default is a glob: the id must not hold * ? [ ] \\")
         record["new"] = stem
         record["authorized_by"] = await authorize(
-            caller, method, {"method": method, "entry": stem or "(clear)", "deployment": deployment or "(none)"},
-            ask_polkit)
+            caller,
+            method,
+            {"method": method, "entry": stem or "(clear)", "deployment": deployment or "(none)"},
+            ask_polkit,
+        )
         loop = asyncio.get_running_loop()
         if which == "default" and stem and bootloader == "grub2":
             grub_dir, support = await loop.run_in_executor(None, grub_support, self._paths.sysroot)
@@ -578,8 +643,10 @@ class BootWriter:
                 # grub.cfg never reads saved_entry (bootupd's static config): grub boots the
                 # first entry, so the default changes only by reordering deployments.
                 if not deployment:
-                    raise errors.NotSupported(f"entry {stem!r} boots no ostree deployment, and this boot "
-                                              "loader boots the first entry: there is nothing to reorder")
+                    raise errors.NotSupported(
+                        f"entry {stem!r} boots no ostree deployment, and this boot "
+                        "loader boots the first entry: there is nothing to reorder"
+                    )
                 record["reordered"] = True
                 await self._reorder(deployment, snapshot, record)
                 return
@@ -589,31 +656,44 @@ class BootWriter:
         if bootloader not in ("grub2", "systemd-boot"):
             raise errors.NotSupported(
                 f"boot loader {bootloader!r}: no one-shot entry can be written (grub2 reads grubenv's next_entry, "
-                f"systemd-boot the EFI variable {ONESHOT_VAR})" if which == "next" else
-                f"boot loader {bootloader!r}: no default entry can be written (SetDefaultDeployment "
-                "reorders the deployments, which works with every boot loader)")
+                f"systemd-boot the EFI variable {ONESHOT_VAR})"
+                if which == "next"
+                else f"boot loader {bootloader!r}: no default entry can be written (SetDefaultDeployment "
+                "reorders the deployments, which works with every boot loader)"
+            )
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
             # The whole critical section is one executor job: if the caller's coroutine is
             # cancelled, the thread still finishes the write before the sysroot lock is let go.
             await loop.run_in_executor(
-                None, locked_write, self._paths.sysroot, which, stem, deployment, bootloader,
-                self._efivars, self._python, record)
+                None,
+                locked_write,
+                self._paths.sysroot,
+                which,
+                stem,
+                deployment,
+                bootloader,
+                self._efivars,
+                self._python,
+                record,
+            )
 
-    async def _set_oneshot(self, stem: str, record: Dict[str, Any]) -> None:
+    async def _set_oneshot(self, stem: str, record: dict[str, Any]) -> None:
         efivars = self._efivars
         if not os.path.isdir(efivars):
             raise errors.NotSupported(
                 f"on systemd-boot the next boot is chosen by the EFI variable {ONESHOT_VAR}, and "
-                f"{efivars} (efivarfs) is not mounted here (not booted with EFI?)")
+                f"{efivars} (efivarfs) is not mounted here (not booted with EFI?)"
+            )
         record["file"] = os.path.join(efivars, ONESHOT_VAR)
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
             try:
                 await asyncio.get_running_loop().run_in_executor(
-                    None, write_oneshot, efivars, stem + ".conf" if stem else "")
+                    None, write_oneshot, efivars, stem + ".conf" if stem else ""
+                )
             except OSError as e:
                 raise errors.WriteFailed(f"cannot write {record['file']}: {e}") from None
 
@@ -655,8 +735,16 @@ def follow_saved_entry(sysroot: str, entry: str, dep_id: str, python: str) -> No
             os.close(lock_fd)
 
 
-def locked_write(sysroot: str, which: str, stem: str, deployment: str, bootloader: str,
-                 efivars: str, python: str, record: Dict[str, Any]) -> None:
+def locked_write(
+    sysroot: str,
+    which: str,
+    stem: str,
+    deployment: str,
+    bootloader: str,
+    efivars: str,
+    python: str,
+    record: dict[str, Any],
+) -> None:
     """Under ostree's sysroot lock: re-check the entry, plan, replace the file (blocking: run it in a thread)."""
     lock_fd = take_sysroot_lock(sysroot)
     try:
@@ -694,27 +782,32 @@ HELPER_TIMEOUT = 60.0
 
 def replace_in_helper(plan: _Plan, python: str = sys.executable) -> None:
     """Write through `python -m ostreewatch._writehelper`: private mount namespace, the mount read-write there."""
-    request = json.dumps({
-        "path": plan.path,
-        "data": base64.b64encode(plan.new).decode(),
-        "expect": base64.b64encode(plan.old or b"").decode(),
-    }).encode()
+    request = json.dumps(
+        {
+            "path": plan.path,
+            "data": base64.b64encode(plan.new).decode(),
+            "expect": base64.b64encode(plan.old or b"").decode(),
+        }
+    ).encode()
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [package_parent] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            [package_parent] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+        ),
+    )
     try:
-        proc = subprocess.run([python, "-m", "ostreewatch._writehelper"], input=request, capture_output=True,
-                              env=env, cwd="/", timeout=HELPER_TIMEOUT)
+        proc = _run_helper(python, "ostreewatch._writehelper", request, env, HELPER_TIMEOUT)
     except subprocess.TimeoutExpired:
-        raise errors.WriteFailed(f"the write helper for {plan.path} did not finish in {HELPER_TIMEOUT:.0f} s") \
-            from None
+        raise errors.WriteFailed(f"the write helper for {plan.path} did not finish in {HELPER_TIMEOUT:.0f} s") from None
     try:
         answer = json.loads(proc.stdout.decode("utf-8", "replace").strip().splitlines()[-1])
     except (ValueError, IndexError):
-        answer = {"ok": False, "error": f"helper exited with {proc.returncode}: "
-                                        f"{proc.stderr.decode('utf-8', 'replace').strip()[-500:]}"}
+        answer = {
+            "ok": False,
+            "error": f"helper exited with {proc.returncode}: {proc.stderr.decode('utf-8', 'replace').strip()[-500:]}",
+        }
     if not answer.get("ok"):
         if answer.get("changed"):
             raise ContentChanged(answer.get("error", ""))
-        raise errors.WriteFailed(f"cannot write {plan.path} (read-only mount, helper process): "
-                                 f"{answer.get('error')}")
+        raise errors.WriteFailed(f"cannot write {plan.path} (read-only mount, helper process): {answer.get('error')}")

@@ -7,8 +7,9 @@ entry id, mount point, problem value), never by position.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Dict, Iterable, Optional, Tuple, TypeVar
+from typing import TypeVar
 
 from ostreewatch.model import Problem, Snapshot
 
@@ -19,16 +20,16 @@ _R = TypeVar("_R")
 class Changes:
     """The difference old -> new; every tuple is sorted (problems keep snapshot order)."""
 
-    changed_properties: Tuple[str, ...] = ()
-    deployments_added: Tuple[str, ...] = ()
-    deployments_removed: Tuple[str, ...] = ()
-    entries_added: Tuple[str, ...] = ()
-    entries_removed: Tuple[str, ...] = ()
-    entries_modified: Tuple[str, ...] = ()
-    default_entry: Optional[Tuple[str, str]] = None  # (previous, current)
-    mount_points_changed: Tuple[str, ...] = ()
-    problems_appeared: Tuple[Problem, ...] = ()
-    problems_cleared: Tuple[Problem, ...] = ()
+    changed_properties: tuple[str, ...] = ()
+    deployments_added: tuple[str, ...] = ()
+    deployments_removed: tuple[str, ...] = ()
+    entries_added: tuple[str, ...] = ()
+    entries_removed: tuple[str, ...] = ()
+    entries_modified: tuple[str, ...] = ()
+    default_entry: tuple[str, str] | None = None  # (previous, current)
+    mount_points_changed: tuple[str, ...] = ()
+    problems_appeared: tuple[Problem, ...] = ()
+    problems_cleared: tuple[Problem, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -36,7 +37,7 @@ class Changes:
         return not self.changed_properties
 
 
-def _by_key(records: Iterable[_R], key: str) -> Dict[str, _R]:
+def _by_key(records: Iterable[_R], key: str) -> dict[str, _R]:
     # A later duplicate id (should not happen, but input is the host's) wins;
     # the diff stays defined either way.
     return {getattr(r, key): r for r in records}
@@ -44,7 +45,7 @@ def _by_key(records: Iterable[_R], key: str) -> Dict[str, _R]:
 
 def _keyed_diff(
     old: Iterable[_R], new: Iterable[_R], key: str
-) -> Tuple[Tuple[str, ...], Tuple[str, ...], Tuple[str, ...]]:
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """(added, removed, modified) identities of two record sequences."""
     a, b = _by_key(old, key), _by_key(new, key)
     added = tuple(sorted(k for k in b if k not in a))
@@ -54,8 +55,8 @@ def _keyed_diff(
 
 
 def _problem_diff(
-    old: Tuple[Problem, ...], new: Tuple[Problem, ...]
-) -> Tuple[Tuple[Problem, ...], Tuple[Problem, ...]]:
+    old: tuple[Problem, ...], new: tuple[Problem, ...]
+) -> tuple[tuple[Problem, ...], tuple[Problem, ...]]:
     """(appeared, cleared): a problem is its whole value (code, message, subject)."""
     old_set, new_set = set(old), set(new)
     appeared = tuple(dict.fromkeys(p for p in new if p not in old_set))
@@ -67,9 +68,7 @@ def diff(old: Snapshot, new: Snapshot) -> Changes:
     """Compare two snapshots field by field."""
     if old == new:
         return Changes()
-    changed = tuple(
-        f.name for f in dataclasses.fields(Snapshot) if getattr(old, f.name) != getattr(new, f.name)
-    )
+    changed = tuple(f.name for f in dataclasses.fields(Snapshot) if getattr(old, f.name) != getattr(new, f.name))
     dep_added, dep_removed, _ = _keyed_diff(old.Deployments, new.Deployments, "id")
     ent_added, ent_removed, ent_modified = _keyed_diff(old.BootEntries, new.BootEntries, "id")
     m_added, m_removed, m_modified = _keyed_diff(old.Mounts, new.Mounts, "mount_point")

@@ -19,7 +19,7 @@ import asyncio
 import json
 import signal
 import sys
-from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
+from typing import Any, Callable, TextIO
 
 from . import __version__, errors, model
 from .errors import OstreewatchError
@@ -38,7 +38,7 @@ def _booted_mark(stream: TextIO) -> str:
 
 def format_status(snap: model.Snapshot, booted_mark: str = "*") -> str:
     """Human status in the spirit of `rpm-ostree status`: deployments, entries, mounts, problems last."""
-    out: List[str] = []
+    out: list[str] = []
     state = "booted" if snap.BootedDeployment else ("ostree-booted" if snap.OstreeBooted else "not booted")
     out.append(f"State: {state}")
     out.append(f"Bootloader: {snap.Bootloader}")
@@ -46,21 +46,32 @@ def format_status(snap: model.Snapshot, booted_mark: str = "*") -> str:
     if not snap.Deployments:
         out.append(f"  {_NONE}")
     for d in snap.Deployments:
-        marks = [m for m, on in (("staged", d.staged), ("default", d.default), ("rollback", d.rollback),
-                                 ("pinned", d.pinned)) if on]
+        marks = [
+            m
+            for m, on in (("staged", d.staged), ("default", d.default), ("rollback", d.rollback), ("pinned", d.pinned))
+            if on
+        ]
         flags = "".join(f" ({m})" for m in marks)
         out.append(f"{booted_mark if d.booted else ' '} {d.osname} {d.checksum}.{d.serial}{flags}")
-        for label, value in (("Version", d.version), ("Title", d.title), ("Origin", d.origin),
-                             ("Entry", d.entry or _NONE), ("Index", str(d.index) if d.index >= 0 else _NONE)):
+        for label, value in (
+            ("Version", d.version),
+            ("Title", d.title),
+            ("Origin", d.origin),
+            ("Entry", d.entry or _NONE),
+            ("Index", str(d.index) if d.index >= 0 else _NONE),
+        ):
             if value:
                 out.append(f"{label:>18}: {value}")
     out.append("Boot entries:")
     if not snap.BootEntries:
         out.append(f"  {_NONE}")
     for e in snap.BootEntries:
-        marks = "".join(f" ({m})" for m, on in (("default", e.default), ("booted", e.booted),
-                                                ("next", e.id == snap.NextEntry)) if on)
-        out.append(f"{booted_mark if e.booted else ' '} {e.id}{marks}")
+        suffix = "".join(
+            f" ({m})"
+            for m, on in (("default", e.default), ("booted", e.booted), ("next", e.id == snap.NextEntry))
+            if on
+        )
+        out.append(f"{booted_mark if e.booted else ' '} {e.id}{suffix}")
         if e.title:
             out.append(f"{'Title':>18}: {e.title}")
         out.append(f"{'Deployment':>18}: {e.deployment or _NONE}")
@@ -94,23 +105,29 @@ def print_snapshot(snap: model.Snapshot, as_json: bool, stream: TextIO = sys.std
 
 def add_read_options(p: argparse.ArgumentParser) -> None:
     """--sysroot/--mountinfo/--cmdline/--run/--sample: where an offline read looks."""
-    p.add_argument("--sysroot", default="/", metavar="DIR",
-                   help="the directory holding boot/ and ostree/ (default: /)")
-    p.add_argument("--mountinfo", default="/proc/self/mountinfo", metavar="FILE",
-                   help="the mount table (default: /proc/self/mountinfo)")
-    p.add_argument("--cmdline", default="/proc/cmdline", metavar="FILE",
-                   help="the kernel command line (default: /proc/cmdline)")
+    p.add_argument("--sysroot", default="/", metavar="DIR", help="the directory holding boot/ and ostree/ (default: /)")
+    p.add_argument(
+        "--mountinfo",
+        default="/proc/self/mountinfo",
+        metavar="FILE",
+        help="the mount table (default: /proc/self/mountinfo)",
+    )
+    p.add_argument(
+        "--cmdline", default="/proc/cmdline", metavar="FILE", help="the kernel command line (default: /proc/cmdline)"
+    )
     p.add_argument("--run", default="/run", metavar="DIR", help="the run directory (default: /run)")
-    from .sample import DEFAULT, NAMES
-    p.add_argument("--sample", nargs="?", const=DEFAULT, default=None, choices=NAMES, metavar="NAME",
-                   help=f"read a bundled sample host instead ({', '.join(NAMES)}; default {DEFAULT}); "
-                        "overrides the four above")
+    from .sample import DEFAULT, NAMES, add_argument
+
+    add_argument(
+        p, f"read a bundled sample host instead ({', '.join(NAMES)}; default {DEFAULT}); overrides the four above"
+    )
 
 
 def paths_from_args(args: argparse.Namespace) -> model.Paths:
     """The model.Paths the options name (the bundled sample with --sample)."""
     if getattr(args, "sample", None):
         from . import sample
+
         return sample.paths_for(args.sample)
     return model.Paths(sysroot=args.sysroot, mountinfo=args.mountinfo, cmdline=args.cmdline, run=args.run)
 
@@ -118,18 +135,29 @@ def paths_from_args(args: argparse.Namespace) -> model.Paths:
 def read_offline(args: argparse.Namespace) -> model.Snapshot:
     """Read the boot state directly from the files (no daemon)."""
     from . import state
+
     return state.read_snapshot(paths_from_args(args))
 
 
-def add_status_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    p = sub.add_parser("status", help="show the boot state",
-                       description="Show the boot state: deployments, boot entries, default, mounts, problems.")
+def add_status_parser(sub: argparse._SubParsersAction[_SubcommandParser]) -> None:
+    p = sub.add_parser(
+        "status",
+        help="show the boot state",
+        description="Show the boot state: deployments, boot entries, default, mounts, problems.",
+    )
     p.add_argument("--json", action="store_true", help='print {"Property": value, ...} as JSON')
-    p.add_argument("--offline", action="store_true",
-                   help="read the files directly instead of asking the daemon "
-                        "(implied by --sysroot/--mountinfo/--cmdline/--run/--sample)")
-    p.add_argument("--bus", default="system", metavar="BUS",
-                   help="where to look for ostreewatchd: system (default), session or a D-Bus address")
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="read the files directly instead of asking the daemon "
+        "(implied by --sysroot/--mountinfo/--cmdline/--run/--sample)",
+    )
+    p.add_argument(
+        "--bus",
+        default="system",
+        metavar="BUS",
+        help="where to look for ostreewatchd: system (default), session or a D-Bus address",
+    )
     add_read_options(p)
     add_debug_option(p)
     p.set_defaults(func=cmd_status)
@@ -138,7 +166,11 @@ def add_status_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]"
 def _names_files(args: argparse.Namespace) -> bool:
     """True when a read option was given: the daemon watches its own files, so read these directly."""
     return bool(getattr(args, "sample", False)) or (args.sysroot, args.mountinfo, args.cmdline, args.run) != (
-        "/", "/proc/self/mountinfo", "/proc/cmdline", "/run")
+        "/",
+        "/proc/self/mountinfo",
+        "/proc/cmdline",
+        "/run",
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -164,29 +196,38 @@ def cmd_status(args: argparse.Namespace) -> int:
 # --- set-default / set-next -----------------------------------------------------
 
 
-def _add_set_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", name: str, which: str,
-                    help_text: str) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help_text, description=help_text + (
-        " Asks the running ostreewatchd (root, or a user polkit authorizes for"
-        " org.ostreewatch1.set-default); returns once the change is on disk."
-        " See docs/default-entry.md."))
+def _add_set_parser(
+    sub: argparse._SubParsersAction[_SubcommandParser], name: str, which: str, help_text: str
+) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text
+        + (
+            " Asks the running ostreewatchd (root, or a user polkit authorizes for"
+            " org.ostreewatch1.set-default); returns once the change is on disk."
+            " See docs/default-entry.md."
+        ),
+    )
     p.add_argument("id", nargs="?", metavar="ID", help="the boot entry id (as in `status`; .conf tolerated)")
     p.add_argument("--clear", action="store_true", help="remove the setting instead")
-    p.add_argument("--bus", default="system", metavar="BUS",
-                   help="system (default), session, or a D-Bus address")
+    p.add_argument("--bus", default="system", metavar="BUS", help="system (default), session, or a D-Bus address")
     add_debug_option(p)
     p.set_defaults(func=cmd_set_entry, which=which, parser=p, deployment=None)
     return p
 
 
-def add_set_default_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_set_default_parser(sub: argparse._SubParsersAction[_SubcommandParser]) -> None:
     p = _add_set_parser(sub, "set-default", "default", "Make a boot entry the default (SetDefaultEntry).")
-    p.add_argument("--deployment", metavar="ID",
-                   help="make this deployment (OSNAME-CHECKSUM.SERIAL, as in `status`) the first one, as "
-                        "`ostree admin set-default` does (SetDefaultDeployment); prints the entry that boots it")
+    p.add_argument(
+        "--deployment",
+        metavar="ID",
+        help="make this deployment (OSNAME-CHECKSUM.SERIAL, as in `status`) the first one, as "
+        "`ostree admin set-default` does (SetDefaultDeployment); prints the entry that boots it",
+    )
 
 
-def add_set_next_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_set_next_parser(sub: argparse._SubParsersAction[_SubcommandParser]) -> None:
     _add_set_parser(sub, "set-next", "next", "Boot an entry once, at the next boot (SetNextEntry).")
 
 
@@ -210,8 +251,7 @@ def cmd_set_entry(args: argparse.Namespace) -> int:
     try:
         value.encode("utf-8", "strict")
     except UnicodeEncodeError:
-        print("ostreewatch: org.freedesktop.DBus.Error.InvalidArgs: the id is not valid UTF-8",
-              file=sys.stderr)
+        print("ostreewatch: org.freedesktop.DBus.Error.InvalidArgs: the id is not valid UTF-8", file=sys.stderr)
         return 1
     # An authentication dialog (polkit agent) may be shown only to someone at a terminal.
     interactive = sys.stdin.isatty()
@@ -246,12 +286,12 @@ def _bus_label(spec: str) -> str:
     return f"the {spec} bus" if spec in ("system", "session") else spec
 
 
-def daemon_snapshot(bus: str, timeout: float = 10.0) -> Optional[Tuple[Any, int]]:
+def daemon_snapshot(bus: str, timeout: float = 10.0) -> tuple[Any, int] | None:
     """(snapshot, generation) from a running ostreewatchd on BUS; None when none owns the name."""
     from . import service
     from .client import Client
 
-    async def ask() -> Optional[Tuple[Any, int]]:
+    async def ask() -> tuple[Any, int] | None:
         client = await Client.connect(bus)
         try:
             if not await client.has_owner():
@@ -264,14 +304,16 @@ def daemon_snapshot(bus: str, timeout: float = 10.0) -> Optional[Tuple[Any, int]
     return asyncio.run(asyncio.wait_for(ask(), timeout))
 
 
-def try_daemon_status(args: argparse.Namespace) -> Optional[Tuple[Any, str]]:
+def try_daemon_status(args: argparse.Namespace) -> tuple[Any, str] | None:
     """The daemon's snapshot and a line naming the source, or None (with a note on stderr) to read offline."""
     bus = getattr(args, "bus", None) or "system"
     try:
         got = daemon_snapshot(bus)
     except (errors.OstreewatchError, OSError, asyncio.TimeoutError) as e:
-        print(f"note: no ostreewatchd reachable on {_bus_label(bus)} ({e}); reading the boot state directly",
-              file=sys.stderr)
+        print(
+            f"note: no ostreewatchd reachable on {_bus_label(bus)} ({e}); reading the boot state directly",
+            file=sys.stderr,
+        )
         return None
     if got is None:
         print(f"note: no ostreewatchd on {_bus_label(bus)}; reading the boot state directly", file=sys.stderr)
@@ -288,7 +330,7 @@ def _short(value: Any) -> str:
     return json.dumps(value)
 
 
-def format_signal(name: str, args: Dict[str, Any]) -> str:
+def format_signal(name: str, args: dict[str, Any]) -> str:
     """One human line per signal."""
     if name == "PropertiesChanged":
         changed = dict(args["changed"])
@@ -308,15 +350,14 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         try:
             client = await Client.connect(args.bus)
         except errors.OstreewatchError as e:
-            print(f"ostreewatch monitor: {bus_error_sentence(e, 'monitor', args.bus, args.debug)}",
-                  file=sys.stderr)
+            print(f"ostreewatch monitor: {bus_error_sentence(e, 'monitor', args.bus, args.debug)}", file=sys.stderr)
             return 1
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
 
-        def on_signal(name: str, payload: Dict[str, Any]) -> None:
+        def on_signal(name: str, payload: dict[str, Any]) -> None:
             if args.json:
                 line = json.dumps({"signal": name, **payload}, sort_keys=True)
             else:
@@ -325,8 +366,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
         await client.subscribe(on_signal)
         owner = await client.has_owner()
-        print(f"Monitoring org.ostreewatch1 on {_bus_label(args.bus)}"
-              + ("" if owner else " (no daemon running yet)"), file=sys.stderr, flush=True)
+        print(
+            f"Monitoring org.ostreewatch1 on {_bus_label(args.bus)}" + ("" if owner else " (no daemon running yet)"),
+            file=sys.stderr,
+            flush=True,
+        )
         lost = asyncio.ensure_future(client.bus.wait_for_disconnect())
         stopped = asyncio.ensure_future(stop.wait())
         await asyncio.wait([lost, stopped], return_when=asyncio.FIRST_COMPLETED)
@@ -342,18 +386,20 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 
 def add_monitor_parser(sub: Any) -> None:
-    p = sub.add_parser("monitor", help="print every change ostreewatchd publishes",
-                       description="Print every change the running ostreewatchd publishes, one line per "
-                                   "signal (PropertiesChanged with its Generation first, then the typed "
-                                   "signals), until Ctrl-C. Needs the daemon; anyone may run it.")
+    p = sub.add_parser(
+        "monitor",
+        help="print every change ostreewatchd publishes",
+        description="Print every change the running ostreewatchd publishes, one line per "
+        "signal (PropertiesChanged with its Generation first, then the typed "
+        "signals), until Ctrl-C. Needs the daemon; anyone may run it.",
+    )
     p.add_argument("--json", action="store_true", help='one JSON object per signal: {"signal": NAME, ...}')
-    p.add_argument("--bus", default="system", metavar="BUS",
-                   help="system (default), session or a D-Bus address")
+    p.add_argument("--bus", default="system", metavar="BUS", help="system (default), session or a D-Bus address")
     add_debug_option(p)
     p.set_defaults(func=cmd_monitor)
 
 
-SUBCOMMANDS: List[Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]] = [
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[_SubcommandParser]], None]] = [
     add_status_parser,
     add_monitor_parser,
     add_set_default_parser,
@@ -368,7 +414,10 @@ class _SubcommandParser(argparse.ArgumentParser):
     would show the top-level usage (`ostreewatch status --frobnicate`).
     """
 
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Tuple[argparse.Namespace, List[str]]:
+    # typeshed types this with overloads on the namespace; the override forwards both arguments as given.
+    def parse_known_args(  # type: ignore[override]
+        self, args: Any = None, namespace: Any = None
+    ) -> tuple[argparse.Namespace, list[str]]:
         ns, extras = super().parse_known_args(args, namespace)
         if extras:
             self.error(f"unrecognized arguments: {' '.join(extras)}")
@@ -377,16 +426,23 @@ class _SubcommandParser(argparse.ArgumentParser):
 
 def add_debug_option(p: argparse.ArgumentParser) -> None:
     """--debug on a subcommand (SUPPRESS: it must not reset a top-level --debug)."""
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                   help="print errors from the bus raw (D-Bus error name and text)")
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print errors from the bus raw (D-Bus error name and text)",
+    )
 
 
 # Plain sentences for the errors a caller meets most; the raw ones are behind --debug.
-_POLKIT_ACTIONS = {"set-default": "org.ostreewatch1.set-default", "set-next": "org.ostreewatch1.set-default",
-                   "reload": "org.ostreewatch1.reload"}
+_POLKIT_ACTIONS = {
+    "set-default": "org.ostreewatch1.set-default",
+    "set-next": "org.ostreewatch1.set-default",
+    "reload": "org.ostreewatch1.reload",
+}
 
 
-def _split_bus_error(e: OstreewatchError) -> Tuple[str, str]:
+def _split_bus_error(e: OstreewatchError) -> tuple[str, str]:
     """(D-Bus error name, text) of an error from client.Client ("NAME: text")."""
     text = str(e)
     name, sep, rest = text.partition(": ")
@@ -422,30 +478,34 @@ def bus_error_sentence(e: OstreewatchError, command: str, bus: str, debug: bool 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ostreewatch", description="Show and watch an OSTree host's boot state.",
-                                epilog="Run `ostreewatch COMMAND --help` for a command's options.")
+    p = argparse.ArgumentParser(
+        prog="ostreewatch",
+        description="Show and watch an OSTree host's boot state.",
+        epilog="Run `ostreewatch COMMAND --help` for a command's options.",
+    )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    p.add_argument("--debug", action="store_true", default=False,
-                   help="print errors from the bus raw (D-Bus error name and text)")
+    p.add_argument(
+        "--debug", action="store_true", default=False, help="print errors from the bus raw (D-Bus error name and text)"
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_SubcommandParser)
     for add in SUBCOMMANDS:
         add(sub)
     return p
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse; a missing COMMAND and an unknown top-level flag are reported as such."""
     p = build_parser()
     args, extras = p.parse_known_args(argv)
     if extras:
         p.error(f"unrecognized arguments: {' '.join(extras)}")
     if args.command is None:
-        names = ", ".join(add.__name__[len("add_"):-len("_parser")].replace("_", "-") for add in SUBCOMMANDS)
+        names = ", ".join(add.__name__[len("add_") : -len("_parser")].replace("_", "-") for add in SUBCOMMANDS)
         p.error(f"choose a COMMAND ({names})")
     return args
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return int(args.func(args))

@@ -20,15 +20,13 @@ import sys
 import threading
 import time
 import types
-from typing import TYPE_CHECKING, Any, List, Optional, Tuple
-
-from . import __version__, errors, model
+from typing import TYPE_CHECKING, Any
 
 # What the first snapshot needs is imported here, before the event loop runs (an import inside
 # a callback would hold the loop). The D-Bus side (dbus_next, the service, the boot writer) is
 # not needed before READY=1 and is imported after it, in a thread (_load_bus_side): every
 # millisecond before READY=1 is one of every boot, since the unit orders before local-fs.target.
-from . import changes, layout, state, textfile
+from . import __version__, changes, errors, layout, model, state, textfile
 from .journal import LOG_NOTICE, LOG_WARNING, Journal
 from .parse.busaddress import parse_address
 from .watcher import PathWaiter, Watcher
@@ -55,7 +53,7 @@ MAX_DEBOUNCE_FACTOR = 10
 # --- small platform helpers ------------------------------------------------------------
 
 
-def _notify_address() -> Optional[str]:
+def _notify_address() -> str | None:
     addr = os.environ.get("NOTIFY_SOCKET")
     if not addr or addr[0] not in "/@":
         return None
@@ -112,8 +110,14 @@ def status_line(snapshot: model.Snapshot) -> str:
 class Daemon:
     """Holds the published snapshot and its generation; runs the change flow."""
 
-    def __init__(self, paths: model.Paths, bus_spec: str, debounce_ms: int = DEFAULT_DEBOUNCE_MS,
-                 journal: Optional[Journal] = None, textfile_dir: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        paths: model.Paths,
+        bus_spec: str,
+        debounce_ms: int = DEFAULT_DEBOUNCE_MS,
+        journal: Journal | None = None,
+        textfile_dir: str | None = None,
+    ) -> None:
         self.paths = paths
         self.textfile_dir = textfile_dir
         self.bus_spec = bus_spec
@@ -122,29 +126,29 @@ class Daemon:
         self.snapshot = model.Snapshot()
         self.generation = 0
         self.manager: Any = None
-        self.writer: Optional[BootWriter] = None
-        self.watcher: Optional[Watcher] = None
+        self.writer: BootWriter | None = None
+        self.watcher: Watcher | None = None
         self.bus: Any = None
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="scan")
-        self._stopping: Optional[asyncio.Event] = None
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._debounce_handle: Optional[asyncio.TimerHandle] = None
+        self._stopping: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._debounce_handle: asyncio.TimerHandle | None = None
         self._burst_start = 0.0
         self._want = 0
         self._done = 0
-        self._scan_task: Optional[asyncio.Task] = None
-        self._waiters: List[Tuple[int, asyncio.Future]] = []
-        self._tasks: List[asyncio.Task] = []
-        self._ready = False     # the first snapshot is read and published
-        self._pending = False   # a change was seen during the first read
+        self._scan_task: asyncio.Future[None] | None = None
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._tasks: list[asyncio.Future[None]] = []
+        self._ready = False  # the first snapshot is read and published
+        self._pending = False  # a change was seen during the first read
         self._only_mounts = True  # every change since the last read came from the mount table
-        self._locked_since: Optional[float] = None  # when a rescan was first deferred for ostree's lock
-        self._mount_fingerprint: Optional[Tuple[Tuple[model.Mount, ...], int]] = None
-        self._textfile_executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._locked_since: float | None = None  # when a rescan was first deferred for ostree's lock
+        self._mount_fingerprint: tuple[tuple[model.Mount, ...], int] | None = None
+        self._textfile_executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     # -- scanning --
 
-    def _read(self, only_mounts: bool = False) -> Optional[model.Snapshot]:
+    def _read(self, only_mounts: bool = False) -> model.Snapshot | None:
         """A new snapshot; None when only the mount table woke us and nothing published of it changed.
 
         Under a mount storm (thousands of unrelated mounts coming and going) this keeps
@@ -270,18 +274,20 @@ class Daemon:
             return
         if self._textfile_executor is None:
             self._textfile_executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="textfile")
+                max_workers=1, thread_name_prefix="textfile"
+            )
         # One worker: writes land in publication order, the last one wins.
-        self._textfile_executor.submit(self._write_textfile, self.textfile_dir, self.snapshot,
-                                       self.generation, time.time())
+        self._textfile_executor.submit(
+            self._write_textfile, self.textfile_dir, self.snapshot, self.generation, time.time()
+        )
 
-    def _write_textfile(self, directory: str, snapshot: model.Snapshot, generation: int,
-                        when: float) -> None:
+    def _write_textfile(self, directory: str, snapshot: model.Snapshot, generation: int, when: float) -> None:
         try:
             textfile.write_textfile(directory, textfile.render(snapshot, generation, when))
         except (OSError, ValueError) as e:
-            self.journal.log(LOG_WARNING, f"cannot write the node_exporter textfile in {directory}: {e}",
-                             textfile_dir=directory)
+            self.journal.log(
+                LOG_WARNING, f"cannot write the node_exporter textfile in {directory}: {e}", textfile_dir=directory
+            )
 
     def _remove_textfile(self) -> None:
         """At a clean stop: the metrics go absent, so the fleet sees the daemon is down."""
@@ -302,15 +308,20 @@ class Daemon:
         await self.wait_scan(self.request_scan())
         return self.generation
 
+    def _writer(self) -> BootWriter:
+        """The boot writer: made with the Manager, before the bus loop, so before any call."""
+        assert self.writer is not None
+        return self.writer
+
     async def set_entry(self, which: str, entry_id: str, caller: model.Caller, ask: Any = None) -> None:
-        await self.writer.set_entry(which, entry_id, caller, self.snapshot, ask)
+        await self._writer().set_entry(which, entry_id, caller, self.snapshot, ask)
 
     async def set_deployment(self, deployment_id: str, caller: model.Caller, ask: Any = None) -> str:
-        return await self.writer.set_deployment(deployment_id, caller, self.snapshot, ask)
+        return await self._writer().set_deployment(deployment_id, caller, self.snapshot, ask)
 
     async def authorized_reload(self, caller: model.Caller, ask: Any = None) -> int:
         """Reload() over the bus: the writer's authorization (uid 0 or polkit), then a rescan."""
-        return await self.writer.reload(caller, ask, self.reload, self.snapshot)
+        return await self._writer().reload(caller, ask, self.reload, self.snapshot)
 
     async def _refreshed(self) -> model.Snapshot:
         """The snapshot after a write, published (the writer answers from it)."""
@@ -342,11 +353,14 @@ class Daemon:
                     log.warning("cannot watch %s for the bus socket: %s", path, e)
             try:
                 bus = await self._connect_retrying(service)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - any failure to connect: wait for the socket, retry
                 if not said_missing:
                     kind = f"{self.bus_spec} " if self.bus_spec in ("system", "session") else ""
-                    self.journal.log(LOG_NOTICE, f"waiting for the D-Bus {kind}bus at {self.bus_address()} ({e}); "
-                                        "watching state meanwhile", bus=self.bus_spec)
+                    self.journal.log(
+                        LOG_NOTICE,
+                        f"waiting for the D-Bus {kind}bus at {self.bus_address()} ({e}); watching state meanwhile",
+                        bus=self.bus_spec,
+                    )
                     said_missing = True
                 if waiter is not None:
                     await waiter.wait()
@@ -363,18 +377,19 @@ class Daemon:
             self.manager.attach(bus)
             try:
                 owner = await service.own_name(bus)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - the daemon keeps serving without the name
                 owner = False
                 log.warning("RequestName failed: %s", e)
             if owner:
                 self.journal.bus_connected(self.bus_address(), bus.unique_name or "")
             else:
-                self.journal.log(LOG_WARNING, f"{service.BUS_NAME} is owned by another "
-                              "connection; queued for it", bus=self.bus_spec)
+                self.journal.log(
+                    LOG_WARNING, f"{service.BUS_NAME} is owned by another connection; queued for it", bus=self.bus_spec
+                )
             reason = "disconnected"
             try:
                 await bus.wait_for_disconnect()
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - whatever ended the connection, reconnect
                 reason = str(e) or type(e).__name__
             self.manager.detach(bus)
             service.close_bus(bus)  # else the daemon keeps the old connection, and our name with it
@@ -402,7 +417,9 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         # Watch before the first read, so that a change made during it is not lost.
         self._start_watcher(loop)
-        self.snapshot = await loop.run_in_executor(self._executor, self._read)
+        first = await loop.run_in_executor(self._executor, self._read)
+        assert first is not None  # only a read for the mount table alone returns None
+        self.snapshot = first
         self.generation = 1
         self.journal.started(self.snapshot, __version__)
         self._export_textfile()
@@ -417,13 +434,21 @@ class Daemon:
             self.request_scan()
         service, bootwrite = await loop.run_in_executor(None, _load_bus_side)
         # Built from the snapshot of now: a change published in between is already in it.
-        self.manager = service.Manager(self.snapshot, self.generation, __version__,
-                                       reload=self.authorized_reload, set_entry=self.set_entry,
-                                       set_deployment=self.set_deployment)
+        self.manager = service.Manager(
+            self.snapshot,
+            self.generation,
+            __version__,
+            reload=self.authorized_reload,
+            set_entry=self.set_entry,
+            set_deployment=self.set_deployment,
+        )
         self.writer = bootwrite.BootWriter(
-            self.paths, self.journal, refresh=self._refreshed,
+            self.paths,
+            self.journal,
+            refresh=self._refreshed,
             efivars=os.environ.get("OSTREEWATCH_EFIVARS", bootwrite.EFIVARS),
-            deploy_python=os.environ.get("OSTREEWATCH_DEPLOY_PYTHON", bootwrite.DEPLOY_PYTHON))
+            deploy_python=os.environ.get("OSTREEWATCH_DEPLOY_PYTHON", bootwrite.DEPLOY_PYTHON),
+        )
         self._start_watchdog(loop)
         self._tasks.append(asyncio.ensure_future(self._bus_loop()))
         await self._stopping.wait()
@@ -480,7 +505,7 @@ class Daemon:
 # --- command line ----------------------------------------------------------------------
 
 
-def _load_bus_side() -> Tuple[types.ModuleType, types.ModuleType]:
+def _load_bus_side() -> tuple[types.ModuleType, types.ModuleType]:
     """The service (dbus_next) and boot writer modules, imported after READY=1 (in a thread)."""
     from . import bootwrite, service
 
@@ -499,31 +524,48 @@ def check_bus_spec(spec: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .sample import DEFAULT, NAMES
+    from .sample import add_argument as add_sample_argument
+
     p = argparse.ArgumentParser(prog="ostreewatchd", description="Publish an OSTree host's boot state on D-Bus.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    p.add_argument("--bus", default="system", metavar="BUS",
-                   help="system, session or a D-Bus address (default: system)")
+    p.add_argument(
+        "--bus", default="system", metavar="BUS", help="system, session or a D-Bus address (default: system)"
+    )
     p.add_argument("--sysroot", default="/", metavar="DIR", help="the sysroot to watch (default: /)")
-    p.add_argument("--mountinfo", default="/proc/1/mountinfo", metavar="FILE",
-                   help="mount table (default: /proc/1/mountinfo)")
-    p.add_argument("--cmdline", default="/proc/cmdline", metavar="FILE",
-                   help="kernel command line (default: /proc/cmdline)")
+    p.add_argument(
+        "--mountinfo", default="/proc/1/mountinfo", metavar="FILE", help="mount table (default: /proc/1/mountinfo)"
+    )
+    p.add_argument(
+        "--cmdline", default="/proc/cmdline", metavar="FILE", help="kernel command line (default: /proc/cmdline)"
+    )
     p.add_argument("--run", default="/run", metavar="DIR", help="the run directory (default: /run)")
-    p.add_argument("--debounce-ms", type=int, default=DEFAULT_DEBOUNCE_MS, metavar="MS",
-                   help=f"quiet time before a rescan (default: {DEFAULT_DEBOUNCE_MS})")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                   help="the least severe stderr log message shown (default: info; journal records "
-                        "are not affected)")
-    p.add_argument("--sample", nargs="?", const=DEFAULT, default=None, choices=NAMES, metavar="NAME",
-                   help=f"watch a bundled sample host instead, in a temp dir removed at exit "
-                        f"({', '.join(NAMES)}; default {DEFAULT})")
-    p.add_argument("--textfile-dir", default=None, metavar="DIR",
-                   help="write DIR/ostreewatch.prom for node_exporter's textfile collector at start "
-                        "and at every published change (default: off)")
+    p.add_argument(
+        "--debounce-ms",
+        type=int,
+        default=DEFAULT_DEBOUNCE_MS,
+        metavar="MS",
+        help=f"quiet time before a rescan (default: {DEFAULT_DEBOUNCE_MS})",
+    )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="the least severe stderr log message shown (default: info; journal records are not affected)",
+    )
+    add_sample_argument(
+        p, f"watch a bundled sample host instead, in a temp dir removed at exit ({', '.join(NAMES)}; default {DEFAULT})"
+    )
+    p.add_argument(
+        "--textfile-dir",
+        default=None,
+        metavar="DIR",
+        help="write DIR/ostreewatch.prom for node_exporter's textfile collector at start "
+        "and at every published change (default: off)",
+    )
     return p
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
@@ -536,15 +578,19 @@ def _paths(args: argparse.Namespace) -> model.Paths:
 def _sample_paths(name: str) -> model.Paths:
     """The bundled sample's Paths (materialized in a temp dir removed at exit)."""
     from . import sample
+
     return sample.paths_for(name)
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="ostreewatchd: %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        stream=sys.stderr,
+        format="ostreewatchd: %(levelname)s %(name)s: %(message)s",
+    )
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     _setup_logging(args.log_level)
     try:

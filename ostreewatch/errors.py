@@ -8,12 +8,12 @@ helper processes (_writehelper, _deployhelper) import it too.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Type
+from typing import Any
 
 ERROR_PREFIX = "org.ostreewatch1.Error."
 
 # dbus_name -> the class that declares it (subclasses that only inherit a name are not listed).
-_BY_DBUS_NAME: Dict[str, Type[OstreewatchError]] = {}
+_BY_DBUS_NAME: dict[str, type[OstreewatchError]] = {}
 
 
 class OstreewatchError(Exception):
@@ -21,19 +21,24 @@ class OstreewatchError(Exception):
 
     dbus_name: str = ERROR_PREFIX + "Failed"
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, dbus_name: str | None = None, **kwargs: Any) -> None:
+        """A subclass declares its own D-Bus name as `class X(OstreewatchError, dbus_name=...)`."""
         super().__init_subclass__(**kwargs)
-        if "dbus_name" in cls.__dict__:
+        if dbus_name is None and "dbus_name" in cls.__dict__:
+            raise TypeError(f"{cls.__name__}: declare the D-Bus name as a class keyword, dbus_name=...")
+        if dbus_name is not None:
+            cls.dbus_name = dbus_name
             if cls.dbus_name in _BY_DBUS_NAME:
-                raise TypeError(f"{cls.__name__}: {cls.dbus_name} is already "
-                                f"{_BY_DBUS_NAME[cls.dbus_name].__name__}'s D-Bus name")
+                raise TypeError(
+                    f"{cls.__name__}: {cls.dbus_name} is already {_BY_DBUS_NAME[cls.dbus_name].__name__}'s D-Bus name"
+                )
             _BY_DBUS_NAME[cls.dbus_name] = cls
 
 
 _BY_DBUS_NAME[OstreewatchError.dbus_name] = OstreewatchError
 
 
-def by_dbus_name(name: str) -> Type[OstreewatchError]:
+def by_dbus_name(name: str) -> type[OstreewatchError]:
     """The class that declares the D-Bus error NAME; OstreewatchError for a name of no class here."""
     return _BY_DBUS_NAME.get(name, OstreewatchError)
 
@@ -41,10 +46,8 @@ def by_dbus_name(name: str) -> Type[OstreewatchError]:
 # --- parsers: each parser raises only its own subclass ----------------------
 
 
-class ParseError(OstreewatchError):
+class ParseError(OstreewatchError, dbus_name=ERROR_PREFIX + "ParseError"):
     """Input text or bytes that a parser cannot make sense of."""
-
-    dbus_name = ERROR_PREFIX + "ParseError"
 
 
 class BlsError(ParseError):
@@ -86,46 +89,40 @@ class BusAddressError(ParseError):
 # --- reading a sysroot --------------------------------------------------------
 
 
-class SysrootError(OstreewatchError):
+class SysrootError(OstreewatchError, dbus_name=ERROR_PREFIX + "NotOstree"):
     """The directory given as sysroot is unreadable or is not an ostree sysroot."""
-
-    dbus_name = ERROR_PREFIX + "NotOstree"
 
 
 # --- errors that D-Bus callers see -------------------------------------------
 
 
-class AccessDenied(OstreewatchError):
-    dbus_name = "org.freedesktop.DBus.Error.AccessDenied"
+class AccessDenied(OstreewatchError, dbus_name="org.freedesktop.DBus.Error.AccessDenied"):
+    """The caller may not do this (uid 0 or polkit said no, or could not be asked)."""
 
 
-class InvalidArgs(OstreewatchError):
-    dbus_name = "org.freedesktop.DBus.Error.InvalidArgs"
+class InvalidArgs(OstreewatchError, dbus_name="org.freedesktop.DBus.Error.InvalidArgs"):
+    """A call's arguments have the wrong signature or an unusable value."""
 
 
-class NoSuchEntry(OstreewatchError):
-    dbus_name = ERROR_PREFIX + "NoSuchEntry"
+class NoSuchEntry(OstreewatchError, dbus_name=ERROR_PREFIX + "NoSuchEntry"):
+    """A call named a boot entry the sysroot does not have."""
 
 
-class NotSupported(OstreewatchError):
-    dbus_name = ERROR_PREFIX + "NotSupported"
+class NotSupported(OstreewatchError, dbus_name=ERROR_PREFIX + "NotSupported"):
+    """The boot loader setup (or this daemon) cannot do what was asked."""
 
 
-class Busy(OstreewatchError):
-    dbus_name = ERROR_PREFIX + "Busy"
+class Busy(OstreewatchError, dbus_name=ERROR_PREFIX + "Busy"):
+    """The ostree sysroot lock is held (or keeps being replaced): nothing was written."""
 
 
-class WriteFailed(OstreewatchError):
-    dbus_name = ERROR_PREFIX + "WriteFailed"
+class WriteFailed(OstreewatchError, dbus_name=ERROR_PREFIX + "WriteFailed"):
+    """A boot file could not be written; it is left as it was."""
 
 
-class DaemonUnavailable(OstreewatchError):
+class DaemonUnavailable(OstreewatchError, dbus_name=ERROR_PREFIX + "Unavailable"):
     """The CLI found no daemon on the bus."""
 
-    dbus_name = ERROR_PREFIX + "Unavailable"
 
-
-class NoSuchDeployment(OstreewatchError):
+class NoSuchDeployment(OstreewatchError, dbus_name=ERROR_PREFIX + "NoSuchDeployment"):
     """SetDefaultDeployment named a deployment the sysroot does not have."""
-
-    dbus_name = ERROR_PREFIX + "NoSuchDeployment"

@@ -15,7 +15,8 @@ import os
 import re
 import sys
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any, Callable, TextIO, TypeVar
 
 from ostreewatch.changes import Changes
 from ostreewatch.model import Problem, Snapshot
@@ -59,8 +60,22 @@ _SCALAR_PROPERTIES = (
 # Every field a write-attempt record may carry (bootwrite fills them; the catalog entry and
 # docs/journal.md name each, tests/test_setdefault_audit.py keeps the three in step).
 WRITE_ATTEMPT_FIELDS = (
-    "caller_uid", "caller_pid", "caller_bus_name", "caller_unit", "method", "entry", "deployment",
-    "previous", "new", "bootloader", "authorized_by", "changed", "reordered", "file", "result", "error",
+    "caller_uid",
+    "caller_pid",
+    "caller_bus_name",
+    "caller_unit",
+    "method",
+    "entry",
+    "deployment",
+    "previous",
+    "new",
+    "bootloader",
+    "authorized_by",
+    "changed",
+    "reordered",
+    "file",
+    "result",
+    "error",
     "suppressed",
 )
 # Refused write attempts: at most one record per caller uid per this many seconds; the
@@ -71,7 +86,7 @@ WRITE_GRANTED = "granted"
 _FIELD_RE = re.compile(r"[^A-Z0-9_]")
 _PLAIN_RE = re.compile(r"[A-Za-z0-9_.,:/@+=%-]+")
 
-Field = Tuple[str, Any]
+Field = tuple[str, Any]
 
 
 def _snake_upper(name: str) -> str:
@@ -92,13 +107,18 @@ def _never_raise(method: _F) -> _F:
     """A record method that fails (a value whose str() raises...) logs that instead of raising."""
 
     @functools.wraps(method)
-    def wrapper(self: "Journal", *args: Any, **kwargs: Any) -> None:
+    def wrapper(self: Journal, *args: Any, **kwargs: Any) -> None:
         try:
             method(self, *args, **kwargs)
-        except Exception as exc:
-            self._to_stderr([f"MESSAGE=journal record {method.__name__} failed: {exc}",
-                             f"PRIORITY={LOG_ERR}", "SYSLOG_IDENTIFIER=" + self.identifier,
-                             f"OSTREEWATCH_FORMAT_ERROR={exc.__class__.__name__}"])
+        except Exception as exc:  # noqa: BLE001 - logging must never kill the daemon
+            self._to_stderr(
+                [
+                    f"MESSAGE=journal record {method.__name__} failed: {exc}",
+                    f"PRIORITY={LOG_ERR}",
+                    "SYSLOG_IDENTIFIER=" + self.identifier,
+                    f"OSTREEWATCH_FORMAT_ERROR={exc.__class__.__name__}",
+                ]
+            )
 
     return wrapper  # type: ignore[return-value]
 
@@ -119,7 +139,7 @@ class Journal:
         identifier: str = "ostreewatch",
         *,
         socket_path: str = JOURNAL_SOCKET,
-        stream: Optional[TextIO] = None,
+        stream: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.identifier = identifier
@@ -127,7 +147,7 @@ class Journal:
         self._stream = stream
         self._clock = clock
         # caller uid -> (time of its last refused record, refusals suppressed since, fields of the last one)
-        self._refused: Dict[str, Tuple[float, int, Dict[str, Any]]] = {}
+        self._refused: dict[str, tuple[float, int, dict[str, Any]]] = {}
 
     # --- the record kinds ------------------------------------------------------
 
@@ -163,16 +183,16 @@ class Journal:
     @_never_raise
     def changed(self, old: Snapshot, new: Snapshot, changes: Changes, generation: int) -> None:
         """One published change: what changed, with before and after."""
-        fields: List[Field] = [("OSTREEWATCH_GENERATION", generation)]
+        fields: list[Field] = [("OSTREEWATCH_GENERATION", generation)]
         fields += [("OSTREEWATCH_CHANGED", name) for name in changes.changed_properties]
-        summary: List[str] = []
+        summary: list[str] = []
         for prop in _SCALAR_PROPERTIES:
             if prop in changes.changed_properties:
                 before, after = getattr(old, prop), getattr(new, prop)
                 key = "OSTREEWATCH_" + _snake_upper(prop)
                 fields += [(key + "_PREVIOUS", before), (key + "_CURRENT", after)]
                 summary.append(f"{prop} {_text(before) or 'none'} -> {_text(after) or 'none'}")
-        lists: Sequence[Tuple[str, Iterable[str], str]] = (
+        lists: Sequence[tuple[str, Iterable[str], str]] = (
             ("DEPLOYMENTS_ADDED", changes.deployments_added, "deployment(s) added"),
             ("DEPLOYMENTS_REMOVED", changes.deployments_removed, "deployment(s) removed"),
             ("ENTRIES_ADDED", changes.entries_added, "entry(ies) added"),
@@ -188,9 +208,7 @@ class Journal:
         fields += [("OSTREEWATCH_PROBLEMS_APPEARED", p.code) for p in changes.problems_appeared]
         fields += [("OSTREEWATCH_PROBLEMS_CLEARED", p.code) for p in changes.problems_cleared]
         if changes.problems_appeared or changes.problems_cleared:
-            summary.append(
-                f"problems +{len(changes.problems_appeared)} -{len(changes.problems_cleared)}"
-            )
+            summary.append(f"problems +{len(changes.problems_appeared)} -{len(changes.problems_cleared)}")
         if not summary:
             summary.append(", ".join(changes.changed_properties) or "nothing")
         message = f"Boot state changed (generation {generation}): " + "; ".join(summary)
@@ -202,9 +220,7 @@ class Journal:
         self._emit(
             MESSAGE_ID_PROBLEM_APPEARED,
             LOG_WARNING,
-            f"Problem {problem.code}"
-            + (f" ({problem.subject})" if problem.subject else "")
-            + f": {problem.message}",
+            f"Problem {problem.code}" + (f" ({problem.subject})" if problem.subject else "") + f": {problem.message}",
             self._problem_fields(problem),
         )
 
@@ -240,7 +256,7 @@ class Journal:
             fields = dict(fields, suppressed=suppressed)
         self._attempt_record(fields)
 
-    def _attempt_record(self, fields: Dict[str, Any]) -> None:
+    def _attempt_record(self, fields: dict[str, Any]) -> None:
         result = _text(fields.get("result", ""))
         error = _text(fields.get("error", ""))
         ok = not error and result in ("", WRITE_GRANTED)
@@ -261,7 +277,7 @@ class Journal:
             [(field_name(k), v) for k, v in fields.items()],
         )
 
-    def _flush_refused(self, now: Optional[float], keep: Optional[str] = None) -> None:
+    def _flush_refused(self, now: float | None, keep: str | None = None) -> None:
         """Journal the count of refusals suppressed in windows that are over (all of them when NOW is None).
 
         KEEP: the uid being refused right now; its count goes into that record instead.
@@ -319,16 +335,14 @@ class Journal:
     # --- plumbing --------------------------------------------------------------
 
     @staticmethod
-    def _problem_fields(problem: Problem) -> List[Field]:
+    def _problem_fields(problem: Problem) -> list[Field]:
         return [
             ("OSTREEWATCH_PROBLEM_CODE", problem.code),
             ("OSTREEWATCH_PROBLEM_SUBJECT", problem.subject),
             ("OSTREEWATCH_PROBLEM_MESSAGE", problem.message),
         ]
 
-    def _lines(
-        self, message_id: Optional[str], priority: int, message: str, fields: Sequence[Field]
-    ) -> List[str]:
+    def _lines(self, message_id: str | None, priority: int, message: str, fields: Sequence[Field]) -> list[str]:
         lines = [
             "MESSAGE=" + message,
             f"PRIORITY={int(priority)}",
@@ -339,21 +353,23 @@ class Journal:
         lines += [f"{key}={_text(value)}" for key, value in fields]
         return lines
 
-    def _emit(
-        self, message_id: Optional[str], priority: int, message: str, fields: Sequence[Field]
-    ) -> None:
+    def _emit(self, message_id: str | None, priority: int, message: str, fields: Sequence[Field]) -> None:
         try:
             lines = self._lines(message_id, priority, message, fields)
-        except Exception as exc:  # a field whose str() fails must not lose the record
-            lines = ["MESSAGE=" + str(message), f"PRIORITY={LOG_ERR}", "SYSLOG_IDENTIFIER=" + self.identifier,
-                     f"OSTREEWATCH_FORMAT_ERROR={exc.__class__.__name__}"]
+        except Exception as exc:  # noqa: BLE001 - a field whose str() fails must not lose the record
+            lines = [
+                "MESSAGE=" + str(message),
+                f"PRIORITY={LOG_ERR}",
+                "SYSLOG_IDENTIFIER=" + self.identifier,
+                f"OSTREEWATCH_FORMAT_ERROR={exc.__class__.__name__}",
+            ]
         # systemd-python is silent when the socket is missing: check first so the
         # record is not lost; a stale socket raises ConnectionRefusedError instead.
         if _sd_journal is not None and os.path.exists(self.socket_path):
             try:
                 _sd_journal.sendv(*lines)
                 return
-            except Exception as exc:  # OSError mostly; never let logging kill the daemon
+            except Exception as exc:  # noqa: BLE001 - OSError mostly; never let logging kill the daemon
                 lines.append(f"OSTREEWATCH_JOURNAL_ERROR={exc.__class__.__name__}")
         self._to_stderr(lines)
 
@@ -369,5 +385,5 @@ class Journal:
             stream = self._stream if self._stream is not None else sys.stderr
             stream.write(f"{self.identifier}: " + " ".join(parts) + "\n")
             stream.flush()
-        except Exception:  # stderr closed or full: nothing left to tell
+        except Exception:  # noqa: BLE001 - stderr closed or full: nothing left to tell
             pass

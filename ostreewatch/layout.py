@@ -10,20 +10,19 @@ import errno
 import fcntl
 import os
 import struct
-from typing import Optional, Tuple
 
 from . import errors
 from .sysroot import Root
 
 # Paths relative to the sysroot.
-GRUB_DIRS: Tuple[str, ...] = ("boot/grub2", "boot/grub")
+GRUB_DIRS: tuple[str, ...] = ("boot/grub2", "boot/grub")
 # What a grub.cfg may source from its own directory (bootupd configs.d 01_users.cfg,
 # 41_custom.cfg; grub-static-pre.cfg's bootuuid.cfg and console.cfg; 00_header's user.cfg).
-GRUB_SOURCED: Tuple[str, ...] = ("user.cfg", "custom.cfg", "console.cfg", "bootuuid.cfg", "platform.cfg")
+GRUB_SOURCED: tuple[str, ...] = ("user.cfg", "custom.cfg", "console.cfg", "bootuuid.cfg", "platform.cfg")
 # What the writer searches for ${saved_entry} / ${next_entry}: grub.cfg and what grub2-mkconfig's grub.cfg sources.
-GRUB_CONFIGS: Tuple[str, ...] = ("grub.cfg", "user.cfg", "custom.cfg")
+GRUB_CONFIGS: tuple[str, ...] = ("grub.cfg", "user.cfg", "custom.cfg")
 # systemd-boot reads loader.conf on the ESP: /boot when the ESP is /boot, else /boot/efi.
-LOADER_CONFS: Tuple[str, ...] = ("boot/loader/loader.conf", "boot/efi/loader/loader.conf")
+LOADER_CONFS: tuple[str, ...] = ("boot/loader/loader.conf", "boot/efi/loader/loader.conf")
 ENTRIES_DIR = "boot/loader/entries"
 SYSROOT_LOCK = "ostree/lock"
 
@@ -51,8 +50,10 @@ def sysroot_locked(sysroot: str) -> bool:
     no lock, so it never gets in ostree's way. A missing or unreadable lock file: False.
     """
     try:
-        fd = os.open(os.path.join(sysroot, SYSROOT_LOCK),
-                     os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC)
+        fd = os.open(
+            os.path.join(sysroot, SYSROOT_LOCK),
+            os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC,
+        )
     except OSError:
         return False
     try:
@@ -64,7 +65,7 @@ def sysroot_locked(sysroot: str) -> bool:
         os.close(fd)
 
 
-def take_sysroot_lock(sysroot: str) -> Optional[int]:
+def take_sysroot_lock(sysroot: str) -> int | None:
     """Take ostree's lock on SYSROOT/ostree/lock without waiting; the fd holds it. Busy when held.
 
     ostree (libglnx) takes an OFD write lock (F_OFD_SETLK); flock(1) and others
@@ -100,8 +101,9 @@ def take_sysroot_lock(sysroot: str) -> Optional[int]:
         except OSError as e:
             os.close(fd)
             if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise errors.Busy("another process holds the ostree sysroot lock "
-                                  f"({path}); try again when it has finished") from None
+                raise errors.Busy(
+                    f"another process holds the ostree sysroot lock ({path}); try again when it has finished"
+                ) from None
             if e.errno == errno.ENOENT:
                 continue
             raise

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Tuple
+from typing import Any
 
 from . import _interface
+from .parse.bls import EntryKeys
 
 
 @dataclass(frozen=True)
@@ -25,82 +26,82 @@ class Paths:
 
 
 # D-Bus signature of each key of the a{sv} dictionaries.
-DEPLOYMENT_KEYS: Dict[str, str] = {
-    "id": "s",            # OSNAME-CHECKSUM.SERIAL
+DEPLOYMENT_KEYS: dict[str, str] = {
+    "id": "s",  # OSNAME-CHECKSUM.SERIAL
     "osname": "s",
     "checksum": "s",
     "serial": "i",
-    "index": "i",         # position in boot order; -1 for a staged deployment
-    "path": "s",          # the deployment directory as the host sees it: /ostree/deploy/OS/deploy/CSUM.SERIAL
-    "entry": "s",         # entry id, "" when no entry points at it
+    "index": "i",  # position in boot order; -1 for a staged deployment
+    "path": "s",  # the deployment directory as the host sees it: /ostree/deploy/OS/deploy/CSUM.SERIAL
+    "entry": "s",  # entry id, "" when no entry points at it
     "bootcsum": "s",
-    "bootserial": "i",    # -1 when no entry
+    "bootserial": "i",  # -1 when no entry
     "booted": "b",
     "default": "b",
     "rollback": "b",
     "staged": "b",
     "pinned": "b",
-    "origin": "s",        # the refspec (or container image reference) of the .origin file
-    "version": "s",       # the commit's "version" metadata, else os-release OSTREE_VERSION / IMAGE_VERSION / VERSION
-    "title": "s",         # os-release PRETTY_NAME
+    "origin": "s",  # the refspec (or container image reference) of the .origin file
+    "version": "s",  # the commit's "version" metadata, else os-release OSTREE_VERSION / IMAGE_VERSION / VERSION
+    "title": "s",  # os-release PRETTY_NAME
 }
 
-BOOT_ENTRY_KEYS: Dict[str, str] = {
-    "id": "s",            # file name less .conf and boot-counting suffix
-    "file": "s",          # file name as on disk
+BOOT_ENTRY_KEYS: dict[str, str] = {
+    "id": "s",  # file name less .conf and boot-counting suffix
+    "file": "s",  # file name as on disk
     "title": "s",
     "version": "s",
     "sort_key": "s",
     "machine_id": "s",
     "linux": "s",
     "initrd": "as",
-    "options": "s",       # all options lines joined by a space
+    "options": "s",  # all options lines joined by a space
     "devicetree": "s",
     "architecture": "s",
-    "ostree": "s",        # the ostree= argument of options, "" when none
-    "deployment": "s",    # the deployment id it resolves to, "" when none
+    "ostree": "s",  # the ostree= argument of options, "" when none
+    "deployment": "s",  # the deployment id it resolves to, "" when none
     "default": "b",
     "booted": "b",
-    "tries_left": "i",    # -1 when the file has no boot-counting suffix
+    "tries_left": "i",  # -1 when the file has no boot-counting suffix
 }
 
-MOUNT_KEYS: Dict[str, str] = {
+MOUNT_KEYS: dict[str, str] = {
     "mount_point": "s",
     "mount_id": "u",
     "parent_id": "u",
-    "device": "s",        # "MAJOR:MINOR"
+    "device": "s",  # "MAJOR:MINOR"
     "root": "s",
     "source": "s",
     "fstype": "s",
-    "options": "s",       # per-mount options
+    "options": "s",  # per-mount options
     "super_options": "s",
     "read_only": "b",
-    "propagation": "s",   # optional fields joined by a space ("shared:1 master:2"), "" = private
+    "propagation": "s",  # optional fields joined by a space ("shared:1 master:2"), "" = private
 }
 
-PROBLEM_KEYS: Dict[str, str] = {
-    "code": "s",          # stable code, see docs/problems.md
+PROBLEM_KEYS: dict[str, str] = {
+    "code": "s",  # stable code, see docs/problems.md
     "message": "s",
-    "subject": "s",       # the entry id, deployment id, path or mount point concerned
+    "subject": "s",  # the entry id, deployment id, path or mount point concerned
 }
 
 # BootedRoot: what ostree-prepare-root recorded in /run/ostree-booted (ostree
 # src/libotcore/otcore.h OTCORE_RUN_BOOTED_KEY_*; types as
 # src/switchroot/ostree-prepare-root.c and src/libotcore/otcore-prepare-root.c
 # write them), keyed by our snake_case name; absent keys are omitted.
-BOOTED_ROOT_KEYS: Dict[str, str] = {
-    "composefs": "b",           # "composefs": composefs was used for /
-    "composefs_verity": "b",    # "composefs.verity": fs-verity was required
-    "composefs_signed": "s",    # "composefs.signed": the public key that verified the commit
-    "root_transient": "b",      # "root.transient"
-    "root_transient_ro": "b",   # "root.transient-ro"
-    "sysroot_ro": "b",          # "sysroot-ro": /sysroot is mounted read-only
-    "transient_etc": "s",       # "transient-etc": the directory of the transient /etc overlay
-    "backing_device": "t",      # "backing-root-device-inode" (tt), first: st_dev of the deployment dir
-    "backing_inode": "t",       # ... second: st_ino
+BOOTED_ROOT_KEYS: dict[str, str] = {
+    "composefs": "b",  # "composefs": composefs was used for /
+    "composefs_verity": "b",  # "composefs.verity": fs-verity was required
+    "composefs_signed": "s",  # "composefs.signed": the public key that verified the commit
+    "root_transient": "b",  # "root.transient"
+    "root_transient_ro": "b",  # "root.transient-ro"
+    "sysroot_ro": "b",  # "sysroot-ro": /sysroot is mounted read-only
+    "transient_etc": "s",  # "transient-etc": the directory of the transient /etc overlay
+    "backing_device": "t",  # "backing-root-device-inode" (tt), first: st_dev of the deployment dir
+    "backing_inode": "t",  # ... second: st_ino
 }
 # ostree's key -> ours (backing-root-device-inode is split in two).
-BOOTED_ROOT_OSTREE_KEYS: Dict[str, str] = {
+BOOTED_ROOT_OSTREE_KEYS: dict[str, str] = {
     "composefs": "composefs",
     "composefs.verity": "composefs_verity",
     "composefs.signed": "composefs_signed",
@@ -111,11 +112,20 @@ BOOTED_ROOT_OSTREE_KEYS: Dict[str, str] = {
 }
 
 # Where DefaultEntry comes from (docs/default-entry.md, "Reading the default").
-DEFAULT_ENTRY_SOURCES = ("saved_entry", "next_entry", "grubenv-default", "greenboot-fallback", "grub.cfg",
-                         "first-entry", "loader.conf", "efi-variable", "none")
+DEFAULT_ENTRY_SOURCES = (
+    "saved_entry",
+    "next_entry",
+    "grubenv-default",
+    "greenboot-fallback",
+    "grub.cfg",
+    "first-entry",
+    "loader.conf",
+    "efi-variable",
+    "none",
+)
 
 # The mount points published in Mounts, in this order.
-WATCHED_MOUNT_POINTS: Tuple[str, ...] = ("/", "/sysroot", "/usr", "/etc", "/var", "/boot", "/boot/efi")
+WATCHED_MOUNT_POINTS: tuple[str, ...] = ("/", "/sysroot", "/usr", "/etc", "/var", "/boot", "/boot/efi")
 
 BOOTLOADERS = ("grub2", "systemd-boot", "none")
 
@@ -142,18 +152,9 @@ class Deployment:
 
 
 @dataclass(frozen=True)
-class BootEntry:
-    id: str
-    file: str
-    title: str = ""
-    version: str = ""
-    sort_key: str = ""
-    machine_id: str = ""
-    linux: str = ""
-    initrd: Tuple[str, ...] = ()
-    options: str = ""
-    devicetree: str = ""
-    architecture: str = ""
+class BootEntry(EntryKeys):
+    """A boot entry as published: the entry file's keys (parse/bls.py), then what the boot state adds."""
+
     ostree: str = ""
     deployment: str = ""
     default: bool = False
@@ -197,32 +198,33 @@ class Snapshot:
     NextEntry: str = ""
     BootedEntry: str = ""
     DefaultEntrySource: str = "none"
-    BootedRoot: Tuple[Tuple[str, Any], ...] = ()   # (key, value) pairs in BOOTED_ROOT_KEYS order
-    Deployments: Tuple[Deployment, ...] = ()
-    BootEntries: Tuple[BootEntry, ...] = ()
-    Mounts: Tuple[Mount, ...] = ()
-    Problems: Tuple[Problem, ...] = ()
+    BootedRoot: tuple[tuple[str, Any], ...] = ()  # (key, value) pairs in BOOTED_ROOT_KEYS order
+    Deployments: tuple[Deployment, ...] = ()
+    BootEntries: tuple[BootEntry, ...] = ()
+    Mounts: tuple[Mount, ...] = ()
+    Problems: tuple[Problem, ...] = ()
 
 
 @dataclass(frozen=True)
 class Caller:
     """Who called a method, as the bus daemon vouches for it (GetConnectionCredentials)."""
 
-    uid: int = -1          # -1: unknown (then nothing is granted)
+    uid: int = -1  # -1: unknown (then nothing is granted)
     pid: int = -1
-    bus_name: str = ""     # the unique name, ":1.42"
-    unit: str = ""         # the systemd unit of pid, "" when unknown
+    bus_name: str = ""  # the unique name, ":1.42"
+    unit: str = ""  # the systemd unit of pid, "" when unknown
 
 
 # D-Bus signature of each snapshot property: the interface's (dbus/org.ostreewatch1.Manager.xml,
 # through the generated _interface.py) less Generation and Version, which the service adds.
-PROPERTY_SIGNATURES: Dict[str, str] = {name: sig for name, sig in _interface.PROPERTIES.items()
-                                       if name not in ("Generation", "Version")}
+PROPERTY_SIGNATURES: dict[str, str] = {
+    name: sig for name, sig in _interface.PROPERTIES.items() if name not in ("Generation", "Version")
+}
 
 _KEYS_OF = {Deployment: DEPLOYMENT_KEYS, BootEntry: BOOT_ENTRY_KEYS, Mount: MOUNT_KEYS, Problem: PROBLEM_KEYS}
 
 
-def record_to_dict(record: Any) -> Dict[str, Any]:
+def record_to_dict(record: Any) -> dict[str, Any]:
     """One Deployment/BootEntry/Mount/Problem as a plain dict of its contract keys."""
     out = {}
     for key in _KEYS_OF[type(record)]:
@@ -231,9 +233,9 @@ def record_to_dict(record: Any) -> Dict[str, Any]:
     return out
 
 
-def snapshot_to_plain(snapshot: Snapshot) -> Dict[str, Any]:
+def snapshot_to_plain(snapshot: Snapshot) -> dict[str, Any]:
     """The snapshot as {"Property": value}: JSON-ready, the shape of --json output."""
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for field in dataclasses.fields(snapshot):
         value = getattr(snapshot, field.name)
         if field.name == "BootedRoot":
@@ -244,12 +246,12 @@ def snapshot_to_plain(snapshot: Snapshot) -> Dict[str, Any]:
     return out
 
 
-def booted_root_items(values: Dict[str, Any]) -> Tuple[Tuple[str, Any], ...]:
+def booted_root_items(values: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     """A BootedRoot dictionary as the snapshot keeps it: known keys only, in BOOTED_ROOT_KEYS order."""
     return tuple((k, values[k]) for k in BOOTED_ROOT_KEYS if k in values)
 
 
-def key_signatures(property_name: str) -> Dict[str, str]:
+def key_signatures(property_name: str) -> dict[str, str]:
     """The a{sv} key signatures of an aa{sv} (or a{sv}) property."""
     return {
         "BootedRoot": BOOTED_ROOT_KEYS,

@@ -24,13 +24,14 @@ from __future__ import annotations
 import ctypes
 import os
 import re
-from typing import Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Optional
 
 from .model import WATCHED_MOUNT_POINTS
 
 # One watched point: (mount id, is the id the unique 64-bit one, st_dev, statvfs flags), or None when absent.
-PointProbe = Optional[Tuple[int, bool, int, int]]
-Probe = Tuple[PointProbe, ...]
+PointProbe = Optional[tuple[int, bool, int, int]]
+Probe = tuple[PointProbe, ...]
 
 _PROC_MOUNTINFO = re.compile(r"/proc/(self|thread-self|[0-9]+)/mountinfo")
 
@@ -42,11 +43,11 @@ _AT_NO_AUTOMOUNT = 0x800
 _STATX_SIZE = 256
 _OFF_MASK, _OFF_DEV_MAJOR, _OFF_DEV_MINOR, _OFF_MNT_ID = 0, 136, 140, 144
 
-_statx_fn: Optional[ctypes._CFuncPtr] = None  # type: ignore[name-defined]
+_statx_fn: ctypes._CFuncPtr | None = None  # type: ignore[name-defined]
 _statx_missing = False
 
 
-def _statx() -> Optional[ctypes._CFuncPtr]:  # type: ignore[name-defined]
+def _statx() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
     """glibc's statx(2) wrapper (glibc >= 2.28), loaded once; None when absent."""
     global _statx_fn, _statx_missing
     if _statx_fn is None and not _statx_missing:
@@ -61,7 +62,7 @@ def _statx() -> Optional[ctypes._CFuncPtr]:  # type: ignore[name-defined]
     return _statx_fn
 
 
-def proc_root(mountinfo: str) -> Optional[str]:
+def proc_root(mountinfo: str) -> str | None:
     """/proc/PID/root for a /proc/PID/mountinfo path; None for any other file (a test's plain file)."""
     m = _PROC_MOUNTINFO.fullmatch(os.path.normpath(str(mountinfo)))
     return f"/proc/{m.group(1)}/root" if m else None
@@ -74,22 +75,23 @@ def _probe_point(root: str, point: str, buf: ctypes.Array) -> PointProbe:  # typ
         return None
     try:
         fn = _statx()
-        if fn is None or fn(fd, b"", _AT_EMPTY_PATH | _AT_NO_AUTOMOUNT,
-                            _STATX_MNT_ID | _STATX_MNT_ID_UNIQUE, buf) != 0:
+        if fn is None or fn(fd, b"", _AT_EMPTY_PATH | _AT_NO_AUTOMOUNT, _STATX_MNT_ID | _STATX_MNT_ID_UNIQUE, buf) != 0:
             raise OSError(ctypes.get_errno(), "statx")
         raw = bytes(buf)
-        mask = int.from_bytes(raw[_OFF_MASK:_OFF_MASK + 4], "little")
+        mask = int.from_bytes(raw[_OFF_MASK : _OFF_MASK + 4], "little")
         if not mask & (_STATX_MNT_ID | _STATX_MNT_ID_UNIQUE):
             raise OSError("statx reported no mount id (a kernel older than 5.8)")
-        mnt_id = int.from_bytes(raw[_OFF_MNT_ID:_OFF_MNT_ID + 8], "little")
-        dev = os.makedev(int.from_bytes(raw[_OFF_DEV_MAJOR:_OFF_DEV_MAJOR + 4], "little"),
-                         int.from_bytes(raw[_OFF_DEV_MINOR:_OFF_DEV_MINOR + 4], "little"))
+        mnt_id = int.from_bytes(raw[_OFF_MNT_ID : _OFF_MNT_ID + 8], "little")
+        dev = os.makedev(
+            int.from_bytes(raw[_OFF_DEV_MAJOR : _OFF_DEV_MAJOR + 4], "little"),
+            int.from_bytes(raw[_OFF_DEV_MINOR : _OFF_DEV_MINOR + 4], "little"),
+        )
         return (mnt_id, bool(mask & _STATX_MNT_ID_UNIQUE), dev, os.fstatvfs(fd).f_flag)
     finally:
         os.close(fd)
 
 
-def probe_root(mountinfo: str) -> Optional[Tuple[str, bool]]:
+def probe_root(mountinfo: str) -> tuple[str, bool] | None:
     """(where to resolve the watched points, whether that is exactly MOUNTINFO's namespace); None: no probing.
 
     A sandboxed service (the unit's CapabilityBoundingSet has no CAP_SYS_PTRACE) may not
@@ -110,13 +112,13 @@ def probe_root(mountinfo: str) -> Optional[Tuple[str, bool]]:
     return root, True
 
 
-def probe(root: str, points: Sequence[str] = WATCHED_MOUNT_POINTS,
-          own_points: Sequence[str] = ()) -> Optional[Probe]:
+def probe(root: str, points: Sequence[str] = WATCHED_MOUNT_POINTS, own_points: Sequence[str] = ()) -> Probe | None:
     """The mounts and flags of POINTS resolved under ROOT (probe_root's), then of OWN_POINTS as this
     process sees them (e.g. the watched sysroot's boot/); None when it cannot be told."""
     buf = ctypes.create_string_buffer(_STATX_SIZE)
     try:
-        return (tuple(_probe_point(root, point, buf) for point in points)
-                + tuple(_probe_point("", os.path.abspath(point), buf) for point in own_points))
+        return tuple(_probe_point(root, point, buf) for point in points) + tuple(
+            _probe_point("", os.path.abspath(point), buf) for point in own_points
+        )
     except OSError:
         return None

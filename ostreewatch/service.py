@@ -20,28 +20,33 @@ tests/test_service_dbusnext.py fails when the installed one differs in any of th
   (closed by close_bus) and MessageBus._introspect_export_path() (the introspection of the
   rest of the path).
 """
+
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import xml.etree.ElementTree as ET
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
+from collections.abc import Awaitable
+from typing import Any, Callable
 
 from dbus_next import BusType, Message, MessageFlag, MessageType, Variant
-from dbus_next.aio import MessageBus
-from dbus_next.aio import message_bus as _aio_bus
 from dbus_next._private.constants import LITTLE_ENDIAN, PROTOCOL_VERSION, HeaderField
 from dbus_next._private.marshaller import Marshaller
+from dbus_next.aio import MessageBus
+from dbus_next.aio import message_bus as _aio_bus
 from dbus_next.constants import NameFlag, RequestNameReply
 from dbus_next.service import PropertyAccess, ServiceInterface, dbus_property
 
 from . import _interface, errors, model
+
 # re-exported: service.BUS_NAME, service.OBJECT_PATH and service.INTERFACE stay importable
 from .busnames import BUS_NAME as BUS_NAME
 from .busnames import INTERFACE as INTERFACE
 from .busnames import OBJECT_PATH as OBJECT_PATH
 from .busnames import PROPERTIES_IFACE as PROPERTIES_IFACE
+from .changes import Changes
 
 EMITS = "org.freedesktop.DBus.Property.EmitsChangedSignal"
 
@@ -53,22 +58,21 @@ log = logging.getLogger("ostreewatch.service")
 
 # The interface, as dbus/org.ostreewatch1.Manager.xml declares it (scripts/gen-interface.py writes _interface.py).
 # method name -> (in args [(name, sig)], out args [(name, sig)])
-METHODS: Dict[str, Tuple[List[Tuple[str, str]], List[Tuple[str, str]]]] = _interface.METHODS
-SIGNALS: Dict[str, List[Tuple[str, str]]] = _interface.SIGNALS
-PROPERTIES: Dict[str, str] = _interface.PROPERTIES
+METHODS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = _interface.METHODS
+SIGNALS: dict[str, list[tuple[str, str]]] = _interface.SIGNALS
+PROPERTIES: dict[str, str] = _interface.PROPERTIES
 # Version never changes while the daemon runs ("const"); every other property is sent with its value.
-EMITS_CHANGED: Dict[str, str] = _interface.EMITS_CHANGED
+EMITS_CHANGED: dict[str, str] = _interface.EMITS_CHANGED
 
 # Hooks the daemon gives the service. Each gets the caller and an AskPolkit for this very call;
 # the daemon decides (bootwrite.authorize: uid 0, or polkit through AskPolkit) and audits.
-AskPolkit = Callable[[str, Dict[str, str]], Awaitable[None]]
+AskPolkit = Callable[[str, dict[str, str]], Awaitable[None]]
 ReloadHook = Callable[[model.Caller, AskPolkit], Awaitable[int]]
 SetEntryHook = Callable[[str, str, model.Caller, AskPolkit], Awaitable[None]]
 SetDeploymentHook = Callable[[str, model.Caller, AskPolkit], Awaitable[str]]
 
 # polkit's authority (polkit docs: org.freedesktop.PolicyKit1.Authority.CheckAuthorization).
-POLKIT = ("org.freedesktop.PolicyKit1", "/org/freedesktop/PolicyKit1/Authority",
-          "org.freedesktop.PolicyKit1.Authority")
+POLKIT = ("org.freedesktop.PolicyKit1", "/org/freedesktop/PolicyKit1/Authority", "org.freedesktop.PolicyKit1.Authority")
 POLKIT_ALLOW_USER_INTERACTION = 0x1  # CheckAuthorizationFlags
 POLKIT_TIMEOUT = 25.0
 POLKIT_INTERACTIVE_TIMEOUT = 300.0  # an authentication dialog waits for a human
@@ -77,15 +81,14 @@ POLKIT_INTERACTIVE_TIMEOUT = 300.0  # an authentication dialog waits for a human
 # --- values: snapshot -> dbus-next values --------------------------------------------
 
 
-def _record_variants(record: Any) -> Dict[str, Variant]:
+def _record_variants(record: Any) -> dict[str, Variant]:
     sigs = model._KEYS_OF[type(record)]
-    return {key: Variant(sig, value) for key, value in model.record_to_dict(record).items()
-            for sig in (sigs[key],)}
+    return {key: Variant(sig, value) for key, value in model.record_to_dict(record).items() for sig in (sigs[key],)}
 
 
-def snapshot_values(snapshot: model.Snapshot) -> Dict[str, Any]:
+def snapshot_values(snapshot: model.Snapshot) -> dict[str, Any]:
     """The snapshot's properties as dbus-next values (a{sv} / aa{sv} items typed per model.*_KEYS)."""
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for name, sig in model.PROPERTY_SIGNATURES.items():
         value = getattr(snapshot, name)
         if sig == "aa{sv}":
@@ -108,11 +111,15 @@ def unwrap(value: Any) -> Any:
     return value
 
 
-def snapshot_from_plain(props: Dict[str, Any]) -> model.Snapshot:
+def snapshot_from_plain(props: dict[str, Any]) -> model.Snapshot:
     """GetAll's plain values back into a model.Snapshot (unknown keys ignored, missing ones defaulted)."""
-    records = {"Deployments": model.Deployment, "BootEntries": model.BootEntry,
-               "Mounts": model.Mount, "Problems": model.Problem}
-    fields: Dict[str, Any] = {}
+    records = {
+        "Deployments": model.Deployment,
+        "BootEntries": model.BootEntry,
+        "Mounts": model.Mount,
+        "Problems": model.Problem,
+    }
+    fields: dict[str, Any] = {}
     for name in model.PROPERTY_SIGNATURES:
         if name not in props:
             continue
@@ -122,8 +129,10 @@ def snapshot_from_plain(props: Dict[str, Any]) -> model.Snapshot:
         elif name in records:
             cls = records[name]
             keys = model.key_signatures(name)
-            value = tuple(cls(**{k: (tuple(v) if isinstance(v, list) else v)
-                                 for k, v in item.items() if k in keys}) for item in value)
+            value = tuple(
+                cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in item.items() if k in keys})
+                for item in value
+            )
         fields[name] = value
     return model.Snapshot(**fields)
 
@@ -132,7 +141,7 @@ def snapshot_from_plain(props: Dict[str, Any]) -> model.Snapshot:
 
 
 def _property(name: str, sig: str) -> Any:
-    def getter(self: "Manager") -> Any:
+    def getter(self: Manager) -> Any:
         return self._values[name]
 
     getter.__name__ = name
@@ -167,31 +176,39 @@ def interface_xml() -> ET.Element:
     return iface
 
 
-_DOCTYPE = ('<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"\n'
-            '"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">\n')
+_DOCTYPE = (
+    '<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"\n'
+    '"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">\n'
+)
 
 
 class Manager(_ManagerBase):
     """org.ostreewatch1.Manager: the published snapshot, its signals, and its methods."""
 
-    def __init__(self, snapshot: model.Snapshot, generation: int, version: str,
-                 reload: ReloadHook, set_entry: Optional[SetEntryHook] = None,
-                 set_deployment: Optional[SetDeploymentHook] = None) -> None:
+    def __init__(
+        self,
+        snapshot: model.Snapshot,
+        generation: int,
+        version: str,
+        reload: ReloadHook,
+        set_entry: SetEntryHook | None = None,
+        set_deployment: SetDeploymentHook | None = None,
+    ) -> None:
         super().__init__(INTERFACE)
         self.snapshot = snapshot
         self.generation = generation
-        self._values: Dict[str, Any] = dict(snapshot_values(snapshot), Generation=generation, Version=version)
+        self._values: dict[str, Any] = dict(snapshot_values(snapshot), Generation=generation, Version=version)
         self._reload = reload
         self._set_entry = set_entry
         self._set_deployment = set_deployment
-        self._buses: List[MessageBus] = []
-        self._tasks: set = set()
-        self._variants: Optional[Dict[str, Variant]] = None
-        self._all_bytes: Optional[bytes] = None
+        self._buses: list[MessageBus] = []
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._variants: dict[str, Variant] | None = None
+        self._all_bytes: bytes | None = None
 
     # -- publishing --
 
-    def publish(self, snapshot: model.Snapshot, generation: int, changes: Any) -> None:
+    def publish(self, snapshot: model.Snapshot, generation: int, changes: Changes) -> None:
         """Swap in a new snapshot and emit PropertiesChanged once, then the typed signals."""
         self.snapshot = snapshot
         self.generation = generation
@@ -203,18 +220,21 @@ class Manager(_ManagerBase):
         changed["Generation"] = generation
         self.emit_properties_changed(changed)
         if changes.deployments_added or changes.deployments_removed:
-            self._signal("DeploymentsChanged", "asas",
-                         [list(changes.deployments_added), list(changes.deployments_removed)])
+            self._signal(
+                "DeploymentsChanged", "asas", [list(changes.deployments_added), list(changes.deployments_removed)]
+            )
         if changes.entries_added or changes.entries_removed or changes.entries_modified:
-            self._signal("BootEntriesChanged", "asasas",
-                         [list(changes.entries_added), list(changes.entries_removed),
-                          list(changes.entries_modified)])
+            self._signal(
+                "BootEntriesChanged",
+                "asasas",
+                [list(changes.entries_added), list(changes.entries_removed), list(changes.entries_modified)],
+            )
         if changes.default_entry is not None:
             self._signal("DefaultEntryChanged", "ss", list(changes.default_entry))
         if changes.mount_points_changed:
             self._signal("MountsChanged", "as", [list(changes.mount_points_changed)])
 
-    def _signal(self, member: str, signature: str, body: List[Any]) -> None:
+    def _signal(self, member: str, signature: str, body: list[Any]) -> None:
         for bus in self._buses:
             if bus.connected:
                 bus.send(Message.new_signal(OBJECT_PATH, INTERFACE, member, signature, body))
@@ -254,25 +274,46 @@ class Manager(_ManagerBase):
         if sigs.get(msg.member) != msg.signature:
             return False  # dbus-next answers UnknownMethod (its message names only the member)
         iface = msg.body[0]
-        if iface not in (INTERFACE, "org.freedesktop.DBus.Properties", "org.freedesktop.DBus.Introspectable",
-                         "org.freedesktop.DBus.Peer"):
-            self._reply(bus, msg, Message.new_error(msg, "org.freedesktop.DBus.Error.UnknownInterface",
-                                                    f"no interface {_clip(iface)!r} at {OBJECT_PATH}"))
+        if iface not in (
+            INTERFACE,
+            "org.freedesktop.DBus.Properties",
+            "org.freedesktop.DBus.Introspectable",
+            "org.freedesktop.DBus.Peer",
+        ):
+            self._reply(
+                bus,
+                msg,
+                Message.new_error(
+                    msg,
+                    "org.freedesktop.DBus.Error.UnknownInterface",
+                    f"no interface {_clip(iface)!r} at {OBJECT_PATH}",
+                ),
+            )
             return True
         if msg.member != "GetAll" and iface == INTERFACE and msg.body[1] not in PROPERTIES:
-            self._reply(bus, msg, Message.new_error(msg, "org.freedesktop.DBus.Error.UnknownProperty",
-                                                    f"{INTERFACE} has no property {_clip(msg.body[1])!r}"))
+            self._reply(
+                bus,
+                msg,
+                Message.new_error(
+                    msg,
+                    "org.freedesktop.DBus.Error.UnknownProperty",
+                    f"{INTERFACE} has no property {_clip(msg.body[1])!r}",
+                ),
+            )
             return True
         if msg.member == "Set" and iface == INTERFACE:
-            self._reply(bus, msg, Message.new_error(msg, "org.freedesktop.DBus.Error.PropertyReadOnly",
-                                                    f"{msg.body[1]} is read-only"))
+            self._reply(
+                bus,
+                msg,
+                Message.new_error(msg, "org.freedesktop.DBus.Error.PropertyReadOnly", f"{msg.body[1]} is read-only"),
+            )
             return True
         if msg.member == "GetAll" and iface == INTERFACE:
             self._reply(bus, msg, PremarshalledReply(msg, "a{sv}", self._all_body()))
             return True
         return False
 
-    def _all_variants(self) -> Dict[str, Variant]:
+    def _all_variants(self) -> dict[str, Variant]:
         """Every property as a Variant, built once per published change.
 
         dbus-next would build (and type-check, recursively) a Variant per property on
@@ -319,12 +360,10 @@ class Manager(_ManagerBase):
 
     async def _call(self, bus: MessageBus, msg: Message) -> Message:
         if msg.member not in METHODS:
-            return Message.new_error(msg, UNKNOWN_METHOD,
-                                     f"{INTERFACE} has no method {msg.member!r}")
+            return Message.new_error(msg, UNKNOWN_METHOD, f"{INTERFACE} has no method {msg.member!r}")
         in_sig = "".join(sig for _, sig in METHODS[msg.member][0])
         if msg.signature != in_sig:
-            raise errors.InvalidArgs(
-                f"{msg.member} takes signature {in_sig!r}, got {msg.signature!r}")
+            raise errors.InvalidArgs(f"{msg.member} takes signature {in_sig!r}, got {msg.signature!r}")
         caller = await caller_of(bus, msg.sender)
         ask = polkit_asker(bus, msg, caller)
         if msg.member == "Reload":
@@ -350,19 +389,30 @@ def polkit_asker(bus: MessageBus, msg: Message, caller: model.Caller) -> AskPolk
     """
     interactive = bool(msg.flags & MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION)
 
-    async def ask(action: str, details: Dict[str, str]) -> None:
+    async def ask(action: str, details: dict[str, str]) -> None:
         def denied(why: str) -> errors.AccessDenied:
-            return errors.AccessDenied(f"{msg.member} needs root or the polkit action {action} "
-                                       f"(caller uid {caller.uid}: {why})")
+            return errors.AccessDenied(
+                f"{msg.member} needs root or the polkit action {action} (caller uid {caller.uid}: {why})"
+            )
 
-        query = Message(destination=POLKIT[0], path=POLKIT[1], interface=POLKIT[2], member="CheckAuthorization",
-                        signature="(sa{sv})sa{ss}us",
-                        body=[["system-bus-name", {"name": Variant("s", caller.bus_name)}], action,
-                              {k: str(v) for k, v in details.items()},
-                              POLKIT_ALLOW_USER_INTERACTION if interactive else 0, ""])
+        query = Message(
+            destination=POLKIT[0],
+            path=POLKIT[1],
+            interface=POLKIT[2],
+            member="CheckAuthorization",
+            signature="(sa{sv})sa{ss}us",
+            body=[
+                ["system-bus-name", {"name": Variant("s", caller.bus_name)}],
+                action,
+                {k: str(v) for k, v in details.items()},
+                POLKIT_ALLOW_USER_INTERACTION if interactive else 0,
+                "",
+            ],
+        )
         try:
-            reply = await asyncio.wait_for(bus.call(query),
-                                           POLKIT_INTERACTIVE_TIMEOUT if interactive else POLKIT_TIMEOUT)
+            reply = await asyncio.wait_for(
+                bus.call(query), POLKIT_INTERACTIVE_TIMEOUT if interactive else POLKIT_TIMEOUT
+            )
         except asyncio.TimeoutError:
             raise denied("polkit did not answer") from None
         if reply is None or reply.message_type != MessageType.METHOD_RETURN:
@@ -378,7 +428,7 @@ def polkit_asker(bus: MessageBus, msg: Message, caller: model.Caller) -> AskPolk
     return ask
 
 
-class PremarshalledReply(Message):  # type: ignore[misc]
+class PremarshalledReply(Message):
     """A method return whose body is bytes marshalled earlier: only its header is built per call.
 
     Owns the header half of dbus-next 0.2.3's Message._marshall (the version setup.cfg pins;
@@ -387,20 +437,34 @@ class PremarshalledReply(Message):  # type: ignore[misc]
     """
 
     def __init__(self, call: Message, signature: str, body: bytes) -> None:
-        super().__init__(message_type=MessageType.METHOD_RETURN, reply_serial=call.serial,
-                         destination=call.sender, signature=signature)
+        super().__init__(
+            message_type=MessageType.METHOD_RETURN,
+            reply_serial=call.serial,
+            destination=call.sender,
+            signature=signature,
+        )
         self._body_bytes = body
 
     def _marshall(self, negotiate_unix_fd: bool = False) -> bytearray:
-        fields: List[Any] = [[HeaderField.REPLY_SERIAL.value, Variant("u", self.reply_serial)]]
+        fields: list[Any] = [[HeaderField.REPLY_SERIAL.value, Variant("u", self.reply_serial)]]
         if self.destination:
             fields.append([HeaderField.DESTINATION.value, Variant("s", self.destination)])
         fields.append([HeaderField.SIGNATURE.value, Variant("g", self.signature)])
-        header = Marshaller("yyyyuua(yv)", [LITTLE_ENDIAN, self.message_type.value, self.flags.value,
-                                            PROTOCOL_VERSION, len(self._body_bytes), self.serial, fields])
+        header = Marshaller(
+            "yyyyuua(yv)",
+            [
+                LITTLE_ENDIAN,
+                self.message_type.value,
+                self.flags.value,
+                PROTOCOL_VERSION,
+                len(self._body_bytes),
+                self.serial,
+                fields,
+            ],
+        )
         header.marshall()
         header.align(8)
-        return header.buffer + self._body_bytes  # type: ignore[no-any-return]
+        return header.buffer + self._body_bytes
 
 
 def _clip(text: str, limit: int = 64) -> str:
@@ -425,14 +489,20 @@ def _unit_of(pid: int) -> str:
     return ""
 
 
-async def caller_of(bus: MessageBus, sender: Optional[str]) -> model.Caller:
+async def caller_of(bus: MessageBus, sender: str | None) -> model.Caller:
     """Who sent a message, as the bus daemon vouches for it; uid -1 when it cannot say."""
     if not sender:
         return model.Caller()
-    reply = await bus.call(Message(
-        destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-        interface="org.freedesktop.DBus", member="GetConnectionCredentials",
-        signature="s", body=[sender]))
+    reply = await bus.call(
+        Message(
+            destination="org.freedesktop.DBus",
+            path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus",
+            member="GetConnectionCredentials",
+            signature="s",
+            body=[sender],
+        )
+    )
     if reply is None or reply.message_type != MessageType.METHOD_RETURN:
         return model.Caller(bus_name=sender)
     creds = reply.body[0]
@@ -445,7 +515,7 @@ async def caller_of(bus: MessageBus, sender: Optional[str]) -> model.Caller:
 # --- connecting -------------------------------------------------------------------------
 
 
-def bus_address(spec: str) -> Tuple[Optional[str], BusType]:
+def bus_address(spec: str) -> tuple[str | None, BusType]:
     """--bus system|session|ADDRESS as (address or None, bus type)."""
     if spec == "system":
         return None, BusType.SYSTEM
@@ -454,7 +524,7 @@ def bus_address(spec: str) -> Tuple[Optional[str], BusType]:
     return spec, BusType.SYSTEM
 
 
-def socket_path(spec: str) -> Optional[str]:
+def socket_path(spec: str) -> str | None:
     """The unix socket file a bus spec resolves to, None when not a path (abstract, tcp)."""
     address, bus_type = bus_address(spec)
     if address is None:
@@ -472,7 +542,7 @@ def socket_path(spec: str) -> Optional[str]:
     return None
 
 
-class _PatientWriter(_aio_bus._MessageWriter):  # type: ignore[misc,name-defined]
+class _PatientWriter(_aio_bus._MessageWriter):
     """dbus-next's writer, except that a full socket buffer (EAGAIN) means "wait", not "the bus is gone".
 
     dbus-next 0.2.3 finalizes the connection on BlockingIOError, so 50 clients' GetAll replies at
@@ -493,7 +563,7 @@ class _PatientWriter(_aio_bus._MessageWriter):  # type: ignore[misc,name-defined
                     self.offset = 0
                     self.fut = fut
                 try:
-                    self.offset += self.sock.send(self.buf[self.offset:])
+                    self.offset += self.sock.send(self.buf[self.offset :])
                 except (BlockingIOError, InterruptedError):
                     return  # still registered as a writer: called again when the socket drains
                 if self.offset >= len(self.buf):
@@ -501,7 +571,7 @@ class _PatientWriter(_aio_bus._MessageWriter):  # type: ignore[misc,name-defined
                     _aio_bus._future_set_result(self.fut, None)
                 else:
                     return
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - as dbus-next's own writer: any failure ends the connection
             _aio_bus._future_set_exception(self.fut, e)
             self.bus._finalize(e)
 
@@ -509,23 +579,21 @@ class _PatientWriter(_aio_bus._MessageWriter):  # type: ignore[misc,name-defined
 def close_bus(bus: MessageBus) -> None:
     """Really close a bus connection: dbus-next's disconnect/finalize leave the socket open, and
     the bus daemon would keep our old connection (and its name) alive."""
-    try:
+    with contextlib.suppress(Exception):  # a half-closed connection may fail in any way: the socket still closes
         bus.disconnect()
-    except Exception:
-        pass
     sock = getattr(bus, "_sock", None)
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):
             sock.close()
-        except OSError:
-            pass
 
 
 async def connect(spec: str) -> MessageBus:
     """Connect to the bus named by --bus; raises OSError (and others) when it is not there."""
     address, bus_type = bus_address(spec)
-    bus = MessageBus(bus_address=address, bus_type=bus_type)
-    bus._writer = _PatientWriter(bus)  # we never send unix fds, so the fd-passing branch is not needed
+    # dbus-next annotates `bus_address: str = None`: None is the bus type's default address.
+    bus = MessageBus(bus_address=address, bus_type=bus_type)  # type: ignore[arg-type]
+    # we never send unix fds, so the fd-passing branch is not needed; its __init__ is dbus-next's, unannotated
+    bus._writer = _PatientWriter(bus)  # type: ignore[no-untyped-call]
     try:
         return await bus.connect()
     except BaseException:

@@ -33,7 +33,7 @@ import re
 import stat
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import NamedTuple
 
 from . import model
 from .errors import OstreewatchError, SysrootError
@@ -47,22 +47,25 @@ from .layout import (
     LOADER_CONFS,
 )
 from .model import Paths as Paths  # re-exported: callers built state.Paths before it moved
-from .parse import bls, cmdline as cmdline_parse, gvariant, mountinfo as mountinfo_parse
-from .parse import grubcfg, grubenv as grubenv_parse, loaderconf, origin as origin_parse, osrelease
+from .parse import bls, grubcfg, gvariant, loaderconf, osrelease
+from .parse import cmdline as cmdline_parse
+from .parse import grubenv as grubenv_parse
+from .parse import mountinfo as mountinfo_parse
+from .parse import origin as origin_parse
 from .sysroot import ENTRY_MAX, SMALL_MAX, ReadRefused, Root, read_host_file
 
 # The mount points whose lines parse_mountinfo keeps (its cheap prefilter).
-WATCHED_MOUNT_POINTS: Tuple[str, ...] = model.WATCHED_MOUNT_POINTS
-MOUNTINFO_MAX = 32 * 1024 * 1024   # ~150,000 mount lines; a Kubernetes node stays far below
+WATCHED_MOUNT_POINTS: tuple[str, ...] = model.WATCHED_MOUNT_POINTS
+MOUNTINFO_MAX = 32 * 1024 * 1024  # ~150,000 mount lines; a Kubernetes node stays far below
 CMDLINE_MAX = 64 * 1024
-COMMIT_MAX = 1024 * 1024   # a commit object is a few hundred bytes, plus its metadata
-GRUB_CFG_MAX = 1024 * 1024   # a generated grub.cfg with many menu entries stays far below
+COMMIT_MAX = 1024 * 1024  # a commit object is a few hundred bytes, plus its metadata
+GRUB_CFG_MAX = 1024 * 1024  # a generated grub.cfg with many menu entries stays far below
 
 # (sysroot, commit checksum) -> its version: parsed once per process, bounded.
-_COMMIT_VERSIONS: Dict[Tuple[str, str], str] = {}
+_COMMIT_VERSIONS: dict[tuple[str, str], str] = {}
 # (sysroot, entry file name, file signature) -> the parsed entry: a rescan re-parses only the entry
 # files that changed (a 1,000-entry rescan was mostly reading and parsing unchanged files).
-_PARSED_ENTRIES: Dict[Tuple[str, str, Tuple[int, int, int, int, int]], bls.BlsEntry] = {}
+_PARSED_ENTRIES: dict[tuple[str, str, tuple[int, int, int, int, int]], bls.BlsEntry] = {}
 _PARSED_ENTRIES_MAX = 8192
 ENTRY_SETTLE_NS = 2_000_000_000
 
@@ -79,7 +82,7 @@ class _Dep:
     osname: str
     checksum: str
     serial: int
-    rel: str                       # resolved sysroot-relative directory
+    rel: str  # resolved sysroot-relative directory
     path: str
     entry: str = ""
     bootcsum: str = ""
@@ -102,10 +105,10 @@ class _Reader:
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
         self.root = Root(paths.sysroot)
-        self.problems: List[model.Problem] = []
+        self.problems: list[model.Problem] = []
         self.deploy_base = self._ostree_base()
         # ostree= value -> its resolution, for this one read (several entries may name one deployment).
-        self._resolved_args: Dict[str, Tuple[Optional[Tuple[str, str]], str]] = {}
+        self._resolved_args: dict[str, tuple[tuple[str, str] | None, str]] = {}
 
     def problem(self, code: str, message: str, subject: str = "") -> None:
         self.problems.append(model.Problem(code=code, message=message, subject=subject))
@@ -126,9 +129,9 @@ class _Reader:
 
     # --- deployments -----------------------------------------------------
 
-    def deployments(self) -> Dict[Tuple[str, str], _Dep]:
+    def deployments(self) -> dict[tuple[str, str], _Dep]:
         """Every CHECKSUM.SERIAL directory under ostree/deploy/*/deploy, keyed by (osname, CHECKSUM.SERIAL)."""
-        found: Dict[Tuple[str, str], _Dep] = {}
+        found: dict[tuple[str, str], _Dep] = {}
         try:
             osnames = [n for n in self.root.listdir(self.deploy_base) if _utf8(n)]
         except ReadRefused:
@@ -142,10 +145,15 @@ class _Reader:
                 m = _DEPLOY_NAME.fullmatch(name)
                 rel = f"{self.deploy_base}/{osname}/deploy/{name}"
                 st = self.root.lstat(rel) if m else None
-                if st is None or not stat.S_ISDIR(st.st_mode):  # ostree never links a deployment dir
+                if m is None or st is None or not stat.S_ISDIR(st.st_mode):  # ostree never links a deployment dir
                     continue
-                dep = _Dep(osname=osname, checksum=m.group(1), serial=int(m.group(2)), rel=rel,
-                           path=f"/ostree/deploy/{osname}/deploy/{name}")
+                dep = _Dep(
+                    osname=osname,
+                    checksum=m.group(1),
+                    serial=int(m.group(2)),
+                    rel=rel,
+                    path=f"/ostree/deploy/{osname}/deploy/{name}",
+                )
                 self._read_origin(dep, rel + ".origin")
                 self._read_os_release(dep)
                 dep.version = self._commit_version(dep.checksum) or dep.version
@@ -177,8 +185,7 @@ class _Reader:
                 continue
             # The commit's version wins when the repo has the commit (_commit_version);
             # rpm-ostree and bootc also put it here.
-            dep.version = (values.get("OSTREE_VERSION") or values.get("IMAGE_VERSION")
-                           or values.get("VERSION") or "")
+            dep.version = values.get("OSTREE_VERSION") or values.get("IMAGE_VERSION") or values.get("VERSION") or ""
             dep.title = values.get("PRETTY_NAME") or values.get("NAME") or ""
             return
 
@@ -199,14 +206,14 @@ class _Reader:
         _COMMIT_VERSIONS[key] = version
         return version
 
-    def resolve_ostree_arg(self, value: str) -> Tuple[Optional[Tuple[str, str]], str]:
+    def resolve_ostree_arg(self, value: str) -> tuple[tuple[str, str] | None, str]:
         """((osname, CHECKSUM.SERIAL), "") for an ostree= that ends at a deployment; (None, why) otherwise."""
         known = self._resolved_args.get(value)
         if known is None:
             known = self._resolved_args[value] = self._resolve_ostree_arg(value)
         return known
 
-    def _resolve_ostree_arg(self, value: str) -> Tuple[Optional[Tuple[str, str]], str]:
+    def _resolve_ostree_arg(self, value: str) -> tuple[tuple[str, str] | None, str]:
         try:
             rel = self.root.resolve(value)
         except ReadRefused as e:
@@ -221,7 +228,7 @@ class _Reader:
 
     # --- entries -------------------------------------------------------
 
-    def entries(self) -> List[bls.BlsEntry]:
+    def entries(self) -> list[bls.BlsEntry]:
         """The parsed entries of boot/loader/entries in systemd-boot order; problems for the rest."""
         self._check_loader_dirs()
         try:
@@ -235,8 +242,11 @@ class _Reader:
             if not name.lower().endswith(".conf") or not bls.valid_entry_file_name(name):
                 continue
             if not _utf8(name):
-                self.problem("entry-unreadable", "an entry file name is not valid UTF-8",
-                             name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+                self.problem(
+                    "entry-unreadable",
+                    "an entry file name is not valid UTF-8",
+                    name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
+                )
                 continue
             entry_id = bls.split_boot_counting(name)[0]
             rel = f"{ENTRIES_DIR}/{name}"
@@ -260,7 +270,7 @@ class _Reader:
             parsed.append(entry)
         return bls.sort_entries(parsed)
 
-    def _file_signature(self, rel: str) -> Optional[Tuple[int, int, int, int, int]]:
+    def _file_signature(self, rel: str) -> tuple[int, int, int, int, int] | None:
         """(dev, inode, size, mtime, ctime) of a regular file whose last change is old enough to trust them.
 
         A file changed within ENTRY_SETTLE_NS of now gets None (always re-read): the
@@ -280,8 +290,9 @@ class _Reader:
         target = self.root.readlink("boot/loader")
         self.loader_dangling = target is not None and not self.root.is_dir("boot/loader")
         if self.loader_dangling:
-            self.problem("loader-link-dangling", f"boot/loader points to {target}, which is not a directory",
-                         "/boot/loader")
+            self.problem(
+                "loader-link-dangling", f"boot/loader points to {target}, which is not a directory", "/boot/loader"
+            )
         try:
             names = self.root.listdir("boot")
         except ReadRefused:
@@ -289,9 +300,11 @@ class _Reader:
         current = os.path.basename(target.rstrip("/")) if target is not None else None
         for name in names:
             if _LOADER_N.fullmatch(name) and current is not None and name != current:
-                self.problem("stale-loader-dir",
-                             f"boot/{name} is left beside boot/loader -> {target} (an interrupted deployment?)",
-                             f"/boot/{name}")
+                self.problem(
+                    "stale-loader-dir",
+                    f"boot/{name} is left beside boot/loader -> {target} (an interrupted deployment?)",
+                    f"/boot/{name}",
+                )
 
     # --- boot loader -----------------------------------------------------
 
@@ -315,7 +328,7 @@ class _Reader:
             return ""
         return groups.get("sysroot", {}).get("bootloader", "").strip().lower()
 
-    def grubenv(self) -> Tuple[Dict[str, str], str]:
+    def grubenv(self) -> tuple[dict[str, str], str]:
         """(variables, path) of the first grubenv found; ({}, "") when none or unparsable."""
         for d in GRUB_DIRS:
             rel = f"{d}/grubenv"
@@ -328,7 +341,7 @@ class _Reader:
                 return {}, "/" + rel
         return {}, ""
 
-    def grub_config(self) -> Optional[Tuple[str, Dict[str, str], str]]:
+    def grub_config(self) -> tuple[str, dict[str, str], str] | None:
         """(grub.cfg text, {sourced name: text, "grubenv": ""}, path) of the first grub.cfg; None when none.
 
         An unreadable grub.cfg is a problem and None.
@@ -342,7 +355,7 @@ class _Reader:
             except ReadRefused as e:
                 self.problem("grub-cfg-unsupported", f"cannot read /{rel}: {e}", "/" + rel)
                 return None
-            files: Dict[str, str] = {}
+            files: dict[str, str] = {}
             for name in GRUB_SOURCED:
                 try:
                     files[name] = self.root.read(f"{d}/{name}", GRUB_CFG_MAX).decode("utf-8", "replace")
@@ -353,7 +366,7 @@ class _Reader:
             return text, files, "/" + rel
         return None
 
-    def loader_conf(self) -> Tuple[Optional[loaderconf.LoaderConf], str]:
+    def loader_conf(self) -> tuple[loaderconf.LoaderConf | None, str]:
         for rel in LOADER_CONFS:
             if not self.root.exists(rel):
                 continue
@@ -367,7 +380,7 @@ class _Reader:
 
     # --- run dir, cmdline, mounts -----------------------------------------
 
-    def run_file(self, rel: str, cap: int = SMALL_MAX) -> Optional[bytes]:
+    def run_file(self, rel: str, cap: int = SMALL_MAX) -> bytes | None:
         """A file under the run dir; None when absent or unreadable (a problem when unreadable)."""
         try:
             run = Root(self.paths.run)
@@ -378,8 +391,11 @@ class _Reader:
         try:
             return run.read(rel, cap)
         except ReadRefused as e:
-            self.problem("run-file-unreadable", f"cannot read {os.path.join(self.paths.run, rel)}: {e}",
-                         os.path.join(self.paths.run, rel))
+            self.problem(
+                "run-file-unreadable",
+                f"cannot read {os.path.join(self.paths.run, rel)}: {e}",
+                os.path.join(self.paths.run, rel),
+            )
             return b""
 
     def cmdline_ostree(self) -> str:
@@ -389,7 +405,7 @@ class _Reader:
         except (ReadRefused, OstreewatchError):
             return ""
 
-    def mounts(self) -> Tuple[Tuple[model.Mount, ...], bool]:
+    def mounts(self) -> tuple[tuple[model.Mount, ...], bool]:
         """(mounts of the watched mount points, whether the mountinfo could be read)."""
         try:
             data = read_host_file(self.paths.mountinfo, MOUNTINFO_MAX)
@@ -398,32 +414,44 @@ class _Reader:
             return (), False
         mounts, errors = _watched_mounts(data)
         if errors:
-            self.problem("mountinfo-unparsable",
-                         f"{len(errors)} line(s) of {self.paths.mountinfo} cannot be parsed; first: {errors[0]}",
-                         self.paths.mountinfo)
+            self.problem(
+                "mountinfo-unparsable",
+                f"{len(errors)} line(s) of {self.paths.mountinfo} cannot be parsed; first: {errors[0]}",
+                self.paths.mountinfo,
+            )
         return mounts, True
 
 
-def _watched_mounts(data: bytes) -> Tuple[Tuple[model.Mount, ...], Tuple[OstreewatchError, ...]]:
+def _watched_mounts(data: bytes) -> tuple[tuple[model.Mount, ...], tuple[OstreewatchError, ...]]:
     """The Mounts records of the watched mount points, and the lines that could not be parsed."""
     infos, errors = mountinfo_parse.parse_mountinfo(data, mount_points=WATCHED_MOUNT_POINTS)
-    top: Dict[str, mountinfo_parse.MountInfo] = {}
-    for info in infos:
-        top[info.mount_point] = info  # a later line is mounted over an earlier one
+    top: dict[str, mountinfo_parse.MountInfo] = {}
+    for parsed in infos:
+        top[parsed.mount_point] = parsed  # a later line is mounted over an earlier one
     out = []
     for point in WATCHED_MOUNT_POINTS:
         info = top.get(point)
         if info is None:
             continue
-        out.append(model.Mount(
-            mount_point=info.mount_point, mount_id=info.mount_id, parent_id=info.parent_id,
-            device=f"{info.major}:{info.minor}", root=info.root, source=info.source,
-            fstype=info.fstype, options=info.options, super_options=info.super_options,
-            read_only="ro" in info.options.split(","), propagation=" ".join(info.optional_fields)))
+        out.append(
+            model.Mount(
+                mount_point=info.mount_point,
+                mount_id=info.mount_id,
+                parent_id=info.parent_id,
+                device=f"{info.major}:{info.minor}",
+                root=info.root,
+                source=info.source,
+                fstype=info.fstype,
+                options=info.options,
+                super_options=info.super_options,
+                read_only="ro" in info.options.split(","),
+                propagation=" ".join(info.optional_fields),
+            )
+        )
     return tuple(out), errors
 
 
-def mount_fingerprint(paths: Paths) -> Optional[Tuple[Tuple[model.Mount, ...], int]]:
+def mount_fingerprint(paths: Paths) -> tuple[tuple[model.Mount, ...], int] | None:
     """What of the mount table the snapshot depends on; None when it cannot be read.
 
     Equal fingerprints mean a rescan would publish nothing new about mounts, so the
@@ -437,7 +465,7 @@ def mount_fingerprint(paths: Paths) -> Optional[Tuple[Tuple[model.Mount, ...], i
     return mounts, len(errors)
 
 
-def _remember_entry(key: Tuple[str, str, Tuple[int, int, int, int, int]], entry: bls.BlsEntry) -> None:
+def _remember_entry(key: tuple[str, str, tuple[int, int, int, int, int]], entry: bls.BlsEntry) -> None:
     if len(_PARSED_ENTRIES) >= _PARSED_ENTRIES_MAX:  # entries renamed away leave stale keys: start over
         _PARSED_ENTRIES.clear()
     _PARSED_ENTRIES[key] = entry
@@ -452,7 +480,7 @@ def _utf8(name: str) -> bool:
         return False
 
 
-def _deployment_comment(conf: loaderconf.LoaderConf) -> Optional[str]:
+def _deployment_comment(conf: loaderconf.LoaderConf) -> str | None:
     """The deployment id of a '#ostreewatch-deployment ID' line right before the last `default` line."""
     lines = [line.rstrip("\r\n") for line in conf.lines]
     for i in range(len(lines) - 1, -1, -1):
@@ -484,23 +512,31 @@ def read_snapshot(paths: Paths) -> model.Snapshot:
     booted_entry = by_id[booted.deployment].entry if booted.deployment in by_id else ""
     _host_problems(r, booted, by_id, mounts, mounts_ok)
     return model.Snapshot(
-        Bootloader=bootloader, OstreeBooted=booted.ostree_booted, BootedDeployment=booted.deployment,
-        DefaultDeployment=default_id, RollbackDeployment=rollback_id,
+        Bootloader=bootloader,
+        OstreeBooted=booted.ostree_booted,
+        BootedDeployment=booted.deployment,
+        DefaultDeployment=default_id,
+        RollbackDeployment=rollback_id,
         StagedDeployment=staged_id if staged_id in by_id else "",
-        DefaultEntry=default.entry, NextEntry=default.next_entry, BootedEntry=booted_entry,
-        DefaultEntrySource=default.source, BootedRoot=booted.root,
+        DefaultEntry=default.entry,
+        NextEntry=default.next_entry,
+        BootedEntry=booted_entry,
+        DefaultEntrySource=default.source,
+        BootedRoot=booted.root,
         Deployments=_deployment_records(links.ordered, unordered, booted.deployment, default_id, rollback_id),
-        BootEntries=_entry_records(entries, links, default.entry, booted_entry), Mounts=mounts,
-        Problems=tuple(sorted(set(r.problems), key=lambda p: (p.code, p.subject, p.message))))
+        BootEntries=_entry_records(entries, links, default.entry, booted_entry),
+        Mounts=mounts,
+        Problems=tuple(sorted(set(r.problems), key=lambda p: (p.code, p.subject, p.message))),
+    )
 
 
 @dataclass
 class _Links:
     """Entries matched to deployments through their ostree= argument."""
 
-    entry_dep: Dict[str, str] = field(default_factory=dict)     # entry id -> deployment id
-    entry_ostree: Dict[str, str] = field(default_factory=dict)  # entry id -> its ostree= value
-    ordered: List[_Dep] = field(default_factory=list)           # deployments with an entry, in boot order
+    entry_dep: dict[str, str] = field(default_factory=dict)  # entry id -> deployment id
+    entry_ostree: dict[str, str] = field(default_factory=dict)  # entry id -> its ostree= value
+    ordered: list[_Dep] = field(default_factory=list)  # deployments with an entry, in boot order
 
 
 @dataclass(frozen=True)
@@ -508,9 +544,9 @@ class _BootedHost:
     """What run/ostree-booted, the cmdline and the mount table say about the booted deployment."""
 
     ostree_booted: bool
-    deployment: str          # its id, "" when unknown or not booted
-    cmd_ostree: str          # the cmdline's ostree=, "" when not booted
-    root: Tuple[Tuple[str, object], ...]
+    deployment: str  # its id, "" when unknown or not booted
+    cmd_ostree: str  # the cmdline's ostree=, "" when not booted
+    root: tuple[tuple[str, object], ...]
 
 
 class _Default(NamedTuple):
@@ -521,7 +557,7 @@ class _Default(NamedTuple):
     source: str = "none"
 
 
-def _entries(r: _Reader) -> Tuple[str, List[bls.BlsEntry]]:
+def _entries(r: _Reader) -> tuple[str, list[bls.BlsEntry]]:
     """(boot loader, its entries in the order it shows them)."""
     entries = r.entries()
     bootloader = r.bootloader()
@@ -531,7 +567,7 @@ def _entries(r: _Reader) -> Tuple[str, List[bls.BlsEntry]]:
     return bootloader, entries
 
 
-def _link_entries(r: _Reader, entries: List[bls.BlsEntry], deps: Dict[Tuple[str, str], _Dep]) -> _Links:
+def _link_entries(r: _Reader, entries: list[bls.BlsEntry], deps: dict[tuple[str, str], _Dep]) -> _Links:
     """Entries -> deployments, through the boot links; sets each deployment's entry and boot checksum."""
     links = _Links()
     for e in entries:
@@ -559,7 +595,7 @@ def _link_entries(r: _Reader, entries: List[bls.BlsEntry], deps: Dict[Tuple[str,
     return links
 
 
-def _staged(r: _Reader, deps: Dict[Tuple[str, str], _Dep], by_id: Dict[str, _Dep]) -> str:
+def _staged(r: _Reader, deps: dict[tuple[str, str], _Dep], by_id: dict[str, _Dep]) -> str:
     """The id run/ostree/staged-deployment names ("" when none); marks that deployment staged if it has no entry."""
     staged_id = ""
     data = r.run_file("ostree/staged-deployment")
@@ -568,43 +604,51 @@ def _staged(r: _Reader, deps: Dict[Tuple[str, str], _Dep], by_id: Dict[str, _Dep
             s = gvariant.parse_staged_deployment(data)
             serial = int(s.get("serial", s.get("deployserial", -1)))
             if serial < 0:  # a target without a serial: the one deployment of that checksum
-                serial = next((d.serial for d in deps.values()
-                               if d.osname == s["osname"] and d.checksum == s["checksum"]), 0)
+                serial = next(
+                    (d.serial for d in deps.values() if d.osname == s["osname"] and d.checksum == s["checksum"]), 0
+                )
             staged_id = f"{s['osname']}-{s['checksum']}.{serial}"
         except (OstreewatchError, KeyError, TypeError, ValueError) as e:
-            r.problem("staged-unparsable", f"cannot parse run/ostree/staged-deployment: {e}",
-                      os.path.join(r.paths.run, "ostree/staged-deployment"))
+            r.problem(
+                "staged-unparsable",
+                f"cannot parse run/ostree/staged-deployment: {e}",
+                os.path.join(r.paths.run, "ostree/staged-deployment"),
+            )
     if staged_id in by_id and not by_id[staged_id].entry:
         by_id[staged_id].staged = True
     return staged_id
 
 
-def _booted(r: _Reader, deps: Dict[Tuple[str, str], _Dep], mounts: Tuple[model.Mount, ...]) -> _BootedHost:
+def _booted(r: _Reader, deps: dict[tuple[str, str], _Dep], mounts: tuple[model.Mount, ...]) -> _BootedHost:
     """The booted deployment, looked for only when run/ostree-booted exists."""
     booted_raw = r.run_file("ostree-booted")
     if booted_raw is None:
         return _BootedHost(ostree_booted=False, deployment="", cmd_ostree="", root=())
     cmd_ostree = r.cmdline_ostree()
     meta = _booted_metadata(r, booted_raw, os.path.join(r.paths.run, "ostree-booted"))
-    return _BootedHost(ostree_booted=True, deployment=_find_booted(r, deps, meta, mounts, cmd_ostree),
-                       cmd_ostree=cmd_ostree, root=model.booted_root_items(_booted_root(meta)))
+    return _BootedHost(
+        ostree_booted=True,
+        deployment=_find_booted(r, deps, meta, mounts, cmd_ostree),
+        cmd_ostree=cmd_ostree,
+        root=model.booted_root_items(_booted_root(meta)),
+    )
 
 
-def _unordered(r: _Reader, deps: Dict[Tuple[str, str], _Dep]) -> List[_Dep]:
+def _unordered(r: _Reader, deps: dict[tuple[str, str], _Dep]) -> list[_Dep]:
     """Deployments without an entry, the staged one first; deployment-no-entry for the others."""
-    rest = sorted((d for d in deps.values() if not d.entry),
-                  key=lambda d: (not d.staged, d.osname, d.checksum, d.serial))
+    rest = sorted(
+        (d for d in deps.values() if not d.entry), key=lambda d: (not d.staged, d.osname, d.checksum, d.serial)
+    )
     for d in rest:
         if not d.staged:
             r.problem("deployment-no-entry", f"deployment {d.id} has no boot entry", d.id)
     return rest
 
 
-def _default_and_next(r: _Reader, bootloader: str, entries: List[bls.BlsEntry],
-                      entry_dep: Dict[str, str]) -> _Default:
+def _default_and_next(r: _Reader, bootloader: str, entries: list[bls.BlsEntry], entry_dep: dict[str, str]) -> _Default:
     """What the boot loader boots by default and next; default-entry-moved and boot-fallback problems."""
     default = _Default()
-    recorded: Dict[str, str] = {}  # entry id -> the deployment a write recorded beside it
+    recorded: dict[str, str] = {}  # entry id -> the deployment a write recorded beside it
     if bootloader == "grub2":
         default = _grub_default(r, entries, recorded)
     elif bootloader == "systemd-boot":
@@ -613,14 +657,17 @@ def _default_and_next(r: _Reader, bootloader: str, entries: List[bls.BlsEntry],
         default = _Default(entries[0].id, default.next_entry, "first-entry")
     for entry_id, dep_id in recorded.items():
         if entry_dep.get(entry_id, "") != dep_id:
-            r.problem("default-entry-moved",
-                      f"entry {entry_id} was chosen for deployment {dep_id}, but now boots "
-                      f"{entry_dep.get(entry_id) or 'no deployment'}", entry_id)
+            r.problem(
+                "default-entry-moved",
+                f"entry {entry_id} was chosen for deployment {dep_id}, but now boots "
+                f"{entry_dep.get(entry_id) or 'no deployment'}",
+                entry_id,
+            )
     _boot_counting_fallback(r, entries, default.entry)
     return default
 
 
-def _loader_conf_default(r: _Reader, entries: List[bls.BlsEntry], recorded: Dict[str, str]) -> _Default:
+def _loader_conf_default(r: _Reader, entries: list[bls.BlsEntry], recorded: dict[str, str]) -> _Default:
     """systemd-boot: loader.conf's `default` matched against the entry files."""
     conf, conf_path = r.loader_conf()
     if conf is None or not conf.default:
@@ -639,18 +686,19 @@ def _loader_conf_default(r: _Reader, entries: List[bls.BlsEntry], recorded: Dict
     return _Default(entry, "", "loader.conf")
 
 
-def _rollback(by_id: Dict[str, _Dep], ordered: List[_Dep], booted_id: str, default_id: str) -> str:
+def _rollback(by_id: dict[str, _Dep], ordered: list[_Dep], booted_id: str, default_id: str) -> str:
     """The next deployment of the same OS after the booted one (or the default one) in boot order."""
     base = by_id.get(booted_id) or by_id.get(default_id)
     if base is not None and base in ordered:
-        for d in ordered[ordered.index(base) + 1:]:
+        for d in ordered[ordered.index(base) + 1 :]:
             if d.osname == base.osname:
                 return d.id
     return ""
 
 
-def _host_problems(r: _Reader, booted: _BootedHost, by_id: Dict[str, _Dep],
-                   mounts: Tuple[model.Mount, ...], mounts_ok: bool) -> None:
+def _host_problems(
+    r: _Reader, booted: _BootedHost, by_id: dict[str, _Dep], mounts: tuple[model.Mount, ...], mounts_ok: bool
+) -> None:
     """Problems about the booted host: booted-unknown, usr-writable, boot-not-mounted.
 
     A booted deployment that is not the default is a pending update or a rollback:
@@ -658,9 +706,12 @@ def _host_problems(r: _Reader, booted: _BootedHost, by_id: Dict[str, _Dep],
     """
     booted_path = os.path.join(r.paths.run, "ostree-booted")
     if booted.ostree_booted and not booted.deployment:
-        r.problem("booted-unknown",
-                  f"{booted_path} exists but no deployment matches the booted root "
-                  f"(inode, / mount or ostree={booted.cmd_ostree or 'none'})", booted_path)
+        r.problem(
+            "booted-unknown",
+            f"{booted_path} exists but no deployment matches the booted root "
+            f"(inode, / mount or ostree={booted.cmd_ostree or 'none'})",
+            booted_path,
+        )
     if booted.ostree_booted and mounts_ok:
         points = {m.mount_point: m for m in mounts}
         usr = points.get("/usr")
@@ -671,36 +722,67 @@ def _host_problems(r: _Reader, booted: _BootedHost, by_id: Dict[str, _Dep],
             r.problem("boot-not-mounted", "/boot is not a mount point on this booted host", "/boot")
 
 
-def _deployment_records(ordered: List[_Dep], unordered: List[_Dep], booted_id: str, default_id: str,
-                        rollback_id: str) -> Tuple[model.Deployment, ...]:
+def _deployment_records(
+    ordered: list[_Dep], unordered: list[_Dep], booted_id: str, default_id: str, rollback_id: str
+) -> tuple[model.Deployment, ...]:
     """The Deployments property: staged first, then boot order, then the rest (index -1)."""
 
     def record(d: _Dep, index: int) -> model.Deployment:
         return model.Deployment(
-            id=d.id, osname=d.osname, checksum=d.checksum, serial=d.serial, index=index, path=d.path,
-            entry=d.entry, bootcsum=d.bootcsum, bootserial=d.bootserial, booted=d.id == booted_id,
-            default=d.id == default_id, rollback=d.id == rollback_id, staged=d.staged, pinned=d.pinned,
-            origin=d.origin, version=d.version, title=d.title)
+            id=d.id,
+            osname=d.osname,
+            checksum=d.checksum,
+            serial=d.serial,
+            index=index,
+            path=d.path,
+            entry=d.entry,
+            bootcsum=d.bootcsum,
+            bootserial=d.bootserial,
+            booted=d.id == booted_id,
+            default=d.id == default_id,
+            rollback=d.id == rollback_id,
+            staged=d.staged,
+            pinned=d.pinned,
+            origin=d.origin,
+            version=d.version,
+            title=d.title,
+        )
 
-    return tuple([record(d, -1) for d in unordered if d.staged]
-                 + [record(d, i) for i, d in enumerate(ordered)]
-                 + [record(d, -1) for d in unordered if not d.staged])
+    return tuple(
+        [record(d, -1) for d in unordered if d.staged]
+        + [record(d, i) for i, d in enumerate(ordered)]
+        + [record(d, -1) for d in unordered if not d.staged]
+    )
 
 
-def _entry_records(entries: List[bls.BlsEntry], links: _Links, default_entry: str,
-                   booted_entry: str) -> Tuple[model.BootEntry, ...]:
+def _entry_records(
+    entries: list[bls.BlsEntry], links: _Links, default_entry: str, booted_entry: str
+) -> tuple[model.BootEntry, ...]:
     """The BootEntries property, in the boot loader's order."""
     return tuple(
         model.BootEntry(
-            id=e.id, file=e.file, title=e.title, version=e.version, sort_key=e.sort_key,
-            machine_id=e.machine_id, linux=e.linux or e.efi, initrd=tuple(e.initrd), options=e.options,
-            devicetree=e.devicetree, architecture=e.architecture, ostree=links.entry_ostree.get(e.id, ""),
-            deployment=links.entry_dep.get(e.id, ""), default=e.id == default_entry,
-            booted=e.id == booted_entry, tries_left=-1 if e.tries_left is None else e.tries_left)
-        for e in entries)
+            id=e.id,
+            file=e.file,
+            title=e.title,
+            version=e.version,
+            sort_key=e.sort_key,
+            machine_id=e.machine_id,
+            linux=e.linux or e.efi,
+            initrd=tuple(e.initrd),
+            options=e.options,
+            devicetree=e.devicetree,
+            architecture=e.architecture,
+            ostree=links.entry_ostree.get(e.id, ""),
+            deployment=links.entry_dep.get(e.id, ""),
+            default=e.id == default_entry,
+            booted=e.id == booted_entry,
+            tries_left=-1 if e.tries_left is None else e.tries_left,
+        )
+        for e in entries
+    )
 
 
-def _booted_metadata(r: _Reader, raw: bytes, path: str) -> Dict[str, object]:
+def _booted_metadata(r: _Reader, raw: bytes, path: str) -> dict[str, object]:
     """run/ostree-booted's a{sv}; {} for the empty file of ostree < 2024.2, and a problem when unparsable."""
     try:
         return gvariant.parse_ostree_booted(raw)
@@ -709,9 +791,9 @@ def _booted_metadata(r: _Reader, raw: bytes, path: str) -> Dict[str, object]:
         return {}
 
 
-def _booted_root(meta: Dict[str, object]) -> Dict[str, object]:
+def _booted_root(meta: dict[str, object]) -> dict[str, object]:
     """BootedRoot: ostree's keys renamed (model.BOOTED_ROOT_OSTREE_KEYS); values of the wrong type dropped."""
-    out: Dict[str, object] = {}
+    out: dict[str, object] = {}
     for ostree_key, key in model.BOOTED_ROOT_OSTREE_KEYS.items():
         value = meta.get(ostree_key)
         want = bool if model.BOOTED_ROOT_KEYS[key] == "b" else str
@@ -723,11 +805,16 @@ def _booted_root(meta: Dict[str, object]) -> Dict[str, object]:
     return out
 
 
-def _find_booted(r: _Reader, deps: Dict[Tuple[str, str], _Dep], meta: Dict[str, object],
-                 mounts: Tuple[model.Mount, ...], cmd_ostree: str) -> str:
+def _find_booted(
+    r: _Reader,
+    deps: dict[tuple[str, str], _Dep],
+    meta: dict[str, object],
+    mounts: tuple[model.Mount, ...],
+    cmd_ostree: str,
+) -> str:
     """The booted deployment: run/ostree-booted's (dev, inode), else the root of the `/` mount, else ostree=."""
     inode = meta.get("backing-root-device-inode")
-    if inode:
+    if isinstance(inode, tuple) and inode:  # a (tt) pair: parse/gvariant.py checks it
         for d in deps.values():
             st = r.root.lstat(d.rel)
             if st is not None and (st.st_dev, st.st_ino) == tuple(inode):
@@ -747,7 +834,7 @@ def _find_booted(r: _Reader, deps: Dict[Tuple[str, str], _Dep], meta: Dict[str, 
     return ""
 
 
-def _grub_menu_match(value: str, entries: List[bls.BlsEntry], shift: int) -> Optional[bls.BlsEntry]:
+def _grub_menu_match(value: str, entries: list[bls.BlsEntry], shift: int) -> bls.BlsEntry | None:
     """The entry GRUB picks for `default=VALUE`: its menu id, its exact title, or its index; None if none.
 
     The menu id is the file name less ".conf", boot-counting suffix included
@@ -766,48 +853,65 @@ def _grub_menu_match(value: str, entries: List[bls.BlsEntry], shift: int) -> Opt
     return None
 
 
-_GRUB_SOURCES = {grubcfg.FROM_SAVED: "saved_entry", grubcfg.FROM_NEXT: "next_entry",
-                 grubcfg.FROM_ENV: "grubenv-default", grubcfg.FROM_GREENBOOT: "greenboot-fallback",
-                 grubcfg.FROM_LITERAL: "grub.cfg"}
+_GRUB_SOURCES = {
+    grubcfg.FROM_SAVED: "saved_entry",
+    grubcfg.FROM_NEXT: "next_entry",
+    grubcfg.FROM_ENV: "grubenv-default",
+    grubcfg.FROM_GREENBOOT: "greenboot-fallback",
+    grubcfg.FROM_LITERAL: "grub.cfg",
+}
 
 
-def _grub_default(r: _Reader, entries: List[bls.BlsEntry], recorded: Dict[str, str]) -> _Default:
+def _grub_default(r: _Reader, entries: list[bls.BlsEntry], recorded: dict[str, str]) -> _Default:
     """(DefaultEntry, NextEntry, DefaultEntrySource) on a grub2 host: grub.cfg run with the grubenv."""
     env, env_path = r.grubenv()
     found = r.grub_config()
     if found is None:
         if not any(p.code == "grub-cfg-unsupported" for p in r.problems):
-            r.problem("grub-cfg-unsupported",
-                      "no boot/grub2/grub.cfg or boot/grub/grub.cfg: what GRUB boots cannot be told",
-                      "/boot/grub2/grub.cfg")
+            r.problem(
+                "grub-cfg-unsupported",
+                "no boot/grub2/grub.cfg or boot/grub/grub.cfg: what GRUB boots cannot be told",
+                "/boot/grub2/grub.cfg",
+            )
         return _Default()
     text, files, cfg_path = found
     res = grubcfg.evaluate(text, files, env)
     for var, reads in (("saved_entry", res.reads_saved_entry), ("next_entry", res.reads_next_entry)):
         if env.get(var) and not (reads and res.loads_env):
-            r.problem("saved-entry-ignored",
-                      f"{var}={env[var]} is set in {env_path or 'the grubenv'}, but {cfg_path} never "
-                      f"{'loads the grubenv' if reads else 'reads ' + var}: GRUB does not use it", var)
+            r.problem(
+                "saved-entry-ignored",
+                f"{var}={env[var]} is set in {env_path or 'the grubenv'}, but {cfg_path} never "
+                f"{'loads the grubenv' if reads else 'reads ' + var}: GRUB does not use it",
+                var,
+            )
     if res.default is None:
-        r.problem("grub-cfg-unsupported",
-                  f"cannot tell what {cfg_path} makes the default: {'; '.join(res.unknown) or 'unknown'}", cfg_path)
+        r.problem(
+            "grub-cfg-unsupported",
+            f"cannot tell what {cfg_path} makes the default: {'; '.join(res.unknown) or 'unknown'}",
+            cfg_path,
+        )
         return _Default()
     if not entries:
         return _Default()
     first = entries[0]  # GRUB boots entry 0 when `default` is unset or matches nothing
     if res.greenboot_fired and entries:
-        r.problem("boot-fallback",
-                  f"greenboot's boot counter ran out (boot_counter={env.get('boot_counter', '')}, boot_success="
-                  f"{env.get('boot_success', '')} in {env_path}): {first.id} was tried and not kept; GRUB boots "
-                  f"menu entry {res.default or '0'} instead", first.id)
+        r.problem(
+            "boot-fallback",
+            f"greenboot's boot counter ran out (boot_counter={env.get('boot_counter', '')}, boot_success="
+            f"{env.get('boot_success', '')} in {env_path}): {first.id} was tried and not kept; GRUB boots "
+            f"menu entry {res.default or '0'} instead",
+            first.id,
+        )
     if res.default_from == grubcfg.FROM_UNSET or res.default == "":
         return _Default(first.id, "", "first-entry")
     match = _grub_menu_match(res.default, entries, res.menuentries_before_blscfg)
     source = _GRUB_SOURCES.get(res.default_from, "grub.cfg")
     if match is None:
-        r.problem("saved-entry-missing",
-                  f"default={res.default} (from {source} in {cfg_path}) names no entry: GRUB boots the first",
-                  res.default)
+        r.problem(
+            "saved-entry-missing",
+            f"default={res.default} (from {source} in {cfg_path}) names no entry: GRUB boots the first",
+            res.default,
+        )
         return _Default(first.id, "", "first-entry")
     variable = {grubcfg.FROM_SAVED: GRUB_SAVED_DEPLOYMENT, grubcfg.FROM_NEXT: GRUB_NEXT_DEPLOYMENT}
     if res.default_from in variable and env.get(variable[res.default_from]):
@@ -815,7 +919,11 @@ def _grub_default(r: _Reader, entries: List[bls.BlsEntry], recorded: Dict[str, s
     return _Default(match.id, match.id if res.boot_once else "", source)
 
 
-def _boot_counting_fallback(r: _Reader, entries: List[bls.BlsEntry], default_entry: str) -> None:
+def _by_version(a: bls.BlsEntry, b: bls.BlsEntry) -> int:
+    return bls.strverscmp_improved(a.version, b.version)
+
+
+def _boot_counting_fallback(r: _Reader, entries: list[bls.BlsEntry], default_entry: str) -> None:
     """boot-fallback for a boot-counting entry with no tries left that is the default or the newest.
 
     ostree (2025.3+, sysroot.boot-counting-tries) writes new entries as
@@ -824,10 +932,11 @@ def _boot_counting_fallback(r: _Reader, entries: List[bls.BlsEntry], default_ent
     """
     if not entries:
         return
-    newest = max(entries, key=functools.cmp_to_key(lambda a, b: bls.strverscmp_improved(a.version, b.version)))
+    newest = max(entries, key=functools.cmp_to_key(_by_version))
     for e in entries:
         if e.tries_left == 0 and (e.id == default_entry or e is newest):
-            r.problem("boot-fallback",
-                      f"entry {e.file} has no boot tries left: it was tried {e.tries_done or 0} time(s) and not "
-                      f"kept", e.id)
-
+            r.problem(
+                "boot-fallback",
+                f"entry {e.file} has no boot tries left: it was tried {e.tries_done or 0} time(s) and not kept",
+                e.id,
+            )

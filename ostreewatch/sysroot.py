@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Dict, List, Optional
 
 from .errors import OstreewatchError, SysrootError
 
@@ -41,14 +40,18 @@ class ReadRefused(OstreewatchError):
         self.path = path
 
 
-def _split(path: str) -> List[str]:
+def _split(path: str) -> list[str]:
     return [c for c in path.split("/") if c and c != "."]
 
 
 def _file_kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISDIR, "a directory")):
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -114,10 +117,10 @@ class Root:
         self._prefix = self.path.rstrip("/") + "/"
         # Directories (not links) already seen: a Root lives for one read, so this only
         # saves the repeated lstat of ostree/, ostree/deploy/... for every deployment.
-        self._dirs: set = set()
+        self._dirs: set[str] = set()
         # One Root serves one scan: directories and link targets seen are not looked up again
         # (1,000 entries all resolve through the same boot/loader and ostree/boot.N links).
-        self._links: Dict[str, str] = {}
+        self._links: dict[str, str] = {}
 
     def real(self, rel: str) -> str:
         """The host path of a resolved sysroot-relative path."""
@@ -129,7 +132,7 @@ class Root:
         Raises ReadRefused(NOT_FOUND / LOOP / NOT_DIR / ERROR); with missing_ok, a
         missing component and what follows it are kept as named (a file to create).
         """
-        done: List[str] = []
+        done: list[str] = []
         todo = _split(path)
         todo.reverse()  # a stack: pop() gives the next component
         links = 0
@@ -171,8 +174,9 @@ class Root:
             if target is not None and (todo or follow_last):
                 links += 1
                 if links > MAX_LINKS:
-                    raise ReadRefused(ReadRefused.LOOP, "/" + path.lstrip("/"),
-                                      f"more than {MAX_LINKS} symbolic links (a loop?)")
+                    raise ReadRefused(
+                        ReadRefused.LOOP, "/" + path.lstrip("/"), f"more than {MAX_LINKS} symbolic links (a loop?)"
+                    )
                 if target.startswith("/"):
                     done = []  # absolute: from the sysroot's root, as under chroot
                 parts = _split(target)
@@ -194,14 +198,14 @@ class Root:
                 raise e.__cause__ from None
             raise OSError(errno.ELOOP if e.reason == ReadRefused.LOOP else errno.ENOTDIR, str(e)) from None
 
-    def lstat(self, rel: str) -> Optional[os.stat_result]:
+    def lstat(self, rel: str) -> os.stat_result | None:
         """lstat of an already resolved path; None when absent."""
         try:
             return os.lstat(self.real(rel))
         except OSError:
             return None
 
-    def stat(self, path: str) -> Optional[os.stat_result]:
+    def stat(self, path: str) -> os.stat_result | None:
         """stat after resolving inside the root; None when it does not resolve."""
         try:
             return self.lstat(self.resolve(path))
@@ -220,7 +224,7 @@ class Root:
             return False
         return self.lstat(rel) is not None
 
-    def readlink(self, path: str) -> Optional[str]:
+    def readlink(self, path: str) -> str | None:
         """The target of a link (parents resolved); None when it is not a link."""
         try:
             rel = self.resolve(path, follow_last=False)
@@ -228,7 +232,7 @@ class Root:
         except (ReadRefused, OSError):
             return None
 
-    def listdir(self, path: str) -> List[str]:
+    def listdir(self, path: str) -> list[str]:
         """Names in a directory, sorted; raises ReadRefused."""
         rel = self.resolve(path)
         try:
@@ -261,5 +265,3 @@ class Root:
     def read_text(self, path: str, cap: int = SMALL_MAX) -> str:
         """Like read(), decoded as UTF-8 with replacement (for key files and os-release)."""
         return self.read(path, cap).decode("utf-8", "replace")
-
-

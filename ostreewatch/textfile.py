@@ -12,10 +12,11 @@ KNOWN_PROBLEM_CODES plus `other`, whatever the host holds. No per-entry or per-m
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
-from typing import Dict, Iterable, List, Tuple
+from collections.abc import Iterable
 
 from .model import Snapshot
 
@@ -23,7 +24,7 @@ FILE_NAME = "ostreewatch.prom"
 
 # Every problem code docs/problems.md documents (tests/test_fleet_textfile.py keeps the two in
 # step); a code not listed is counted under "other", so the series set never grows.
-KNOWN_PROBLEM_CODES: Tuple[str, ...] = (
+KNOWN_PROBLEM_CODES: tuple[str, ...] = (
     "boot-fallback",
     "boot-not-mounted",
     "booted-not-default",
@@ -64,7 +65,7 @@ def escape_label_value(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _labels(pairs: Iterable[Tuple[str, str]]) -> str:
+def _labels(pairs: Iterable[tuple[str, str]]) -> str:
     inner = ",".join(f'{name}="{escape_label_value(value)}"' for name, value in pairs)
     return "{" + inner + "}" if inner else ""
 
@@ -81,17 +82,18 @@ def _number(value: float) -> str:
 
 class _Out:
     def __init__(self) -> None:
-        self.lines: List[str] = []
+        self.lines: list[str] = []
 
-    def metric(self, name: str, kind: str, help_text: str,
-               samples: Iterable[Tuple[Iterable[Tuple[str, str]], float]]) -> None:
+    def metric(
+        self, name: str, kind: str, help_text: str, samples: Iterable[tuple[Iterable[tuple[str, str]], float]]
+    ) -> None:
         self.lines.append(f"# HELP {name} {help_text}")
         self.lines.append(f"# TYPE {name} {kind}")
         for labels, value in samples:
             self.lines.append(f"{name}{_labels(labels)} {_number(value)}")
 
 
-def problem_counts(snapshot: Snapshot) -> Dict[str, int]:
+def problem_counts(snapshot: Snapshot) -> dict[str, int]:
     """Problems per code: every known code (0 when absent) and `other`."""
     counts = {code: 0 for code in KNOWN_PROBLEM_CODES}
     counts[OTHER_CODE] = 0
@@ -105,8 +107,11 @@ def update_pending(snapshot: Snapshot) -> bool:
     """The next boot changes the deployment: a staged one, or a default that is not the booted one."""
     if snapshot.StagedDeployment:
         return True
-    return bool(snapshot.BootedDeployment and snapshot.DefaultDeployment
-                and snapshot.BootedDeployment != snapshot.DefaultDeployment)
+    return bool(
+        snapshot.BootedDeployment
+        and snapshot.DefaultDeployment
+        and snapshot.BootedDeployment != snapshot.DefaultDeployment
+    )
 
 
 def _version_of(snapshot: Snapshot, deployment_id: str) -> str:
@@ -119,34 +124,63 @@ def _version_of(snapshot: Snapshot, deployment_id: str) -> str:
 def render(snapshot: Snapshot, generation: int, last_change: float) -> str:
     """The textfile for SNAPSHOT, published as GENERATION at LAST_CHANGE (Unix seconds)."""
     out = _Out()
-    out.metric("ostreewatch_info", "gauge",
-               "The booted and default deployments, their versions and the boot loader (always 1).",
-               [((("booted_deployment", snapshot.BootedDeployment),
-                  ("default_deployment", snapshot.DefaultDeployment),
-                  ("booted_version", _version_of(snapshot, snapshot.BootedDeployment)),
-                  ("default_version", _version_of(snapshot, snapshot.DefaultDeployment)),
-                  ("bootloader", snapshot.Bootloader)), 1)])
-    out.metric("ostreewatch_ostree_booted", "gauge",
-               "1 when the host is booted into an ostree deployment (the run directory holds ostree-booted).",
-               [((), snapshot.OstreeBooted)])
-    out.metric("ostreewatch_deployments", "gauge", "Number of deployments, staged included.",
-               [((), len(snapshot.Deployments))])
-    out.metric("ostreewatch_update_pending", "gauge",
-               "1 when the next boot changes the deployment: the default is not the booted one, or one is staged.",
-               [((), update_pending(snapshot))])
+    out.metric(
+        "ostreewatch_info",
+        "gauge",
+        "The booted and default deployments, their versions and the boot loader (always 1).",
+        [
+            (
+                (
+                    ("booted_deployment", snapshot.BootedDeployment),
+                    ("default_deployment", snapshot.DefaultDeployment),
+                    ("booted_version", _version_of(snapshot, snapshot.BootedDeployment)),
+                    ("default_version", _version_of(snapshot, snapshot.DefaultDeployment)),
+                    ("bootloader", snapshot.Bootloader),
+                ),
+                1,
+            )
+        ],
+    )
+    out.metric(
+        "ostreewatch_ostree_booted",
+        "gauge",
+        "1 when the host is booted into an ostree deployment (the run directory holds ostree-booted).",
+        [((), snapshot.OstreeBooted)],
+    )
+    out.metric(
+        "ostreewatch_deployments", "gauge", "Number of deployments, staged included.", [((), len(snapshot.Deployments))]
+    )
+    out.metric(
+        "ostreewatch_update_pending",
+        "gauge",
+        "1 when the next boot changes the deployment: the default is not the booted one, or one is staged.",
+        [((), update_pending(snapshot))],
+    )
     counts = problem_counts(snapshot)
-    out.metric("ostreewatch_boot_fallback", "gauge",
-               "1 when the default deployment was tried and not kept (problem code boot-fallback).",
-               [((), counts[FALLBACK_CODE] > 0)])
-    out.metric("ostreewatch_problems", "gauge",
-               "Problems the daemon publishes, by code (docs/problems.md); unknown codes count as other.",
-               [((("code", code),), count) for code, count in sorted(counts.items())])
-    out.metric("ostreewatch_generation", "gauge",
-               "The daemon's Generation: 1 at start, one more at each published change.",
-               [((), generation)])
-    out.metric("ostreewatch_last_change_timestamp_seconds", "gauge",
-               "When the daemon last published a change (its start counts as one), in Unix seconds.",
-               [((), float(last_change))])
+    out.metric(
+        "ostreewatch_boot_fallback",
+        "gauge",
+        "1 when the default deployment was tried and not kept (problem code boot-fallback).",
+        [((), counts[FALLBACK_CODE] > 0)],
+    )
+    out.metric(
+        "ostreewatch_problems",
+        "gauge",
+        "Problems the daemon publishes, by code (docs/problems.md); unknown codes count as other.",
+        [((("code", code),), count) for code, count in sorted(counts.items())],
+    )
+    out.metric(
+        "ostreewatch_generation",
+        "gauge",
+        "The daemon's Generation: 1 at start, one more at each published change.",
+        [((), generation)],
+    )
+    out.metric(
+        "ostreewatch_last_change_timestamp_seconds",
+        "gauge",
+        "When the daemon last published a change (its start counts as one), in Unix seconds.",
+        [((), float(last_change))],
+    )
     return "\n".join(out.lines) + "\n"
 
 
@@ -163,10 +197,8 @@ def write_textfile(directory: str, text: str, name: str = FILE_NAME) -> str:
             os.fsync(f.fileno())
         os.rename(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
     dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -183,4 +215,3 @@ def remove_textfile(directory: str, name: str = FILE_NAME) -> bool:
         return True
     except FileNotFoundError:
         return False
-

@@ -39,8 +39,9 @@ import re
 import select
 import stat
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import pyinotify
 from pyinotify import (  # the event bits, as Linux's inotify.h names them
@@ -89,7 +90,7 @@ _EVENT = struct.Struct("iIII")
 _READ_SIZE = 64 * 1024
 
 
-def _events(buf: bytes) -> Iterator[Tuple[int, int, str]]:
+def _events(buf: bytes) -> Iterator[tuple[int, int, str]]:
     """(wd, mask, name) of each struct inotify_event read from an inotify fd."""
     offset = 0
     while offset + _EVENT.size <= len(buf):
@@ -111,12 +112,12 @@ class PathWaiter:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._wm: Optional[pyinotify.WatchManager] = pyinotify.WatchManager()
+        self._wm: pyinotify.WatchManager | None = pyinotify.WatchManager()
         self.fd = self._wm.get_fd()
         os.set_inheritable(self.fd, False)
         os.set_blocking(self.fd, False)
         directory = os.path.dirname(path) or "."
-        self.name: Optional[str] = os.path.basename(path)
+        self.name: str | None = os.path.basename(path)
         while not os.path.isdir(directory) and directory not in ("/", ""):
             directory, self.name = os.path.dirname(directory), None
         mask = IN_CREATE | IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF
@@ -136,9 +137,9 @@ class PathWaiter:
             except BlockingIOError:
                 return
             for _wd, mask, name in _events(data):
-                if mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED) or self.name is None or name == self.name:
-                    if not done.done():
-                        done.set_result(None)
+                hit = mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED) or self.name is None or name == self.name
+                if hit and not done.done():
+                    done.set_result(None)
 
         loop.add_reader(self.fd, readable)
         try:
@@ -161,12 +162,12 @@ class _Event(NamedTuple):
     reason: str
     name: str
     mask: int
-    structural: bool   # a name appeared, went or moved
-    mountinfo: str     # the base name of the watched mountinfo file
+    structural: bool  # a name appeared, went or moved
+    mountinfo: str  # the base name of the watched mountinfo file
 
 
 # What a handler decides: the on_change reason (None: nothing), and whether to re-arm the watches.
-_Verdict = Tuple[Optional[str], bool]
+_Verdict = tuple[Optional[str], bool]
 _NOTHING: _Verdict = (None, False)
 
 
@@ -230,7 +231,7 @@ def _on_mountinfo(ev: _Event) -> _Verdict:
 
 
 def _on_file(ev: _Event) -> _Verdict:
-    return (ev.reason, False) if ev.name == ev.role[len("file:"):] else _NOTHING
+    return (ev.reason, False) if ev.name == ev.role[len("file:") :] else _NOTHING
 
 
 def _on_parent(ev: _Event) -> _Verdict:
@@ -243,7 +244,7 @@ def _on_parent(ev: _Event) -> _Verdict:
 
 
 # Watch role -> what an event there means. "file:NAME" roles share one handler.
-_HANDLERS: Dict[str, Callable[[_Event], _Verdict]] = {
+_HANDLERS: dict[str, Callable[[_Event], _Verdict]] = {
     "boot": _on_boot,
     "loader": _on_loader,
     "entries": lambda ev: ("entries", False),
@@ -265,8 +266,8 @@ class _Target:
     role: str
     path: str
     mask: int
-    reason: str        # on_change reason when the target itself changes or (re)appears
-    root: str          # never watch above this directory when standing in for a missing target
+    reason: str  # on_change reason when the target itself changes or (re)appears
+    root: str  # never watch above this directory when standing in for a missing target
     stand_in: bool = True  # when missing, watch the nearest existing ancestor
 
 
@@ -275,7 +276,7 @@ class _Armed:
     wd: int
     mask: int
     path: str
-    roles: Set[Tuple[str, str]] = field(default_factory=set)  # (role, reason)
+    roles: set[tuple[str, str]] = field(default_factory=set)  # (role, reason)
 
 
 class Watcher:
@@ -301,32 +302,41 @@ class Watcher:
         self.on_change = on_change
         self.loop = loop
         self.mount_min_interval = mount_min_interval
-        self._wm: Optional[pyinotify.WatchManager] = None
+        self._wm: pyinotify.WatchManager | None = None
         self._fd = -1
-        self._armed: Dict[Tuple[int, int], _Armed] = {}  # (st_dev, st_ino) -> watch
-        self._wd_roles: Dict[int, List[Tuple[str, str]]] = {}  # wd -> (role, reason) of its inodes
-        self._mi_file: Optional[Any] = None
-        self._mi_epoll: Optional[select.epoll] = None
+        self._armed: dict[tuple[int, int], _Armed] = {}  # (st_dev, st_ino) -> watch
+        self._wd_roles: dict[int, list[tuple[str, str]]] = {}  # wd -> (role, reason) of its inodes
+        self._mi_file: Any | None = None
+        self._mi_epoll: select.epoll | None = None
         self._mi_reader = False
         self._mi_last = float("-inf")
-        self._mi_probe: Optional[mountprobe.Probe] = None  # the watched points at the last report
-        self._mi_probe_root: Optional[Tuple[str, bool]] = None
+        self._mi_probe: mountprobe.Probe | None = None  # the watched points at the last report
+        self._mi_probe_root: tuple[str, bool] | None = None
         self._mi_reported = float("-inf")
         # Where a mount means "re-arm": the watched sysroot's boot file systems, in this namespace.
         sysroot = str(paths.sysroot)
-        self._rearm_points = tuple(os.path.join(sysroot, p) for p in ("", "boot", "boot/efi")
-                                   if os.path.join(sysroot, p).rstrip("/") not in ("", "/boot", "/boot/efi"))
-        self._mi_trailing: Optional[asyncio.TimerHandle] = None
+        self._rearm_points = tuple(
+            os.path.join(sysroot, p)
+            for p in ("", "boot", "boot/efi")
+            if os.path.join(sysroot, p).rstrip("/") not in ("", "/boot", "/boot/efi")
+        )
+        self._mi_trailing: asyncio.TimerHandle | None = None
         self._mi_is_file = False  # mountinfo given as a plain file: watched with inotify
         # How the mount table is watched: "epoll", "inotify" (a plain file), "none" (unreadable).
         self.mount_watch = "none"
         # How the watched mount points are probed, when it is less than exact (the daemon logs it).
         self.mount_probe_note = ""
-        self._batch_reasons: Dict[str, None] = {}
+        self._batch_reasons: dict[str, None] = {}
         self._batch_rearm = False
         # Counters for tests and benchmarks.
-        self.stats: Dict[str, int] = {"inotify_wakeups": 0, "mount_wakeups": 0, "mount_callbacks": 0,
-                                      "mount_unchanged": 0, "rearms": 0, "overflows": 0}
+        self.stats: dict[str, int] = {
+            "inotify_wakeups": 0,
+            "mount_wakeups": 0,
+            "mount_callbacks": 0,
+            "mount_unchanged": 0,
+            "rearms": 0,
+            "overflows": 0,
+        }
 
     # --- life cycle ------------------------------------------------------------
 
@@ -369,13 +379,13 @@ class Watcher:
         if self._wm is not None:
             self._rescan(fire=False)
 
-    def armed_paths(self) -> List[str]:
+    def armed_paths(self) -> list[str]:
         """The paths watched right now (for tests and debugging)."""
         return sorted(a.path for a in self._armed.values())
 
     # --- what to watch ---------------------------------------------------------
 
-    def _targets(self) -> List[_Target]:
+    def _targets(self) -> list[_Target]:
         sysroot = os.path.abspath(str(self.paths.sysroot))
         run = os.path.abspath(str(self.paths.run))
         boot = os.path.join(sysroot, "boot")
@@ -390,21 +400,38 @@ class Watcher:
         if loader_inside:  # a loader link pointing out of boot/ is a problem for state.py, not a watch
             targets += [
                 _Target("loader", real_loader, _DIR | IN_CLOSE_WRITE | IN_ATTRIB, "loader-swap", sysroot),
-                _Target("entries", os.path.join(real_loader, "entries"),
-                        _DIR | IN_CLOSE_WRITE | IN_ATTRIB, "entries", sysroot),
+                _Target(
+                    "entries",
+                    os.path.join(real_loader, "entries"),
+                    _DIR | IN_CLOSE_WRITE | IN_ATTRIB,
+                    "entries",
+                    sysroot,
+                ),
             ]
         targets += [
             *(_Target("grub", os.path.join(sysroot, d), _DIR | IN_CLOSE_WRITE, "grubenv", sysroot) for d in GRUB_DIRS),
-            _Target("efi-loader", os.path.join(boot, "efi", "loader"), _DIR | IN_CLOSE_WRITE,
-                    "loader.conf", sysroot, stand_in=False),
+            _Target(
+                "efi-loader",
+                os.path.join(boot, "efi", "loader"),
+                _DIR | IN_CLOSE_WRITE,
+                "loader.conf",
+                sysroot,
+                stand_in=False,
+            ),
             # IN_CLOSE_WRITE: ostree closing ostree/lock is the end of its operation.
             _Target("ostree", ostree, _DIR | IN_CLOSE_WRITE, "boot-links", sysroot),
             # Names too: a stateroot (OSNAME directory) appearing or going re-arms.
             _Target("deploy", os.path.join(ostree, "deploy"), _DIR | IN_ATTRIB, "deploy-mtime", sysroot),
             # Standing in for RUN/ostree, RUN itself is watched only while it is missing.
             _Target("run-ostree", run_ostree, _DIR | IN_CLOSE_WRITE, "staged", run),
-            _Target("booted", os.path.join(run, "ostree-booted"), _SELF | IN_ATTRIB | IN_CLOSE_WRITE,
-                    "booted", run, stand_in=False),
+            _Target(
+                "booted",
+                os.path.join(run, "ostree-booted"),
+                _SELF | IN_ATTRIB | IN_CLOSE_WRITE,
+                "booted",
+                run,
+                stand_in=False,
+            ),
         ]
         targets += self._stateroot_targets(os.path.join(ostree, "deploy"))
         # Fedora on UEFI: boot/grub2/grubenv is a symlink into the ESP; watch where it points too.
@@ -413,16 +440,32 @@ class Watcher:
             if os.path.islink(env):
                 real = os.path.realpath(env)
                 if os.path.commonpath([real, sysroot]) == sysroot and os.path.dirname(real) != os.path.dirname(env):
-                    targets.append(_Target("file:" + os.path.basename(real), os.path.dirname(real),
-                                           _DIR | IN_CLOSE_WRITE, "grubenv", sysroot, stand_in=False))
+                    targets.append(
+                        _Target(
+                            "file:" + os.path.basename(real),
+                            os.path.dirname(real),
+                            _DIR | IN_CLOSE_WRITE,
+                            "grubenv",
+                            sysroot,
+                            stand_in=False,
+                        )
+                    )
         if self._mi_is_file:
             mi = os.path.abspath(str(self.paths.mountinfo))
-            targets.append(_Target("mountinfo", os.path.dirname(mi), _DIR | IN_CLOSE_WRITE, "mounts",
-                                   os.path.dirname(mi), stand_in=False))
+            targets.append(
+                _Target(
+                    "mountinfo",
+                    os.path.dirname(mi),
+                    _DIR | IN_CLOSE_WRITE,
+                    "mounts",
+                    os.path.dirname(mi),
+                    stand_in=False,
+                )
+            )
         return targets
 
     @staticmethod
-    def _stateroot_targets(deploy: str) -> List[_Target]:
+    def _stateroot_targets(deploy: str) -> list[_Target]:
         """ostree/deploy/OSNAME/deploy of every stateroot: its children are the deployments."""
         try:
             with os.scandir(deploy) as it:
@@ -431,15 +474,16 @@ class Watcher:
         except OSError:
             return []  # missing: the stand-in for ostree/deploy re-arms when it appears
         # Standing in for a missing OSNAME/deploy: OSNAME itself, never above it.
-        return [_Target("os-deploy", os.path.join(deploy, name, "deploy"), _DIR, "deployments",
-                        os.path.join(deploy, name))
-                for name in names[:_MAX_STATEROOTS]]
+        return [
+            _Target("os-deploy", os.path.join(deploy, name, "deploy"), _DIR, "deployments", os.path.join(deploy, name))
+            for name in names[:_MAX_STATEROOTS]
+        ]
 
-    def _desired(self) -> Dict[Tuple[int, int], _Armed]:
+    def _desired(self) -> dict[tuple[int, int], _Armed]:
         """Stat every target (or its stand-in ancestor): inode -> mask, path, roles."""
-        want: Dict[Tuple[int, int], _Armed] = {}
+        want: dict[tuple[int, int], _Armed] = {}
 
-        def add(path: str, mask: int, role: Tuple[str, str]) -> bool:
+        def add(path: str, mask: int, role: tuple[str, str]) -> bool:
             try:
                 st = os.stat(path)
             except OSError:
@@ -467,8 +511,8 @@ class Watcher:
         if self._wm is None:
             return
         want = self._desired()
-        changed_reasons: List[str] = []
-        keep_wds: Set[int] = set()
+        changed_reasons: list[str] = []
+        keep_wds: set[int] = set()
         for key, item in want.items():
             old = self._armed.get(key)
             if old is not None and old.wd >= 0 and old.mask == item.mask:
@@ -549,8 +593,9 @@ class Watcher:
         handler = _HANDLERS.get(role.split(":", 1)[0] if role.startswith("file:") else role)
         if handler is None:
             return
-        hit, rearm = handler(_Event(role, reason, name, mask, bool(mask & _NAMES),
-                                    os.path.basename(str(self.paths.mountinfo))))
+        hit, rearm = handler(
+            _Event(role, reason, name, mask, bool(mask & _NAMES), os.path.basename(str(self.paths.mountinfo)))
+        )
         if rearm:
             self._batch_rearm = True
         if hit is not None:
@@ -561,7 +606,7 @@ class Watcher:
     def _start_mountinfo(self) -> None:
         path = str(self.paths.mountinfo)
         try:
-            self._mi_file = open(path, "rb", buffering=0)
+            self._mi_file = open(path, "rb", buffering=0)  # noqa: SIM115 - kept open: epoll watches it until stop()
         except OSError:
             return  # no mount table to watch: everything else still works
         try:
@@ -582,12 +627,16 @@ class Watcher:
         self._mi_probe = self._probe_mounts()
         self._mi_reported = self.loop.time()
         if self._mi_probe is None:
-            self.mount_probe_note = (f"cannot probe the watched mount points of {path} (no statx mount id, "
-                                     "or no /proc access): every change of the mount table is reported")
+            self.mount_probe_note = (
+                f"cannot probe the watched mount points of {path} (no statx mount id, "
+                "or no /proc access): every change of the mount table is reported"
+            )
         elif self._mi_probe_root is not None and not self._mi_probe_root[1]:
-            self.mount_probe_note = (f"the watched mount points of {path} are probed in this process's own "
-                                     "mount namespace (no access to its root): a change of per-mount flags "
-                                     f"alone during a mount storm is published within {MOUNT_RECHECK_APPROX:.0f} s")
+            self.mount_probe_note = (
+                f"the watched mount points of {path} are probed in this process's own "
+                "mount namespace (no access to its root): a change of per-mount flags "
+                f"alone during a mount storm is published within {MOUNT_RECHECK_APPROX:.0f} s"
+            )
         self.loop.add_reader(ep.fileno(), self._on_mountinfo_readable)
         self._mi_reader = True
 
@@ -623,7 +672,7 @@ class Watcher:
         self._mi_reader = True
         self._mount_fire(self.loop.time())
 
-    def _probe_mounts(self) -> Optional[mountprobe.Probe]:
+    def _probe_mounts(self) -> mountprobe.Probe | None:
         if self._mi_probe_root is None:
             return None
         return mountprobe.probe(self._mi_probe_root[0], own_points=self._rearm_points)
@@ -634,8 +683,9 @@ class Watcher:
         # no re-arm. Reported anyway when the last report is MOUNT_RECHECK_EVERY old, so a
         # remount that changes only filesystem options (no flag, no mount) is still seen.
         probe = self._probe_mounts()
-        assert self._mi_probe_root is not None or probe is None
-        recheck = MOUNT_RECHECK_EVERY if probe is None or self._mi_probe_root[1] else MOUNT_RECHECK_APPROX
+        root = self._mi_probe_root
+        assert root is not None or probe is None
+        recheck = MOUNT_RECHECK_EVERY if probe is None or (root is not None and root[1]) else MOUNT_RECHECK_APPROX
         if probe is not None and probe == self._mi_probe and now - self._mi_reported < recheck:
             self.stats["mount_unchanged"] += 1
             return
@@ -652,7 +702,7 @@ class Watcher:
     def _fire(self, reason: str) -> None:
         try:
             self.on_change(reason)
-        except Exception as exc:  # the caller's bug must not kill the watcher
+        except Exception as exc:  # noqa: BLE001 - the caller's bug must not kill the watcher
             self.loop.call_exception_handler(
                 {"message": f"ostreewatch watcher: on_change({reason!r}) failed", "exception": exc}
             )

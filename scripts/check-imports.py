@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import os
 import sys
-from typing import Dict, List, Optional, Set
 
 
 def module_name(package_dir: str, path: str) -> str:
@@ -19,12 +18,12 @@ def module_name(package_dir: str, path: str) -> str:
     return rel[: -len(".__init__")] if rel.endswith(".__init__") else rel
 
 
-def imports_of(name: str, path: str, known: Set[str]) -> Set[str]:
+def imports_of(name: str, path: str, known: set[str]) -> set[str]:
     """The package's modules that the module NAME (file PATH) imports, wherever the import stands."""
     with open(path, encoding="utf-8") as f:
         tree = ast.parse(f.read(), path)
     package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
-    found: Set[str] = set()
+    found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
@@ -46,16 +45,16 @@ def imports_of(name: str, path: str, known: Set[str]) -> Set[str]:
     return found
 
 
-def graph(package_dir: str) -> Dict[str, Set[str]]:
+def graph(package_dir: str) -> dict[str, set[str]]:
     """module -> the package's modules it imports."""
-    files: Dict[str, str] = {}
+    files: dict[str, str] = {}
     for dirpath, _dirs, names in os.walk(package_dir):
         for n in names:
             if n.endswith(".py"):
                 path = os.path.join(dirpath, n)
                 files[module_name(package_dir, path)] = path
     known = set(files)
-    out: Dict[str, Set[str]] = {}
+    out: dict[str, set[str]] = {}
     for name, path in files.items():
         # A package is imported before its submodules: `a.b` depends on `a` as well.
         deps = imports_of(name, path, known)
@@ -66,17 +65,17 @@ def graph(package_dir: str) -> Dict[str, Set[str]]:
     return out
 
 
-def find_cycle(edges: Dict[str, Set[str]]) -> Optional[List[str]]:
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
     """One import cycle as [a, b, ..., a]; None when there is none."""
-    state: Dict[str, int] = {}  # 1: on the current path, 2: done
-    stack: List[str] = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    stack: list[str] = []
 
-    def visit(node: str) -> Optional[List[str]]:
+    def visit(node: str) -> list[str] | None:
         state[node] = 1
         stack.append(node)
         for nxt in sorted(edges.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state:
                 hit = visit(nxt)
                 if hit:
@@ -93,7 +92,7 @@ def find_cycle(edges: Dict[str, Set[str]]) -> Optional[List[str]]:
     return None
 
 
-def main(argv: List[str]) -> int:
+def main(argv: list[str]) -> int:
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     package_dir = argv[1] if len(argv) > 1 else os.path.join(here, "ostreewatch")
     cycle = find_cycle(graph(package_dir.rstrip("/")))

@@ -5,12 +5,16 @@
 #     sudo scripts/run-tests.sh [PYTEST ARGS...]
 # Installs the apt packages of scripts/apt-packages.txt that are missing, a
 # virtualenv (.venv, from /usr/bin/python3) with `pip install -e .[test]`, the
-# cached Debian tree for the systemd-nspawn tests, then runs pytest with the
-# given arguments. Exit code: pytest's; "no tests collected" (5) is a failure too.
+# cached Debian tree for the systemd-nspawn tests, then the linters (scripts/lint.sh:
+# ruff check, ruff format --check, mypy --strict; a finding fails the run, exit 1,
+# before pytest), then runs pytest with the given arguments. Exit code: pytest's;
+# "no tests collected" (5) is a failure too.
 set -euo pipefail
 
 # shellcheck source=scripts/setup-test-env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/setup-test-env.sh"
+# shellcheck source=scripts/lint.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lint.sh"
 cd "$OW_REPO"
 
 [ "$(id -u)" -eq 0 ] || ow_log "warning: not root; most tests need root (mount namespaces, setpriv, journald)"
@@ -19,6 +23,12 @@ ow_timed "apt packages" ow_install_apt
 ow_timed "virtualenv" ow_make_venv test
 ow_timed "debootstrap tree" ow_make_rootfs
 ow_timed "modern trees" ow_make_modern_trees
+
+if ! ow_timed "lint" ow_lint; then
+    ow_print_timings
+    ow_log "FAILED: the linters found the problems above (scripts/lint.sh runs them alone); pytest not run"
+    exit 1
+fi
 
 # Show the slowest tests unless the caller chose otherwise: CI's budget is 90 min.
 args=("$@")

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, List
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,17 +21,17 @@ from ostreewatch._writehelper import TEMP_PREFIX, atomic_replace
 from ostreewatch.bootwrite import BootWriter, validate_id
 from ostreewatch.parse.grubenv import update_grubenv
 from tests.fixtures.bootwrite import (
-    RecordingJournal,
-    make_paths,
     GRUB_CFG_STATIC,
     SEED_VARS,
+    RecordingJournal,
     bootctl_default,
     copy_sysroot,
     grubenv_list,
+    make_paths,
     seed_grub,
     seed_loader_conf,
     snapshot_of,
-    template,  # noqa: F401 (module-scoped fixture)
+    template,
 )
 
 ROOT = model.Caller(uid=0, pid=4242, bus_name=":1.42", unit="test.scope")
@@ -90,8 +90,12 @@ def test_grub_set_default_then_next_then_clear(sysroot: str) -> None:
     assert first["method"] == "SetDefaultEntry" and first["entry"] == "ostree-2-test"
     assert first["deployment"] == deployment_of(snap, "ostree-2-test")
     assert first["previous"] == "" and first["new"] == "ostree-2-test" and first["bootloader"] == "grub2"
-    assert (first["caller_uid"], first["caller_pid"], first["caller_bus_name"], first["caller_unit"]) == \
-        (0, 4242, ":1.42", "test.scope")
+    assert (first["caller_uid"], first["caller_pid"], first["caller_bus_name"], first["caller_unit"]) == (
+        0,
+        4242,
+        ":1.42",
+        "test.scope",
+    )
     assert journal.records[2]["previous"] == "ostree-2-test" and journal.records[2]["new"] == ""
     # no temporary file left behind
     assert not [n for n in os.listdir(os.path.dirname(env)) if n.startswith(TEMP_PREFIX)]
@@ -106,8 +110,9 @@ def test_grub_bytes_equal_grub_editenv(sysroot: str, tmp_path: Any) -> None:
     snap = snapshot_of(sysroot, "grub2")
     run(BootWriter(make_paths(sysroot), RecordingJournal()), "default", "ostree-3-test", snap)
     dep = deployment_of(snap, "ostree-3-test")
-    subprocess.run(["grub-editenv", twin, "set", "saved_entry=ostree-3-test",
-                    f"ostreewatch_saved_deployment={dep}"], check=True)
+    subprocess.run(
+        ["grub-editenv", twin, "set", "saved_entry=ostree-3-test", f"ostreewatch_saved_deployment={dep}"], check=True
+    )
     assert read(env) == read(twin)
 
 
@@ -173,8 +178,7 @@ def test_grub_static_config_next_not_supported(sysroot: str) -> None:
     with pytest.raises(errors.NotSupported, match=r"next_entry.*would need a grub.cfg that reads"):
         run(writer, "next", "ostree-2-test", snap)
     assert read(env) == before
-    assert [(r["result"], r["error"]) for r in journal.records] == \
-        [("refused", "org.ostreewatch1.Error.NotSupported")]
+    assert [(r["result"], r["error"]) for r in journal.records] == [("refused", "org.ostreewatch1.Error.NotSupported")]
 
 
 def test_grub_without_grub_cfg_not_supported(sysroot: str) -> None:
@@ -182,8 +186,12 @@ def test_grub_without_grub_cfg_not_supported(sysroot: str) -> None:
     os.unlink(os.path.join(os.path.dirname(env), "grub.cfg"))
     before = read(env)
     with pytest.raises(errors.NotSupported, match="no grub.cfg"):
-        run(BootWriter(make_paths(sysroot), RecordingJournal()), "default", "ostree-2-test",
-            snapshot_of(sysroot, "grub2"))
+        run(
+            BootWriter(make_paths(sysroot), RecordingJournal()),
+            "default",
+            "ostree-2-test",
+            snapshot_of(sysroot, "grub2"),
+        )
     assert read(env) == before
 
 
@@ -206,8 +214,11 @@ def grub_editenv_refuses_too(env: str) -> bool:
     copy = env + ".oracle"
     with open(copy, "wb") as f:
         f.write(read(env))
-    out = subprocess.run(["grub-editenv", copy, "set", "saved_entry=ostree-2-test",
-                          "ostreewatch_saved_deployment=" + "x" * 70], capture_output=True, text=True)
+    out = subprocess.run(
+        ["grub-editenv", copy, "set", "saved_entry=ostree-2-test", "ostreewatch_saved_deployment=" + "x" * 70],
+        capture_output=True,
+        text=True,
+    )
     os.unlink(copy)
     return out.returncode != 0
 
@@ -217,8 +228,12 @@ def test_grub_malformed_grubenv_refused(sysroot: str) -> None:
     with open(env, "wb") as f:
         f.write(b"not a grub environment block\n")
     with pytest.raises(errors.WriteFailed):
-        run(BootWriter(make_paths(sysroot), RecordingJournal()), "default", "ostree-2-test",
-            snapshot_of(sysroot, "grub2"))
+        run(
+            BootWriter(make_paths(sysroot), RecordingJournal()),
+            "default",
+            "ostree-2-test",
+            snapshot_of(sysroot, "grub2"),
+        )
     assert read(env) == b"not a grub environment block\n"
 
 
@@ -240,7 +255,8 @@ def test_systemd_boot_default_marked_by_bootctl(sysroot: str) -> None:
         "#console-mode keep\n"
         f"#ostreewatch-deployment {dep}\n"
         "default ostree-1-test.conf\n"
-        "editor no\n")
+        "editor no\n"
+    )
     assert journal.records[0]["previous"] == "ostree-3-test"
     run(BootWriter(make_paths(sysroot), journal), "default", "", snap)
     assert "default" not in read(conf).decode().replace("#console-mode", "")
@@ -266,8 +282,12 @@ def test_bootloader_none_not_supported(sysroot: str) -> None:
     env = seed_grub(sysroot)
     before = read(env)
     with pytest.raises(errors.NotSupported, match="none"):
-        run(BootWriter(make_paths(sysroot), RecordingJournal()), "default", "ostree-2-test",
-            snapshot_of(sysroot, "none"))
+        run(
+            BootWriter(make_paths(sysroot), RecordingJournal()),
+            "default",
+            "ostree-2-test",
+            snapshot_of(sysroot, "none"),
+        )
     assert read(env) == before
 
 
@@ -308,7 +328,7 @@ def test_hostile_ids_refused_files_unchanged(sysroot: str, bootloader: str) -> N
                 run(writer, which, entry_id, snap)
     assert (read(env), read(conf)) == before
     assert len(journal.records) == 2 * len(HOSTILE)
-    for record, (entry_id, error) in zip(journal.records, HOSTILE * 2):
+    for record, (_entry_id, error) in zip(journal.records, HOSTILE * 2):
         assert record["result"] == "refused" and record["error"] == error.dbus_name
         assert len(record["entry"]) < 400 and "\n" not in record["entry"] and "\0" not in record["entry"]
 
@@ -317,8 +337,10 @@ def test_entry_glob_characters_refused_for_systemd_boot(sysroot: str) -> None:
     conf = seed_loader_conf(sysroot)
     before = read(conf)
     snap = snapshot_of(sysroot, "systemd-boot")
-    snap = model.Snapshot(Bootloader="systemd-boot", BootEntries=snap.BootEntries + (
-        model.BootEntry(id="ostree-*", file="ostree-*.conf"),))
+    snap = model.Snapshot(
+        Bootloader="systemd-boot",
+        BootEntries=snap.BootEntries + (model.BootEntry(id="ostree-*", file="ostree-*.conf"),),
+    )
     with pytest.raises(errors.InvalidArgs, match="glob"):
         run(BootWriter(make_paths(sysroot), RecordingJournal()), "default", "ostree-*", snap)
     assert read(conf) == before
@@ -344,11 +366,20 @@ def test_non_root_refused(sysroot: str, caller: model.Caller) -> None:
     for bootloader in ("grub2", "systemd-boot"):
         for which in ("default", "next"):
             with pytest.raises(errors.AccessDenied):
-                run(BootWriter(make_paths(sysroot), journal), which, "ostree-1-test",
-                    snapshot_of(sysroot, bootloader), caller)
+                run(
+                    BootWriter(make_paths(sysroot), journal),
+                    which,
+                    "ostree-1-test",
+                    snapshot_of(sysroot, bootloader),
+                    caller,
+                )
     assert (read(env), read(conf)) == before
-    assert all(r["result"] == "refused" and r["error"] == "org.freedesktop.DBus.Error.AccessDenied"
-               and r["caller_uid"] == caller.uid for r in journal.records)
+    assert all(
+        r["result"] == "refused"
+        and r["error"] == "org.freedesktop.DBus.Error.AccessDenied"
+        and r["caller_uid"] == caller.uid
+        for r in journal.records
+    )
 
 
 # --- the sysroot lock --------------------------------------------------------------------
@@ -408,8 +439,11 @@ def test_ostree_waits_for_our_lock(sysroot: str) -> None:
     assert fd is not None
     try:
         # ostree_sysroot_try_lock is what `ostree admin undeploy` would block on; probe it non-blocking:
-        probe = subprocess.run([sys.executable, "-c", OFD_HOLDER.replace("time.sleep(120)", ""),
-                                os.path.join(sysroot, "ostree/lock")], capture_output=True, text=True)
+        probe = subprocess.run(
+            [sys.executable, "-c", OFD_HOLDER.replace("time.sleep(120)", ""), os.path.join(sysroot, "ostree/lock")],
+            capture_output=True,
+            text=True,
+        )
         assert probe.returncode != 0 and "Resource temporarily unavailable" in probe.stderr
     finally:
         os.close(fd)
@@ -426,9 +460,8 @@ def test_twenty_concurrent_callers(sysroot: str) -> None:
     writer = BootWriter(make_paths(sysroot), journal)
     requests = [("default" if i % 2 == 0 else "next", ids[i % len(ids)]) for i in range(20)]
 
-    async def all_calls() -> List[Any]:
-        return await asyncio.gather(*(writer.set_entry(w, e, ROOT, snap) for w, e in requests),
-                                    return_exceptions=True)
+    async def all_calls() -> list[Any]:
+        return await asyncio.gather(*(writer.set_entry(w, e, ROOT, snap) for w, e in requests), return_exceptions=True)
 
     results = asyncio.run(all_calls())
     assert results == [None] * 20  # every call answered, none failed (serialized, not refused)
@@ -474,14 +507,15 @@ def test_twenty_concurrent_processes(sysroot: str) -> None:
     assert "ok" in {a for a, _ in answers}
     assert grubenv_list(env)["saved_entry"] in {e for a, e in answers if a == "ok"}
     assert len(read(env)) == 1024
-    print(f"20 concurrent processes: {sum(a == 'ok' for a, _ in answers)} ok, "
-          f"{sum(a == 'busy' for a, _ in answers)} busy")
+    print(
+        f"20 concurrent processes: {sum(a == 'ok' for a, _ in answers)} ok, {sum(a == 'busy' for a, _ in answers)} busy"
+    )
 
 
 # --- crash safety ------------------------------------------------------------------------
 
 
-def _writer_loop(path: str, blocks: List[bytes], ready_fd: int) -> None:
+def _writer_loop(path: str, blocks: list[bytes], ready_fd: int) -> None:
     """Child: write the blocks in turn, forever (until SIGKILL)."""
     i = 0
     while True:
@@ -495,8 +529,10 @@ def test_sigkill_during_writes_leaves_old_or_new(sysroot: str) -> None:
     """200 writers killed with SIGKILL at random points of a stream of writes: grubenv is always a whole block."""
     env = seed_grub(sysroot)
     seed = read(env)
-    blocks = [update_grubenv(seed, {"saved_entry": f"ostree-{n}-test", "ostreewatch_saved_deployment": "d" * n})
-              for n in (1, 2, 3)]
+    blocks = [
+        update_grubenv(seed, {"saved_entry": f"ostree-{n}-test", "ostreewatch_saved_deployment": "d" * n})
+        for n in (1, 2, 3)
+    ]
     valid = set(blocks) | {seed}
     rng = random.Random(4)
     mid_write = 0
@@ -537,15 +573,20 @@ def test_sigkill_of_helper_process(sysroot: str) -> None:
     new = update_grubenv(old, {"saved_entry": "ostree-1-test"})
     import base64
     import json
-    request = json.dumps({"path": env, "data": base64.b64encode(new).decode(),
-                          "expect": None}).encode()
+
+    request = json.dumps({"path": env, "data": base64.b64encode(new).decode(), "expect": None}).encode()
     rng = random.Random(7)
     outcomes = {"old": 0, "new": 0}
     for _ in range(30):
         with open(env, "wb") as f:
             f.write(old)
-        proc = subprocess.Popen([sys.executable, "-m", "ostreewatch._writehelper"], cwd=REPO,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ostreewatch._writehelper"],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         assert proc.stdin is not None
         proc.stdin.write(request)
         proc.stdin.close()
@@ -608,9 +649,25 @@ def test_read_only_boot_written_through_private_namespace(sysroot: str, mode: st
     """/boot read-only in a private mount namespace: the write succeeds, that mount stays read-only."""
     env = seed_grub(sysroot)
     seed_loader_conf(sysroot)
-    out = subprocess.run(["unshare", "--mount", "--propagation", "private",
-                          sys.executable, "-c", READ_ONLY_SCRIPT, REPO, sysroot, mode, bootloader],
-                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    out = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            sys.executable,
+            "-c",
+            READ_ONLY_SCRIPT,
+            REPO,
+            sysroot,
+            mode,
+            bootloader,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["ro_before"] and result["probe"] == "Read-only file system"
@@ -632,16 +689,19 @@ def test_systemd_boot_loader_conf_on_separate_esp(sysroot: str) -> None:
     os.makedirs(os.path.dirname(esp_conf))
     with open(esp_conf, "w") as f:
         f.write("timeout 3\ndefault ostree-3-test.conf\n")
-    run(BootWriter(make_paths(sysroot), RecordingJournal()), "default", "ostree-1-test",
-        snapshot_of(sysroot, "systemd-boot"))
+    run(
+        BootWriter(make_paths(sysroot), RecordingJournal()),
+        "default",
+        "ostree-1-test",
+        snapshot_of(sysroot, "systemd-boot"),
+    )
     assert read(esp_conf).decode().endswith("default ostree-1-test.conf\n")
     assert not os.path.exists(os.path.join(os.path.realpath(os.path.join(sysroot, "boot/loader")), "loader.conf"))
 
 
 # --- odd but valid ids -------------------------------------------------------------------
 
-ODD_IDS = ["with space", "back\\slash", "hash#mark", "dollar$x", "ünïcødé-ëntry", "semi;colon", "quote\"d",
-           "x" * 250]
+ODD_IDS = ["with space", "back\\slash", "hash#mark", "dollar$x", "ünïcødé-ëntry", "semi;colon", 'quote"d', "x" * 250]
 
 
 @pytest.mark.parametrize("odd", ODD_IDS)
@@ -699,8 +759,11 @@ def test_renumbering_publishes_default_entry_moved(sysroot: str, bootloader: str
     meant = deployment_of(chosen, "ostree-1-test")
 
     oldest_index = len(chosen.Deployments) - 1  # ostree-1-OS is always the last deployment
-    subprocess.run(["unshare", "--user", "--map-root-user", "sh", "-c", UNDEPLOY, "sh", sysroot, str(oldest_index)],
-                   check=True, timeout=120)
+    subprocess.run(
+        ["unshare", "--user", "--map-root-user", "sh", "-c", UNDEPLOY, "sh", sysroot, str(oldest_index)],
+        check=True,
+        timeout=120,
+    )
     after = read_snapshot(paths)
     if bootloader == "systemd-boot":
         # ostree built a fresh loader.N: the loader.conf inside the old one is gone (docs/default-entry.md)

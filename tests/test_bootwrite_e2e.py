@@ -6,7 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from typing import Any, List, Tuple
+from typing import Any
 
 import pytest
 
@@ -17,7 +17,7 @@ from tests.fixtures.bootwrite import (
     grubenv_list,
     seed_grub,
     seed_loader_conf,
-    template,  # noqa: F401 (module-scoped fixture)
+    template,
     wait_signal,
 )
 
@@ -27,7 +27,7 @@ WAIT = 30.0
 
 
 @pytest.fixture
-def grub_sysroot(template: str, tmp_path: Any) -> Tuple[str, str]:
+def grub_sysroot(template: str, tmp_path: Any) -> tuple[str, str]:
     sysroot = copy_sysroot(template, str(tmp_path / "sysroot"))
     os.chmod(str(tmp_path), 0o755)
     return sysroot, seed_grub(sysroot)
@@ -38,8 +38,9 @@ def read(path: str) -> bytes:
         return f.read()
 
 
-def test_root_sets_default_and_next_over_the_bus(make_bus: Any, daemon_factory: Any,
-                                                 grub_sysroot: Tuple[str, str]) -> None:
+def test_root_sets_default_and_next_over_the_bus(
+    make_bus: Any, daemon_factory: Any, grub_sysroot: tuple[str, str]
+) -> None:
     sysroot, env = grub_sysroot
     bus = make_bus()
     d = daemon_factory(bus, sysroot)
@@ -52,45 +53,79 @@ def test_root_sets_default_and_next_over_the_bus(make_bus: Any, daemon_factory: 
         r = d.busctl("call", *DEST, "SetDefaultEntry", "s", "ostree-1-test")
         assert r.returncode == 0, r.stderr
 
-    seen = asyncio.run(wait_signal(bus.address, call_default,
-                                    lambda n, a: n == "DefaultEntryChanged" and a["current"] == "ostree-1-test"))
+    seen = asyncio.run(
+        wait_signal(
+            bus.address, call_default, lambda n, a: n == "DefaultEntryChanged" and a["current"] == "ostree-1-test"
+        )
+    )
     assert ("DefaultEntryChanged", {"previous": "ostree-3-test", "current": "ostree-1-test"}) in seen
     assert grubenv_list(env)["saved_entry"] == "ostree-1-test"
     assert d.get_property("DefaultEntry") == "ostree-1-test"
 
     # the CLI, through client.Client: set-next, then --clear
     cli = [sys.executable, "-m", "ostreewatch.cli"]
-    r = subprocess.run([*cli, "set-next", "ostree-2-test.conf", "--bus", bus.address],
-                       capture_output=True, text=True, timeout=60, cwd=REPO)
+    r = subprocess.run(
+        [*cli, "set-next", "ostree-2-test.conf", "--bus", bus.address],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
     assert r.returncode == 0, r.stderr
     assert grubenv_list(env)["next_entry"] == "ostree-2-test"
-    r = subprocess.run([*cli, "set-default", "nope", "--bus", bus.address],
-                       capture_output=True, text=True, timeout=60, cwd=REPO)
+    r = subprocess.run(
+        [*cli, "set-default", "nope", "--bus", bus.address], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
     assert r.returncode == 1 and "org.ostreewatch1.Error.NoSuchEntry" in r.stderr
-    r = subprocess.run([*cli, "set-default", "--clear", "--bus", bus.address],
-                       capture_output=True, text=True, timeout=60, cwd=REPO)
+    r = subprocess.run(
+        [*cli, "set-default", "--clear", "--bus", bus.address], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
     assert r.returncode == 0, r.stderr
     assert "saved_entry" not in grubenv_list(env)
 
     # hostile ids over the bus get the named errors; the file does not move
     now = read(env)
-    for bad, name in (("a/b", "InvalidArgs"), ("x=y", "InvalidArgs"), ("x" * 65536, "InvalidArgs"),
-                      ("ostree-9-test", "NoSuchEntry")):
+    for bad, name in (
+        ("a/b", "InvalidArgs"),
+        ("x=y", "InvalidArgs"),
+        ("x" * 65536, "InvalidArgs"),
+        ("ostree-9-test", "NoSuchEntry"),
+    ):
         # dbus-send prints the error name (busctl only the message)
-        r = subprocess.run(["dbus-send", f"--bus={bus.address}", "--print-reply", f"--dest={DEST[0]}", DEST[1],
-                            f"{DEST[2]}.SetDefaultEntry", f"string:{bad}"], capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            [
+                "dbus-send",
+                f"--bus={bus.address}",
+                "--print-reply",
+                f"--dest={DEST[0]}",
+                DEST[1],
+                f"{DEST[2]}.SetDefaultEntry",
+                f"string:{bad}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert r.returncode != 0 and f"Error.{name}" in r.stderr, r.stderr
     assert read(env) == now
 
 
-def nobody_call(method: str) -> List[str]:
+def nobody_call(method: str) -> list[str]:
     """dbus-send prints the D-Bus error name and message (busctl only an errno)."""
-    return ["dbus-send", "--system", "--print-reply", f"--dest={DEST[0]}", DEST[1], f"{DEST[2]}.{method}",
-            "string:ostree-1-test"]
+    return [
+        "dbus-send",
+        "--system",
+        "--print-reply",
+        f"--dest={DEST[0]}",
+        DEST[1],
+        f"{DEST[2]}.{method}",
+        "string:ostree-1-test",
+    ]
 
 
-def test_nobody_refused_by_the_daemon_not_the_bus(make_bus: Any, daemon_factory: Any,
-                                                 grub_sysroot: Tuple[str, str]) -> None:
+def test_nobody_refused_by_the_daemon_not_the_bus(
+    make_bus: Any, daemon_factory: Any, grub_sysroot: tuple[str, str]
+) -> None:
     # The project's bus policy lets everyone call the Manager's methods; the daemon decides
     # (uid 0 or polkit; no polkitd on this bus) so that the refusal is its own and journaled.
     sysroot, env = grub_sysroot
@@ -125,14 +160,27 @@ def test_systemd_boot_default_over_the_bus(make_bus: Any, daemon_factory: Any, t
         r = d.busctl("call", *DEST, "SetDefaultEntry", "s", "ostree-2-test")
         assert r.returncode == 0, r.stderr
 
-    seen = asyncio.run(wait_signal(bus.address, call,
-                                    lambda n, a: n == "DefaultEntryChanged" and a["current"] == "ostree-2-test"))
+    seen = asyncio.run(
+        wait_signal(bus.address, call, lambda n, a: n == "DefaultEntryChanged" and a["current"] == "ostree-2-test")
+    )
     assert ("DefaultEntryChanged", {"previous": "ostree-3-test", "current": "ostree-2-test"}) in seen
     assert bootctl_default(os.path.join(sysroot, "boot")) == "ostree-2-test.conf"
     assert "timeout 5\n" in read(conf).decode()
     # the one-shot is an EFI variable: NotSupported here, and said why
-    r = subprocess.run(["dbus-send", f"--bus={bus.address}", "--print-reply", f"--dest={DEST[0]}", DEST[1],
-                        f"{DEST[2]}.SetNextEntry", "string:ostree-1-test"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            "dbus-send",
+            f"--bus={bus.address}",
+            "--print-reply",
+            f"--dest={DEST[0]}",
+            DEST[1],
+            f"{DEST[2]}.SetNextEntry",
+            "string:ostree-1-test",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "org.ostreewatch1.Error.NotSupported" in r.stderr and "LoaderEntryOneShot" in r.stderr, r.stderr
 
 
@@ -140,12 +188,13 @@ def test_systemd_boot_default_over_the_bus(make_bus: Any, daemon_factory: Any, t
 RO_BOOT_PREFIX = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && exec "$@"'
 
 
-def test_read_only_boot_daemon(make_bus: Any, daemon_factory: Any, grub_sysroot: Tuple[str, str]) -> None:
+def test_read_only_boot_daemon(make_bus: Any, daemon_factory: Any, grub_sysroot: tuple[str, str]) -> None:
     sysroot, env = grub_sysroot
     boot = os.path.join(sysroot, "boot")
     bus = make_bus()
-    d = daemon_factory(bus, sysroot, prefix=["unshare", "--mount", "--propagation", "private",
-                                             "sh", "-c", RO_BOOT_PREFIX, boot])
+    d = daemon_factory(
+        bus, sysroot, prefix=["unshare", "--mount", "--propagation", "private", "sh", "-c", RO_BOOT_PREFIX, boot]
+    )
     d.wait_name(WAIT)
 
     def boot_options() -> str:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from ostreewatch.journal import MESSAGE_ID_WRITE_ATTEMPT
-from tests.fixtures.bootwrite import copy_sysroot, seed_grub, template  # noqa: F401 (template: fixture)
+from tests.fixtures.bootwrite import copy_sysroot, seed_grub, template
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -50,14 +50,24 @@ def sysroot(template: str, tmp_path: Any) -> str:
 
 def test_every_attempt_journaled(journald: Any, sysroot: str) -> None:
     env = seed_grub(sysroot)
-    out = subprocess.run([*journald.prefix(), sys.executable, "-c", ATTEMPTS, REPO, sysroot, env],
-                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    out = subprocess.run(
+        [*journald.prefix(), sys.executable, "-c", ATTEMPTS, REPO, sysroot, env],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["ok", "org.freedesktop.DBus.Error.AccessDenied",
-                                  "org.freedesktop.DBus.Error.InvalidArgs",
-                                  "org.ostreewatch1.Error.NotSupported", "org.ostreewatch1.Error.WriteFailed"]
-    records = journald.wait_for(lambda r: len(journald.read(MESSAGE_ID=MESSAGE_ID_WRITE_ATTEMPT)) >= 5,
-                                MESSAGE_ID=MESSAGE_ID_WRITE_ATTEMPT)
+    assert out.stdout.split() == [
+        "ok",
+        "org.freedesktop.DBus.Error.AccessDenied",
+        "org.freedesktop.DBus.Error.InvalidArgs",
+        "org.ostreewatch1.Error.NotSupported",
+        "org.ostreewatch1.Error.WriteFailed",
+    ]
+    records = journald.wait_for(
+        lambda r: len(journald.read(MESSAGE_ID=MESSAGE_ID_WRITE_ATTEMPT)) >= 5, MESSAGE_ID=MESSAGE_ID_WRITE_ATTEMPT
+    )
     records = [r for r in records if r.get("SYSLOG_IDENTIFIER") == "ostreewatch-bwtest"]
     assert len(records) == 5
 
@@ -67,18 +77,50 @@ def test_every_attempt_journaled(journald: Any, sysroot: str) -> None:
     granted, denied, invalid, unsupported, failed = records
     snapdep = field(granted, "DEPLOYMENT")
     assert snapdep.startswith("test-") and snapdep.endswith(".1")
-    assert [field(granted, k) for k in ("CALLER_UID", "CALLER_PID", "CALLER_BUS_NAME", "CALLER_UNIT",
-                                        "METHOD", "ENTRY", "PREVIOUS", "NEW", "BOOTLOADER", "RESULT")] == \
-        ["0", "1234", ":1.7", "sshd.service", "SetDefaultEntry", "ostree-2-test", "", "ostree-2-test",
-         "grub2", "granted"]
+    assert [
+        field(granted, k)
+        for k in (
+            "CALLER_UID",
+            "CALLER_PID",
+            "CALLER_BUS_NAME",
+            "CALLER_UNIT",
+            "METHOD",
+            "ENTRY",
+            "PREVIOUS",
+            "NEW",
+            "BOOTLOADER",
+            "RESULT",
+        )
+    ] == [
+        "0",
+        "1234",
+        ":1.7",
+        "sshd.service",
+        "SetDefaultEntry",
+        "ostree-2-test",
+        "",
+        "ostree-2-test",
+        "grub2",
+        "granted",
+    ]
     assert field(granted, "ERROR") == ""
-    assert [field(denied, k) for k in ("CALLER_UID", "METHOD", "RESULT", "ERROR")] == \
-        ["65534", "SetNextEntry", "refused", "org.freedesktop.DBus.Error.AccessDenied"]
+    assert [field(denied, k) for k in ("CALLER_UID", "METHOD", "RESULT", "ERROR")] == [
+        "65534",
+        "SetNextEntry",
+        "refused",
+        "org.freedesktop.DBus.Error.AccessDenied",
+    ]
     assert (field(invalid, "RESULT"), field(invalid, "ERROR")) == ("refused", "org.freedesktop.DBus.Error.InvalidArgs")
     # the hostile id is recorded escaped: no second line, no forged field
     assert "\n" not in field(invalid, "ENTRY") and invalid["MESSAGE_ID"] == MESSAGE_ID_WRITE_ATTEMPT
-    assert (field(unsupported, "BOOTLOADER"), field(unsupported, "ERROR")) == \
-        ("none", "org.ostreewatch1.Error.NotSupported")
-    assert [field(failed, k) for k in ("METHOD", "ENTRY", "RESULT", "ERROR")] == \
-        ["SetNextEntry", "ostree-3-test", "failed", "org.ostreewatch1.Error.WriteFailed"]
+    assert (field(unsupported, "BOOTLOADER"), field(unsupported, "ERROR")) == (
+        "none",
+        "org.ostreewatch1.Error.NotSupported",
+    )
+    assert [field(failed, k) for k in ("METHOD", "ENTRY", "RESULT", "ERROR")] == [
+        "SetNextEntry",
+        "ostree-3-test",
+        "failed",
+        "org.ostreewatch1.Error.WriteFailed",
+    ]
     assert [r["PRIORITY"] for r in records] == ["5", "4", "4", "4", "4"]  # notice when granted, else warning

@@ -10,38 +10,54 @@ it over D-Bus (CheckAuthorization for the caller's unique name).
 
 from __future__ import annotations
 
+import pathlib
 import subprocess
-from typing import Any, Tuple
+from typing import Any
 
 import pytest
 
 from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
-from tests.fixtures.bootwrite import copy_sysroot, grubenv_list, seed_grub, template  # noqa: F401 (template: fixture)
-from tests.fixtures.polkit import polkit_dirs, polkitd  # noqa: F401 (fixtures)
+from tests.fixtures.bootwrite import copy_sysroot, grubenv_list, seed_grub, template
+from tests.fixtures.polkit import polkit_dirs, polkitd
 
 DEST = (BUS_NAME, OBJECT_PATH, INTERFACE)
 WAIT = 30.0
 
 
 @pytest.fixture
-def grub_sysroot(template: str, tmp_path: Any) -> Tuple[str, str]:
+def grub_sysroot(template: str, tmp_path: Any) -> tuple[str, str]:
     sysroot = copy_sysroot(template, str(tmp_path / "sysroot"))
     return sysroot, seed_grub(sysroot)
 
 
 def call_as(uid: int, bus: Any, method: str, entry: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-                           "dbus-send", "--system", "--print-reply", f"--dest={DEST[0]}", DEST[1],
-                           f"{DEST[2]}.{method}", f"string:{entry}"],
-                          env=bus.env(), capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={uid}",
+            f"--regid={uid}",
+            "--clear-groups",
+            "dbus-send",
+            "--system",
+            "--print-reply",
+            f"--dest={DEST[0]}",
+            DEST[1],
+            f"{DEST[2]}.{method}",
+            f"string:{entry}",
+        ],
+        env=bus.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
-def test_polkit_rule_grants_nobody_only(polkitd: Any, daemon_factory: Any, grub_sysroot: Tuple[str, str]) -> None:
+def test_polkit_rule_grants_nobody_only(polkitd: Any, daemon_factory: Any, grub_sysroot: tuple[str, str]) -> None:
     bus = polkitd
     sysroot, env = grub_sysroot
     d = daemon_factory(bus, sysroot, env={"DBUS_SYSTEM_BUS_ADDRESS": bus.address})
     d.wait_name(WAIT)
-    before = open(env, "rb").read()
+    before = pathlib.Path(env).read_bytes()
 
     # uid 1 (daemon): polkitd says no (defaults: auth_admin for active sessions only; it has none)
     r = call_as(1, bus, "SetDefaultEntry", "ostree-1-test")
@@ -51,14 +67,29 @@ def test_polkit_rule_grants_nobody_only(polkitd: Any, daemon_factory: Any, grub_
     r = call_as(65534, bus, "SetNextEntry", "ostree-1-test")
     assert "org.freedesktop.DBus.Error.AccessDenied" in r.stderr and "polkit said no" in r.stderr, r.stderr
     # Reload is another action, which the rule does not grant
-    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "dbus-send", "--system",
-                        "--print-reply", f"--dest={DEST[0]}", DEST[1], f"{DEST[2]}.Reload"],
-                       env=bus.env(), capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "dbus-send",
+            "--system",
+            "--print-reply",
+            f"--dest={DEST[0]}",
+            DEST[1],
+            f"{DEST[2]}.Reload",
+        ],
+        env=bus.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "AccessDenied" in r.stderr and "org.ostreewatch1.reload" in r.stderr, r.stderr
     # hostile ids are refused before polkit is even asked
     r = call_as(65534, bus, "SetDefaultEntry", "../x")
     assert "org.freedesktop.DBus.Error.InvalidArgs" in r.stderr, r.stderr
-    assert open(env, "rb").read() == before
+    assert pathlib.Path(env).read_bytes() == before
 
     # nobody, SetDefaultEntry: polkitd answers yes
     r = call_as(65534, bus, "SetDefaultEntry", "ostree-1-test")

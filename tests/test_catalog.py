@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
-from typing import Dict, List
 
 import ostreewatch.journal
 
@@ -14,7 +13,7 @@ CATALOG = ROOT / "units" / "ostreewatch.catalog"
 ID_LINE = re.compile(r"^-- ([0-9a-fA-F]{32})(?: .*)?$")
 
 
-def code_ids() -> Dict[str, str]:
+def code_ids() -> dict[str, str]:
     """MESSAGE_ID_* constants of ostreewatch.journal: id -> constant name."""
     ids = {}
     for name in dir(ostreewatch.journal):
@@ -25,10 +24,10 @@ def code_ids() -> Dict[str, str]:
     return ids
 
 
-def catalog_entries(text: str) -> Dict[str, List[str]]:
+def catalog_entries(text: str) -> dict[str, list[str]]:
     """Catalog text -> {id: lines of the entry (headers and body)}."""
-    entries: Dict[str, List[str]] = {}
-    current: List[str] = []
+    entries: dict[str, list[str]] = {}
+    current: list[str] = []
     for line in text.splitlines():
         m = ID_LINE.match(line)
         if m:
@@ -46,7 +45,9 @@ def update_catalog(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
     (cat_dir / "ostreewatch.catalog").write_text(text)
     return subprocess.run(
         ["journalctl", f"--root={tmp_path}", "--update-catalog"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -64,8 +65,8 @@ def test_every_code_id_has_an_entry_and_back() -> None:
 
 def test_every_entry_has_subject_defined_by_documentation_and_advice() -> None:
     for msg_id, lines in catalog_entries(CATALOG.read_text()).items():
-        headers: Dict[str, List[str]] = {}
-        body: List[str] = []
+        headers: dict[str, list[str]] = {}
+        body: list[str] = []
         in_body = False
         for line in lines:
             if not in_body and line.strip() == "":
@@ -93,7 +94,10 @@ def test_journalctl_update_catalog_accepts_it(tmp_path: Path) -> None:
     assert database.is_file() and database.stat().st_size > 0
     listed = subprocess.run(
         ["journalctl", f"--root={tmp_path}", "--list-catalog"],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout
     listed_ids = {line.split()[0] for line in listed.splitlines() if line.strip()}
     assert listed_ids == set(code_ids()), listed
@@ -101,7 +105,10 @@ def test_journalctl_update_catalog_accepts_it(tmp_path: Path) -> None:
     some_id = ostreewatch.journal.MESSAGE_ID_STARTED
     dump = subprocess.run(
         ["journalctl", f"--root={tmp_path}", "--dump-catalog", some_id],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout
     assert dump.startswith("-- " + some_id)
     assert "Subject: ostreewatch @OSTREEWATCH_VERSION@ started" in dump

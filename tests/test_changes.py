@@ -15,8 +15,15 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def dep(i: str, index: int = 0, **kw) -> Deployment:
-    return Deployment(id=f"fedora-{i}.0", osname="fedora", checksum=i, serial=0, index=index,
-                      path=f"/ostree/deploy/fedora/deploy/{i}.0", **kw)
+    return Deployment(
+        id=f"fedora-{i}.0",
+        osname="fedora",
+        checksum=i,
+        serial=0,
+        index=index,
+        path=f"/ostree/deploy/fedora/deploy/{i}.0",
+        **kw,
+    )
 
 
 def ent(i: str, **kw) -> BootEntry:
@@ -24,9 +31,19 @@ def ent(i: str, **kw) -> BootEntry:
 
 
 def mnt(point: str, mount_id: int = 1, options: str = "rw") -> Mount:
-    return Mount(mount_point=point, mount_id=mount_id, parent_id=0, device="252:4", root="/",
-                 source="/dev/vda4", fstype="xfs", options=options, super_options="rw",
-                 read_only=options.startswith("ro"), propagation="shared:1")
+    return Mount(
+        mount_point=point,
+        mount_id=mount_id,
+        parent_id=0,
+        device="252:4",
+        root="/",
+        source="/dev/vda4",
+        fstype="xfs",
+        options=options,
+        super_options="rw",
+        read_only=options.startswith("ro"),
+        propagation="shared:1",
+    )
 
 
 BASE = Snapshot(
@@ -82,8 +99,7 @@ def test_default_entry_change():
 
 
 def test_entries_added_removed_modified():
-    new = dataclasses.replace(BASE, BootEntries=(ent("ostree-2", title="A", default=True, tries_left=2),
-                                                 ent("hand")))
+    new = dataclasses.replace(BASE, BootEntries=(ent("ostree-2", title="A", default=True, tries_left=2), ent("hand")))
     c = diff(BASE, new)
     assert c.entries_added == ("hand",)
     assert c.entries_removed == ("ostree-1",)
@@ -121,8 +137,9 @@ def test_problems_appeared_and_cleared():
 
 
 def test_scalar_fields():
-    new = dataclasses.replace(BASE, OstreeBooted=False, Bootloader="systemd-boot", StagedDeployment="fedora-d.0",
-                              NextEntry="ostree-1")
+    new = dataclasses.replace(
+        BASE, OstreeBooted=False, Bootloader="systemd-boot", StagedDeployment="fedora-d.0", NextEntry="ostree-1"
+    )
     c = diff(BASE, new)
     assert c.changed_properties == ("Bootloader", "OstreeBooted", "StagedDeployment", "NextEntry")
     assert c.deployments_added == ()  # StagedDeployment alone; Deployments unchanged
@@ -135,16 +152,30 @@ def test_changes_is_frozen():
 
 
 _ids = st.sampled_from(["a", "b", "c", "d", "e"])
-_deps = st.lists(st.builds(lambda i, ix, p: dep(i, ix, pinned=p), _ids, st.integers(0, 3), st.booleans()),
-                 max_size=5, unique_by=lambda d: d.id).map(tuple)
-_ents = st.lists(st.builds(lambda i, t: ent(i, title=t), _ids, st.sampled_from(["x", "y"])),
-                 max_size=5, unique_by=lambda e: e.id).map(tuple)
-_mnts = st.lists(st.builds(mnt, st.sampled_from(["/", "/usr", "/boot", "/var"]), st.integers(1, 3)),
-                 max_size=4, unique_by=lambda m: m.mount_point).map(tuple)
-_probs = st.lists(st.builds(Problem, st.sampled_from(["p1", "p2"]), st.just("m"), _ids), max_size=4,
-                  unique=True).map(tuple)
-_snaps = st.builds(Snapshot, DefaultEntry=st.sampled_from(["", "a", "b"]), Deployments=_deps,
-                   BootEntries=_ents, Mounts=_mnts, Problems=_probs)
+_deps = st.lists(
+    st.builds(lambda i, ix, p: dep(i, ix, pinned=p), _ids, st.integers(0, 3), st.booleans()),
+    max_size=5,
+    unique_by=lambda d: d.id,
+).map(tuple)
+_ents = st.lists(
+    st.builds(lambda i, t: ent(i, title=t), _ids, st.sampled_from(["x", "y"])), max_size=5, unique_by=lambda e: e.id
+).map(tuple)
+_mnts = st.lists(
+    st.builds(mnt, st.sampled_from(["/", "/usr", "/boot", "/var"]), st.integers(1, 3)),
+    max_size=4,
+    unique_by=lambda m: m.mount_point,
+).map(tuple)
+_probs = st.lists(st.builds(Problem, st.sampled_from(["p1", "p2"]), st.just("m"), _ids), max_size=4, unique=True).map(
+    tuple
+)
+_snaps = st.builds(
+    Snapshot,
+    DefaultEntry=st.sampled_from(["", "a", "b"]),
+    Deployments=_deps,
+    BootEntries=_ents,
+    Mounts=_mnts,
+    Problems=_probs,
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -152,8 +183,9 @@ _snaps = st.builds(Snapshot, DefaultEntry=st.sampled_from(["", "a", "b"]), Deplo
 def test_properties_of_diff(a, b):
     c, r = diff(a, b), diff(b, a)
     assert c.empty == (a == b)
-    assert set(c.changed_properties) == {f.name for f in dataclasses.fields(Snapshot)
-                                         if getattr(a, f.name) != getattr(b, f.name)}
+    assert set(c.changed_properties) == {
+        f.name for f in dataclasses.fields(Snapshot) if getattr(a, f.name) != getattr(b, f.name)
+    }
     assert c.deployments_added == r.deployments_removed
     assert c.entries_added == r.entries_removed and c.entries_modified == r.entries_modified
     assert c.mount_points_changed == r.mount_points_changed

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from typing import List, Optional
 
 import pytest
 
@@ -20,13 +19,20 @@ ROOT = Path(__file__).resolve().parent.parent
 BOOTED = "rhcos-b1df1247e3ad53173c1e13a913ec645d48a22f6a294e70e2ca5bda8c31f78d78.0"
 
 
-def cli(args: List[str], env: Optional[dict] = None, cwd: Optional[str] = None,
-        pythonpath: Optional[str] = None) -> subprocess.CompletedProcess:
+def cli(
+    args: list[str], env: dict | None = None, cwd: str | None = None, pythonpath: str | None = None
+) -> subprocess.CompletedProcess:
     e = dict(os.environ)
     e.update(env or {})
     e["PYTHONPATH"] = pythonpath or str(ROOT)
-    return subprocess.run([sys.executable, "-m", "ostreewatch.cli", *args], capture_output=True, text=True,
-                          timeout=60, env=e, cwd=cwd or str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "ostreewatch.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=e,
+        cwd=cwd or str(ROOT),
+    )
 
 
 def test_sample_human() -> None:
@@ -57,8 +63,21 @@ def test_sample_json_is_the_snapshot() -> None:
 
 def test_json_matches_read_snapshot(sysroot_3: OstreeSysroot) -> None:
     paths = sysroot_3.paths()
-    p = cli(["status", "--json", "--offline", "--sysroot", paths.sysroot, "--run", paths.run,
-             "--mountinfo", paths.mountinfo, "--cmdline", paths.cmdline])
+    p = cli(
+        [
+            "status",
+            "--json",
+            "--offline",
+            "--sysroot",
+            paths.sysroot,
+            "--run",
+            paths.run,
+            "--mountinfo",
+            paths.mountinfo,
+            "--cmdline",
+            paths.cmdline,
+        ]
+    )
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout) == model.snapshot_to_plain(read_snapshot(paths))
 
@@ -67,14 +86,25 @@ def test_human_lists_deployments_and_problems(sysroot_3: OstreeSysroot) -> None:
     status = sysroot_3.admin_status()  # before: ostree lists only deployments that have an entry
     os.unlink(os.path.join(sysroot_3.entries_dir(), "ostree-1-fedora.conf"))
     paths = sysroot_3.paths()
-    p = cli(["status", "--sysroot", paths.sysroot, "--run", paths.run, "--mountinfo", paths.mountinfo,
-             "--cmdline", paths.cmdline])
+    p = cli(
+        [
+            "status",
+            "--sysroot",
+            paths.sysroot,
+            "--run",
+            paths.run,
+            "--mountinfo",
+            paths.mountinfo,
+            "--cmdline",
+            paths.cmdline,
+        ]
+    )
     assert p.returncode == 0, p.stderr
     out = p.stdout
     for s in status:
         assert f"fedora {s.checksum}.{s.serial}" in out
     assert out.index("Version: 3") < out.index("Version: 2") < out.index("Version: 1")
-    problems = out[out.index("Problems (1):"):].splitlines()
+    problems = out[out.index("Problems (1):") :].splitlines()
     assert problems[1].startswith(f"  deployment-no-entry [{status[-1].id}]")
     assert "State: not booted" in out
 
@@ -102,8 +132,12 @@ def test_usage_errors() -> None:
 @pytest.mark.timeout(300)
 def test_sample_survives_packaging(tmp_path: Path) -> None:
     """`pip install .` keeps the sample: build the wheel, run status --sample from it, outside the checkout."""
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "whl"),
-                            str(ROOT)], capture_output=True, text=True, timeout=240)
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "whl"), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert build.returncode == 0, build.stderr
     wheel = next((tmp_path / "whl").glob("ostreewatch-*.whl"))
     site = tmp_path / "site"

@@ -13,7 +13,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Any, Callable, List
+from typing import Any, Callable
 
 import pytest
 
@@ -26,7 +26,7 @@ DAEMON = [sys.executable, "-m", "ostreewatch.daemon"]
 MSG_BUS_CONNECTED = "0cbf114ab1ef46c4ba9d4c3b90d5a899"
 
 
-def run(argv: List[str], **kw: Any) -> subprocess.CompletedProcess:
+def run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess:
     kw.setdefault("timeout", 60)
     return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, **kw)
 
@@ -38,7 +38,7 @@ def setup_cfg_version() -> str:
 
 
 @pytest.mark.parametrize("argv,prog", [(CLI, "ostreewatch"), (DAEMON, "ostreewatchd")])
-def test_version(argv: List[str], prog: str) -> None:
+def test_version(argv: list[str], prog: str) -> None:
     r = run([*argv, "--version"])
     assert r.returncode == 0, r.stderr
     assert r.stdout == f"{prog} {setup_cfg_version()}\n"
@@ -76,9 +76,12 @@ def _subparsers(p: argparse.ArgumentParser) -> Any:
     return next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
 
 
-def _undocumented(p: argparse.ArgumentParser) -> List[str]:
-    return [a.dest for a in p._actions
-            if not isinstance(a, argparse._SubParsersAction) and not (a.help and a.help != argparse.SUPPRESS)]
+def _undocumented(p: argparse.ArgumentParser) -> list[str]:
+    return [
+        a.dest
+        for a in p._actions
+        if not isinstance(a, argparse._SubParsersAction) and not (a.help and a.help != argparse.SUPPRESS)
+    ]
 
 
 def test_every_command_and_option_has_help() -> None:
@@ -106,7 +109,7 @@ def test_sample_names() -> None:
         r = run([*CLI, "status", "--sample", name, "--json"])
         assert r.returncode == 0, r.stderr
         files = sample.load_manifest(name)["files"]
-        entries = {os.path.basename(f)[:-len(".conf")] for f in files if "/entries/" in f}
+        entries = {os.path.basename(f)[: -len(".conf")] for f in files if "/entries/" in f}
         assert {e["id"] for e in json.loads(r.stdout)["BootEntries"]} == entries
     r = run([*CLI, "status", "--sample", "nosuch"])
     assert r.returncode == 2 and all(n in r.stderr for n in sample.NAMES)
@@ -141,8 +144,9 @@ ROOT_ONLY_POLICY = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus 
 
 
 @pytest.mark.parametrize("refuser", ["bus", "daemon"])
-def test_access_denied_is_one_sentence(refuser: str, make_bus: Callable[..., SystemBus], daemon_factory: Any,
-                                       tmp_path: Any) -> None:
+def test_access_denied_is_one_sentence(
+    refuser: str, make_bus: Callable[..., SystemBus], daemon_factory: Any, tmp_path: Any
+) -> None:
     if refuser == "bus":
         policy = tmp_path / "root-only.conf"
         policy.write_text(ROOT_ONLY_POLICY)
@@ -181,8 +185,10 @@ def test_daemon_errors_keep_their_name(system_bus: SystemBus, daemon_factory: An
 def test_no_daemon_and_no_bus(system_bus: SystemBus, tmp_path: Any) -> None:
     r = run([*CLI, "set-default", "ostree-1", "--bus", system_bus.address])
     assert r.returncode == 1
-    assert r.stderr == f"ostreewatch set-default: ostreewatchd is not running on {system_bus.address} " \
-                       "(systemctl start ostreewatch)\n", r.stderr
+    assert (
+        r.stderr == f"ostreewatch set-default: ostreewatchd is not running on {system_bus.address} "
+        "(systemctl start ostreewatch)\n"
+    ), r.stderr
     nowhere = f"unix:path={tmp_path}/no-socket"
     for cmd in (["set-next", "ostree-1"], ["monitor"]):
         r = run([*CLI, *cmd, "--bus", nowhere])
@@ -194,14 +200,15 @@ def test_no_daemon_and_no_bus(system_bus: SystemBus, tmp_path: Any) -> None:
 # --- ostreewatchd names the bus it waits for ---------------------------------------------
 
 
-def test_daemon_names_the_address_it_waits_for_then_connects(journald: Any, daemon_factory: Any,
-                                                              tmp_path: Any) -> None:
+def test_daemon_names_the_address_it_waits_for_then_connects(journald: Any, daemon_factory: Any, tmp_path: Any) -> None:
     bus = SystemBus()  # configured, not started: its socket does not exist yet
     try:
         paths = sample.materialize(str(tmp_path / "s"), "silverblue")
         d = daemon_factory(bus, paths, prefix=journald.prefix())
-        waiting = journald.wait_for(lambda r: bus.address in r.get("MESSAGE", "")
-                                    and "waiting for" in r.get("MESSAGE", ""), SYSLOG_IDENTIFIER="ostreewatch")
+        waiting = journald.wait_for(
+            lambda r: bus.address in r.get("MESSAGE", "") and "waiting for" in r.get("MESSAGE", ""),
+            SYSLOG_IDENTIFIER="ostreewatch",
+        )
         assert waiting[0]["MESSAGE"].startswith(f"waiting for the D-Bus bus at {bus.address} ")
         bus.start()
         d.wait_name()

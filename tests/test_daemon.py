@@ -16,29 +16,38 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Tuple
+from collections.abc import Iterator
+from typing import Any, Callable
 
 import pytest
 
-from ostreewatch.client import Client
 from ostreewatch import service
+from ostreewatch.client import Client
 from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
 from tests.fixtures.daemon import DaemonProcess
-from tests.fixtures.daemon_sysroot import (OSNAME, bus, deployment_ids, entries_dir, ostree,  # noqa: F401 (fixtures)
-                                           sysroot)
+from tests.fixtures.daemon_sysroot import (
+    OSNAME,
+    bus,
+    deployment_ids,
+    entries_dir,
+    ostree,
+    sysroot,
+)
 
 TYPED = ("DeploymentsChanged", "BootEntriesChanged", "DefaultEntryChanged", "MountsChanged")
 
 
 # --- a subscriber that records everything -----------------------------------------------------
 
+
 class Subscriber:
     """A dbus-next client in a thread of its own, recording every signal of the daemon."""
 
     def __init__(self, address: str) -> None:
         import threading
+
         self.address = address
-        self.events: List[Tuple[str, Dict[str, Any]]] = []
+        self.events: list[tuple[str, dict[str, Any]]] = []
         self.cond = threading.Condition()
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
@@ -58,7 +67,7 @@ class Subscriber:
         await self.stop_fut
         self.client.close()
 
-    def _on(self, name: str, args: Dict[str, Any]) -> None:
+    def _on(self, name: str, args: dict[str, Any]) -> None:
         with self.cond:
             self.events.append((name, args))
             self.cond.notify_all()
@@ -67,7 +76,7 @@ class Subscriber:
         with self.cond:
             return len(self.events)
 
-    def wait_for(self, since: int, pred: Any, timeout: float = 30.0) -> List[Tuple[str, Dict[str, Any]]]:
+    def wait_for(self, since: int, pred: Any, timeout: float = 30.0) -> list[tuple[str, dict[str, Any]]]:
         """Events since SINCE once pred(events) holds; AssertionError with the events on timeout."""
         deadline = time.monotonic() + timeout
         with self.cond:
@@ -78,7 +87,7 @@ class Subscriber:
                 self.cond.wait(left)
             return list(self.events[since:])
 
-    def settle(self, since: int, quiet: float = 1.0) -> List[Tuple[str, Dict[str, Any]]]:
+    def settle(self, since: int, quiet: float = 1.0) -> list[tuple[str, dict[str, Any]]]:
         """Events since SINCE after QUIET seconds without a new one (a generous wait, not a speed test)."""
         with self.cond:
             n = len(self.events)
@@ -93,22 +102,24 @@ class Subscriber:
         self.thread.join(10)
 
 
-def typed(events: List[Tuple[str, Dict[str, Any]]], name: str) -> List[Dict[str, Any]]:
+def typed(events: list[tuple[str, dict[str, Any]]], name: str) -> list[dict[str, Any]]:
     return [args for n, args in events if n == name]
 
 
-def generations(events: List[Tuple[str, Dict[str, Any]]]) -> List[int]:
+def generations(events: list[tuple[str, dict[str, Any]]]) -> list[int]:
     return [args["changed"]["Generation"] for n, args in events if n == "PropertiesChanged"]
 
 
-def union(events: List[Dict[str, Any]], key: str) -> set:
+def union(events: list[dict[str, Any]], key: str) -> set:
     return {x for e in events for x in e[key]}
 
 
 # --- life cycle ---------------------------------------------------------------------------------
 
-def test_ready_before_the_bus_then_connects_when_it_appears(bus: Any, sysroot: str,
-                                                            daemon_factory: Callable[..., DaemonProcess]) -> None:
+
+def test_ready_before_the_bus_then_connects_when_it_appears(
+    bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]
+) -> None:
     bus.stop()
     d = daemon_factory(bus, sysroot, notify=True)
     ready = d.wait_notify("READY=1")
@@ -132,7 +143,9 @@ def test_watchdog_pings_only_when_asked(bus: Any, sysroot: str, daemon_factory: 
     assert not any("WATCHDOG=1" in m for m in quiet.notify_messages())
 
 
-def test_bus_restart_daemon_owns_its_name_again(bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]) -> None:
+def test_bus_restart_daemon_owns_its_name_again(
+    bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]
+) -> None:
     d = daemon_factory(bus, sysroot)
     d.wait_name()
     before = d.get_property("Deployments")
@@ -153,7 +166,9 @@ def test_bus_restart_daemon_owns_its_name_again(bus: Any, sysroot: str, daemon_f
     assert len(d.get_property("Deployments")) == 3
 
 
-def test_sigterm_exits_zero_and_sighup_rescans(bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]) -> None:
+def test_sigterm_exits_zero_and_sighup_rescans(
+    bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]
+) -> None:
     d = daemon_factory(bus, sysroot, extra_args=["--debounce-ms", "5000"])
     d.wait_name()
     sub = Subscriber(bus.address)
@@ -184,6 +199,7 @@ def test_sigterm_exits_zero_and_sighup_rescans(bus: Any, sysroot: str, daemon_fa
 
 # --- changes made by the real ostree tool ----------------------------------------------------------
 
+
 class Watched:
     """A daemon on the test sysroot, a dbus-next Subscriber and a `busctl monitor` recording the same signals."""
 
@@ -191,9 +207,14 @@ class Watched:
         self.sysroot = sysroot
         self.d = d
         d.wait_name()
-        self.mon = subprocess.Popen(["busctl", "--system", "monitor", "--json=short", service.BUS_NAME],
-                                    env=d.env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.seen: List[str] = []
+        self.mon = subprocess.Popen(
+            ["busctl", "--system", "monitor", "--json=short", service.BUS_NAME],
+            env=d.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.seen: list[str] = []
         self.reader = threading.Thread(target=self._read_monitor, daemon=True)
         self.reader.start()
         self.sub = Subscriber(bus.address)
@@ -207,7 +228,7 @@ class Watched:
                 if member in TYPED + ("PropertiesChanged",):
                     self.seen.append(member)
 
-    def deploy_c(self) -> List[str]:
+    def deploy_c(self) -> list[str]:
         """A further deploy (testos/c), waited for until the daemon publishes it; the new deployment ids."""
         mark = self.sub.mark()
         ostree("admin", "deploy", f"--sysroot={self.sysroot}", f"--os={OSNAME}", "--retain", f"{OSNAME}/c")
@@ -242,6 +263,7 @@ def watched(bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]
 
 # The changes real ostree makes, one test each: every one starts from the two-deployment sysroot.
 
+
 def test_a_further_deploy_adds_one_deployment_and_moves_the_default(watched: Watched) -> None:
     d, sub, sysroot = watched.d, watched.sub, watched.sysroot
     old_ids = deployment_ids(d)
@@ -253,13 +275,18 @@ def test_a_further_deploy_adds_one_deployment_and_moves_the_default(watched: Wat
     assert len(new_ids) == 3 and set(old_ids) < set(new_ids)
     added = (set(new_ids) - set(old_ids)).pop()
     # exactly one published change (the rescan waits for ostree to release its sysroot lock)
-    assert [n for n, _ in ev] == ["PropertiesChanged", "DeploymentsChanged", "BootEntriesChanged",
-                                  "DefaultEntryChanged"], ev
+    assert [n for n, _ in ev] == [
+        "PropertiesChanged",
+        "DeploymentsChanged",
+        "BootEntriesChanged",
+        "DefaultEntryChanged",
+    ], ev
     assert typed(ev, "DeploymentsChanged") == [{"added": [added], "removed": []}]
     entries = {e["id"]["data"]: e for e in d.get_property("BootEntries")}
     new_entry = [i for i, e in entries.items() if e["deployment"]["data"] == added]
-    assert typed(ev, "BootEntriesChanged") == [{"added": new_entry, "removed": [],
-                                                 "modified": sorted(set(entries) - set(new_entry))}]
+    assert typed(ev, "BootEntriesChanged") == [
+        {"added": new_entry, "removed": [], "modified": sorted(set(entries) - set(new_entry))}
+    ]
     assert typed(ev, "DefaultEntryChanged")[0]["current"] == new_entry[0] == d.get_property("DefaultEntry")
     assert d.get_property("DefaultDeployment") == added
     gens = generations(ev)
@@ -286,8 +313,7 @@ def test_a_pin_changes_only_the_deployments_property(watched: Watched) -> None:
     d, sub, sysroot = watched.d, watched.sub, watched.sysroot
     mark = sub.mark()
     ostree("admin", "pin", f"--sysroot={sysroot}", "1")
-    ev = sub.wait_for(mark, lambda ev: any(n == "PropertiesChanged" and "Deployments" in a["changed"]
-                                           for n, a in ev))
+    ev = sub.wait_for(mark, lambda ev: any(n == "PropertiesChanged" and "Deployments" in a["changed"] for n, a in ev))
     ev = sub.settle(mark)
     deps = d.get_property("Deployments")
     assert deps[1]["pinned"]["data"] is True and deps[0]["pinned"]["data"] is False
@@ -342,15 +368,15 @@ def test_the_entries_directory_removed_then_recreated(watched: Watched) -> None:
         ids_before = {e["id"]["data"] for e in d.get_property("BootEntries")}
         mark = sub.mark()
         shutil.rmtree(entries_dir(sysroot))
-        ev = sub.wait_for(mark, lambda ev: union(typed(ev, "BootEntriesChanged"), "removed") >= ids_before)
-        ev = sub.settle(mark)
+        sub.wait_for(mark, lambda ev: union(typed(ev, "BootEntriesChanged"), "removed") >= ids_before)
+        sub.settle(mark)
         assert d.get_property("BootEntries") == []
         mark = sub.mark()
         os.mkdir(entries_dir(sysroot))
         for name in os.listdir(saved):
             shutil.copy2(os.path.join(saved, name), entries_dir(sysroot))
-        ev = sub.wait_for(mark, lambda ev: union(typed(ev, "BootEntriesChanged"), "added") >= ids_before)
-        ev = sub.settle(mark)
+        sub.wait_for(mark, lambda ev: union(typed(ev, "BootEntriesChanged"), "added") >= ids_before)
+        sub.settle(mark)
         assert {e["id"]["data"] for e in d.get_property("BootEntries")} == ids_before
     finally:
         shutil.rmtree(saved, ignore_errors=True)
@@ -374,8 +400,9 @@ for i in range(int(sys.argv[2])):
 
 
 def test_mounts_in_a_private_namespace(bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]) -> None:
-    d = daemon_factory(bus, sysroot, mountinfo="/proc/self/mountinfo",
-                     prefix=["unshare", "--mount", "--propagation", "private"])
+    d = daemon_factory(
+        bus, sysroot, mountinfo="/proc/self/mountinfo", prefix=["unshare", "--mount", "--propagation", "private"]
+    )
     d.wait_name()
     sub = Subscriber(bus.address)
     scratch = tempfile.mkdtemp(prefix="ow-mnt-")
@@ -386,8 +413,9 @@ def test_mounts_in_a_private_namespace(bus: Any, sysroot: str, daemon_factory: C
         # 2,000 unrelated tmpfs mounts and unmounts: nothing is published
         mark = sub.mark()
         gen = d.get_property("Generation")
-        subprocess.run(nsenter + [sys.executable, "-c", _STORM, os.path.join(scratch, "storm"), "2000"],
-                       check=True, timeout=120)
+        subprocess.run(
+            nsenter + [sys.executable, "-c", _STORM, os.path.join(scratch, "storm"), "2000"], check=True, timeout=120
+        )
         ev = sub.settle(mark, quiet=1.5)
         assert ev == []
         assert d.get_property("Generation") == gen
@@ -424,10 +452,13 @@ while time.monotonic() < end:
 """
 
 
-def test_relevant_mount_in_the_middle_of_a_storm(bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]) -> None:
+def test_relevant_mount_in_the_middle_of_a_storm(
+    bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]
+) -> None:
     """A bind mount onto /usr while thousands of unrelated mounts churn: published once, nothing else."""
-    d = daemon_factory(bus, sysroot, mountinfo="/proc/self/mountinfo",
-                     prefix=["unshare", "--mount", "--propagation", "private"])
+    d = daemon_factory(
+        bus, sysroot, mountinfo="/proc/self/mountinfo", prefix=["unshare", "--mount", "--propagation", "private"]
+    )
     d.wait_name()
     sub = Subscriber(bus.address)
     scratch = tempfile.mkdtemp(prefix="ow-mnt-")
@@ -468,14 +499,19 @@ os.close(fd)
 """
 
 
-def test_a_change_under_ostrees_lock_waits_for_its_release(bus: Any, sysroot: str,
-                                                             daemon_factory: Callable[..., DaemonProcess]) -> None:
+def test_a_change_under_ostrees_lock_waits_for_its_release(
+    bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]
+) -> None:
     """A half-written sysroot is not published: the rescan waits for ostree's unlock."""
     d = daemon_factory(bus, sysroot)
     d.wait_name()
     sub = Subscriber(bus.address)
-    holder = subprocess.Popen([sys.executable, "-c", _LOCK_HOLDER, os.path.join(sysroot, "ostree", "lock")],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _LOCK_HOLDER, os.path.join(sysroot, "ostree", "lock")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdin is not None
         assert holder.stdout.readline().strip() == "locked"
@@ -502,6 +538,7 @@ def test_a_change_under_ostrees_lock_waits_for_its_release(bus: Any, sysroot: st
 
 # --- the event loop never blocks ------------------------------------------------------------
 
+
 def test_nothing_blocks_the_event_loop(bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]) -> None:
     d = daemon_factory(bus, sysroot, env={"OSTREEWATCH_ASYNCIO_DEBUG": "1"}, extra_args=["--debounce-ms", "0"])
     d.wait_name()
@@ -514,8 +551,7 @@ def test_nothing_blocks_the_event_loop(bus: Any, sysroot: str, daemon_factory: C
                 with open(os.path.join(entries_dir(sysroot), f"load-{round_}-{i}.conf"), "w") as f:
                     f.write(f"title load {i}\nversion {i}\nlinux /vmlinuz-{i}\noptions rw quiet\n")
             for _ in range(5):
-                d.busctl("call", BUS_NAME, OBJECT_PATH, "org.freedesktop.DBus.Properties",
-                         "GetAll", "s", INTERFACE)
+                d.busctl("call", BUS_NAME, OBJECT_PATH, "org.freedesktop.DBus.Properties", "GetAll", "s", INTERFACE)
             sub.wait_for(mark, lambda ev: len(union(typed(ev, "BootEntriesChanged"), "added")) >= 10)
         sub.settle(sub.mark())
     finally:
@@ -528,15 +564,20 @@ def test_nothing_blocks_the_event_loop(bus: Any, sysroot: str, daemon_factory: C
 
 # --- bad input at start: a one-line error and exit 1, never a traceback --------------------------
 
-@pytest.mark.parametrize("args", [
-    ["--sysroot", "/nonexistent-ow"],
-    ["--bus", "not-an-address"],
-    ["--debounce-ms", "soon"],
-])
-def test_bad_arguments_exit_1_with_one_line(args: List[str], tmp_path: Any) -> None:
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--sysroot", "/nonexistent-ow"],
+        ["--bus", "not-an-address"],
+        ["--debounce-ms", "soon"],
+    ],
+)
+def test_bad_arguments_exit_1_with_one_line(args: list[str], tmp_path: Any) -> None:
     base = ["--sysroot", str(tmp_path), "--bus", "unix:path=" + str(tmp_path / "nobus")]
-    r = subprocess.run([sys.executable, "-m", "ostreewatch.daemon", *base, *args], capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "ostreewatch.daemon", *base, *args], capture_output=True, text=True, timeout=60
+    )
     assert "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
     assert lines and lines[-1].startswith("ostreewatchd: "), r.stderr

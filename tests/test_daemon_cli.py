@@ -8,10 +8,10 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, List
+from typing import Any, Callable
 
 from tests.fixtures.daemon import DaemonProcess
-from tests.fixtures.daemon_sysroot import bus, entries_dir, sysroot  # noqa: F401 (fixtures)
+from tests.fixtures.daemon_sysroot import bus, entries_dir, sysroot
 
 CLI = [sys.executable, "-c", "import sys; from ostreewatch.cli import main; sys.exit(main())"]
 
@@ -20,8 +20,11 @@ def cli(*args: str, env: Any = None) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60, env=env)
 
 
-def test_status_uses_the_daemon_and_agrees_with_an_offline_read(bus: Any, sysroot: str,  # noqa: F811
-                                                                 daemon_factory: Callable[..., DaemonProcess]) -> None:
+def test_status_uses_the_daemon_and_agrees_with_an_offline_read(
+    bus: Any,
+    sysroot: str,
+    daemon_factory: Callable[..., DaemonProcess],
+) -> None:
     d = daemon_factory(bus, sysroot)
     d.wait_name()
     human = cli("status", "--bus", bus.address)
@@ -30,27 +33,39 @@ def test_status_uses_the_daemon_and_agrees_with_an_offline_read(bus: Any, sysroo
     via_daemon = cli("status", "--json", "--bus", bus.address)
     assert via_daemon.returncode == 0, via_daemon.stderr
     assert "ostreewatchd" in via_daemon.stderr  # the source, kept off stdout so the JSON stays clean
-    offline = cli("status", "--json", "--offline", "--sysroot", sysroot, "--mountinfo", d.argv[d.argv.index("--mountinfo") + 1],
-                  "--cmdline", d.argv[d.argv.index("--cmdline") + 1], "--run", d.argv[d.argv.index("--run") + 1])
+    offline = cli(
+        "status",
+        "--json",
+        "--offline",
+        "--sysroot",
+        sysroot,
+        "--mountinfo",
+        d.argv[d.argv.index("--mountinfo") + 1],
+        "--cmdline",
+        d.argv[d.argv.index("--cmdline") + 1],
+        "--run",
+        d.argv[d.argv.index("--run") + 1],
+    )
     assert offline.returncode == 0, offline.stderr
     got, want = json.loads(via_daemon.stdout), json.loads(offline.stdout)
     # the daemon reads /proc/self/mountinfo of its own process: the mount ids agree, so compare all
     assert got == want
 
 
-def test_status_without_a_daemon_says_so_and_reads_directly(bus: Any) -> None:  # noqa: F811
+def test_status_without_a_daemon_says_so_and_reads_directly(bus: Any) -> None:
     r = cli("status", "--bus", bus.address)  # nobody owns org.ostreewatch1 on this bus
     assert "no ostreewatchd" in r.stderr
     assert "Source: ostreewatchd" not in r.stdout
 
 
-def test_monitor_prints_each_change(bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]) -> None:  # noqa: F811
+def test_monitor_prints_each_change(bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]) -> None:
     d = daemon_factory(bus, sysroot)
     d.wait_name()
     procs = []
     for extra in (["--json"], []):
-        p = subprocess.Popen([*CLI, "monitor", "--bus", bus.address, *extra], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            [*CLI, "monitor", "--bus", bus.address, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         procs.append(p)
         assert p.stderr is not None
         assert "Monitoring" in p.stderr.readline()
@@ -58,7 +73,7 @@ def test_monitor_prints_each_change(bus: Any, sysroot: str, daemon_factory: Call
         time.sleep(0.2)
         with open(os.path.join(entries_dir(sysroot), "hand.conf"), "w") as f:
             f.write("title Hand\nversion 9\nlinux /vmlinuz-hand\n")
-        lines: List[List[str]] = [[], []]
+        lines: list[list[str]] = [[], []]
 
         def read(i: int) -> None:
             out = procs[i].stdout

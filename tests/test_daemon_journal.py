@@ -7,11 +7,15 @@ from typing import Any, Callable
 
 from ostreewatch import journal
 from tests.fixtures.daemon import DaemonProcess
-from tests.fixtures.daemon_sysroot import bus, entries_dir, sysroot  # noqa: F401 (fixtures)
+from tests.fixtures.daemon_sysroot import bus, entries_dir, sysroot
 
 
-def test_start_change_problem_and_stop_records(bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess],  # noqa: F811
-                                               journald: Any) -> None:
+def test_start_change_problem_and_stop_records(
+    bus: Any,
+    sysroot: str,
+    daemon_factory: Callable[..., DaemonProcess],
+    journald: Any,
+) -> None:
     d = daemon_factory(bus, sysroot, prefix=journald.prefix())
     d.wait_name()
     started = journald.wait_for(MESSAGE_ID=journal.MESSAGE_ID_STARTED, timeout=30)

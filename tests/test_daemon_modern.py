@@ -45,9 +45,14 @@ def test_daemon_publishes_what_grub_boots(sysroot_3: OstreeSysroot, system_bus: 
     assert d.get_property("DefaultEntrySource") == "saved_entry"
     assert codes(d) == []
     # The CLI asks the daemon: the new properties are in its JSON.
-    p = subprocess.run([sys.executable, "-m", "ostreewatch.cli", "status", "--json", "--bus", d.address],
-                       capture_output=True, text=True, timeout=60, env=d.env(),
-                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    p = subprocess.run(
+        [sys.executable, "-m", "ostreewatch.cli", "status", "--json", "--bus", d.address],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=d.env(),
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     assert out["DefaultEntrySource"] == "saved_entry" and out["BootedRoot"] == {}

@@ -1,5 +1,6 @@
 """The fleet view end to end: ostreewatchd --textfile-dir -> a real node_exporter -> a real prometheus
-evaluating contrib/prometheus/ostreewatch.rules.yml, all on 127.0.0.1 (sysroots as tests/fixtures/sysroots.py builds them)."""
+evaluating contrib/prometheus/ostreewatch.rules.yml, all on 127.0.0.1 (sysroots as
+tests/fixtures/sysroots.py builds them)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, List
+from typing import Any
 
 import pytest
 
 from ostreewatch import model, state, textfile
 from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
 from tests.fixtures.daemon import DaemonProcess
-from tests.fixtures.sysroots import OstreeSysroot
 from tests.fixtures.fleet_servers import PROMTOOL, NodeExporter, Prometheus, wait_until
+from tests.fixtures.sysroots import OstreeSysroot
 
 RULES = str(Path(__file__).resolve().parent.parent / "contrib" / "prometheus" / "ostreewatch.rules.yml")
 OSNAME = "fleetos"
@@ -49,29 +51,35 @@ def booted_host() -> Iterator[Any]:
         # booted deployment: the reader finds the booted deployment by its mount (tests/test_state.py).
         (run / "ostree-booted").write_bytes(b"")
         mountinfo = Path(work, "mountinfo")
-        mountinfo.write_text(f"102 1 252:4 {rel} / rw,relatime shared:1 - xfs /dev/vda4 rw\n"
-                             f"104 102 252:4 {rel}/usr /usr ro,relatime shared:3 - xfs /dev/vda4 rw\n"
-                             "105 102 252:3 / /boot rw,relatime shared:4 - ext4 /dev/vda3 rw\n")
+        mountinfo.write_text(
+            f"102 1 252:4 {rel} / rw,relatime shared:1 - xfs /dev/vda4 rw\n"
+            f"104 102 252:4 {rel}/usr /usr ro,relatime shared:3 - xfs /dev/vda4 rw\n"
+            "105 102 252:3 / /boot rw,relatime shared:4 - ext4 /dev/vda3 rw\n"
+        )
         cmdline = Path(work, "cmdline")
         cmdline.write_text("root=UUID=0 rw\n")
         textfile_dir = Path(work, "textfile")
         textfile_dir.mkdir()
-        yield sr, state.Paths(sysroot=sr.path, mountinfo=str(mountinfo), cmdline=str(cmdline), run=str(run)), \
-            str(textfile_dir), booted
+        yield (
+            sr,
+            state.Paths(sysroot=sr.path, mountinfo=str(mountinfo), cmdline=str(cmdline), run=str(run)),
+            str(textfile_dir),
+            booted,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture
-def servers() -> Iterator[List[Any]]:
+def servers() -> Iterator[list[Any]]:
     """Every server a test starts, stopped (and its temp dir removed) at the end."""
-    started: List[Any] = []
+    started: list[Any] = []
     yield started
     for s in reversed(started):
         s.close()
 
 
-def _firing(prom: Prometheus, name: str) -> List[dict]:
+def _firing(prom: Prometheus, name: str) -> list[dict]:
     return [a for a in prom.alerts() if a["labels"]["alertname"] == name and a["state"] == "firing"]
 
 
@@ -83,8 +91,9 @@ def fallback_alert_fires(prom: Prometheus, ne: NodeExporter) -> None:
     assert prom.value('ostreewatch_problems{code="boot-fallback"}') == 1
 
 
-def test_deploy_and_fallback_reach_prometheus(system_bus: Any, booted_host: Any, servers: List[Any],
-                                              daemon_factory: Any) -> None:
+def test_deploy_and_fallback_reach_prometheus(
+    system_bus: Any, booted_host: Any, servers: list[Any], daemon_factory: Any
+) -> None:
     sr, paths, textfile_dir, booted = booted_host
     d: DaemonProcess = daemon_factory(system_bus, paths, extra_args=["--textfile-dir", textfile_dir])
     d.wait_name()
@@ -101,7 +110,11 @@ def test_deploy_and_fallback_reach_prometheus(system_bus: Any, booted_host: Any,
     # The rules loaded into the live server are the project's four.
     groups = prom.api("rules")["groups"]
     assert sorted(r["name"] for g in groups for r in g["rules"]) == [
-        "OstreewatchBootFallback", "OstreewatchMetricsAbsent", "OstreewatchProblems", "OstreewatchUpdatePending"]
+        "OstreewatchBootFallback",
+        "OstreewatchMetricsAbsent",
+        "OstreewatchProblems",
+        "OstreewatchUpdatePending",
+    ]
 
     gen0 = wait_until(lambda: prom.value("ostreewatch_generation"), WAIT, "first scrape of ostreewatch_generation")
     assert gen0 == d.get_property("Generation")
@@ -115,8 +128,8 @@ def test_deploy_and_fallback_reach_prometheus(system_bus: Any, booted_host: Any,
     # Decoded by Prometheus's own parser: the escaping in ostreewatch/textfile.py round-trips.
     assert labels["booted_version"] == labels["default_version"] == NASTY_VERSION
     # promtool lints the very file node_exporter serves.
-    lint = subprocess.run([PROMTOOL, "check", "metrics"], stdin=open(prom_file, "rb"), capture_output=True,
-                          timeout=60)
+    with open(prom_file, "rb") as served:
+        lint = subprocess.run([PROMTOOL, "check", "metrics"], stdin=served, capture_output=True, timeout=60)
     assert lint.returncode == 0 and not lint.stdout and not lint.stderr, lint
 
     # A deploy: the new deployment becomes the default while the old one stays booted.
@@ -134,8 +147,15 @@ def test_deploy_and_fallback_reach_prometheus(system_bus: Any, booted_host: Any,
     assert labels["booted_deployment"] == booted.id and labels["default_deployment"] == after[0].id
     assert labels["default_version"] == "41.3"
     # The update-pending alert is evaluated on the live series: pending, firing only after a day.
-    wait_until(lambda: [a for a in prom.alerts() if a["labels"]["alertname"] == "OstreewatchUpdatePending"
-                        and a["state"] == "pending"], WAIT, "OstreewatchUpdatePending pending")
+    wait_until(
+        lambda: [
+            a
+            for a in prom.alerts()
+            if a["labels"]["alertname"] == "OstreewatchUpdatePending" and a["state"] == "pending"
+        ],
+        WAIT,
+        "OstreewatchUpdatePending pending",
+    )
     assert not _firing(prom, "OstreewatchBootFallback")
     assert not [a for a in prom.alerts() if a["labels"]["alertname"] == "OstreewatchMetricsAbsent"]
 
@@ -161,9 +181,17 @@ def test_deploy_and_fallback_reach_prometheus(system_bus: Any, booted_host: Any,
     assert not os.path.exists(prom_file)
     wait_until(lambda: prom.query("ostreewatch_info") == [], WAIT, "ostreewatch_info absent after the stop")
     # ... which the daemon-down rule sees on the live series (it fires after 10 minutes).
-    wait_until(lambda: [a for a in prom.alerts() if a["labels"]["alertname"] == "OstreewatchMetricsAbsent"
-                        and a["labels"]["instance"] == ne.address and a["state"] == "pending"],
-               WAIT, "OstreewatchMetricsAbsent pending")
+    wait_until(
+        lambda: [
+            a
+            for a in prom.alerts()
+            if a["labels"]["alertname"] == "OstreewatchMetricsAbsent"
+            and a["labels"]["instance"] == ne.address
+            and a["state"] == "pending"
+        ],
+        WAIT,
+        "OstreewatchMetricsAbsent pending",
+    )
 
     if not READER_KNOWS_FALLBACK:
         # The reader of this version has no boot-fallback problem (the code comes with the

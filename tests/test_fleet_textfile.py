@@ -11,28 +11,28 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 import pytest
 
 from ostreewatch import model, state, textfile
-from tests.fixtures.sysroots import OstreeSysroot
 from tests.fixtures.fleet_servers import PROMTOOL, wait_until
+from tests.fixtures.sysroots import OstreeSysroot
 from tests.fixtures.units import UNIT, parse_unit, verify_copy
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRIB = ROOT / "contrib" / "prometheus"
 DROPIN = ROOT / "units" / "ostreewatch.service.d" / "textfile.conf.example"
-SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
+SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
 
 
 def promtool_check(text: str) -> subprocess.CompletedProcess:
     return subprocess.run([PROMTOOL, "check", "metrics"], input=text.encode(), capture_output=True, timeout=60)
 
 
-def samples(text: str) -> Dict[str, List[str]]:
+def samples(text: str) -> dict[str, list[str]]:
     """metric name -> the sample lines (HELP/TYPE left out)."""
-    out: Dict[str, List[str]] = {}
+    out: dict[str, list[str]] = {}
     for line in text.splitlines():
         if line.startswith("#"):
             continue
@@ -48,23 +48,29 @@ def booted_paths(sr: OstreeSysroot, tmp: Path, index: int) -> state.Paths:
     rel = f"/ostree/deploy/{dep.osname}/deploy/{dep.checksum}.{dep.serial}"
     (tmp / "run").mkdir()
     (tmp / "run" / "ostree-booted").write_bytes(b"")
-    (tmp / "mountinfo").write_text(f"102 1 252:4 {rel} / rw,relatime shared:1 - xfs /dev/vda4 rw\n"
-                                   "105 102 252:3 / /boot rw,relatime shared:4 - ext4 /dev/vda3 rw\n")
+    (tmp / "mountinfo").write_text(
+        f"102 1 252:4 {rel} / rw,relatime shared:1 - xfs /dev/vda4 rw\n"
+        "105 102 252:3 / /boot rw,relatime shared:4 - ext4 /dev/vda3 rw\n"
+    )
     (tmp / "cmdline").write_text("root=UUID=0 rw\n")
-    return state.Paths(sysroot=sr.path, run=str(tmp / "run"), mountinfo=str(tmp / "mountinfo"),
-                       cmdline=str(tmp / "cmdline"))
+    return state.Paths(
+        sysroot=sr.path, run=str(tmp / "run"), mountinfo=str(tmp / "mountinfo"), cmdline=str(tmp / "cmdline")
+    )
 
 
 # --- the format -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("raw, escaped", [
-    ('say "hi"', 'say \\"hi\\"'),
-    ("C:\\boot", "C:\\\\boot"),
-    ("two\nlines", "two\\nlines"),
-    ('\\"\n', '\\\\\\"\\n'),
-    ("plain 41.20241201.3.0", "plain 41.20241201.3.0"),
-])
+@pytest.mark.parametrize(
+    "raw, escaped",
+    [
+        ('say "hi"', 'say \\"hi\\"'),
+        ("C:\\boot", "C:\\\\boot"),
+        ("two\nlines", "two\\nlines"),
+        ('\\"\n', '\\\\\\"\\n'),
+        ("plain 41.20241201.3.0", "plain 41.20241201.3.0"),
+    ],
+)
 def test_label_values_are_escaped_as_the_format_says(raw: str, escaped: str) -> None:
     # The exposition format: in label values \ is \\, " is \" and a newline is \n.
     assert textfile.escape_label_value(raw) == escaped
@@ -90,9 +96,16 @@ def test_real_booted_host_renders_what_ostree_says(sysroot_3: OstreeSysroot, tmp
     lint = promtool_check(text)
     assert lint.returncode == 0 and not lint.stdout and not lint.stderr, lint
     by_name = samples(text)
-    for name in ("ostreewatch_info", "ostreewatch_deployments", "ostreewatch_update_pending",
-                 "ostreewatch_boot_fallback", "ostreewatch_problems", "ostreewatch_generation",
-                 "ostreewatch_last_change_timestamp_seconds", "ostreewatch_ostree_booted"):
+    for name in (
+        "ostreewatch_info",
+        "ostreewatch_deployments",
+        "ostreewatch_update_pending",
+        "ostreewatch_boot_fallback",
+        "ostreewatch_problems",
+        "ostreewatch_generation",
+        "ostreewatch_last_change_timestamp_seconds",
+        "ostreewatch_ostree_booted",
+    ):
         assert f"# TYPE {name} gauge" in text and f"# HELP {name} " in text, name
         assert name in by_name, name
     assert by_name["ostreewatch_deployments"] == [f"ostreewatch_deployments {len(status)}"]
@@ -100,7 +113,8 @@ def test_real_booted_host_renders_what_ostree_says(sysroot_3: OstreeSysroot, tmp
     assert by_name["ostreewatch_boot_fallback"] == ["ostreewatch_boot_fallback 0"]
     assert by_name["ostreewatch_generation"] == ["ostreewatch_generation 7"]
     assert by_name["ostreewatch_last_change_timestamp_seconds"] == [
-        "ostreewatch_last_change_timestamp_seconds 1764561600.5"]
+        "ostreewatch_last_change_timestamp_seconds 1764561600.5"
+    ]
     (info,) = by_name["ostreewatch_info"]
     assert f'booted_deployment="{status[1].id}"' in info and f'default_deployment="{status[0].id}"' in info
     assert f'booted_version="{status[1].version}"' in info and f'default_version="{status[0].version}"' in info
@@ -123,8 +137,11 @@ def test_staged_deployment_is_an_update_pending() -> None:
 
 def test_problem_series_are_bounded_whatever_the_host_holds() -> None:
     problems = tuple(model.Problem(f"made-up-{i}", "m", f"s{i}") for i in range(200))
-    problems += (model.Problem("entry-unparsable", "m", "a"), model.Problem("entry-unparsable", "m", "b"),
-                 model.Problem("boot-fallback", "m", "x"))
+    problems += (
+        model.Problem("entry-unparsable", "m", "a"),
+        model.Problem("entry-unparsable", "m", "b"),
+        model.Problem("boot-fallback", "m", "x"),
+    )
     entries = tuple(model.BootEntry(id=f"e{i}", file=f"e{i}.conf") for i in range(500))
     text = textfile.render(model.Snapshot(Problems=problems, BootEntries=entries), 3, 0.0)
     by_name = samples(text)
@@ -181,9 +198,14 @@ def test_a_full_disk_leaves_the_old_file_and_no_temp(tmp_path: Path) -> None:
     """A real ENOSPC (a 64 KiB tmpfs in a private mount namespace)."""
     target = tmp_path / "tf"
     target.mkdir()
-    r = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c", _FULL_DISK,
-                        str(target)], capture_output=True, text=True, timeout=60,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=str(ROOT))
+    r = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", _FULL_DISK, str(target)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        cwd=str(ROOT),
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["errno 28", f"['{textfile.FILE_NAME}']", "old 1"]
 
@@ -192,17 +214,23 @@ def test_a_full_disk_leaves_the_old_file_and_no_temp(tmp_path: Path) -> None:
 
 
 def test_promtool_checks_and_tests_the_rules() -> None:
-    check = subprocess.run([PROMTOOL, "check", "rules", str(CONTRIB / "ostreewatch.rules.yml")],
-                           capture_output=True, text=True, timeout=60)
+    check = subprocess.run(
+        [PROMTOOL, "check", "rules", str(CONTRIB / "ostreewatch.rules.yml")], capture_output=True, text=True, timeout=60
+    )
     assert check.returncode == 0 and "SUCCESS: 4 rules found" in check.stdout, check
-    test = subprocess.run([PROMTOOL, "test", "rules", "ostreewatch.rules.test.yml"], cwd=str(CONTRIB),
-                          capture_output=True, text=True, timeout=120)
+    test = subprocess.run(
+        [PROMTOOL, "test", "rules", "ostreewatch.rules.test.yml"],
+        cwd=str(CONTRIB),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert test.returncode == 0 and "SUCCESS" in test.stdout, test.stdout + test.stderr
 
 
 def test_rules_and_their_tests_use_only_series_the_renderer_writes() -> None:
     text = textfile.render(model.Snapshot(BootedDeployment="a", DefaultDeployment="a"), 1, 0.0)
-    written: Dict[str, set] = {}
+    written: dict[str, set] = {}
     for name, lines in samples(text).items():
         written[name] = {k for line in lines for k in re.findall(r'([a-z_]+)="', line)}
     # No YAML parser in the test environment: the files keep one expr / series per line.
@@ -216,14 +244,16 @@ def test_rules_and_their_tests_use_only_series_the_renderer_writes() -> None:
         name, _, labels = one.partition("{")
         if not name.startswith("ostreewatch_"):
             continue
-        keys = set(re.findall(r'([a-z_]+)=', labels)) - {"instance", "job"}
+        keys = set(re.findall(r"([a-z_]+)=", labels)) - {"instance", "job"}
         assert name in written and keys == written[name], one
 
 
 def test_dropin_verifies_and_opens_exactly_the_textfile_directory(tmp_path: Path) -> None:
     dropin = parse_unit(DROPIN.read_text())["Service"]
     assert dropin["ExecStart"][0] == ""  # resets the unit's ExecStart before redefining it
-    assert dropin["ExecStart"][1] == "/usr/libexec/ostreewatchd --textfile-dir=/var/lib/node_exporter/textfile_collector"
+    assert (
+        dropin["ExecStart"][1] == "/usr/libexec/ostreewatchd --textfile-dir=/var/lib/node_exporter/textfile_collector"
+    )
     assert dropin["ReadWritePaths"] == ["-/var/lib/node_exporter/textfile_collector"]
     assert dropin["ExecStopPost"] == ["-/bin/rm -f /var/lib/node_exporter/textfile_collector/ostreewatch.prom"]
     # systemd-analyze verify loads DIR/ostreewatch.service.d/*.conf beside the unit given by path.
@@ -234,8 +264,7 @@ def test_dropin_verifies_and_opens_exactly_the_textfile_directory(tmp_path: Path
     out = verify_copy(tmp_path, UNIT.read_text())
     assert out.strip() == "", out
     # The drop-in is really read: a bad key in it is reported.
-    (d / "textfile.conf").write_text(DROPIN.read_text().replace("/usr/libexec/ostreewatchd", exe)
-                                     + "NoSuchKey=1\n")
+    (d / "textfile.conf").write_text(DROPIN.read_text().replace("/usr/libexec/ostreewatchd", exe) + "NoSuchKey=1\n")
     out = verify_copy(tmp_path, UNIT.read_text())
     assert "NoSuchKey" in out and "textfile.conf" in out, out
 
@@ -265,7 +294,8 @@ def idle_switches(pid: int, seconds: float = 3.0) -> int:
 
 @pytest.mark.parametrize("enabled", [False, True])
 def test_daemon_writes_at_start_and_on_change_and_never_wakes_idle(
-        enabled: bool, system_bus: Any, sysroot_3: OstreeSysroot, tmp_path: Path, daemon_factory: Any) -> None:
+    enabled: bool, system_bus: Any, sysroot_3: OstreeSysroot, tmp_path: Path, daemon_factory: Any
+) -> None:
     paths = booted_paths(sysroot_3, tmp_path, 0)
     tf = tmp_path / "textfile"
     tf.mkdir()
@@ -300,8 +330,9 @@ def test_daemon_writes_at_start_and_on_change_and_never_wakes_idle(
     assert ("Executing" not in err or " took " not in err) and "Traceback" not in err, err
 
 
-def test_unwritable_directory_never_stops_the_daemon(system_bus: Any, sysroot_3: OstreeSysroot,
-                                                     tmp_path: Path, daemon_factory: Any) -> None:
+def test_unwritable_directory_never_stops_the_daemon(
+    system_bus: Any, sysroot_3: OstreeSysroot, tmp_path: Path, daemon_factory: Any
+) -> None:
     missing = tmp_path / "no-such-dir"
     d = daemon_factory(system_bus, sysroot_3.paths(), extra_args=["--textfile-dir", str(missing)])
     d.wait_name()

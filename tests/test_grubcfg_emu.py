@@ -19,7 +19,6 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Dict
 
 import pytest
 
@@ -52,22 +51,27 @@ CASES = {
 }
 
 
-def run_grub_emu(tmp: Path, env_path: str, env: Dict[str, str], copy_boot: str) -> subprocess.CompletedProcess:
+def run_grub_emu(tmp: Path, env_path: str, env: dict[str, str], copy_boot: str) -> subprocess.CompletedProcess:
     """GRUB 2.14's grub-emu (sid tree) on a tmpfs /boot filled by the shell command COPY_BOOT, with ENV in
     the grubenv at ENV_PATH; stdin: Enter, x, c, halt, Enter - never /dev/null (emu spins on "Press any key")."""
     subprocess.run(["grub-editenv", env_path, "create"], check=True, timeout=30)
     if env:
-        subprocess.run(["grub-editenv", env_path, "set", *(f"{k}={v}" for k, v in env.items())],
-                       check=True, timeout=30)
+        subprocess.run(["grub-editenv", env_path, "set", *(f"{k}={v}" for k, v in env.items())], check=True, timeout=30)
     devmap = tmp / "device.map"
     devmap.write_text("")
-    return trees.run_in_tree(trees.SID, ["timeout", "15", "grub-emu", "-r", "host", "-d", "/boot/grub",
-                                         "-m", "/tmp/device.map"],
-                             binds={str(devmap): "/tmp/device.map"}, userns=False, check=False, input="\rxchalt\r",
-                             setup=f'mount -t tmpfs tmpfs "$M/boot" && {copy_boot}', timeout=60)
+    return trees.run_in_tree(
+        trees.SID,
+        ["timeout", "15", "grub-emu", "-r", "host", "-d", "/boot/grub", "-m", "/tmp/device.map"],
+        binds={str(devmap): "/tmp/device.map"},
+        userns=False,
+        check=False,
+        input="\rxchalt\r",
+        setup=f'mount -t tmpfs tmpfs "$M/boot" && {copy_boot}',
+        timeout=60,
+    )
 
 
-def grub_default(tmp: Path, cfg: str, files: Dict[str, str], env: Dict[str, str]) -> str:
+def grub_default(tmp: Path, cfg: str, files: dict[str, str], env: dict[str, str]) -> str:
     """$default after GRUB 2.14 ran CFG (as test.cfg) with FILES beside it and a grubenv holding ENV."""
     grub = tmp / "grub"
     grub.mkdir(parents=True)
@@ -97,11 +101,12 @@ def test_the_oracle_can_disagree(tmp_path: Path) -> None:
 
 # --- end to end: the entry GRUB boots on an ostree-built sysroot is the published DefaultEntry -------
 
-BOOTS_WRAPPER = ("terminfo -g 1000x40 console\nsource $prefix/test.cfg\n"
-                 "set timeout_style=menu\nset timeout=-1\nset debug=linux\n")
+BOOTS_WRAPPER = (
+    "terminfo -g 1000x40 console\nsource $prefix/test.cfg\nset timeout_style=menu\nset timeout=-1\nset debug=linux\n"
+)
 
 
-def grub_boots(tmp: Path, sysroot: OstreeSysroot, cfg: str, env: Dict[str, str]) -> str:
+def grub_boots(tmp: Path, sysroot: OstreeSysroot, cfg: str, env: dict[str, str]) -> str:
     """The ostree= argument of the entry GRUB 2.14 boots when Enter is pressed at its menu.
 
     /boot as GRUB sees it: the sysroot's entries and kernels on a fresh tmpfs (blscfg reads
@@ -120,20 +125,24 @@ def grub_boots(tmp: Path, sysroot: OstreeSysroot, cfg: str, env: Dict[str, str])
     return m.group(1)
 
 
-@pytest.mark.parametrize("kind,env", [
-    ("static", {"saved_entry": "ostree-1-fedora", "next_entry": "ostree-1-fedora"}),
-    ("greenboot", {"boot_counter": "0", "boot_success": "0"}),
-    ("greenboot", {"boot_counter": "3", "boot_success": "1"}),
-    ("generated", {"saved_entry": "ostree-1-fedora"}),
-    ("generated", {"saved_entry": "ostree-1-fedora", "next_entry": "ostree-2-fedora"}),
-], ids=["static-saved", "greenboot-ran-out", "greenboot-healthy", "generated-saved", "generated-next"])
-def test_grub_boots_the_published_default(tmp_path: Path, sysroot_3: OstreeSysroot, kind: str,
-                                          env: Dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "kind,env",
+    [
+        ("static", {"saved_entry": "ostree-1-fedora", "next_entry": "ostree-1-fedora"}),
+        ("greenboot", {"boot_counter": "0", "boot_success": "0"}),
+        ("greenboot", {"boot_counter": "3", "boot_success": "1"}),
+        ("generated", {"saved_entry": "ostree-1-fedora"}),
+        ("generated", {"saved_entry": "ostree-1-fedora", "next_entry": "ostree-2-fedora"}),
+    ],
+    ids=["static-saved", "greenboot-ran-out", "greenboot-healthy", "generated-saved", "generated-next"],
+)
+def test_grub_boots_the_published_default(
+    tmp_path: Path, sysroot_3: OstreeSysroot, kind: str, env: dict[str, str]
+) -> None:
     cfg = {"static": STATIC, "greenboot": GREENBOOT, "generated": GENERATED}[kind]
     grubenv = sysroot_3.write_grub(cfg)
     if env:
-        subprocess.run(["grub-editenv", grubenv, "set", *(f"{k}={v}" for k, v in env.items())],
-                       check=True, timeout=30)
+        subprocess.run(["grub-editenv", grubenv, "set", *(f"{k}={v}" for k, v in env.items())], check=True, timeout=30)
     snap = read_snapshot(sysroot_3.paths())
     default = next(e for e in snap.BootEntries if e.id == snap.DefaultEntry)
     assert grub_boots(tmp_path, sysroot_3, cfg, env) == default.ostree

@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import configparser
 import os
+import pathlib
 import signal
 import stat
 import subprocess
 import sys
 import time
-from typing import Iterator, List
+from collections.abc import Iterator
 
 import pytest
 
 from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
 from tests.fixtures.bus import NOBODY, PROJECT_POLICY, REPO, BusStartError, SystemBus
 from tests.fixtures.journald import Journald
-
 
 STANDIN = r'''
 import asyncio, sys
@@ -88,8 +88,7 @@ def _start_standin(bus: SystemBus, nobody: bool = False) -> subprocess.Popen:
     argv = [sys.executable, "-c", STANDIN, bus.address]
     if nobody:
         argv = bus.nobody_argv(argv)
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd="/", env=bus.env())
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd="/", env=bus.env())
 
 
 @pytest.fixture
@@ -103,7 +102,9 @@ def _standin_on(bus: SystemBus) -> Iterator[subprocess.Popen]:
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
-        assert line == "OWNED", f"stand-in did not own the name: {line} {proc.stdout.read() if proc.poll() is not None else ''}"
+        assert line == "OWNED", (
+            f"stand-in did not own the name: {line} {proc.stdout.read() if proc.poll() is not None else ''}"
+        )
         yield proc
     finally:
         proc.kill()
@@ -122,14 +123,29 @@ def test_bus_is_a_system_bus_nobody_can_reach(system_bus: SystemBus) -> None:
     mode = stat.S_IMODE(os.stat(os.path.dirname(system_bus.socket_path)).st_mode)
     assert mode == 0o755
     assert system_bus.address == f"unix:path={system_bus.socket_path}"
-    r = system_bus.busctl("call", "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                          "org.freedesktop.DBus", "GetConnectionUnixUser", "s",
-                          "org.freedesktop.DBus", nobody=True)
+    r = system_bus.busctl(
+        "call",
+        "org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus",
+        "GetConnectionUnixUser",
+        "s",
+        "org.freedesktop.DBus",
+        nobody=True,
+    )
     assert r.returncode == 0, r.stderr
     # A system bus refuses to let a non-root caller own an arbitrary name.
-    r = system_bus.busctl("call", "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                          "org.freedesktop.DBus", "RequestName", "su", "org.example.Any", "0",
-                          nobody=True)
+    r = system_bus.busctl(
+        "call",
+        "org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus",
+        "RequestName",
+        "su",
+        "org.example.Any",
+        "0",
+        nobody=True,
+    )
     assert _rejected(r), r
 
 
@@ -166,7 +182,7 @@ def test_broken_policy_stops_dbus_daemon(tmp_path, make_bus, breakage: str) -> N
         text = text.replace('send_member="GetAll"', 'send_membr="GetAll"')
     else:
         text = text.replace("<deny send_destination", "<forbid send_destination")
-    assert text != open(PROJECT_POLICY).read()
+    assert text != pathlib.Path(PROJECT_POLICY).read_text()
     broken = tmp_path / "broken.conf"
     broken.write_text(text)
     with pytest.raises(BusStartError):
@@ -197,28 +213,37 @@ def test_policy_lets_nobody_read(system_bus: SystemBus, standin) -> None:
     assert r.returncode == 0, r.stderr
     r = bus.busctl("get-property", BUS_NAME, OBJECT_PATH, INTERFACE, "Generation", nobody=True)
     assert r.returncode == 0 and r.stdout.strip() == "t 0", (r.stdout, r.stderr)
-    r = bus.busctl("call", BUS_NAME, OBJECT_PATH, "org.freedesktop.DBus.Properties", "GetAll", "s",
-                   INTERFACE, nobody=True)
+    r = bus.busctl(
+        "call", BUS_NAME, OBJECT_PATH, "org.freedesktop.DBus.Properties", "GetAll", "s", INTERFACE, nobody=True
+    )
     assert r.returncode == 0 and '"Generation" t 0' in r.stdout, (r.stdout, r.stderr)
 
 
-@pytest.mark.parametrize("call", [
-    ["call", BUS_NAME, OBJECT_PATH, INTERFACE, "Reload"],
-    ["call", BUS_NAME, OBJECT_PATH, INTERFACE, "SetDefaultEntry", "s", "ostree-1"],
-    ["call", BUS_NAME, OBJECT_PATH, INTERFACE, "SetNextEntry", "s", "ostree-1"],
-], ids=["Reload", "SetDefaultEntry", "SetNextEntry"])
-def test_policy_lets_nobody_reach_the_methods(system_bus: SystemBus, standin, call: List[str]) -> None:
+@pytest.mark.parametrize(
+    "call",
+    [
+        ["call", BUS_NAME, OBJECT_PATH, INTERFACE, "Reload"],
+        ["call", BUS_NAME, OBJECT_PATH, INTERFACE, "SetDefaultEntry", "s", "ostree-1"],
+        ["call", BUS_NAME, OBJECT_PATH, INTERFACE, "SetNextEntry", "s", "ostree-1"],
+    ],
+    ids=["Reload", "SetDefaultEntry", "SetNextEntry"],
+)
+def test_policy_lets_nobody_reach_the_methods(system_bus: SystemBus, standin, call: list[str]) -> None:
     # The daemon decides these calls itself (uid 0 or polkit, journaled): the policy must let them through.
     # The stand-in has no check of its own, so nobody's call succeeds here.
     r = system_bus.busctl(*call, nobody=True)
     assert r.returncode == 0, (r.stdout, r.stderr)
 
 
-@pytest.mark.parametrize("call", [
-    ["set-property", BUS_NAME, OBJECT_PATH, INTERFACE, "Note", "s", "x"],
-    ["call", BUS_NAME, OBJECT_PATH, "org.example.Other", "Anything"],
-], ids=["Properties.Set", "other-interface"])
-def test_policy_refuses_nobody_everything_else(system_bus: SystemBus, standin, call: List[str]) -> None:
+@pytest.mark.parametrize(
+    "call",
+    [
+        ["set-property", BUS_NAME, OBJECT_PATH, INTERFACE, "Note", "s", "x"],
+        ["call", BUS_NAME, OBJECT_PATH, "org.example.Other", "Anything"],
+    ],
+    ids=["Properties.Set", "other-interface"],
+)
+def test_policy_refuses_nobody_everything_else(system_bus: SystemBus, standin, call: list[str]) -> None:
     r = system_bus.busctl(*call, nobody=True)
     assert _rejected(r), (r.returncode, r.stdout, r.stderr)
     # The stand-in itself accepts the same call from root (so the refusal above is the policy's).
@@ -232,9 +257,22 @@ def test_policy_refuses_nobody_everything_else(system_bus: SystemBus, standin, c
 
 def test_refusal_comes_from_dbus_daemon(system_bus: SystemBus, standin) -> None:
     """gdbus shows the error's name and text: dbus-daemon's own policy rejection."""
-    r = system_bus.run_as_nobody(["gdbus", "call", "--system", "--dest", BUS_NAME, "--object-path",
-                                  OBJECT_PATH, "--method", "org.freedesktop.DBus.Properties.Set", INTERFACE,
-                                  "Note", "<'x'>"])
+    r = system_bus.run_as_nobody(
+        [
+            "gdbus",
+            "call",
+            "--system",
+            "--dest",
+            BUS_NAME,
+            "--object-path",
+            OBJECT_PATH,
+            "--method",
+            "org.freedesktop.DBus.Properties.Set",
+            INTERFACE,
+            "Note",
+            "<'x'>",
+        ]
+    )
     assert r.returncode != 0
     assert "org.freedesktop.DBus.Error.AccessDenied" in r.stderr, r.stderr
     assert "Rejected send message" in r.stderr and 'member="Set"' in r.stderr, r.stderr
@@ -252,9 +290,13 @@ def test_nobody_receives_signals(system_bus: SystemBus, standin, tmp_path) -> No
     out = tmp_path / "monitor.txt"
     with open(out, "w") as f:
         # stdbuf: gdbus monitor's stdout is block-buffered on a file.
-        mon = subprocess.Popen(system_bus.nobody_argv(
-            ["stdbuf", "-oL", "gdbus", "monitor", "--system", "--dest", BUS_NAME]),
-            stdout=f, stderr=subprocess.STDOUT, env=system_bus.env(), cwd="/")
+        mon = subprocess.Popen(
+            system_bus.nobody_argv(["stdbuf", "-oL", "gdbus", "monitor", "--system", "--dest", BUS_NAME]),
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env=system_bus.env(),
+            cwd="/",
+        )
     try:
         deadline = time.monotonic() + 20
         # Emit until the subscriber has shown one (its match may not be in place at first).
@@ -276,8 +318,17 @@ def test_relaxed_policy_lets_nobody_call(make_bus) -> None:
         r = bus.busctl("call", BUS_NAME, OBJECT_PATH, INTERFACE, "Reload", nobody=True)
         assert r.returncode == 0 and r.stdout.strip() == "t 1", r.stderr
         # Still a system bus: nobody may not take the name.
-        r = bus.busctl("call", "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
-                       "RequestName", "su", BUS_NAME, "0", nobody=True)
+        r = bus.busctl(
+            "call",
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            "RequestName",
+            "su",
+            BUS_NAME,
+            "0",
+            nobody=True,
+        )
         assert _rejected(r), r
 
 
@@ -289,14 +340,19 @@ def test_activation_file_is_systemd_only(system_bus: SystemBus) -> None:
     cp = configparser.ConfigParser()
     cp.optionxform = str  # type: ignore[assignment]
     cp.read(path)
-    assert dict(cp["D-BUS Service"]) == {"Name": BUS_NAME, "Exec": "/bin/false", "User": "root",
-                                         "SystemdService": "ostreewatch.service"}
+    assert dict(cp["D-BUS Service"]) == {
+        "Name": BUS_NAME,
+        "Exec": "/bin/false",
+        "User": "root",
+        "SystemdService": "ostreewatch.service",
+    }
     # dbus-daemon reads it: the name becomes activatable. This bus is not
     # systemd-activated, so it runs Exec, /bin/false, which must fail.
     with open(path) as src, open(os.path.join(system_bus.service_dir, "org.ostreewatch1.service"), "w") as dst:
         dst.write(src.read())
-    r = system_bus.busctl("call", "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
-                          "ListActivatableNames")
+    r = system_bus.busctl(
+        "call", "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "ListActivatableNames"
+    )
     assert r.returncode == 0 and f'"{BUS_NAME}"' in r.stdout, (r.stdout, r.stderr)
     r = system_bus.busctl("call", BUS_NAME, OBJECT_PATH, "org.freedesktop.DBus.Peer", "Ping")
     assert r.returncode != 0 and "Process org.ostreewatch1 exited with status 1" in r.stderr, r.stderr
@@ -306,8 +362,12 @@ def test_activation_file_is_systemd_only(system_bus: SystemBus) -> None:
 
 
 def test_journald_records_come_back(journald: Journald) -> None:
-    r = subprocess.run([*journald.prefix(), "systemd-cat", "-t", "ostreewatch-test", "echo", "hi"],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [*journald.prefix(), "systemd-cat", "-t", "ostreewatch-test", "echo", "hi"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 0, r.stderr
     recs = journald.wait_for(SYSLOG_IDENTIFIER="ostreewatch-test")
     assert [rec["MESSAGE"] for rec in recs] == ["hi"]
@@ -318,19 +378,23 @@ def test_journald_records_come_back(journald: Journald) -> None:
 
 def test_journald_structured_fields_from_python(journald: Journald) -> None:
     """systemd-python (what ostreewatchd uses) reaches this journald through the prefix."""
-    code = ("from systemd import journal; "
-            "journal.send('structured', SYSLOG_IDENTIFIER='ow-infra', "
-            "MESSAGE_ID='0123456789abcdef0123456789abcdef', OSTREEWATCH_TEST='a b\\nc')")
-    r = subprocess.run([*journald.prefix(), sys.executable, "-c", code], capture_output=True,
-                       text=True, timeout=60)
+    code = (
+        "from systemd import journal; "
+        "journal.send('structured', SYSLOG_IDENTIFIER='ow-infra', "
+        "MESSAGE_ID='0123456789abcdef0123456789abcdef', OSTREEWATCH_TEST='a b\\nc')"
+    )
+    r = subprocess.run([*journald.prefix(), sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     recs = journald.wait_for(lambda rec: rec.get("MESSAGE_ID") == "0123456789abcdef0123456789abcdef")
     assert len(recs) == 1
     assert recs[0]["SYSLOG_IDENTIFIER"] == "ow-infra"
     assert recs[0]["OSTREEWATCH_TEST"] == "a b\nc"
     # logger on the syslog socket lands there too.
-    subprocess.run([*journald.prefix(), "logger", "--socket=/run/systemd/journal/dev-log",
-                    "-t", "ow-infra-syslog", "via syslog"], check=True, timeout=30)
+    subprocess.run(
+        [*journald.prefix(), "logger", "--socket=/run/systemd/journal/dev-log", "-t", "ow-infra-syslog", "via syslog"],
+        check=True,
+        timeout=30,
+    )
     assert journald.wait_for({"SYSLOG_IDENTIFIER": "ow-infra-syslog"})[0]["MESSAGE"] == "via syslog"
 
 
@@ -348,11 +412,14 @@ def test_journald_is_private_and_cleaned_up() -> None:
         j.close()
     with open("/etc/systemd/journald.conf", "rb") as f:
         assert f.read() == host_conf
-    assert not os.path.exists(f"/proc/{pid}/exe") or os.readlink(f"/proc/{pid}/exe") != "/usr/lib/systemd/systemd-journald"
+    assert (
+        not os.path.exists(f"/proc/{pid}/exe") or os.readlink(f"/proc/{pid}/exe") != "/usr/lib/systemd/systemd-journald"
+    )
     assert not os.path.exists(tmp)
 
 
 # -- the scripts (README's commands, CI's entry point) --
+
 
 def _script_env() -> dict:
     # Skip apt/venv/debootstrap: the suite already runs inside a set-up checkout,
@@ -364,9 +431,22 @@ def _script_env() -> dict:
 
 
 def test_run_tests_fails_when_no_tests_are_collected() -> None:
-    r = subprocess.run([os.path.join(REPO, "scripts", "run-tests.sh"), "tests/test_infra.py", "-q",
-                        "-p", "no:cacheprovider", "-k", "no_such_test_anywhere"],
-                       cwd="/", env=_script_env(), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            os.path.join(REPO, "scripts", "run-tests.sh"),
+            "tests/test_infra.py",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "no_such_test_anywhere",
+        ],
+        cwd="/",
+        env=_script_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 5, (r.stdout, r.stderr)
     assert "FAILED: pytest collected no tests" in r.stderr
     assert "timing summary" in r.stderr
@@ -380,58 +460,80 @@ def test_ci_run_runs_the_test_command_from_anywhere(tmp_path) -> None:
         text = f.read()
     assert text.startswith("#!/bin/bash\n") and "set -euo pipefail" in text
     assert "exec scripts/run-tests.sh" in text
-    r = subprocess.run([ci, "tests/test_infra.py", "-q", "-p", "no:cacheprovider",
-                        "-k", "test_run_as_nobody_is_uid_65534"],
-                       cwd=str(tmp_path), env=_script_env(), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [ci, "tests/test_infra.py", "-q", "-p", "no:cacheprovider", "-k", "test_run_as_nobody_is_uid_65534"],
+        cwd=str(tmp_path),
+        env=_script_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, (r.stdout, r.stderr)
     assert "1 passed" in r.stdout
     # A failing test makes the command fail.
     failing = tmp_path / "test_fails.py"
     failing.write_text("def test_fails():\n    assert False\n")
-    r = subprocess.run([ci, str(failing), "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path)],
-                       cwd=str(tmp_path), env=_script_env(), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [ci, str(failing), "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path)],
+        cwd=str(tmp_path),
+        env=_script_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 1, (r.stdout, r.stderr)
     assert "FAILED: pytest exit code 1" in r.stderr
 
 
 def test_apt_list_parses_and_names_real_packages() -> None:
     """Every line of apt-packages.txt is one installed Debian package (after run-tests.sh)."""
-    r = subprocess.run(["bash", "-c", f"source {REPO}/scripts/setup-test-env.sh && ow_apt_packages"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["bash", "-c", f"source {REPO}/scripts/setup-test-env.sh && ow_apt_packages"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     names = r.stdout.split()
     assert {"dbus", "systemd", "ostree", "python3-venv", "util-linux"} <= set(names)
     assert all("#" not in n for n in names)
     for name in names:
-        q = subprocess.run(["dpkg-query", "-W", "-f=${db:Status-Status}", name],
-                           capture_output=True, text=True)
+        q = subprocess.run(["dpkg-query", "-W", "-f=${db:Status-Status}", name], capture_output=True, text=True)
         assert q.stdout == "installed", f"{name}: {q.stdout or q.stderr}"
 
 
 def test_run_sample_shows_the_daemon_and_cleans_up() -> None:
-    r = subprocess.run([os.path.join(REPO, "scripts", "run-sample.sh")], cwd="/", env=_script_env(),
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [os.path.join(REPO, "scripts", "run-sample.sh")],
+        cwd="/",
+        env=_script_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, (r.stdout, r.stderr)
     out = r.stdout
     assert ".Reload " in out and " method " in out and ".BootedDeployment " in out, out
-    assert "Access denied" in out, out          # uid 65534's Reload, refused by the policy
+    assert "Access denied" in out, out  # uid 65534's Reload, refused by the policy
     assert "\n$ busctl get-property org.ostreewatch1" in out
     # Everything it started is gone: the bus's pid and its temp dir.
-    line = next(l for l in out.splitlines() if l.startswith("bus:"))
+    line = next(ln for ln in out.splitlines() if ln.startswith("bus:"))
     sock = line.split("unix:path=")[1].split()[0]
     pid = int(line.split("dbus-daemon pid ")[1].rstrip(")"))
     assert not os.path.exists(os.path.dirname(sock))
-    assert not os.path.exists(f"/proc/{pid}") or "dbus-daemon" not in open(f"/proc/{pid}/comm").read()
+    assert not os.path.exists(f"/proc/{pid}") or "dbus-daemon" not in pathlib.Path(f"/proc/{pid}/comm").read_text()
 
 
 def test_daemons_die_with_a_killed_test_process() -> None:
     """A test process killed outright (timeout, SIGKILL) leaks no dbus-daemon or journald."""
-    code = ("import os, signal\n"
-            "from tests.fixtures.bus import SystemBus\n"
-            "from tests.fixtures.journald import Journald\n"
-            "b = SystemBus(); b.start(); j = Journald(); j.start()\n"
-            "print(b.pid, j.pid, b.dir, j.tmp, flush=True)\n"
-            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    code = (
+        "import os, signal\n"
+        "from tests.fixtures.bus import SystemBus\n"
+        "from tests.fixtures.journald import Journald\n"
+        "b = SystemBus(); b.start(); j = Journald(); j.start()\n"
+        "print(b.pid, j.pid, b.dir, j.tmp, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == -signal.SIGKILL, r.stderr
     bus_pid, jd_pid, *dirs = r.stdout.split()
@@ -464,6 +566,6 @@ def test_readme_has_the_two_commands_and_every_package() -> None:
     assert "\nscripts/run-sample.sh" in readme and "\nscripts/run-tests.sh" in readme
     assert "sudo " not in readme
     with open(os.path.join(REPO, "scripts", "apt-packages.txt")) as f:
-        lines = [l for l in f if l.split("#")[0].strip()]
-    missing = [l.split()[0] for l in lines if f"`{l.split()[0]}`" not in readme]
+        lines = [ln for ln in f if ln.split("#")[0].strip()]
+    missing = [ln.split()[0] for ln in lines if f"`{ln.split()[0]}`" not in readme]
     assert not missing, f"README.md's package table lacks {missing} (see scripts/apt-packages.txt)"

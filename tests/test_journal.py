@@ -59,8 +59,14 @@ print("emitted")
 
 
 def _run_in(prefix, script: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*prefix, sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+    return subprocess.run(
+        [*prefix, sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO),
+    )
 
 
 def _one(records, message_id):
@@ -81,8 +87,9 @@ def test_every_record_kind_reaches_a_real_journald(journald):
     r = _run_in(journald.prefix(), _EMIT)
     assert r.returncode == 0 and "emitted" in r.stdout, r.stderr
     assert r.stderr == ""  # nothing fell back to stderr: the journal took every record
-    recs = journald.wait_for(lambda rec: rec.get("MESSAGE_ID") == J.MESSAGE_ID_STOPPING,
-                             SYSLOG_IDENTIFIER="ostreewatch")
+    recs = journald.wait_for(
+        lambda rec: rec.get("MESSAGE_ID") == J.MESSAGE_ID_STOPPING, SYSLOG_IDENTIFIER="ostreewatch"
+    )
     recs = journald.read(SYSLOG_IDENTIFIER="ostreewatch")
     assert len(recs) == 10
 
@@ -99,7 +106,13 @@ def test_every_record_kind_reaches_a_real_journald(journald):
     changed = _one(recs, J.MESSAGE_ID_CHANGED)
     assert changed["OSTREEWATCH_GENERATION"] == "7"
     assert set(_values(changed, "OSTREEWATCH_CHANGED")) == {
-        "DefaultDeployment", "DefaultEntry", "Deployments", "BootEntries", "Mounts", "Problems"}
+        "DefaultDeployment",
+        "DefaultEntry",
+        "Deployments",
+        "BootEntries",
+        "Mounts",
+        "Problems",
+    }
     assert changed["OSTREEWATCH_DEFAULT_ENTRY_PREVIOUS"] == "ostree-2"
     assert changed["OSTREEWATCH_DEFAULT_ENTRY_CURRENT"] == "ostree-1"
     assert changed["OSTREEWATCH_DEFAULT_DEPLOYMENT_PREVIOUS"] == "fedora-a.0"
@@ -168,10 +181,26 @@ print("survived")
 
 @pytest.mark.parametrize("kind", ["missing", "stale"])
 def test_without_a_journal_records_go_to_stderr(kind):
-    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", _NO_JOURNAL, "sh",
-                        kind, sys.executable, _EMIT_SIMPLE],
-                       capture_output=True, text=True, timeout=60, cwd=REPO,
-                       env=dict(os.environ, PYTHONPATH=REPO))
+    r = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            _NO_JOURNAL,
+            "sh",
+            kind,
+            sys.executable,
+            _EMIT_SIMPLE,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO),
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "survived"  # never raised
     lines = r.stderr.splitlines()
@@ -198,13 +227,21 @@ def test_stderr_line_is_parseable_key_value():
     assert pairs["OSTREEWATCH_METHOD"] == "SetNextEntry"
 
 
-@pytest.mark.parametrize("result,error,priority", [
-    ("granted", "", "5"), ("success", "", "4"), ("refused", "org.freedesktop.DBus.Error.AccessDenied", "4"),
-    ("failed", "org.ostreewatch1.Error.WriteFailed", "4"), ("granted", "odd: error given", "4")])
+@pytest.mark.parametrize(
+    "result,error,priority",
+    [
+        ("granted", "", "5"),
+        ("success", "", "4"),
+        ("refused", "org.freedesktop.DBus.Error.AccessDenied", "4"),
+        ("failed", "org.ostreewatch1.Error.WriteFailed", "4"),
+        ("granted", "odd: error given", "4"),
+    ],
+)
 def test_write_attempt_priority(result, error, priority):
     out = io.StringIO()
     J.Journal(socket_path="/nonexistent/socket", stream=out).write_attempt(
-        method="SetDefaultEntry", entry="e", caller_uid=0, result=result, error=error)
+        method="SetDefaultEntry", entry="e", caller_uid=0, result=result, error=error
+    )
     assert f"PRIORITY={priority} " in out.getvalue()
 
 

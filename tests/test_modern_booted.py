@@ -20,13 +20,13 @@ the keys of /run/ostree-booted are src/libotcore/otcore.h's OTCORE_RUN_BOOTED_KE
 from __future__ import annotations
 
 import os
-from typing import Any, Dict
+from typing import Any
 
 import pytest
 
 from ostreewatch import state
 from ostreewatch.parse import mountinfo as mountinfo_parse
-from tests.fixtures.modern import ModernSysroot, boot_prepare_root, modern_sysroot, status_json  # noqa: F401
+from tests.fixtures.modern import ModernSysroot, boot_prepare_root, modern_sysroot, status_json
 
 # /run/ostree-booted key (otcore.h) -> BootedRoot key (the issue 9 contract).
 BOOTED_ROOT_KEYS = {
@@ -40,7 +40,7 @@ BOOTED_ROOT_KEYS = {
 }
 
 
-def _json_id(d: Dict[str, Any]) -> str:
+def _json_id(d: dict[str, Any]) -> str:
     return f"{d['stateroot']}-{d['checksum']}.{d['serial']}"
 
 
@@ -48,7 +48,7 @@ def _paths(sr: ModernSysroot, boot) -> state.Paths:
     return state.Paths(sysroot=sr.path, mountinfo=boot.mountinfo, cmdline=boot.cmdline, run=boot.run)
 
 
-def _mounts(boot) -> Dict[str, mountinfo_parse.MountInfo]:
+def _mounts(boot) -> dict[str, mountinfo_parse.MountInfo]:
     infos, errors = mountinfo_parse.parse_mountinfo(boot.mountinfo_text.encode())
     assert errors == ()
     return {m.mount_point: m for m in infos}
@@ -100,8 +100,13 @@ def test_composefs_booted_found_by_inode_only(modern_sysroot, tmp_path) -> None:
     entry = snap0.BootEntries[1]
     boot = boot_prepare_root(sr, entry.file, tmp_path / "boot", composefs=True)
     dev, ino = boot.booted_keys["backing-root-device-inode"]
-    st = os.stat(os.path.join(sr.path, "ostree/deploy/fedora/deploy",
-                              next(d for d in snap0.Deployments if d.id == entry.deployment).checksum + ".0"))
+    st = os.stat(
+        os.path.join(
+            sr.path,
+            "ostree/deploy/fedora/deploy",
+            next(d for d in snap0.Deployments if d.id == entry.deployment).checksum + ".0",
+        )
+    )
     assert (st.st_dev, st.st_ino) == (dev, ino)
     snap = state.read_snapshot(_paths(sr, boot))
     assert snap.BootedDeployment == entry.deployment
@@ -119,13 +124,13 @@ def test_booted_root_published(modern_sysroot, tmp_path, composefs: bool) -> Non
     entry = state.read_snapshot(sr.paths()).BootEntries[0]
     boot = boot_prepare_root(sr, entry.file, tmp_path / "boot", composefs=composefs)
     keys = boot.booted_keys
-    expected: Dict[str, Any] = {BOOTED_ROOT_KEYS[k]: v for k, v in keys.items() if k in BOOTED_ROOT_KEYS}
+    expected: dict[str, Any] = {BOOTED_ROOT_KEYS[k]: v for k, v in keys.items() if k in BOOTED_ROOT_KEYS}
     dev, ino = keys["backing-root-device-inode"]
     expected["backing_device"] = dev
     expected["backing_inode"] = ino
     assert ("composefs" in keys) == composefs
     snap = state.read_snapshot(_paths(sr, boot))
-    assert dict(getattr(snap, "BootedRoot")) == expected
+    assert dict(snap.BootedRoot) == expected
 
 
 def test_pending_update_after_boot_is_no_problem_on_composefs(modern_sysroot, tmp_path) -> None:
@@ -159,8 +164,9 @@ def test_bootversion_swap_while_booted(modern_sysroot, tmp_path, composefs: bool
     assert not os.path.exists(os.path.join(sr.path, "ostree/boot.1"))
     snap = state.read_snapshot(_paths(sr, boot))
     assert snap.BootedDeployment == entry.deployment
-    booted_dir = os.path.realpath(os.path.join(sr.path, "ostree/deploy/fedora/deploy",
-                                               entry.deployment.split("-", 1)[1]))
+    booted_dir = os.path.realpath(
+        os.path.join(sr.path, "ostree/deploy/fedora/deploy", entry.deployment.split("-", 1)[1])
+    )
     expected = [e.id for e in snap.BootEntries if os.path.realpath(sr.path + e.ostree) == booted_dir]
     assert len(expected) == 1
     assert snap.BootedEntry == expected[0]
@@ -179,8 +185,9 @@ def test_staged_deployment_by_real_ostree(modern_sysroot, tmp_path) -> None:
     sr.build(2)
     entry = state.read_snapshot(sr.paths()).BootEntries[0]
     sr.commit("fedora/x", version="3", kver="6.1.3")
-    boot = boot_prepare_root(sr, entry.file, tmp_path / "boot", composefs=False,
-                             action='chroot "$B" ostree admin deploy --stage fedora/x')
+    boot = boot_prepare_root(
+        sr, entry.file, tmp_path / "boot", composefs=False, action='chroot "$B" ostree admin deploy --stage fedora/x'
+    )
     assert os.path.exists(os.path.join(boot.run, "ostree", "staged-deployment"))
     oracle = boot.status_after
     staged = [_json_id(d) for d in oracle if d["staged"]]

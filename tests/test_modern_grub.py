@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-from typing import Dict, List, Optional, Tuple
 
 import pytest
 
 from ostreewatch import model, state
 from ostreewatch.parse import cmdline
-from tests.fixtures.modern import GrubMenu, ModernSysroot, grub_emu, modern_sysroot  # noqa: F401
+from tests.fixtures.modern import GrubMenu, ModernSysroot, grub_emu, modern_sysroot
 from tests.fixtures.sysroots import write_grub
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "fixtures", "grub_cfg_files")
@@ -36,7 +35,7 @@ def config(name: str, greenboot: bool = False) -> str:
     return text
 
 
-def run_case(sr: ModernSysroot, cfg: str, env: Dict[str, str]) -> Tuple[GrubMenu, model.Snapshot, str]:
+def run_case(sr: ModernSysroot, cfg: str, env: dict[str, str]) -> tuple[GrubMenu, model.Snapshot, str]:
     """Write grub.cfg + grubenv into SR's boot/grub, run GRUB and the reader; (menu, snapshot, booted entry id)."""
     grubenv = write_grub(sr.path, cfg, directory="boot/grub")
     for k, v in env.items():
@@ -54,7 +53,7 @@ def assert_same_menu(menu: GrubMenu, snap: model.Snapshot) -> None:
     assert menu.titles == [e.title for e in snap.BootEntries]
 
 
-def _built(modern_sysroot, n: int = 3, tries: Optional[int] = None) -> ModernSysroot:
+def _built(modern_sysroot, n: int = 3, tries: int | None = None) -> ModernSysroot:
     sr: ModernSysroot = modern_sysroot("2026.4")
     sr.init("fedora")
     if tries is not None:
@@ -63,11 +62,12 @@ def _built(modern_sysroot, n: int = 3, tries: Optional[int] = None) -> ModernSys
     return sr
 
 
-def _entry_ids(snap: model.Snapshot) -> List[str]:
+def _entry_ids(snap: model.Snapshot) -> list[str]:
     return [e.id for e in snap.BootEntries]
 
 
 # --- bootupd's static grub.cfg (FCOS, RHCOS, bootc, Atomic desktops) -------------------
+
 
 def test_static_config_boots_the_first_entry(modern_sysroot) -> None:
     sr = _built(modern_sysroot)
@@ -84,7 +84,7 @@ def test_static_config_ignores_saved_entry(modern_sysroot) -> None:
     sr = _built(modern_sysroot)
     ids0 = _entry_ids(state.read_snapshot(sr.paths()))
     menu, snap, booted = run_case(sr, config("bootupd-static.cfg"), {"saved_entry": ids0[2], "next_entry": ids0[1]})
-    assert menu.default_var == ""       # load_env alone never sets $default
+    assert menu.default_var == ""  # load_env alone never sets $default
     assert booted == ids0[0]
     assert snap.DefaultEntry == booted
     assert snap.NextEntry == ""
@@ -99,26 +99,29 @@ def test_greenboot_fallback_boots_the_rollback(modern_sysroot) -> None:
     needed, see grub_cfg_files/greenboot.cfg). Fails before issue 9's reader.
     """
     sr = _built(modern_sysroot)
-    menu, snap, booted = run_case(sr, config("bootupd-static.cfg", greenboot=True),
-                                  {"boot_counter": "0", "boot_success": "0"})
+    menu, snap, booted = run_case(
+        sr, config("bootupd-static.cfg", greenboot=True), {"boot_counter": "0", "boot_success": "0"}
+    )
     assert menu.default_var == "1"
     assert booted == _entry_ids(snap)[1]
     assert snap.DefaultEntry == booted
-    assert getattr(snap, "DefaultEntrySource") == "greenboot-fallback"
+    assert snap.DefaultEntrySource == "greenboot-fallback"
     assert "boot-fallback" in [p.code for p in snap.Problems]
 
 
 def test_greenboot_counting_down_keeps_the_default(modern_sysroot) -> None:
     """boot_counter=2: Fedora's grub2 decrements it (upstream cannot: no `decrement`); either way entry 0 boots."""
     sr = _built(modern_sysroot)
-    menu, snap, booted = run_case(sr, config("bootupd-static.cfg", greenboot=True),
-                                  {"boot_counter": "2", "boot_success": "0"})
+    menu, snap, booted = run_case(
+        sr, config("bootupd-static.cfg", greenboot=True), {"boot_counter": "2", "boot_success": "0"}
+    )
     assert menu.default_var == ""
     assert booted == _entry_ids(snap)[0] == snap.DefaultEntry
     assert "boot-fallback" not in [p.code for p in snap.Problems]
 
 
 # --- a generated grub2-mkconfig grub.cfg (Silverblue and older hosts) ------------------
+
 
 def test_generated_config_honours_saved_entry(modern_sysroot) -> None:
     sr = _built(modern_sysroot)
@@ -137,7 +140,7 @@ def test_generated_config_next_entry_wins_once(modern_sysroot) -> None:
     ids0 = _entry_ids(state.read_snapshot(sr.paths()))
     menu, snap, booted = run_case(sr, config("generated.cfg"), {"saved_entry": ids0[1], "next_entry": ids0[2]})
     assert menu.default_var == ids0[2]
-    assert menu.next_var == ""          # 00_header clears it (and save_env's it) before booting
+    assert menu.next_var == ""  # 00_header clears it (and save_env's it) before booting
     assert booted == ids0[2] == snap.NextEntry == snap.DefaultEntry
 
 
@@ -151,6 +154,7 @@ def test_generated_config_saved_entry_naming_nothing(modern_sysroot) -> None:
 
 
 # --- order ------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_ten_entries_order_ostree_10_before_9(modern_sysroot) -> None:
@@ -189,6 +193,7 @@ def test_boot_counting_saved_entry_spellings(modern_sysroot, spelling: str) -> N
 
 # --- an entry with no tries left ------------------------------------------------------------
 
+
 def _exhaust_first_entry(sr: ModernSysroot) -> str:
     """Rename the default entry NAME+3.conf to NAME+0-3.conf: its tries ran out.
 
@@ -220,6 +225,7 @@ def test_no_tries_left_grub_order(modern_sysroot) -> None:
 def test_no_tries_left_systemd_boot_order(modern_sysroot, tmp_path) -> None:
     """systemd-boot sorts an entry with no tries left last (bootctl as the oracle) and boots the next one."""
     from tests.fixtures.oracles import bootctl_list
+
     sr = _built(modern_sysroot, tries=3)
     exhausted = _exhaust_first_entry(sr)
     with open(os.path.join(sr.path, "boot", "loader", "loader.conf"), "w") as f:
@@ -243,15 +249,19 @@ def test_no_tries_left_is_a_boot_fallback(modern_sysroot) -> None:
     assert "boot-fallback" in [p.code for p in snap.Problems]
 
 
-@pytest.mark.parametrize("cfg,env,source", [
-    ("bootupd-static.cfg", {}, "first-entry"),
-    ("bootupd-static.cfg", {"saved_entry": 2}, "first-entry"),
-    ("generated.cfg", {}, "first-entry"),
-    ("generated.cfg", {"saved_entry": 1}, "saved_entry"),
-    ("generated.cfg", {"saved_entry": 1, "next_entry": 2}, "next_entry"),
-    ("bootupd-static.cfg+greenboot", {"boot_counter": "0", "boot_success": "0"}, "greenboot-fallback"),
-], ids=["static", "static-saved", "generated", "generated-saved", "generated-next", "greenboot"])
-def test_default_entry_source(modern_sysroot, cfg: str, env: Dict[str, object], source: str) -> None:
+@pytest.mark.parametrize(
+    "cfg,env,source",
+    [
+        ("bootupd-static.cfg", {}, "first-entry"),
+        ("bootupd-static.cfg", {"saved_entry": 2}, "first-entry"),
+        ("generated.cfg", {}, "first-entry"),
+        ("generated.cfg", {"saved_entry": 1}, "saved_entry"),
+        ("generated.cfg", {"saved_entry": 1, "next_entry": 2}, "next_entry"),
+        ("bootupd-static.cfg+greenboot", {"boot_counter": "0", "boot_success": "0"}, "greenboot-fallback"),
+    ],
+    ids=["static", "static-saved", "generated", "generated-saved", "generated-next", "greenboot"],
+)
+def test_default_entry_source(modern_sysroot, cfg: str, env: dict[str, object], source: str) -> None:
     """DefaultEntrySource (issue 9 contract) says why DefaultEntry is what GRUB boots (fails before the reader change).
 
     Integers in ENV are positions in the entry order, turned into entry ids.
@@ -262,12 +272,14 @@ def test_default_entry_source(modern_sysroot, cfg: str, env: Dict[str, object], 
     name, _, extra = cfg.partition("+")
     menu, snap, booted = run_case(sr, config(name, greenboot=extra == "greenboot"), values)
     assert snap.DefaultEntry == booted
-    assert getattr(snap, "DefaultEntrySource") == source
+    assert snap.DefaultEntrySource == source
 
 
-@pytest.mark.parametrize("loader_conf,source", [("timeout 3\n", "first-entry"),
-                                                 ("timeout 3\ndefault ostree-2*\n", "loader.conf")],
-                         ids=["no-default", "default-glob"])
+@pytest.mark.parametrize(
+    "loader_conf,source",
+    [("timeout 3\n", "first-entry"), ("timeout 3\ndefault ostree-2*\n", "loader.conf")],
+    ids=["no-default", "default-glob"],
+)
 def test_systemd_boot_default_and_source(modern_sysroot, loader_conf: str, source: str) -> None:
     """systemd-boot host: bootctl's default against DefaultEntry, and DefaultEntrySource (issue 9 contract).
 
@@ -275,6 +287,7 @@ def test_systemd_boot_default_and_source(modern_sysroot, loader_conf: str, sourc
     a host where nobody ran `bootctl set-default`.
     """
     from tests.fixtures.oracles import bootctl_list
+
     sr = _built(modern_sysroot)
     with open(os.path.join(sr.path, "boot", "loader", "loader.conf"), "w") as f:
         f.write(loader_conf)
@@ -282,7 +295,7 @@ def test_systemd_boot_default_and_source(modern_sysroot, loader_conf: str, sourc
     snap = state.read_snapshot(sr.paths())
     assert [e.id + ".conf" for e in snap.BootEntries] == [e["id"] for e in entries]
     assert default_id is not None and snap.DefaultEntry + ".conf" == default_id
-    assert getattr(snap, "DefaultEntrySource") == source
+    assert snap.DefaultEntrySource == source
 
 
 @pytest.mark.parametrize("form", ["title", "index"])

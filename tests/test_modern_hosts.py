@@ -29,20 +29,21 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
-from typing import Any, Dict, List
+from typing import Any
 
 import pytest
 
 from ostreewatch.parse import cmdline
-from tests.fixtures.modern import ModernSysroot, boot_prepare_root, grub_emu, modern_sysroot  # noqa: F401
-from tests.fixtures.sysroots import write_grub
+from tests.fixtures.modern import ModernSysroot, boot_prepare_root, grub_emu, modern_sysroot
 from tests.fixtures.oracles import bootctl_list
+from tests.fixtures.sysroots import write_grub
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "fixtures", "grub_cfg_files")
 
-HOSTS: Dict[str, Dict[str, Any]] = {
+HOSTS: dict[str, dict[str, Any]] = {
     "fcos-composefs": {"version": "2026.4", "osname": "fedora", "composefs": True, "grub": "bootupd-static.cfg"},
     "rhcos-legacy": {"version": "2022.7", "osname": "rhcos", "composefs": False, "grub": "bootupd-static.cfg"},
     "rhcos-2025-legacy": {"version": "2025.2", "osname": "rhcos", "composefs": False, "grub": "bootupd-static.cfg"},
@@ -51,16 +52,32 @@ HOSTS: Dict[str, Dict[str, Any]] = {
 }
 
 
-def _json_id(d: Dict[str, Any]) -> str:
+def _json_id(d: dict[str, Any]) -> str:
     return f"{d['stateroot']}-{d['checksum']}.{d['serial']}"
 
 
-def ostreewatch_status(sr: ModernSysroot, boot) -> Dict[str, Any]:
+def ostreewatch_status(sr: ModernSysroot, boot) -> dict[str, Any]:
     """`ostreewatch status --json` (offline) on the captured booted host."""
     proc = subprocess.run(
-        [sys.executable, "-m", "ostreewatch.cli", "status", "--json", "--sysroot", sr.path,
-         "--mountinfo", boot.mountinfo, "--cmdline", boot.cmdline, "--run", boot.run],
-        capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "ostreewatch.cli",
+            "status",
+            "--json",
+            "--sysroot",
+            sr.path,
+            "--mountinfo",
+            boot.mountinfo,
+            "--cmdline",
+            boot.cmdline,
+            "--run",
+            boot.run,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -84,7 +101,7 @@ def boot_host(modern_sysroot, tmp_path, kind: str, stage: bool):
         assert all(not f.endswith(f"-{osname}.conf") for f in files), files
 
     # The boot loader decides what boots.
-    loader_order: List[str]
+    loader_order: list[str]
     if host["grub"]:
         with open(os.path.join(CONFIGS, host["grub"])) as f:
             cfg = f.read()
@@ -102,12 +119,19 @@ def boot_host(modern_sysroot, tmp_path, kind: str, stage: bool):
         booted_options = chosen["options"]
         loader_order = [e["title"] for e in entries]
     booted_arg = cmdline.get_arg(booted_options, "ostree")
-    entry_file = next(f for f in files if booted_arg in open(os.path.join(sr.entries_dir(), f)).read())
+    entry_file = next(f for f in files if booted_arg in pathlib.Path(sr.entries_dir(), f).read_text())
 
     sr.commit(f"{osname}/x", version="3", kver="6.1.3", osname=osname)
     deploy = f'chroot "$B" ostree admin deploy --retain {"--stage " if stage else ""}--os={osname} {osname}/x'
-    boot = boot_prepare_root(sr, entry_file, tmp_path / "boot", composefs=host["composefs"], osname=osname,
-                             options=booted_options, action=deploy)
+    boot = boot_prepare_root(
+        sr,
+        entry_file,
+        tmp_path / "boot",
+        composefs=host["composefs"],
+        osname=osname,
+        options=booted_options,
+        action=deploy,
+    )
     return sr, boot, ostreewatch_status(sr, boot), booted_arg, loader_order
 
 
@@ -149,7 +173,7 @@ def test_host_kind_with_a_pending_update(modern_sysroot, tmp_path, kind: str) ->
     pending = [_json_id(d) for d in oracle if d["pending"]]
     rollback = [_json_id(d) for d in oracle if d["rollback"]]
     assert len(booted) == len(pending) == len(rollback) == 1
-    assert not os.path.exists(sr.path + booted_arg)   # the running kernel's ostree= is gone
+    assert not os.path.exists(sr.path + booted_arg)  # the running kernel's ostree= is gone
     assert out["BootedDeployment"] == booted[0]
     assert out["DefaultDeployment"] == pending[0]
     assert out["RollbackDeployment"] == rollback[0]

@@ -16,7 +16,7 @@ import pytest
 from ostreewatch import state
 from ostreewatch.parse import bls
 from tests.fixtures import trees
-from tests.fixtures.modern import VERSIONS, ModernSysroot, boot_prepare_root, modern_sysroot, status_json  # noqa: F401
+from tests.fixtures.modern import VERSIONS, ModernSysroot, boot_prepare_root, modern_sysroot, status_json
 
 ALL = sorted(VERSIONS)
 
@@ -68,8 +68,9 @@ def test_deployments_agree_with_ostree_2026_status_json(modern_sysroot, version:
     for d in ordered:
         entry = next(e for e in snap.BootEntries if e.id == d.entry)
         target = os.path.realpath(sr.path + entry.ostree)
-        assert target == os.path.realpath(os.path.join(sr.path, "ostree/deploy", d.osname, "deploy",
-                                                       f"{d.checksum}.{d.serial}"))
+        assert target == os.path.realpath(
+            os.path.join(sr.path, "ostree/deploy", d.osname, "deploy", f"{d.checksum}.{d.serial}")
+        )
     assert snap.Problems == ()
 
 
@@ -109,14 +110,15 @@ def test_booted_pending_rollback_agree_with_ostree_in_the_booted_host(modern_sys
     middle = next(e for e in snap0.BootEntries if e.deployment == snap0.Deployments[1].id)
     boot = boot_prepare_root(sr, middle.file, tmp_path / "boot", composefs=False)
     oracle = boot.status
-    snap = state.read_snapshot(state.Paths(sysroot=sr.path, mountinfo=boot.mountinfo, cmdline=boot.cmdline,
-                                           run=boot.run))
+    snap = state.read_snapshot(
+        state.Paths(sysroot=sr.path, mountinfo=boot.mountinfo, cmdline=boot.cmdline, run=boot.run)
+    )
     booted = [_json_id(d) for d in oracle if d["booted"]]
     pending = [_json_id(d) for d in oracle if d["pending"]]
     rollback = [_json_id(d) for d in oracle if d["rollback"]]
     assert len(booted) == len(pending) == len(rollback) == 1
     assert snap.BootedDeployment == booted[0]
-    assert snap.DefaultDeployment == pending[0]          # pending = the default, not booted
+    assert snap.DefaultDeployment == pending[0]  # pending = the default, not booted
     assert snap.RollbackDeployment == rollback[0]
     assert snap.BootedEntry == middle.id
 
@@ -129,8 +131,9 @@ def test_pending_update_is_no_problem(modern_sysroot, tmp_path, version: str) ->
     snap0 = state.read_snapshot(sr.paths())
     old = next(e for e in snap0.BootEntries if e.deployment == snap0.Deployments[1].id)
     boot = boot_prepare_root(sr, old.file, tmp_path / "boot", composefs=False)
-    snap = state.read_snapshot(state.Paths(sysroot=sr.path, mountinfo=boot.mountinfo, cmdline=boot.cmdline,
-                                           run=boot.run))
+    snap = state.read_snapshot(
+        state.Paths(sysroot=sr.path, mountinfo=boot.mountinfo, cmdline=boot.cmdline, run=boot.run)
+    )
     assert [d["pending"] for d in boot.status] == [True, False]
     assert snap.Problems == ()
 
@@ -163,12 +166,26 @@ def test_a_missing_tree_fails_the_run_never_skips(tmp_path) -> None:
     """With the sid tree absent, a modern test fails (naming scripts/setup-test-env.sh); it is not skipped."""
     import subprocess
     import sys
+
     env = dict(os.environ, OSTREEWATCH_SID_ROOT=str(tmp_path / "no-such-tree"))
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-         "tests/test_modern_state.py::test_boot_counting_names_of_ostree_2026"],
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=env,
-        capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:randomly",
+            "tests/test_modern_state.py::test_boot_counting_names_of_ostree_2026",
+        ],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1, proc.stdout[-2000:]
     assert "1 failed" in proc.stdout and "skipped" not in proc.stdout
     assert "setup-test-env.sh" in proc.stdout

@@ -52,16 +52,31 @@ def test_probe_changes_only_for_the_watched_point(tmp_path) -> None:
     watched, other = tmp_path / "watched", tmp_path / "other"
     watched.mkdir()
     other.mkdir()
-    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c", _SCRIPT,
-                           REPO, str(watched), str(other)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            sys.executable,
+            "-c",
+            _SCRIPT,
+            REPO,
+            str(watched),
+            str(other),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     seen = json.loads(proc.stdout)
     assert seen["start"] is not None and seen["start"][1] is not None
     assert seen["after_unrelated"] == seen["start"]
     assert seen["mounted"][1] != seen["start"][1]
-    assert seen["mounted"][0] == seen["start"][0]          # "/" untouched throughout
+    assert seen["mounted"][0] == seen["start"][0]  # "/" untouched throughout
     assert seen["read_only"][1][3] & os.ST_RDONLY and not seen["mounted"][1][3] & os.ST_RDONLY
-    assert seen["read_only"][1][:3] == seen["mounted"][1][:3]   # same mount, other flags
+    assert seen["read_only"][1][:3] == seen["mounted"][1][:3]  # same mount, other flags
     assert seen["nosuid"][1][3] & os.ST_NOSUID and not seen["nosuid"][1][3] & os.ST_RDONLY
     # A new mount at the same point is told apart from the old one even if the kernel
     # reuses the old id: the unique id (Linux >= 6.8) is never reused.

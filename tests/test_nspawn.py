@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any
 
 import pytest
 
@@ -27,14 +28,14 @@ BUS = [BUS_NAME, OBJECT_PATH]
 
 
 @pytest.fixture(scope="module")
-def sysroot(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
+def sysroot(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     base = tmp_path_factory.mktemp("nspawn-sysroot")
     arg = build_sysroot(base / "sysroot")
     return {"path": base / "sysroot", "ostree_arg": arg}
 
 
 @pytest.fixture(scope="module")
-def guest(tmp_path_factory: pytest.TempPathFactory, sysroot: Dict[str, Any]) -> Iterator[Container]:
+def guest(tmp_path_factory: pytest.TempPathFactory, sysroot: dict[str, Any]) -> Iterator[Container]:
     """Booted with ostree=... on init's command line, as on an ostree host."""
     with Container(tmp_path_factory.mktemp("nspawn-ostree"), sysroot["path"], [sysroot["ostree_arg"]]) as c:
         yield c
@@ -50,20 +51,30 @@ def prop(c: Container, name: str) -> Any:
     return busctl_json(c, "get-property", *BUS, INTERFACE, name)["data"]
 
 
-def unwrap(record: Dict[str, Any]) -> Dict[str, Any]:
+def unwrap(record: dict[str, Any]) -> dict[str, Any]:
     """busctl's a{sv} JSON ({"key": {"type": .., "data": ..}}) as a plain dict."""
     return {k: v["data"] for k, v in record.items()}
 
 
-def journal(c: Container, *args: str) -> List[Dict[str, Any]]:
+def journal(c: Container, *args: str) -> list[dict[str, Any]]:
     r = c.run(["journalctl", "--no-pager", "-o", "json", *args], timeout=60)
     return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
 
 
-def test_running_and_ready_through_sd_notify(guest: Container, sysroot: Dict[str, Any]) -> None:
+def test_running_and_ready_through_sd_notify(guest: Container, sysroot: dict[str, Any]) -> None:
     assert guest.boot_state in ("running", "degraded"), guest.boot_state
-    s = guest.show(UNIT, "Type", "NotifyAccess", "ActiveState", "SubState", "StatusText",
-                   "ConditionResult", "MainPID", "After", "UnitFileState")
+    s = guest.show(
+        UNIT,
+        "Type",
+        "NotifyAccess",
+        "ActiveState",
+        "SubState",
+        "StatusText",
+        "ConditionResult",
+        "MainPID",
+        "After",
+        "UnitFileState",
+    )
     assert s["Type"] == "notify" and s["NotifyAccess"] == "main"
     # Type=notify: active only once READY=1 came through sd_notify.
     assert (s["ActiveState"], s["SubState"]) == ("active", "running"), s
@@ -100,16 +111,20 @@ def test_a_mount_made_by_the_host_on_a_watched_point_is_published(guest: Contain
     guest.run(["mkdir", "-p", "/sysroot"], check=True)
     guest.run(["mount", "-t", "tmpfs", "-o", "size=1m", "ostreewatch-test", "/sysroot"], check=True)
     try:
-        points = guest.wait_for("a published /sysroot mount", lambda: [
-            m for m in map(unwrap, prop(guest, "Mounts")) if m["mount_point"] == "/sysroot"])
+        points = guest.wait_for(
+            "a published /sysroot mount",
+            lambda: [m for m in map(unwrap, prop(guest, "Mounts")) if m["mount_point"] == "/sysroot"],
+        )
         assert points[0]["source"] == "ostreewatch-test" and points[0]["fstype"] == "tmpfs"
     finally:
         guest.run(["umount", "/sysroot"])
-    guest.wait_for("/sysroot gone from Mounts", lambda: not [
-        m for m in map(unwrap, prop(guest, "Mounts")) if m["mount_point"] == "/sysroot"])
+    guest.wait_for(
+        "/sysroot gone from Mounts",
+        lambda: not [m for m in map(unwrap, prop(guest, "Mounts")) if m["mount_point"] == "/sysroot"],
+    )
 
 
-def test_bus_reads_the_state(guest: Container, sysroot: Dict[str, Any]) -> None:
+def test_bus_reads_the_state(guest: Container, sysroot: dict[str, Any]) -> None:
     deployments = [unwrap(d) for d in prop(guest, "Deployments")]
     assert len(deployments) == 2
     default = [d for d in deployments if d["default"]]
@@ -121,7 +136,8 @@ def test_bus_reads_the_state(guest: Container, sysroot: Dict[str, Any]) -> None:
 
 def test_daemon_reads_the_hosts_mount_table(guest: Container) -> None:
     """Mounts come from PID 1's table (/proc/1/mountinfo), not the unit's private namespace."""
-    def ids(table: str) -> Dict[str, str]:
+
+    def ids(table: str) -> dict[str, str]:
         out = {}
         for line in table.splitlines():
             fields = line.split()
@@ -139,7 +155,7 @@ def test_daemon_reads_the_hosts_mount_table(guest: Container) -> None:
     assert own.get("/boot") != host["/boot"]
 
 
-def test_reload_method_works_as_root(guest: Container, sysroot: Dict[str, Any]) -> None:
+def test_reload_method_works_as_root(guest: Container, sysroot: dict[str, Any]) -> None:
     before = prop(guest, "Generation")
     set_version(sysroot["path"], "1", "1.1")
     r = busctl_json(guest, "call", *BUS, INTERFACE, "Reload")
@@ -149,13 +165,14 @@ def test_reload_method_works_as_root(guest: Container, sysroot: Dict[str, Any]) 
     assert "1.1" in versions, versions
 
 
-def test_systemctl_reload_rescans(guest: Container, sysroot: Dict[str, Any]) -> None:
+def test_systemctl_reload_rescans(guest: Container, sysroot: dict[str, Any]) -> None:
     before = prop(guest, "Generation")
     pid = guest.show(UNIT, "MainPID")["MainPID"]
     set_version(sysroot["path"], "1", "1.2")
     guest.run(["systemctl", "reload", UNIT], check=True)
-    guest.wait_for("the rescan after systemctl reload",
-                   lambda: "1.2" in {unwrap(d)["version"] for d in prop(guest, "Deployments")})
+    guest.wait_for(
+        "the rescan after systemctl reload", lambda: "1.2" in {unwrap(d)["version"] for d in prop(guest, "Deployments")}
+    )
     assert prop(guest, "Generation") > before
     s = guest.show(UNIT, "MainPID", "ActiveState")
     assert s == {"MainPID": pid, "ActiveState": "active"}, s  # SIGHUP did not kill it
@@ -170,18 +187,19 @@ def set_version(sysroot: Path, commit_version: str, new: str) -> None:
         text = osr.read_text()
         if re.search(rf'(?m)^PRETTY_NAME="Test OS {commit_version}"$', text):
             tmp = osr.with_name(".os-release.tmp")
-            tmp.write_text(re.sub(r'(?m)^VERSION=.*$', f'VERSION="{new}"', text))
+            tmp.write_text(re.sub(r"(?m)^VERSION=.*$", f'VERSION="{new}"', text))
             os.replace(tmp, osr)
             return
     raise AssertionError(f"no deployment of commit {commit_version}")
 
 
-def test_set_default_entry_through_a_read_only_boot(guest: Container, sysroot: Dict[str, Any]) -> None:
+def test_set_default_entry_through_a_read_only_boot(guest: Container, sysroot: dict[str, Any]) -> None:
     """The write helper (private mount namespace, remount) works inside the unit's sandbox:
     CAP_SYS_ADMIN, mount(2), RestrictNamespaces=mnt, MemoryDenyWriteExecute=yes."""
-    def boot_options() -> List[str]:
+
+    def boot_options() -> list[str]:
         table = guest.run(["cat", "/proc/1/mountinfo"], check=True).stdout
-        return [l.split()[5].split(",") for l in table.splitlines() if l.split()[4] == "/boot"][0]
+        return [ln.split()[5].split(",") for ln in table.splitlines() if ln.split()[4] == "/boot"][0]
 
     assert "ro" in boot_options()
     assert grubenv_list(sysroot["path"]).get("saved_entry") is None
@@ -203,8 +221,9 @@ def test_journal_start_record_and_catalog(guest: Container) -> None:
     assert rec["MESSAGE_ID"] == oj.MESSAGE_ID_STARTED
     assert rec["SYSLOG_IDENTIFIER"] == "ostreewatch"
     guest.run(["journalctl", "--update-catalog"], check=True)
-    text = guest.run(["journalctl", "-x", "--no-pager", "-u", UNIT,
-                      f"MESSAGE_ID={oj.MESSAGE_ID_STARTED}"], check=True).stdout
+    text = guest.run(
+        ["journalctl", "-x", "--no-pager", "-u", UNIT, f"MESSAGE_ID={oj.MESSAGE_ID_STARTED}"], check=True
+    ).stdout
     assert "The OSTree boot state watcher started and read the boot state once" in text, text
     assert "Defined-By: ostreewatch" in text
     # @FIELD@ substituted from the record itself.
@@ -248,7 +267,8 @@ def test_restarted_after_a_crash(guest: Container) -> None:
 
 
 def test_without_ostree_on_the_command_line_the_unit_is_skipped(
-        tmp_path_factory: pytest.TempPathFactory, sysroot: Dict[str, Any], guest: Container) -> None:
+    tmp_path_factory: pytest.TempPathFactory, sysroot: dict[str, Any], guest: Container
+) -> None:
     guest.stop()  # one container at a time: they share payload/ and supervisor/ cgroups
     with Container(tmp_path_factory.mktemp("nspawn-plain"), sysroot["path"], []) as plain:
         s = plain.show(UNIT, "ConditionResult", "ActiveState", "UnitFileState")

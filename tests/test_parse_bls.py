@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from typing import Dict, List
 
 import pytest
 from hypothesis import given
@@ -11,7 +10,12 @@ from hypothesis import strategies as st
 
 from ostreewatch.errors import BlsError
 from ostreewatch.parse.bls import (
-    BlsEntry, parse_entry, sort_entries, sort_entries_grub, split_boot_counting, valid_entry_file_name,
+    BlsEntry,
+    parse_entry,
+    sort_entries,
+    sort_entries_grub,
+    split_boot_counting,
+    valid_entry_file_name,
 )
 from ostreewatch.parse.loaderconf import match_default
 from tests.fixtures.oracles import bootctl_list, fuzz_settings, write_esp
@@ -82,7 +86,9 @@ def test_rhcos_sample() -> None:
     assert e.version == "2"
     assert e.title.endswith("(ostree:0)")
     assert "ostree=/ostree/boot.0/rhcos/838cd9a10892dbd5e32ffdbec249a4c0db18f6d1c56f416f7a59a2f806f55941/0" in e.options
-    assert e.initrd == ("/ostree/rhcos-838cd9a10892dbd5e32ffdbec249a4c0db18f6d1c56f416f7a59a2f806f55941/initramfs-4.18.0-305.40.1.el8_4.x86_64.img",)
+    assert e.initrd == (
+        "/ostree/rhcos-838cd9a10892dbd5e32ffdbec249a4c0db18f6d1c56f416f7a59a2f806f55941/initramfs-4.18.0-305.40.1.el8_4.x86_64.img",
+    )
     assert e.tries_left is None and e.tries_done is None
 
 
@@ -113,18 +119,21 @@ def test_invalid_name(name: str) -> None:
         parse_entry(name, b"title t\n")
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("ostree-1.conf", ("ostree-1", None, None)),
-    ("ostree-1+3.conf", ("ostree-1", 3, None)),
-    ("ostree-1+0-5.conf", ("ostree-1", 0, 5)),
-    ("a+b+2-1.conf", ("a+b", 2, 1)),
-    ("a+.conf", ("a+", None, None)),
-    ("a+1-.conf", ("a+1-", None, None)),
-    ("a+-1.conf", ("a+-1", None, None)),
-    ("+3.conf", ("+3", None, None)),
-    ("a+99999999999.conf", ("a+99999999999", None, None)),
-    ("noconf+2", ("noconf", 2, None)),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("ostree-1.conf", ("ostree-1", None, None)),
+        ("ostree-1+3.conf", ("ostree-1", 3, None)),
+        ("ostree-1+0-5.conf", ("ostree-1", 0, 5)),
+        ("a+b+2-1.conf", ("a+b", 2, 1)),
+        ("a+.conf", ("a+", None, None)),
+        ("a+1-.conf", ("a+1-", None, None)),
+        ("a+-1.conf", ("a+-1", None, None)),
+        ("+3.conf", ("+3", None, None)),
+        ("a+99999999999.conf", ("a+99999999999", None, None)),
+        ("noconf+2", ("noconf", 2, None)),
+    ],
+)
 def test_split_boot_counting(name: str, expected) -> None:
     assert split_boot_counting(name) == expected
 
@@ -137,7 +146,7 @@ def test_split_boot_counting_property(name: str) -> None:
     if left is None:
         assert ident == stem and done is None
     else:
-        suffix = stem[len(ident):]
+        suffix = stem[len(ident) :]
         assert suffix.startswith("+") and ident
         counters = suffix[1:].split("-")
         assert int(counters[0]) == left
@@ -158,7 +167,7 @@ def test_valid_entry_file_name() -> None:
 
 # --- order and default against bootctl 252 --------------------------------------------
 
-HAND_WRITTEN: Dict[str, bytes] = {
+HAND_WRITTEN: dict[str, bytes] = {
     "fedora-6.1.conf": b"title Fedora 6.1\nsort-key fedora\nmachine-id aaaa\nversion 6.1\nlinux /v\n",
     "fedora-6.1-rc.conf": b"title Fedora rc\nsort-key fedora\nmachine-id aaaa\nversion 6.1~rc1\nlinux /v\n",
     "fedora-6.10.conf": b"title Fedora 6.10\nsort-key fedora\nmachine-id aaaa\nversion 6.10\nlinux /v\n",
@@ -178,23 +187,26 @@ HAND_WRITTEN: Dict[str, bytes] = {
 }
 
 
-def _ours(entries: Dict[str, bytes]) -> List[BlsEntry]:
+def _ours(entries: dict[str, bytes]) -> list[BlsEntry]:
     return sort_entries(parse_entry(name, data) for name, data in entries.items())
 
 
-def _bootctl_files(listed) -> List[str]:
+def _bootctl_files(listed) -> list[str]:
     return [e["path"].rsplit("/", 1)[1] for e in listed]
 
 
-@pytest.mark.parametrize("loader_conf,pattern", [
-    (None, None),
-    ("timeout 3\ndefault ostree-*\n", "ostree-*"),
-    ("default OSTREE-9*\n", "OSTREE-9*"),
-    ("# c\ndefault fedora-6.1?.conf\n", "fedora-6.1?.conf"),
-    ("default ostree-3.conf\n", "ostree-3.conf"),        # the id has no counting suffix
-    ("default [a]*\n", "[a]*"),
-    ("default nomatch*\n", "nomatch*"),
-])
+@pytest.mark.parametrize(
+    "loader_conf,pattern",
+    [
+        (None, None),
+        ("timeout 3\ndefault ostree-*\n", "ostree-*"),
+        ("default OSTREE-9*\n", "OSTREE-9*"),
+        ("# c\ndefault fedora-6.1?.conf\n", "fedora-6.1?.conf"),
+        ("default ostree-3.conf\n", "ostree-3.conf"),  # the id has no counting suffix
+        ("default [a]*\n", "[a]*"),
+        ("default nomatch*\n", "nomatch*"),
+    ],
+)
 def test_order_and_default_like_bootctl(tmp_path, loader_conf, pattern) -> None:
     write_esp(str(tmp_path), HAND_WRITTEN, loader_conf)
     listed, default_id = bootctl_list(str(tmp_path))
@@ -241,11 +253,12 @@ def test_fields_like_bootctl(tmp_path) -> None:
     assert (theirs["triesLeft"], theirs["triesDone"]) == (mine.tries_left, mine.tries_done)
 
 
-def _random_entries(rng: random.Random, n: int) -> Dict[str, bytes]:
-    out: Dict[str, bytes] = {}
+def _random_entries(rng: random.Random, n: int) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
     while len(out) < n:
         stem = rng.choice(["ostree", "fedora", "Fedora", "a", "x-1.2", "deb_12"]) + rng.choice(
-            ["", "-1", "-2", "-10", ".5", "-1.10", "-9-rhcos"])
+            ["", "-1", "-2", "-10", ".5", "-1.10", "-9-rhcos"]
+        )
         counting = rng.choice(["", "", "+0", "+1", "+3-1", "+0-2"])
         name = stem + counting + ".conf"
         if any(n.startswith(stem + "+") or n == stem + ".conf" for n in out):
@@ -270,10 +283,12 @@ def test_random_sets_like_bootctl(tmp_path, seed: int) -> None:
     listed, default_id = bootctl_list(str(tmp_path))
     ours = _ours(entries)
     theirs = _bootctl_files(listed)
+
     # Full ties (same sort-key, machine-id, version and id) are left to qsort: compare the keys.
     def key(f: str):
         e = parse_entry(f, entries[f])
         return (e.tries_left == 0, not e.sort_key, e.sort_key, e.machine_id, e.version if e.sort_key else "", e.id)
+
     assert [key(e.file) for e in ours] == [key(f) for f in theirs]
     assert default_id == ours[0].id + ".conf"
 
@@ -341,12 +356,26 @@ def test_ostree_written_entries_like_bootctl(sysroot_3, tmp_path) -> None:
 
 
 def test_grub_order_by_nvr_of_file_name() -> None:
-    names = ["ostree-1-rhcos.conf", "ostree-2-rhcos.conf", "ostree-10-rhcos.conf", "ostree-9.conf",
-             "kernel-5.14.0-362.fc38.conf", "kernel-5.14.0-70.fc38.conf", "kernel-6.1.0-1.fc38.conf"]
+    names = [
+        "ostree-1-rhcos.conf",
+        "ostree-2-rhcos.conf",
+        "ostree-10-rhcos.conf",
+        "ostree-9.conf",
+        "kernel-5.14.0-362.fc38.conf",
+        "kernel-5.14.0-70.fc38.conf",
+        "kernel-6.1.0-1.fc38.conf",
+    ]
     entries = [parse_entry(n, b"title t\nversion 99\nsort-key zzz\nlinux /v\n") for n in names]
     got = [e.file for e in sort_entries_grub(entries)]
-    assert got == ["ostree-10-rhcos.conf", "ostree-9.conf", "ostree-2-rhcos.conf", "ostree-1-rhcos.conf",
-                   "kernel-6.1.0-1.fc38.conf", "kernel-5.14.0-362.fc38.conf", "kernel-5.14.0-70.fc38.conf"]
+    assert got == [
+        "ostree-10-rhcos.conf",
+        "ostree-9.conf",
+        "ostree-2-rhcos.conf",
+        "ostree-1-rhcos.conf",
+        "kernel-6.1.0-1.fc38.conf",
+        "kernel-5.14.0-362.fc38.conf",
+        "kernel-5.14.0-70.fc38.conf",
+    ]
 
 
 def test_grub_order_of_rhcos_sample() -> None:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Dict
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ostreewatch.parse import grubcfg
 from ostreewatch.parse.grubcfg import evaluate
@@ -26,8 +26,15 @@ GENERATED = cfgs.generated()
 ENV_FILE = {"grubenv": ""}  # the grubenv exists (its variables are the env argument)
 
 
-@pytest.mark.parametrize("name,text", [("static", STATIC), ("static-greenboot", STATIC_GREENBOOT),
-                                       ("generated", GENERATED), ("generated-0", cfgs.generated(default="0"))])
+@pytest.mark.parametrize(
+    "name,text",
+    [
+        ("static", STATIC),
+        ("static-greenboot", STATIC_GREENBOOT),
+        ("generated", GENERATED),
+        ("generated-0", cfgs.generated(default="0")),
+    ],
+)
 def test_fixtures_are_valid_grub_script(tmp_path: Path, name: str, text: str) -> None:
     f = tmp_path / f"{name}.cfg"
     f.write_text(text)
@@ -72,15 +79,18 @@ def test_static_config_with_a_fixed_default_in_custom_cfg() -> None:
     assert (r.default, r.default_from) == ("ostree-2", grubcfg.FROM_LITERAL)
 
 
-@pytest.mark.parametrize("env,fired,default", [
-    ({"boot_counter": "0", "boot_success": "0"}, True, "1"),
-    ({"boot_counter": "-1", "boot_success": "0"}, True, "1"),
-    ({"boot_counter": "2", "boot_success": "0"}, False, ""),   # counting down: decremented, default untouched
-    ({"boot_counter": "0", "boot_success": "1"}, False, ""),   # a healthy boot was reported
-    ({"boot_success": "0"}, False, ""),                        # no counter: greenboot not armed
-    ({}, False, ""),
-])
-def test_greenboot_fallback(env: Dict[str, str], fired: bool, default: str) -> None:
+@pytest.mark.parametrize(
+    "env,fired,default",
+    [
+        ({"boot_counter": "0", "boot_success": "0"}, True, "1"),
+        ({"boot_counter": "-1", "boot_success": "0"}, True, "1"),
+        ({"boot_counter": "2", "boot_success": "0"}, False, ""),  # counting down: decremented, default untouched
+        ({"boot_counter": "0", "boot_success": "1"}, False, ""),  # a healthy boot was reported
+        ({"boot_success": "0"}, False, ""),  # no counter: greenboot not armed
+        ({}, False, ""),
+    ],
+)
+def test_greenboot_fallback(env: dict[str, str], fired: bool, default: str) -> None:
     r = evaluate(STATIC_GREENBOOT, ENV_FILE, env)
     assert r.greenboot  # the config has the logic, whatever the environment
     assert r.greenboot_fired == fired
@@ -120,8 +130,11 @@ def test_generated_config_with_grub_default_0() -> None:
 
 def test_fallback_counting_overrides_saved_and_next_entry() -> None:
     # 08_fallback_counting runs after 00_header: its `set default=1` is the last word.
-    r = evaluate(GENERATED, ENV_FILE, {"saved_entry": "ostree-2", "next_entry": "ostree-3",
-                                       "boot_counter": "0", "boot_success": "0"})
+    r = evaluate(
+        GENERATED,
+        ENV_FILE,
+        {"saved_entry": "ostree-2", "next_entry": "ostree-3", "boot_counter": "0", "boot_success": "0"},
+    )
     assert (r.default, r.default_from, r.greenboot_fired) == ("1", grubcfg.FROM_GREENBOOT, True)
 
 
@@ -142,12 +155,15 @@ def test_menuentries_before_blscfg_are_counted() -> None:
 # --- conservative on what cannot be told ---------------------------------------------
 
 
-@pytest.mark.parametrize("snippet,why", [
-    ("for x in a b; do set default=$x; done\n", "loop"),
-    ("if cmostest 1; then set default=2; fi\n", "cmostest"),
-    ('set default="${chosen}"\n', "chosen"),
-    ("if [ -d (hd0)/boot ]; then set default=2; fi\n", "(hd0)"),
-])
+@pytest.mark.parametrize(
+    "snippet,why",
+    [
+        ("for x in a b; do set default=$x; done\n", "loop"),
+        ("if cmostest 1; then set default=2; fi\n", "cmostest"),
+        ('set default="${chosen}"\n', "chosen"),
+        ("if [ -d (hd0)/boot ]; then set default=2; fi\n", "(hd0)"),
+    ],
+)
 def test_unknown_constructs_give_an_unknown_default(snippet: str, why: str) -> None:
     r = evaluate(STATIC, dict(ENV_FILE, **{"custom.cfg": snippet}), {})
     assert r.default is None and r.default_from == grubcfg.FROM_UNKNOWN
@@ -172,14 +188,26 @@ def test_sourcing_does_not_loop() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(text=st.text(alphabet=st.sampled_from(list('if[]"\'${}();\n\\ #=-anoset default')) , max_size=300),
-       env=st.dictionaries(st.sampled_from(["saved_entry", "next_entry", "boot_counter", "boot_success", "default"]),
-                           st.text(max_size=5), max_size=5))
-def test_never_raises(text: str, env: Dict[str, str]) -> None:
+@given(
+    text=st.text(alphabet=st.sampled_from(list("if[]\"'${}();\n\\ #=-anoset default")), max_size=300),
+    env=st.dictionaries(
+        st.sampled_from(["saved_entry", "next_entry", "boot_counter", "boot_success", "default"]),
+        st.text(max_size=5),
+        max_size=5,
+    ),
+)
+def test_never_raises(text: str, env: dict[str, str]) -> None:
     r = evaluate(text, {"grubenv": "", "user.cfg": text}, env)
     assert r.default is None or isinstance(r.default, str)
-    assert r.default_from in (grubcfg.FROM_SAVED, grubcfg.FROM_NEXT, grubcfg.FROM_ENV, grubcfg.FROM_GREENBOOT,
-                              grubcfg.FROM_LITERAL, grubcfg.FROM_UNSET, grubcfg.FROM_UNKNOWN)
+    assert r.default_from in (
+        grubcfg.FROM_SAVED,
+        grubcfg.FROM_NEXT,
+        grubcfg.FROM_ENV,
+        grubcfg.FROM_GREENBOOT,
+        grubcfg.FROM_LITERAL,
+        grubcfg.FROM_UNSET,
+        grubcfg.FROM_UNKNOWN,
+    )
 
 
 def test_deep_nesting_and_huge_input() -> None:

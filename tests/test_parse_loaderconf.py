@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -23,7 +25,7 @@ SAMPLE = (
     "secure-boot-enroll manual\n"
     "\n"
     "#default old-*\n"
-    "default \"fedora-*\"\n"
+    'default "fedora-*"\n'
     "frobnicate 12\n"
     "keyonly\n"
 )
@@ -41,7 +43,7 @@ def test_parse_every_key() -> None:
     assert c.beep == "yes"
     assert c.reboot_for_bitlocker == "no"
     assert c.secure_boot_enroll == "manual"
-    assert c.default == "fedora-*"   # sd-boot drops one pair of double quotes
+    assert c.default == "fedora-*"  # sd-boot drops one pair of double quotes
     assert c.extra == (("frobnicate", "12"),)
     assert "".join(c.lines) == SAMPLE
 
@@ -97,22 +99,25 @@ def test_other_separators_are_kept() -> None:
 ORDER = ["ostree-3.conf", "ostree-2+1-1.conf", "Fedora-1.conf", "arch[1].conf", "ostree-1.conf"]
 
 
-@pytest.mark.parametrize("pattern,expected", [
-    ("ostree-*", "ostree-3.conf"),                # the first in boot order wins
-    ("OSTREE-2*", "ostree-2+1-1.conf"),           # case-insensitive; id without counting
-    ("ostree-2.conf", "ostree-2+1-1.conf"),
-    ("ostree-2+1-1.conf", None),                  # the counting suffix is not part of the id
-    ("fedora-?.conf", "Fedora-1.conf"),
-    ("*-[12].conf", "ostree-2+1-1.conf"),
-    ("*-[!3].conf", "ostree-2+1-1.conf"),
-    ("*-[^23].conf", "Fedora-1.conf"),
-    ("arch\\[1\\].conf", "arch[1].conf"),
-    ("arch[1].conf", None),                       # [1] is a class matching "1"
-    ("ostree-1", None),                           # ids include ".conf"
-    ("*", "ostree-3.conf"),
-    ("[", None),
-    ("", None),
-])
+@pytest.mark.parametrize(
+    "pattern,expected",
+    [
+        ("ostree-*", "ostree-3.conf"),  # the first in boot order wins
+        ("OSTREE-2*", "ostree-2+1-1.conf"),  # case-insensitive; id without counting
+        ("ostree-2.conf", "ostree-2+1-1.conf"),
+        ("ostree-2+1-1.conf", None),  # the counting suffix is not part of the id
+        ("fedora-?.conf", "Fedora-1.conf"),
+        ("*-[12].conf", "ostree-2+1-1.conf"),
+        ("*-[!3].conf", "ostree-2+1-1.conf"),
+        ("*-[^23].conf", "Fedora-1.conf"),
+        ("arch\\[1\\].conf", "arch[1].conf"),
+        ("arch[1].conf", None),  # [1] is a class matching "1"
+        ("ostree-1", None),  # ids include ".conf"
+        ("*", "ostree-3.conf"),
+        ("[", None),
+        ("", None),
+    ],
+)
 def test_match_default(pattern: str, expected) -> None:
     assert match_default(pattern, ORDER) == expected
 
@@ -134,7 +139,9 @@ def test_set_default_is_what_bootctl_then_picks(tmp_path) -> None:
 
 _line = st.sampled_from(["default a", "timeout 3", "# c", "", "  default\tb  ", "editor no", "x y z", "default"])
 _conf = st.lists(_line, max_size=8).map(lambda ls: "\n".join(ls)) | st.text(max_size=200)
-_value = st.text(alphabet="abcAB-*?.[]!09+_", min_size=1, max_size=12).filter(lambda v: not (v[0] == '"' and v[-1] == '"'))
+_value = st.text(alphabet="abcAB-*?.[]!09+_", min_size=1, max_size=12).filter(
+    lambda v: not (v[0] == '"' and v[-1] == '"')
+)
 
 
 @fuzz_settings(max_examples=300)
@@ -156,9 +163,10 @@ def test_set_default_property(text: str, value: str) -> None:
 @fuzz_settings(max_examples=300)
 @given(st.text(max_size=300), st.text(max_size=20), st.lists(st.text(max_size=10), max_size=5))
 def test_fuzz_anything(text: str, pattern: str, files) -> None:
-    for call in (lambda: parse_loader_conf(text), lambda: set_default(text, pattern or None),
-                 lambda: match_default(pattern, files)):
-        try:
+    for call in (
+        lambda: parse_loader_conf(text),
+        lambda: set_default(text, pattern or None),
+        lambda: match_default(pattern, files),
+    ):
+        with contextlib.suppress(LoaderConfError):
             call()
-        except LoaderConfError:
-            pass

@@ -28,10 +28,17 @@ def test_rhcos_lines() -> None:
     assert len(mounts) == 7
     root = mounts[1]
     assert root == MountInfo(
-        mount_id=102, parent_id=1, major=252, minor=4,
+        mount_id=102,
+        parent_id=1,
+        major=252,
+        minor=4,
         root="/ostree/deploy/rhcos/deploy/b1df1247e3ad53173c1e13a913ec645d48a22f6a294e70e2ca5bda8c31f78d78.0",
-        mount_point="/", options="rw,relatime", optional_fields=("shared:1",), fstype="xfs",
-        source="/dev/vda4", super_options="rw,seclabel,attr2,inode64,logbufs=8,logbsize=32k,prjquota",
+        mount_point="/",
+        options="rw,relatime",
+        optional_fields=("shared:1",),
+        fstype="xfs",
+        source="/dev/vda4",
+        super_options="rw,seclabel,attr2,inode64,logbufs=8,logbsize=32k,prjquota",
     )
     assert mounts[0].optional_fields == ()
     assert mounts[3].options.startswith("ro,")
@@ -53,18 +60,21 @@ def test_dash_as_a_path_is_not_the_separator() -> None:
     assert m.root == "-" and m.mount_point == "-" and m.source == "-" and m.optional_fields == ()
 
 
-@pytest.mark.parametrize("line", [
-    b"",
-    b"garbage",
-    b"1 2 0:1 / / rw shared:1 tmpfs none rw",       # no '-'
-    b"1 2 0:1 / / rw - tmpfs none",                 # too few after '-'
-    b"1 2 0:1 / / rw - tmpfs none rw extra",        # too many after '-'
-    b"x 2 0:1 / / rw - tmpfs none rw",
-    b"1 2 01 / / rw - tmpfs none rw",
-    b"1 2 0:1:2 / / rw - tmpfs none rw",
-    b"1 2 0:1 /\xff / rw - tmpfs none rw",
-    b"99999999999 2 0:1 / / rw - tmpfs none rw",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"",
+        b"garbage",
+        b"1 2 0:1 / / rw shared:1 tmpfs none rw",  # no '-'
+        b"1 2 0:1 / / rw - tmpfs none",  # too few after '-'
+        b"1 2 0:1 / / rw - tmpfs none rw extra",  # too many after '-'
+        b"x 2 0:1 / / rw - tmpfs none rw",
+        b"1 2 01 / / rw - tmpfs none rw",
+        b"1 2 0:1:2 / / rw - tmpfs none rw",
+        b"1 2 0:1 /\xff / rw - tmpfs none rw",
+        b"99999999999 2 0:1 / / rw - tmpfs none rw",
+    ],
+)
 def test_bad_lines(line: bytes) -> None:
     with pytest.raises(MountinfoError):
         parse_line(line)
@@ -105,15 +115,21 @@ def _generate(rng: random.Random, n: int) -> bytes:
     for i in range(n):
         opt = " ".join(rng.sample(["shared:1", "master:3", "propagate_from:2", "unbindable"], rng.randint(0, 3)))
         fields = [
-            str(20 + i), str(rng.randint(1, 20 + i)), f"{rng.randint(0, 300)}:{rng.randint(0, 70000)}",
-            mangle(_random_path(rng)).decode(), mangle(_random_path(rng)).decode(),
+            str(20 + i),
+            str(rng.randint(1, 20 + i)),
+            f"{rng.randint(0, 300)}:{rng.randint(0, 70000)}",
+            mangle(_random_path(rng)).decode(),
+            mangle(_random_path(rng)).decode(),
             rng.choice(["rw,relatime", "ro,nosuid,nodev", "rw"]),
         ]
         if opt:
             fields.append(opt)
-        fields += ["-", rng.choice(["xfs", "tmpfs", "ext4", "fuse.sshfs"]),
-                   mangle(rng.choice(["/dev/vda4", "none", "my src", "a\\b", "tmpfs"])).decode(),
-                   rng.choice(["rw,seclabel", "rw,size=1024k,mode=755", "ro"])]
+        fields += [
+            "-",
+            rng.choice(["xfs", "tmpfs", "ext4", "fuse.sshfs"]),
+            mangle(rng.choice(["/dev/vda4", "none", "my src", "a\\b", "tmpfs"])).decode(),
+            rng.choice(["rw,seclabel", "rw,size=1024k,mode=755", "ro"]),
+        ]
         lines.append(" ".join(fields))
     return ("\n".join(lines) + "\n").encode()
 
@@ -146,7 +162,8 @@ def test_rhcos_like_findmnt(tmp_path) -> None:
     theirs = findmnt_file(str(path))
     mine, _ = parse_mountinfo(RHCOS)
     assert [(m.mount_point, m.root, " ".join(m.optional_fields)) for m in mine] == [
-        (t["target"], t["fsroot"], t["opt-fields"] or "") for t in theirs]
+        (t["target"], t["fsroot"], t["opt-fields"] or "") for t in theirs
+    ]
 
 
 def test_own_mountinfo_like_findmnt(tmp_path) -> None:
@@ -161,6 +178,7 @@ def test_own_mountinfo_like_findmnt(tmp_path) -> None:
 
 
 # --- nothing but MountinfoError escapes ------------------------------------------------
+
 
 @fuzz_settings(max_examples=300)
 @given(st.binary(max_size=500), st.none() | st.lists(st.text(max_size=8), max_size=4))
@@ -189,8 +207,10 @@ def _storm(lines: int = 10000) -> bytes:
     rng = random.Random(0)
     out = RHCOS.decode().splitlines()
     for i in range(lines - len(out)):
-        out.append(f"{9000 + i} 133 0:{300 + i} / /var/lib/kubelet/pods/{rng.getrandbits(128):032x}"
-                   f"/volumes/kubernetes.io~secret/token-{i} rw,relatime shared:{i} - tmpfs tmpfs rw,seclabel,size=4k")
+        out.append(
+            f"{9000 + i} 133 0:{300 + i} / /var/lib/kubelet/pods/{rng.getrandbits(128):032x}"
+            f"/volumes/kubernetes.io~secret/token-{i} rw,relatime shared:{i} - tmpfs tmpfs rw,seclabel,size=4k"
+        )
     return ("\n".join(out) + "\n").encode()
 
 
@@ -217,5 +237,7 @@ if __name__ == "__main__":
             t0 = time.perf_counter()
             found, _ = parse_mountinfo(storm, mp)
             times.append(time.perf_counter() - t0)
-        print(f"{label}: 10000 lines -> {len(found)} mounts, median {statistics.median(times) * 1000:.1f} ms,"
-              f" min {min(times) * 1000:.1f} ms")
+        print(
+            f"{label}: 10000 lines -> {len(found)} mounts, median {statistics.median(times) * 1000:.1f} ms,"
+            f" min {min(times) * 1000:.1f} ms"
+        )

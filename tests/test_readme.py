@@ -28,7 +28,6 @@ import signal
 import subprocess
 import tempfile
 import time
-from typing import Dict, List, Optional, Tuple
 
 import pytest
 
@@ -36,9 +35,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO, "README.md")
 
 # Commands not run, each with its reason (matched on the start of the command).
-NOT_RUN: Dict[str, str] = {
+NOT_RUN: dict[str, str] = {
     ".venv/bin/python bench/run.py": "benchmarks take minutes of both cores (557 s for the full run) and "
-                                     "rewrite BENCHMARKS.md",
+    "rewrite BENCHMARKS.md",
     ".venv/bin/pytest tests/test_reliability.py": "minutes; the same tests run in the whole suite",
     "OSTREEWATCH_FUZZ_EXAMPLES=20000": "a long fuzz (minutes); the suite runs the same tests with 150 examples",
 }
@@ -57,9 +56,9 @@ _PROSE_PLACEHOLDER = re.compile(r"(?<![\w$/.-])[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+(?![
 _WORD_PLACEHOLDER = re.compile(r"^(?:[A-Z][A-Z0-9_]+|<[^>]*>)$")
 
 
-def sh_commands(text: str) -> List[str]:
+def sh_commands(text: str) -> list[str]:
     """The commands of every ```sh block, in order: continuation lines joined, comment lines dropped."""
-    out: List[str] = []
+    out: list[str] = []
     for block in _FENCE.findall(text):
         pending = ""
         for line in block.splitlines():
@@ -73,9 +72,9 @@ def sh_commands(text: str) -> List[str]:
     return out
 
 
-def placeholders(text: str) -> List[str]:
+def placeholders(text: str) -> list[str]:
     """Unfilled placeholders: ALL_CAPS words in prose, capital words or <...> as words of a command."""
-    found: List[str] = []
+    found: list[str] = []
     prose = _CODE_SPAN.sub("", _ANY_FENCE.sub("", text))
     found += _PROSE_PLACEHOLDER.findall(prose)
     for cmd in sh_commands(text):
@@ -88,7 +87,7 @@ def placeholders(text: str) -> List[str]:
     return found
 
 
-def not_run_reason(cmd: str) -> Optional[str]:
+def not_run_reason(cmd: str) -> str | None:
     return next((why for start, why in NOT_RUN.items() if cmd.startswith(start)), None)
 
 
@@ -96,11 +95,12 @@ def not_run_reason(cmd: str) -> Optional[str]:
 
 
 def test_checker_finds_placeholders_and_commands() -> None:
-    text = ("# T\n\nIntro `CODE_SPAN_IS_FINE`.\n\n```sh\nbusctl call a b \\\n    c d   # comment\n"
-            "# only a comment\nostreewatch set-default ID\necho <entry>\n```\n\nBENCHMARKS_SUMMARY\n\n"
-            "```\nNOT_SH_BLOCK\n```\n")
-    assert sh_commands(text) == ["busctl call a b c d   # comment", "ostreewatch set-default ID",
-                                 "echo <entry>"]
+    text = (
+        "# T\n\nIntro `CODE_SPAN_IS_FINE`.\n\n```sh\nbusctl call a b \\\n    c d   # comment\n"
+        "# only a comment\nostreewatch set-default ID\necho <entry>\n```\n\nBENCHMARKS_SUMMARY\n\n"
+        "```\nNOT_SH_BLOCK\n```\n"
+    )
+    assert sh_commands(text) == ["busctl call a b c d   # comment", "ostreewatch set-default ID", "echo <entry>"]
     found = placeholders(text)
     assert "BENCHMARKS_SUMMARY" in found
     assert any(f.startswith("ID ") for f in found) and any(f.startswith("<entry>") for f in found)
@@ -124,10 +124,13 @@ def test_readme_has_no_placeholder_and_no_sudo() -> None:
 # --- the README, run -------------------------------------------------------------------
 
 
-def _env() -> Dict[str, str]:
+def _env() -> dict[str, str]:
     """A newcomer's root shell: none of this run's test settings, no bus or journal chosen yet."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTEST_", "OSTREEWATCH_", "DBUS_")) or k == "OSTREEWATCH_TEST_RUN"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTEST_", "OSTREEWATCH_", "DBUS_")) or k == "OSTREEWATCH_TEST_RUN"
+    }
     env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     return env
 
@@ -135,8 +138,13 @@ def _env() -> Dict[str, str]:
 def _clone(dest: str) -> None:
     """A fresh clone of this checkout at its current content (uncommitted changes of tracked files too)."""
     # `git stash create` writes a commit object: it needs an identity, which CI may not have.
-    env = dict(os.environ, GIT_AUTHOR_NAME="test_readme", GIT_AUTHOR_EMAIL="test_readme@localhost",
-               GIT_COMMITTER_NAME="test_readme", GIT_COMMITTER_EMAIL="test_readme@localhost")
+    env = dict(
+        os.environ,
+        GIT_AUTHOR_NAME="test_readme",
+        GIT_AUTHOR_EMAIL="test_readme@localhost",
+        GIT_COMMITTER_NAME="test_readme",
+        GIT_COMMITTER_EMAIL="test_readme@localhost",
+    )
 
     def git(*args: str, cwd: str = REPO) -> str:
         r = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
@@ -150,21 +158,29 @@ def _clone(dest: str) -> None:
 
 
 def _run(cmd: str, cwd: str, prelude: str = "", timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-c", f"{prelude}{cmd}"], cwd=cwd, env=_env(), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        ["bash", "-c", f"{prelude}{cmd}"], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout
+    )
 
 
-def _readme_exports(commands: List[str]) -> List[Tuple[str, str]]:
-    return [tuple(c[len("export "):].split("=", 1)) for c in commands if c.startswith("export ")]  # type: ignore
+def _readme_exports(commands: list[str]) -> list[tuple[str, str]]:
+    return [tuple(c[len("export ") :].split("=", 1)) for c in commands if c.startswith("export ")]  # type: ignore
 
 
-def _start_keep(clone: str) -> Tuple[subprocess.Popen, List[str], str]:
+def _start_keep(clone: str) -> tuple[subprocess.Popen, list[str], str]:
     """scripts/run-sample.sh --keep, up to its pasteable lines: (process, the export lines, all output)."""
-    proc = subprocess.Popen(["scripts/run-sample.sh", "--keep"], cwd=clone, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        ["scripts/run-sample.sh", "--keep"],
+        cwd=clone,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     assert proc.stdout is not None
-    out: List[str] = []
-    exports: List[str] = []
+    out: list[str] = []
+    exports: list[str] = []
     for line in proc.stdout:
         out.append(line)
         if line.startswith("export "):
@@ -183,7 +199,7 @@ def _stop_keep(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
-        raise AssertionError("run-sample.sh --keep did not stop on SIGTERM")
+        raise AssertionError("run-sample.sh --keep did not stop on SIGTERM") from None
 
 
 @pytest.mark.slow
@@ -194,7 +210,7 @@ def test_readme_in_a_fresh_clone() -> None:
     work = tempfile.mkdtemp(prefix="ow-readme-", dir="/tmp")
     os.chmod(work, 0o755)  # uid 65534 (run-sample.sh's refused caller) runs the clone's venv
     clone = os.path.join(work, "ostreewatch")
-    keep: Optional[subprocess.Popen] = None
+    keep: subprocess.Popen | None = None
     try:
         _clone(clone)
 
@@ -210,7 +226,7 @@ def test_readme_in_a_fresh_clone() -> None:
         assert os.path.isfile(os.path.join(clone, ".venv", "bin", "ostreewatch"))
 
         # 2. The README's script commands, in the clone (the whole suite on a subset).
-        ran: List[str] = []
+        ran: list[str] = []
         for cmd in commands:
             bare = cmd.split(" #")[0].strip()
             if not re.match(r"^(\w+=\S+ )*scripts/", bare) or bare == "scripts/run-sample.sh":
@@ -228,7 +244,7 @@ def test_readme_in_a_fresh_clone() -> None:
         keep, exports, out = _start_keep(clone)
         tmp = re.search(r"(/tmp/ostreewatch-sample\.\w+)/", out)
         assert tmp, out
-        pasted = [tuple(e[len("export "):].split("=", 1)) for e in exports]
+        pasted = [tuple(e[len("export ") :].split("=", 1)) for e in exports]
         shown = _readme_exports(commands)
         assert [n for n, _ in pasted] == [n for n, _ in shown], (pasted, shown)
         readme_tmp = re.search(r"(/tmp/ostreewatch-sample\.\w+)/", shown[0][1])
@@ -240,7 +256,7 @@ def test_readme_in_a_fresh_clone() -> None:
         prelude = "".join(e + "\n" for e in exports)
 
         # 4. Every other command, against it.
-        skipped: Dict[str, str] = {}
+        skipped: dict[str, str] = {}
         checked = 0
         for cmd in commands:
             if cmd.startswith("export ") or re.match(r"^(\w+=\S+ )*scripts/", cmd):
@@ -258,14 +274,19 @@ def test_readme_in_a_fresh_clone() -> None:
                 if cmd.startswith("journalctl"):
                     assert r.stdout.strip() and "-- No entries --" not in r.stdout, (cmd, r.stdout, r.stderr)
             checked += 1
-        print(f"README: {checked} commands run against the sample; not run: "
-              + "; ".join(f"{c!r} ({why})" for c, why in skipped.items()))
+        print(
+            f"README: {checked} commands run against the sample; not run: "
+            + "; ".join(f"{c!r} ({why})" for c, why in skipped.items())
+        )
         assert set(skipped) == {c for c in commands if not_run_reason(c)}
         assert checked >= 20, checked
 
         # The README's writes ended where they began: the default is the first entry again.
-        r = _run("busctl get-property org.ostreewatch1 /org/ostreewatch1 org.ostreewatch1.Manager "
-                 "DefaultEntry NextEntry", clone, prelude)
+        r = _run(
+            "busctl get-property org.ostreewatch1 /org/ostreewatch1 org.ostreewatch1.Manager DefaultEntry NextEntry",
+            clone,
+            prelude,
+        )
         assert r.stdout.split("\n")[:2] == ['s "ostree-2"', 's ""'], r.stdout
     finally:
         if keep is not None:

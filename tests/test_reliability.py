@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pathlib
 import shutil
 import signal
 import socket
@@ -19,7 +20,8 @@ import stat
 import subprocess
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from collections.abc import Iterator
+from typing import Any, Callable
 
 import pytest
 from dbus_next import Message, MessageType, Variant
@@ -42,7 +44,7 @@ WAIT = 20.0  # generous: an event is awaited this long before the test fails
 # --- the rig ---------------------------------------------------------------------------------
 
 
-def plain_published(body: Dict[str, Any]) -> Dict[str, Any]:
+def plain_published(body: dict[str, Any]) -> dict[str, Any]:
     """GetAll's body as plain values, minus the service's own Generation and Version."""
     out = {k: service.unwrap(v) for k, v in body.items()}
     out.pop("Generation", None)
@@ -59,8 +61,9 @@ async def _call(address: str, msg: Message, timeout: float = WAIT) -> Message:
 
 
 def getall_msg() -> Message:
-    return Message(destination=BUS_NAME, path=OBJECT_PATH, interface=PROPS, member="GetAll",
-                   signature="s", body=[INTERFACE])
+    return Message(
+        destination=BUS_NAME, path=OBJECT_PATH, interface=PROPS, member="GetAll", signature="s", body=[INTERFACE]
+    )
 
 
 class Rig(srmod.Setting):
@@ -68,12 +71,13 @@ class Rig(srmod.Setting):
 
     def __init__(self, base: str, bus: SystemBus) -> None:
         from ostreewatch.state import Paths
+
         super().__init__(base, cmdline="BOOT_IMAGE=/vmlinuz root=UUID=0a0d4701 rw quiet\n")
         self.bus = bus
         self.paths = Paths(sysroot=self.sysroot, mountinfo=self.ns.mountinfo, cmdline=self.cmdline, run=self.run)
-        self.daemon: Optional[DaemonProcess] = None
+        self.daemon: DaemonProcess | None = None
         self._drain_stop = threading.Event()
-        self._drain: Optional[threading.Thread] = None
+        self._drain: threading.Thread | None = None
         self.grubenv = os.path.join(self.sysroot, "boot", "grub2", "grubenv")
 
     def start(self, drain: bool = True, **kw: Any) -> DaemonProcess:
@@ -105,19 +109,20 @@ class Rig(srmod.Setting):
 
     # -- reading --
 
-    def get_all(self) -> Dict[str, Any]:
+    def get_all(self) -> dict[str, Any]:
         reply = asyncio.run(_call(self.bus.address, getall_msg()))
         assert reply.message_type == MessageType.METHOD_RETURN, (reply.error_name, reply.body)
         return reply.body[0]
 
-    def published(self) -> Dict[str, Any]:
+    def published(self) -> dict[str, Any]:
         return plain_published(self.get_all())
 
-    def offline(self) -> Dict[str, Any]:
+    def offline(self) -> dict[str, Any]:
         from ostreewatch.state import read_snapshot
+
         return model.snapshot_to_plain(read_snapshot(self.paths))
 
-    def wait(self, pred: Callable[[Dict[str, Any]], bool], what: str, timeout: float = WAIT) -> Dict[str, Any]:
+    def wait(self, pred: Callable[[dict[str, Any]], bool], what: str, timeout: float = WAIT) -> dict[str, Any]:
         """Poll the published state until pred holds; fail with the last state after timeout."""
         deadline = time.monotonic() + timeout
         while True:
@@ -126,39 +131,42 @@ class Rig(srmod.Setting):
             if pred(state):
                 return state
             if time.monotonic() > deadline:
-                raise AssertionError(f"never published: {what}; last state: {state}; "
-                                     f"stderr:\n{self.daemon.stderr_text() if self.daemon else ''}")
+                raise AssertionError(
+                    f"never published: {what}; last state: {state}; "
+                    f"stderr:\n{self.daemon.stderr_text() if self.daemon else ''}"
+                )
             time.sleep(0.05)
 
-    def wait_synced(self, what: str = "the offline state", timeout: float = WAIT) -> Dict[str, Any]:
+    def wait_synced(self, what: str = "the offline state", timeout: float = WAIT) -> dict[str, Any]:
         """Until the published state equals an offline read of the same inputs."""
-        last: List[Any] = [None]
+        last: list[Any] = [None]
 
-        def same(state: Dict[str, Any]) -> bool:
+        def same(state: dict[str, Any]) -> bool:
             last[0] = self.offline()
             return state == last[0]
+
         try:
             return self.wait(same, what, timeout)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\noffline: {last[0]}") from None
 
     def assert_alive(self) -> None:
-        assert self.daemon and self.daemon.alive(), \
-            f"ostreewatchd died: {self.daemon.proc.returncode if self.daemon else '?'}\n" \
+        assert self.daemon and self.daemon.alive(), (
+            f"ostreewatchd died: {self.daemon.proc.returncode if self.daemon else '?'}\n"
             f"{self.daemon.stderr_text() if self.daemon else ''}"
+        )
 
     # -- writing --
 
     def entries_dir(self) -> str:
         return os.path.realpath(srmod.entries_dir(self.sysroot))
 
-    def entry_ids(self) -> List[str]:
+    def entry_ids(self) -> list[str]:
         return sorted(n[:-5] for n in os.listdir(self.entries_dir()) if n.endswith(".conf"))
 
     def set_default(self, entry_id: str) -> None:
         assert self.daemon
-        r = self.daemon.busctl("call", BUS_NAME, OBJECT_PATH, INTERFACE, "SetDefaultEntry", "s", entry_id,
-                               check=False)
+        r = self.daemon.busctl("call", BUS_NAME, OBJECT_PATH, INTERFACE, "SetDefaultEntry", "s", entry_id, check=False)
         assert r.returncode == 0, f"SetDefaultEntry {entry_id}: {r.stderr}"
 
     def saved_entry(self) -> str:
@@ -185,15 +193,15 @@ def rig(tmp_path: Any) -> Iterator[Rig]:
         bus.close()
 
 
-def codes(state: Dict[str, Any]) -> List[str]:
+def codes(state: dict[str, Any]) -> list[str]:
     return [p["code"] for p in state["Problems"]]
 
 
-def problem_about(state: Dict[str, Any], subject_part: str) -> bool:
+def problem_about(state: dict[str, Any], subject_part: str) -> bool:
     return any(subject_part in p["subject"] or subject_part in p["message"] for p in state["Problems"])
 
 
-def has_problem(state: Dict[str, Any], code: str, subject: Optional[str] = None) -> bool:
+def has_problem(state: dict[str, Any], code: str, subject: str | None = None) -> bool:
     """A problem with this code (docs/problems.md) and, if given, exactly this subject."""
     return any(p["code"] == code and (subject is None or p["subject"] == subject) for p in state["Problems"])
 
@@ -205,11 +213,11 @@ class SoakClient:
     """One connection: GetAll in a loop, and PropertiesChanged subscribed; records Generations."""
 
     def __init__(self) -> None:
-        self.bus: Optional[MessageBus] = None
-        self.signal_gens: List[int] = []
-        self.call_gens: List[int] = []
+        self.bus: MessageBus | None = None
+        self.signal_gens: list[int] = []
+        self.call_gens: list[int] = []
         self.calls = 0
-        self.errors: List[str] = []
+        self.errors: list[str] = []
 
     def on_message(self, msg: Message) -> None:
         if msg.message_type == MessageType.SIGNAL and msg.member == "PropertiesChanged" and msg.path == OBJECT_PATH:
@@ -220,9 +228,16 @@ class SoakClient:
     async def run(self, address: str, stop: asyncio.Event) -> None:
         self.bus = await MessageBus(bus_address=address).connect()
         self.bus.add_message_handler(self.on_message)
-        await self.bus.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-                                    interface="org.freedesktop.DBus", member="AddMatch", signature="s",
-                                    body=[f"type='signal',sender='{BUS_NAME}',path='{OBJECT_PATH}'"]))
+        await self.bus.call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="AddMatch",
+                signature="s",
+                body=[f"type='signal',sender='{BUS_NAME}',path='{OBJECT_PATH}'"],
+            )
+        )
         while not stop.is_set():
             try:
                 reply = await asyncio.wait_for(self.bus.call(getall_msg()), WAIT)
@@ -240,7 +255,7 @@ class SoakClient:
 SOAK_SECONDS = 15.0
 
 
-def _changes(rig: Rig, deploys: int, done: threading.Event, log: List[str]) -> None:
+def _changes(rig: Rig, deploys: int, done: threading.Event, log: list[str]) -> None:
     """Real deploys and entry edits for SOAK_SECONDS (at least `deploys` rounds), paced so each is
     published on its own (the driver of the soak)."""
     try:
@@ -267,7 +282,7 @@ def _changes(rig: Rig, deploys: int, done: threading.Event, log: List[str]) -> N
                 os.unlink(os.path.join(edir, f"soak-{i}.conf"))
                 time.sleep(0.3)
             log.append(f"entry edits {i}")
-    except Exception as exc:  # surfaced by the test
+    except Exception as exc:  # noqa: BLE001 - surfaced by the test
         log.append(f"ERROR {type(exc).__name__}: {exc}")
     finally:
         done.set()
@@ -278,7 +293,7 @@ def test_soak_50_clients_while_the_sysroot_changes(rig: Rig) -> None:
     rss_start = proc_sample(rig.daemon.pid).rss_kb
     clients = [SoakClient() for _ in range(50)]
     done = threading.Event()
-    log: List[str] = []
+    log: list[str] = []
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -296,7 +311,7 @@ def test_soak_50_clients_while_the_sysroot_changes(rig: Rig) -> None:
             c.bus.disconnect()
 
     asyncio.run(main())
-    assert not [l for l in log if l.startswith("ERROR")], log
+    assert not [ln for ln in log if ln.startswith("ERROR")], log
     rig.assert_alive()
     final = rig.wait_synced("the final sysroot's state")
     final_gen = rig.get_all()["Generation"].value
@@ -307,8 +322,9 @@ def test_soak_50_clients_while_the_sysroot_changes(rig: Rig) -> None:
         assert c.signal_gens == sorted(c.signal_gens), f"client {i}: Generation went backwards: {c.signal_gens}"
         assert len(set(c.signal_gens)) == len(c.signal_gens), f"client {i}: a Generation repeated: {c.signal_gens}"
         assert c.call_gens == sorted(c.call_gens), f"client {i}: GetAll Generation went backwards"
-        assert c.signal_gens and c.signal_gens[-1] == final_gen, \
+        assert c.signal_gens and c.signal_gens[-1] == final_gen, (
             f"client {i} missed the last change: saw {c.signal_gens[-3:]}, final {final_gen}"
+        )
     assert final["BootEntries"], final
     rss_end = proc_sample(rig.daemon.pid).rss_kb
     assert rss_end < 100 * 1024, f"RSS {rss_end} kB"
@@ -350,9 +366,16 @@ def test_journal_socket_missing_then_stale(tmp_path: Any) -> None:
     r = Rig(str(tmp_path / "rig"), bus)
     try:
         # the daemon's own mount namespace, its /run/systemd/journal a dir of the test
-        prefix = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                  f'mkdir -p /run/systemd/journal && mount --bind "{journal_dir}" /run/systemd/journal && exec "$@"',
-                  "sh"]
+        prefix = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            f'mkdir -p /run/systemd/journal && mount --bind "{journal_dir}" /run/systemd/journal && exec "$@"',
+            "sh",
+        ]
         r.start(prefix=prefix)
         r.wait_synced("the first state")
         arg = srmod.first_ostree_arg(r.sysroot)
@@ -369,8 +392,10 @@ def test_journal_socket_missing_then_stale(tmp_path: Any) -> None:
                         c.close()
             with open(os.path.join(r.entries_dir(), f"journal-{phase}.conf"), "w") as f:
                 f.write(srmod.entry_text(60 + n, arg))
-            state = r.wait(lambda s, phase=phase: f"journal-{phase}" in [e["id"] for e in s["BootEntries"]],
-                           f"a change with the journal socket {phase}")
+            state = r.wait(
+                lambda s, phase=phase: f"journal-{phase}" in [e["id"] for e in s["BootEntries"]],
+                f"a change with the journal socket {phase}",
+            )
             r.assert_alive()
         assert state == r.offline()
     finally:
@@ -394,8 +419,10 @@ def test_journald_killed_leaving_a_stale_socket(tmp_path: Any, journald: Any) ->
         for i in range(3):
             with open(os.path.join(r.entries_dir(), f"after-journald-{i}.conf"), "w") as f:
                 f.write(srmod.entry_text(70 + i, arg))
-            r.wait(lambda s, i=i: f"after-journald-{i}" in [e["id"] for e in s["BootEntries"]],
-                   "a change after journald died")
+            r.wait(
+                lambda s, i=i: f"after-journald-{i}" in [e["id"] for e in s["BootEntries"]],
+                "a change after journald died",
+            )
         r.assert_alive()
         assert r.published() == r.offline()
     finally:
@@ -414,20 +441,32 @@ def test_boot_unmounted_and_mounted_again(tmp_path: Any) -> None:
         real = os.path.join(r.sysroot, "boot.real")
         os.rename(boot, real)
         os.mkdir(boot)
-        prefix = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                  f'mount --bind "{real}" "{boot}" && exec "$@"', "sh"]
+        prefix = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            f'mount --bind "{real}" "{boot}" && exec "$@"',
+            "sh",
+        ]
         r.start(prefix=prefix, mountinfo="/proc/self/mountinfo")
         ids = sorted(e["id"] for e in r.wait(lambda s: len(s["BootEntries"]) == 2, "two entries")["BootEntries"])
         r.set_default(ids[0])
         r.wait(lambda s: s["DefaultEntry"] == ids[0], "the default set before the fault")
         enter = ["nsenter", f"--mount=/proc/{r.daemon.pid}/ns/mnt", "--"]
         subprocess.run(enter + ["umount", boot], check=True)
-        state = r.wait(lambda s: not s["BootEntries"] and has_problem(s, "entries-dir-missing"),
-                       "no entries and entries-dir-missing with /boot gone")
+        state = r.wait(
+            lambda s: not s["BootEntries"] and has_problem(s, "entries-dir-missing"),
+            "no entries and entries-dir-missing with /boot gone",
+        )
         r.assert_alive()
         subprocess.run(enter + ["mount", "--bind", real, boot], check=True)
-        state = r.wait(lambda s: sorted(e["id"] for e in s["BootEntries"]) == ids and s["DefaultEntry"] == ids[0],
-                       "the entries back after /boot is mounted again")
+        state = r.wait(
+            lambda s: sorted(e["id"] for e in s["BootEntries"]) == ids and s["DefaultEntry"] == ids[0],
+            "the entries back after /boot is mounted again",
+        )
         assert not state["Problems"], state["Problems"]
         r.grubenv = os.path.join(real, "grub2", "grubenv")  # the host's view: boot/ is the empty mount point
         assert r.saved_entry() == ids[0]
@@ -443,8 +482,9 @@ def test_entries_dir_removed_and_restored(rig: Rig) -> None:
     edir = rig.entries_dir()
     aside = edir + ".aside"
     os.rename(edir, aside)
-    state = rig.wait(lambda s: not s["BootEntries"] and has_problem(s, "entries-dir-missing"),
-                     "no entries, entries-dir-missing")
+    state = rig.wait(
+        lambda s: not s["BootEntries"] and has_problem(s, "entries-dir-missing"), "no entries, entries-dir-missing"
+    )
     assert state == rig.offline()
     os.rename(aside, edir)
     state = rig.wait_synced("the entries back")
@@ -461,8 +501,10 @@ def test_loader_link_pointing_nowhere(rig: Rig) -> None:
     tmp = loader + ".tmp"
     os.symlink("loader.9", tmp)
     os.rename(tmp, loader)
-    state = rig.wait(lambda s: not s["BootEntries"] and has_problem(s, "loader-link-dangling", "/boot/loader"),
-                     "loader-link-dangling")
+    state = rig.wait(
+        lambda s: not s["BootEntries"] and has_problem(s, "loader-link-dangling", "/boot/loader"),
+        "loader-link-dangling",
+    )
     assert state == rig.offline()
     os.symlink(target, tmp)
     os.rename(tmp, loader)
@@ -491,8 +533,9 @@ def _make_loop(path: str) -> None:
     os.symlink(os.path.basename(path), path)  # points at itself: ELOOP
 
 
-@pytest.mark.parametrize("kind,make", [("fifo", _make_fifo), ("directory", _make_dir),
-                                       ("100MB", _make_huge), ("symlink-loop", _make_loop)])
+@pytest.mark.parametrize(
+    "kind,make", [("fifo", _make_fifo), ("directory", _make_dir), ("100MB", _make_huge), ("symlink-loop", _make_loop)]
+)
 def test_hostile_entry_file(rig: Rig, kind: str, make: Callable[[str], None]) -> None:
     """One entry replaced by a FIFO, a directory, a 100 MB sparse file, a symlink loop: a problem, no hang."""
     ids = rig.entry_ids()
@@ -505,8 +548,10 @@ def test_hostile_entry_file(rig: Rig, kind: str, make: Callable[[str], None]) ->
     os.rename(path, aside)
     rig.wait(lambda s: victim not in [e["id"] for e in s["BootEntries"]], "the entry gone")
     make(path)
-    state = rig.wait(lambda s: has_problem(s, "entry-unreadable", victim) or has_problem(s, "entry-unparsable", victim),
-                     f"entry-unreadable for the {kind} {victim}.conf")
+    state = rig.wait(
+        lambda s: has_problem(s, "entry-unreadable", victim) or has_problem(s, "entry-unparsable", victim),
+        f"entry-unreadable for the {kind} {victim}.conf",
+    )
     if kind != "directory":  # docs/problems.md: FIFO, >64 KiB, link loop are "entry-unreadable"
         assert has_problem(state, "entry-unreadable", victim), state["Problems"]
     rig.assert_alive()
@@ -569,8 +614,10 @@ def test_notify_reader_stuck(rig: Rig, tmp_path: Any) -> None:
         for i in range(qlen + 5):
             with open(os.path.join(r.entries_dir(), f"stuck-{i}.conf"), "w") as f:
                 f.write(srmod.entry_text(100 + i, arg))
-            r.wait(lambda s, i=i: f"stuck-{i}" in [e["id"] for e in s["BootEntries"]],
-                   f"change {i + 1} with nobody reading NOTIFY_SOCKET")
+            r.wait(
+                lambda s, i=i: f"stuck-{i}" in [e["id"] for e in s["BootEntries"]],
+                f"change {i + 1} with nobody reading NOTIFY_SOCKET",
+            )
         r.assert_alive()
     finally:
         r.close()
@@ -580,13 +627,13 @@ def test_notify_reader_stuck(rig: Rig, tmp_path: Any) -> None:
 # --- hostile callers ------------------------------------------------------------------------------
 
 
-def _hostile_calls() -> List[tuple]:
+def _hostile_calls() -> list[tuple]:
     huge = "x" * (1 << 20)
     big_array = ["ostree-1-bench"] * 100_000
     m = lambda member, sig="", body=None, iface=INTERFACE: (  # noqa: E731
-        f"{iface.rsplit('.', 1)[-1]}.{member}({sig})", Message(destination=BUS_NAME, path=OBJECT_PATH,
-                                                               interface=iface, member=member, signature=sig,
-                                                               body=body or []))
+        f"{iface.rsplit('.', 1)[-1]}.{member}({sig})",
+        Message(destination=BUS_NAME, path=OBJECT_PATH, interface=iface, member=member, signature=sig, body=body or []),
+    )
     calls = [
         m("Reload", "s", ["x"]),
         m("Reload", "as", [big_array]),
@@ -627,7 +674,7 @@ def _check_named(label: str, reply: Message) -> None:
 
 
 def test_hostile_method_calls_get_named_errors(rig: Rig) -> None:
-    async def main() -> List[tuple]:
+    async def main() -> list[tuple]:
         bus = await MessageBus(bus_address=rig.bus.address).connect()
         out = []
         try:
@@ -637,27 +684,42 @@ def test_hostile_method_calls_get_named_errors(rig: Rig) -> None:
             bus.disconnect()
         return out
 
-    before = open(rig.grubenv, "rb").read()
+    before = pathlib.Path(rig.grubenv).read_bytes()
     results = asyncio.run(main())
     for label, reply in results:
         _check_named(label, reply)
         if label.startswith(("Manager.", "Properties.Set", "Properties.Get(")) or "Nope" in label:
             assert reply.message_type == MessageType.ERROR, f"{label} succeeded: {reply.body!r:.200}"
     rig.assert_alive()
-    assert open(rig.grubenv, "rb").read() == before, "a hostile call changed the grubenv"
+    assert pathlib.Path(rig.grubenv).read_bytes() == before, "a hostile call changed the grubenv"
     assert rig.published() == rig.offline()
 
 
-@pytest.mark.parametrize("args", [
-    ["SetDefaultEntry", "int32:5"],
-    ["SetDefaultEntry", "string:a", "string:b"],
-    ["SetNextEntry", "array:string:a,b"],
-    ["Reload", "string:now"],
-    ["Frobnicate"],
-])
-def test_wrong_signatures_with_dbus_send(rig: Rig, args: List[str]) -> None:
-    r = subprocess.run(["dbus-send", f"--bus={rig.bus.address}", "--print-reply", f"--dest={BUS_NAME}",
-                        OBJECT_PATH, f"{INTERFACE}.{args[0]}", *args[1:]], capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["SetDefaultEntry", "int32:5"],
+        ["SetDefaultEntry", "string:a", "string:b"],
+        ["SetNextEntry", "array:string:a,b"],
+        ["Reload", "string:now"],
+        ["Frobnicate"],
+    ],
+)
+def test_wrong_signatures_with_dbus_send(rig: Rig, args: list[str]) -> None:
+    r = subprocess.run(
+        [
+            "dbus-send",
+            f"--bus={rig.bus.address}",
+            "--print-reply",
+            f"--dest={BUS_NAME}",
+            OBJECT_PATH,
+            f"{INTERFACE}.{args[0]}",
+            *args[1:],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode != 0, r.stdout
     err = r.stderr.strip()
     assert err.startswith("Error org.freedesktop.DBus.Error.") or err.startswith("Error org.ostreewatch1.Error."), err
@@ -687,13 +749,25 @@ def test_flood_from_one_client_other_client_still_served(rig: Rig) -> None:
         other = await MessageBus(bus_address=rig.bus.address).connect()
         done = 0
         try:
+
             async def one(i: int) -> Message:
                 nonlocal done
-                msg = getall_msg() if i % 3 else Message(destination=BUS_NAME, path=OBJECT_PATH, interface=INTERFACE,
-                                                         member="SetDefaultEntry", signature="i", body=[i])
+                msg = (
+                    getall_msg()
+                    if i % 3
+                    else Message(
+                        destination=BUS_NAME,
+                        path=OBJECT_PATH,
+                        interface=INTERFACE,
+                        member="SetDefaultEntry",
+                        signature="i",
+                        body=[i],
+                    )
+                )
                 reply = await flood.call(msg)
                 done += 1
                 return reply
+
             tasks = [asyncio.create_task(one(i)) for i in range(n)]
             await asyncio.sleep(0)  # the flood is queued
             other_reply = await asyncio.wait_for(other.call(getall_msg()), WAIT * 3)

@@ -11,7 +11,7 @@ properties of valid input; these check that hostile input never escapes the erro
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Type
+from typing import Any, Callable
 
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
@@ -22,22 +22,32 @@ from ostreewatch.parse import bls, cmdline, grubenv, gvariant, loaderconf, mount
 EXAMPLES = int(os.environ.get("OSTREEWATCH_FUZZ_EXAMPLES", "150"))
 SEED = int(os.environ.get("OSTREEWATCH_FUZZ_SEED", "20261127"))
 
-fuzz_settings = settings(max_examples=EXAMPLES, deadline=None, database=None,
-                         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+fuzz_settings = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 # Real-looking samples that mutations start from: bugs hide next to valid input.
-BLS_SAMPLE = (b"title Red Hat Enterprise Linux CoreOS 410.84 (Ootpa) (ostree:0)\nversion 2\n"
-              b"options random.trust_cpu=on console=tty0 ostree=/ostree/boot.0/rhcos/838c/0 rw\n"
-              b"linux /ostree/rhcos-838c/vmlinuz-4.18.0\ninitrd /ostree/rhcos-838c/initramfs.img\n")
-MOUNTINFO_SAMPLE = (b"102 1 252:4 /ostree/deploy/rhcos/deploy/b1df.0 / rw,relatime shared:1 - xfs /dev/vda4 rw\n"
-                    b"104 102 252:4 /ostree/deploy/rhcos/deploy/b1df.0/usr /usr ro,relatime shared:3 - xfs "
-                    b"/dev/vda4 rw\n"
-                    b"133 102 0:5 / /var/with\\040space rw master:4 propagate_from:2 - tmpfs tmpfs rw\n")
+BLS_SAMPLE = (
+    b"title Red Hat Enterprise Linux CoreOS 410.84 (Ootpa) (ostree:0)\nversion 2\n"
+    b"options random.trust_cpu=on console=tty0 ostree=/ostree/boot.0/rhcos/838c/0 rw\n"
+    b"linux /ostree/rhcos-838c/vmlinuz-4.18.0\ninitrd /ostree/rhcos-838c/initramfs.img\n"
+)
+MOUNTINFO_SAMPLE = (
+    b"102 1 252:4 /ostree/deploy/rhcos/deploy/b1df.0 / rw,relatime shared:1 - xfs /dev/vda4 rw\n"
+    b"104 102 252:4 /ostree/deploy/rhcos/deploy/b1df.0/usr /usr ro,relatime shared:3 - xfs "
+    b"/dev/vda4 rw\n"
+    b"133 102 0:5 / /var/with\\040space rw master:4 propagate_from:2 - tmpfs tmpfs rw\n"
+)
 GRUBENV_SAMPLE = grubenv.create_grubenv() if hasattr(grubenv, "create_grubenv") else b""
 LOADER_SAMPLE = "# comment\ntimeout 3\ndefault ostree-*\nconsole-mode keep\n"
 CMDLINE_SAMPLE = 'BOOT_IMAGE=(hd0,gpt3)/vmlinuz root=UUID=0a0d rw "quoted arg=a b" ostree=/ostree/boot.1/fedora/abc/0\n'
 ORIGIN_SAMPLE = "[origin]\nrefspec=fedora:fedora/x86_64/coreos/stable\n\n[libostree-transient]\npinned=true\n"
-OSRELEASE_SAMPLE = 'NAME="Fedora Linux"\nVERSION="39.20231101.3.0 (CoreOS)"\nID=fedora\nPRETTY_NAME="Fedora CoreOS 39"\n'
+OSRELEASE_SAMPLE = (
+    'NAME="Fedora Linux"\nVERSION="39.20231101.3.0 (CoreOS)"\nID=fedora\nPRETTY_NAME="Fedora CoreOS 39"\n'
+)
 
 
 def mutated(sample: bytes) -> st.SearchStrategy[bytes]:
@@ -51,6 +61,7 @@ def mutated(sample: bytes) -> st.SearchStrategy[bytes]:
         junk = draw(st.binary(max_size=64))
         reps = draw(st.integers(1, 3))
         return (sample[:a] + junk + sample[b:]) * reps
+
     return build()
 
 
@@ -60,11 +71,14 @@ def any_bytes(sample: bytes) -> st.SearchStrategy[bytes]:
 
 def any_text(sample: str) -> st.SearchStrategy[str]:
     # surrogates too: a str read with errors="surrogateescape" can hold them
-    return st.one_of(st.text(max_size=1024), mutated(sample.encode()).map(lambda b: b.decode("utf-8", "surrogateescape")),
-                     st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=256))
+    return st.one_of(
+        st.text(max_size=1024),
+        mutated(sample.encode()).map(lambda b: b.decode("utf-8", "surrogateescape")),
+        st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=256),
+    )
 
 
-def only(err: Type[errors.ParseError], fn: Callable[..., Any], *args: Any) -> Any:
+def only(err: type[errors.ParseError], fn: Callable[..., Any], *args: Any) -> Any:
     """Call fn; its own error type is fine, anything else fails the test (with the input)."""
     try:
         return fn(*args)
@@ -74,8 +88,14 @@ def only(err: Type[errors.ParseError], fn: Callable[..., Any], *args: Any) -> An
 
 @seed(SEED)
 @fuzz_settings
-@given(name=st.one_of(st.text(max_size=80), st.just("ostree-1-rhcos.conf"), st.from_regex(r"[a-z0-9]{1,8}\+[0-9]{1,25}(-[0-9]{1,25})?\.conf", fullmatch=True)),
-       data=any_bytes(BLS_SAMPLE))
+@given(
+    name=st.one_of(
+        st.text(max_size=80),
+        st.just("ostree-1-rhcos.conf"),
+        st.from_regex(r"[a-z0-9]{1,8}\+[0-9]{1,25}(-[0-9]{1,25})?\.conf", fullmatch=True),
+    ),
+    data=any_bytes(BLS_SAMPLE),
+)
 def test_bls(name: str, data: bytes) -> None:
     entry = only(errors.BlsError, bls.parse_entry, name, data)
     id_, left, done = bls.split_boot_counting(name)
@@ -99,8 +119,11 @@ def test_mountinfo(data: bytes, filtered: bool) -> None:
 
 @seed(SEED)
 @fuzz_settings
-@given(data=st.one_of(any_bytes(GRUBENV_SAMPLE), mutated(GRUBENV_SAMPLE)),
-       name=st.text(max_size=40), value=st.text(max_size=300))
+@given(
+    data=st.one_of(any_bytes(GRUBENV_SAMPLE), mutated(GRUBENV_SAMPLE)),
+    name=st.text(max_size=40),
+    value=st.text(max_size=300),
+)
 def test_grubenv(data: bytes, name: str, value: str) -> None:
     only(errors.GrubenvError, grubenv.parse_grubenv, data)
     out = only(errors.GrubenvError, grubenv.update_grubenv, data, {name: value})
@@ -111,8 +134,11 @@ def test_grubenv(data: bytes, name: str, value: str) -> None:
 
 @seed(SEED)
 @fuzz_settings
-@given(text=any_text(LOADER_SAMPLE), value=st.one_of(st.none(), st.text(max_size=80)),
-       files=st.lists(st.text(max_size=40), max_size=8))
+@given(
+    text=any_text(LOADER_SAMPLE),
+    value=st.one_of(st.none(), st.text(max_size=80)),
+    files=st.lists(st.text(max_size=40), max_size=8),
+)
 def test_loader_conf(text: str, value: Any, files: list) -> None:
     only(errors.LoaderConfError, loaderconf.parse_loader_conf, text)
     new = only(errors.LoaderConfError, loaderconf.set_default, text, value)
@@ -146,9 +172,13 @@ def test_os_release(text: str) -> None:
 
 @seed(SEED)
 @fuzz_settings
-@given(data=st.binary(max_size=512),
-       type_string=st.one_of(st.sampled_from(["a{sv}", "(tt)", "as", "a{sa{sv}}", "(sa(sv))", "ay", "v", "mv", "(uuuu)", "aa{sv}"]),
-                             st.text(alphabet="abdhinoqstuvxgy(){}am", max_size=12)))
+@given(
+    data=st.binary(max_size=512),
+    type_string=st.one_of(
+        st.sampled_from(["a{sv}", "(tt)", "as", "a{sa{sv}}", "(sa(sv))", "ay", "v", "mv", "(uuuu)", "aa{sv}"]),
+        st.text(alphabet="abdhinoqstuvxgy(){}am", max_size=12),
+    ),
+)
 def test_gvariant(data: bytes, type_string: str) -> None:
     only(errors.GVariantError, gvariant.parse_variant, data, type_string)
     only(errors.GVariantError, gvariant.parse_ostree_booted, data)
@@ -164,23 +194,31 @@ def test_vercmp(a: Any, b: Any) -> None:
     assert vercmp.strverscmp_improved(a, a) == 0
 
 
-PRINTABLE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7e, blacklist_characters="\\"),
-                   max_size=60)
+PRINTABLE = st.text(
+    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E, blacklist_characters="\\"), max_size=60
+)
 
 
 def _printable(text: str) -> bool:
-    return all(0x20 <= ord(c) <= 0x7e for c in text)
+    return all(0x20 <= ord(c) <= 0x7E for c in text)
 
 
 @seed(SEED)
-@settings(max_examples=max(20, EXAMPLES // 5), deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                 HealthCheck.function_scoped_fixture])
-@given(data=mutated(GRUBENV_SAMPLE.replace(b"#" * 40, b"saved_entry=ostree-1\nboot_success=1\n" + b"#" * 3, 1)),
-       name=st.sampled_from(["saved_entry", "next_entry", "boot_success", "kernelopts"]), value=PRINTABLE)
+@settings(
+    max_examples=max(20, EXAMPLES // 5),
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
+@given(
+    data=mutated(GRUBENV_SAMPLE.replace(b"#" * 40, b"saved_entry=ostree-1\nboot_success=1\n" + b"#" * 3, 1)),
+    name=st.sampled_from(["saved_entry", "next_entry", "boot_success", "kernelopts"]),
+    value=PRINTABLE,
+)
 def test_grubenv_against_grub_editenv(data: bytes, name: str, value: str, tmp_path_factory: Any) -> None:
     """grub-editenv is the oracle: what it lists the parser reads; what it writes update_grubenv writes."""
     import subprocess
+
     path = tmp_path_factory.mktemp("genv") / "grubenv"
     path.write_bytes(data)
     listed = subprocess.run(["grub-editenv", str(path), "list"], capture_output=True)

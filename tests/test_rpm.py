@@ -8,7 +8,6 @@ import re
 import subprocess
 import tarfile
 from pathlib import Path
-from typing import Dict, List
 
 import pytest
 
@@ -53,11 +52,14 @@ def spec_tag(name: str) -> str:
     return m.group(1)
 
 
-def tree_files() -> List[str]:
+def tree_files() -> list[str]:
     """The checkout's files as git sees them (tracked or new, not ignored), that exist."""
     out = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, check=True, timeout=60,
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        timeout=60,
     ).stdout.decode()
     return sorted(f for f in set(out.split("\0")) if f and (ROOT / f).is_file())
 
@@ -82,7 +84,11 @@ class Build:
         env["PATH"] = ":".join(p for p in env.get("PATH", "").split(":") if ".venv" not in p)
         self.result = subprocess.run(
             ["rpmbuild", "-ba", "--nodeps", "--define", f"_topdir {top}", str(self.spec)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600, env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=600,
+            env=env,
         )
         self.log = self.result.stdout
         self.rpms = sorted((top / "RPMS").rglob("*.rpm"))
@@ -103,7 +109,10 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Build:
 def rpm_query(pkg: Path, *args: str) -> str:
     return subprocess.run(
         ["rpm", "-qp", "--nosignature", *args, str(pkg)],
-        capture_output=True, text=True, check=True, timeout=60,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout
 
 
@@ -135,7 +144,10 @@ def test_file_list(build: Build) -> None:
 def test_installed_files_are_the_tree_files(build: Build, tmp_path: Path) -> None:
     cpio = subprocess.run(
         f"rpm2cpio '{build.binary()}' | cpio -idm --quiet",
-        shell=True, cwd=tmp_path, capture_output=True, timeout=60,
+        shell=True,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
     )
     assert cpio.returncode == 0, cpio.stderr
     for installed, source in COPIED.items():
@@ -162,11 +174,13 @@ def test_requires_and_scriptlets(build: Build) -> None:
 def rpmlint(*paths: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["rpmlint", "-r", str(RPMLINTRC), *map(str, paths)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
-def lint_counts(out: str) -> Dict[str, int]:
+def lint_counts(out: str) -> dict[str, int]:
     m = re.search(r"(\d+) packages and (\d+) specfiles checked; (\d+) errors, (\d+) warnings", out)
     assert m, out
     return {"errors": int(m.group(3)), "warnings": int(m.group(4))}
@@ -182,7 +196,7 @@ def test_rpmlint_clean_with_documented_filters(build: Build) -> None:
 def test_rpmlintrc_filters_are_documented() -> None:
     """Every filter has a comment right above it that says why."""
     lines = RPMLINTRC.read_text().splitlines()
-    filters = [i for i, l in enumerate(lines) if l.startswith("addFilter(")]
+    filters = [i for i, ln in enumerate(lines) if ln.startswith("addFilter(")]
     assert filters, "no filters: then delete the file"
     for i in filters:
         assert lines[i - 1].lstrip().startswith("#"), f"undocumented filter: {lines[i]}"

@@ -10,16 +10,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pathlib
 import re
 import xml.etree.ElementTree as ET
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 import pytest
 
-from ostreewatch import changes as changes_mod
 from ostreewatch import bootwrite, errors, model, service
+from ostreewatch import changes as changes_mod
 from ostreewatch.client import Client
-from tests.fixtures.published import ENT_2, M, SNAP1, SNAP2, busctl, run
+from tests.fixtures.published import ENT_2, SNAP1, SNAP2, M, busctl, run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 XML = os.path.join(REPO, "dbus", "org.ostreewatch1.Manager.xml")
@@ -27,6 +28,7 @@ NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
 # --- buses: a real system-type dbus-daemon with the project's policy (tests/fixtures/bus.py) -----------------
+
 
 @pytest.fixture
 def bus(system_bus: Any) -> Any:
@@ -40,13 +42,14 @@ def relaxed_bus(make_bus: Any) -> Any:
 
 # --- running the Manager in this process ------------------------------------------------
 
+
 class Served:
     """A Manager exported on a bus, owning org.ostreewatch1, with a counting Reload hook."""
 
     def __init__(self, address: str) -> None:
         self.address = address
         self.reloads = 0
-        self.set_calls: List[Tuple[str, str, model.Caller]] = []
+        self.set_calls: list[tuple[str, str, model.Caller]] = []
         self.manager = service.Manager(SNAP1, 7, "9.9.9", reload=self._reload, set_entry=None)
         self.bus: Any = None
 
@@ -56,7 +59,7 @@ class Served:
         self.reloads += 1
         return self.manager.generation
 
-    async def __aenter__(self) -> "Served":
+    async def __aenter__(self) -> Served:
         self.bus = await service.connect(self.address)
         self.manager.attach(self.bus)
         assert await service.own_name(self.bus)
@@ -68,14 +71,17 @@ class Served:
 
 # --- introspection == the XML -------------------------------------------------------------
 
-def _members(iface: ET.Element) -> Dict[Tuple[str, str], Any]:
+
+def _members(iface: ET.Element) -> dict[tuple[str, str], Any]:
     """Members of an <interface> as comparable data: args (name, type, direction) and annotations."""
-    out: Dict[Tuple[str, str], Any] = {}
+    out: dict[tuple[str, str], Any] = {}
     for child in iface:
         if child.tag not in ("method", "signal", "property"):
             continue
-        args = [(a.get("name"), a.get("type"), a.get("direction", "in" if child.tag == "method" else "out"))
-                for a in child.findall("arg")]
+        args = [
+            (a.get("name"), a.get("type"), a.get("direction", "in" if child.tag == "method" else "out"))
+            for a in child.findall("arg")
+        ]
         annotations = sorted((a.get("name"), a.get("value")) for a in child.findall("annotation"))
         out[(child.tag, child.get("name"))] = (args, child.get("type"), child.get("access"), annotations)
     return out
@@ -107,13 +113,14 @@ def test_introspection_equals_the_xml(bus: Any) -> None:
 
 
 def test_every_member_of_the_xml_has_a_doc_comment() -> None:
-    text = open(XML).read()
+    text = pathlib.Path(XML).read_text()
     for kind, name in re.findall(r'<(method|signal|property) name="(\w+)"', text):
-        before = text[:text.index(f'<{kind} name="{name}"')].rstrip()
+        before = text[: text.index(f'<{kind} name="{name}"')].rstrip()
         assert before.endswith("-->"), f"{kind} {name} has no doc comment"
 
 
 # --- reading the state with every client ------------------------------------------------------
+
 
 def test_busctl_gdbus_dbus_send_read_the_state(bus: Any) -> None:
     async def main() -> None:
@@ -129,15 +136,38 @@ def test_busctl_gdbus_dbus_send_read_the_state(bus: Any) -> None:
             assert deps[0]["booted"] == {"type": "b", "data": True}
             rc, out, err = await run(busctl("--json=short", "get-property", *M, "Generation"), env)
             assert json.loads(out) == {"type": "t", "data": 7}
-            rc, out, err = await run(["gdbus", "call", "--system", "--dest", M[0], "--object-path", M[1],
-                                      "--method", "org.freedesktop.DBus.Properties.GetAll", M[2]], env)
+            rc, out, err = await run(
+                [
+                    "gdbus",
+                    "call",
+                    "--system",
+                    "--dest",
+                    M[0],
+                    "--object-path",
+                    M[1],
+                    "--method",
+                    "org.freedesktop.DBus.Properties.GetAll",
+                    M[2],
+                ],
+                env,
+            )
             assert rc == 0, err
             assert "'Version': <'9.9.9'>" in out and "'tries_left': <3>" in out
             assert "'initrd': <['/ostree/fedora-b1/initramfs.img', '/x.img']>" in out
             assert "'mount_id': <uint32 104>" in out
-            rc, out, err = await run(["dbus-send", "--system", "--print-reply", "--dest=" + M[0], M[1],
-                                      "org.freedesktop.DBus.Properties.Get", "string:" + M[2],
-                                      "string:BootedDeployment"], env)
+            rc, out, err = await run(
+                [
+                    "dbus-send",
+                    "--system",
+                    "--print-reply",
+                    "--dest=" + M[0],
+                    M[1],
+                    "org.freedesktop.DBus.Properties.Get",
+                    "string:" + M[2],
+                    "string:BootedDeployment",
+                ],
+                env,
+            )
             assert rc == 0, err
             assert 'variant       string "fedora-aaaa.0"' in out
 
@@ -159,23 +189,54 @@ def test_nobody_reads_every_property_and_is_refused_reload_by_the_daemon(bus: An
     async def main() -> None:
         async with Served(bus.address) as served:
             env = bus.env()
-            rc, out, err = await run(NOBODY + ["gdbus", "call", "--system", "--dest", M[0], "--object-path",
-                                               M[1], "--method", "org.freedesktop.DBus.Properties.GetAll",
-                                               M[2]], env)
+            rc, out, err = await run(
+                NOBODY
+                + [
+                    "gdbus",
+                    "call",
+                    "--system",
+                    "--dest",
+                    M[0],
+                    "--object-path",
+                    M[1],
+                    "--method",
+                    "org.freedesktop.DBus.Properties.GetAll",
+                    M[2],
+                ],
+                env,
+            )
             assert rc == 0, err
             for name in service.PROPERTIES:
                 assert f"'{name}':" in out
-            rc, out, err = await run(NOBODY + ["gdbus", "call", "--system", "--dest", M[0], "--object-path",
-                                               M[1], "--method", M[2] + ".Reload"], env)
+            rc, out, err = await run(
+                NOBODY
+                + ["gdbus", "call", "--system", "--dest", M[0], "--object-path", M[1], "--method", M[2] + ".Reload"],
+                env,
+            )
             assert rc != 0
             assert "org.freedesktop.DBus.Error.AccessDenied" in err, err
             assert "needs root or the polkit action org.ostreewatch1.reload" in err, err
             assert "Rejected send message" not in err  # not the bus policy
             assert served.reloads == 0
             # Properties.Set stays stopped by the bus policy itself
-            rc, out, err = await run(NOBODY + ["gdbus", "call", "--system", "--dest", M[0], "--object-path",
-                                               M[1], "--method", "org.freedesktop.DBus.Properties.Set",
-                                               M[2], "DefaultEntry", "<'x'>"], env)
+            rc, out, err = await run(
+                NOBODY
+                + [
+                    "gdbus",
+                    "call",
+                    "--system",
+                    "--dest",
+                    M[0],
+                    "--object-path",
+                    M[1],
+                    "--method",
+                    "org.freedesktop.DBus.Properties.Set",
+                    M[2],
+                    "DefaultEntry",
+                    "<'x'>",
+                ],
+                env,
+            )
             assert rc != 0 and "AccessDenied" in err
 
     asyncio.run(main())
@@ -183,18 +244,36 @@ def test_nobody_reads_every_property_and_is_refused_reload_by_the_daemon(bus: An
 
 # --- the daemon's own checks and error names ------------------------------------------------
 
+
 def test_daemon_refuses_nobody_when_the_policy_is_relaxed(relaxed_bus: Any) -> None:
     async def main() -> None:
         async with Served(relaxed_bus.address) as served:
             env = relaxed_bus.env()
-            rc, out, err = await run(NOBODY + ["gdbus", "call", "--system", "--dest", M[0], "--object-path",
-                                               M[1], "--method", M[2] + ".Reload"], env)
+            rc, out, err = await run(
+                NOBODY
+                + ["gdbus", "call", "--system", "--dest", M[0], "--object-path", M[1], "--method", M[2] + ".Reload"],
+                env,
+            )
             assert rc != 0
             assert "org.freedesktop.DBus.Error.AccessDenied" in err
             assert "Traceback" not in err
             assert served.reloads == 0
-            rc, out, err = await run(NOBODY + ["gdbus", "call", "--system", "--dest", M[0], "--object-path",
-                                               M[1], "--method", M[2] + ".SetDefaultEntry", "ostree-1"], env)
+            rc, out, err = await run(
+                NOBODY
+                + [
+                    "gdbus",
+                    "call",
+                    "--system",
+                    "--dest",
+                    M[0],
+                    "--object-path",
+                    M[1],
+                    "--method",
+                    M[2] + ".SetDefaultEntry",
+                    "ostree-1",
+                ],
+                env,
+            )
             # this Manager has no boot writer (which makes the decision for writes): nothing to authorize
             assert "org.ostreewatch1.Error.NotSupported" in err
             # root passes the daemon's check
@@ -215,10 +294,11 @@ def test_errors_are_named_never_tracebacks(bus: Any) -> None:
             env = bus.env()
 
             async def gdbus(method: str, *args: str) -> str:
-                rc, out, err = await run(["gdbus", "call", "--system", "--dest", M[0], "--object-path", M[1],
-                                          "--method", method, *args], env)
+                rc, out, err = await run(
+                    ["gdbus", "call", "--system", "--dest", M[0], "--object-path", M[1], "--method", method, *args], env
+                )
                 assert rc != 0
-                assert "Traceback" not in err and "File \"" not in err
+                assert "Traceback" not in err and 'File "' not in err
                 return err
 
             assert "org.freedesktop.DBus.Error.InvalidArgs" in await gdbus(M[2] + ".Reload", "x")
@@ -236,7 +316,7 @@ def test_errors_are_named_never_tracebacks(bus: Any) -> None:
 
 
 def test_set_entry_hook_gets_the_caller(relaxed_bus: Any) -> None:
-    calls: List[Tuple[str, str, model.Caller]] = []
+    calls: list[tuple[str, str, model.Caller]] = []
 
     async def set_entry(which: str, entry_id: str, caller: model.Caller, ask: Any) -> None:
         calls.append((which, entry_id, caller))
@@ -251,27 +331,47 @@ def test_set_entry_hook_gets_the_caller(relaxed_bus: Any) -> None:
             assert rc == 0, err
             rc, out, err = await run(NOBODY + busctl("call", *M, "SetDefaultEntry", "s", "nope"), env)
             assert rc != 0 and "No such entry" not in out
-            rc, out, err = await run(["gdbus", "call", "--system", "--dest", M[0], "--object-path", M[1],
-                                      "--method", M[2] + ".SetDefaultEntry", "nope"], env)
+            rc, out, err = await run(
+                [
+                    "gdbus",
+                    "call",
+                    "--system",
+                    "--dest",
+                    M[0],
+                    "--object-path",
+                    M[1],
+                    "--method",
+                    M[2] + ".SetDefaultEntry",
+                    "nope",
+                ],
+                env,
+            )
             assert "org.ostreewatch1.Error.NoSuchEntry" in err
 
     asyncio.run(main())
-    assert [(w, e, c.uid) for w, e, c in calls] == [("next", "ostree-1", 0), ("default", "nope", 65534),
-                                                    ("default", "nope", 0)]
+    assert [(w, e, c.uid) for w, e, c in calls] == [
+        ("next", "ostree-1", 0),
+        ("default", "nope", 65534),
+        ("default", "nope", 0),
+    ]
     assert all(c.pid > 0 and c.bus_name.startswith(":") for _, _, c in calls)
 
 
 # --- signals ------------------------------------------------------------------------------------
 
+
 def test_publish_emits_properties_changed_once_and_typed_signals(bus: Any) -> None:
-    async def main() -> Tuple[List[Tuple[str, Dict[str, Any]]], str]:
+    async def main() -> tuple[list[tuple[str, dict[str, Any]]], str]:
         async with Served(bus.address) as served:
             client = await Client.connect(bus.address)
-            got: List[Tuple[str, Dict[str, Any]]] = []
+            got: list[tuple[str, dict[str, Any]]] = []
             await client.subscribe(lambda name, args: got.append((name, args)))
             mon = await asyncio.create_subprocess_exec(
-                *busctl("monitor", "--json=short", M[0]), env=bus.env(), stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL)
+                *busctl("monitor", "--json=short", M[0]),
+                env=bus.env(),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
             await asyncio.sleep(0.5)  # let busctl monitor become a monitor
             before = await client.get_all()
             assert before["DefaultEntry"] == SNAP1.DefaultEntry
@@ -294,21 +394,38 @@ def test_publish_emits_properties_changed_once_and_typed_signals(bus: Any) -> No
 
     got, mon_out = asyncio.run(main())
     names = [name for name, _ in got]
-    assert names == ["PropertiesChanged", "DeploymentsChanged", "BootEntriesChanged",
-                     "DefaultEntryChanged", "MountsChanged"]
+    assert names == [
+        "PropertiesChanged",
+        "DeploymentsChanged",
+        "BootEntriesChanged",
+        "DefaultEntryChanged",
+        "MountsChanged",
+    ]
     changed = got[0][1]["changed"]
-    assert set(changed) == {"RollbackDeployment", "DefaultEntry", "Deployments", "BootEntries", "Mounts",
-                            "Problems", "Generation"}
+    assert set(changed) == {
+        "RollbackDeployment",
+        "DefaultEntry",
+        "Deployments",
+        "BootEntries",
+        "Mounts",
+        "Problems",
+        "Generation",
+    }
     assert changed["Generation"] == 8 and changed["DefaultEntry"] == "extra"
-    assert changed["Problems"] == [{"code": "saved-entry-missing", "message": "saved_entry names no entry",
-                                    "subject": "ostree-9"}]
+    assert changed["Problems"] == [
+        {"code": "saved-entry-missing", "message": "saved_entry names no entry", "subject": "ostree-9"}
+    ]
     assert got[1][1] == {"added": [], "removed": ["fedora-bbbb.0"]}
     assert got[2][1] == {"added": ["extra"], "removed": ["ostree-1"], "modified": []}
     assert got[3][1] == {"previous": "ostree-2", "current": "extra"}
     assert got[4][1] == {"mount_points": ["/usr"]}
     members = [json.loads(line).get("member") for line in mon_out.splitlines() if line.strip()]
-    signals = [m for m in members if m in ("PropertiesChanged", "DeploymentsChanged", "BootEntriesChanged",
-                                           "DefaultEntryChanged", "MountsChanged")]
+    signals = [
+        m
+        for m in members
+        if m
+        in ("PropertiesChanged", "DeploymentsChanged", "BootEntriesChanged", "DefaultEntryChanged", "MountsChanged")
+    ]
     assert signals == names
 
 
@@ -316,8 +433,16 @@ def test_nobody_receives_signals(bus: Any) -> None:
     async def main() -> str:
         async with Served(bus.address) as served:
             mon = await asyncio.create_subprocess_exec(
-                *NOBODY, "gdbus", "monitor", "--system", "--dest", M[0], env=bus.env(),
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+                *NOBODY,
+                "gdbus",
+                "monitor",
+                "--system",
+                "--dest",
+                M[0],
+                env=bus.env(),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
             assert mon.stdout is not None
             await asyncio.wait_for(mon.stdout.readline(), 20)  # "Monitoring signals from ..."
             await asyncio.sleep(0.3)
@@ -346,15 +471,32 @@ def test_properties_errors_are_named_and_short(bus: Any) -> None:
         async with Served(bus.address):
             client = await Client.connect(bus.address)
             try:
-                for body, name in (([M[2], long_name], "UnknownProperty"), ([long_name, "Version"], "UnknownInterface")):
-                    reply = await client.bus.call(service.Message(
-                        destination=M[0], path=M[1], interface="org.freedesktop.DBus.Properties", member="Get",
-                        signature="ss", body=body))
+                for body, name in (
+                    ([M[2], long_name], "UnknownProperty"),
+                    ([long_name, "Version"], "UnknownInterface"),
+                ):
+                    reply = await client.bus.call(
+                        service.Message(
+                            destination=M[0],
+                            path=M[1],
+                            interface="org.freedesktop.DBus.Properties",
+                            member="Get",
+                            signature="ss",
+                            body=body,
+                        )
+                    )
                     assert reply.error_name == "org.freedesktop.DBus.Error." + name
                     assert len(reply.body[0]) < 200
-                reply = await client.bus.call(service.Message(
-                    destination=M[0], path=M[1], interface="org.freedesktop.DBus.Properties", member="Set",
-                    signature="ssv", body=[M[2], "DefaultEntry", service.Variant("s", "x")]))
+                reply = await client.bus.call(
+                    service.Message(
+                        destination=M[0],
+                        path=M[1],
+                        interface="org.freedesktop.DBus.Properties",
+                        member="Set",
+                        signature="ssv",
+                        body=[M[2], "DefaultEntry", service.Variant("s", "x")],
+                    )
+                )
                 assert reply.error_name == "org.freedesktop.DBus.Error.PropertyReadOnly"
                 assert (await client.get_all())["DefaultEntry"] == "ostree-2"
             finally:

@@ -6,37 +6,45 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 from ostreewatch import changes as changes_mod
 from ostreewatch import model, service
 from ostreewatch.client import Client
-from tests.fixtures.published import M, SNAP1, busctl, run
+from tests.fixtures.published import SNAP1, M, busctl, run
 
-ROOT1 = model.booted_root_items({"composefs": True, "composefs_verity": False, "composefs_signed": "ed25519:K",
-                                 "sysroot_ro": True, "transient_etc": "/run/ostree/etc",
-                                 "backing_device": 2**40 + 3, "backing_inode": 2**63 + 5})
+ROOT1 = model.booted_root_items(
+    {
+        "composefs": True,
+        "composefs_verity": False,
+        "composefs_signed": "ed25519:K",
+        "sysroot_ro": True,
+        "transient_etc": "/run/ostree/etc",
+        "backing_device": 2**40 + 3,
+        "backing_inode": 2**63 + 5,
+    }
+)
 SNAP_A = dataclasses.replace(SNAP1, BootedRoot=ROOT1, DefaultEntrySource="first-entry")
-SNAP_B = dataclasses.replace(SNAP_A, BootedRoot=model.booted_root_items({"root_transient": False}),
-                             DefaultEntrySource="greenboot-fallback")
+SNAP_B = dataclasses.replace(
+    SNAP_A, BootedRoot=model.booted_root_items({"root_transient": False}), DefaultEntrySource="greenboot-fallback"
+)
 
 
 def test_values_round_trip() -> None:
     values = service.snapshot_values(SNAP_A)
-    assert {k: v.signature for k, v in values["BootedRoot"].items()} == \
-        {k: model.BOOTED_ROOT_KEYS[k] for k, _ in ROOT1}
+    assert {k: v.signature for k, v in values["BootedRoot"].items()} == {k: model.BOOTED_ROOT_KEYS[k] for k, _ in ROOT1}
     for snap in (SNAP_A, SNAP_B, dataclasses.replace(SNAP_A, BootedRoot=())):
         assert service.snapshot_from_plain(service.unwrap(service.snapshot_values(snap))) == snap
 
 
 def test_get_getall_and_properties_changed(system_bus: Any) -> None:
-    async def main() -> Tuple[Dict[str, Any], List[Tuple[str, Dict[str, Any]]], List[str]]:
+    async def main() -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]], list[str]]:
         manager = service.Manager(SNAP_A, 1, "9.9.9", reload=lambda: asyncio.sleep(0, 1))
         bus = await service.connect(system_bus.address)
         manager.attach(bus)
         assert await service.own_name(bus)
         env = system_bus.env()
-        outs: List[str] = []
+        outs: list[str] = []
         try:
             rc, out, err = await run(busctl("--json=short", "get-property", *M, "BootedRoot"), env)
             assert rc == 0, err
@@ -48,20 +56,43 @@ def test_get_getall_and_properties_changed(system_bus: Any) -> None:
             assert set(got["data"]) == {k for k, _ in ROOT1}
             rc, out, err = await run(busctl("get-property", *M, "DefaultEntrySource"), env)
             assert (rc, out.strip()) == (0, 's "first-entry"'), err
-            rc, out, err = await run(["gdbus", "call", "--system", "--dest", M[0], "--object-path", M[1],
-                                      "--method", "org.freedesktop.DBus.Properties.GetAll", M[2]], env)
+            rc, out, err = await run(
+                [
+                    "gdbus",
+                    "call",
+                    "--system",
+                    "--dest",
+                    M[0],
+                    "--object-path",
+                    M[1],
+                    "--method",
+                    "org.freedesktop.DBus.Properties.GetAll",
+                    M[2],
+                ],
+                env,
+            )
             assert rc == 0, err
             assert "'BootedRoot': <{'composefs': <true>," in out
             assert "'backing_device': <uint64 1099511627779>" in out
-            rc, out, err = await run(["dbus-send", "--system", "--print-reply", "--dest=" + M[0], M[1],
-                                      "org.freedesktop.DBus.Properties.Get", "string:" + M[2],
-                                      "string:BootedRoot"], env)
+            rc, out, err = await run(
+                [
+                    "dbus-send",
+                    "--system",
+                    "--print-reply",
+                    "--dest=" + M[0],
+                    M[1],
+                    "org.freedesktop.DBus.Properties.Get",
+                    "string:" + M[2],
+                    "string:BootedRoot",
+                ],
+                env,
+            )
             assert rc == 0 and 'string "sysroot_ro"' in out, err
             outs.append(out)
             client = await Client.connect(system_bus.address)
             all_props = await client.get_all()
             assert service.snapshot_from_plain(all_props) == SNAP_A
-            got_signals: List[Tuple[str, Dict[str, Any]]] = []
+            got_signals: list[tuple[str, dict[str, Any]]] = []
             await client.subscribe(lambda name, args: got_signals.append((name, args)))
             manager.publish(SNAP_B, 2, changes_mod.diff(SNAP_A, SNAP_B))
             for _ in range(100):

@@ -67,8 +67,9 @@ def test_every_relied_on_internal_is_unchanged() -> None:
         got = hashlib.sha256(source.encode()).hexdigest()[:16]
         if got != digest:
             changed[name] = got
-    assert changed == {}, "dbus-next changed what ostreewatch/service.py relies on: " \
-                          "review each against service.py, then update RELIED_ON"
+    assert changed == {}, (
+        "dbus-next changed what ostreewatch/service.py relies on: review each against service.py, then update RELIED_ON"
+    )
 
 
 def test_the_protocol_constants() -> None:
@@ -83,7 +84,7 @@ def test_every_private_name_used_is_listed_in_the_docstring() -> None:
     for module in ("service.py", "client.py"):
         with open(os.path.join(REPO, "ostreewatch", module)) as f:
             text = f.read()
-        text = text[text.index('"""', 3) + 3:]  # the code, after the module docstring
+        text = text[text.index('"""', 3) + 3 :]  # the code, after the module docstring
         used |= set(re.findall(r"dbus_next\._private\.\w+", text))
         used |= set(re.findall(r"\b(?:_aio_bus|bus|Message|_MessageWriter)\.(_[a-z]\w*)", text))
         used |= {"_MessageWriter"} if "_MessageWriter" in text else set()
@@ -92,12 +93,16 @@ def test_every_private_name_used_is_listed_in_the_docstring() -> None:
     missing = sorted(name for name in used if name not in doc)
     assert missing == []
     listed = " ".join(RELIED_ON)
-    assert [name for name in used if name.startswith("_") and name.split(".")[-1] not in listed
-            and name not in ("_sock", "_writer")] == []
+    assert [
+        name
+        for name in used
+        if name.startswith("_") and name.split(".")[-1] not in listed and name not in ("_sock", "_writer")
+    ] == []
 
 
 def test_the_patient_writer_replaces_dbus_next_s(system_bus: Any) -> None:
     """service.connect's bus writes through _PatientWriter, with the attributes it reads."""
+
     async def main() -> None:
         bus = await service.connect(system_bus.address)
         try:

@@ -7,7 +7,7 @@ import asyncio
 import importlib
 import os
 import re
-from typing import Any, List, Type
+from typing import Any
 
 import pytest
 
@@ -17,7 +17,7 @@ from ostreewatch.client import Client
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _modules_declaring_exceptions() -> List[str]:
+def _modules_declaring_exceptions() -> list[str]:
     """Modules of the package with a class statement whose base is named *Error or *Exception."""
     out = []
     for dirpath, _, files in os.walk(os.path.join(REPO, "ostreewatch")):
@@ -31,10 +31,10 @@ def _modules_declaring_exceptions() -> List[str]:
     return out
 
 
-def _all_error_classes() -> List[Type[errors.OstreewatchError]]:
+def _all_error_classes() -> list[type[errors.OstreewatchError]]:
     for module in _modules_declaring_exceptions():
         importlib.import_module(module)
-    out: List[Type[errors.OstreewatchError]] = []
+    out: list[type[errors.OstreewatchError]] = []
     todo = [errors.OstreewatchError]
     while todo:
         cls = todo.pop()
@@ -56,6 +56,7 @@ def test_every_exception_class_of_the_package_is_an_ostreewatch_error() -> None:
     from ostreewatch._deployhelper import HelperError
     from ostreewatch._writehelper import ContentChanged
     from ostreewatch.sysroot import ReadRefused
+
     for cls in (ReadRefused, ContentChanged, HelperError):
         assert issubclass(cls, errors.OstreewatchError)
 
@@ -76,9 +77,11 @@ def test_a_second_class_cannot_take_a_declared_name() -> None:
 
 
 @pytest.mark.parametrize("raised", [errors.ParseError, errors.NoSuchDeployment, errors.Busy, errors.GrubenvError])
-def test_the_client_raises_the_class_of_the_name_on_the_bus(system_bus: Any,
-                                                            raised: Type[errors.OstreewatchError]) -> None:
+def test_the_client_raises_the_class_of_the_name_on_the_bus(
+    system_bus: Any, raised: type[errors.OstreewatchError]
+) -> None:
     """A Reload hook's error crosses a real bus and comes back as the class declaring its name."""
+
     async def reload(caller: model.Caller, ask: Any) -> int:
         raise raised("on purpose")
 

@@ -51,14 +51,19 @@ def test_the_service_and_the_model_take_the_generated_tables() -> None:
 
 
 def test_the_names_are_defined_once() -> None:
-    assert (service.BUS_NAME, service.OBJECT_PATH, service.INTERFACE) == \
-        (busnames.BUS_NAME, busnames.OBJECT_PATH, busnames.INTERFACE)
+    assert (service.BUS_NAME, service.OBJECT_PATH, service.INTERFACE) == (
+        busnames.BUS_NAME,
+        busnames.OBJECT_PATH,
+        busnames.INTERFACE,
+    )
     assert busnames.INTERFACE == _interface.INTERFACE == "org.ostreewatch1.Manager"
 
 
 def test_busnames_and_model_do_not_import_dbus_next() -> None:
-    code = ("import sys; import ostreewatch.busnames, ostreewatch.model; "
-            "sys.exit('dbus_next' in sys.modules or 'xml.etree.ElementTree' in sys.modules)")
+    code = (
+        "import sys; import ostreewatch.busnames, ostreewatch.model; "
+        "sys.exit('dbus_next' in sys.modules or 'xml.etree.ElementTree' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
 
 

@@ -31,8 +31,15 @@ def test_dbus_next_is_the_pinned_version() -> None:
 
 
 def _call(serial: int, sender: str) -> Message:
-    call = Message(destination=service.BUS_NAME, path=service.OBJECT_PATH, interface=service.PROPERTIES_IFACE,
-                   member="GetAll", signature="s", body=[service.INTERFACE], serial=serial)
+    call = Message(
+        destination=service.BUS_NAME,
+        path=service.OBJECT_PATH,
+        interface=service.PROPERTIES_IFACE,
+        member="GetAll",
+        signature="s",
+        body=[service.INTERFACE],
+        serial=serial,
+    )
     call.sender = sender
     return call
 
@@ -41,6 +48,7 @@ def test_premarshalled_reply_is_byte_identical_to_dbus_next() -> None:
     async def build() -> service.Manager:
         async def reload() -> int:
             return 1
+
         return service.Manager(state.read_snapshot(sample.paths_for()), 7, "test", reload=reload)
 
     manager = asyncio.run(build())
@@ -57,6 +65,7 @@ def test_the_cached_body_follows_a_published_change() -> None:
     async def run() -> None:
         async def reload() -> int:
             return 1
+
         snap = state.read_snapshot(sample.paths_for())
         manager = service.Manager(snap, 1, "test", reload=reload)
         before = manager._all_body()
@@ -70,9 +79,12 @@ def test_the_cached_body_follows_a_published_change() -> None:
         manager.publish(snap, 2, _Changes())
         after = manager._all_body()
         assert after != before  # Generation 1 -> 2 is in the body
-        body = Message.new_method_return(_call(1, ":1.1"), "a{sv}", [
-            {k: Variant(v.signature, v.value) for k, v in manager._all_variants().items()}])
-        assert bytes(service.PremarshalledReply(_call(1, ":1.1"), "a{sv}", after)._marshall())[-len(after):] \
-            == bytes(body._marshall())[-len(after):]
+        body = Message.new_method_return(
+            _call(1, ":1.1"), "a{sv}", [{k: Variant(v.signature, v.value) for k, v in manager._all_variants().items()}]
+        )
+        assert (
+            bytes(service.PremarshalledReply(_call(1, ":1.1"), "a{sv}", after)._marshall())[-len(after) :]
+            == bytes(body._marshall())[-len(after) :]
+        )
 
     asyncio.run(run())

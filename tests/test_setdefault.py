@@ -16,8 +16,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Sequence, Tuple
+from typing import Any
 
 import pytest
 
@@ -25,8 +26,8 @@ from ostreewatch import service, state
 from ostreewatch.client import Client
 from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
 from tests.fixtures import trees
-from tests.fixtures.sysroots import OstreeSysroot, StatusDeployment, parse_admin_status
 from tests.fixtures.bootwrite import GRUB_CFG_STATIC, wait_signal
+from tests.fixtures.sysroots import OstreeSysroot, StatusDeployment, parse_admin_status
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEST = (BUS_NAME, OBJECT_PATH, INTERFACE)
@@ -47,22 +48,25 @@ class TreeSysroot(OstreeSysroot):
         return trees.run_in_tree(self.tree, ["ostree", *args], binds={base: base}, check=check)
 
 
-def admin_status(sr: OstreeSysroot) -> List[StatusDeployment]:
+def admin_status(sr: OstreeSysroot) -> list[StatusDeployment]:
     """`ostree admin status` of the ostree that wrote SR (2022.7 here, or the tree's)."""
     return parse_admin_status(sr.admin("status").stdout)
 
 
 def entry_booting(sysroot: str, deployment: StatusDeployment) -> str:
     """Oracle: the entry whose `ostree=` chain of boot links ends at the deployment's directory."""
-    target = os.path.realpath(os.path.join(sysroot, "ostree/deploy", deployment.osname, "deploy",
-                                           f"{deployment.checksum}.{deployment.serial}"))
+    target = os.path.realpath(
+        os.path.join(
+            sysroot, "ostree/deploy", deployment.osname, "deploy", f"{deployment.checksum}.{deployment.serial}"
+        )
+    )
     entries = os.path.join(sysroot, "boot/loader/entries")
     found = []
     for name in sorted(os.listdir(entries)):
         with open(os.path.join(entries, name)) as f:
             m = re.search(r"^options .*?\bostree=(\S+)", f.read(), re.M)
         if m and os.path.realpath(os.path.join(sysroot, m.group(1).lstrip("/"))) == target:
-            found.append(name[:-len(".conf")])
+            found.append(name[: -len(".conf")])
     assert len(found) == 1, found
     return found[0]
 
@@ -79,12 +83,12 @@ def fs(tmp_path: Path) -> Iterator[Path]:
         yield Path(path)
 
 
-def static_host(sr: OstreeSysroot) -> Tuple[OstreeSysroot, str]:
+def static_host(sr: OstreeSysroot) -> tuple[OstreeSysroot, str]:
     """Three deployments of OS "test", a bootupd-style static grub.cfg and its grubenv (greenboot's
     boot_success, and a saved_entry this grub.cfg never reads); returns the grubenv path."""
     sr.build(3, osname="test")
     env = sr.write_grub(cfg=GRUB_CFG_STATIC)
-    first = sorted(os.listdir(sr.entries_dir()))[0][:-len(".conf")]
+    first = sorted(os.listdir(sr.entries_dir()))[0][: -len(".conf")]
     subprocess.run(["grub-editenv", env, "set", "boot_success=1", f"saved_entry={first}"], check=True)
     return sr, env
 
@@ -110,27 +114,43 @@ sys.exit(p.returncode)
 
 def call(d: Any, method: str, arg: str) -> subprocess.CompletedProcess:
     """dbus-send prints the error name and message (busctl only the message)."""
-    return subprocess.run(["dbus-send", f"--bus={d.address}", "--print-reply", f"--dest={DEST[0]}", DEST[1],
-                           f"{DEST[2]}.{method}", f"string:{arg}"], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [
+            "dbus-send",
+            f"--bus={d.address}",
+            "--print-reply",
+            f"--dest={DEST[0]}",
+            DEST[1],
+            f"{DEST[2]}.{method}",
+            f"string:{arg}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
-def set_default_over_the_bus(d: Any, method: str, arg: str) -> Tuple[str, List[Tuple[str, Dict[str, Any]]]]:
+def set_default_over_the_bus(d: Any, method: str, arg: str) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
     """Call METHOD(ARG) with busctl while subscribed; (its reply, the signals up to DefaultDeployment's change)."""
-    reply: List[str] = []
+    reply: list[str] = []
 
     def action() -> None:
         r = d.busctl("call", *DEST, method, "s", arg, timeout=120)
         assert r.returncode == 0, r.stderr
         reply.append(r.stdout.strip())
 
-    seen = asyncio.run(wait_signal(d.address, action, lambda n, a: n == "PropertiesChanged"
-                                    and "DefaultDeployment" in a["changed"]))
+    seen = asyncio.run(
+        wait_signal(d.address, action, lambda n, a: n == "PropertiesChanged" and "DefaultDeployment" in a["changed"])
+    )
     return reply[0], seen
 
 
-def first_default_change(seen: List[Tuple[str, Dict[str, Any]]]) -> str:
-    return next(a["changed"]["DefaultDeployment"] for n, a in seen
-                if n == "PropertiesChanged" and "DefaultDeployment" in a["changed"])
+def first_default_change(seen: list[tuple[str, dict[str, Any]]]) -> str:
+    return next(
+        a["changed"]["DefaultDeployment"]
+        for n, a in seen
+        if n == "PropertiesChanged" and "DefaultDeployment" in a["changed"]
+    )
 
 
 def check_reorder(sr: OstreeSysroot, d: Any, env: str, how: str) -> None:
@@ -162,8 +182,13 @@ def check_reorder(sr: OstreeSysroot, d: Any, env: str, how: str) -> None:
 
     # 3. the CLI prints the entry that now boots the third deployment
     third = again[2]
-    r = subprocess.run([sys.executable, "-m", "ostreewatch.cli", "set-default", "--deployment", third.id,
-                        "--bus", d.address], capture_output=True, text=True, timeout=120, cwd=REPO)
+    r = subprocess.run(
+        [sys.executable, "-m", "ostreewatch.cli", "set-default", "--deployment", third.id, "--bus", d.address],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert r.returncode == 0, r.stderr
     final = admin_status(sr)
     assert final[0].id == third.id
@@ -178,8 +203,11 @@ def check_reorder(sr: OstreeSysroot, d: Any, env: str, how: str) -> None:
     assert os.readlink(os.path.join(sr.path, "boot/loader")) == loader
 
     # 5. named errors, nothing written
-    for bad, name in ((third.id[:-1] + "9", "NoSuchDeployment"), ("not-a-deployment", "InvalidArgs"),
-                      ("", "InvalidArgs")):
+    for bad, name in (
+        (third.id[:-1] + "9", "NoSuchDeployment"),
+        ("not-a-deployment", "InvalidArgs"),
+        ("", "InvalidArgs"),
+    ):
         r = call(d, "SetDefaultDeployment", bad)
         assert r.returncode != 0 and f"Error.{name}" in r.stderr, r.stderr
     assert [x.id for x in admin_status(sr)] == [x.id for x in final]
@@ -189,8 +217,7 @@ def check_reorder(sr: OstreeSysroot, d: Any, env: str, how: str) -> None:
 
 def test_set_default_deployment_ostree_2022(make_bus: Any, daemon_factory: Any, fs: Path) -> None:
     sr, env = static_host(OstreeSysroot(fs))
-    assert sorted(os.listdir(sr.entries_dir())) == ["ostree-1-test.conf", "ostree-2-test.conf",
-                                                    "ostree-3-test.conf"]
+    assert sorted(os.listdir(sr.entries_dir())) == ["ostree-1-test.conf", "ostree-2-test.conf", "ostree-3-test.conf"]
     bus = make_bus()
     d = daemon_factory(bus, sr.path, env=DAEMON_ENV)
     d.wait_name(WAIT)
@@ -203,8 +230,9 @@ def test_set_default_deployment_ostree_2025(make_bus: Any, daemon_factory: Any, 
     # ostree >= 2024.5 names entries ostree-N.conf: this sysroot really is the newer ostree's
     assert sorted(os.listdir(sr.entries_dir())) == ["ostree-1.conf", "ostree-2.conf", "ostree-3.conf"]
     bus = make_bus()
-    d = daemon_factory(bus, sr.path, env=dict(DAEMON_ENV, OSTREEWATCH_DEPLOY_PYTHON=helper_wrapper(
-        tmp_path, trees.TRIXIE, str(fs))))
+    d = daemon_factory(
+        bus, sr.path, env=dict(DAEMON_ENV, OSTREEWATCH_DEPLOY_PYTHON=helper_wrapper(tmp_path, trees.TRIXIE, str(fs)))
+    )
     d.wait_name(WAIT)
     check_reorder(sr, d, env, "ostree 2025.2")
 
@@ -216,10 +244,20 @@ def test_busy_when_ostree_holds_the_lock(make_bus: Any, daemon_factory: Any, fs:
     d = daemon_factory(bus, sr.path, env=DAEMON_ENV)
     d.wait_name(WAIT)
     # libostree's own lock (an OFD lock on ostree/lock), held by a python process through libostree
-    holder = subprocess.Popen(["/usr/bin/python3", "-c", (
-        "import gi, sys; gi.require_version('OSTree', '1.0'); from gi.repository import OSTree, Gio\n"
-        f"s = OSTree.Sysroot.new(Gio.File.new_for_path({sr.path!r})); s.lock()\n"
-        "print('locked', flush=True); sys.stdin.read()")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            "/usr/bin/python3",
+            "-c",
+            (
+                "import gi, sys; gi.require_version('OSTree', '1.0'); from gi.repository import OSTree, Gio\n"
+                f"s = OSTree.Sysroot.new(Gio.File.new_for_path({sr.path!r})); s.lock()\n"
+                "print('locked', flush=True); sys.stdin.read()"
+            ),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         r = call(d, "SetDefaultDeployment", before[1])
@@ -249,8 +287,12 @@ def test_generated_grub_saved_entry_follows_the_deployment(make_bus: Any, daemon
     assert after[0].id == before[2].id
     new_entry = entry_booting(sr.path, after[0])
     assert reply == f's "{new_entry}"'
-    listed = dict(line.split("=", 1) for line in subprocess.run(
-        ["grub-editenv", env, "list"], capture_output=True, text=True, check=True).stdout.splitlines())
+    listed = dict(
+        line.split("=", 1)
+        for line in subprocess.run(
+            ["grub-editenv", env, "list"], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+    )
     assert listed["saved_entry"] == new_entry
     assert listed["ostreewatch_saved_deployment"] == before[2].id
     assert d.get_property("DefaultEntry") == new_entry
@@ -266,15 +308,20 @@ def test_sigkill_of_the_helper_leaves_ostree_consistent(make_bus: Any, daemon_fa
     bus = make_bus()
     d = daemon_factory(bus, sr.path, env=DAEMON_ENV)
     d.wait_name(WAIT)
-    paths = state.Paths(sysroot=sr.path, mountinfo=f"/proc/{d.pid}/mountinfo",
-                        cmdline=os.path.join(d.tmp, "cmdline"), run=os.path.join(d.tmp, "run"))
+    paths = state.Paths(
+        sysroot=sr.path,
+        mountinfo=f"/proc/{d.pid}/mountinfo",
+        cmdline=os.path.join(d.tmp, "cmdline"),
+        run=os.path.join(d.tmp, "run"),
+    )
     helper_env = dict(os.environ, PYTHONPATH=REPO, OSTREEWATCH_DEPLOYHELPER_TRACE="1", **DAEMON_ENV)
     outcomes = set()
     for point in range(KILL_POINTS):
         order = [x.id for x in admin_status(sr)]
         swapped = [order[1], order[0]] + order[2:]
-        proc = subprocess.Popen(HELPER, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=helper_env, cwd="/")
+        proc = subprocess.Popen(
+            HELPER, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=helper_env, cwd="/"
+        )
         assert proc.stdin is not None and proc.stderr is not None
         proc.stdin.write(json.dumps({"sysroot": sr.path, "deployment": order[1]}).encode())
         proc.stdin.close()
@@ -300,7 +347,7 @@ def test_sigkill_of_the_helper_leaves_ostree_consistent(make_bus: Any, daemon_fa
     assert outcomes == {False, True}  # some kills came before the swap, some after
 
 
-async def _get_all(address: str) -> Dict[str, Any]:
+async def _get_all(address: str) -> dict[str, Any]:
     client = await Client.connect(address)
     try:
         return await client.get_all()
@@ -317,8 +364,12 @@ def test_read_only_sysroot(make_bus: Any, daemon_factory: Any, fs: Path) -> None
     sr, env = static_host(OstreeSysroot(fs))
     before = admin_status(sr)
     bus = make_bus()
-    d = daemon_factory(bus, sr.path, env=DAEMON_ENV,
-                       prefix=["unshare", "--mount", "--propagation", "private", "sh", "-c", RO_PREFIX, sr.path])
+    d = daemon_factory(
+        bus,
+        sr.path,
+        env=DAEMON_ENV,
+        prefix=["unshare", "--mount", "--propagation", "private", "sh", "-c", RO_PREFIX, sr.path],
+    )
     d.wait_name(WAIT)
 
     def options() -> str:
@@ -340,8 +391,15 @@ def test_staged_deployment_refused_before_any_write(tmp_path: Path) -> None:
     from ostreewatch.bootwrite import BootWriter
     from tests.fixtures.bootwrite import RecordingJournal, make_paths
 
-    staged = model.Deployment(id="fedora-" + "a" * 64 + ".0", osname="fedora", checksum="a" * 64, serial=0,
-                              index=-1, path="/ostree/deploy/fedora/deploy/" + "a" * 64 + ".0", staged=True)
+    staged = model.Deployment(
+        id="fedora-" + "a" * 64 + ".0",
+        osname="fedora",
+        checksum="a" * 64,
+        serial=0,
+        index=-1,
+        path="/ostree/deploy/fedora/deploy/" + "a" * 64 + ".0",
+        staged=True,
+    )
     snap = model.Snapshot(Bootloader="none", StagedDeployment=staged.id, Deployments=(staged,))
     journal = RecordingJournal()
     # A sysroot that does not exist: had the helper run, it would have failed with WriteFailed instead.

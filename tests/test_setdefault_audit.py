@@ -7,12 +7,12 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 from ostreewatch import journal
 from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
+from tests.fixtures.bootwrite import host
 from tests.fixtures.sysroots import OstreeSysroot, parse_admin_status
-from tests.fixtures.bootwrite import host  # noqa: F401 (fixture)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEST = (BUS_NAME, OBJECT_PATH, INTERFACE)
@@ -44,29 +44,42 @@ asyncio.run(main())
 """
 
 
-def records_of(journald: Any, uid: int) -> List[Dict[str, Any]]:
-    return [r for r in journald.read(MESSAGE_ID=journal.MESSAGE_ID_WRITE_ATTEMPT)
-            if r.get("OSTREEWATCH_CALLER_UID") == str(uid)]
+def records_of(journald: Any, uid: int) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in journald.read(MESSAGE_ID=journal.MESSAGE_ID_WRITE_ATTEMPT)
+        if r.get("OSTREEWATCH_CALLER_UID") == str(uid)
+    ]
 
 
-def test_refused_by_the_daemon_journaled_and_rate_limited(host: OstreeSysroot, journald: Any, make_bus: Any,
-                                                          daemon_factory: Any) -> None:
+def test_refused_by_the_daemon_journaled_and_rate_limited(
+    host: OstreeSysroot, journald: Any, make_bus: Any, daemon_factory: Any
+) -> None:
     # `host` first: its tmpfs exists before journald's mount namespace is made, so the daemon sees it there.
     bus = make_bus()
-    d = daemon_factory(bus, host.path, prefix=journald.prefix(),
-                       env={"OSTREE_SYSROOT_DEBUG": "mutable-deployments"})
+    d = daemon_factory(bus, host.path, prefix=journald.prefix(), env={"OSTREE_SYSROOT_DEBUG": "mutable-deployments"})
     d.wait_name(WAIT)
     order = [x.id for x in parse_admin_status(host.admin("status").stdout)]
 
     # One call as uid 65534: AccessDenied from the daemon (its sentence), not from the bus policy.
-    r = bus.run_as_nobody(["dbus-send", "--system", "--print-reply", f"--dest={DEST[0]}", DEST[1],
-                           f"{DEST[2]}.SetDefaultDeployment", f"string:{order[1]}"])
+    r = bus.run_as_nobody(
+        [
+            "dbus-send",
+            "--system",
+            "--print-reply",
+            f"--dest={DEST[0]}",
+            DEST[1],
+            f"{DEST[2]}.SetDefaultDeployment",
+            f"string:{order[1]}",
+        ]
+    )
     assert r.returncode != 0
     assert "org.freedesktop.DBus.Error.AccessDenied" in r.stderr, r.stderr
     assert "needs root or the polkit action org.ostreewatch1.set-default" in r.stderr, r.stderr
     assert "Rejected send message" not in r.stderr
-    first = journald.wait_for(lambda rec: rec.get("OSTREEWATCH_CALLER_UID") == "65534",
-                              MESSAGE_ID=journal.MESSAGE_ID_WRITE_ATTEMPT)
+    first = journald.wait_for(
+        lambda rec: rec.get("OSTREEWATCH_CALLER_UID") == "65534", MESSAGE_ID=journal.MESSAGE_ID_WRITE_ATTEMPT
+    )
     assert len(first) == 1
     rec = first[0]
     assert rec["OSTREEWATCH_RESULT"] == "refused"
@@ -78,17 +91,21 @@ def test_refused_by_the_daemon_journaled_and_rate_limited(host: OstreeSysroot, j
     assert rec["PRIORITY"] == "4"
 
     # The CLI as uid 65534: one plain sentence.
-    cli = bus.run_as_nobody(["/usr/bin/python3", "-m", "ostreewatch.cli", "set-default", "--deployment",
-                             order[1], "--bus", bus.address], env={"PYTHONPATH": REPO})
+    cli = bus.run_as_nobody(
+        ["/usr/bin/python3", "-m", "ostreewatch.cli", "set-default", "--deployment", order[1], "--bus", bus.address],
+        env={"PYTHONPATH": REPO},
+    )
     assert cli.returncode == 1
-    assert cli.stderr.startswith("ostreewatch set-default: SetDefaultDeployment needs root or the polkit action "
-                                 "org.ostreewatch1.set-default"), cli.stderr
+    assert cli.stderr.startswith(
+        "ostreewatch set-default: SetDefaultDeployment needs root or the polkit action org.ostreewatch1.set-default"
+    ), cli.stderr
     assert "Traceback" not in cli.stderr
 
     # A burst of refused calls: every answer is AccessDenied, the journal gets a bounded number of records.
     start = time.monotonic()
-    flood = bus.run_as_nobody(["/usr/bin/python3", "-c", FLOOD, bus.address, order[1], str(BURST)], timeout=600,
-                              env={"PYTHONPATH": REPO})
+    flood = bus.run_as_nobody(
+        ["/usr/bin/python3", "-c", FLOOD, bus.address, order[1], str(BURST)], timeout=600, env={"PYTHONPATH": REPO}
+    )
     elapsed = time.monotonic() - start
     assert flood.returncode == 0, flood.stderr
     assert flood.stdout.split() == ["org.freedesktop.DBus.Error.AccessDenied", str(BURST)]
@@ -120,7 +137,7 @@ def test_bootwrite_writes_only_declared_fields(tmp_path: Path) -> None:
     source = Path(REPO, "ostreewatch", "bootwrite.py").read_text()
     used = set(re.findall(r'record\["([a-z_]+)"\]', source))
     used |= set(re.findall(r'"([a-z_]+)": [^,]+, "caller_pid"', source))
-    literal = re.search(r"record: Dict\[str, Any\] = \{(.*?)\}", source, re.S)
+    literal = re.search(r"record: [Dd]ict\[str, Any\] = \{(.*?)\}", source, re.S)
     assert literal is not None
     used |= set(re.findall(r'"([a-z_]+)":', literal.group(1)))
     assert used, "no record keys found in bootwrite.py"
@@ -150,9 +167,18 @@ def test_rate_limit_counts_with_a_fake_clock() -> None:
         m = re.search(rf"\b{name}=(\S+)", line)
         return m.group(1) if m else ""
 
-    got = [(field(x, "OSTREEWATCH_CALLER_UID"), field(x, "OSTREEWATCH_RESULT"), field(x, "OSTREEWATCH_SUPPRESSED"))
-           for x in lines]
-    assert got == [("1000", "refused", "0"), ("0", "refused", ""), ("0", "refused", ""), ("0", "refused", ""),
-                   ("2000", "refused", "0"), ("1000", "refused", "3"), ("2000", "refused", "0"),
-                   ("1000", "granted", "")]
+    got = [
+        (field(x, "OSTREEWATCH_CALLER_UID"), field(x, "OSTREEWATCH_RESULT"), field(x, "OSTREEWATCH_SUPPRESSED"))
+        for x in lines
+    ]
+    assert got == [
+        ("1000", "refused", "0"),
+        ("0", "refused", ""),
+        ("0", "refused", ""),
+        ("0", "refused", ""),
+        ("2000", "refused", "0"),
+        ("1000", "refused", "3"),
+        ("2000", "refused", "0"),
+        ("1000", "granted", ""),
+    ]
     assert sum(1 + int(s or 0) for u, r, s in got if u == "1000" and r == "refused") == 5

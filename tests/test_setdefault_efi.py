@@ -8,6 +8,7 @@ its semantics (the kernel's immutable flag, the firmware storing the value): a f
 from __future__ import annotations
 
 import asyncio
+import pathlib
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ from tests.fixtures.bootwrite import (
     seed_grub,
     seed_loader_conf,
     snapshot_of,
-    template,  # noqa: F401 (module-scoped fixture)
+    template,
 )
 
 ROOT = model.Caller(uid=0, pid=1, bus_name=":1.1")
@@ -45,7 +46,7 @@ def expected(entry_file: str) -> bytes:
 
 def test_oneshot_written_and_cleared(sysroot: str, tmp_path: Any) -> None:
     conf = seed_loader_conf(sysroot)
-    before = open(conf, "rb").read()
+    before = pathlib.Path(conf).read_bytes()
     efivars = tmp_path / "efivars"  # stands in for efivarfs, see the module docstring
     efivars.mkdir()
     journal = RecordingJournal()
@@ -55,7 +56,7 @@ def test_oneshot_written_and_cleared(sysroot: str, tmp_path: Any) -> None:
     assert (efivars / ONESHOT).read_bytes() == expected("ostree-2-test.conf")
     asyncio.run(writer.set_entry("next", "ostree-1-test.conf", ROOT, snap))
     assert (efivars / ONESHOT).read_bytes() == expected("ostree-1-test.conf")
-    assert open(conf, "rb").read() == before  # loader.conf is the default's, not the one-shot's
+    assert pathlib.Path(conf).read_bytes() == before  # loader.conf is the default's, not the one-shot's
     asyncio.run(writer.set_entry("next", "", ROOT, snap))
     assert not (efivars / ONESHOT).exists()
     assert [r["result"] for r in journal.records] == ["granted"] * 3
@@ -75,13 +76,13 @@ def test_oneshot_without_efivarfs_names_the_variable(sysroot: str, tmp_path: Any
 
 def test_next_on_static_grub_and_none_names_what_is_needed(sysroot: str) -> None:
     env = seed_grub(sysroot, cfg=GRUB_CFG_STATIC)
-    before = open(env, "rb").read()
+    before = pathlib.Path(env).read_bytes()
     writer = BootWriter(make_paths(sysroot), RecordingJournal())
     with pytest.raises(errors.NotSupported, match=r"would need a grub.cfg that reads \$\{next_entry\}"):
         asyncio.run(writer.set_entry("next", "ostree-2-test", ROOT, snapshot_of(sysroot, "grub2")))
     with pytest.raises(errors.NotSupported, match=r"grubenv's next_entry.*LoaderEntryOneShot"):
         asyncio.run(writer.set_entry("next", "ostree-2-test", ROOT, snapshot_of(sysroot, "none")))
-    assert open(env, "rb").read() == before
+    assert pathlib.Path(env).read_bytes() == before
 
 
 def test_oneshot_over_the_bus(make_bus: Any, daemon_factory: Any, sysroot: str, tmp_path: Any) -> None:

@@ -8,22 +8,39 @@ import subprocess
 from typing import Any
 
 from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
+from tests.fixtures.bootwrite import host
+from tests.fixtures.polkit import polkit_dirs, polkitd
 from tests.fixtures.sysroots import OstreeSysroot, parse_admin_status
-from tests.fixtures.polkit import polkit_dirs, polkitd  # noqa: F401 (fixtures)
-from tests.fixtures.bootwrite import host  # noqa: F401 (fixture)
 
 DEST = (BUS_NAME, OBJECT_PATH, INTERFACE)
 
 
 def call_as(uid: int, bus: Any, deployment: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-                           "dbus-send", "--system", "--print-reply", f"--dest={DEST[0]}", DEST[1],
-                           f"{DEST[2]}.SetDefaultDeployment", f"string:{deployment}"],
-                          env=bus.env(), capture_output=True, text=True, timeout=120, cwd="/")
+    return subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={uid}",
+            f"--regid={uid}",
+            "--clear-groups",
+            "dbus-send",
+            "--system",
+            "--print-reply",
+            f"--dest={DEST[0]}",
+            DEST[1],
+            f"{DEST[2]}.SetDefaultDeployment",
+            f"string:{deployment}",
+        ],
+        env=bus.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+    )
 
 
-def test_polkit_granted_user_reorders_the_other_is_refused(polkitd: Any, daemon_factory: Any,
-                                                           host: OstreeSysroot) -> None:
+def test_polkit_granted_user_reorders_the_other_is_refused(
+    polkitd: Any, daemon_factory: Any, host: OstreeSysroot
+) -> None:
     bus = polkitd
     d = daemon_factory(bus, host.path, env={"OSTREE_SYSROOT_DEBUG": "mutable-deployments"})
     d.wait_name(30)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List
 
 import pytest
 
@@ -15,7 +14,7 @@ from ostreewatch.state import Paths, read_snapshot
 from tests.fixtures.sysroots import OstreeSysroot, StatusDeployment, copy_sysroot
 
 
-def codes(snap: model.Snapshot) -> List[str]:
+def codes(snap: model.Snapshot) -> list[str]:
     return sorted(p.code for p in snap.Problems)
 
 
@@ -40,7 +39,9 @@ def assert_agrees(sr: OstreeSysroot, snap: model.Snapshot) -> None:
         with open(os.path.join(sr.entries_dir(), e.file)) as f:
             assert f"ostree={e.ostree}" in f.read()
     # ostree's order: index 0 carries the highest `version` and "(ostree:0)" in its title.
-    assert [int(e.version) for e in snap.BootEntries] == sorted((int(e.version) for e in snap.BootEntries), reverse=True)
+    assert [int(e.version) for e in snap.BootEntries] == sorted(
+        (int(e.version) for e in snap.BootEntries), reverse=True
+    )
     for i, d in enumerate(ordered):
         entry = next(e for e in snap.BootEntries if e.id == d.entry)
         assert entry.title.endswith(f"(ostree:{i})") or entry.title.endswith(f"(ostree:{d.osname}:{i})")
@@ -139,14 +140,18 @@ def _booted_paths(sr: OstreeSysroot, tmp: Path, dep: StatusDeployment, how: str)
     if how == "cmdline":
         cmdline.write_text(f"BOOT_IMAGE=/vmlinuz root=UUID=0 rw ostree={sr.ostree_arg_of(dep)}\n")
     elif how == "mountinfo":
-        mountinfo.write_text(f"102 1 252:4 {deploy_rel} / rw,relatime shared:1 - xfs /dev/vda4 rw\n"
-                             f"104 102 252:4 {deploy_rel}/usr /usr ro,relatime shared:3 - xfs /dev/vda4 rw\n"
-                             "105 102 252:3 / /boot rw,relatime shared:4 - ext4 /dev/vda3 rw\n")
+        mountinfo.write_text(
+            f"102 1 252:4 {deploy_rel} / rw,relatime shared:1 - xfs /dev/vda4 rw\n"
+            f"104 102 252:4 {deploy_rel}/usr /usr ro,relatime shared:3 - xfs /dev/vda4 rw\n"
+            "105 102 252:3 / /boot rw,relatime shared:4 - ext4 /dev/vda3 rw\n"
+        )
     elif how == "ostree-booted":
         from tests.fixtures.oracles import glib_serialize
+
         st = os.stat(sr.deploy_dir(dep))
-        (run / "ostree-booted").write_bytes(glib_serialize(
-            "a{sv}", f"{{'backing-root-device-inode': V('(tt)', ({st.st_dev}, {st.st_ino}))}}"))
+        (run / "ostree-booted").write_bytes(
+            glib_serialize("a{sv}", f"{{'backing-root-device-inode': V('(tt)', ({st.st_dev}, {st.st_ino}))}}")
+        )
     return Paths(sysroot=sr.path, run=str(run), cmdline=str(cmdline), mountinfo=str(mountinfo))
 
 
@@ -183,8 +188,10 @@ def test_booted_mount_problems(sysroot_3: OstreeSysroot, tmp_path: Path) -> None
     paths = _booted_paths(sysroot_3, tmp_path, dep, "mountinfo")
     assert read_snapshot(paths).Problems == ()
     rel = f"/ostree/deploy/{dep.osname}/deploy/{dep.checksum}.{dep.serial}"
-    Path(paths.mountinfo).write_text(f"102 1 252:4 {rel} / rw,relatime shared:1 - xfs /dev/vda4 rw\n"
-                                     f"104 102 252:4 {rel}/usr /usr rw,relatime shared:3 - xfs /dev/vda4 rw\n")
+    Path(paths.mountinfo).write_text(
+        f"102 1 252:4 {rel} / rw,relatime shared:1 - xfs /dev/vda4 rw\n"
+        f"104 102 252:4 {rel}/usr /usr rw,relatime shared:3 - xfs /dev/vda4 rw\n"
+    )
     snap = read_snapshot(paths)
     assert codes(snap) == ["boot-not-mounted", "usr-writable"]
     usr = next(m for m in snap.Mounts if m.mount_point == "/usr")
@@ -209,6 +216,7 @@ def test_mountinfo_unparsable(sysroot_3: OstreeSysroot, tmp_path: Path) -> None:
 
 def _grub_editenv(path: str, *args: str) -> None:
     import subprocess
+
     subprocess.run(["grub-editenv", path, *args], check=True, timeout=30)
 
 
@@ -219,7 +227,9 @@ def test_grubenv_saved_and_next_entry(sysroot_3: OstreeSysroot) -> None:
     assert snap.Bootloader == "grub2" and snap.DefaultEntry == "ostree-3-fedora" and snap.Problems == ()
     assert snap.DefaultEntrySource == "first-entry"
     by_entry = {d.entry: d.id for d in snap.Deployments}
-    _grub_editenv(env, "set", "saved_entry=ostree-1-fedora", f"ostreewatch_saved_deployment={by_entry['ostree-1-fedora']}")
+    _grub_editenv(
+        env, "set", "saved_entry=ostree-1-fedora", f"ostreewatch_saved_deployment={by_entry['ostree-1-fedora']}"
+    )
     snap = read_snapshot(sysroot_3.paths())
     assert (snap.DefaultEntry, snap.NextEntry, snap.DefaultEntrySource) == ("ostree-1-fedora", "", "saved_entry")
     assert snap.DefaultDeployment == by_entry["ostree-1-fedora"]
@@ -228,8 +238,11 @@ def test_grubenv_saved_and_next_entry(sysroot_3: OstreeSysroot) -> None:
     # A one-shot next_entry is what GRUB boots next (and only once).
     _grub_editenv(env, "set", "next_entry=ostree-2-fedora")
     snap = read_snapshot(sysroot_3.paths())
-    assert (snap.DefaultEntry, snap.NextEntry, snap.DefaultEntrySource) == \
-        ("ostree-2-fedora", "ostree-2-fedora", "next_entry")
+    assert (snap.DefaultEntry, snap.NextEntry, snap.DefaultEntrySource) == (
+        "ostree-2-fedora",
+        "ostree-2-fedora",
+        "next_entry",
+    )
     assert snap.Problems == ()
     _grub_editenv(env, "unset", "next_entry")
     # The recorded deployment no longer matches the entry (entries were renumbered): a problem.
@@ -251,14 +264,14 @@ def test_loader_conf_default(sysroot_3: OstreeSysroot) -> None:
     conf = os.path.join(sysroot_3.path, "boot", "loader", "loader.conf")
     snap0 = read_snapshot(sysroot_3.paths())
     by_entry = {d.entry: d.id for d in snap0.Deployments}
-    Path(conf).write_text(f"timeout 3\n#ostreewatch-deployment {by_entry['ostree-2-fedora']}\n"
-                          "default ostree-2-*\n")
+    Path(conf).write_text(f"timeout 3\n#ostreewatch-deployment {by_entry['ostree-2-fedora']}\ndefault ostree-2-*\n")
     snap = read_snapshot(sysroot_3.paths())
     assert snap.Bootloader == "systemd-boot" and snap.DefaultEntry == "ostree-2-fedora" and snap.Problems == ()
     assert snap.DefaultDeployment == by_entry["ostree-2-fedora"]
     Path(conf).write_text(f"#ostreewatch-deployment {by_entry['ostree-1-fedora']}\ndefault ostree-2-*\n")
-    assert [(p.code, p.subject) for p in read_snapshot(sysroot_3.paths()).Problems] == \
-        [("default-entry-moved", "ostree-2-fedora")]
+    assert [(p.code, p.subject) for p in read_snapshot(sysroot_3.paths()).Problems] == [
+        ("default-entry-moved", "ostree-2-fedora")
+    ]
     Path(conf).write_text("default nothing-*\n")
     snap = read_snapshot(sysroot_3.paths())
     assert codes(snap) == ["saved-entry-missing"] and snap.DefaultEntry == "ostree-3-fedora"
@@ -271,6 +284,7 @@ def test_repo_bootloader_setting(sysroot_3: OstreeSysroot) -> None:
 
 def test_staged_deployment(sysroot_3: OstreeSysroot, tmp_path: Path) -> None:
     from tests.fixtures.oracles import glib_serialize
+
     csum = "ab" * 32
     d = Path(sysroot_3.path, "ostree", "deploy", "fedora", "deploy", f"{csum}.0")
     (d / "usr" / "lib").mkdir(parents=True)
@@ -279,8 +293,11 @@ def test_staged_deployment(sysroot_3: OstreeSysroot, tmp_path: Path) -> None:
     assert [(p.code, p.subject) for p in snap.Problems] == [("deployment-no-entry", f"fedora-{csum}.0")]
     paths = sysroot_3.paths()
     (Path(paths.run) / "ostree").mkdir()
-    (Path(paths.run) / "ostree" / "staged-deployment").write_bytes(glib_serialize(
-        "a{sv}", f"{{'target': V('a{{sv}}', {{'name': V('s', '{csum}.0'), 'osname': V('s', 'fedora')}})}}"))
+    (Path(paths.run) / "ostree" / "staged-deployment").write_bytes(
+        glib_serialize(
+            "a{sv}", f"{{'target': V('a{{sv}}', {{'name': V('s', '{csum}.0'), 'osname': V('s', 'fedora')}})}}"
+        )
+    )
     snap = read_snapshot(paths)
     assert snap.Problems == ()
     assert snap.StagedDeployment == f"fedora-{csum}.0"
@@ -300,7 +317,10 @@ def test_fifo_and_huge_entries(sysroot_3: OstreeSysroot) -> None:
     os.symlink("/etc/passwd", os.path.join(entries, "zz-outside.conf"))
     snap = read_snapshot(sysroot_3.paths())
     assert [(p.code, p.subject) for p in snap.Problems] == [
-        ("entry-unreadable", "zz-fifo"), ("entry-unreadable", "zz-huge"), ("entry-unreadable", "zz-outside")]
+        ("entry-unreadable", "zz-fifo"),
+        ("entry-unreadable", "zz-huge"),
+        ("entry-unreadable", "zz-outside"),
+    ]
     assert len(snap.Deployments) == 3 and len(snap.BootEntries) == 3
 
 
@@ -310,7 +330,9 @@ def test_bad_entries(sysroot_3: OstreeSysroot) -> None:
     Path(entries, "nokernel.conf").write_text("title no kernel\noptions quiet\n")
     snap = read_snapshot(sysroot_3.paths())
     assert [(p.code, p.subject) for p in snap.Problems] == [
-        ("entry-no-kernel", "nokernel"), ("entry-unparsable", "bad-utf8")]
+        ("entry-no-kernel", "nokernel"),
+        ("entry-unparsable", "bad-utf8"),
+    ]
     assert "nokernel" in [e.id for e in snap.BootEntries]
 
 
@@ -340,7 +362,9 @@ def test_link_outside_sysroot_is_not_followed(sysroot_3: OstreeSysroot) -> None:
     os.symlink(target, boot_link)  # absolute host path: outside, seen from the sysroot
     snap = read_snapshot(sysroot_3.paths())
     assert [(p.code, p.subject) for p in snap.Problems] == [
-        ("deployment-no-entry", e.deployment), ("ostree-arg-unresolved", e.id)]
+        ("deployment-no-entry", e.deployment),
+        ("ostree-arg-unresolved", e.id),
+    ]
 
 
 def test_missing_loader_target_and_stale_loader(sysroot_3: OstreeSysroot) -> None:
@@ -348,9 +372,11 @@ def test_missing_loader_target_and_stale_loader(sysroot_3: OstreeSysroot) -> Non
     current = os.readlink(boot / "loader")
     other = "loader.0" if current == "loader.1" else "loader.1"
     (boot / other).mkdir()
-    assert [(p.code, p.subject) for p in read_snapshot(sysroot_3.paths()).Problems] == \
-        [("stale-loader-dir", f"/boot/{other}")]
+    assert [(p.code, p.subject) for p in read_snapshot(sysroot_3.paths()).Problems] == [
+        ("stale-loader-dir", f"/boot/{other}")
+    ]
     import shutil
+
     shutil.rmtree(boot / current)
     snap = read_snapshot(sysroot_3.paths())
     assert codes(snap) == ["deployment-no-entry"] * 3 + ["loader-link-dangling", "stale-loader-dir"]
@@ -381,8 +407,11 @@ def test_copy_keeps_sysroot_readable(sysroot_3: OstreeSysroot, tmp_path: Path) -
     """A copied sysroot (relative links) reads the same, but under its own paths."""
     copy = copy_sysroot(sysroot_3.path, tmp_path / "copy")
     a = read_snapshot(sysroot_3.paths())
-    b = read_snapshot(Paths(sysroot=copy, run=str(tmp_path / "norun"), mountinfo=str(tmp_path / "none"),
-                            cmdline=str(tmp_path / "none")))
+    b = read_snapshot(
+        Paths(
+            sysroot=copy, run=str(tmp_path / "norun"), mountinfo=str(tmp_path / "none"), cmdline=str(tmp_path / "none")
+        )
+    )
     assert [d.id for d in a.Deployments] == [d.id for d in b.Deployments]
     # Both are read as the host they describe would see them.
     assert [d.path for d in a.Deployments] == [d.path for d in b.Deployments]
@@ -410,6 +439,7 @@ def test_sample() -> None:
 
 def test_every_problem_code_is_documented() -> None:
     import re
+
     source = Path(__file__).resolve().parent.parent / "ostreewatch" / "state.py"
     emitted = set(re.findall(r'problem\(\s*"([a-z-]+)"', source.read_text()))
     doc = (Path(__file__).resolve().parent.parent / "docs" / "problems.md").read_text()
@@ -423,9 +453,11 @@ def test_every_problem_code_is_documented() -> None:
 
 
 @pytest.mark.parametrize("source", ["sample", "ostree-3", "ostree-3-loader-conf", "ostree-10"])
-def test_entry_order_and_default_agree_with_bootctl(tmp_path: Path, source: str,
-                                                    request: pytest.FixtureRequest) -> None:
+def test_entry_order_and_default_agree_with_bootctl(
+    tmp_path: Path, source: str, request: pytest.FixtureRequest
+) -> None:
     from tests.fixtures.oracles import bootctl_list, write_esp
+
     if source == "sample":
         paths = sample_paths()
     else:
@@ -441,8 +473,9 @@ def test_entry_order_and_default_agree_with_bootctl(tmp_path: Path, source: str,
     entries_dir = Path(paths.sysroot, "boot", "loader", "entries")
     conf = Path(paths.sysroot, "boot", "loader", "loader.conf")
     esp = tmp_path / "esp"
-    write_esp(str(esp), {p.name: p.read_bytes() for p in entries_dir.iterdir()},
-              conf.read_text() if conf.exists() else None)
+    write_esp(
+        str(esp), {p.name: p.read_bytes() for p in entries_dir.iterdir()}, conf.read_text() if conf.exists() else None
+    )
     listed, default = bootctl_list(str(esp))
     assert [e.file for e in snap.BootEntries] == [e["id"] for e in listed]
     assert snap.DefaultEntry + ".conf" == default
@@ -452,6 +485,7 @@ def test_entry_order_and_default_agree_with_bootctl(tmp_path: Path, source: str,
 def test_mounts_agree_with_findmnt(tmp_path: Path) -> None:
     """The sample's mount table, plus this process's own: Mounts agree with `findmnt -F`."""
     from tests.fixtures.oracles import findmnt_file
+
     for mountinfo in (sample_paths().mountinfo, "/proc/self/mountinfo"):
         copy = tmp_path / "mountinfo"
         copy.write_bytes(Path(mountinfo).read_bytes())
@@ -464,26 +498,50 @@ def test_mounts_agree_with_findmnt(tmp_path: Path) -> None:
         assert [m.mount_point for m in snap.Mounts] == [p for p in model.WATCHED_MOUNT_POINTS if p in top]
         for m in snap.Mounts:
             fs = top[m.mount_point]
-            assert (m.mount_id, m.parent_id, m.device, m.root, m.source, m.fstype, m.options, m.super_options,
-                    m.propagation) == (fs["id"], fs["parent"], fs["maj:min"], fs["fsroot"], fs["source"],
-                                       fs["fstype"], fs["vfs-options"], fs["fs-options"], fs["opt-fields"] or "")
+            assert (
+                m.mount_id,
+                m.parent_id,
+                m.device,
+                m.root,
+                m.source,
+                m.fstype,
+                m.options,
+                m.super_options,
+                m.propagation,
+            ) == (
+                fs["id"],
+                fs["parent"],
+                fs["maj:min"],
+                fs["fsroot"],
+                fs["source"],
+                fs["fstype"],
+                fs["vfs-options"],
+                fs["fs-options"],
+                fs["opt-fields"] or "",
+            )
             assert m.read_only == ("ro" in fs["vfs-options"].split(","))
 
 
 def test_status_inside_imitated_booted_host(sysroot_3: OstreeSysroot) -> None:
     """`ostreewatch status --offline --json` with every default (sysroot /, /proc, /run) inside the imitation
     that `ostree admin status` runs in: the same booted/pending/rollback, for each deployment in turn."""
-    from tests.fixtures.sysroots import imitate_booted
     import json
+
+    from tests.fixtures.sysroots import imitate_booted
+
     src = str(Path(__file__).resolve().parent.parent / "ostreewatch")
     status = sysroot_3.admin_status()
     for index, dep in enumerate(status):
         marks = {s.id: s.marks for s in sysroot_3.booted_admin_status(index)}
         arg = sysroot_3.ostree_arg_of(dep)
-        p = imitate_booted(sysroot_3.path, sysroot_3.deploy_dir(dep),
-                           ["/usr/bin/python3", "-m", "ostreewatch.cli", "status", "--offline", "--json"],
-                           cmdline=f"rw ostree={arg}\n", binds=[(src, "/tmp/src/ostreewatch")],
-                           env={"PYTHONPATH": "/tmp/src"})
+        p = imitate_booted(
+            sysroot_3.path,
+            sysroot_3.deploy_dir(dep),
+            ["/usr/bin/python3", "-m", "ostreewatch.cli", "status", "--offline", "--json"],
+            cmdline=f"rw ostree={arg}\n",
+            binds=[(src, "/tmp/src/ostreewatch")],
+            env={"PYTHONPATH": "/tmp/src"},
+        )
         assert p.returncode == 0, p.stderr
         snap = json.loads(p.stdout)
         assert snap["OstreeBooted"] and snap["BootedDeployment"] == dep.id
@@ -507,14 +565,19 @@ def test_random_hostile_mutations_never_raise(sysroot_3: OstreeSysroot) -> None:
     every read still returns a snapshot, and only problems say what is wrong."""
     import random
     import shutil
+
     rng = random.Random(20261127)
     paths = sysroot_3.paths()
     Path(paths.run, "ostree").mkdir()
-    extra = [Path(paths.run, "ostree-booted"), Path(paths.run, "ostree", "staged-deployment"),
-             Path(paths.cmdline), Path(paths.mountinfo)]
+    extra = [
+        Path(paths.run, "ostree-booted"),
+        Path(paths.run, "ostree", "staged-deployment"),
+        Path(paths.cmdline),
+        Path(paths.mountinfo),
+    ]
 
-    def candidates() -> List[Path]:
-        out: List[Path] = list(extra)
+    def candidates() -> list[Path]:
+        out: list[Path] = list(extra)
         for top in ("boot", "ostree"):
             for dirpath, dirnames, filenames in os.walk(Path(sysroot_3.path, top)):
                 if "repo" in dirnames:
@@ -562,23 +625,29 @@ def test_odd_names_and_options(sysroot_3: OstreeSysroot) -> None:
     entries = sysroot_3.entries_dir().encode()
     with open(os.path.join(entries, b"\xff\xfe.conf"), "w") as f:
         f.write("title bad name\nlinux /x\n")
-    Path(sysroot_3.entries_dir(), "nul.conf").write_text("title nul\nlinux /x\noptions a=\"b ostree=/x\n")
+    Path(sysroot_3.entries_dir(), "nul.conf").write_text('title nul\nlinux /x\noptions a="b ostree=/x\n')
     snap = read_snapshot(sysroot_3.paths())
     model.snapshot_to_plain(snap)
     import json
+
     json.dumps(model.snapshot_to_plain(snap), ensure_ascii=False).encode("utf-8")
     assert len(snap.Deployments) == 3 and all(d.entry for d in snap.Deployments)
 
 
 def test_version_is_the_commit_version(sysroot_3: OstreeSysroot) -> None:
     """ostree admin status shows the commit's version; os-release is the fallback when the repo lacks it."""
-    csum = sysroot_3.commit("fedora/x", version="40.20240101.0", kver="6.9.0",
-                           os_release='NAME=Fedora\nVERSION="40 (CoreOS)"\nPRETTY_NAME="Fedora CoreOS 40"\n')
+    csum = sysroot_3.commit(
+        "fedora/x",
+        version="40.20240101.0",
+        kver="6.9.0",
+        os_release='NAME=Fedora\nVERSION="40 (CoreOS)"\nPRETTY_NAME="Fedora CoreOS 40"\n',
+    )
     sysroot_3.deploy("fedora/x")
     snap = read_snapshot(sysroot_3.paths())
     assert_agrees(sysroot_3, snap)
     assert snap.Deployments[0].version == "40.20240101.0" and snap.Deployments[0].title == "Fedora CoreOS 40"
     os.unlink(os.path.join(sysroot_3.repo, "objects", csum[:2], csum[2:] + ".commit"))
     from ostreewatch import state
+
     state._COMMIT_VERSIONS.clear()  # versions are cached per commit (immutable objects); a new process
     assert read_snapshot(sysroot_3.paths()).Deployments[0].version == "40 (CoreOS)"

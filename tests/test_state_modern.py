@@ -14,18 +14,17 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import List
 
 import pytest
 
 from ostreewatch import model, sample
 from ostreewatch.state import Paths, read_snapshot
 from tests.fixtures import grub_configs as cfgs
-from tests.fixtures.sysroots import OstreeSysroot, StatusDeployment, copy_sysroot
 from tests.fixtures.oracles import glib_serialize
+from tests.fixtures.sysroots import OstreeSysroot, StatusDeployment, copy_sysroot
 
 
-def codes(snap: model.Snapshot) -> List[str]:
+def codes(snap: model.Snapshot) -> list[str]:
     return sorted(p.code for p in snap.Problems)
 
 
@@ -51,8 +50,10 @@ def test_static_config_ignores_saved_entry(sysroot_3: OstreeSysroot) -> None:
     snap = read_snapshot(sysroot_3.paths())
     assert (snap.DefaultEntry, snap.NextEntry, snap.DefaultEntrySource) == ("ostree-3-fedora", "", "first-entry")
     assert snap.DefaultDeployment == status[0].id  # ostree's default, what `ostree admin status` lists first
-    assert [(p.code, p.subject) for p in snap.Problems] == [("saved-entry-ignored", "next_entry"),
-                                                           ("saved-entry-ignored", "saved_entry")]
+    assert [(p.code, p.subject) for p in snap.Problems] == [
+        ("saved-entry-ignored", "next_entry"),
+        ("saved-entry-ignored", "saved_entry"),
+    ]
     assert [e.id for e in snap.BootEntries if e.default] == ["ostree-3-fedora"]
     # The admin adds `set default="${saved_entry}"` to custom.cfg: now GRUB honours it.
     Path(env).with_name("custom.cfg").write_text('set default="${saved_entry}"\n')
@@ -105,13 +106,15 @@ def test_generated_config_with_fallback_counting(sysroot_3: OstreeSysroot) -> No
     assert (snap.DefaultEntry, snap.NextEntry, snap.DefaultEntrySource) == ("ostree-1-fedora", "", "saved_entry")
     editenv(env, "set", "next_entry=ostree-2-fedora")
     snap = read_snapshot(sysroot_3.paths())
-    assert (snap.DefaultEntry, snap.NextEntry, snap.DefaultEntrySource) == \
-        ("ostree-2-fedora", "ostree-2-fedora", "next_entry")
+    assert (snap.DefaultEntry, snap.NextEntry, snap.DefaultEntrySource) == (
+        "ostree-2-fedora",
+        "ostree-2-fedora",
+        "next_entry",
+    )
     assert snap.Problems == ()
     editenv(env, "set", "boot_counter=0", "boot_success=0")
     snap = read_snapshot(sysroot_3.paths())
-    assert (snap.DefaultEntry, snap.NextEntry, snap.DefaultEntrySource) == \
-        ("ostree-2-fedora", "", "greenboot-fallback")
+    assert (snap.DefaultEntry, snap.NextEntry, snap.DefaultEntrySource) == ("ostree-2-fedora", "", "greenboot-fallback")
     assert codes(snap) == ["boot-fallback"]
 
 
@@ -159,8 +162,9 @@ def _booted_run(tmp: Path, sr: OstreeSysroot, dep: StatusDeployment, extra: str 
     run = tmp / "run"
     run.mkdir(exist_ok=True)
     st = os.stat(sr.deploy_dir(dep))
-    (run / "ostree-booted").write_bytes(glib_serialize(
-        "a{sv}", f"{{'backing-root-device-inode': V('(tt)', ({st.st_dev}, {st.st_ino})){extra}}}"))
+    (run / "ostree-booted").write_bytes(
+        glib_serialize("a{sv}", f"{{'backing-root-device-inode': V('(tt)', ({st.st_dev}, {st.st_ino})){extra}}}")
+    )
     return run
 
 
@@ -168,17 +172,26 @@ def test_booted_root_with_every_key(sysroot_3: OstreeSysroot, tmp_path: Path) ->
     dep = sysroot_3.admin_status()[0]
     # Keys and types as ostree-prepare-root writes them with composefs, a signed commit,
     # a transient root and /etc (src/switchroot/ostree-prepare-root.c, src/libotcore/otcore-prepare-root.c).
-    extra = (", 'composefs': V('b', True), 'composefs.verity': V('b', True),"
-             " 'composefs.signed': V('s', 'ed25519:AAAA'), 'root.transient': V('b', False),"
-             " 'root.transient-ro': V('b', True), 'sysroot-ro': V('b', True),"
-             " 'transient-etc': V('s', '/run/ostree/transient-etc'), 'some-future-key': V('u', 7)")
+    extra = (
+        ", 'composefs': V('b', True), 'composefs.verity': V('b', True),"
+        " 'composefs.signed': V('s', 'ed25519:AAAA'), 'root.transient': V('b', False),"
+        " 'root.transient-ro': V('b', True), 'sysroot-ro': V('b', True),"
+        " 'transient-etc': V('s', '/run/ostree/transient-etc'), 'some-future-key': V('u', 7)"
+    )
     run = _booted_run(tmp_path, sysroot_3, dep, extra)
     snap = read_snapshot(sysroot_3.paths(run=str(run)))
     st = os.stat(sysroot_3.deploy_dir(dep))
     assert dict(snap.BootedRoot) == {
-        "composefs": True, "composefs_verity": True, "composefs_signed": "ed25519:AAAA",
-        "root_transient": False, "root_transient_ro": True, "sysroot_ro": True,
-        "transient_etc": "/run/ostree/transient-etc", "backing_device": st.st_dev, "backing_inode": st.st_ino}
+        "composefs": True,
+        "composefs_verity": True,
+        "composefs_signed": "ed25519:AAAA",
+        "root_transient": False,
+        "root_transient_ro": True,
+        "sysroot_ro": True,
+        "transient_etc": "/run/ostree/transient-etc",
+        "backing_device": st.st_dev,
+        "backing_inode": st.st_ino,
+    }
     assert [k for k, _ in snap.BootedRoot] == list(model.BOOTED_ROOT_KEYS)
     assert snap.BootedDeployment == dep.id and snap.BootedEntry == "ostree-3-fedora"
     assert model.snapshot_to_plain(snap)["BootedRoot"]["sysroot_ro"] is True
@@ -187,8 +200,12 @@ def test_booted_root_with_every_key(sysroot_3: OstreeSysroot, tmp_path: Path) ->
     run2.mkdir()
     _booted_run(run2, sysroot_3, dep, ", 'root.transient': V('b', False), 'sysroot-ro': V('b', False)")
     snap = read_snapshot(sysroot_3.paths(run=str(run2 / "run")))
-    assert dict(snap.BootedRoot) == {"root_transient": False, "sysroot_ro": False,
-                                     "backing_device": st.st_dev, "backing_inode": st.st_ino}
+    assert dict(snap.BootedRoot) == {
+        "root_transient": False,
+        "sysroot_ro": False,
+        "backing_device": st.st_dev,
+        "backing_inode": st.st_ino,
+    }
 
 
 def test_booted_root_legacy_and_garbage(sysroot_3: OstreeSysroot, tmp_path: Path) -> None:
@@ -236,13 +253,16 @@ def test_bootversion_swap_while_booted(tmp_path: Path, sysroot_3_template: Ostre
     run.mkdir()
     if how == "ostree-booted":
         st = os.stat(sr.deploy_dir(booted))
-        (run / "ostree-booted").write_bytes(glib_serialize(
-            "a{sv}", f"{{'backing-root-device-inode': V('(tt)', ({st.st_dev}, {st.st_ino}))}}"))
+        (run / "ostree-booted").write_bytes(
+            glib_serialize("a{sv}", f"{{'backing-root-device-inode': V('(tt)', ({st.st_dev}, {st.st_ino}))}}")
+        )
     else:
         (run / "ostree-booted").write_bytes(b"")
         rel = f"/ostree/deploy/{booted.osname}/deploy/{booted.checksum}.{booted.serial}"
-        mountinfo.write_text(f"102 1 252:4 {rel} / rw,relatime shared:1 - xfs /dev/vda4 rw\n"
-                             "105 102 252:3 / /boot rw,relatime shared:4 - ext4 /dev/vda3 rw\n")
+        mountinfo.write_text(
+            f"102 1 252:4 {rel} / rw,relatime shared:1 - xfs /dev/vda4 rw\n"
+            "105 102 252:3 / /boot rw,relatime shared:4 - ext4 /dev/vda3 rw\n"
+        )
     sr.undeploy(2)  # the oldest one: ostree writes the other bootversion and removes this one's links
     assert os.readlink(os.path.join(sr.path, "boot", "loader")) != loader_before
     assert not os.path.exists(sr.path + arg)  # the command line now names nothing
@@ -294,15 +314,24 @@ def test_ostree_n_names_sort_as_grub_does(tmp_path: Path, sysroot_10_template: O
 def test_boot_counting_names(sysroot_3: OstreeSysroot) -> None:
     sysroot_3.write_grub(cfgs.bootupd_static())
     # A new deployment being tried (3 tries left), the others kept by systemd-bless-boot.
-    _rename_entries(sysroot_3, lambda n: {"ostree-3-fedora.conf": "ostree-3+3.conf",
-                                          "ostree-2-fedora.conf": "ostree-2+1-2.conf"}.get(n, n.replace("-fedora", "")))
+    _rename_entries(
+        sysroot_3,
+        lambda n: {"ostree-3-fedora.conf": "ostree-3+3.conf", "ostree-2-fedora.conf": "ostree-2+1-2.conf"}.get(
+            n, n.replace("-fedora", "")
+        ),
+    )
     snap = read_snapshot(sysroot_3.paths())
     assert [(e.id, e.file, e.tries_left) for e in snap.BootEntries] == [
-        ("ostree-3", "ostree-3+3.conf", 3), ("ostree-2", "ostree-2+1-2.conf", 1), ("ostree-1", "ostree-1.conf", -1)]
+        ("ostree-3", "ostree-3+3.conf", 3),
+        ("ostree-2", "ostree-2+1-2.conf", 1),
+        ("ostree-1", "ostree-1.conf", -1),
+    ]
     assert snap.DefaultEntry == "ostree-3" and snap.Problems == ()
     # Every try failed: no tries left on the newest entry.
-    os.rename(os.path.join(sysroot_3.entries_dir(), "ostree-3+3.conf"),
-              os.path.join(sysroot_3.entries_dir(), "ostree-3+0-3.conf"))
+    os.rename(
+        os.path.join(sysroot_3.entries_dir(), "ostree-3+3.conf"),
+        os.path.join(sysroot_3.entries_dir(), "ostree-3+0-3.conf"),
+    )
     snap = read_snapshot(sysroot_3.paths())
     assert [(p.code, p.subject) for p in snap.Problems] == [("boot-fallback", "ostree-3")]
     # grub's default= may name the counted entry by GRUB's menu id (suffix included).
@@ -316,8 +345,11 @@ def test_systemd_boot_sources(sysroot_3: OstreeSysroot) -> None:
     conf = Path(sysroot_3.entries_dir(), "..", "loader.conf")
     conf.write_text("timeout 3\n")
     snap = read_snapshot(sysroot_3.paths())
-    assert (snap.Bootloader, snap.DefaultEntry, snap.DefaultEntrySource) == \
-        ("systemd-boot", "ostree-3-fedora", "first-entry")
+    assert (snap.Bootloader, snap.DefaultEntry, snap.DefaultEntrySource) == (
+        "systemd-boot",
+        "ostree-3-fedora",
+        "first-entry",
+    )
     conf.write_text("default ostree-2-*\n")
     snap = read_snapshot(sysroot_3.paths())
     assert (snap.DefaultEntry, snap.DefaultEntrySource) == ("ostree-2-fedora", "loader.conf")

@@ -20,9 +20,9 @@ def tree(tmp_path: Path) -> Path:
     (r / "a" / "b").mkdir(parents=True)
     (r / "a" / "b" / "file").write_text("inside")
     (r / "secret").write_text("inside-secret")
-    os.symlink("/a/b", r / "abs")                       # absolute: from root/
+    os.symlink("/a/b", r / "abs")  # absolute: from root/
     os.symlink("../../../../../../secret", r / "a" / "up")  # .. stops at root/
-    os.symlink(str(tmp_path / "secret"), r / "host")    # a host path: read inside root/
+    os.symlink(str(tmp_path / "secret"), r / "host")  # a host path: read inside root/
     os.symlink("loop2", r / "loop1")
     os.symlink("loop1", r / "loop2")
     os.symlink("missing", r / "dangling")
@@ -34,7 +34,7 @@ def test_links_resolve_inside_the_root(tree: Path) -> None:
     assert root.resolve("abs/file") == "a/b/file"
     assert root.read("/abs/file") == b"inside"
     assert root.resolve("a/up") == "secret"
-    assert root.read("a/up") == b"inside-secret"   # never the file outside
+    assert root.read("a/up") == b"inside-secret"  # never the file outside
     assert root.resolve("../../..") == ""
     with pytest.raises(ReadRefused) as e:
         root.read("host")

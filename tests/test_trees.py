@@ -21,9 +21,15 @@ def test_run_leaves_the_tree_unchanged_and_binds_host_dirs(tmp_path) -> None:
     (host / "in").write_text("from the host\n")
     root = trees.tree_root(trees.SID)
     before = sorted(os.listdir(os.path.join(root, "etc")))
-    proc = trees.run_in_tree(trees.SID, ["sh", "-c", "cat /mnt/shared/in; echo made > /mnt/shared/out; "
-                                         "touch /etc/ostreewatch-was-here; mkdir -p /new/dir"],
-                             binds={str(host): "/mnt/shared"})
+    proc = trees.run_in_tree(
+        trees.SID,
+        [
+            "sh",
+            "-c",
+            "cat /mnt/shared/in; echo made > /mnt/shared/out; touch /etc/ostreewatch-was-here; mkdir -p /new/dir",
+        ],
+        binds={str(host): "/mnt/shared"},
+    )
     assert proc.stdout == "from the host\n"
     assert (host / "out").read_text() == "made\n"
     assert sorted(os.listdir(os.path.join(root, "etc"))) == before

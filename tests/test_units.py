@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
-from typing import Dict, List
 
 import pytest
 
@@ -18,16 +17,16 @@ HARDENING_DOC = ROOT / "docs" / "hardening.md"
 MAX_EXPOSURE = 2.0
 
 
-def words(values: List[str]) -> List[str]:
+def words(values: list[str]) -> list[str]:
     return [w for v in values for w in v.split()]
 
 
 @pytest.fixture(scope="module")
-def unit() -> Dict[str, Dict[str, List[str]]]:
+def unit() -> dict[str, dict[str, list[str]]]:
     return parse_unit(UNIT.read_text())
 
 
-def test_ordered_like_ostree_remount(unit: Dict[str, Dict[str, List[str]]]) -> None:
+def test_ordered_like_ostree_remount(unit: dict[str, dict[str, list[str]]]) -> None:
     u = unit["Unit"]
     assert u["DefaultDependencies"] == ["no"]
     assert u["ConditionKernelCommandLine"] == ["ostree"]
@@ -41,7 +40,7 @@ def test_ordered_like_ostree_remount(unit: Dict[str, Dict[str, List[str]]]) -> N
     assert "Requires" not in u and "Wants" not in u
 
 
-def test_service_section(unit: Dict[str, Dict[str, List[str]]]) -> None:
+def test_service_section(unit: dict[str, dict[str, list[str]]]) -> None:
     s = unit["Service"]
     assert s["Type"] == ["notify"]
     assert s["NotifyAccess"] == ["main"]
@@ -54,17 +53,26 @@ def test_service_section(unit: Dict[str, Dict[str, List[str]]]) -> None:
     assert unit["Install"]["WantedBy"] == ["local-fs.target"]
 
 
-def test_hardening_options(unit: Dict[str, Dict[str, List[str]]]) -> None:
+def test_hardening_options(unit: dict[str, dict[str, list[str]]]) -> None:
     s = unit["Service"]
     expected = {
-        "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateNetwork": "yes",
-        "PrivateDevices": "yes", "RestrictAddressFamilies": "AF_UNIX",
-        "NoNewPrivileges": "yes", "CapabilityBoundingSet": "CAP_SYS_ADMIN",
-        "SystemCallArchitectures": "native", "ProtectKernelTunables": "yes",
-        "ProtectKernelModules": "yes", "ProtectKernelLogs": "yes",
-        "ProtectControlGroups": "yes", "LockPersonality": "yes",
-        "MemoryDenyWriteExecute": "yes", "RestrictNamespaces": "mnt",
-        "RestrictRealtime": "yes", "RestrictSUIDSGID": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateNetwork": "yes",
+        "PrivateDevices": "yes",
+        "RestrictAddressFamilies": "AF_UNIX",
+        "NoNewPrivileges": "yes",
+        "CapabilityBoundingSet": "CAP_SYS_ADMIN",
+        "SystemCallArchitectures": "native",
+        "ProtectKernelTunables": "yes",
+        "ProtectKernelModules": "yes",
+        "ProtectKernelLogs": "yes",
+        "ProtectControlGroups": "yes",
+        "LockPersonality": "yes",
+        "MemoryDenyWriteExecute": "yes",
+        "RestrictNamespaces": "mnt",
+        "RestrictRealtime": "yes",
+        "RestrictSUIDSGID": "yes",
     }
     for key, value in expected.items():
         assert s.get(key) == [value], key
@@ -74,7 +82,7 @@ def test_hardening_options(unit: Dict[str, Dict[str, List[str]]]) -> None:
     assert "~@resources" in filters
     assert "/boot" in [w.lstrip("-") for w in words(s["ReadWritePaths"])]
     # Each protection left out says why, in a comment.
-    comments = "\n".join(l for l in UNIT.read_text().splitlines() if l.lstrip().startswith("#"))
+    comments = "\n".join(ln for ln in UNIT.read_text().splitlines() if ln.lstrip().startswith("#"))
     for left_out in ("PrivateTmp", "ProtectProc", "ProcSubset", "PrivateUsers", "BusName"):
         assert left_out in comments, left_out
         assert left_out not in s, left_out
@@ -88,10 +96,13 @@ def test_verify_has_no_cycle_and_no_warning(tmp_path: Path) -> None:
     assert out.strip() == "", out
 
 
-@pytest.mark.parametrize("bad", [
-    "After=dbus.socket",                       # the obvious cycle
-    "PrivateTmp=yes",                          # pulls in After=systemd-tmpfiles-setup.service
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "After=dbus.socket",  # the obvious cycle
+        "PrivateTmp=yes",  # pulls in After=systemd-tmpfiles-setup.service
+    ],
+)
 def test_verify_sees_a_cycle_when_there_is_one(tmp_path: Path, bad: str) -> None:
     """The check above can fail: these lines close a cycle through local-fs.target."""
     key = bad.split("=")[0]
@@ -104,7 +115,9 @@ def test_verify_sees_a_cycle_when_there_is_one(tmp_path: Path, bad: str) -> None
 def exposure(path: Path) -> float:
     out = subprocess.run(
         ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(path)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     ).stdout
     m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out)
     assert m, out

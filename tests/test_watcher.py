@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Callable, List
+from typing import Callable
 
 import pytest
 
@@ -27,7 +27,7 @@ def _ostree_env() -> dict:
     return dict(os.environ, OSTREE_SYSROOT_DEBUG="mutable-deployments")
 
 
-def _userns(argv: List[str]) -> List[str]:
+def _userns(argv: list[str]) -> list[str]:
     return ["unshare", "--user", "--map-root-user"] + argv
 
 
@@ -63,7 +63,7 @@ class Rig:
     def __init__(self, loop: asyncio.AbstractEventLoop, paths: P, **kw) -> None:
         self.loop = loop
         self.paths = paths
-        self.reasons: List[str] = []
+        self.reasons: list[str] = []
         self.watcher = Watcher(paths, self.reasons.append, loop, **kw)
         self.watcher.start()
 
@@ -71,6 +71,7 @@ class Rig:
         async def wait() -> None:
             while not cond():
                 await asyncio.sleep(0.01)
+
         self.loop.run_until_complete(asyncio.wait_for(wait(), timeout))
 
     def expect(self, reason: str, timeout: float = 10.0) -> None:
@@ -85,7 +86,7 @@ class Rig:
         self.loop.run_until_complete(asyncio.sleep(seconds))
         self.reasons.clear()
 
-    def collect(self, seconds: float = 0.3) -> List[str]:
+    def collect(self, seconds: float = 0.3) -> list[str]:
         """Run the loop for a while; the reasons reported meanwhile."""
         self.reasons.clear()
         self.loop.run_until_complete(asyncio.sleep(seconds))
@@ -93,12 +94,17 @@ class Rig:
 
     def ostree(self, *args: str) -> None:
         """A real ostree call, run while the loop keeps serving events."""
+
         async def run() -> None:
             proc = await asyncio.create_subprocess_exec(
                 *_userns(["ostree", "admin", *args, f"--sysroot={self.paths.sysroot}"]),
-                env=_ostree_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                env=_ostree_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
             out, err = await proc.communicate()
             assert proc.returncode == 0, err.decode()
+
         self.loop.run_until_complete(asyncio.wait_for(run(), 60))
 
 
@@ -148,9 +154,15 @@ def _ctxt_switches(tid: int) -> int:
 def test_arms_expected_directories(rig, sysroot):
     armed = rig.watcher.armed_paths()
     loader = _loader_target(sysroot)
-    for path in (os.path.join(sysroot, "boot"), loader, os.path.join(loader, "entries"),
-                 os.path.join(sysroot, "boot", "grub2"), os.path.join(sysroot, "ostree"),
-                 os.path.join(sysroot, "ostree", "deploy"), rig.paths.run):
+    for path in (
+        os.path.join(sysroot, "boot"),
+        loader,
+        os.path.join(loader, "entries"),
+        os.path.join(sysroot, "boot", "grub2"),
+        os.path.join(sysroot, "ostree"),
+        os.path.join(sysroot, "ostree", "deploy"),
+        rig.paths.run,
+    ):
         assert path in armed, (path, armed)
 
 
@@ -366,11 +378,14 @@ def test_undeploy_reported_after_the_deployment_is_gone(loop, sysroot, sysroot_3
     deployment: a rescan on deploy-mtime alone still sees it (deployment-no-entry).
     A later "deployments" callback must come once the directory is really gone."""
     gone = sysroot_3.deploy_dir(sysroot_3.admin_status()[2])  # the oldest deployment
-    seen: List[tuple] = []  # (reason, deployment dir exists at that moment)
+    seen: list[tuple] = []  # (reason, deployment dir exists at that moment)
     run = tmp_path / "run"
     run.mkdir()
-    w = Watcher(P(sysroot, str(tmp_path / "no-mountinfo"), "/proc/cmdline", str(run)),
-                lambda r: seen.append((r, os.path.exists(gone), os.path.exists(gone + ".origin"))), loop)
+    w = Watcher(
+        P(sysroot, str(tmp_path / "no-mountinfo"), "/proc/cmdline", str(run)),
+        lambda r: seen.append((r, os.path.exists(gone), os.path.exists(gone + ".origin"))),
+        loop,
+    )
     w.start()
     rig = Rig.__new__(Rig)
     rig.loop, rig.paths, rig.reasons, rig.watcher = loop, w.paths, [], w
@@ -543,7 +558,7 @@ def test_mountinfo_as_plain_file_uses_inotify(rig):
 
 
 def test_on_change_exception_does_not_stop_watching(loop, sysroot, tmp_path):
-    seen: List[str] = []
+    seen: list[str] = []
 
     def bad(reason: str) -> None:
         seen.append(reason)
@@ -559,7 +574,7 @@ def test_on_change_exception_does_not_stop_watching(loop, sysroot, tmp_path):
             n = len(seen)
             rig = Rig.__new__(Rig)
             rig.loop = loop
-            rig.run_until(lambda: len(seen) > n)
+            rig.run_until(lambda: len(seen) > n)  # noqa: B023 - called before the loop moves on
     finally:
         w.stop()
 
@@ -707,10 +722,25 @@ print(json.dumps(out))
 
 def _run_mount_script(tmp_path, storm_n: int = 2000, idle_s: float = 2.0, churn_s: float = 1.5) -> dict:
     r = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", _MOUNT_SCRIPT,
-         str(tmp_path), str(storm_n), str(idle_s), str(churn_s)],
-        capture_output=True, text=True, timeout=100, cwd=REPO,
-        env=dict(os.environ, PYTHONPATH=REPO))
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            sys.executable,
+            "-c",
+            _MOUNT_SCRIPT,
+            str(tmp_path),
+            str(storm_n),
+            str(idle_s),
+            str(churn_s),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO),
+    )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -754,7 +784,11 @@ print(out)
 def test_kernel_clears_mountinfo_change_on_poll_not_on_read():
     """The fact the rate limiter relies on (checked, kernel 6.x mounts_poll): the per-file
     "seen" state is updated by poll, so the watcher drains its epoll and never reads the file."""
-    r = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c", _POLL_FACT],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", _POLL_FACT],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "{'idle': False, 'after_read': True, 'after_poll': False}"

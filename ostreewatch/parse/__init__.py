@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Type
-
 from ..errors import OstreewatchError
 
 
-def checked_text(text: object, what: str, error: Type[OstreewatchError], nul_in: str = "") -> str:
+def checked_text(text: object, what: str, error: type[OstreewatchError], nul_in: str = "") -> str:
     """TEXT when it is a str without NUL; else ERROR naming WHAT (and NUL_IN, default WHAT, for the NUL)."""
     if not isinstance(text, str):
         raise error(f"{what} must be text")

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Tuple
 
 from ostreewatch.errors import BlsError
-from ostreewatch.parse.vercmp import rpmvercmp, strverscmp_improved as _strverscmp_uncached
+from ostreewatch.parse.vercmp import rpmvercmp
+from ostreewatch.parse.vercmp import strverscmp_improved as _strverscmp_uncached
 
 # The daemon sorts the same file names at every rescan: remembering comparisons makes a
 # rescan of 1,000 entries several times cheaper (about 10,000 comparisons per sort).
@@ -25,7 +26,9 @@ _UINT_MAX = 2**32 - 1
 
 
 @dataclass(frozen=True)
-class BlsEntry:
+class EntryKeys:
+    """The keys of an entry that model.BootEntry publishes too: its first fields, in this order."""
+
     id: str
     file: str
     title: str = ""
@@ -33,19 +36,25 @@ class BlsEntry:
     sort_key: str = ""
     machine_id: str = ""
     linux: str = ""
-    efi: str = ""
-    initrd: Tuple[str, ...] = ()
-    options: str = ""           # all options lines joined by one space
-    first_options: str = ""     # only the first options line (what grub's blscfg uses)
+    initrd: tuple[str, ...] = ()
+    options: str = ""  # all options lines joined by one space
     devicetree: str = ""
-    devicetree_overlay: str = ""
     architecture: str = ""
-    tries_left: Optional[int] = None
-    tries_done: Optional[int] = None
-    extra: Tuple[Tuple[str, str], ...] = ()  # unknown keys, in file order
 
 
-def split_boot_counting(file_name: str) -> Tuple[str, Optional[int], Optional[int]]:
+@dataclass(frozen=True)
+class BlsEntry(EntryKeys):
+    """An entry file as parsed: the published keys, then those only the parsers and the writer use."""
+
+    efi: str = ""
+    first_options: str = ""  # only the first options line (what grub's blscfg uses)
+    devicetree_overlay: str = ""
+    tries_left: int | None = None
+    tries_done: int | None = None
+    extra: tuple[tuple[str, str], ...] = ()  # unknown keys, in file order
+
+
+def split_boot_counting(file_name: str) -> tuple[str, int | None, int | None]:
     """Split "NAME+LEFT[-DONE].conf" into (NAME, LEFT, DONE); the id also drops ".conf"."""
     if not isinstance(file_name, str):
         raise BlsError(f"entry file name must be text, not {type(file_name).__name__}")
@@ -109,10 +118,10 @@ def _parse_entry(file_name: str, data: bytes) -> BlsEntry:
 
     ident, tries_left, tries_done = split_boot_counting(file_name)
     fields = {}
-    initrd: List[str] = []
-    options: List[str] = []
-    overlays: List[str] = []
-    extra: List[Tuple[str, str]] = []
+    initrd: list[str] = []
+    options: list[str] = []
+    overlays: list[str] = []
+    extra: list[tuple[str, str]] = []
     # Split on "\n" only (as systemd's read_line); strip() then removes a CR of CRLF.
     for line in text.split("\n"):
         line = line.strip(_WHITESPACE)
@@ -202,16 +211,16 @@ def _compare(a: BlsEntry, b: BlsEntry) -> int:
     return -strverscmp_improved(a.file, b.file) or (a.file < b.file) - (a.file > b.file)
 
 
-def sort_entries(entries: Iterable[BlsEntry]) -> List[BlsEntry]:
+def sort_entries(entries: Iterable[BlsEntry]) -> list[BlsEntry]:
     """Entries in systemd-boot's order (the first is the default when nothing else says)."""
     return sorted(entries, key=functools.cmp_to_key(_compare))
 
 
-def _split_package_string(nvr: str) -> Tuple[str, Optional[str], Optional[str]]:
+def _split_package_string(nvr: str) -> tuple[str, str | None, str | None]:
     """blscfg's split_package_string: NAME-VERSION-RELEASE split at the last two '-'."""
-    name: Optional[str]
-    version: Optional[str]
-    release: Optional[str]
+    name: str | None
+    version: str | None
+    release: str | None
     head, sep, tail = nvr.rpartition("-")
     if sep:
         nvr, release = head, tail
@@ -238,7 +247,7 @@ def _grub_compare(a: BlsEntry, b: BlsEntry) -> int:
     return 0
 
 
-def sort_entries_grub(entries: Iterable[BlsEntry]) -> List[BlsEntry]:
+def sort_entries_grub(entries: Iterable[BlsEntry]) -> list[BlsEntry]:
     """Entries in the menu order of Fedora/RHEL grub2's blscfg (newest first).
 
     blscfg ignores sort-key and version: it splits the file name (less ".conf")
@@ -248,4 +257,8 @@ def sort_entries_grub(entries: Iterable[BlsEntry]) -> List[BlsEntry]:
     reading a file at its first blank or value-less line, and skips entries
     without `linux`. Ties keep the input order.
     """
-    return sorted(entries, key=functools.cmp_to_key(lambda a, b: -_grub_compare(a, b)))
+    return sorted(entries, key=functools.cmp_to_key(_grub_compare_newest_first))
+
+
+def _grub_compare_newest_first(a: BlsEntry, b: BlsEntry) -> int:
+    return -_grub_compare(a, b)

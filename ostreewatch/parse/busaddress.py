@@ -1,4 +1,4 @@
-"""D-Bus server addresses ("unix:path=/run/dbus/system_bus_socket;tcp:host=..."), as the D-Bus specification writes them.
+"""D-Bus server addresses ("unix:path=/run/dbus/system_bus_socket;tcp:host=..."), as the D-Bus specification has them.
 
 A pure parser, so that ostreewatchd can refuse a bad --bus before READY=1
 without importing the D-Bus library (which it loads only after READY=1).
@@ -7,7 +7,6 @@ without importing the D-Bus library (which it loads only after READY=1).
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Tuple
 from urllib.parse import unquote
 
 from ostreewatch.errors import BusAddressError
@@ -16,14 +15,14 @@ from ostreewatch.errors import BusAddressError
 _VALUE = re.compile(r"(?:[-0-9A-Za-z_/.\\*]|%[0-9A-Fa-f]{2})*")
 
 
-def parse_address(text: str) -> List[Tuple[str, Dict[str, str]]]:
+def parse_address(text: str) -> list[tuple[str, dict[str, str]]]:
     """[(transport, {key: value})] for each ';'-separated address; BusAddressError when malformed or empty."""
-    out: List[Tuple[str, Dict[str, str]]] = []
+    out: list[tuple[str, dict[str, str]]] = []
     for address in filter(None, text.split(";")):
         transport, colon, options = address.partition(":")
         if not colon or not transport:
             raise BusAddressError(f"{address!r} has no transport (such as unix:)")
-        values: Dict[str, str] = {}
+        values: dict[str, str] = {}
         for pair in filter(None, options.split(",")):
             key, equals, value = pair.partition("=")
             if not equals or not key:

@@ -11,8 +11,6 @@ FIRST word starting with "ostree=", words split on spaces only, no unquoting.
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 from ostreewatch.errors import CmdlineError
 from ostreewatch.parse import checked_text
 
@@ -23,12 +21,12 @@ def _check(text: str) -> str:
     return checked_text(text, "command line", CmdlineError)
 
 
-def split_cmdline(text: str) -> List[str]:
+def split_cmdline(text: str) -> list[str]:
     """The words of a command line, quotes removed, as systemd sees them."""
     try:
         _check(text)
-        words: List[str] = []
-        word: List[str] = []
+        words: list[str] = []
+        word: list[str] = []
         in_word = False
         quote = ""
         for c in text:
@@ -57,16 +55,16 @@ def split_cmdline(text: str) -> List[str]:
         raise CmdlineError(f"cannot split command line: {e}") from e
 
 
-def _ostree_style(text: str, key: str) -> Optional[str]:
+def _ostree_style(text: str, key: str) -> str | None:
     """ostree-prepare-root: first space-separated word "KEY=..." (no unquoting)."""
     prefix = key + "="
     for word in text.split(" "):
         if word.startswith(prefix):
-            return word[len(prefix):].rstrip("\n")
+            return word[len(prefix) :].rstrip("\n")
     return None
 
 
-def get_arg(text: str, key: str, *, ostree_style: Optional[bool] = None) -> Optional[str]:
+def get_arg(text: str, key: str, *, ostree_style: bool | None = None) -> str | None:
     """The value of `key`: None when absent, "" for a bare `key`.
 
     systemd's rule (the last occurrence wins) for every key except `ostree`, which
@@ -81,12 +79,12 @@ def get_arg(text: str, key: str, *, ostree_style: Optional[bool] = None) -> Opti
             ostree_style = key == "ostree"
         if ostree_style:
             return _ostree_style(text, key)
-        value: Optional[str] = None
+        value: str | None = None
         for word in split_cmdline(text):
             if word == key:
                 value = ""
             elif word.startswith(key + "="):
-                value = word[len(key) + 1:]
+                value = word[len(key) + 1 :]
         return value
     except CmdlineError:
         raise

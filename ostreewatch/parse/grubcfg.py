@@ -36,28 +36,37 @@ RAID branch of grub-static-pre.cfg only changes which disk holds the same files)
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Callable
 
 # Where a value of $default came from.
 FROM_SAVED = "saved_entry"
 FROM_NEXT = "next_entry"
-FROM_ENV = "grubenv-default"        # `default=` stored in the grubenv itself, loaded by load_env
+FROM_ENV = "grubenv-default"  # `default=` stored in the grubenv itself, loaded by load_env
 FROM_GREENBOOT = "greenboot-fallback"
-FROM_LITERAL = "literal"            # `set default=0`, `set default="ostree-2"`
+FROM_LITERAL = "literal"  # `set default=0`, `set default="ostree-2"`
 FROM_UNSET = ""
 FROM_UNKNOWN = "unknown"
 
-GRUB_DIR = "\x00grubdir"            # the value of $prefix / $config_directory: the directory of grub.cfg
-_MAX_DEPTH = 8                      # nested `source` levels
-_MAX_STEPS = 100_000                # commands executed: a bound on hostile input
+GRUB_DIR = "\x00grubdir"  # the value of $prefix / $config_directory: the directory of grub.cfg
+_MAX_DEPTH = 8  # nested `source` levels
+_MAX_STEPS = 100_000  # commands executed: a bound on hostile input
 _VAR = re.compile(r"\$(?:\{([A-Za-z0-9_?#@*]+)\}|([A-Za-z_][A-Za-z0-9_]*|[0-9?#@*]))")
 _ASSIGN = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.DOTALL)
 # GRUB 2 sets these feature_* variables to "y" (grub-core/normal/main.c, `features`).
-_FEATURES = ("feature_chainloader_bpb", "feature_ntldr", "feature_platform_search_hint",
-             "feature_default_font_path", "feature_all_video_module", "feature_menuentry_id",
-             "feature_menuentry_options", "feature_200_final", "feature_nativedisk_cmd",
-             "feature_timeout_style")
+_FEATURES = (
+    "feature_chainloader_bpb",
+    "feature_ntldr",
+    "feature_platform_search_hint",
+    "feature_default_font_path",
+    "feature_all_video_module",
+    "feature_menuentry_id",
+    "feature_menuentry_options",
+    "feature_200_final",
+    "feature_nativedisk_cmd",
+    "feature_timeout_style",
+)
 _READ_ONLY = ("prefix", "config_directory")
 
 
@@ -65,27 +74,27 @@ _READ_ONLY = ("prefix", "config_directory")
 class GrubResult:
     """What the config does; `default` None means it cannot be told."""
 
-    default: Optional[str] = ""           # $default after the config ran ("" = unset: entry 0)
-    default_from: str = FROM_UNSET        # one of the FROM_* values
-    boot_once: bool = False               # the default is next_entry, used for this boot only
-    loads_env: bool = False               # load_env runs (given the files present)
-    reads_saved_entry: bool = False       # some `default` assignment reads ${saved_entry}
-    reads_next_entry: bool = False        # some `default` assignment reads ${next_entry}
-    greenboot: bool = False               # a `default` assignment guarded by ${boot_counter}
-    greenboot_fired: bool = False         # ... and it ran with this environment
-    blscfg: bool = False                  # blscfg runs
-    menuentries_before_blscfg: int = 0    # plain menuentries ahead of blscfg's (they shift indexes)
-    unknown: Tuple[str, ...] = ()         # constructs that made the answer unknown
+    default: str | None = ""  # $default after the config ran ("" = unset: entry 0)
+    default_from: str = FROM_UNSET  # one of the FROM_* values
+    boot_once: bool = False  # the default is next_entry, used for this boot only
+    loads_env: bool = False  # load_env runs (given the files present)
+    reads_saved_entry: bool = False  # some `default` assignment reads ${saved_entry}
+    reads_next_entry: bool = False  # some `default` assignment reads ${next_entry}
+    greenboot: bool = False  # a `default` assignment guarded by ${boot_counter}
+    greenboot_fired: bool = False  # ... and it ran with this environment
+    blscfg: bool = False  # blscfg runs
+    menuentries_before_blscfg: int = 0  # plain menuentries ahead of blscfg's (they shift indexes)
+    unknown: tuple[str, ...] = ()  # constructs that made the answer unknown
 
 
 # --- lexing ------------------------------------------------------------------
 
 
-def _commands(text: str) -> List[List[str]]:
+def _commands(text: str) -> list[list[str]]:
     """Split GRUB script into commands of raw words (quotes kept; `#` comments dropped)."""
-    out: List[List[str]] = []
-    words: List[str] = []
-    word: List[str] = []
+    out: list[list[str]] = []
+    words: list[str] = []
+    word: list[str] = []
     in_word = False
     i, n = 0, len(text)
 
@@ -106,17 +115,17 @@ def _commands(text: str) -> List[List[str]]:
         c = text[i]
         if c in "\"'":
             close = text.find(c, i + 1)
-            while c == '"' and close > 0 and text[close - 1] == "\\" and text[close - 2:close] != "\\\\":
+            while c == '"' and close > 0 and text[close - 1] == "\\" and text[close - 2 : close] != "\\\\":
                 close = text.find(c, close + 1)
             if close < 0:
                 close = n - 1
-            word.append(text[i:close + 1])
+            word.append(text[i : close + 1])
             in_word = True
             i = close + 1
             continue
         if c == "\\" and i + 1 < n:
             if text[i + 1] != "\n":
-                word.append(text[i:i + 2])
+                word.append(text[i : i + 2])
                 in_word = True
             i += 2
             continue
@@ -144,8 +153,8 @@ def _commands(text: str) -> List[List[str]]:
 
 @dataclass
 class _If:
-    branches: List[Tuple[List[List[str]], List["_Node"]]]   # (condition commands, body)
-    orelse: Optional[List["_Node"]]
+    branches: list[tuple[list[list[str]], list[_Node]]]  # (condition commands, body)
+    orelse: list[_Node] | None
 
 
 @dataclass
@@ -153,20 +162,20 @@ class _Opaque:
     """A loop or other block whose body may run any number of times."""
 
     kind: str
-    body: List["_Node"]
+    body: list[_Node]
 
 
 _Node = object  # a command (List[str]), an _If or an _Opaque
 
 
 class _Parser:
-    def __init__(self, cmds: List[List[str]]) -> None:
+    def __init__(self, cmds: list[list[str]]) -> None:
         self.cmds = cmds
         self.i = 0
 
-    def block(self, stop: Tuple[str, ...]) -> Tuple[List[_Node], Optional[str]]:
+    def block(self, stop: tuple[str, ...]) -> tuple[list[_Node], str | None]:
         """Nodes until a command starting with one of `stop`; returns (nodes, the stop word)."""
-        nodes: List[_Node] = []
+        nodes: list[_Node] = []
         while self.i < len(self.cmds):
             cmd = self.cmds[self.i]
             if cmd[0] in stop:
@@ -180,7 +189,7 @@ class _Parser:
                 self._consume_terminator()
                 nodes.append(_Opaque(head, body))
             elif head in ("function", "menuentry", "submenu") or (cmd and cmd[-1] == "{"):
-                nodes.append(["\x00" + head] + cmd[1:])   # a marker: the body is skipped
+                nodes.append(["\x00" + head] + cmd[1:])  # a marker: the body is skipped
                 self._skip_braces(cmd)
             else:
                 nodes.append(cmd)
@@ -191,7 +200,7 @@ class _Parser:
         if self.i < len(self.cmds):
             self.i += 1
 
-    def _after_keyword(self, keyword: str, stop: Tuple[str, ...]) -> Tuple[List[_Node], Optional[str]]:
+    def _after_keyword(self, keyword: str, stop: tuple[str, ...]) -> tuple[list[_Node], str | None]:
         """Condition commands up to `keyword`, then the body up to `stop` (the condition is dropped)."""
         while self.i < len(self.cmds) and self.cmds[self.i][0] != keyword:
             self.i += 1
@@ -203,10 +212,10 @@ class _Parser:
             self.cmds.insert(self.i, rest)
         return self.block(stop)
 
-    def _if(self, first_cond: List[str]) -> _If:
-        branches: List[Tuple[List[List[str]], List[_Node]]] = []
-        cond: List[List[str]] = [first_cond] if first_cond else []
-        orelse: Optional[List[_Node]] = None
+    def _if(self, first_cond: list[str]) -> _If:
+        branches: list[tuple[list[list[str]], list[_Node]]] = []
+        cond: list[list[str]] = [first_cond] if first_cond else []
+        orelse: list[_Node] | None = None
         while True:
             # condition commands until `then`
             while self.i < len(self.cmds) and self.cmds[self.i][0] != "then":
@@ -235,7 +244,7 @@ class _Parser:
                 self.i += 1
             return _If(branches, orelse)
 
-    def _skip_braces(self, cmd: List[str]) -> None:
+    def _skip_braces(self, cmd: list[str]) -> None:
         depth = cmd.count("{") - cmd.count("}")
         while depth > 0 and self.i < len(self.cmds):
             c = self.cmds[self.i]
@@ -248,21 +257,20 @@ class _Parser:
 
 @dataclass
 class _State:
-    vars: Dict[str, Optional[str]]
+    vars: dict[str, str | None]
     origin: str = FROM_UNSET
-    loads_env: Optional[bool] = False
-    blscfg: Optional[bool] = False
+    loads_env: bool | None = False
+    blscfg: bool | None = False
     menuentries: int = 0
-    greenboot_fired: Optional[bool] = False
+    greenboot_fired: bool | None = False
 
-    def become(self, other: "_State") -> None:
+    def become(self, other: _State) -> None:
         """Take OTHER's values (states are changed in place: a sourced file changes its caller's)."""
         self.vars, self.origin, self.loads_env = other.vars, other.origin, other.loads_env
         self.blscfg, self.menuentries, self.greenboot_fired = other.blscfg, other.menuentries, other.greenboot_fired
 
-    def copy(self) -> "_State":
-        return _State(dict(self.vars), self.origin, self.loads_env, self.blscfg, self.menuentries,
-                      self.greenboot_fired)
+    def copy(self) -> _State:
+        return _State(dict(self.vars), self.origin, self.loads_env, self.blscfg, self.menuentries, self.greenboot_fired)
 
 
 def _merge(a: _State, b: _State) -> _State:
@@ -285,27 +293,27 @@ class _Facts:
     reads_saved: bool = False
     reads_next: bool = False
     greenboot: bool = False
-    unknown: List[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
     steps: int = 0
 
 
-def _unquote_expand(raw: str, vars: Mapping[str, Optional[str]]) -> Optional[str]:
+def _unquote_expand(raw: str, vars: Mapping[str, str | None]) -> str | None:
     """A raw word with quotes removed and $variables expanded; None when a variable is unknown."""
-    out: List[str] = []
+    out: list[str] = []
     i, n = 0, len(raw)
     while i < n:
         c = raw[i]
         if c == "'":
             j = raw.find("'", i + 1)
             j = n if j < 0 else j
-            out.append(raw[i + 1:j])
+            out.append(raw[i + 1 : j])
             i = j + 1
         elif c == '"':
             j = i + 1
-            buf: List[str] = []
+            buf: list[str] = []
             while j < n and raw[j] != '"':
                 if raw[j] == "\\" and j + 1 < n and raw[j + 1] in '"\\$':
-                    buf.append(raw[j:j + 2])
+                    buf.append(raw[j : j + 2])
                     j += 2
                 else:
                     buf.append(raw[j])
@@ -335,8 +343,8 @@ def _unquote_expand(raw: str, vars: Mapping[str, Optional[str]]) -> Optional[str
     return "".join(out)
 
 
-def _expand_vars(text: str, vars: Mapping[str, Optional[str]]) -> Optional[str]:
-    parts: List[str] = []
+def _expand_vars(text: str, vars: Mapping[str, str | None]) -> str | None:
+    parts: list[str] = []
     pos = 0
     for m in _VAR.finditer(text):
         if m.start() > 0 and text[m.start() - 1] == "\\":
@@ -344,14 +352,14 @@ def _expand_vars(text: str, vars: Mapping[str, Optional[str]]) -> Optional[str]:
         value = vars.get(m.group(1) or m.group(2), "")
         if value is None:
             return None
-        parts.append(text[pos:m.start()])
+        parts.append(text[pos : m.start()])
         parts.append(value)
         pos = m.end()
     parts.append(text[pos:])
     return "".join(parts)
 
 
-def _var_names(raw: str) -> List[str]:
+def _var_names(raw: str) -> list[str]:
     return [m.group(1) or m.group(2) for m in _VAR.finditer(raw)]
 
 
@@ -363,7 +371,7 @@ class _Evaluator:
 
     # conditions: True, False or None (cannot tell)
 
-    def condition(self, cond: List[List[str]], st: _State) -> Optional[bool]:
+    def condition(self, cond: list[list[str]], st: _State) -> bool | None:
         if not cond:
             return None
         last = cond[-1]
@@ -371,7 +379,7 @@ class _Evaluator:
             self.command(extra, st, live=True, guard=())
         return self._test(last, st)
 
-    def _test(self, cmd: List[str], st: _State) -> Optional[bool]:
+    def _test(self, cmd: list[str], st: _State) -> bool | None:
         words = cmd
         if words and words[0] == "[":
             if words[-1] != "]":
@@ -392,25 +400,29 @@ class _Evaluator:
             return None
         return result if not rest else None
 
-    def _or(self, v: List[Optional[str]]) -> Tuple[Optional[bool], List[Optional[str]]]:
+    def _or(self, v: list[str | None]) -> tuple[bool | None, list[str | None]]:
         return self._chain(v, "-o", self._and, True)
 
-    def _and(self, v: List[Optional[str]]) -> Tuple[Optional[bool], List[Optional[str]]]:
+    def _and(self, v: list[str | None]) -> tuple[bool | None, list[str | None]]:
         return self._chain(v, "-a", self._unary, False)
 
     @staticmethod
-    def _chain(v: List[Optional[str]], op: str,
-               operand: Callable[[List[Optional[str]]], Tuple[Optional[bool], List[Optional[str]]]],
-               decides: bool) -> Tuple[Optional[bool], List[Optional[str]]]:
-        """OPERAND (OP OPERAND)*: DECIDES when one side is DECIDES, else unknown (None) when one is, else not DECIDES."""
+    def _chain(
+        v: list[str | None],
+        op: str,
+        operand: Callable[[list[str | None]], tuple[bool | None, list[str | None]]],
+        decides: bool,
+    ) -> tuple[bool | None, list[str | None]]:
+        """OPERAND (OP OPERAND)*: DECIDES when a side is DECIDES, else unknown (None) when one is, else not DECIDES."""
         left, v = operand(v)
         while v and v[0] == op:
             right, v = operand(v[1:])
-            left = decides if (left is decides or right is decides) else (
-                None if None in (left, right) else not decides)
+            left = (
+                decides if (left is decides or right is decides) else (None if None in (left, right) else not decides)
+            )
         return left, v
 
-    def _unary(self, v: List[Optional[str]]) -> Tuple[Optional[bool], List[Optional[str]]]:
+    def _unary(self, v: list[str | None]) -> tuple[bool | None, list[str | None]]:
         if not v:
             raise IndexError("empty test")
         if v[0] == "!":
@@ -424,9 +436,8 @@ class _Evaluator:
                 return a == b, v[3:]
             if op == "!=":
                 return a != b, v[3:]
-            x, y = int(a), int(b)
-            return {"-eq": x == y, "-ne": x != y, "-lt": x < y, "-le": x <= y,
-                    "-gt": x > y, "-ge": x >= y}[op], v[3:]
+            i, j = int(a), int(b)
+            return {"-eq": i == j, "-ne": i != j, "-lt": i < j, "-le": i <= j, "-gt": i > j, "-ge": i >= j}[op], v[3:]
         if len(v) >= 2 and v[0] in ("-n", "-z"):
             x = v[1]
             if x is None:
@@ -439,15 +450,15 @@ class _Evaluator:
         x = v[0]
         return (None if x is None else bool(x)), v[1:]
 
-    def _file_test(self, path: Optional[str]) -> Optional[bool]:
+    def _file_test(self, path: str | None) -> bool | None:
         if path is None or not path.startswith(GRUB_DIR + "/"):
             return None
-        name = path[len(GRUB_DIR) + 1:]
+        name = path[len(GRUB_DIR) + 1 :]
         return name in self.files
 
     # commands
 
-    def run(self, nodes: List[_Node], st: _State, live: bool, guard: Tuple[str, ...], depth: int) -> _State:
+    def run(self, nodes: list[_Node], st: _State, live: bool, guard: tuple[str, ...], depth: int) -> _State:
         for node in nodes:
             self.facts.steps += 1
             if self.facts.steps > _MAX_STEPS:
@@ -468,14 +479,14 @@ class _Evaluator:
                 self.command(node, st, live, guard, depth)
         return st
 
-    def _run_if(self, node: _If, st: _State, live: bool, guard: Tuple[str, ...], depth: int) -> _State:
+    def _run_if(self, node: _If, st: _State, live: bool, guard: tuple[str, ...], depth: int) -> _State:
         if not live:
             for cond, body in node.branches:
                 self.run(body, st.copy(), False, guard + tuple(self._cond_vars(cond)), depth)
             if node.orelse is not None:
                 self.run(node.orelse, st.copy(), False, guard, depth)
             return st
-        outcomes: List[_State] = []
+        outcomes: list[_State] = []
         decided = False
         for cond, body in node.branches:
             g = guard + tuple(self._cond_vars(cond))
@@ -504,10 +515,10 @@ class _Evaluator:
         return result
 
     @staticmethod
-    def _cond_vars(cond: List[List[str]]) -> List[str]:
+    def _cond_vars(cond: list[list[str]]) -> list[str]:
         return [name for cmd in cond for w in cmd for name in _var_names(w)]
 
-    def command(self, cmd: List[str], st: _State, live: bool, guard: Tuple[str, ...], depth: int = 0) -> None:
+    def command(self, cmd: list[str], st: _State, live: bool, guard: tuple[str, ...], depth: int = 0) -> None:
         head = cmd[0]
         if head.startswith("\x00"):
             if live and head in ("\x00menuentry", "\x00submenu") and not st.blscfg:
@@ -539,7 +550,7 @@ class _Evaluator:
             path = _unquote_expand(cmd[1], st.vars)
             if path is None or not path.startswith(GRUB_DIR + "/"):
                 return  # a file elsewhere: not one of ours
-            name = path[len(GRUB_DIR) + 1:]
+            name = path[len(GRUB_DIR) + 1 :]
             if name in self.files and name != "grub.cfg" and depth < _MAX_DEPTH:
                 nodes, _ = _Parser(_commands(self.files[name])).block(())
                 self.run(nodes, st, True, guard, depth + 1)
@@ -551,9 +562,9 @@ class _Evaluator:
             except ValueError:
                 st.vars[name] = None
 
-    def _load_env(self, args: List[str], st: _State) -> None:
+    def _load_env(self, args: list[str], st: _State) -> None:
         file_name = "grubenv"
-        whitelist: List[str] = []
+        whitelist: list[str] = []
         it = iter(args)
         for a in it:
             if a in ("-f", "--file"):
@@ -561,7 +572,7 @@ class _Evaluator:
                 if path is None or not path.startswith(GRUB_DIR + "/"):
                     st.loads_env = None
                     return
-                file_name = path[len(GRUB_DIR) + 1:]
+                file_name = path[len(GRUB_DIR) + 1 :]
             elif a.startswith("-"):
                 continue  # --skip-sig
             else:
@@ -576,7 +587,7 @@ class _Evaluator:
             if name == "default":
                 st.origin = FROM_ENV
 
-    def assign(self, name: str, raw: str, st: _State, live: bool, guard: Tuple[str, ...]) -> None:
+    def assign(self, name: str, raw: str, st: _State, live: bool, guard: tuple[str, ...]) -> None:
         if name in _READ_ONLY:
             return
         if name == "default":
@@ -610,8 +621,7 @@ class _Evaluator:
             self.facts.unknown.append(f"default is set from {raw}")
 
 
-def evaluate(cfg: str, files: Optional[Mapping[str, str]] = None,
-             env: Optional[Mapping[str, str]] = None) -> GrubResult:
+def evaluate(cfg: str, files: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None) -> GrubResult:
     """Run grub.cfg (CFG) as GRUB would with the grubenv ENV loaded on demand.
 
     FILES maps names relative to grub.cfg's directory to their text ("user.cfg",
@@ -622,7 +632,7 @@ def evaluate(cfg: str, files: Optional[Mapping[str, str]] = None,
     files = dict(files or {})
     env = dict(env or {})
     ev = _Evaluator(files, env)
-    vars: Dict[str, Optional[str]] = {name: "y" for name in _FEATURES}
+    vars: dict[str, str | None] = {name: "y" for name in _FEATURES}
     vars.update(prefix=GRUB_DIR, config_directory=GRUB_DIR)
     st = _State(vars)
     try:

@@ -9,7 +9,7 @@ its fixed size (1024 bytes by default; a bigger block keeps its size).
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Tuple
+from collections.abc import Mapping
 
 from ostreewatch.errors import GrubenvError
 
@@ -34,7 +34,7 @@ def _check_block(buf: bytes) -> None:
         raise GrubenvError("invalid environment block (no '# GRUB Environment Block' header)")
 
 
-def _find_next_line(buf: bytes, p: int, pend: int) -> int:
+def _find_next_line(buf: bytes | bytearray, p: int, pend: int) -> int:
     while p < pend:
         c = buf[p]
         if c == _BS:
@@ -46,9 +46,9 @@ def _find_next_line(buf: bytes, p: int, pend: int) -> int:
     return p + 1
 
 
-def _iterate(buf: bytes) -> List[Tuple[bytes, bytes]]:
+def _iterate(buf: bytes) -> list[tuple[bytes, bytes]]:
     """grub_envblk_iterate: (name, unescaped value) pairs; stops silently where grub does."""
-    out: List[Tuple[bytes, bytes]] = []
+    out: list[tuple[bytes, bytes]] = []
     p = len(SIGNATURE)
     pend = len(buf)
     while p < pend:
@@ -85,7 +85,7 @@ def _decode(raw: bytes, what: str) -> str:
         raise GrubenvError(f"{what} {raw[:40]!r} is not valid UTF-8") from None
 
 
-def list_grubenv(data: bytes) -> List[Tuple[str, str]]:
+def list_grubenv(data: bytes) -> list[tuple[str, str]]:
     """Every variable in block order, duplicates included (what `grub-editenv list` prints)."""
     try:
         buf = bytes(data)
@@ -97,7 +97,7 @@ def list_grubenv(data: bytes) -> List[Tuple[str, str]]:
         raise GrubenvError(f"cannot parse environment block: {e}") from e
 
 
-def parse_grubenv(data: bytes) -> Dict[str, str]:
+def parse_grubenv(data: bytes) -> dict[str, str]:
     """The variables of a block; a repeated name keeps its last value (as grub's load_env)."""
     return dict(list_grubenv(data))
 
@@ -120,7 +120,7 @@ def _envblk_set(buf: bytearray, name: bytes, value: bytes) -> bool:
         return False  # "Broken"
     space += 1
     while p + nl + 1 < space:
-        if buf[p:p + nl] == name and buf[p + nl] == _EQ:
+        if buf[p : p + nl] == name and buf[p + nl] == _EQ:
             p += nl + 1
             length = 0
             while p + length < pend and buf[p + length] != _NL:
@@ -130,17 +130,17 @@ def _envblk_set(buf: bytearray, name: bytes, value: bytes) -> bool:
             if pend - space < vl - length:
                 return False  # no space
             if vl < length:
-                buf[p + vl:pend - (length - vl)] = buf[p + length:pend]
-                buf[space - (length - vl):space] = b"#" * (length - vl)
+                buf[p + vl : pend - (length - vl)] = buf[p + length : pend]
+                buf[space - (length - vl) : space] = b"#" * (length - vl)
             else:
-                buf[p + vl:pend] = buf[p + length:pend - (vl - length)]
-            buf[p:p + vl] = esc
+                buf[p + vl : pend] = buf[p + length : pend - (vl - length)]
+            buf[p : p + vl] = esc
             buf[p + vl] = _NL
             return True
         p = _find_next_line(buf, p, pend)
     if pend - space < nl + 1 + vl + 1:
         return False  # no space
-    buf[space:space + nl + 1 + vl + 1] = name + b"=" + esc + b"\n"
+    buf[space : space + nl + 1 + vl + 1] = name + b"=" + esc + b"\n"
     return True
 
 
@@ -150,7 +150,7 @@ def _envblk_delete(buf: bytearray, name: bytes) -> None:
     p = len(SIGNATURE)
     pend = len(buf)
     while p + nl + 1 < pend:
-        if buf[p:p + nl] == name and buf[p + nl] == _EQ:
+        if buf[p : p + nl] == name and buf[p + nl] == _EQ:
             length = nl + 1
             while p + length < pend:
                 if buf[p + length] == _NL:
@@ -159,8 +159,8 @@ def _envblk_delete(buf: bytearray, name: bytes) -> None:
             if p + length >= pend:
                 return  # "Broken"
             length += 1
-            buf[p:pend - length] = buf[p + length:pend]
-            buf[pend - length:pend] = b"#" * length
+            buf[p : pend - length] = buf[p + length : pend]
+            buf[pend - length : pend] = b"#" * length
             return
         p = _find_next_line(buf, p, pend)
 
@@ -184,7 +184,7 @@ def check_value(value: str) -> bytes:
     return value.encode("utf-8", "strict")
 
 
-def update_grubenv(data: bytes, updates: Mapping[str, Optional[str]]) -> bytes:
+def update_grubenv(data: bytes, updates: Mapping[str, str | None]) -> bytes:
     """Apply updates (None deletes) as `grub-editenv set/unset` would; all or nothing.
 
     Every other byte of the block is kept; raises GrubenvError on an invalid block,

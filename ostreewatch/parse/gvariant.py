@@ -17,14 +17,21 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 from ostreewatch.errors import GVariantError
 
 _BASIC = {
-    "b": (1, "<B"), "y": (1, "<B"), "n": (2, "<h"), "q": (2, "<H"),
-    "i": (4, "<i"), "u": (4, "<I"), "h": (4, "<i"), "x": (8, "<q"),
-    "t": (8, "<Q"), "d": (8, "<d"),
+    "b": (1, "<B"),
+    "y": (1, "<B"),
+    "n": (2, "<h"),
+    "q": (2, "<H"),
+    "i": (4, "<i"),
+    "u": (4, "<I"),
+    "h": (4, "<i"),
+    "x": (8, "<q"),
+    "t": (8, "<Q"),
+    "d": (8, "<d"),
 }
 # ostree's _ostree_sysroot_parse_deploy_path_name.
 _DEPLOY_NAME = re.compile(r"([0-9a-f]+)\.([0-9]+)")
@@ -35,10 +42,10 @@ _MAX_DEPTH = 64  # GLib's G_VARIANT_MAX_RECURSION_DEPTH is 128; 64 is plenty her
 class VType:
     """A parsed type: code plus children; `fixed_size` None means variable size."""
 
-    code: str                      # one letter, "(" for tuples, "{" for dict entries
-    children: Tuple["VType", ...]
+    code: str  # one letter, "(" for tuples, "{" for dict entries
+    children: tuple[VType, ...]
     alignment: int
-    fixed_size: Optional[int]
+    fixed_size: int | None
     text: str
 
 
@@ -46,7 +53,7 @@ def _align(n: int, a: int) -> int:
     return (n + a - 1) & ~(a - 1)
 
 
-def _tuple_layout(children: Tuple[VType, ...]) -> Tuple[int, Optional[int]]:
+def _tuple_layout(children: tuple[VType, ...]) -> tuple[int, int | None]:
     alignment = 1
     for c in children:
         alignment = max(alignment, c.alignment)
@@ -60,7 +67,7 @@ def _tuple_layout(children: Tuple[VType, ...]) -> Tuple[int, Optional[int]]:
     return alignment, _align(size, alignment)
 
 
-def _parse_type(s: str, i: int, depth: int) -> Tuple[VType, int]:
+def _parse_type(s: str, i: int, depth: int) -> tuple[VType, int]:
     if depth > _MAX_DEPTH:
         raise GVariantError("type nests too deeply")
     if i >= len(s):
@@ -86,7 +93,7 @@ def _parse_type(s: str, i: int, depth: int) -> Tuple[VType, int]:
         if j >= len(s):
             raise GVariantError(f"unclosed tuple in type {s!r}")
         al, fixed = _tuple_layout(tuple(kids))
-        return VType("(", tuple(kids), al, fixed, s[i:j + 1]), j + 1
+        return VType("(", tuple(kids), al, fixed, s[i : j + 1]), j + 1
     if c == "{":
         key, j = _parse_type(s, i + 1, depth + 1)
         if key.code not in _BASIC and key.code not in "sog":
@@ -95,7 +102,7 @@ def _parse_type(s: str, i: int, depth: int) -> Tuple[VType, int]:
         if j >= len(s) or s[j] != "}":
             raise GVariantError(f"bad dict entry in type {s!r}")
         al, fixed = _tuple_layout((key, val))
-        return VType("{", (key, val), al, fixed, s[i:j + 1]), j + 1
+        return VType("{", (key, val), al, fixed, s[i : j + 1]), j + 1
     raise GVariantError(f"invalid type character {c!r} in {s!r}")
 
 
@@ -122,7 +129,7 @@ def _offset_size(size: int) -> int:
 
 
 def _read_offset(data: bytes, pos: int, osz: int) -> int:
-    return int.from_bytes(data[pos:pos + osz], "little")
+    return int.from_bytes(data[pos : pos + osz], "little")
 
 
 def _string(data: bytes, t: VType) -> str:
@@ -154,7 +161,7 @@ def _value(data: bytes, t: VType, depth: int) -> Any:
         if sep < 0:
             raise GVariantError("variant without a type string")
         try:
-            inner_type = parse_type(data[sep + 1:].decode("ascii"))
+            inner_type = parse_type(data[sep + 1 :].decode("ascii"))
         except UnicodeDecodeError:
             raise GVariantError("variant type string is not ASCII") from None
         return _value(data[:sep], inner_type, depth + 1)
@@ -181,7 +188,7 @@ def _array(data: bytes, child: VType, depth: int) -> Any:
             return bytes(data)
         n = len(data) // child.fixed_size
         for k in range(n):
-            items.append(_value(data[k * child.fixed_size:(k + 1) * child.fixed_size], child, depth + 1))
+            items.append(_value(data[k * child.fixed_size : (k + 1) * child.fixed_size], child, depth + 1))
     elif data:
         osz = _offset_size(len(data))
         last_end = _read_offset(data, len(data) - osz, osz)
@@ -244,7 +251,7 @@ def parse_variant(data: bytes, type_string: str) -> Any:
         raise GVariantError(f"cannot deserialize '{type_string}': {e}") from e
 
 
-def parse_ostree_booted(data: bytes) -> Dict[str, Any]:
+def parse_ostree_booted(data: bytes) -> dict[str, Any]:
     """/run/ostree-booted (ostree >= 2024.2): an a{sv}; empty data (older ostree) gives {}.
 
     Keys (ostree src/libotcore/otcore.h OTCORE_RUN_BOOTED_KEY_*, written by
@@ -257,15 +264,16 @@ def parse_ostree_booted(data: bytes) -> Dict[str, Any]:
     """
     if not data:
         return {}
-    d = parse_variant(data, "a{sv}")
+    d: dict[str, Any] = parse_variant(data, "a{sv}")
     bri = d.get("backing-root-device-inode")
-    if bri is not None and not (isinstance(bri, tuple) and len(bri) == 2
-                                and all(isinstance(x, int) and not isinstance(x, bool) for x in bri)):
+    if bri is not None and not (
+        isinstance(bri, tuple) and len(bri) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in bri)
+    ):
         raise GVariantError("backing-root-device-inode is not a (tt) pair")
     return d
 
 
-def parse_staged_deployment(data: bytes) -> Dict[str, Any]:
+def parse_staged_deployment(data: bytes) -> dict[str, Any]:
     """/run/ostree/staged-deployment: the a{sv} ostree writes when staging.
 
     _ostree_sysroot_reload_staged (ostree src/libostree/ostree-sysroot.c) reads
@@ -280,7 +288,7 @@ def parse_staged_deployment(data: bytes) -> Dict[str, Any]:
     target = d.get("target")
     if not isinstance(target, dict):
         raise GVariantError("staged deployment has no 'target' dictionary")
-    out: Dict[str, Any] = {k: v for k, v in d.items() if k != "target"}
+    out: dict[str, Any] = {k: v for k, v in d.items() if k != "target"}
     out.update(target)
     checksum = target.get("checksum")
     serial = target.get("deployserial", target.get("deploy-serial", -1))

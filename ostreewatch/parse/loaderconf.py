@@ -7,8 +7,8 @@ config_entry_find/efi_fnmatch) and src/shared/bootspec.c (boot_loader_read_conf)
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
 
 from ostreewatch.errors import LoaderConfError
 from ostreewatch.parse import checked_text
@@ -17,7 +17,7 @@ from ostreewatch.parse.bls import split_boot_counting
 _WHITESPACE = " \t\n\r"
 
 # Known keys and their attribute names.
-KEYS: Dict[str, str] = {
+KEYS: dict[str, str] = {
     "default": "default",
     "timeout": "timeout",
     "console-mode": "console_mode",
@@ -39,25 +39,25 @@ KEYS: Dict[str, str] = {
 class LoaderConf:
     """Values as written (None when absent; a repeated key: the last wins)."""
 
-    default: Optional[str] = None
-    timeout: Optional[str] = None
-    console_mode: Optional[str] = None
-    editor: Optional[str] = None
-    auto_entries: Optional[str] = None
-    auto_firmware: Optional[str] = None
-    auto_reboot: Optional[str] = None
-    auto_poweroff: Optional[str] = None
-    random_seed_mode: Optional[str] = None
-    beep: Optional[str] = None
-    reboot_for_bitlocker: Optional[str] = None
-    reboot_on_error: Optional[str] = None
-    secure_boot_enroll: Optional[str] = None
-    preferred_profile: Optional[str] = None
-    extra: Tuple[Tuple[str, str], ...] = ()   # unknown keys, in file order
-    lines: Tuple[str, ...] = ()               # the raw lines, line endings kept
+    default: str | None = None
+    timeout: str | None = None
+    console_mode: str | None = None
+    editor: str | None = None
+    auto_entries: str | None = None
+    auto_firmware: str | None = None
+    auto_reboot: str | None = None
+    auto_poweroff: str | None = None
+    random_seed_mode: str | None = None
+    beep: str | None = None
+    reboot_for_bitlocker: str | None = None
+    reboot_on_error: str | None = None
+    secure_boot_enroll: str | None = None
+    preferred_profile: str | None = None
+    extra: tuple[tuple[str, str], ...] = ()  # unknown keys, in file order
+    lines: tuple[str, ...] = ()  # the raw lines, line endings kept
 
 
-def _key_value(line: str) -> Optional[Tuple[str, str]]:
+def _key_value(line: str) -> tuple[str, str] | None:
     """(key, value) of a setting line; None for blank, comment or value-less lines."""
     s = line.strip(_WHITESPACE)
     if not s or s.startswith("#"):
@@ -75,7 +75,7 @@ def _key_value(line: str) -> Optional[Tuple[str, str]]:
     return key, value
 
 
-def _split_lines(text: str) -> List[str]:
+def _split_lines(text: str) -> list[str]:
     """Lines split on "\\n" only, endings kept (str.splitlines also splits on \\f, \\x1c...)."""
     parts = text.split("\n")
     out = [part + "\n" for part in parts[:-1]]
@@ -92,8 +92,8 @@ def parse_loader_conf(text: str) -> LoaderConf:
     """Parse loader.conf text; raises LoaderConfError for non-text input."""
     try:
         _check_text(text)
-        values: Dict[str, str] = {}
-        extra: List[Tuple[str, str]] = []
+        values: dict[str, str] = {}
+        extra: list[tuple[str, str]] = []
         lines = tuple(_split_lines(text))
         for line in text.split("\n"):
             kv = _key_value(line)
@@ -122,7 +122,7 @@ def check_default_value(value: str) -> str:
     return value
 
 
-def set_default(text: str, value: Optional[str]) -> str:
+def set_default(text: str, value: str | None) -> str:
     """Rewrite the effective `default` line (append one if missing; None removes them all).
 
     Every other line, comment and line ending is kept byte for byte.
@@ -132,8 +132,7 @@ def set_default(text: str, value: Optional[str]) -> str:
         if value is not None:
             check_default_value(value)
         lines = _split_lines(text)
-        idx = [i for i, line in enumerate(lines)
-               if (kv := _key_value(line)) is not None and kv[0] == "default"]
+        idx = [i for i, line in enumerate(lines) if (kv := _key_value(line)) is not None and kv[0] == "default"]
         if value is None:
             for i in reversed(idx):
                 del lines[i]
@@ -142,7 +141,7 @@ def set_default(text: str, value: Optional[str]) -> str:
             i = idx[-1]  # the last `default` line is the one that counts
             old = lines[i]
             body = old.rstrip("\r\n")
-            ending = old[len(body):]
+            ending = old[len(body) :]
             indent = body[: len(body) - len(body.lstrip(_WHITESPACE))]
             lines[i] = f"{indent}default {value}{ending}"
             return "".join(lines)
@@ -156,9 +155,9 @@ def set_default(text: str, value: Optional[str]) -> str:
         raise LoaderConfError(f"cannot rewrite loader.conf: {e}") from e
 
 
-def _glob_to_regex(pattern: str) -> "re.Pattern[str]":
+def _glob_to_regex(pattern: str) -> re.Pattern[str]:
     """fnmatch(3) without flags, as a regex: * ? [...] [!...] and backslash escapes."""
-    out: List[str] = []
+    out: list[str] = []
     i, n = 0, len(pattern)
     while i < n:
         c = pattern[i]
@@ -197,7 +196,7 @@ def _glob_to_regex(pattern: str) -> "re.Pattern[str]":
     return re.compile("".join(out), re.IGNORECASE | re.DOTALL)
 
 
-def match_default(pattern: str, entry_files: Sequence[str]) -> Optional[str]:
+def match_default(pattern: str, entry_files: Sequence[str]) -> str | None:
     """The first entry file (in the given boot order) whose id, `.conf` included and
     boot-counting suffix dropped, matches the glob case-insensitively (bootctl 252's
     boot_config_find: fnmatch(FNM_CASEFOLD), first match wins); None when none does."""

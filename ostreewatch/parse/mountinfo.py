@@ -9,8 +9,8 @@ mangle()); we decode any \\ooo octal escape as libmount's unmangle() does.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import FrozenSet, Iterable, List, Optional, Tuple
 
 from ostreewatch.errors import MountinfoError
 
@@ -26,7 +26,7 @@ class MountInfo:
     root: str
     mount_point: str
     options: str
-    optional_fields: Tuple[str, ...]
+    optional_fields: tuple[str, ...]
     fstype: str
     source: str
     super_options: str
@@ -100,24 +100,24 @@ def _parse_line(line: bytes) -> MountInfo:
 
 
 def parse_mountinfo(
-    data: bytes, mount_points: Optional[Iterable[str]] = None
-) -> Tuple[Tuple[MountInfo, ...], Tuple[MountinfoError, ...]]:
+    data: bytes, mount_points: Iterable[str] | None = None
+) -> tuple[tuple[MountInfo, ...], tuple[MountinfoError, ...]]:
     """Parse a whole mountinfo; bad lines are returned as errors, never raised.
 
     With ``mount_points``, lines for other mount points are skipped after a cheap
     split, before any decoding (mount storms: thousands of lines, several times a second).
     """
-    mounts: List[MountInfo] = []
-    errors: List[MountinfoError] = []
+    mounts: list[MountInfo] = []
+    errors: list[MountinfoError] = []
     try:
         raw = bytes(data)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - the parser never raises: any odd input is a MountinfoError
         return (), (MountinfoError(f"mountinfo must be bytes: {e}"),)
-    wanted: Optional[FrozenSet[bytes]] = None
+    wanted: frozenset[bytes] | None = None
     if mount_points is not None:
         try:
             wanted = frozenset(mangle(p) for p in mount_points)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - as above, for the filter
             return (), (MountinfoError(f"bad mount point filter: {e}"),)
     for number, line in enumerate(raw.split(b"\n"), 1):
         if not line:

@@ -1,16 +1,15 @@
 """A deployment's .origin file: a GLib key file (GKeyFile syntax, parsed without GLib).
 
-    [origin]
-    refspec=fedora:fedora/x86_64/coreos/stable      (or container-image-reference=...)
-    unlocked=development                             (optional: development|hotfix|transient)
-    [libostree-transient]
-    pinned=true
+[origin]
+refspec=fedora:fedora/x86_64/coreos/stable      (or container-image-reference=...)
+unlocked=development                             (optional: development|hotfix|transient)
+[libostree-transient]
+pinned=true
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
 
 from ostreewatch.errors import OriginError
 from ostreewatch.parse import checked_text
@@ -21,9 +20,9 @@ _ESCAPES = {"s": " ", "n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
 @dataclass(frozen=True)
 class Origin:
-    refspec: str = ""     # refspec, rpm-ostree's baserefspec, or the container image reference
+    refspec: str = ""  # refspec, rpm-ostree's baserefspec, or the container image reference
     pinned: bool = False
-    unlocked: str = ""    # "" = not unlocked
+    unlocked: str = ""  # "" = not unlocked
 
 
 def _unescape(value: str) -> str:
@@ -45,7 +44,7 @@ def _unescape(value: str) -> str:
     return "".join(out)
 
 
-def parse_keyfile(text: str) -> Dict[str, Dict[str, str]]:
+def parse_keyfile(text: str) -> dict[str, dict[str, str]]:
     """GKeyFile groups and keys with raw (still escaped) values; the last of a repeated key wins.
 
     Follows g_key_file_load_from_data: lines split on "\\n" (a "\\r" before it dropped),
@@ -53,8 +52,8 @@ def parse_keyfile(text: str) -> Dict[str, Dict[str, str]]:
     around "=" dropped; localized keys ("key[de]") are skipped as g_key_file_get_keys does.
     """
     checked_text(text, "origin", OriginError, nul_in="key file")
-    groups: Dict[str, Dict[str, str]] = {}
-    current: Optional[Dict[str, str]] = None
+    groups: dict[str, dict[str, str]] = {}
+    current: dict[str, str] | None = None
     lines = text.split("\n")
     for number, raw in enumerate(lines, 1):
         if number < len(lines) and raw.endswith("\r"):
@@ -65,7 +64,7 @@ def parse_keyfile(text: str) -> Dict[str, Dict[str, str]]:
         if line.startswith("["):
             end = line.find("]")
             name = line[1:end] if end > 0 else ""
-            if end < 0 or not name or "[" in name or line[end + 1:].strip(" \t"):
+            if end < 0 or not name or "[" in name or line[end + 1 :].strip(" \t"):
                 raise OriginError(f"line {number}: invalid group header")
             current = groups.setdefault(name, {})
             continue
@@ -83,7 +82,7 @@ def parse_keyfile(text: str) -> Dict[str, Dict[str, str]]:
     return groups
 
 
-def get_string(groups: Dict[str, Dict[str, str]], group: str, key: str) -> Optional[str]:
+def get_string(groups: dict[str, dict[str, str]], group: str, key: str) -> str | None:
     """A value unescaped as g_key_file_get_string does; None when absent.
 
     A bad escape is an error only for the key read, as in GLib."""

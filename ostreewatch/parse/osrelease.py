@@ -14,7 +14,6 @@ are ignored; an unclosed quote runs to the end of the file.
 from __future__ import annotations
 
 import re
-from typing import Dict, List
 
 from ostreewatch.errors import OsReleaseError
 from ostreewatch.parse import checked_text
@@ -26,7 +25,7 @@ _COMMENTS = "#;"
 _SHELL_NEED_ESCAPE = '"\\`$'
 
 
-def parse_os_release(text: str) -> Dict[str, str]:
+def parse_os_release(text: str) -> dict[str, str]:
     """Parse os-release text; raises OsReleaseError (invalid input, unclosed quote)."""
     try:
         return _parse(text)
@@ -36,7 +35,7 @@ def parse_os_release(text: str) -> Dict[str, str]:
         raise OsReleaseError(f"cannot parse os-release: {e}") from e
 
 
-def _append(buf: List[str], c: str, trailing_ws: int) -> int:
+def _append(buf: list[str], c: str, trailing_ws: int) -> int:
     """Append C to BUF; returns where BUF's trailing blanks now start (-1: none)."""
     if c not in _WHITESPACE:
         trailing_ws = -1
@@ -46,13 +45,13 @@ def _append(buf: List[str], c: str, trailing_ws: int) -> int:
     return trailing_ws
 
 
-def _parse(text: str) -> Dict[str, str]:
+def _parse(text: str) -> dict[str, str]:
     checked_text(text, "os-release", OsReleaseError)
-    out: Dict[str, str] = {}
-    key: List[str] = []
-    value: List[str] = []
-    last_key_ws = -1      # where trailing blanks of the key start (-1: none)
-    last_value_ws = -1    # where trailing blanks of an unquoted value start (-1: none)
+    out: dict[str, str] = {}
+    key: list[str] = []
+    value: list[str] = []
+    last_key_ws = -1  # where trailing blanks of the key start (-1: none)
+    last_value_ws = -1  # where trailing blanks of an unquoted value start (-1: none)
     state = "PRE_KEY"
 
     def push() -> None:
@@ -118,7 +117,7 @@ def _parse(text: str) -> Dict[str, str]:
             elif c != "\n":
                 value.append("\\")
                 value.append(c)
-        elif state == "COMMENT":
+        elif state == "COMMENT":  # noqa: SIM102 - one branch per state, as in the branches above
             # systemd < 254 let a backslash-newline continue a comment; 254+ does not.
             if c in _NEWLINE:
                 state = "PRE_KEY"

@@ -8,7 +8,7 @@ prefixed by '~' (oldest), '-', '^' or '.'; any other character is a separator.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 
 def _is_digit(c: str) -> bool:
@@ -24,7 +24,7 @@ def _is_valid_version_char(c: str) -> bool:
 
 
 def _cmp(x: object, y: object) -> int:
-    return (x > y) - (x < y)  # type: ignore[operator]
+    return int((x > y) - (x < y))  # type: ignore[operator]
 
 
 def _run_end(s: str, i: int, kind: Callable[[str], bool]) -> int:
@@ -34,7 +34,7 @@ def _run_end(s: str, i: int, kind: Callable[[str], bool]) -> int:
     return i
 
 
-def strverscmp_improved(a: Optional[str], b: Optional[str]) -> int:
+def strverscmp_improved(a: str | None, b: str | None) -> int:
     """Compare two version strings as systemd does: -1, 0 or 1 (None counts as "")."""
     a = a or ""
     b = b or ""
@@ -87,7 +87,7 @@ def strverscmp_improved(a: Optional[str], b: Optional[str]) -> int:
         else:
             ii, jj = _run_end(a, i, _is_alpha), _run_end(b, j, _is_alpha)
             n = min(ii - i, jj - j)
-            r = _cmp(a[i:i + n], b[j:j + n])
+            r = _cmp(a[i : i + n], b[j : j + n])
             if r:
                 return r
             r = _cmp(ii - i, jj - j)
@@ -101,7 +101,7 @@ def _isalnum(c: str) -> bool:
     return _is_digit(c) or _is_alpha(c)
 
 
-def rpmvercmp(a: Optional[str], b: Optional[str]) -> int:
+def rpmvercmp(a: str | None, b: str | None) -> int:
     """rpm's version comparison as Fedora grub2's blscfg copies it: -1, 0 or 1.
 
     Port of vercmp() in rhboot/grub2 grub-core/commands/blscfg.c (rpmvercmp

@@ -18,15 +18,25 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Dict, Tuple
+from typing import TYPE_CHECKING, Any
 
 from ..model import Paths
 
+if TYPE_CHECKING:
+    import argparse
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
-NAMES: Tuple[str, ...] = ("rhcos", "silverblue")
+NAMES: tuple[str, ...] = ("rhcos", "silverblue")
 DEFAULT = "rhcos"
 MANIFEST = os.path.join(_HERE, "rhcos.json")
-_TEMP_DIRS: Dict[str, str] = {}
+_TEMP_DIRS: dict[str, str] = {}
+
+
+def add_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """The --sample [NAME] option, as ostreewatch and ostreewatchd both take it."""
+    parser.add_argument(
+        "--sample", nargs="?", const=DEFAULT, default=None, choices=NAMES, metavar="NAME", help=help_text
+    )
 
 
 def manifest_path(name: str = DEFAULT) -> str:
@@ -36,9 +46,10 @@ def manifest_path(name: str = DEFAULT) -> str:
     return os.path.join(_HERE, f"{name}.json")
 
 
-def load_manifest(name: str = DEFAULT) -> Dict[str, Any]:
+def load_manifest(name: str = DEFAULT) -> dict[str, Any]:
     with open(manifest_path(name), encoding="utf-8") as f:
-        return json.load(f)
+        manifest: dict[str, Any] = json.load(f)
+    return manifest
 
 
 def _inside(dest: str, rel: str) -> str:
@@ -69,8 +80,12 @@ def materialize(dest: str, name: str = DEFAULT) -> Paths:
 
 def paths_in(dest: str) -> Paths:
     """The model.Paths of a sample materialized in dest."""
-    return Paths(sysroot=os.path.join(dest, "sysroot"), mountinfo=os.path.join(dest, "mountinfo"),
-                 cmdline=os.path.join(dest, "cmdline"), run=os.path.join(dest, "run"))
+    return Paths(
+        sysroot=os.path.join(dest, "sysroot"),
+        mountinfo=os.path.join(dest, "mountinfo"),
+        cmdline=os.path.join(dest, "cmdline"),
+        run=os.path.join(dest, "run"),
+    )
 
 
 def materialize_temp(name: str = DEFAULT) -> str:
