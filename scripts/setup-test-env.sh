@@ -87,7 +87,17 @@ ow_install_apt() {
     ow_log "apt: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q || ow_die "apt-get update failed"
-    apt-get install -y -q "${missing[@]}" || ow_die "apt-get install ${missing[*]} failed"
+    # prometheus, prometheus-node-exporter, polkitd and systemd-journal-remote would start their
+    # services from their maintainer scripts (listening on every address); the tests start their
+    # own instances on loopback. A policy-rc.d that says "not now" (exit 101), unless the machine
+    # already has one, for the install only.
+    local own_policy=0 rc=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && own_policy=1
+    fi
+    apt-get install -y -q "${missing[@]}" || rc=$?
+    [ "$own_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+    [ "$rc" = 0 ] || ow_die "apt-get install ${missing[*]} failed"
 }
 
 # The extras the venv must hold: "" for the runtime only, "test" for the tests.
