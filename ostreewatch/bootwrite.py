@@ -26,16 +26,16 @@ import re
 import struct
 import subprocess
 import sys
+import threading
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ostreewatch import errors, model
+from ostreewatch import errors, model, state
 from ostreewatch._writehelper import ContentChanged, atomic_replace
 from ostreewatch.journal import Journal
 from ostreewatch.layout import (
     ENTRIES_DIR,
-    GRUB_CONFIGS,
     GRUB_DIRS,
     GRUB_NEXT_DEPLOYMENT,
     GRUB_SAVED_DEPLOYMENT,
@@ -43,7 +43,7 @@ from ostreewatch.layout import (
     LOADER_CONFS,
     take_sysroot_lock,
 )
-from ostreewatch.parse import grubenv, loaderconf
+from ostreewatch.parse import grubcfg, grubenv, loaderconf
 from ostreewatch.parse.bls import split_boot_counting
 from ostreewatch.sysroot import ReadRefused, Root
 
@@ -153,27 +153,42 @@ def _read_small(path: str) -> bytes | None:
 # --- per boot loader: what to write ---------------------------------------------------
 
 
-def _strip_comments(text: str) -> str:
-    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
-
-
 def grub_support(sysroot: str) -> tuple[str | None, dict[str, bool]]:
-    """(grub directory, {"default": reads saved_entry, "next": reads next_entry}) from grub.cfg and what it sources."""
-    for rel in GRUB_DIRS:
-        directory = resolve_in_sysroot(sysroot, rel)
-        cfg = _read_small(os.path.join(directory, "grub.cfg"))
-        if cfg is None:
-            continue
-        text = ""
-        for name in GRUB_CONFIGS:
-            data = cfg if name == "grub.cfg" else _read_small(os.path.join(directory, name))
-            if data is not None:
-                text += _strip_comments(data.decode("utf-8", "replace")) + "\n"
-        return directory, {
-            "default": re.search(r"\$\{?saved_entry\b", text) is not None,
-            "next": re.search(r"\$\{?next_entry\b", text) is not None,
-        }
-    return None, {"default": False, "next": False}
+    """(grub directory, {"default": reads saved_entry, "next": reads next_entry}) as GRUB would.
+
+    The grub.cfg in use (and what it sources) is run by parse.grubcfg, as the state
+    reader runs it for DefaultEntry, with the grubenv as it would be after the write:
+    saved_entry set and no one-shot next_entry pending (a pending one shadows it for
+    one boot only), or next_entry set. "Reads" means a `default` assignment that GRUB
+    runs takes the variable, with the grubenv loaded: a mention in a test or a
+    menuentry does not count.
+    """
+    root = Root(sysroot)
+    try:
+        found = state.read_grub_config(root)
+    except ReadRefused:
+        found = None  # state.py publishes grub-cfg-unsupported; nothing is written for it
+    if found is None:
+        return None, {"default": False, "next": False}
+    text, files, rel = found
+    grub_dir = resolve_in_sysroot(sysroot, os.path.dirname(rel.lstrip("/")))
+    env: dict[str, str] = {}
+    path = find_grubenv(sysroot, grub_dir)
+    data = _read_small(path) if path else None
+    if data is not None:
+        try:
+            env = grubenv.parse_grubenv(data)
+        except errors.GrubenvError:
+            env = {}
+    files = dict(files, grubenv="")  # the write creates it beside grub.cfg when it is missing
+    probe = "ostreewatch-probe"
+    as_default = {k: v for k, v in env.items() if k != "next_entry"} | {"saved_entry": probe}
+    on_default = grubcfg.evaluate(text, files, as_default)
+    on_next = grubcfg.evaluate(text, files, dict(env, next_entry=probe))
+    return grub_dir, {
+        "default": on_default.loads_env and on_default.reads_saved_entry,
+        "next": on_next.loads_env and on_next.reads_next_entry,
+    }
 
 
 def find_grubenv(sysroot: str, grub_dir: str | None) -> str | None:
@@ -244,16 +259,8 @@ def find_loader_conf(sysroot: str) -> str:
 
 def plan_loader_conf(sysroot: str, which: str, entry_id: str, deployment: str, efivars: str) -> _Plan | None:
     """The loader.conf rewrite for one call; None when there is nothing to write."""
-    if which == "next":
-        if not os.path.isdir(efivars):
-            raise errors.NotSupported(
-                "on systemd-boot the next boot is chosen by the EFI variable LoaderEntryOneShot, "
-                f"and this system has no {efivars} (not booted with EFI)"
-            )
-        raise errors.NotSupported(
-            "on systemd-boot the next boot is chosen by the EFI variable LoaderEntryOneShot; "
-            "ostreewatch does not write EFI variables (use: bootctl set-oneshot ID)"
-        )
+    # The next boot on systemd-boot is the EFI variable LoaderEntryOneShot (BootWriter._set_oneshot).
+    assert which == "default", which
     path = find_loader_conf(sysroot)
     old = _read_small(path)
     if old is None and not entry_id:
@@ -428,8 +435,26 @@ _HELPER_ERRORS = {"busy": errors.Busy, "no-such-deployment": errors.NoSuchDeploy
 def _run_helper(
     python: str, module: str, request: bytes, env: dict[str, str], timeout: float
 ) -> subprocess.CompletedProcess[bytes]:
-    """`PYTHON -m MODULE` from /, REQUEST on its stdin, its output captured (TimeoutExpired, OSError as run's)."""
-    return subprocess.run([python, "-m", module], input=request, capture_output=True, env=env, cwd="/", timeout=timeout)
+    """`PYTHON -m MODULE` from /, REQUEST on its stdin, its output captured (TimeoutExpired, OSError as run's).
+
+    Unlike subprocess.run, a helper that outlives TIMEOUT is never killed: it may be
+    in the middle of ostree's write with /boot frozen (ostree's thaw watchdog releases
+    it); a thread waits for it and reaps it, and the caller gets TimeoutExpired.
+    """
+    proc = subprocess.Popen(
+        [python, "-m", module],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd="/",
+    )
+    try:
+        out, err = proc.communicate(request, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        threading.Thread(target=proc.communicate, name="helper-reaper", daemon=True).start()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def run_deploy_helper(
@@ -687,6 +712,14 @@ class BootWriter:
                 f"{efivars} (efivarfs) is not mounted here (not booted with EFI?)"
             )
         record["file"] = os.path.join(efivars, ONESHOT_VAR)
+        if not os.access(efivars, os.W_OK) or os.statvfs(efivars).f_flag & os.ST_RDONLY:
+            # The shipped unit's ProtectKernelTunables= makes /sys, efivarfs included, read-only,
+            # and clearing a variable's immutable flag needs CAP_LINUX_IMMUTABLE, which it lacks.
+            raise errors.NotSupported(
+                f"on systemd-boot the next boot is chosen by the EFI variable {ONESHOT_VAR}, and "
+                f"{efivars} is read-only for ostreewatchd here (its unit keeps /sys read-only); "
+                "use: bootctl set-oneshot ID"
+            )
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:

@@ -236,7 +236,10 @@ class Daemon:
                     log.exception("reading the boot state failed; keeping the published one")
                 else:
                     if new is not None:
-                        self._apply(new)
+                        try:
+                            self._apply(new)
+                        except Exception:  # noqa: BLE001 - a publishing bug must not stall Reload's waiters
+                            log.exception("publishing the new boot state failed")
                 self._done = target
                 still = []
                 for ticket, fut in self._waiters:

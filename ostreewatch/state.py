@@ -346,25 +346,11 @@ class _Reader:
 
         An unreadable grub.cfg is a problem and None.
         """
-        for d in GRUB_DIRS:
-            rel = f"{d}/grub.cfg"
-            if not self.root.exists(rel):
-                continue
-            try:
-                text = self.root.read(rel, GRUB_CFG_MAX).decode("utf-8", "replace")
-            except ReadRefused as e:
-                self.problem("grub-cfg-unsupported", f"cannot read /{rel}: {e}", "/" + rel)
-                return None
-            files: dict[str, str] = {}
-            for name in GRUB_SOURCED:
-                try:
-                    files[name] = self.root.read(f"{d}/{name}", GRUB_CFG_MAX).decode("utf-8", "replace")
-                except ReadRefused:
-                    continue  # absent (the usual case) or unreadable: grub's `-f` test fails too
-            if self.root.exists(f"{d}/grubenv"):
-                files["grubenv"] = ""
-            return text, files, "/" + rel
-        return None
+        try:
+            return read_grub_config(self.root)
+        except ReadRefused as e:
+            self.problem("grub-cfg-unsupported", f"cannot read {e}", e.path)
+            return None
 
     def loader_conf(self) -> tuple[loaderconf.LoaderConf | None, str]:
         for rel in LOADER_CONFS:
@@ -469,6 +455,33 @@ def _remember_entry(key: tuple[str, str, tuple[int, int, int, int, int]], entry:
     if len(_PARSED_ENTRIES) >= _PARSED_ENTRIES_MAX:  # entries renamed away leave stale keys: start over
         _PARSED_ENTRIES.clear()
     _PARSED_ENTRIES[key] = entry
+
+
+def read_grub_config(root: Root) -> tuple[str, dict[str, str], str] | None:
+    """(grub.cfg text, {sourced name: text, "grubenv": ""}, path) of the first grub.cfg; None when none.
+
+    What GRUB would read: the reader (DefaultEntry) and the writer (does grub read the
+    variable it would write?) both evaluate this with parse.grubcfg. ReadRefused when
+    grub.cfg is there but cannot be read.
+    """
+    for d in GRUB_DIRS:
+        rel = f"{d}/grub.cfg"
+        if not root.exists(rel):
+            continue
+        try:
+            text = root.read(rel, GRUB_CFG_MAX).decode("utf-8", "replace")
+        except ReadRefused as e:
+            raise ReadRefused(e.reason, "/" + rel, str(e)) from None
+        files: dict[str, str] = {}
+        for name in GRUB_SOURCED:
+            try:
+                files[name] = root.read(f"{d}/{name}", GRUB_CFG_MAX).decode("utf-8", "replace")
+            except ReadRefused:
+                continue  # absent (the usual case) or unreadable: grub's `-f` test fails too
+        if root.exists(f"{d}/grubenv"):
+            files["grubenv"] = ""
+        return text, files, "/" + rel
+    return None
 
 
 def _utf8(name: str) -> bool:

@@ -95,3 +95,21 @@ def test_oneshot_over_the_bus(make_bus: Any, daemon_factory: Any, sysroot: str, 
     r = d.busctl("call", *DEST, "SetNextEntry", "s", "ostree-3-test")
     assert r.returncode == 0, r.stderr
     assert (efivars / ONESHOT).read_bytes() == expected("ostree-3-test.conf")
+
+
+def test_read_only_efivars_is_not_supported(sysroot: str, tmp_path: Any) -> None:
+    """As under the shipped unit (ProtectKernelTunables= keeps /sys read-only): NotSupported, nothing written."""
+    import subprocess
+
+    seed_loader_conf(sysroot)
+    efivars = tmp_path / "efivars"  # stands in for efivarfs, mounted read-only (see the module docstring)
+    efivars.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "efivars-test", str(efivars)], check=True)
+    try:
+        journal = RecordingJournal()
+        writer = BootWriter(make_paths(sysroot), journal, efivars=str(efivars))
+        with pytest.raises(errors.NotSupported, match="read-only"):
+            asyncio.run(writer.set_entry("next", "ostree-2-test", ROOT, snapshot_of(sysroot, "systemd-boot")))
+        assert list(efivars.iterdir()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(efivars)], check=False)
