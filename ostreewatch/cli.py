@@ -326,7 +326,8 @@ def _short(value: Any) -> str:
     if isinstance(value, list):
         return f"[{len(value)} item{'s' if len(value) != 1 else ''}]"
     if isinstance(value, str):
-        return repr(value) if value == "" or " " in value else value
+        # Values come from files under /boot: a control character (a terminal escape) is shown, not sent.
+        return repr(value) if value == "" or " " in value or not value.isprintable() else value
     return json.dumps(value)
 
 
@@ -338,7 +339,8 @@ def format_signal(name: str, args: dict[str, Any]) -> str:
         return f"generation {gen}: " + " ".join(f"{k}={_short(v)}" for k, v in sorted(changed.items()))
     parts = []
     for key, value in args.items():
-        parts.append(f"{key}={','.join(value) if isinstance(value, list) else _short(value)}")
+        shown = ",".join(_short(v) for v in value) if isinstance(value, list) else _short(value)
+        parts.append(f"{key}={shown}")
     return f"{name} " + " ".join(parts)
 
 

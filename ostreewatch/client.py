@@ -8,6 +8,7 @@ into the project's error classes through errors.by_dbus_name.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from typing import Any, Callable
 
@@ -94,21 +95,47 @@ class Client:
         return str((await self._call("SetDefaultDeployment", "s", [deployment_id], interactive=interactive))[0])
 
     async def subscribe(self, on_signal: Callable[[str, dict[str, Any]], None]) -> None:
-        """Call on_signal(name, args) for every signal of the daemon, PropertiesChanged included."""
+        """Call on_signal(name, args) for every signal of the daemon, PropertiesChanged included.
+
+        Only signals from the connection that owns the daemon's name, with the interface's
+        signature, are taken: anyone on the bus may send a signal to this connection's
+        unique name, whatever its match rules. The owner is followed through NameOwnerChanged.
+        """
+        owner: list[str] = [""]
 
         def handler(msg: Message) -> bool:
-            if msg.message_type != MessageType.SIGNAL or msg.path != OBJECT_PATH:
+            if msg.message_type != MessageType.SIGNAL:
+                return False
+            if (
+                msg.sender == _DBUS[0]
+                and msg.member == "NameOwnerChanged"
+                and msg.signature == "sss"
+                and msg.body[0] == BUS_NAME
+            ):
+                owner[0] = msg.body[2]
+                return False
+            if msg.path != OBJECT_PATH or not owner[0] or msg.sender != owner[0]:
                 return False
             if msg.interface == PROPERTIES_IFACE and msg.member == "PropertiesChanged":
-                if msg.body[0] != INTERFACE:
+                if msg.signature != "sa{sv}as" or msg.body[0] != INTERFACE:
                     return False
                 on_signal("PropertiesChanged", {"changed": unwrap(msg.body[1]), "invalidated": list(msg.body[2])})
             elif msg.interface == INTERFACE and msg.member in SIGNALS:
-                names = [n for n, _ in SIGNALS[msg.member]]
-                on_signal(msg.member, dict(zip(names, unwrap(msg.body))))
+                args = SIGNALS[msg.member]
+                if msg.signature != "".join(sig for _, sig in args):
+                    return False
+                on_signal(msg.member, {name: unwrap(value) for (name, _), value in zip(args, msg.body)})
             return False
 
         self.bus.add_message_handler(handler)
+        await self._call_bus(
+            "AddMatch",
+            "s",
+            [f"type='signal',sender='{_DBUS[0]}',member='NameOwnerChanged',arg0='{BUS_NAME}'"],
+        )
+        # Not running yet (NameHasNoOwner): NameOwnerChanged names it when it comes.
+        with contextlib.suppress(errors.OstreewatchError):
+            owner[0] = owner[0] or str((await self._call_bus("GetNameOwner", "s", [BUS_NAME]))[0])
         for rule in (
             f"type='signal',sender='{BUS_NAME}',path='{OBJECT_PATH}',interface='{INTERFACE}'",
             f"type='signal',sender='{BUS_NAME}',path='{OBJECT_PATH}',interface='{PROPERTIES_IFACE}'",

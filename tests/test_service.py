@@ -19,6 +19,7 @@ import pytest
 
 from ostreewatch import bootwrite, errors, model, service
 from ostreewatch import changes as changes_mod
+from ostreewatch.busnames import INTERFACE, OBJECT_PATH
 from ostreewatch.client import Client
 from tests.fixtures.published import ENT_2, SNAP1, SNAP2, M, busctl, run
 
@@ -503,3 +504,49 @@ def test_properties_errors_are_named_and_short(bus: Any) -> None:
                 client.close()
 
     asyncio.run(main())
+
+
+def test_subscribe_takes_signals_only_from_the_daemon(bus: Any) -> None:
+    """Anyone may send a signal to a connection's unique name: a forged one (gdbus emit, another
+    connection, malformed or with a terminal escape) is dropped; the daemon's own still arrives."""
+
+    async def main() -> list[tuple[str, dict[str, Any]]]:
+        async with Served(bus.address) as served:
+            client = await Client.connect(bus.address)
+            got: list[tuple[str, dict[str, Any]]] = []
+            await client.subscribe(lambda name, args: got.append((name, args)))
+            me = client.bus.unique_name
+            for signal, args in (
+                (f"{INTERFACE}.DefaultEntryChanged", ["'ostree-FAKE'", "'\x1b[2Jevil'"]),
+                ("org.freedesktop.DBus.Properties.PropertiesChanged", []),
+            ):
+                rc, out, err = await run(
+                    [
+                        "gdbus",
+                        "emit",
+                        "--address",
+                        bus.address,
+                        "--dest",
+                        me,
+                        "--object-path",
+                        OBJECT_PATH,
+                        "--signal",
+                        signal,
+                        *args,
+                    ],
+                    bus.env(),
+                )
+                assert rc == 0, err
+            served.manager.publish(SNAP2, 9, changes_mod.diff(SNAP1, SNAP2))
+            for _ in range(100):
+                if any(name == "DefaultEntryChanged" for name, _ in got):
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
+            client.close()
+            return got
+
+    got = asyncio.run(main())
+    changed = [args for name, args in got if name == "DefaultEntryChanged"]
+    assert changed == [{"previous": SNAP1.DefaultEntry, "current": SNAP2.DefaultEntry}]
+    assert all("FAKE" not in json.dumps(args) for _, args in got)
