@@ -20,6 +20,7 @@ from tests.fixtures.bootwrite import (
     template,
     wait_signal,
 )
+from tests.fixtures.unshare import PRIVATE_MOUNT_NS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEST = (BUS_NAME, OBJECT_PATH, INTERFACE)
@@ -192,9 +193,7 @@ def test_read_only_boot_daemon(make_bus: Any, daemon_factory: Any, grub_sysroot:
     sysroot, env = grub_sysroot
     boot = os.path.join(sysroot, "boot")
     bus = make_bus()
-    d = daemon_factory(
-        bus, sysroot, prefix=["unshare", "--mount", "--propagation", "private", "sh", "-c", RO_BOOT_PREFIX, boot]
-    )
+    d = daemon_factory(bus, sysroot, prefix=[*PRIVATE_MOUNT_NS, "sh", "-c", RO_BOOT_PREFIX, boot])
     d.wait_name(WAIT)
 
     def boot_options() -> str:
