@@ -32,6 +32,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from tests.fixtures import bench_sysroot as srmod  # noqa: E402
+from tests.fixtures.unshare import PRIVATE_MOUNT_NS  # noqa: E402
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 IN_ALL = 0xFFF  # every event kind
@@ -197,9 +198,7 @@ def cmd_storm(n: int, count: int = 2000) -> None:
     try:
         sr = srmod.build_sysroot(os.path.join(work, "sysroot"))
         for _ in range(n):
-            d = start_daemon(
-                bus, sr, mountinfo="/proc/self/mountinfo", prefix=["unshare", "--mount", "--propagation", "private"]
-            )
+            d = start_daemon(bus, sr, mountinfo="/proc/self/mountinfo", prefix=[*PRIVATE_MOUNT_NS])
             try:
                 d.wait_name()
                 g0 = d.get_property("Generation")

@@ -44,6 +44,7 @@ from bench.harness import IN_CLOSE_WRITE, RenameClock, machine_info, summary  # 
 from bench.report import Figure, ms, render, spread_ms  # noqa: E402
 from tests.fixtures import bench_sysroot as srmod  # noqa: E402
 from tests.fixtures.measure import MountNamespace, proc_sample  # noqa: E402
+from tests.fixtures.unshare import PRIVATE_MOUNT_NS  # noqa: E402
 
 
 @dataclass
@@ -743,7 +744,7 @@ def _bootctl_times(sysroot: str, runs: int) -> list[float]:
         f"echo fail; e=$(date +%s%N); echo $((e-s)); done"
     )
     r = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        [*PRIVATE_MOUNT_NS, "sh", "-c", script],
         capture_output=True,
         text=True,
         timeout=120,

@@ -33,6 +33,7 @@ from tests.fixtures.bootwrite import (
     snapshot_of,
     template,
 )
+from tests.fixtures.unshare import PRIVATE_MOUNT_NS
 
 ROOT = model.Caller(uid=0, pid=4242, bus_name=":1.42", unit="test.scope")
 NOBODY = model.Caller(uid=65534, pid=4343, bus_name=":1.43", unit="")
@@ -651,10 +652,7 @@ def test_read_only_boot_written_through_private_namespace(sysroot: str, mode: st
     seed_loader_conf(sysroot)
     out = subprocess.run(
         [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
+            *PRIVATE_MOUNT_NS,
             sys.executable,
             "-c",
             READ_ONLY_SCRIPT,

@@ -20,6 +20,8 @@ from tests.fixtures.bootwrite import (
     template,
     wait_signal,
 )
+from tests.fixtures.published import dbus_send
+from tests.fixtures.unshare import PRIVATE_MOUNT_NS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEST = (BUS_NAME, OBJECT_PATH, INTERFACE)
@@ -94,11 +96,7 @@ def test_root_sets_default_and_next_over_the_bus(
         # dbus-send prints the error name (busctl only the message)
         r = subprocess.run(
             [
-                "dbus-send",
-                f"--bus={bus.address}",
-                "--print-reply",
-                f"--dest={DEST[0]}",
-                DEST[1],
+                *dbus_send(f"--bus={bus.address}"),
                 f"{DEST[2]}.SetDefaultEntry",
                 f"string:{bad}",
             ],
@@ -113,11 +111,7 @@ def test_root_sets_default_and_next_over_the_bus(
 def nobody_call(method: str) -> list[str]:
     """dbus-send prints the D-Bus error name and message (busctl only an errno)."""
     return [
-        "dbus-send",
-        "--system",
-        "--print-reply",
-        f"--dest={DEST[0]}",
-        DEST[1],
+        *dbus_send(),
         f"{DEST[2]}.{method}",
         "string:ostree-1-test",
     ]
@@ -169,11 +163,7 @@ def test_systemd_boot_default_over_the_bus(make_bus: Any, daemon_factory: Any, t
     # the one-shot is an EFI variable: NotSupported here, and said why
     r = subprocess.run(
         [
-            "dbus-send",
-            f"--bus={bus.address}",
-            "--print-reply",
-            f"--dest={DEST[0]}",
-            DEST[1],
+            *dbus_send(f"--bus={bus.address}"),
             f"{DEST[2]}.SetNextEntry",
             "string:ostree-1-test",
         ],
@@ -192,9 +182,7 @@ def test_read_only_boot_daemon(make_bus: Any, daemon_factory: Any, grub_sysroot:
     sysroot, env = grub_sysroot
     boot = os.path.join(sysroot, "boot")
     bus = make_bus()
-    d = daemon_factory(
-        bus, sysroot, prefix=["unshare", "--mount", "--propagation", "private", "sh", "-c", RO_BOOT_PREFIX, boot]
-    )
+    d = daemon_factory(bus, sysroot, prefix=[*PRIVATE_MOUNT_NS, "sh", "-c", RO_BOOT_PREFIX, boot])
     d.wait_name(WAIT)
 
     def boot_options() -> str:

@@ -18,7 +18,8 @@ import pytest
 
 from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
 from tests.fixtures.bootwrite import copy_sysroot, grubenv_list, seed_grub, template
-from tests.fixtures.polkit import polkit_dirs, polkitd
+from tests.fixtures.polkit import call_as, polkit_dirs, polkitd
+from tests.fixtures.published import dbus_send, setpriv
 
 DEST = (BUS_NAME, OBJECT_PATH, INTERFACE)
 WAIT = 30.0
@@ -28,28 +29,6 @@ WAIT = 30.0
 def grub_sysroot(template: str, tmp_path: Any) -> tuple[str, str]:
     sysroot = copy_sysroot(template, str(tmp_path / "sysroot"))
     return sysroot, seed_grub(sysroot)
-
-
-def call_as(uid: int, bus: Any, method: str, entry: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            "setpriv",
-            f"--reuid={uid}",
-            f"--regid={uid}",
-            "--clear-groups",
-            "dbus-send",
-            "--system",
-            "--print-reply",
-            f"--dest={DEST[0]}",
-            DEST[1],
-            f"{DEST[2]}.{method}",
-            f"string:{entry}",
-        ],
-        env=bus.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_polkit_rule_grants_nobody_only(polkitd: Any, daemon_factory: Any, grub_sysroot: tuple[str, str]) -> None:
@@ -69,15 +48,8 @@ def test_polkit_rule_grants_nobody_only(polkitd: Any, daemon_factory: Any, grub_
     # Reload is another action, which the rule does not grant
     r = subprocess.run(
         [
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "dbus-send",
-            "--system",
-            "--print-reply",
-            f"--dest={DEST[0]}",
-            DEST[1],
+            *setpriv(65534),
+            *dbus_send(),
             f"{DEST[2]}.Reload",
         ],
         env=bus.env(),

@@ -33,6 +33,7 @@ from tests.fixtures.daemon_sysroot import (
     ostree,
     sysroot,
 )
+from tests.fixtures.unshare import PRIVATE_MOUNT_NS
 
 TYPED = ("DeploymentsChanged", "BootEntriesChanged", "DefaultEntryChanged", "MountsChanged")
 
@@ -400,9 +401,7 @@ for i in range(int(sys.argv[2])):
 
 
 def test_mounts_in_a_private_namespace(bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]) -> None:
-    d = daemon_factory(
-        bus, sysroot, mountinfo="/proc/self/mountinfo", prefix=["unshare", "--mount", "--propagation", "private"]
-    )
+    d = daemon_factory(bus, sysroot, mountinfo="/proc/self/mountinfo", prefix=[*PRIVATE_MOUNT_NS])
     d.wait_name()
     sub = Subscriber(bus.address)
     scratch = tempfile.mkdtemp(prefix="ow-mnt-")
@@ -456,9 +455,7 @@ def test_relevant_mount_in_the_middle_of_a_storm(
     bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]
 ) -> None:
     """A bind mount onto /usr while thousands of unrelated mounts churn: published once, nothing else."""
-    d = daemon_factory(
-        bus, sysroot, mountinfo="/proc/self/mountinfo", prefix=["unshare", "--mount", "--propagation", "private"]
-    )
+    d = daemon_factory(bus, sysroot, mountinfo="/proc/self/mountinfo", prefix=[*PRIVATE_MOUNT_NS])
     d.wait_name()
     sub = Subscriber(bus.address)
     scratch = tempfile.mkdtemp(prefix="ow-mnt-")

@@ -19,6 +19,7 @@ from ostreewatch import model, state, textfile
 from tests.fixtures.fleet_servers import PROMTOOL, wait_until
 from tests.fixtures.sysroots import OstreeSysroot
 from tests.fixtures.units import UNIT, parse_unit, verify_copy
+from tests.fixtures.unshare import PRIVATE_MOUNT_NS
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRIB = ROOT / "contrib" / "prometheus"
@@ -199,7 +200,7 @@ def test_a_full_disk_leaves_the_old_file_and_no_temp(tmp_path: Path) -> None:
     target = tmp_path / "tf"
     target.mkdir()
     r = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", _FULL_DISK, str(target)],
+        [*PRIVATE_MOUNT_NS, sys.executable, "-c", _FULL_DISK, str(target)],
         capture_output=True,
         text=True,
         timeout=60,

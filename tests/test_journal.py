@@ -14,6 +14,7 @@ import pytest
 from ostreewatch import journal as J
 from ostreewatch.changes import diff
 from ostreewatch.model import Problem, Snapshot
+from tests.fixtures.unshare import PRIVATE_MOUNT_NS
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -183,10 +184,7 @@ print("survived")
 def test_without_a_journal_records_go_to_stderr(kind):
     r = subprocess.run(
         [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
+            *PRIVATE_MOUNT_NS,
             "sh",
             "-c",
             _NO_JOURNAL,

@@ -1,7 +1,7 @@
 """What GRUB will boot: upstream GRUB 2.14 (grub-emu of the sid tree, blsuki's blscfg) as the oracle.
 
 Each case is a sysroot written by ostree 2026.4 (on its own tmpfs), a grub.cfg of
-tests/fixtures/grub_cfg_files/ in boot/grub/, and a grubenv written by grub-editenv.
+tests/fixtures/grub_configs.py (rig_config) in boot/grub/, and a grubenv written by grub-editenv.
 grub-emu loads the same grub.cfg, grubenv and entries (tests/fixtures/modern.py,
 grub_emu); its menu order and the entry Enter boots are compared with BootEntries,
 DefaultEntry and NextEntry.
@@ -20,19 +20,11 @@ import pytest
 
 from ostreewatch import model, state
 from ostreewatch.parse import cmdline
+from tests.fixtures import grub_configs as cfgs
 from tests.fixtures.modern import GrubMenu, ModernSysroot, grub_emu, modern_sysroot
 from tests.fixtures.sysroots import write_grub
 
-CONFIGS = os.path.join(os.path.dirname(__file__), "fixtures", "grub_cfg_files")
-
-
-def config(name: str, greenboot: bool = False) -> str:
-    with open(os.path.join(CONFIGS, name)) as f:
-        text = f.read()
-    if greenboot:
-        with open(os.path.join(CONFIGS, "greenboot.cfg")) as f:
-            text = text.replace("# @GREENBOOT@\n", f.read())
-    return text
+config = cfgs.rig_config  # the rig's grub.cfg by name: "bootupd-static.cfg" or "generated.cfg"
 
 
 def run_case(sr: ModernSysroot, cfg: str, env: dict[str, str]) -> tuple[GrubMenu, model.Snapshot, str]:
@@ -96,7 +88,7 @@ def test_greenboot_fallback_boots_the_rollback(modern_sysroot) -> None:
     """greenboot's counter ran out (boot_counter=0, boot_success=0): `set default=1`, the rollback entry.
 
     Upstream GRUB evaluates this branch as Fedora's grub2 does (no increment/decrement
-    needed, see grub_cfg_files/greenboot.cfg). Fails before issue 9's reader.
+    needed, see grub_configs.rig_static). Fails before issue 9's reader.
     """
     sr = _built(modern_sysroot)
     menu, snap, booted = run_case(

@@ -10,14 +10,14 @@ booted, staged, pending and rollback.
 What is real and what is reconstructed, per host kind:
 - fcos-composefs (Fedora CoreOS, RHCOS 4.x with composefs, bootc): real ostree 2026.4
   sysroot and composefs mount, real GRUB 2.14 running bootupd's static grub.cfg
-  (reproduced in tests/fixtures/grub_cfg_files/bootupd-static.cfg, with the parts that
+  (reproduced in tests/fixtures/grub_configs.py rig_static, with the parts that
   only find the /boot partition left out); no firmware, no initramfs (see
   tests/test_modern_booted.py for what boot_prepare_root reconstructs).
 - rhcos-legacy (RHCOS before composefs): sysroot by ostree 2022.7 with
   `ostree-N-rhcos.conf` names, legacy bind mounts by ostree-prepare-root 2026.4
   (a 2022-era initramfs would have the same mounts: ostree-prepare-root.c's legacy path).
 - silverblue-generated (Fedora Atomic desktops with a grub2-mkconfig grub.cfg): ostree
-  2026.4 with composefs, GRUB 2.14 on grub_cfg_files/generated.cfg (00_header's logic).
+  2026.4 with composefs, GRUB 2.14 on grub_configs.rig_generated (00_header's logic).
   Fedora's grub2 has its own blscfg; upstream's sorts the same way for these names.
 - systemd-boot: ostree 2026.4 with composefs; the oracle for order and default is
   bootctl (Debian 12's systemd-boot) on the same boot/ tree. EFI variables
@@ -37,11 +37,10 @@ from typing import Any
 import pytest
 
 from ostreewatch.parse import cmdline
+from tests.fixtures import grub_configs as cfgs
 from tests.fixtures.modern import ModernSysroot, boot_prepare_root, grub_emu, modern_sysroot
 from tests.fixtures.oracles import bootctl_list
 from tests.fixtures.sysroots import write_grub
-
-CONFIGS = os.path.join(os.path.dirname(__file__), "fixtures", "grub_cfg_files")
 
 HOSTS: dict[str, dict[str, Any]] = {
     "fcos-composefs": {"version": "2026.4", "osname": "fedora", "composefs": True, "grub": "bootupd-static.cfg"},
@@ -103,8 +102,7 @@ def boot_host(modern_sysroot, tmp_path, kind: str, stage: bool):
     # The boot loader decides what boots.
     loader_order: list[str]
     if host["grub"]:
-        with open(os.path.join(CONFIGS, host["grub"])) as f:
-            cfg = f.read()
+        cfg = cfgs.rig_config(host["grub"])
         write_grub(sr.path, cfg, directory="boot/grub2")
         menu = grub_emu(os.path.join(sr.path, "boot"), cfg, grub_dir="grub2")
         assert menu.booted_cmdline

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 from ostreewatch import mountprobe
+from tests.fixtures.unshare import PRIVATE_MOUNT_NS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,10 +55,7 @@ def test_probe_changes_only_for_the_watched_point(tmp_path) -> None:
     other.mkdir()
     proc = subprocess.run(
         [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
+            *PRIVATE_MOUNT_NS,
             sys.executable,
             "-c",
             _SCRIPT,

@@ -33,6 +33,7 @@ from tests.fixtures import bench_sysroot as srmod
 from tests.fixtures.bus import SystemBus
 from tests.fixtures.daemon import DaemonProcess, start_daemon
 from tests.fixtures.measure import proc_sample
+from tests.fixtures.unshare import PRIVATE_MOUNT_NS
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -367,10 +368,7 @@ def test_journal_socket_missing_then_stale(tmp_path: Any) -> None:
     try:
         # the daemon's own mount namespace, its /run/systemd/journal a dir of the test
         prefix = [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
+            *PRIVATE_MOUNT_NS,
             "sh",
             "-c",
             f'mkdir -p /run/systemd/journal && mount --bind "{journal_dir}" /run/systemd/journal && exec "$@"',
@@ -442,10 +440,7 @@ def test_boot_unmounted_and_mounted_again(tmp_path: Any) -> None:
         os.rename(boot, real)
         os.mkdir(boot)
         prefix = [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
+            *PRIVATE_MOUNT_NS,
             "sh",
             "-c",
             f'mount --bind "{real}" "{boot}" && exec "$@"',

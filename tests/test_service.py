@@ -21,11 +21,11 @@ from ostreewatch import bootwrite, errors, model, service
 from ostreewatch import changes as changes_mod
 from ostreewatch.busnames import INTERFACE, OBJECT_PATH
 from ostreewatch.client import Client
-from tests.fixtures.published import ENT_2, SNAP1, SNAP2, M, busctl, run
+from tests.fixtures.published import ENT_2, GDBUS_CALL, SNAP1, SNAP2, M, busctl, dbus_send, run, setpriv
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 XML = os.path.join(REPO, "dbus", "org.ostreewatch1.Manager.xml")
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+NOBODY = setpriv(65534)
 
 
 # --- buses: a real system-type dbus-daemon with the project's policy (tests/fixtures/bus.py) -----------------
@@ -139,14 +139,7 @@ def test_busctl_gdbus_dbus_send_read_the_state(bus: Any) -> None:
             assert json.loads(out) == {"type": "t", "data": 7}
             rc, out, err = await run(
                 [
-                    "gdbus",
-                    "call",
-                    "--system",
-                    "--dest",
-                    M[0],
-                    "--object-path",
-                    M[1],
-                    "--method",
+                    *GDBUS_CALL,
                     "org.freedesktop.DBus.Properties.GetAll",
                     M[2],
                 ],
@@ -158,11 +151,7 @@ def test_busctl_gdbus_dbus_send_read_the_state(bus: Any) -> None:
             assert "'mount_id': <uint32 104>" in out
             rc, out, err = await run(
                 [
-                    "dbus-send",
-                    "--system",
-                    "--print-reply",
-                    "--dest=" + M[0],
-                    M[1],
+                    *dbus_send(),
                     "org.freedesktop.DBus.Properties.Get",
                     "string:" + M[2],
                     "string:BootedDeployment",
@@ -193,14 +182,7 @@ def test_nobody_reads_every_property_and_is_refused_reload_by_the_daemon(bus: An
             rc, out, err = await run(
                 NOBODY
                 + [
-                    "gdbus",
-                    "call",
-                    "--system",
-                    "--dest",
-                    M[0],
-                    "--object-path",
-                    M[1],
-                    "--method",
+                    *GDBUS_CALL,
                     "org.freedesktop.DBus.Properties.GetAll",
                     M[2],
                 ],
@@ -210,8 +192,7 @@ def test_nobody_reads_every_property_and_is_refused_reload_by_the_daemon(bus: An
             for name in service.PROPERTIES:
                 assert f"'{name}':" in out
             rc, out, err = await run(
-                NOBODY
-                + ["gdbus", "call", "--system", "--dest", M[0], "--object-path", M[1], "--method", M[2] + ".Reload"],
+                NOBODY + [*GDBUS_CALL, M[2] + ".Reload"],
                 env,
             )
             assert rc != 0
@@ -223,14 +204,7 @@ def test_nobody_reads_every_property_and_is_refused_reload_by_the_daemon(bus: An
             rc, out, err = await run(
                 NOBODY
                 + [
-                    "gdbus",
-                    "call",
-                    "--system",
-                    "--dest",
-                    M[0],
-                    "--object-path",
-                    M[1],
-                    "--method",
+                    *GDBUS_CALL,
                     "org.freedesktop.DBus.Properties.Set",
                     M[2],
                     "DefaultEntry",
@@ -251,8 +225,7 @@ def test_daemon_refuses_nobody_when_the_policy_is_relaxed(relaxed_bus: Any) -> N
         async with Served(relaxed_bus.address) as served:
             env = relaxed_bus.env()
             rc, out, err = await run(
-                NOBODY
-                + ["gdbus", "call", "--system", "--dest", M[0], "--object-path", M[1], "--method", M[2] + ".Reload"],
+                NOBODY + [*GDBUS_CALL, M[2] + ".Reload"],
                 env,
             )
             assert rc != 0
@@ -262,14 +235,7 @@ def test_daemon_refuses_nobody_when_the_policy_is_relaxed(relaxed_bus: Any) -> N
             rc, out, err = await run(
                 NOBODY
                 + [
-                    "gdbus",
-                    "call",
-                    "--system",
-                    "--dest",
-                    M[0],
-                    "--object-path",
-                    M[1],
-                    "--method",
+                    *GDBUS_CALL,
                     M[2] + ".SetDefaultEntry",
                     "ostree-1",
                 ],
@@ -295,9 +261,7 @@ def test_errors_are_named_never_tracebacks(bus: Any) -> None:
             env = bus.env()
 
             async def gdbus(method: str, *args: str) -> str:
-                rc, out, err = await run(
-                    ["gdbus", "call", "--system", "--dest", M[0], "--object-path", M[1], "--method", method, *args], env
-                )
+                rc, out, err = await run([*GDBUS_CALL, method, *args], env)
                 assert rc != 0
                 assert "Traceback" not in err and 'File "' not in err
                 return err
@@ -334,14 +298,7 @@ def test_set_entry_hook_gets_the_caller(relaxed_bus: Any) -> None:
             assert rc != 0 and "No such entry" not in out
             rc, out, err = await run(
                 [
-                    "gdbus",
-                    "call",
-                    "--system",
-                    "--dest",
-                    M[0],
-                    "--object-path",
-                    M[1],
-                    "--method",
+                    *GDBUS_CALL,
                     M[2] + ".SetDefaultEntry",
                     "nope",
                 ],

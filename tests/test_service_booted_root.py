@@ -11,7 +11,7 @@ from typing import Any
 from ostreewatch import changes as changes_mod
 from ostreewatch import model, service
 from ostreewatch.client import Client
-from tests.fixtures.published import SNAP1, M, busctl, run
+from tests.fixtures.published import GDBUS_CALL, SNAP1, M, busctl, dbus_send, run
 
 ROOT1 = model.booted_root_items(
     {
@@ -58,14 +58,7 @@ def test_get_getall_and_properties_changed(system_bus: Any) -> None:
             assert (rc, out.strip()) == (0, 's "first-entry"'), err
             rc, out, err = await run(
                 [
-                    "gdbus",
-                    "call",
-                    "--system",
-                    "--dest",
-                    M[0],
-                    "--object-path",
-                    M[1],
-                    "--method",
+                    *GDBUS_CALL,
                     "org.freedesktop.DBus.Properties.GetAll",
                     M[2],
                 ],
@@ -76,11 +69,7 @@ def test_get_getall_and_properties_changed(system_bus: Any) -> None:
             assert "'backing_device': <uint64 1099511627779>" in out
             rc, out, err = await run(
                 [
-                    "dbus-send",
-                    "--system",
-                    "--print-reply",
-                    "--dest=" + M[0],
-                    M[1],
+                    *dbus_send(),
                     "org.freedesktop.DBus.Properties.Get",
                     "string:" + M[2],
                     "string:BootedRoot",

@@ -28,6 +28,7 @@ from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
 from tests.fixtures import trees
 from tests.fixtures.bootwrite import GRUB_CFG_STATIC, wait_signal
 from tests.fixtures.sysroots import OstreeSysroot, StatusDeployment, parse_admin_status
+from tests.fixtures.unshare import PRIVATE_MOUNT_NS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEST = (BUS_NAME, OBJECT_PATH, INTERFACE)
@@ -368,7 +369,7 @@ def test_read_only_sysroot(make_bus: Any, daemon_factory: Any, fs: Path) -> None
         bus,
         sr.path,
         env=DAEMON_ENV,
-        prefix=["unshare", "--mount", "--propagation", "private", "sh", "-c", RO_PREFIX, sr.path],
+        prefix=[*PRIVATE_MOUNT_NS, "sh", "-c", RO_PREFIX, sr.path],
     )
     d.wait_name(WAIT)
 

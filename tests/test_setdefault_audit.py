@@ -12,6 +12,7 @@ from typing import Any
 from ostreewatch import journal
 from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
 from tests.fixtures.bootwrite import host
+from tests.fixtures.published import dbus_send
 from tests.fixtures.sysroots import OstreeSysroot, parse_admin_status
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,11 +65,7 @@ def test_refused_by_the_daemon_journaled_and_rate_limited(
     # One call as uid 65534: AccessDenied from the daemon (its sentence), not from the bus policy.
     r = bus.run_as_nobody(
         [
-            "dbus-send",
-            "--system",
-            "--print-reply",
-            f"--dest={DEST[0]}",
-            DEST[1],
+            *dbus_send(),
             f"{DEST[2]}.SetDefaultDeployment",
             f"string:{order[1]}",
         ]

@@ -4,38 +4,11 @@ user (uid 65534) reorders the deployments, another unprivileged user (uid 1) is 
 from __future__ import annotations
 
 import os
-import subprocess
 from typing import Any
 
-from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
 from tests.fixtures.bootwrite import host
-from tests.fixtures.polkit import polkit_dirs, polkitd
+from tests.fixtures.polkit import call_as, polkit_dirs, polkitd
 from tests.fixtures.sysroots import OstreeSysroot, parse_admin_status
-
-DEST = (BUS_NAME, OBJECT_PATH, INTERFACE)
-
-
-def call_as(uid: int, bus: Any, deployment: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            "setpriv",
-            f"--reuid={uid}",
-            f"--regid={uid}",
-            "--clear-groups",
-            "dbus-send",
-            "--system",
-            "--print-reply",
-            f"--dest={DEST[0]}",
-            DEST[1],
-            f"{DEST[2]}.SetDefaultDeployment",
-            f"string:{deployment}",
-        ],
-        env=bus.env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd="/",
-    )
 
 
 def test_polkit_granted_user_reorders_the_other_is_refused(
@@ -45,10 +18,10 @@ def test_polkit_granted_user_reorders_the_other_is_refused(
     d = daemon_factory(bus, host.path, env={"OSTREE_SYSROOT_DEBUG": "mutable-deployments"})
     d.wait_name(30)
     order = [x.id for x in parse_admin_status(host.admin("status").stdout)]
-    r = call_as(1, bus, order[1])
+    r = call_as(1, bus, "SetDefaultDeployment", order[1], timeout=120)
     assert "org.freedesktop.DBus.Error.AccessDenied" in r.stderr and "polkit said no" in r.stderr, r.stderr
     assert [x.id for x in parse_admin_status(host.admin("status").stdout)] == order
-    r = call_as(65534, bus, order[1])
+    r = call_as(65534, bus, "SetDefaultDeployment", order[1], timeout=120)
     assert r.returncode == 0, r.stderr
     assert [x.id for x in parse_admin_status(host.admin("status").stdout)] == [order[1], order[0], order[2]]
     assert os.path.basename(r.stdout.split('"')[1]) == d.get_property("DefaultEntry")

@@ -16,6 +16,7 @@ from typing import Callable
 import pytest
 
 from ostreewatch.watcher import Watcher
+from tests.fixtures.unshare import PRIVATE_MOUNT_NS
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -723,10 +724,7 @@ print(json.dumps(out))
 def _run_mount_script(tmp_path, storm_n: int = 2000, idle_s: float = 2.0, churn_s: float = 1.5) -> dict:
     r = subprocess.run(
         [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
+            *PRIVATE_MOUNT_NS,
             sys.executable,
             "-c",
             _MOUNT_SCRIPT,
@@ -785,7 +783,7 @@ def test_kernel_clears_mountinfo_change_on_poll_not_on_read():
     """The fact the rate limiter relies on (checked, kernel 6.x mounts_poll): the per-file
     "seen" state is updated by poll, so the watcher drains its epoll and never reads the file."""
     r = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", _POLL_FACT],
+        [*PRIVATE_MOUNT_NS, sys.executable, "-c", _POLL_FACT],
         capture_output=True,
         text=True,
         timeout=30,
