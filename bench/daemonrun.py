@@ -169,26 +169,18 @@ async def connect(address: str) -> MessageBus:
 
 async def wait_for_name(address: str, timeout: float = 20.0) -> None:
     """Wait until org.ostreewatch1 has an owner (the daemon connects after READY=1 may be sent)."""
-    bus = await connect(address)
+    from ostreewatch.client import Client
+
+    client = await Client.connect(address)
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            reply = await bus.call(
-                Message(
-                    destination="org.freedesktop.DBus",
-                    path="/org/freedesktop/DBus",
-                    interface="org.freedesktop.DBus",
-                    member="NameHasOwner",
-                    signature="s",
-                    body=[BUS_NAME],
-                )
-            )
-            if reply.message_type == MessageType.METHOD_RETURN and reply.body[0]:
+            if await client.has_owner():
                 return
             await asyncio.sleep(0.02)
         raise TimeoutError(f"{BUS_NAME} has no owner after {timeout}s")
     finally:
-        bus.disconnect()
+        client.close()
 
 
 def getall_message() -> Message:

@@ -53,6 +53,7 @@ _SCALAR_PROPERTIES = (
     "RollbackDeployment",
     "StagedDeployment",
     "DefaultEntry",
+    "DefaultEntrySource",
     "NextEntry",
     "BootedEntry",
 )

@@ -28,16 +28,18 @@ from ostreewatch import state
 from ostreewatch.parse import mountinfo as mountinfo_parse
 from tests.fixtures.modern import ModernSysroot, boot_prepare_root, modern_sysroot, status_json
 
-# /run/ostree-booted key (otcore.h) -> BootedRoot key (the issue 9 contract).
-BOOTED_ROOT_KEYS = {
-    "composefs": "composefs",
-    "composefs.verity": "composefs_verity",
-    "composefs.signed": "composefs_signed",
-    "root.transient": "root_transient",
-    "root.transient-ro": "root_transient_ro",
-    "sysroot-ro": "sysroot_ro",
-    "transient-etc": "transient_etc",
-}
+# /run/ostree-booted's keys (ostree src/libotcore/otcore.h); the contract's BootedRoot key is each
+# one in snake_case (stated here independently of ostreewatch/model.py, so a wrong mapping fails).
+OTCORE_KEYS = (
+    "composefs",
+    "composefs.verity",
+    "composefs.signed",
+    "root.transient",
+    "root.transient-ro",
+    "sysroot-ro",
+    "transient-etc",
+)
+BOOTED_ROOT_KEYS = {k: k.replace(".", "_").replace("-", "_") for k in OTCORE_KEYS}
 
 
 def _json_id(d: dict[str, Any]) -> str:
