@@ -106,21 +106,7 @@ RateLimitBurst=0
 EOF
 machine_id_ok() { grep -qxE '[0-9a-f]{32}' /etc/machine-id 2>/dev/null; }
 machine_id_ok || od -An -N16 -tx1 /dev/urandom | tr -d ' \n' > "$TMP/machine-id"
-# shellcheck disable=SC2016
-unshare --mount --propagation private -- sh -c '
-set -e
-d="$1"
-mount -t tmpfs -o mode=0755 tmpfs /run/systemd
-mkdir -m 0755 /run/systemd/journal
-touch /run/systemd/journal/flushed
-if [ ! -d /var/log/journal ]; then
-    mount -t tmpfs -o mode=0755 tmpfs /var/log
-    mkdir /var/log/journal
-fi
-mount --bind "$d/journal" /var/log/journal
-mount --bind "$d/journald.conf" /etc/systemd/journald.conf
-[ -f "$d/machine-id" ] && mount --bind "$d/machine-id" /etc/machine-id
-exec /lib/systemd/systemd-journald' sh "$TMP" > "$TMP/journald.log" 2>&1 &
+"$OW_REPO/scripts/private-journald.sh" "$TMP" > "$TMP/journald.log" 2>&1 &
 JOURNALD_PID=$!
 for _ in $(seq 200); do
     [ -S "/proc/$JOURNALD_PID/root/run/systemd/journal/socket" ] && break
