@@ -7,9 +7,10 @@
 #   make rpm                                      packaging/rpm.spec, built by rpmbuild
 #
 # make install lays out exactly what packaging/rpm.spec installs (its %install runs it;
-# tests/test_rpm.py compares the two file lists). PYTHON builds the wheel and the docs: it
-# needs setuptools and wheel, and imports the package (so its dependencies too) to read
-# the command-line parsers. PYTHON_SITEDIR defaults to the purelib for PREFIX of the
+# tests/test_rpm.py compares the two file lists). PYTHON (default: /usr/bin/python3, the
+# system's, where it exists; else python3 on PATH) builds the wheel and the docs: it needs
+# setuptools and wheel, and imports the package (so its dependencies too) to read the
+# command-line parsers. PYTHON_SITEDIR defaults to the purelib for PREFIX of the
 # python that runs the package (Debian's deb_system scheme where it exists, as the spec).
 # PYTHON_CHROOT=TREE: that python is TREE's CHROOT_PYTHON, run under chroot: it
 # byte-compiles the package (its .pyc must match its version) and names the scripts'
@@ -18,7 +19,7 @@
 
 PREFIX ?= /usr
 DESTDIR ?=
-PYTHON ?= python3
+PYTHON ?= $(if $(wildcard /usr/bin/python3),/usr/bin/python3,python3)
 PYTHON_CHROOT ?=
 CHROOT_PYTHON ?= /usr/bin/python3
 INSTALL ?= install
@@ -67,6 +68,8 @@ all: $(WHEEL) $(MAN_PAGES) $(COMPLETION)
 # Built from a copy of the package's files: a module deleted from the checkout cannot
 # linger in setuptools' build/lib, and the checkout gets no egg-info.
 $(WHEEL): $(WHEEL_INPUTS)
+	@$(PYTHON) -c 'import setuptools, wheel' 2>/dev/null || { echo "make: $(PYTHON) has no setuptools or wheel:" \
+		"install them (Debian: python3-setuptools python3-wheel) or name another PYTHON=" >&2; exit 1; }
 	rm -rf build/src build/wheel
 	mkdir -p build/src build/wheel
 	cp -R ostreewatch setup.cfg pyproject.toml README.md LICENSE build/src/

@@ -56,7 +56,13 @@ FILES_8 = [
 
 
 def load_parser(prog: str) -> argparse.ArgumentParser:
-    module = __import__(PROGRAMS[prog][0], fromlist=["build_parser"])
+    try:
+        module = __import__(PROGRAMS[prog][0], fromlist=["build_parser"])
+    except ImportError as e:
+        raise SystemExit(
+            f"gen-cli-docs: {sys.executable} cannot import {PROGRAMS[prog][0]} ({e}): run it (make's PYTHON=) "
+            "with a python that has the package's dependencies"
+        ) from None
     parser: argparse.ArgumentParser = module.build_parser()
     return parser
 

@@ -220,3 +220,10 @@ def test_rpmlintrc_filters_are_documented() -> None:
     assert filters, "no filters: then delete the file"
     for i in filters:
         assert lines[i - 1].lstrip().startswith("#"), f"undocumented filter: {lines[i]}"
+
+
+def test_readme_names_the_rpm_built(build: Build) -> None:
+    """README's "Install on a host" names the file `make rpm` writes (it moves with the version)."""
+    readme = (ROOT / "README.md").read_text()
+    assert set(re.findall(r"ostreewatch-\d[^ /]*\.noarch\.rpm", readme)) == {build.binary().name}
+    assert f"build/rpm/RPMS/noarch/{build.binary().name}" in readme
