@@ -8,9 +8,9 @@ relaxed policy (the daemon itself refuses), a bus with no daemon, and no bus at 
 from __future__ import annotations
 
 import argparse
-import configparser
 import json
 import os
+import re
 import subprocess
 import sys
 from typing import Any, Callable
@@ -31,17 +31,19 @@ def run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess:
     return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, **kw)
 
 
-def setup_cfg_version() -> str:
-    cfg = configparser.ConfigParser()
-    cfg.read(os.path.join(REPO, "setup.cfg"))
-    return cfg.get("metadata", "version")
+def package_version() -> str:
+    """ostreewatch/__init__.py's __version__, read as text (setup.cfg's version is attr: of it)."""
+    with open(os.path.join(REPO, "ostreewatch", "__init__.py"), encoding="utf-8") as f:
+        m = re.search(r'(?m)^__version__ = "([^"]+)"$', f.read())
+    assert m
+    return m.group(1)
 
 
 @pytest.mark.parametrize("argv,prog", [(CLI, "ostreewatch"), (DAEMON, "ostreewatchd")])
 def test_version(argv: list[str], prog: str) -> None:
     r = run([*argv, "--version"])
     assert r.returncode == 0, r.stderr
-    assert r.stdout == f"{prog} {setup_cfg_version()}\n"
+    assert r.stdout == f"{prog} {package_version()}\n"
 
 
 def test_unknown_top_level_flag_is_named() -> None:

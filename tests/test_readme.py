@@ -40,6 +40,8 @@ NOT_RUN: dict[str, str] = {
     "rewrite BENCHMARKS.md",
     ".venv/bin/pytest tests/test_reliability.py": "minutes; the same tests run in the whole suite",
     "OSTREEWATCH_FUZZ_EXAMPLES=20000": "a long fuzz (minutes); the suite runs the same tests with 150 examples",
+    "make rpm": "rpmbuild with the RPM's %check takes a minute of both cores; tests/test_rpm.py runs `make rpm`",
+    "make install": "installs into this machine's /usr; tests/test_install.py runs this very line with a DESTDIR",
 }
 # Commands that run until Ctrl-C: they must still be running after UNTIL_CTRL_C_SECONDS.
 UNTIL_CTRL_C = ("busctl monitor", "gdbus monitor", "ostreewatch monitor")

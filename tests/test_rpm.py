@@ -1,12 +1,10 @@
-"""packaging/rpm.spec: builds with rpmbuild from the tree, installs every file, rpmlint-clean."""
+"""packaging/rpm.spec: `make rpm` builds it from the tree; it installs what `make install` does, rpmlint-clean."""
 
 from __future__ import annotations
 
-import configparser
 import os
 import re
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -28,6 +26,9 @@ EXPECTED_FILES = [
     "/usr/share/licenses/ostreewatch/LICENSE",
     "/usr/share/doc/ostreewatch/README.md",
     "/usr/share/doc/ostreewatch/hardening.md",
+    "/usr/share/man/man1/ostreewatch.1.gz",
+    "/usr/share/man/man8/ostreewatchd.8.gz",
+    "/usr/share/bash-completion/completions/ostreewatch",
 ]
 # Files that come from the tree unchanged (installed path -> source path).
 COPIED = {
@@ -40,10 +41,10 @@ COPIED = {
 }
 
 
-def setup_cfg_version() -> str:
-    cfg = configparser.ConfigParser()
-    cfg.read(ROOT / "setup.cfg")
-    return cfg.get("metadata", "version")
+def package_version() -> str:
+    m = re.search(r'(?m)^__version__ = "([^"]+)"$', (ROOT / "ostreewatch" / "__init__.py").read_text())
+    assert m
+    return m.group(1)
 
 
 def spec_tag(name: str) -> str:
@@ -52,45 +53,31 @@ def spec_tag(name: str) -> str:
     return m.group(1)
 
 
-def tree_files() -> list[str]:
-    """The checkout's files as git sees them (tracked or new, not ignored), that exist."""
-    out = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-        timeout=60,
-    ).stdout.decode()
-    return sorted(f for f in set(out.split("\0")) if f and (ROOT / f).is_file())
+def rpm_build_env() -> dict[str, str]:
+    """The environment rpmbuild runs in: not the developer's venv (the build uses the system python3)."""
+    env = dict(os.environ, LC_ALL="C.UTF-8")
+    env.pop("VIRTUAL_ENV", None)
+    env["PATH"] = ":".join(p for p in env.get("PATH", "").split(":") if ".venv" not in p)
+    return env
 
 
 class Build:
-    """One rpmbuild -ba run in a private _topdir."""
+    """One `make rpm` (rpmbuild -ba of the checkout's files) in a private _topdir."""
 
     def __init__(self, top: Path) -> None:
         self.top = top
         self.version = spec_tag("Version")
-        for d in ("SOURCES", "SPECS", "BUILD", "RPMS", "SRPMS", "BUILDROOT"):
-            (top / d).mkdir(parents=True, exist_ok=True)
-        prefix = f"ostreewatch-{self.version}"
-        with tarfile.open(top / "SOURCES" / f"{prefix}.tar.gz", "w:gz") as tar:
-            for f in tree_files():
-                tar.add(ROOT / f, arcname=f"{prefix}/{f}", recursive=False)
-        self.spec = top / "SPECS" / "ostreewatch.spec"
-        self.spec.write_text(SPEC.read_text())
-        env = dict(os.environ, LC_ALL="C.UTF-8")
-        # The build must not see the developer's venv: it uses the system python3.
-        env.pop("VIRTUAL_ENV", None)
-        env["PATH"] = ":".join(p for p in env.get("PATH", "").split(":") if ".venv" not in p)
         self.result = subprocess.run(
-            ["rpmbuild", "-ba", "--nodeps", "--define", f"_topdir {top}", str(self.spec)],
+            ["make", "rpm", f"RPM_TOPDIR={top}"],
+            cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             timeout=600,
-            env=env,
+            env=rpm_build_env(),
         )
         self.log = self.result.stdout
+        self.spec = top / "SPECS" / "ostreewatch.spec"
         self.rpms = sorted((top / "RPMS").rglob("*.rpm"))
         self.srpms = sorted((top / "SRPMS").glob("*.src.rpm"))
 
@@ -116,8 +103,8 @@ def rpm_query(pkg: Path, *args: str) -> str:
     ).stdout
 
 
-def test_spec_version_is_setup_cfg_version() -> None:
-    assert spec_tag("Version") == setup_cfg_version()
+def test_spec_version_is_the_package_version() -> None:
+    assert spec_tag("Version") == package_version()
 
 
 def test_builds_and_runs_check(build: Build) -> None:
@@ -142,14 +129,7 @@ def test_file_list(build: Build) -> None:
 
 
 def test_installed_files_are_the_tree_files(build: Build, tmp_path: Path) -> None:
-    cpio = subprocess.run(
-        f"rpm2cpio '{build.binary()}' | cpio -idm --quiet",
-        shell=True,
-        cwd=tmp_path,
-        capture_output=True,
-        timeout=60,
-    )
-    assert cpio.returncode == 0, cpio.stderr
+    unpack(build.binary(), tmp_path)
     for installed, source in COPIED.items():
         assert (tmp_path / installed.lstrip("/")).read_bytes() == (ROOT / source).read_bytes(), installed
     unit = (tmp_path / "usr/lib/systemd/system/ostreewatch.service").read_text()
@@ -159,6 +139,46 @@ def test_installed_files_are_the_tree_files(build: Build, tmp_path: Path) -> Non
     first = daemon.read_text().splitlines()[0]
     assert first.startswith("#!/usr/bin/python3"), first
     assert "ostreewatch.daemon" in daemon.read_text()
+
+
+def unpack(rpm: Path, dest: Path) -> None:
+    cpio = subprocess.run(
+        f"rpm2cpio '{rpm}' | cpio -idm --quiet", shell=True, cwd=dest, capture_output=True, timeout=60
+    )
+    assert cpio.returncode == 0, cpio.stderr
+
+
+def test_the_rpm_holds_what_make_install_lays_out(build: Build, tmp_path: Path) -> None:
+    """Same paths, bytes and modes as `make install` with the spec's variables (.pyc and RECORD included)."""
+    daemon_py = [f for f in rpm_query(build.binary(), "-l").split() if f.endswith("/ostreewatch/daemon.py")]
+    site = daemon_py[0].rsplit("/ostreewatch/", 1)[0]  # the spec's python3_sitelib
+    dest = tmp_path / "make-install"
+    r = subprocess.run(
+        ["make", "install", f"DESTDIR={dest}", "PREFIX=/usr", "PYTHON=/usr/bin/python3", f"PYTHON_SITEDIR={site}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=rpm_build_env(),
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    unpacked = tmp_path / "rpm"
+    unpacked.mkdir()
+    unpack(build.binary(), unpacked)
+
+    def files(root: Path) -> dict[str, tuple[bytes, int]]:
+        return {
+            "/" + str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mode & 0o7777)
+            for p in root.rglob("*")
+            if p.is_file()
+        }
+
+    in_rpm, installed = files(unpacked), files(dest)
+    assert sorted(in_rpm) == sorted(installed)
+    differ = [f for f in in_rpm if in_rpm[f] != installed[f]]
+    assert not differ, differ
+    listed = {ln for ln in rpm_query(build.binary(), "--qf", "[%{FILENAMES} %{FILEMODES:perms}\\n]").splitlines()}
+    assert {ln.split()[0] for ln in listed if not ln.split()[1].startswith("d")} == set(in_rpm)
 
 
 def test_requires_and_scriptlets(build: Build) -> None:
@@ -200,3 +220,10 @@ def test_rpmlintrc_filters_are_documented() -> None:
     assert filters, "no filters: then delete the file"
     for i in filters:
         assert lines[i - 1].lstrip().startswith("#"), f"undocumented filter: {lines[i]}"
+
+
+def test_readme_names_the_rpm_built(build: Build) -> None:
+    """README's "Install on a host" names the file `make rpm` writes (it moves with the version)."""
+    readme = (ROOT / "README.md").read_text()
+    assert set(re.findall(r"ostreewatch-\d[^ /]*\.noarch\.rpm", readme)) == {build.binary().name}
+    assert f"build/rpm/RPMS/noarch/{build.binary().name}" in readme
