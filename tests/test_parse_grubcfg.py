@@ -156,18 +156,40 @@ def test_menuentries_before_blscfg_are_counted() -> None:
 
 
 @pytest.mark.parametrize(
-    "snippet,why",
+    "snippet,why,cls",
     [
-        ("for x in a b; do set default=$x; done\n", "loop"),
-        ("if cmostest 1; then set default=2; fi\n", "cmostest"),
-        ('set default="${chosen}"\n', "chosen"),
-        ("if [ -d (hd0)/boot ]; then set default=2; fi\n", "(hd0)"),
+        ("while cmostest 1; do set default=2; done\n", "loop", grubcfg.UNKNOWN_LOOP),
+        ("search --set=root x\nfor x in $root; do set default=$x; done\n", "loop", grubcfg.UNKNOWN_LOOP),
+        ("if cmostest 1; then set default=2; fi\n", "cmostest", grubcfg.UNKNOWN_CONDITION),
+        ('eval "set default=2"\n', "eval", grubcfg.UNKNOWN_COMMAND),
+        ("search --no-floppy --set=default --label x\n", "search", grubcfg.UNKNOWN_COMMAND),
+        ("if [ -d (hd0)/boot ]; then set default=2; fi\n", "(hd0)", grubcfg.UNKNOWN_CONDITION),
+        ("function f { set default=$1; return; }\nf 2\n", "f", grubcfg.UNKNOWN_FUNCTION),
     ],
 )
-def test_unknown_constructs_give_an_unknown_default(snippet: str, why: str) -> None:
+def test_unknown_constructs_give_an_unknown_default(snippet: str, why: str, cls: str) -> None:
+    """In a sourced file too (issue 19): never a guess, and the class is named."""
     r = evaluate(STATIC, dict(ENV_FILE, **{"custom.cfg": snippet}), {})
     assert r.default is None and r.default_from == grubcfg.FROM_UNKNOWN
     assert any(why in u for u in r.unknown), r.unknown
+    assert r.unknown_classes == (cls,)
+
+
+@pytest.mark.parametrize(
+    "snippet,default",
+    [
+        ("for x in a b; do set default=$x; done\n", "b"),
+        ("for x in 1 2 3; do if [ $x = 2 ]; then set default=$x; fi; done\n", "2"),
+        ("function pick {\n  set default=$2\n}\npick ostree-1 ostree-2\n", "ostree-2"),
+        ('function pick { set default="$1"; }\npick 3\n', "3"),
+        ("n=0\nwhile [ $n != 3 ]; do n=$n$n; if [ $n = 00 ]; then n=3; fi; set default=$n; done\n", "3"),
+        ('set default="${chosen}"\n', ""),
+        ('set default="${pinned}"\n', "ostree-9"),
+    ],
+)
+def test_loops_functions_and_variables_are_followed(snippet: str, default: str) -> None:
+    r = evaluate(STATIC, dict(ENV_FILE, **{"custom.cfg": snippet}), {"pinned": "ostree-9"})
+    assert (r.default, r.unknown) == (default, ())
 
 
 def test_unknown_conditions_that_do_not_touch_default_are_harmless() -> None:
