@@ -848,22 +848,21 @@ def _find_booted(
 
 
 def _grub_menu_match(value: str, entries: list[bls.BlsEntry], shift: int) -> bls.BlsEntry | None:
-    """The entry GRUB picks for `default=VALUE`: its menu id, its exact title, or its index; None if none.
+    """The entry GRUB boots for `default=VALUE`; None when VALUE names no entry (GRUB boots entry 0).
 
-    The menu id is the file name less ".conf", boot-counting suffix included
-    (GRUB 2.14 blsuki): the contract id, which drops the suffix, names no menu entry
-    there, and GRUB boots entry 0 (tests/test_modern_grub.py checks it with grub-emu).
-    SHIFT plain menuentries come before blscfg's.
+    grubcfg.menu_index is GRUB's own lookup (menu.c get_entry_number): a value that
+    starts with a number is an index (`1abc` is 1), else the first entry whose title or
+    id matches; the id is the file name less ".conf", boot-counting suffix included
+    (GRUB 2.14 blsuki), so the contract id of a counted entry names none.
+    SHIFT plain menuentries come before blscfg's (their ids and titles are not known).
     """
-    for e in entries:
-        if e.file[:-5] == value or e.file == value:
-            return e
-    for e in entries:
-        if e.title and e.title == value:
-            return e
-    if value.isdigit() and 0 <= int(value) - shift < len(entries):
-        return entries[int(value) - shift]
-    return None
+    menu = [("\x00", "\x00")] * shift + [
+        (e.file[:-5] if e.file.endswith(".conf") else e.file, e.title) for e in entries
+    ]
+    i = grubcfg.menu_lookup(value, menu)
+    if i is None or i < shift:
+        return None
+    return entries[i - shift]
 
 
 _GRUB_SOURCES = {

@@ -238,3 +238,35 @@ def test_deep_nesting_and_huge_input() -> None:
     assert r.default in ("1", None)
     many = "set x=1\n" * 200_000
     assert evaluate(many, {}, {}).default in ("", None)
+
+
+# --- GRUB's menu lookup (grub-core/normal/menu.c get_entry_number; issue 19 class 1) -----------------
+
+MENU = [("ostree-3", "Fedora 3"), ("ostree-2", "1 two"), ("ostree-1", "x>y")]
+
+
+@pytest.mark.parametrize(
+    "value,index",
+    [
+        ("1", 1),
+        ("1abc", 1),  # trailing text after the number is ignored
+        (" 2", 2),  # leading white space skipped
+        ("0x2", 2),
+        ("0x", 0),  # no hex digit: "unrecognized number", then no title or id matches
+        ("010", 0),  # octal 8: out of range
+        ("07", 0),
+        ("02", 2),
+        ("3", 0),  # out of range: entry 0
+        ("-1", 0),  # no sign: not a number, no such title
+        ("ostree-2", 1),
+        ("1 two", 1),  # a title that starts with a digit is an index
+        ("Fedora 3", 0),
+        ("x>>y", 2),  # `>>` is a literal `>`
+        ("ostree-2>sub", 1),  # `>` ends the name (a submenu path)
+        ("4294967297", 1),  # (int) keeps the low 32 bits
+        ("99999999999999999999999", 0),  # overflow
+        ("", 0),
+    ],
+)
+def test_menu_index_is_grubs(value: str, index: int) -> None:
+    assert grubcfg.menu_index(value, MENU) == index

@@ -895,3 +895,77 @@ def evaluate(cfg: str, files: Mapping[str, str] | None = None, env: Mapping[str,
         unknown=tuple(dict.fromkeys(ev.facts.unknown)) if default is None else (),
         unknown_classes=(st.why.get("default", UNKNOWN_CONDITION),) if default is None else (),
     )
+
+
+# --- the menu: which entry `default` picks (grub-core/normal/menu.c, kern/misc.c) --------------------
+
+
+def grub_strtoul(value: str) -> tuple[int, str]:
+    """GRUB's grub_strtoul(VALUE, NULL, 0) on a 64-bit build: (number, error), error "" / "bad" / "range".
+
+    kern/misc.c grub_strtoull: leading white space skipped, `0x` means base 16 and a
+    leading `0` followed by 0-7 base 8, digits read until the first one that does not
+    belong (trailing text ignored); no sign. "bad": no digit at all (GRUB_ERR_BAD_NUMBER);
+    "range": more than 64 bits (GRUB_ERR_OUT_OF_RANGE).
+    """
+    s = value.lstrip(" \t\n\r\f\v")
+    base = 10
+    if s.startswith("0x"):
+        base, s = 16, s[2:]
+    elif len(s) >= 2 and s[0] == "0" and "0" <= s[1] <= "7":
+        base = 8
+    num, found = 0, False
+    for c in s:
+        d = "0123456789abcdefghijklmnopqrstuvwxyz".find(c.lower()) if c.isascii() else -1
+        if d < 0 or d >= base:
+            break
+        found = True
+        num = num * base + d
+        if num > 0xFFFFFFFFFFFFFFFF:
+            return 0, "range"
+    return (num, "") if found else (0, "bad")
+
+
+def _menuentry_eq(name: str, spec: str) -> bool:
+    """menu.c menuentry_eq: SPEC names NAME; `>>` is a literal `>`, a single `>` ends it (a submenu path)."""
+    i = j = 0
+    while True:
+        if spec[j : j + 1] == ">" and spec[j + 1 : j + 2] != ">":
+            return i == len(name)
+        if spec[j : j + 1] == ">":
+            j += 1
+        a, b = name[i : i + 1], spec[j : j + 1]
+        if a != b:
+            return False
+        if a == "":
+            return True
+        i += 1
+        j += 1
+
+
+def menu_lookup(value: str | None, menu: list[tuple[str, str]]) -> int | None:
+    """The index `default=VALUE` names in MENU, a list of (id, title); None when it names none.
+
+    menu.c get_entry_number: a value that grub_strtoul reads is an index (`1abc` is 1,
+    `0x10` 16, `010` 8; the C cast to int keeps the low 32 bits, signed); otherwise
+    the first entry whose title or id matches (menuentry_eq). run_menu boots entry 0
+    when this is None or out of range (menu_index).
+    """
+    if value is None:
+        return None
+    n, err = grub_strtoul(value)
+    if err == "bad":
+        return next(
+            (i for i, (id_, title) in enumerate(menu) if _menuentry_eq(title, value) or _menuentry_eq(id_, value)), None
+        )
+    if err:
+        return None
+    entry = n & 0xFFFFFFFF
+    entry = entry - (1 << 32) if entry >= 1 << 31 else entry
+    return entry if 0 <= entry < len(menu) else None
+
+
+def menu_index(value: str | None, menu: list[tuple[str, str]]) -> int:
+    """The index GRUB boots for `default=VALUE` in MENU: menu_lookup, else entry 0."""
+    i = menu_lookup(value, menu)
+    return 0 if i is None else i
