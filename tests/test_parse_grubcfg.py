@@ -270,3 +270,16 @@ MENU = [("ostree-3", "Fedora 3"), ("ostree-2", "1 two"), ("ostree-1", "x>y")]
 )
 def test_menu_index_is_grubs(value: str, index: int) -> None:
     assert grubcfg.menu_index(value, MENU) == index
+
+
+def test_another_environment_block_makes_what_it_may_set_unknown() -> None:
+    """sid's 00_header: `load_env -f "${env_block}"` (a block elsewhere) may set anything it mentions."""
+    cfg = (
+        "load_env\n"
+        'if [ "${env_block}" ] ; then\n  set env_block="(${root})${env_block}"\n  load_env -f "${env_block}"\nfi\n'
+        'set default="${saved_entry}"\n'
+    )
+    r = evaluate(cfg, ENV_FILE, {"env_block": "/boot/other.env", "saved_entry": "a"})
+    assert r.default is None and r.unknown_classes == (grubcfg.UNKNOWN_COMMAND,)
+    assert evaluate(cfg, ENV_FILE, {"saved_entry": "a"}).default == "a"
+    assert evaluate('load_env\nset default="${saved_entry}"\n', {}, {"saved_entry": "a"}).default == ""  # no file

@@ -493,6 +493,8 @@ class _Evaluator:
         self.env = env
         self.facts = _Facts()
         self.functions: dict[str, list[_Node]] = {}
+        # Every variable the configs mention (and `default`): what an unknown environment block may set.
+        self.names = {n for text in files.values() for n in _var_names(text)} | {"default"}
 
     # conditions: True, False or None (cannot tell)
 
@@ -795,22 +797,29 @@ class _Evaluator:
         return [n.split(":", 1)[-1].strip("\"'") for n in out]
 
     def _load_env(self, args: list[str], st: _State) -> None:
-        file_name = "grubenv"
+        file_name: str | None = "grubenv"
         whitelist: list[str] = []
         it = iter(args)
         for a in it:
             if a in ("-f", "--file"):
                 path = _unquote_expand(next(it, ""), st.vars)
-                if path is None or not path.startswith(GRUB_DIR + "/"):
-                    st.loads_env = None
-                    return
-                file_name = path[len(GRUB_DIR) + 1 :]
+                file_name = path[len(GRUB_DIR) + 1 :] if path and path.startswith(GRUB_DIR + "/") else None
             elif a.startswith("-"):
                 continue  # --skip-sig
             else:
                 whitelist.append(a)
+        if file_name == "grubenv" and "grubenv" not in self.files:
+            return  # GRUB: file not found, nothing loaded
         if file_name != "grubenv":
-            return  # another environment file: not the grubenv read here
+            if file_name is not None and file_name not in self.files:
+                return  # a file of grub.cfg's directory that is not there: nothing loaded
+            # Another environment block (env_block, a file elsewhere): its variables are not known here.
+            st.loads_env = None
+            for name in whitelist or sorted(self.names):
+                st.poison(name, UNKNOWN_COMMAND)
+            if "default" in (whitelist or self.names):
+                self.facts.unknown.append("load_env reads an environment block other than the grubenv")
+            return
         st.loads_env = True if st.loads_env is not None else None
         for name, value in self.env.items():
             if (whitelist and name not in whitelist) or name in _READ_ONLY:
@@ -867,7 +876,7 @@ def evaluate(cfg: str, files: Mapping[str, str] | None = None, env: Mapping[str,
     """
     files = dict(files or {})
     env = dict(env or {})
-    ev = _Evaluator(files, env)
+    ev = _Evaluator(dict(files, **{"\x00grub.cfg": cfg}), env)
     vars: dict[str, str | None] = {name: "y" for name in _FEATURES}
     vars.update(prefix=GRUB_DIR, config_directory=GRUB_DIR)
     st = _State(vars)
