@@ -575,9 +575,34 @@ def _entries(r: _Reader) -> tuple[str, list[bls.BlsEntry]]:
     entries = r.entries()
     bootloader = r.bootloader()
     if bootloader == "grub2":
-        # The menu is blscfg's order; systemd's order first only makes ties independent of listdir.
-        entries = bls.sort_entries_grub(entries)
+        if grub_flavour(r) == grubcfg.FLAVOUR_UPSTREAM:
+            by_file = {e.file: e for e in entries}
+            entries = [by_file[f] for f in grubcfg.blsuki_order(list(by_file))]
+        else:
+            entries = bls.sort_entries_grub(entries)
     return bootloader, entries
+
+
+def grub_flavour(r: _Reader) -> str:
+    """Which GRUB reads the BLS entries: upstream 2.14 (blsuki.mod) or Fedora's rhboot/grub2 (blscfg.mod).
+
+    The module directory beside grub.cfg (PLATFORM/blsuki.mod or PLATFORM/blscfg.mod)
+    decides; without modules, the layout: Fedora's GRUB uses boot/grub2/, upstream boot/grub/.
+    """
+    for d in GRUB_DIRS:
+        if not (r.root.exists(f"{d}/grub.cfg") or r.root.exists(f"{d}/grubenv")):
+            continue
+        try:
+            platforms = [p for p in r.root.listdir(d) if "-" in p]
+        except ReadRefused:
+            platforms = []
+        for p in platforms:
+            if r.root.exists(f"{d}/{p}/blsuki.mod"):
+                return grubcfg.FLAVOUR_UPSTREAM
+            if r.root.exists(f"{d}/{p}/blscfg.mod"):
+                return grubcfg.FLAVOUR_FEDORA
+        return grubcfg.FLAVOUR_FEDORA if d.endswith("grub2") else grubcfg.FLAVOUR_UPSTREAM
+    return grubcfg.FLAVOUR_FEDORA
 
 
 def _link_entries(r: _Reader, entries: list[bls.BlsEntry], deps: dict[tuple[str, str], _Dep]) -> _Links:

@@ -978,3 +978,105 @@ def menu_index(value: str | None, menu: list[tuple[str, str]]) -> int:
     """The index GRUB boots for `default=VALUE` in MENU: menu_lookup, else entry 0."""
     i = menu_lookup(value, menu)
     return 0 if i is None else i
+
+
+# --- menu order: upstream GRUB 2.14 blsuki vs Fedora's blscfg ---------------------------------------
+
+
+def _file_prefixlen(s: str) -> int:
+    """gnulib filevercmp.c file_prefixlen: S less its longest suffix matching (\\.[A-Za-z~][A-Za-z0-9~]*)*$."""
+    prefixlen = i = 0
+    n = len(s)
+    while i < n:
+        i += 1
+        prefixlen = i
+        while i + 1 < n and s[i] == "." and (s[i + 1].isascii() and (s[i + 1].isalpha() or s[i + 1] == "~")):
+            i += 2
+            while i < n and s[i].isascii() and (s[i].isalnum() or s[i] == "~"):
+                i += 1
+    return prefixlen
+
+
+def _order(s: bytes, pos: int) -> int:
+    if pos == len(s):
+        return 0
+    c = s[pos]
+    if 48 <= c <= 57:
+        return 0
+    if 65 <= c <= 90 or 97 <= c <= 122:
+        return c
+    if c == 126:  # '~'
+        return -1
+    return 256 + c
+
+
+def _verrevcmp(a: bytes, b: bytes) -> int:
+    """gnulib filevercmp.c verrevcmp."""
+    i = j = 0
+    digit = range(48, 58)
+    while i < len(a) or j < len(b):
+        first_diff = 0
+        while (i < len(a) and a[i] not in digit) or (j < len(b) and b[j] not in digit):
+            ca, cb = _order(a, i), _order(b, j)
+            if ca != cb:
+                return ca - cb
+            i += 1
+            j += 1
+        while i < len(a) and a[i] == 48:
+            i += 1
+        while j < len(b) and b[j] == 48:
+            j += 1
+        while i < len(a) and j < len(b) and a[i] in digit and b[j] in digit:
+            if not first_diff:
+                first_diff = a[i] - b[j]
+            i += 1
+            j += 1
+        if i < len(a) and a[i] in digit:
+            return 1
+        if j < len(b) and b[j] in digit:
+            return -1
+        if first_diff:
+            return first_diff
+    return 0
+
+
+def filevercmp(a: str, b: str) -> int:
+    """gnulib filevercmp (GRUB 2.14 grub-core/lib/gnulib/filevercmp.c): version-aware file name order."""
+    if not a or not b:
+        return (bool(a)) - (bool(b))
+    if a[0] == "." or b[0] == ".":
+        if b[0] != ".":
+            return -1
+        if a[0] != ".":
+            return 1
+        for special in (".", ".."):
+            if a == special or b == special:
+                return 0 if a == b else (-1 if a == special else 1)
+    ab, bb = a.encode(), b.encode()
+    pa, pb = len(_file_prefixlen_bytes(ab)), len(_file_prefixlen_bytes(bb))
+    r = _verrevcmp(ab[:pa], bb[:pb])
+    if r or (pa == len(ab) and pb == len(bb)):
+        return r
+    return _verrevcmp(ab, bb)
+
+
+def _file_prefixlen_bytes(s: bytes) -> bytes:
+    return s[: _file_prefixlen(s.decode("latin-1"))]
+
+
+FLAVOUR_UPSTREAM = "upstream"  # GRUB 2.14 blsuki.mod (Debian, Ubuntu, Arch ...; boot/grub/)
+FLAVOUR_FEDORA = "fedora"  # rhboot/grub2 blscfg.mod (Fedora, RHEL, CentOS; boot/grub2/)
+
+
+def blsuki_order(files: list[str]) -> list[str]:
+    """Entry file names in GRUB 2.14 blsuki's menu order.
+
+    grub-core/commands/blsuki.c blsuki_add_entry inserts each entry before the first
+    one it compares greater than with filevercmp on the whole file name: highest first;
+    `version` and `sort-key` are not looked at. Equal names cannot occur in one directory.
+    """
+    out: list[str] = []
+    for f in files:
+        pos = next((k for k, e in enumerate(out) if filevercmp(f, e) > 0), len(out))
+        out.insert(pos, f)
+    return out
