@@ -924,7 +924,8 @@ def _grub_default(r: _Reader, entries: list[bls.BlsEntry], recorded: dict[str, s
     if res.default is None:
         r.problem(
             "grub-cfg-unsupported",
-            f"cannot tell what {cfg_path} makes the default: {'; '.join(res.unknown) or 'unknown'}",
+            f"cannot tell what {cfg_path} makes the default ({', '.join(res.unknown_classes) or 'unknown'}): "
+            f"{'; '.join(res.unknown) or 'unknown'}",
             cfg_path,
         )
         return _Default()

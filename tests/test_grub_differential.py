@@ -36,7 +36,7 @@ from tests.fixtures.grubdiff import HEADER_SETTINGS, Case, generate
 
 SEED = int(os.environ.get("OSTREEWATCH_GRUBDIFF_SEED", "19"))
 CASES = int(os.environ.get("OSTREEWATCH_GRUBDIFF_CASES", "2000"))
-BATCH = 125  # cases per grub-emu run
+BATCH = 125  # cases per grub-emu run (one process start and tmpfs copy for each)
 WRAP = 'source $prefix/test.cfg\nset pager=0\necho "OWDEFAULT=[${default}]"\nset timeout=-1\nset timeout_style=menu\n'
 _ROW = re.compile(r"\x1b\[(\d+);3H([* ])([^\x1b]*)")
 

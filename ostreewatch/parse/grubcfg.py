@@ -24,11 +24,17 @@ Supported: `if/elif/else/fi` with `[ ... ]` / `test` conditions (-n -z = == !=
 ! -a -o, numeric -eq -ne -lt -le -gt -ge, -f -s -e against the files given),
 `set VAR=VALUE`, `VAR=VALUE`, `unset`, `load_env [-f FILE] [VARS]`,
 `source`/`.`/`configfile` of a given file, `blscfg`, Fedora's
-`increment`/`decrement`, `menuentry`/`submenu`/`function` bodies (skipped).
+`increment`/`decrement`, `for VAR in WORDS`, `while`/`until` on decidable
+conditions, `function` definitions and calls; `menuentry`/`submenu` bodies are
+skipped (they run only when chosen).
 Conservative where it cannot know: a condition it cannot decide runs both
-branches and any variable they leave different becomes unknown (None); loops,
-`-d`, commands used as conditions and an assignment of `default` from another
-variable give an unknown `default`, reported in `unknown` - never a guess.
+branches and any variable they leave different becomes unknown (None); a loop
+whose rounds cannot be told, a command that may set variables (`eval`, `read`,
+`search --set`, `load_env` of another block, any command not known to be
+harmless) make what they may set unknown. An unknown `default` is reported in
+`unknown` with its class in `unknown_classes` (UNKNOWN_*) - never a guess.
+`menu_lookup`/`menu_index` are GRUB's own lookup of `default` in the menu, and
+`blsuki_order` upstream GRUB 2.14's menu order (issue 19).
 `prefix` and `config_directory` are the directory holding grub.cfg (the
 RAID branch of grub-static-pre.cfg only changes which disk holds the same files).
 """
