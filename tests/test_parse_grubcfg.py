@@ -227,6 +227,7 @@ def test_never_raises(text: str, env: dict[str, str]) -> None:
         grubcfg.FROM_ENV,
         grubcfg.FROM_GREENBOOT,
         grubcfg.FROM_LITERAL,
+        grubcfg.FROM_VARIABLE,
         grubcfg.FROM_UNSET,
         grubcfg.FROM_UNKNOWN,
     )
