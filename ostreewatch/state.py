@@ -575,9 +575,34 @@ def _entries(r: _Reader) -> tuple[str, list[bls.BlsEntry]]:
     entries = r.entries()
     bootloader = r.bootloader()
     if bootloader == "grub2":
-        # The menu is blscfg's order; systemd's order first only makes ties independent of listdir.
-        entries = bls.sort_entries_grub(entries)
+        if grub_flavour(r) == grubcfg.FLAVOUR_UPSTREAM:
+            by_file = {e.file: e for e in entries}
+            entries = [by_file[f] for f in grubcfg.blsuki_order(list(by_file))]
+        else:
+            entries = bls.sort_entries_grub(entries)
     return bootloader, entries
+
+
+def grub_flavour(r: _Reader) -> str:
+    """Which GRUB reads the BLS entries: upstream 2.14 (blsuki.mod) or Fedora's rhboot/grub2 (blscfg.mod).
+
+    The module directory beside grub.cfg (PLATFORM/blsuki.mod or PLATFORM/blscfg.mod)
+    decides; without modules, the layout: Fedora's GRUB uses boot/grub2/, upstream boot/grub/.
+    """
+    for d in GRUB_DIRS:
+        if not (r.root.exists(f"{d}/grub.cfg") or r.root.exists(f"{d}/grubenv")):
+            continue
+        try:
+            platforms = [p for p in r.root.listdir(d) if "-" in p]
+        except ReadRefused:
+            platforms = []
+        for p in platforms:
+            if r.root.exists(f"{d}/{p}/blsuki.mod"):
+                return grubcfg.FLAVOUR_UPSTREAM
+            if r.root.exists(f"{d}/{p}/blscfg.mod"):
+                return grubcfg.FLAVOUR_FEDORA
+        return grubcfg.FLAVOUR_FEDORA if d.endswith("grub2") else grubcfg.FLAVOUR_UPSTREAM
+    return grubcfg.FLAVOUR_FEDORA
 
 
 def _link_entries(r: _Reader, entries: list[bls.BlsEntry], deps: dict[tuple[str, str], _Dep]) -> _Links:
@@ -848,22 +873,21 @@ def _find_booted(
 
 
 def _grub_menu_match(value: str, entries: list[bls.BlsEntry], shift: int) -> bls.BlsEntry | None:
-    """The entry GRUB picks for `default=VALUE`: its menu id, its exact title, or its index; None if none.
+    """The entry GRUB boots for `default=VALUE`; None when VALUE names no entry (GRUB boots entry 0).
 
-    The menu id is the file name less ".conf", boot-counting suffix included
-    (GRUB 2.14 blsuki): the contract id, which drops the suffix, names no menu entry
-    there, and GRUB boots entry 0 (tests/test_modern_grub.py checks it with grub-emu).
-    SHIFT plain menuentries come before blscfg's.
+    grubcfg.menu_index is GRUB's own lookup (menu.c get_entry_number): a value that
+    starts with a number is an index (`1abc` is 1), else the first entry whose title or
+    id matches; the id is the file name less ".conf", boot-counting suffix included
+    (GRUB 2.14 blsuki), so the contract id of a counted entry names none.
+    SHIFT plain menuentries come before blscfg's (their ids and titles are not known).
     """
-    for e in entries:
-        if e.file[:-5] == value or e.file == value:
-            return e
-    for e in entries:
-        if e.title and e.title == value:
-            return e
-    if value.isdigit() and 0 <= int(value) - shift < len(entries):
-        return entries[int(value) - shift]
-    return None
+    menu = [("\x00", "\x00")] * shift + [
+        (e.file[:-5] if e.file.endswith(".conf") else e.file, e.title) for e in entries
+    ]
+    i = grubcfg.menu_lookup(value, menu)
+    if i is None or i < shift:
+        return None
+    return entries[i - shift]
 
 
 _GRUB_SOURCES = {
@@ -900,7 +924,8 @@ def _grub_default(r: _Reader, entries: list[bls.BlsEntry], recorded: dict[str, s
     if res.default is None:
         r.problem(
             "grub-cfg-unsupported",
-            f"cannot tell what {cfg_path} makes the default: {'; '.join(res.unknown) or 'unknown'}",
+            f"cannot tell what {cfg_path} makes the default ({', '.join(res.unknown_classes) or 'unknown'}): "
+            f"{'; '.join(res.unknown) or 'unknown'}",
             cfg_path,
         )
         return _Default()

@@ -156,18 +156,40 @@ def test_menuentries_before_blscfg_are_counted() -> None:
 
 
 @pytest.mark.parametrize(
-    "snippet,why",
+    "snippet,why,cls",
     [
-        ("for x in a b; do set default=$x; done\n", "loop"),
-        ("if cmostest 1; then set default=2; fi\n", "cmostest"),
-        ('set default="${chosen}"\n', "chosen"),
-        ("if [ -d (hd0)/boot ]; then set default=2; fi\n", "(hd0)"),
+        ("while cmostest 1; do set default=2; done\n", "loop", grubcfg.UNKNOWN_LOOP),
+        ("search --set=root x\nfor x in $root; do set default=$x; done\n", "loop", grubcfg.UNKNOWN_LOOP),
+        ("if cmostest 1; then set default=2; fi\n", "cmostest", grubcfg.UNKNOWN_CONDITION),
+        ('eval "set default=2"\n', "eval", grubcfg.UNKNOWN_COMMAND),
+        ("search --no-floppy --set=default --label x\n", "search", grubcfg.UNKNOWN_COMMAND),
+        ("if [ -d (hd0)/boot ]; then set default=2; fi\n", "(hd0)", grubcfg.UNKNOWN_CONDITION),
+        ("function f { set default=$1; return; }\nf 2\n", "f", grubcfg.UNKNOWN_FUNCTION),
     ],
 )
-def test_unknown_constructs_give_an_unknown_default(snippet: str, why: str) -> None:
+def test_unknown_constructs_give_an_unknown_default(snippet: str, why: str, cls: str) -> None:
+    """In a sourced file too (issue 19): never a guess, and the class is named."""
     r = evaluate(STATIC, dict(ENV_FILE, **{"custom.cfg": snippet}), {})
     assert r.default is None and r.default_from == grubcfg.FROM_UNKNOWN
     assert any(why in u for u in r.unknown), r.unknown
+    assert r.unknown_classes == (cls,)
+
+
+@pytest.mark.parametrize(
+    "snippet,default",
+    [
+        ("for x in a b; do set default=$x; done\n", "b"),
+        ("for x in 1 2 3; do if [ $x = 2 ]; then set default=$x; fi; done\n", "2"),
+        ("function pick {\n  set default=$2\n}\npick ostree-1 ostree-2\n", "ostree-2"),
+        ('function pick { set default="$1"; }\npick 3\n', "3"),
+        ("n=0\nwhile [ $n != 3 ]; do n=$n$n; if [ $n = 00 ]; then n=3; fi; set default=$n; done\n", "3"),
+        ('set default="${chosen}"\n', ""),
+        ('set default="${pinned}"\n', "ostree-9"),
+    ],
+)
+def test_loops_functions_and_variables_are_followed(snippet: str, default: str) -> None:
+    r = evaluate(STATIC, dict(ENV_FILE, **{"custom.cfg": snippet}), {"pinned": "ostree-9"})
+    assert (r.default, r.unknown) == (default, ())
 
 
 def test_unknown_conditions_that_do_not_touch_default_are_harmless() -> None:
@@ -205,6 +227,7 @@ def test_never_raises(text: str, env: dict[str, str]) -> None:
         grubcfg.FROM_ENV,
         grubcfg.FROM_GREENBOOT,
         grubcfg.FROM_LITERAL,
+        grubcfg.FROM_VARIABLE,
         grubcfg.FROM_UNSET,
         grubcfg.FROM_UNKNOWN,
     )
@@ -216,3 +239,48 @@ def test_deep_nesting_and_huge_input() -> None:
     assert r.default in ("1", None)
     many = "set x=1\n" * 200_000
     assert evaluate(many, {}, {}).default in ("", None)
+
+
+# --- GRUB's menu lookup (grub-core/normal/menu.c get_entry_number; issue 19 class 1) -----------------
+
+MENU = [("ostree-3", "Fedora 3"), ("ostree-2", "1 two"), ("ostree-1", "x>y")]
+
+
+@pytest.mark.parametrize(
+    "value,index",
+    [
+        ("1", 1),
+        ("1abc", 1),  # trailing text after the number is ignored
+        (" 2", 2),  # leading white space skipped
+        ("0x2", 2),
+        ("0x", 0),  # no hex digit: "unrecognized number", then no title or id matches
+        ("010", 0),  # octal 8: out of range
+        ("07", 0),
+        ("02", 2),
+        ("3", 0),  # out of range: entry 0
+        ("-1", 0),  # no sign: not a number, no such title
+        ("ostree-2", 1),
+        ("1 two", 1),  # a title that starts with a digit is an index
+        ("Fedora 3", 0),
+        ("x>>y", 2),  # `>>` is a literal `>`
+        ("ostree-2>sub", 1),  # `>` ends the name (a submenu path)
+        ("4294967297", 1),  # (int) keeps the low 32 bits
+        ("99999999999999999999999", 0),  # overflow
+        ("", 0),
+    ],
+)
+def test_menu_index_is_grubs(value: str, index: int) -> None:
+    assert grubcfg.menu_index(value, MENU) == index
+
+
+def test_another_environment_block_makes_what_it_may_set_unknown() -> None:
+    """sid's 00_header: `load_env -f "${env_block}"` (a block elsewhere) may set anything it mentions."""
+    cfg = (
+        "load_env\n"
+        'if [ "${env_block}" ] ; then\n  set env_block="(${root})${env_block}"\n  load_env -f "${env_block}"\nfi\n'
+        'set default="${saved_entry}"\n'
+    )
+    r = evaluate(cfg, ENV_FILE, {"env_block": "/boot/other.env", "saved_entry": "a"})
+    assert r.default is None and r.unknown_classes == (grubcfg.UNKNOWN_COMMAND,)
+    assert evaluate(cfg, ENV_FILE, {"saved_entry": "a"}).default == "a"
+    assert evaluate('load_env\nset default="${saved_entry}"\n', {}, {"saved_entry": "a"}).default == ""  # no file
