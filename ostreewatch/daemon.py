@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 # a callback would hold the loop). The D-Bus side (dbus_next, the service, the boot writer) is
 # not needed before READY=1 and is imported after it, in a thread (_load_bus_side): every
 # millisecond before READY=1 is one of every boot, since the unit orders before local-fs.target.
-from . import __version__, changes, errors, layout, model, state, textfile
+from . import __version__, changes, errors, layout, model, runfiles, state, textfile
 from .journal import LOG_NOTICE, LOG_WARNING, Journal
 from .parse.busaddress import parse_address
 from .watcher import PathWaiter, Watcher
@@ -117,9 +117,11 @@ class Daemon:
         debounce_ms: int = DEFAULT_DEBOUNCE_MS,
         journal: Journal | None = None,
         textfile_dir: str | None = None,
+        runtime_dir: str | None = None,
     ) -> None:
         self.paths = paths
         self.textfile_dir = textfile_dir
+        self.runtime_dir = runtime_dir or None
         self.bus_spec = bus_spec
         self.debounce = max(0, debounce_ms) / 1000.0
         self.journal = journal if journal is not None else Journal()
@@ -145,6 +147,9 @@ class Daemon:
         self._locked_since: float | None = None  # when a rescan was first deferred for ostree's lock
         self._mount_fingerprint: tuple[tuple[model.Mount, ...], int] | None = None
         self._textfile_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        # One worker: the runtime files are written in publication order, never on the loop.
+        self._runfiles_executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="runfiles")
+        self._runtime_dir_ok = False
 
     # -- scanning --
 
@@ -237,7 +242,11 @@ class Daemon:
                 else:
                     if new is not None:
                         try:
-                            self._apply(new)
+                            diff = changes.diff(self.snapshot, new)
+                            if not diff.empty:
+                                # status.json first: whoever hears the D-Bus signal finds the file as new.
+                                await self._write_runfiles(new, self.generation + 1)
+                            self._apply(new, diff)
                         except Exception:  # noqa: BLE001 - a publishing bug must not stall Reload's waiters
                             log.exception("publishing the new boot state failed")
                 self._done = target
@@ -252,9 +261,10 @@ class Daemon:
         finally:
             self._scan_task = None
 
-    def _apply(self, new: model.Snapshot) -> None:
+    def _apply(self, new: model.Snapshot, diff: changes.Changes | None = None) -> None:
         old = self.snapshot
-        diff = changes.diff(old, new)
+        if diff is None:
+            diff = changes.diff(old, new)
         if diff.empty:
             return
         self.generation += 1
@@ -268,6 +278,40 @@ class Daemon:
         for problem in diff.problems_cleared:
             self.journal.problem_cleared(problem)
         sd_notify("STATUS=" + status_line(new))
+
+    # -- the runtime directory: status.json (docs/logind.md) --
+
+    async def _write_runfiles(self, snapshot: model.Snapshot, generation: int) -> None:
+        """Write the runtime files for SNAPSHOT in their thread; the loop only awaits."""
+        if self.runtime_dir is None:
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._runfiles_executor, self._write_runfiles_sync, snapshot, generation)
+
+    def _write_runfiles_sync(self, snapshot: model.Snapshot, generation: int) -> None:
+        directory = self.runtime_dir
+        assert directory is not None
+        try:
+            if not self._runtime_dir_ok:
+                runfiles.ensure_dir(directory)
+                self._runtime_dir_ok = True
+            runfiles.write_status(directory, snapshot, generation, __version__)
+        except OSError as e:
+            # D-Bus publication goes on: a missing status file is not a reason to stop.
+            self._runtime_dir_ok = False
+            self.journal.log(
+                LOG_WARNING, f"cannot write {runfiles.STATUS_FILE} in {directory}: {e}", runtime_dir=directory
+            )
+
+    def _remove_runfiles(self) -> None:
+        """At a clean stop: no stale state for readers (systemd removes RuntimeDirectory= too)."""
+        self._runfiles_executor.shutdown(wait=True)
+        if self.runtime_dir is None:
+            return
+        try:
+            runfiles.remove(self.runtime_dir, runfiles.STATUS_FILE)
+        except OSError as e:
+            log.warning("cannot remove %s in %s: %s", runfiles.STATUS_FILE, self.runtime_dir, e)
 
     # -- node_exporter textfile (docs/fleet.md) --
 
@@ -425,6 +469,8 @@ class Daemon:
         self.snapshot = first
         self.generation = 1
         self.journal.started(self.snapshot, __version__)
+        # Before READY=1: a unit ordered after ours finds status.json there.
+        await self._write_runfiles(self.snapshot, self.generation)
         self._export_textfile()
         for problem in self.snapshot.Problems:
             self.journal.problem_appeared(problem)
@@ -503,6 +549,7 @@ class Daemon:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
         await asyncio.get_running_loop().run_in_executor(None, self._remove_textfile)
+        await asyncio.get_running_loop().run_in_executor(None, self._remove_runfiles)
 
 
 # --- command line ----------------------------------------------------------------------
@@ -565,6 +612,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="write DIR/ostreewatch.prom for node_exporter's textfile collector at start "
         "and at every published change (default: off)",
     )
+    p.add_argument(
+        "--runtime-dir",
+        default=os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or None,
+        metavar="DIR",
+        help="keep DIR/status.json (what `ostreewatch status --json` prints) at start and at every published "
+        "change (default: $RUNTIME_DIRECTORY, which RuntimeDirectory=ostreewatch in the unit sets to "
+        f"{runfiles.DEFAULT_RUNTIME_DIR}; off without it)",
+    )
     return p
 
 
@@ -599,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_bus_spec(args.bus)
         paths = _paths(args)
-        daemon = Daemon(paths, args.bus, args.debounce_ms, textfile_dir=args.textfile_dir)
+        daemon = Daemon(paths, args.bus, args.debounce_ms, textfile_dir=args.textfile_dir, runtime_dir=args.runtime_dir)
     except (errors.OstreewatchError, ImportError, OSError) as e:
         print(f"ostreewatchd: {e}", file=sys.stderr)
         return 1
