@@ -150,6 +150,7 @@ class Daemon:
         # One worker: the runtime files are written in publication order, never on the loop.
         self._runfiles_executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="runfiles")
         self._runtime_dir_ok = False
+        self._bridge: Any = None  # rebootentry.Bridge, once the bus side is loaded (it imports bootwrite)
 
     # -- scanning --
 
@@ -246,6 +247,10 @@ class Daemon:
                             if not diff.empty:
                                 # status.json first: whoever hears the D-Bus signal finds the file as new.
                                 await self._write_runfiles(new, self.generation + 1)
+                            elif self._bridge is not None:
+                                # grub.cfg is not in the snapshot: a new config (bootupd's static one)
+                                # changes what logind is told without a published change.
+                                self._runfiles_executor.submit(self._sync_bridge, new)
                             self._apply(new, diff)
                         except Exception:  # noqa: BLE001 - a publishing bug must not stall Reload's waiters
                             log.exception("publishing the new boot state failed")
@@ -302,6 +307,21 @@ class Daemon:
             self.journal.log(
                 LOG_WARNING, f"cannot write {runfiles.STATUS_FILE} in {directory}: {e}", runtime_dir=directory
             )
+            return
+        self._sync_bridge(snapshot)
+
+    def _sync_bridge(self, snapshot: model.Snapshot) -> None:
+        """The logind bridge's files (ostreewatch/rebootentry.py); in the runfiles thread."""
+        if self._bridge is None:
+            return
+        try:
+            self._bridge.sync(snapshot)
+        except (OSError, errors.OstreewatchError) as e:
+            self.journal.log(
+                LOG_WARNING,
+                f"cannot write the logind bridge's files in {self.runtime_dir}: {e}",
+                runtime_dir=self.runtime_dir,
+            )
 
     def _remove_runfiles(self) -> None:
         """At a clean stop: no stale state for readers (systemd removes RuntimeDirectory= too)."""
@@ -310,6 +330,8 @@ class Daemon:
             return
         try:
             runfiles.remove(self.runtime_dir, runfiles.STATUS_FILE)
+            if self._bridge is not None:
+                self._bridge.clear()
         except OSError as e:
             log.warning("cannot remove %s in %s: %s", runfiles.STATUS_FILE, self.runtime_dir, e)
 
@@ -481,7 +503,11 @@ class Daemon:
         if self._pending:
             self._pending = False
             self.request_scan()
-        service, bootwrite = await loop.run_in_executor(None, _load_bus_side)
+        service, bootwrite, rebootentry = await loop.run_in_executor(None, _load_bus_side)
+        if self.runtime_dir is not None:
+            self._bridge = rebootentry.Bridge(self.paths, self.runtime_dir)
+            # After the status file of the first snapshot (one worker: in order); changes follow.
+            self._runfiles_executor.submit(self._sync_bridge, self.snapshot)
         # Built from the snapshot of now: a change published in between is already in it.
         self.manager = service.Manager(
             self.snapshot,
@@ -555,11 +581,11 @@ class Daemon:
 # --- command line ----------------------------------------------------------------------
 
 
-def _load_bus_side() -> tuple[types.ModuleType, types.ModuleType]:
-    """The service (dbus_next) and boot writer modules, imported after READY=1 (in a thread)."""
-    from . import bootwrite, service
+def _load_bus_side() -> tuple[types.ModuleType, types.ModuleType, types.ModuleType]:
+    """The service (dbus_next), boot writer and logind bridge modules, imported after READY=1 (in a thread)."""
+    from . import bootwrite, rebootentry, service
 
-    return service, bootwrite
+    return service, bootwrite, rebootentry
 
 
 def check_bus_spec(spec: str) -> None:
@@ -620,6 +646,19 @@ def build_parser() -> argparse.ArgumentParser:
         "change (default: $RUNTIME_DIRECTORY, which RuntimeDirectory=ostreewatch in the unit sets to "
         f"{runfiles.DEFAULT_RUNTIME_DIR}; off without it)",
     )
+    once = p.add_mutually_exclusive_group()
+    once.add_argument(
+        "--prepare-logind",
+        action="store_true",
+        help="write RUNTIME_DIR/logind.env and link RUN/boot-loader-entries for systemd-logind, then exit "
+        "(ExecStart= of ostreewatch-reboot-entry.service; docs/logind.md)",
+    )
+    once.add_argument(
+        "--apply-reboot-entry",
+        action="store_true",
+        help="make the entry systemd-logind wrote to RUN/systemd/reboot-to-boot-loader-entry the next boot's, "
+        "as SetNextEntry does, then exit (ExecStop= of ostreewatch-reboot-entry.service; docs/logind.md)",
+    )
     return p
 
 
@@ -658,6 +697,8 @@ def main(argv: list[str] | None = None) -> int:
     except (errors.OstreewatchError, ImportError, OSError) as e:
         print(f"ostreewatchd: {e}", file=sys.stderr)
         return 1
+    if args.prepare_logind or args.apply_reboot_entry:
+        return _logind_step(args, paths)
     debug = os.environ.get("OSTREEWATCH_ASYNCIO_DEBUG") == "1"
     loop = asyncio.new_event_loop()
     if debug:
@@ -672,6 +713,24 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         loop.close()
+
+
+def _logind_step(args: argparse.Namespace, paths: model.Paths) -> int:
+    """--prepare-logind / --apply-reboot-entry: one step of the logind bridge, then exit."""
+    from . import bootwrite, rebootentry
+
+    runtime_dir = args.runtime_dir or runfiles.DEFAULT_RUNTIME_DIR
+    try:
+        if args.prepare_logind:
+            said = rebootentry.prepare_logind(paths, runtime_dir)
+        else:
+            efivars = os.environ.get("OSTREEWATCH_EFIVARS", bootwrite.EFIVARS)
+            said = asyncio.run(rebootentry.apply_request(paths, Journal(), efivars))
+    except (errors.OstreewatchError, OSError) as e:
+        print(f"ostreewatchd: {e}", file=sys.stderr)
+        return 1
+    print(f"ostreewatchd: {said}", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ LAYOUT = {
     "/usr/share/doc/ostreewatch/fleet.md",
     "/usr/share/doc/ostreewatch/logind.md",
     "/usr/share/doc/ostreewatch/contrib/status/ostreewatch-changed.path",
+    "/usr/share/doc/ostreewatch/contrib/logind/ostreewatch-reboot-entry.service",
+    "/usr/share/doc/ostreewatch/contrib/logind/ostreewatch.conf.example",
     "/usr/share/doc/ostreewatch/contrib/status/ostreewatch-changed.service",
     "/usr/share/doc/ostreewatch/contrib/prometheus/ostreewatch.rules.yml",
     "/usr/share/doc/ostreewatch/contrib/prometheus/ostreewatch.rules.test.yml",
