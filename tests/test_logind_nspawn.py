@@ -13,6 +13,7 @@ under the name the shutdown step reads. A real reboot of a VM is the VM rig's (n
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -93,6 +94,14 @@ def test_systemd_252_reboot_to_entry_end_to_end(
         c.start()
         s = c.show("ostreewatch-reboot-entry.service", "ActiveState", "Result")
         assert s["ActiveState"] == "active", (s, c.run(["journalctl", "-u", "ostreewatch-reboot-entry"]).stdout)
+        # The shipped unit's RuntimeDirectory=: status.json (issue 22 item 2) under a real PID 1,
+        # readable by an unprivileged user.
+        st = c.run(["stat", "-c", "%a %U", "/run/ostreewatch", "/run/ostreewatch/status.json"]).stdout.split("\n")
+        assert st[:2] == ["755 root", "644 root"], st
+        doc = c.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "cat", "/run/ostreewatch/status.json"]
+        )
+        assert doc.returncode == 0 and json.loads(doc.stdout)["Generation"] >= 1, doc
         env = c.run(["cat", "/run/ostreewatch/logind.env"]).stdout
         assert "SYSTEMD_REBOOT_TO_BOOT_LOADER_ENTRY=1" in env.splitlines()
         logind_env = c.run(["sh", "-c", "tr '\\0' '\\n' </proc/$(pidof systemd-logind)/environ"]).stdout
