@@ -21,7 +21,7 @@ import signal
 import sys
 from typing import Any, Callable, TextIO
 
-from . import __version__, errors, model
+from . import __version__, errors, model, runfiles
 from .errors import OstreewatchError
 
 _NONE = "(none)"
@@ -91,11 +91,16 @@ def format_status(snap: model.Snapshot, booted_mark: str = "*") -> str:
     return "\n".join(out) + "\n"
 
 
-def print_snapshot(snap: model.Snapshot, as_json: bool, stream: TextIO = sys.stdout) -> None:
-    """--json: exactly {"Property": value}; otherwise the human form."""
+def print_snapshot(
+    snap: model.Snapshot, as_json: bool, stream: TextIO = sys.stdout, published: tuple[int, str] | None = None
+) -> None:
+    """--json: {"Property": value}, plus the daemon's Generation and Version when PUBLISHED; else the human form."""
     if as_json:
-        json.dump(model.snapshot_to_plain(snap), stream, indent=2, ensure_ascii=False)
-        stream.write("\n")
+        values = model.snapshot_to_plain(snap)
+        if published is not None:
+            # The daemon's answer is GetAll's, byte for byte what it keeps in /run/ostreewatch/status.json.
+            values = runfiles.status_plain(snap, *published)
+        stream.write(runfiles.render_json(values))
     else:
         stream.write(format_status(snap, _booted_mark(stream)))
 
@@ -177,12 +182,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not args.offline and not _names_files(args):
         got = try_daemon_status(args)  # None: no daemon, a note on stderr, read directly
         if got is not None:
-            snap, source = got
+            snap, source, published = got
             if args.json:
                 print(source, file=sys.stderr)  # stdout stays pure JSON
             else:
                 print(source)
-            print_snapshot(snap, args.json)
+            print_snapshot(snap, args.json, published=published)
             return 0
     try:
         snap = read_offline(args)
@@ -286,12 +291,12 @@ def _bus_label(spec: str) -> str:
     return f"the {spec} bus" if spec in ("system", "session") else spec
 
 
-def daemon_snapshot(bus: str, timeout: float = 10.0) -> tuple[Any, int] | None:
-    """(snapshot, generation) from a running ostreewatchd on BUS; None when none owns the name."""
+def daemon_snapshot(bus: str, timeout: float = 10.0) -> tuple[Any, int, str] | None:
+    """(snapshot, generation, version) from a running ostreewatchd on BUS; None when none owns the name."""
     from . import service
     from .client import Client
 
-    async def ask() -> tuple[Any, int] | None:
+    async def ask() -> tuple[Any, int, str] | None:
         client = await Client.connect(bus)
         try:
             if not await client.has_owner():
@@ -299,13 +304,13 @@ def daemon_snapshot(bus: str, timeout: float = 10.0) -> tuple[Any, int] | None:
             props = await client.get_all()
         finally:
             client.close()
-        return service.snapshot_from_plain(props), int(props.get("Generation", 0))
+        return service.snapshot_from_plain(props), int(props.get("Generation", 0)), str(props.get("Version", ""))
 
     return asyncio.run(asyncio.wait_for(ask(), timeout))
 
 
-def try_daemon_status(args: argparse.Namespace) -> tuple[Any, str] | None:
-    """The daemon's snapshot and a line naming the source, or None (with a note on stderr) to read offline."""
+def try_daemon_status(args: argparse.Namespace) -> tuple[Any, str, tuple[int, str]] | None:
+    """The daemon's snapshot, a source line and (Generation, Version); None (a note on stderr) to read offline."""
     bus = getattr(args, "bus", None) or "system"
     try:
         got = daemon_snapshot(bus)
@@ -318,8 +323,8 @@ def try_daemon_status(args: argparse.Namespace) -> tuple[Any, str] | None:
     if got is None:
         print(f"note: no ostreewatchd on {_bus_label(bus)}; reading the boot state directly", file=sys.stderr)
         return None
-    snapshot, generation = got
-    return snapshot, f"Source: ostreewatchd on {_bus_label(bus)} (generation {generation})"
+    snapshot, generation, version = got
+    return snapshot, f"Source: ostreewatchd on {_bus_label(bus)} (generation {generation})", (generation, version)
 
 
 def _short(value: Any) -> str:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 # a callback would hold the loop). The D-Bus side (dbus_next, the service, the boot writer) is
 # not needed before READY=1 and is imported after it, in a thread (_load_bus_side): every
 # millisecond before READY=1 is one of every boot, since the unit orders before local-fs.target.
-from . import __version__, changes, errors, layout, model, state, textfile
+from . import __version__, changes, errors, layout, model, runfiles, state, textfile
 from .journal import LOG_NOTICE, LOG_WARNING, Journal
 from .parse.busaddress import parse_address
 from .watcher import PathWaiter, Watcher
@@ -117,9 +117,11 @@ class Daemon:
         debounce_ms: int = DEFAULT_DEBOUNCE_MS,
         journal: Journal | None = None,
         textfile_dir: str | None = None,
+        runtime_dir: str | None = None,
     ) -> None:
         self.paths = paths
         self.textfile_dir = textfile_dir
+        self.runtime_dir = runtime_dir or None
         self.bus_spec = bus_spec
         self.debounce = max(0, debounce_ms) / 1000.0
         self.journal = journal if journal is not None else Journal()
@@ -145,6 +147,10 @@ class Daemon:
         self._locked_since: float | None = None  # when a rescan was first deferred for ostree's lock
         self._mount_fingerprint: tuple[tuple[model.Mount, ...], int] | None = None
         self._textfile_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        # One worker: the runtime files are written in publication order, never on the loop.
+        self._runfiles_executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="runfiles")
+        self._runtime_dir_ok = False
+        self._bridge: Any = None  # rebootentry.Bridge, once the bus side is loaded (it imports bootwrite)
 
     # -- scanning --
 
@@ -237,7 +243,15 @@ class Daemon:
                 else:
                     if new is not None:
                         try:
-                            self._apply(new)
+                            diff = changes.diff(self.snapshot, new)
+                            if not diff.empty:
+                                # status.json first: whoever hears the D-Bus signal finds the file as new.
+                                await self._write_runfiles(new, self.generation + 1)
+                            elif self._bridge is not None:
+                                # grub.cfg is not in the snapshot: a new config (bootupd's static one)
+                                # changes what logind is told without a published change.
+                                self._runfiles_executor.submit(self._sync_bridge, new)
+                            self._apply(new, diff)
                         except Exception:  # noqa: BLE001 - a publishing bug must not stall Reload's waiters
                             log.exception("publishing the new boot state failed")
                 self._done = target
@@ -252,9 +266,10 @@ class Daemon:
         finally:
             self._scan_task = None
 
-    def _apply(self, new: model.Snapshot) -> None:
+    def _apply(self, new: model.Snapshot, diff: changes.Changes | None = None) -> None:
         old = self.snapshot
-        diff = changes.diff(old, new)
+        if diff is None:
+            diff = changes.diff(old, new)
         if diff.empty:
             return
         self.generation += 1
@@ -268,6 +283,57 @@ class Daemon:
         for problem in diff.problems_cleared:
             self.journal.problem_cleared(problem)
         sd_notify("STATUS=" + status_line(new))
+
+    # -- the runtime directory: status.json (docs/logind.md) --
+
+    async def _write_runfiles(self, snapshot: model.Snapshot, generation: int) -> None:
+        """Write the runtime files for SNAPSHOT in their thread; the loop only awaits."""
+        if self.runtime_dir is None:
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._runfiles_executor, self._write_runfiles_sync, snapshot, generation)
+
+    def _write_runfiles_sync(self, snapshot: model.Snapshot, generation: int) -> None:
+        directory = self.runtime_dir
+        assert directory is not None
+        try:
+            if not self._runtime_dir_ok:
+                runfiles.ensure_dir(directory)
+                self._runtime_dir_ok = True
+            runfiles.write_status(directory, snapshot, generation, __version__)
+        except OSError as e:
+            # D-Bus publication goes on: a missing status file is not a reason to stop.
+            self._runtime_dir_ok = False
+            self.journal.log(
+                LOG_WARNING, f"cannot write {runfiles.STATUS_FILE} in {directory}: {e}", runtime_dir=directory
+            )
+            return
+        self._sync_bridge(snapshot)
+
+    def _sync_bridge(self, snapshot: model.Snapshot) -> None:
+        """The logind bridge's files (ostreewatch/rebootentry.py); in the runfiles thread."""
+        if self._bridge is None:
+            return
+        try:
+            self._bridge.sync(snapshot)
+        except (OSError, errors.OstreewatchError) as e:
+            self.journal.log(
+                LOG_WARNING,
+                f"cannot write the logind bridge's files in {self.runtime_dir}: {e}",
+                runtime_dir=self.runtime_dir,
+            )
+
+    def _remove_runfiles(self) -> None:
+        """At a clean stop: no stale state for readers (systemd removes RuntimeDirectory= too)."""
+        self._runfiles_executor.shutdown(wait=True)
+        if self.runtime_dir is None:
+            return
+        try:
+            runfiles.remove(self.runtime_dir, runfiles.STATUS_FILE)
+            if self._bridge is not None:
+                self._bridge.clear()
+        except OSError as e:
+            log.warning("cannot remove %s in %s: %s", runfiles.STATUS_FILE, self.runtime_dir, e)
 
     # -- node_exporter textfile (docs/fleet.md) --
 
@@ -425,6 +491,8 @@ class Daemon:
         self.snapshot = first
         self.generation = 1
         self.journal.started(self.snapshot, __version__)
+        # Before READY=1: a unit ordered after ours finds status.json there.
+        await self._write_runfiles(self.snapshot, self.generation)
         self._export_textfile()
         for problem in self.snapshot.Problems:
             self.journal.problem_appeared(problem)
@@ -435,7 +503,11 @@ class Daemon:
         if self._pending:
             self._pending = False
             self.request_scan()
-        service, bootwrite = await loop.run_in_executor(None, _load_bus_side)
+        service, bootwrite, rebootentry = await loop.run_in_executor(None, _load_bus_side)
+        if self.runtime_dir is not None:
+            self._bridge = rebootentry.Bridge(self.paths, self.runtime_dir)
+            # After the status file of the first snapshot (one worker: in order); changes follow.
+            self._runfiles_executor.submit(self._sync_bridge, self.snapshot)
         # Built from the snapshot of now: a change published in between is already in it.
         self.manager = service.Manager(
             self.snapshot,
@@ -503,16 +575,17 @@ class Daemon:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
         await asyncio.get_running_loop().run_in_executor(None, self._remove_textfile)
+        await asyncio.get_running_loop().run_in_executor(None, self._remove_runfiles)
 
 
 # --- command line ----------------------------------------------------------------------
 
 
-def _load_bus_side() -> tuple[types.ModuleType, types.ModuleType]:
-    """The service (dbus_next) and boot writer modules, imported after READY=1 (in a thread)."""
-    from . import bootwrite, service
+def _load_bus_side() -> tuple[types.ModuleType, types.ModuleType, types.ModuleType]:
+    """The service (dbus_next), boot writer and logind bridge modules, imported after READY=1 (in a thread)."""
+    from . import bootwrite, rebootentry, service
 
-    return service, bootwrite
+    return service, bootwrite, rebootentry
 
 
 def check_bus_spec(spec: str) -> None:
@@ -565,6 +638,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="write DIR/ostreewatch.prom for node_exporter's textfile collector at start "
         "and at every published change (default: off)",
     )
+    p.add_argument(
+        "--runtime-dir",
+        default=os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or None,
+        metavar="DIR",
+        help="keep DIR/status.json (what `ostreewatch status --json` prints) at start and at every published "
+        "change (default: $RUNTIME_DIRECTORY, which RuntimeDirectory=ostreewatch in the unit sets to "
+        f"{runfiles.DEFAULT_RUNTIME_DIR}; off without it)",
+    )
+    once = p.add_mutually_exclusive_group()
+    once.add_argument(
+        "--prepare-logind",
+        action="store_true",
+        help="write RUNTIME_DIR/logind.env and link RUN/boot-loader-entries for systemd-logind, then exit "
+        "(ExecStart= of ostreewatch-reboot-entry.service; docs/logind.md)",
+    )
+    once.add_argument(
+        "--apply-reboot-entry",
+        action="store_true",
+        help="make the entry systemd-logind wrote to RUN/systemd/reboot-to-boot-loader-entry the next boot's, "
+        "as SetNextEntry does, then exit (ExecStop= of ostreewatch-reboot-entry.service; docs/logind.md)",
+    )
     return p
 
 
@@ -599,10 +693,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_bus_spec(args.bus)
         paths = _paths(args)
-        daemon = Daemon(paths, args.bus, args.debounce_ms, textfile_dir=args.textfile_dir)
+        daemon = Daemon(paths, args.bus, args.debounce_ms, textfile_dir=args.textfile_dir, runtime_dir=args.runtime_dir)
     except (errors.OstreewatchError, ImportError, OSError) as e:
         print(f"ostreewatchd: {e}", file=sys.stderr)
         return 1
+    if args.prepare_logind or args.apply_reboot_entry:
+        return _logind_step(args, paths)
     debug = os.environ.get("OSTREEWATCH_ASYNCIO_DEBUG") == "1"
     loop = asyncio.new_event_loop()
     if debug:
@@ -617,6 +713,24 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         loop.close()
+
+
+def _logind_step(args: argparse.Namespace, paths: model.Paths) -> int:
+    """--prepare-logind / --apply-reboot-entry: one step of the logind bridge, then exit."""
+    from . import bootwrite, rebootentry
+
+    runtime_dir = args.runtime_dir or runfiles.DEFAULT_RUNTIME_DIR
+    try:
+        if args.prepare_logind:
+            said = rebootentry.prepare_logind(paths, runtime_dir)
+        else:
+            efivars = os.environ.get("OSTREEWATCH_EFIVARS", bootwrite.EFIVARS)
+            said = asyncio.run(rebootentry.apply_request(paths, Journal(), efivars))
+    except (errors.OstreewatchError, OSError) as e:
+        print(f"ostreewatchd: {e}", file=sys.stderr)
+        return 1
+    print(f"ostreewatchd: {said}", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
