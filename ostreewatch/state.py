@@ -46,7 +46,8 @@ from .layout import (
     LOADER_COMMENT,
     LOADER_CONFS,
 )
-from .model import Paths as Paths  # re-exported: callers built state.Paths before it moved
+from .model import Paths as Paths
+from .model import ProblemCode  # re-exported: callers built state.Paths before it moved
 from .parse import bls, grubcfg, gvariant, loaderconf, osrelease
 from .parse import cmdline as cmdline_parse
 from .parse import grubenv as grubenv_parse
@@ -110,8 +111,8 @@ class _Reader:
         # ostree= value -> its resolution, for this one read (several entries may name one deployment).
         self._resolved_args: dict[str, tuple[tuple[str, str] | None, str]] = {}
 
-    def problem(self, code: str, message: str, subject: str = "") -> None:
-        self.problems.append(model.Problem(code=code, message=message, subject=subject))
+    def problem(self, code: ProblemCode, message: str, subject: str = "") -> None:
+        self.problems.append(model.Problem(code=code.code, message=message, subject=subject))
 
     def _ostree_base(self) -> str:
         """The resolved `ostree/deploy` directory; SysrootError when this is no ostree sysroot."""
@@ -166,10 +167,10 @@ class _Reader:
             origin = origin_parse.parse_origin(text)
         except ReadRefused as e:
             if e.reason != ReadRefused.NOT_FOUND:
-                self.problem("origin-unparsable", f"cannot read the origin file: {e}", dep.id)
+                self.problem(ProblemCode.ORIGIN_UNPARSABLE, f"cannot read the origin file: {e}", dep.id)
             return
         except (UnicodeDecodeError, OstreewatchError) as e:
-            self.problem("origin-unparsable", f"cannot parse the origin file: {e}", dep.id)
+            self.problem(ProblemCode.ORIGIN_UNPARSABLE, f"cannot parse the origin file: {e}", dep.id)
             return
         dep.origin, dep.pinned, dep.unlocked = origin.refspec, origin.pinned, origin.unlocked
 
@@ -235,7 +236,9 @@ class _Reader:
             names = self.root.listdir(ENTRIES_DIR)
         except ReadRefused as e:
             if not self.loader_dangling:  # already reported as loader-link-dangling
-                self.problem("entries-dir-missing", f"cannot list boot/loader/entries: {e}", "/boot/loader/entries")
+                self.problem(
+                    ProblemCode.ENTRIES_DIR_MISSING, f"cannot list boot/loader/entries: {e}", "/boot/loader/entries"
+                )
             return []
         parsed = []
         for name in names:
@@ -243,7 +246,7 @@ class _Reader:
                 continue
             if not _utf8(name):
                 self.problem(
-                    "entry-unreadable",
+                    ProblemCode.ENTRY_UNREADABLE,
                     "an entry file name is not valid UTF-8",
                     name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
                 )
@@ -256,17 +259,17 @@ class _Reader:
                 try:
                     data = self.root.read(rel, ENTRY_MAX)
                 except ReadRefused as e:
-                    self.problem("entry-unreadable", f"entry {name}: {e}", entry_id)
+                    self.problem(ProblemCode.ENTRY_UNREADABLE, f"entry {name}: {e}", entry_id)
                     continue
                 try:
                     entry = bls.parse_entry(name, data)
                 except OstreewatchError as e:
-                    self.problem("entry-unparsable", str(e), entry_id)
+                    self.problem(ProblemCode.ENTRY_UNPARSABLE, str(e), entry_id)
                     continue
                 if signature:
                     _remember_entry((self.root.path, name, signature), entry)
             if not entry.linux and not entry.efi:
-                self.problem("entry-no-kernel", f"entry {name} has neither 'linux' nor 'efi'", entry.id)
+                self.problem(ProblemCode.ENTRY_NO_KERNEL, f"entry {name} has neither 'linux' nor 'efi'", entry.id)
             parsed.append(entry)
         return bls.sort_entries(parsed)
 
@@ -291,7 +294,9 @@ class _Reader:
         self.loader_dangling = target is not None and not self.root.is_dir("boot/loader")
         if self.loader_dangling:
             self.problem(
-                "loader-link-dangling", f"boot/loader points to {target}, which is not a directory", "/boot/loader"
+                ProblemCode.LOADER_LINK_DANGLING,
+                f"boot/loader points to {target}, which is not a directory",
+                "/boot/loader",
             )
         try:
             names = self.root.listdir("boot")
@@ -301,7 +306,7 @@ class _Reader:
         for name in names:
             if _LOADER_N.fullmatch(name) and current is not None and name != current:
                 self.problem(
-                    "stale-loader-dir",
+                    ProblemCode.STALE_LOADER_DIR,
                     f"boot/{name} is left beside boot/loader -> {target} (an interrupted deployment?)",
                     f"/boot/{name}",
                 )
@@ -337,7 +342,7 @@ class _Reader:
             try:
                 return grubenv_parse.parse_grubenv(self.root.read(rel, SMALL_MAX)), "/" + rel
             except (ReadRefused, OstreewatchError) as e:
-                self.problem("grubenv-unparsable", f"cannot read /{rel}: {e}", "/" + rel)
+                self.problem(ProblemCode.GRUBENV_UNPARSABLE, f"cannot read /{rel}: {e}", "/" + rel)
                 return {}, "/" + rel
         return {}, ""
 
@@ -349,7 +354,7 @@ class _Reader:
         try:
             return read_grub_config(self.root)
         except ReadRefused as e:
-            self.problem("grub-cfg-unsupported", f"cannot read {e}", e.path)
+            self.problem(ProblemCode.GRUB_CFG_UNSUPPORTED, f"cannot read {e}", e.path)
             return None
 
     def loader_conf(self) -> tuple[loaderconf.LoaderConf | None, str]:
@@ -360,7 +365,7 @@ class _Reader:
                 text = self.root.read(rel, SMALL_MAX).decode("utf-8", "strict")
                 return loaderconf.parse_loader_conf(text), "/" + rel
             except (ReadRefused, UnicodeDecodeError, OstreewatchError) as e:
-                self.problem("loader-conf-unparsable", f"cannot read /{rel}: {e}", "/" + rel)
+                self.problem(ProblemCode.LOADER_CONF_UNPARSABLE, f"cannot read /{rel}: {e}", "/" + rel)
                 return None, "/" + rel
         return None, ""
 
@@ -378,7 +383,7 @@ class _Reader:
             return run.read(rel, cap)
         except ReadRefused as e:
             self.problem(
-                "run-file-unreadable",
+                ProblemCode.RUN_FILE_UNREADABLE,
                 f"cannot read {os.path.join(self.paths.run, rel)}: {e}",
                 os.path.join(self.paths.run, rel),
             )
@@ -396,12 +401,12 @@ class _Reader:
         try:
             data = read_host_file(self.paths.mountinfo, MOUNTINFO_MAX)
         except ReadRefused as e:
-            self.problem("mountinfo-unparsable", f"cannot read the mount table: {e}", self.paths.mountinfo)
+            self.problem(ProblemCode.MOUNTINFO_UNPARSABLE, f"cannot read the mount table: {e}", self.paths.mountinfo)
             return (), False
         mounts, errors = _watched_mounts(data)
         if errors:
             self.problem(
-                "mountinfo-unparsable",
+                ProblemCode.MOUNTINFO_UNPARSABLE,
                 f"{len(errors)} line(s) of {self.paths.mountinfo} cannot be parsed; first: {errors[0]}",
                 self.paths.mountinfo,
             )
@@ -612,7 +617,7 @@ def _link_entries(r: _Reader, entries: list[bls.BlsEntry], deps: dict[tuple[str,
         try:
             arg = cmdline_parse.get_arg(e.options, "ostree") if e.options else None
         except OstreewatchError as err:
-            r.problem("ostree-arg-unresolved", f"entry {e.file}: cannot read its options: {err}", e.id)
+            r.problem(ProblemCode.OSTREE_ARG_UNRESOLVED, f"entry {e.file}: cannot read its options: {err}", e.id)
             continue
         if arg is None:
             continue
@@ -620,7 +625,9 @@ def _link_entries(r: _Reader, entries: list[bls.BlsEntry], deps: dict[tuple[str,
         key, why = r.resolve_ostree_arg(arg)
         dep = deps.get(key) if key else None
         if dep is None:
-            r.problem("ostree-arg-unresolved", f"entry {e.file}: ostree={arg}: {why or 'no such deployment'}", e.id)
+            r.problem(
+                ProblemCode.OSTREE_ARG_UNRESOLVED, f"entry {e.file}: ostree={arg}: {why or 'no such deployment'}", e.id
+            )
             continue
         links.entry_dep[e.id] = dep.id
         if dep.entry:
@@ -648,7 +655,7 @@ def _staged(r: _Reader, deps: dict[tuple[str, str], _Dep], by_id: dict[str, _Dep
             staged_id = f"{s['osname']}-{s['checksum']}.{serial}"
         except (OstreewatchError, KeyError, TypeError, ValueError) as e:
             r.problem(
-                "staged-unparsable",
+                ProblemCode.STAGED_UNPARSABLE,
                 f"cannot parse run/ostree/staged-deployment: {e}",
                 os.path.join(r.paths.run, "ostree/staged-deployment"),
             )
@@ -679,7 +686,7 @@ def _unordered(r: _Reader, deps: dict[tuple[str, str], _Dep]) -> list[_Dep]:
     )
     for d in rest:
         if not d.staged:
-            r.problem("deployment-no-entry", f"deployment {d.id} has no boot entry", d.id)
+            r.problem(ProblemCode.DEPLOYMENT_NO_ENTRY, f"deployment {d.id} has no boot entry", d.id)
     return rest
 
 
@@ -696,7 +703,7 @@ def _default_and_next(r: _Reader, bootloader: str, entries: list[bls.BlsEntry], 
     for entry_id, dep_id in recorded.items():
         if entry_dep.get(entry_id, "") != dep_id:
             r.problem(
-                "default-entry-moved",
+                ProblemCode.DEFAULT_ENTRY_MOVED,
                 f"entry {entry_id} was chosen for deployment {dep_id}, but now boots "
                 f"{entry_dep.get(entry_id) or 'no deployment'}",
                 entry_id,
@@ -715,7 +722,9 @@ def _loader_conf_default(r: _Reader, entries: list[bls.BlsEntry], recorded: dict
     except OstreewatchError:
         match = None
     if match is None:
-        r.problem("saved-entry-missing", f"default {conf.default} in {conf_path} matches no entry", conf.default)
+        r.problem(
+            ProblemCode.SAVED_ENTRY_MISSING, f"default {conf.default} in {conf_path} matches no entry", conf.default
+        )
         return _Default()
     entry = bls.split_boot_counting(match)[0]
     comment = _deployment_comment(conf)
@@ -745,7 +754,7 @@ def _host_problems(
     booted_path = os.path.join(r.paths.run, "ostree-booted")
     if booted.ostree_booted and not booted.deployment:
         r.problem(
-            "booted-unknown",
+            ProblemCode.BOOTED_UNKNOWN,
             f"{booted_path} exists but no deployment matches the booted root "
             f"(inode, / mount or ostree={booted.cmd_ostree or 'none'})",
             booted_path,
@@ -755,9 +764,11 @@ def _host_problems(
         usr = points.get("/usr")
         dep = by_id.get(booted.deployment)
         if usr is not None and not usr.read_only and dep is not None and not dep.unlocked:
-            r.problem("usr-writable", f"/usr is mounted read-write, but {booted.deployment} is not unlocked", "/usr")
+            r.problem(
+                ProblemCode.USR_WRITABLE, f"/usr is mounted read-write, but {booted.deployment} is not unlocked", "/usr"
+            )
         if "/boot" not in points:
-            r.problem("boot-not-mounted", "/boot is not a mount point on this booted host", "/boot")
+            r.problem(ProblemCode.BOOT_NOT_MOUNTED, "/boot is not a mount point on this booted host", "/boot")
 
 
 def _deployment_records(
@@ -825,7 +836,7 @@ def _booted_metadata(r: _Reader, raw: bytes, path: str) -> dict[str, object]:
     try:
         return gvariant.parse_ostree_booted(raw)
     except OstreewatchError as e:
-        r.problem("run-file-unreadable", f"cannot parse {path}: {e}", path)
+        r.problem(ProblemCode.RUN_FILE_UNREADABLE, f"cannot parse {path}: {e}", path)
         return {}
 
 
@@ -904,9 +915,9 @@ def _grub_default(r: _Reader, entries: list[bls.BlsEntry], recorded: dict[str, s
     env, env_path = r.grubenv()
     found = r.grub_config()
     if found is None:
-        if not any(p.code == "grub-cfg-unsupported" for p in r.problems):
+        if not any(p.code == ProblemCode.GRUB_CFG_UNSUPPORTED.code for p in r.problems):
             r.problem(
-                "grub-cfg-unsupported",
+                ProblemCode.GRUB_CFG_UNSUPPORTED,
                 "no boot/grub2/grub.cfg or boot/grub/grub.cfg: what GRUB boots cannot be told",
                 "/boot/grub2/grub.cfg",
             )
@@ -916,14 +927,14 @@ def _grub_default(r: _Reader, entries: list[bls.BlsEntry], recorded: dict[str, s
     for var, reads in (("saved_entry", res.reads_saved_entry), ("next_entry", res.reads_next_entry)):
         if env.get(var) and not (reads and res.loads_env):
             r.problem(
-                "saved-entry-ignored",
+                ProblemCode.SAVED_ENTRY_IGNORED,
                 f"{var}={env[var]} is set in {env_path or 'the grubenv'}, but {cfg_path} never "
                 f"{'loads the grubenv' if reads else 'reads ' + var}: GRUB does not use it",
                 var,
             )
     if res.default is None:
         r.problem(
-            "grub-cfg-unsupported",
+            ProblemCode.GRUB_CFG_UNSUPPORTED,
             f"cannot tell what {cfg_path} makes the default ({', '.join(res.unknown_classes) or 'unknown'}): "
             f"{'; '.join(res.unknown) or 'unknown'}",
             cfg_path,
@@ -934,7 +945,7 @@ def _grub_default(r: _Reader, entries: list[bls.BlsEntry], recorded: dict[str, s
     first = entries[0]  # GRUB boots entry 0 when `default` is unset or matches nothing
     if res.greenboot_fired and entries:
         r.problem(
-            "boot-fallback",
+            ProblemCode.BOOT_FALLBACK,
             f"greenboot's boot counter ran out (boot_counter={env.get('boot_counter', '')}, boot_success="
             f"{env.get('boot_success', '')} in {env_path}): {first.id} was tried and not kept; GRUB boots "
             f"menu entry {res.default or '0'} instead",
@@ -946,7 +957,7 @@ def _grub_default(r: _Reader, entries: list[bls.BlsEntry], recorded: dict[str, s
     source = _GRUB_SOURCES.get(res.default_from, "grub.cfg")
     if match is None:
         r.problem(
-            "saved-entry-missing",
+            ProblemCode.SAVED_ENTRY_MISSING,
             f"default={res.default} (from {source} in {cfg_path}) names no entry: GRUB boots the first",
             res.default,
         )
@@ -974,7 +985,7 @@ def _boot_counting_fallback(r: _Reader, entries: list[bls.BlsEntry], default_ent
     for e in entries:
         if e.tries_left == 0 and (e.id == default_entry or e is newest):
             r.problem(
-                "boot-fallback",
+                ProblemCode.BOOT_FALLBACK,
                 f"entry {e.file} has no boot tries left: it was tried {e.tries_done or 0} time(s) and not kept",
                 e.id,
             )
