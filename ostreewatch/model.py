@@ -267,7 +267,24 @@ PROPERTY_SIGNATURES: dict[str, str] = {
     name: sig for name, sig in _interface.PROPERTIES.items() if name not in ("Generation", "Version")
 }
 
-_KEYS_OF = {Deployment: DEPLOYMENT_KEYS, BootEntry: BOOT_ENTRY_KEYS, Mount: MOUNT_KEYS, Problem: PROBLEM_KEYS}
+
+@dataclass(frozen=True)
+class RecordKind:
+    """An aa{sv} property: the record class of its items and the D-Bus signature of each key."""
+
+    cls: type[Any]
+    keys: dict[str, str]
+
+
+# The one property -> record map: every aa{sv} property of the interface (service.py and the tests read it).
+RECORDS: dict[str, RecordKind] = {
+    "Deployments": RecordKind(Deployment, DEPLOYMENT_KEYS),
+    "BootEntries": RecordKind(BootEntry, BOOT_ENTRY_KEYS),
+    "Mounts": RecordKind(Mount, MOUNT_KEYS),
+    "Problems": RecordKind(Problem, PROBLEM_KEYS),
+}
+# record class -> its keys, derived from RECORDS.
+_KEYS_OF: dict[type[Any], dict[str, str]] = {r.cls: r.keys for r in RECORDS.values()}
 
 
 def record_to_dict(record: Any) -> dict[str, Any]:
@@ -299,10 +316,6 @@ def booted_root_items(values: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
 
 def key_signatures(property_name: str) -> dict[str, str]:
     """The a{sv} key signatures of an aa{sv} (or a{sv}) property."""
-    return {
-        "BootedRoot": BOOTED_ROOT_KEYS,
-        "Deployments": DEPLOYMENT_KEYS,
-        "BootEntries": BOOT_ENTRY_KEYS,
-        "Mounts": MOUNT_KEYS,
-        "Problems": PROBLEM_KEYS,
-    }[property_name]
+    if property_name == "BootedRoot":
+        return BOOTED_ROOT_KEYS
+    return RECORDS[property_name].keys
