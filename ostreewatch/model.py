@@ -112,23 +112,8 @@ BOOTED_ROOT_OSTREE_KEYS: dict[str, str] = {
     "transient-etc": "transient_etc",
 }
 
-# Where DefaultEntry comes from (docs/default-entry.md, "Reading the default").
-DEFAULT_ENTRY_SOURCES = (
-    "saved_entry",
-    "next_entry",
-    "grubenv-default",
-    "greenboot-fallback",
-    "grub.cfg",
-    "first-entry",
-    "loader.conf",
-    "efi-variable",
-    "none",
-)
-
 # The mount points published in Mounts, in this order.
 WATCHED_MOUNT_POINTS: tuple[str, ...] = ("/", "/sysroot", "/usr", "/etc", "/var", "/boot", "/boot/efi")
-
-BOOTLOADERS = ("grub2", "systemd-boot", "none")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ per event (a 60-200 ms loop stall for 2,000 files written, measured), and it
 raises on a file name that is not UTF-8. Events are read here in bounded
 chunks and parsed with struct (about 2 µs each).
 
-The set of watches is recomputed from the file system (`rescan_watches`) after
+The set of watches is recomputed from the file system (`_rescan`) after
 anything structural happens: the `boot/loader` symlink swap, a watched
 directory removed, moved, replaced or unmounted. A path that does not exist
 yet is stood in for by a watch on its nearest existing ancestor, so it is
@@ -373,11 +373,6 @@ class Watcher:
         self._fd = -1
         self._armed.clear()
         self._wd_roles.clear()
-
-    def rescan_watches(self) -> None:
-        """Re-arm watches onto the paths as they are now (after a swap, removal, remount)."""
-        if self._wm is not None:
-            self._rescan(fire=False)
 
     def armed_paths(self) -> list[str]:
         """The paths watched right now (for tests and debugging)."""

@@ -3,8 +3,10 @@
 #
 # The linters, as scripts/run-tests.sh runs them before pytest (`make lint` runs them alone):
 #     scripts/lint.sh
-# ruff check and ruff format --check over the package, scripts, tests and bench, and
-# mypy --strict over the package, all configured in pyproject.toml and pinned in
+# ruff check and ruff format --check over the package, scripts, tests and bench,
+# mypy --strict over the package, and vulture (dead code) over the package, scripts,
+# tests and bench with scripts/vulture-whitelist.py (the names only a library uses);
+# all configured in pyproject.toml and pinned in
 # setup.cfg's test extra (installed into .venv first, as run-tests.sh does). Every tool
 # runs and prints its findings (ruff format as a diff); the exit code is 1 when any found one.
 set -euo pipefail
@@ -24,6 +26,9 @@ ow_lint() {
         "$OW_VENV/bin/ruff" format --check --diff "${paths[@]}" || rc=1
         ow_log "mypy --strict ostreewatch"
         "$OW_VENV/bin/mypy" --strict ostreewatch || rc=1
+        # scripts/*.py holds scripts/vulture-whitelist.py.
+        ow_log "vulture ${paths[*]}"
+        "$OW_VENV/bin/vulture" "${paths[@]}" || rc=1
         exit "$rc"
     )
 }
