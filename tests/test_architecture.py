@@ -7,6 +7,7 @@ importing another, or stops, fails here until the table says so.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 import subprocess
@@ -31,6 +32,7 @@ def _check_imports() -> ModuleType:
     return module
 
 
+@functools.lru_cache(maxsize=1)
 def documented_table() -> dict[str, set[str] | None]:
     """Row of the module table -> the modules it may import (None for "all")."""
     rows: dict[str, set[str] | None] = {}
@@ -58,6 +60,7 @@ def row_of(module: str) -> str | None:
     return short + ".py"
 
 
+@functools.lru_cache(maxsize=1)
 def actual_table() -> dict[str, set[str]]:
     """Row -> the package's modules its modules import (parse.X counted as parse; parents and own group left out)."""
     edges = _check_imports().graph(str(ROOT / "ostreewatch"))

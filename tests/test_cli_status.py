@@ -35,6 +35,7 @@ def cli(
     )
 
 
+@pytest.mark.unit
 def test_sample_human() -> None:
     p = cli(["status", "--sample"], env={"PYTHONIOENCODING": "utf-8"})
     assert p.returncode == 0, p.stderr
@@ -49,6 +50,7 @@ def test_sample_human() -> None:
     assert ascii_out.stdout.replace("* ", "● ") == p.stdout
 
 
+@pytest.mark.unit
 def test_sample_json_is_the_snapshot() -> None:
     p = cli(["status", "--sample", "--json"])
     assert p.returncode == 0, p.stderr
@@ -110,6 +112,7 @@ def test_human_lists_deployments_and_problems(sysroot_3: OstreeSysroot) -> None:
 
 
 @pytest.mark.parametrize("make", ["empty-dir", "missing", "file"])
+@pytest.mark.unit
 def test_not_ostree_exit_1(tmp_path: Path, make: str) -> None:
     target = tmp_path / "x"
     if make == "empty-dir":
@@ -123,6 +126,7 @@ def test_not_ostree_exit_1(tmp_path: Path, make: str) -> None:
     assert "Traceback" not in p.stderr
 
 
+@pytest.mark.unit
 def test_usage_errors() -> None:
     assert cli([]).returncode == 2
     assert cli(["status", "--no-such-option"]).returncode == 2

@@ -393,6 +393,7 @@ def test_empty_entries_dir(sysroot_3: OstreeSysroot) -> None:
     assert codes(read_snapshot(sysroot_3.paths())) == ["deployment-no-entry"] * 3 + ["entries-dir-missing"]
 
 
+@pytest.mark.unit
 def test_not_an_ostree_sysroot(tmp_path: Path) -> None:
     with pytest.raises(SysrootError):
         read_snapshot(Paths(sysroot=str(tmp_path)))
@@ -421,6 +422,7 @@ def test_copy_keeps_sysroot_readable(sysroot_3: OstreeSysroot, tmp_path: Path) -
 # --- the bundled sample -----------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_sample() -> None:
     snap = read_snapshot(sample_paths())
     booted = "rhcos-b1df1247e3ad53173c1e13a913ec645d48a22f6a294e70e2ca5bda8c31f78d78.0"
@@ -437,6 +439,7 @@ def test_sample() -> None:
     assert [m.mount_point for m in snap.Mounts] == ["/", "/sysroot", "/usr", "/etc", "/var", "/boot"]
 
 
+@pytest.mark.unit
 def test_every_problem_code_is_documented() -> None:
     """docs/problems.md documents exactly model.PROBLEM_CODES, and its retired ones RETIRED_PROBLEM_CODES."""
     import re
