@@ -27,13 +27,14 @@ Choices worth knowing:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
 import stat
 import time
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from . import model
 from .errors import OstreewatchError, SysrootError
@@ -78,26 +79,16 @@ _LOADER_N = re.compile(r"loader\.[0-9]+")
 
 @dataclass
 class _Dep:
-    """A deployment being assembled."""
+    """A deployment being assembled: its published record (replaced as the read learns more) and what only the
+    reader needs."""
 
-    osname: str
-    checksum: str
-    serial: int
+    rec: model.Deployment  # index, booted, default and rollback are set when the records are made
     rel: str  # resolved sysroot-relative directory
-    path: str
-    entry: str = ""
-    bootcsum: str = ""
-    bootserial: int = -1
-    pinned: bool = False
-    unlocked: str = ""
-    origin: str = ""
-    version: str = ""
-    title: str = ""
-    staged: bool = False
+    unlocked: str = ""  # the origin's unlocked= value
 
-    @property
-    def id(self) -> str:
-        return f"{self.osname}-{self.checksum}.{self.serial}"
+    def update(self, **changes: Any) -> None:
+        """Replace fields of the record."""
+        self.rec = dataclasses.replace(self.rec, **changes)
 
 
 class _Reader:
@@ -148,16 +139,19 @@ class _Reader:
                 st = self.root.lstat(rel) if m else None
                 if m is None or st is None or not stat.S_ISDIR(st.st_mode):  # ostree never links a deployment dir
                     continue
-                dep = _Dep(
+                checksum, serial = m.group(1), int(m.group(2))
+                record = model.Deployment(
+                    id=f"{osname}-{checksum}.{serial}",
                     osname=osname,
-                    checksum=m.group(1),
-                    serial=int(m.group(2)),
-                    rel=rel,
+                    checksum=checksum,
+                    serial=serial,
+                    index=-1,
                     path=f"/ostree/deploy/{osname}/deploy/{name}",
                 )
+                dep = _Dep(rec=record, rel=rel)
                 self._read_origin(dep, rel + ".origin")
                 self._read_os_release(dep)
-                dep.version = self._commit_version(dep.checksum) or dep.version
+                dep.update(version=self._commit_version(checksum) or dep.rec.version)
                 found[(osname, name)] = dep
         return found
 
@@ -167,12 +161,13 @@ class _Reader:
             origin = origin_parse.parse_origin(text)
         except ReadRefused as e:
             if e.reason != ReadRefused.NOT_FOUND:
-                self.problem(ProblemCode.ORIGIN_UNPARSABLE, f"cannot read the origin file: {e}", dep.id)
+                self.problem(ProblemCode.ORIGIN_UNPARSABLE, f"cannot read the origin file: {e}", dep.rec.id)
             return
         except (UnicodeDecodeError, OstreewatchError) as e:
-            self.problem(ProblemCode.ORIGIN_UNPARSABLE, f"cannot parse the origin file: {e}", dep.id)
+            self.problem(ProblemCode.ORIGIN_UNPARSABLE, f"cannot parse the origin file: {e}", dep.rec.id)
             return
-        dep.origin, dep.pinned, dep.unlocked = origin.refspec, origin.pinned, origin.unlocked
+        dep.update(origin=origin.refspec, pinned=origin.pinned)
+        dep.unlocked = origin.unlocked
 
     def _read_os_release(self, dep: _Dep) -> None:
         for candidate in ("usr/lib/os-release", "etc/os-release"):
@@ -186,8 +181,10 @@ class _Reader:
                 continue
             # The commit's version wins when the repo has the commit (_commit_version);
             # rpm-ostree and bootc also put it here.
-            dep.version = values.get("OSTREE_VERSION") or values.get("IMAGE_VERSION") or values.get("VERSION") or ""
-            dep.title = values.get("PRETTY_NAME") or values.get("NAME") or ""
+            dep.update(
+                version=values.get("OSTREE_VERSION") or values.get("IMAGE_VERSION") or values.get("VERSION") or "",
+                title=values.get("PRETTY_NAME") or values.get("NAME") or "",
+            )
             return
 
     def _commit_version(self, checksum: str) -> str:
@@ -517,7 +514,7 @@ def read_snapshot(paths: Paths) -> model.Snapshot:
     deps = r.deployments()
     bootloader, entries = _entries(r)
     links = _link_entries(r, entries, deps)
-    by_id = {d.id: d for d in deps.values()}
+    by_id = {d.rec.id: d for d in deps.values()}
     staged_id = _staged(r, deps, by_id)
     mounts, mounts_ok = r.mounts()
     booted = _booted(r, deps, mounts)
@@ -527,7 +524,7 @@ def read_snapshot(paths: Paths) -> model.Snapshot:
     rollback_id = _rollback(by_id, links.ordered, booted.deployment, default_id)
     # The booted deployment's entry: whatever boot.N the command line names, ostree
     # may have swapped the bootversion since (every deploy, rollback or cleanup does).
-    booted_entry = by_id[booted.deployment].entry if booted.deployment in by_id else ""
+    booted_entry = by_id[booted.deployment].rec.entry if booted.deployment in by_id else ""
     _host_problems(r, booted, by_id, mounts, mounts_ok)
     return model.Snapshot(
         Bootloader=bootloader,
@@ -629,13 +626,13 @@ def _link_entries(r: _Reader, entries: list[bls.BlsEntry], deps: dict[tuple[str,
                 ProblemCode.OSTREE_ARG_UNRESOLVED, f"entry {e.file}: ostree={arg}: {why or 'no such deployment'}", e.id
             )
             continue
-        links.entry_dep[e.id] = dep.id
-        if dep.entry:
+        links.entry_dep[e.id] = dep.rec.id
+        if dep.rec.entry:
             continue  # a second entry for one deployment: the first in order is its entry
-        dep.entry = e.id
+        dep.update(entry=e.id)
         m = _OSTREE_ARG.fullmatch(arg)
         if m:
-            dep.bootcsum, dep.bootserial = m.group(2), int(m.group(3))
+            dep.update(bootcsum=m.group(2), bootserial=int(m.group(3)))
         links.ordered.append(dep)
     return links
 
@@ -650,7 +647,12 @@ def _staged(r: _Reader, deps: dict[tuple[str, str], _Dep], by_id: dict[str, _Dep
             serial = int(s.get("serial", s.get("deployserial", -1)))
             if serial < 0:  # a target without a serial: the one deployment of that checksum
                 serial = next(
-                    (d.serial for d in deps.values() if d.osname == s["osname"] and d.checksum == s["checksum"]), 0
+                    (
+                        d.rec.serial
+                        for d in deps.values()
+                        if d.rec.osname == s["osname"] and d.rec.checksum == s["checksum"]
+                    ),
+                    0,
                 )
             staged_id = f"{s['osname']}-{s['checksum']}.{serial}"
         except (OstreewatchError, KeyError, TypeError, ValueError) as e:
@@ -659,8 +661,8 @@ def _staged(r: _Reader, deps: dict[tuple[str, str], _Dep], by_id: dict[str, _Dep
                 f"cannot parse run/ostree/staged-deployment: {e}",
                 os.path.join(r.paths.run, "ostree/staged-deployment"),
             )
-    if staged_id in by_id and not by_id[staged_id].entry:
-        by_id[staged_id].staged = True
+    if staged_id in by_id and not by_id[staged_id].rec.entry:
+        by_id[staged_id].update(staged=True)
     return staged_id
 
 
@@ -682,11 +684,12 @@ def _booted(r: _Reader, deps: dict[tuple[str, str], _Dep], mounts: tuple[model.M
 def _unordered(r: _Reader, deps: dict[tuple[str, str], _Dep]) -> list[_Dep]:
     """Deployments without an entry, the staged one first; deployment-no-entry for the others."""
     rest = sorted(
-        (d for d in deps.values() if not d.entry), key=lambda d: (not d.staged, d.osname, d.checksum, d.serial)
+        (d for d in deps.values() if not d.rec.entry),
+        key=lambda d: (not d.rec.staged, d.rec.osname, d.rec.checksum, d.rec.serial),
     )
     for d in rest:
-        if not d.staged:
-            r.problem(ProblemCode.DEPLOYMENT_NO_ENTRY, f"deployment {d.id} has no boot entry", d.id)
+        if not d.rec.staged:
+            r.problem(ProblemCode.DEPLOYMENT_NO_ENTRY, f"deployment {d.rec.id} has no boot entry", d.rec.id)
     return rest
 
 
@@ -738,8 +741,8 @@ def _rollback(by_id: dict[str, _Dep], ordered: list[_Dep], booted_id: str, defau
     base = by_id.get(booted_id) or by_id.get(default_id)
     if base is not None and base in ordered:
         for d in ordered[ordered.index(base) + 1 :]:
-            if d.osname == base.osname:
-                return d.id
+            if d.rec.osname == base.rec.osname:
+                return d.rec.id
     return ""
 
 
@@ -777,30 +780,18 @@ def _deployment_records(
     """The Deployments property: staged first, then boot order, then the rest (index -1)."""
 
     def record(d: _Dep, index: int) -> model.Deployment:
-        return model.Deployment(
-            id=d.id,
-            osname=d.osname,
-            checksum=d.checksum,
-            serial=d.serial,
+        return dataclasses.replace(
+            d.rec,
             index=index,
-            path=d.path,
-            entry=d.entry,
-            bootcsum=d.bootcsum,
-            bootserial=d.bootserial,
-            booted=d.id == booted_id,
-            default=d.id == default_id,
-            rollback=d.id == rollback_id,
-            staged=d.staged,
-            pinned=d.pinned,
-            origin=d.origin,
-            version=d.version,
-            title=d.title,
+            booted=d.rec.id == booted_id,
+            default=d.rec.id == default_id,
+            rollback=d.rec.id == rollback_id,
         )
 
     return tuple(
-        [record(d, -1) for d in unordered if d.staged]
+        [record(d, -1) for d in unordered if d.rec.staged]
         + [record(d, i) for i, d in enumerate(ordered)]
-        + [record(d, -1) for d in unordered if not d.staged]
+        + [record(d, -1) for d in unordered if not d.rec.staged]
     )
 
 
@@ -867,19 +858,19 @@ def _find_booted(
         for d in deps.values():
             st = r.root.lstat(d.rel)
             if st is not None and (st.st_dev, st.st_ino) == tuple(inode):
-                return d.id
+                return d.rec.id
     for m in mounts:
         if m.mount_point == "/":
             hit = _DEPLOY_ROOT.search(m.root)
             if hit:
                 dep = deps.get((hit.group(1), f"{hit.group(2)}.{hit.group(3)}"))
                 if dep is not None:
-                    return dep.id
+                    return dep.rec.id
     if cmd_ostree:
         key, _ = r.resolve_ostree_arg(cmd_ostree)
         dep = deps.get(key) if key else None
         if dep is not None:
-            return dep.id
+            return dep.rec.id
     return ""
 
 
