@@ -19,12 +19,28 @@ import asyncio
 import json
 import signal
 import sys
+import textwrap
 from typing import Any, Callable, TextIO
 
 from . import __version__, errors, model
 from .errors import OstreewatchError
 
 _NONE = "(none)"
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's help, but a line is never broken inside a word: org.ostreewatch1.set-default,
+    --sysroot/--mountinfo or OSNAME-CHECKSUM.SERIAL stay whole (ostreewatchd's help uses it too)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        text = self._whitespace_matcher.sub(" ", text).strip()
+        return textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        text = self._whitespace_matcher.sub(" ", text).strip()
+        return textwrap.fill(
+            text, width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False, break_long_words=False
+        )
 
 
 # --- output -------------------------------------------------------------------
@@ -150,7 +166,7 @@ def add_status_parser(sub: argparse._SubParsersAction[_SubcommandParser]) -> Non
         "--offline",
         action="store_true",
         help="read the files directly instead of asking the daemon "
-        "(implied by --sysroot/--mountinfo/--cmdline/--run/--sample)",
+        "(implied by --sysroot, --mountinfo, --cmdline, --run and --sample)",
     )
     p.add_argument(
         "--bus",
@@ -197,38 +213,38 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _add_set_parser(
-    sub: argparse._SubParsersAction[_SubcommandParser], name: str, which: str, help_text: str
+    sub: argparse._SubParsersAction[_SubcommandParser], name: str, which: str, help_text: str, method: str
 ) -> argparse.ArgumentParser:
     p = sub.add_parser(
         name,
         help=help_text,
-        description=help_text
+        description=f"{help_text[0].upper()}{help_text[1:]} ({method})."
         + (
             " Asks the running ostreewatchd (root, or a user polkit authorizes for"
             " org.ostreewatch1.set-default); returns once the change is on disk."
             " See docs/default-entry.md."
         ),
     )
-    p.add_argument("id", nargs="?", metavar="ID", help="the boot entry id (as in `status`; .conf tolerated)")
+    p.add_argument("id", nargs="?", metavar="ENTRY", help="the boot entry id (as in `status`; .conf tolerated)")
     p.add_argument("--clear", action="store_true", help="remove the setting instead")
-    p.add_argument("--bus", default="system", metavar="BUS", help="system (default), session, or a D-Bus address")
+    p.add_argument("--bus", default="system", metavar="BUS", help="system (default), session or a D-Bus address")
     add_debug_option(p)
     p.set_defaults(func=cmd_set_entry, which=which, parser=p, deployment=None)
     return p
 
 
 def add_set_default_parser(sub: argparse._SubParsersAction[_SubcommandParser]) -> None:
-    p = _add_set_parser(sub, "set-default", "default", "Make a boot entry the default (SetDefaultEntry).")
+    p = _add_set_parser(sub, "set-default", "default", "make a boot entry the default", "SetDefaultEntry")
     p.add_argument(
         "--deployment",
-        metavar="ID",
+        metavar="DEPLOYMENT",
         help="make this deployment (OSNAME-CHECKSUM.SERIAL, as in `status`) the first one, as "
         "`ostree admin set-default` does (SetDefaultDeployment); prints the entry that boots it",
     )
 
 
 def add_set_next_parser(sub: argparse._SubParsersAction[_SubcommandParser]) -> None:
-    _add_set_parser(sub, "set-next", "next", "Boot an entry once, at the next boot (SetNextEntry).")
+    _add_set_parser(sub, "set-next", "next", "boot an entry once, at the next boot", "SetNextEntry")
 
 
 def cmd_set_entry(args: argparse.Namespace) -> int:
@@ -241,11 +257,14 @@ def cmd_set_entry(args: argparse.Namespace) -> int:
     if args.deployment is not None:
         if args.clear or args.id is not None:
             args.parser.print_usage(sys.stderr)
-            print(f"ostreewatch {command}: give an ID, --clear or --deployment ID (one of them)", file=sys.stderr)
+            print(
+                f"ostreewatch {command}: give an ENTRY, --clear or --deployment DEPLOYMENT (one of them)",
+                file=sys.stderr,
+            )
             return 2
     elif args.clear == (args.id is not None):
         args.parser.print_usage(sys.stderr)
-        print(f"ostreewatch {command}: give an ID or --clear (not both)", file=sys.stderr)
+        print(f"ostreewatch {command}: give an ENTRY or --clear (not both)", file=sys.stderr)
         return 2
     value = args.deployment if args.deployment is not None else ("" if args.clear else args.id)
     try:
@@ -416,6 +435,10 @@ class _SubcommandParser(argparse.ArgumentParser):
     would show the top-level usage (`ostreewatch status --frobnicate`).
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     # typeshed types this with overloads on the namespace; the override forwards both arguments as given.
     def parse_known_args(  # type: ignore[override]
         self, args: Any = None, namespace: Any = None
@@ -484,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ostreewatch",
         description="Show and watch an OSTree host's boot state.",
         epilog="Run `ostreewatch COMMAND --help` for a command's options.",
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument(

@@ -526,20 +526,23 @@ def check_bus_spec(spec: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .cli import HelpFormatter
     from .sample import DEFAULT, NAMES
     from .sample import add_argument as add_sample_argument
 
-    p = argparse.ArgumentParser(prog="ostreewatchd", description="Publish an OSTree host's boot state on D-Bus.")
+    p = argparse.ArgumentParser(
+        prog="ostreewatchd", description="Publish an OSTree host's boot state on D-Bus.", formatter_class=HelpFormatter
+    )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument(
         "--bus", default="system", metavar="BUS", help="system, session or a D-Bus address (default: system)"
     )
     p.add_argument("--sysroot", default="/", metavar="DIR", help="the sysroot to watch (default: /)")
     p.add_argument(
-        "--mountinfo", default="/proc/1/mountinfo", metavar="FILE", help="mount table (default: /proc/1/mountinfo)"
+        "--mountinfo", default="/proc/1/mountinfo", metavar="FILE", help="the mount table (default: /proc/1/mountinfo)"
     )
     p.add_argument(
-        "--cmdline", default="/proc/cmdline", metavar="FILE", help="kernel command line (default: /proc/cmdline)"
+        "--cmdline", default="/proc/cmdline", metavar="FILE", help="the kernel command line (default: /proc/cmdline)"
     )
     p.add_argument("--run", default="/run", metavar="DIR", help="the run directory (default: /run)")
     p.add_argument(
