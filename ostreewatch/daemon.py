@@ -36,11 +36,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ostreewatch.daemon")
 
-# The quiet time before a rescan. One `ostree admin deploy` is a burst of ~108 inotify
-# events over ~84 ms with gaps up to 21 ms at p99 (bench/bench_daemon.py burst), but ostree
-# holds its sysroot lock for the whole operation and the daemon waits for the lock's release
-# (below): so the debounce only has to fold the few events of a hand edit or a rename, and a
-# single-file change is published in ~15 ms (BENCHMARKS.md).
+# The quiet time before a rescan. ostree holds its sysroot lock for a whole deployment (a long
+# burst of events) and the daemon waits for the lock's release (below): so the debounce only has
+# to fold the few events of a hand edit or a rename (docs/design-notes.md has the figures).
 DEFAULT_DEBOUNCE_MS = 10
 # ostree's sysroot lock held (a deployment in progress) defers a rescan until its release,
 # seen as IN_CLOSE_WRITE of ostree/lock, or at the latest this long: a transaction that

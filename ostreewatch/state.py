@@ -66,7 +66,7 @@ GRUB_CFG_MAX = 1024 * 1024  # a generated grub.cfg with many menu entries stays 
 # (sysroot, commit checksum) -> its version: parsed once per process, bounded.
 _COMMIT_VERSIONS: dict[tuple[str, str], str] = {}
 # (sysroot, entry file name, file signature) -> the parsed entry: a rescan re-parses only the entry
-# files that changed (a 1,000-entry rescan was mostly reading and parsing unchanged files).
+# files that changed (docs/design-notes.md).
 _PARSED_ENTRIES: dict[tuple[str, str, tuple[int, int, int, int, int]], bls.BlsEntry] = {}
 _PARSED_ENTRIES_MAX = 8192
 ENTRY_SETTLE_NS = 2_000_000_000

@@ -5,7 +5,7 @@ Checked: no import cycle; the parsers (PACKAGE.parse.*) are pure: no I/O module
 imported and no open() called; dbus_next, pyinotify, systemd and gi are each
 imported only by the modules that own them; the watcher imports no reader
 (state, sysroot) and nothing above it. Every import counts, the ones inside functions
-too (they hid a state <-> sample cycle once). tests/test_architecture.py checks
+too (docs/design-notes.md says why). tests/test_architecture.py checks
 docs/ARCHITECTURE.md's import table against graph() too.
 Usage: scripts/check-imports.py [PACKAGE_DIR]; exit 1 on a finding, each printed.
 """
