@@ -22,7 +22,7 @@ import sys
 import textwrap
 from typing import Any, Callable, TextIO
 
-from . import __version__, errors, model
+from . import __version__, _interface, errors, model
 from .errors import OstreewatchError
 
 _NONE = "(none)"
@@ -52,13 +52,35 @@ def _booted_mark(stream: TextIO) -> str:
     return "●" if encoding == "utf8" else "*"
 
 
-def format_status(snap: model.Snapshot, booted_mark: str = "*") -> str:
-    """Human status in the spirit of `rpm-ostree status`: deployments, entries, mounts, problems last."""
+SHORT_CHECKSUM = 10  # like `git log --oneline`: longer only when two checksums share the prefix
+
+
+def short_checksums(checksums: list[str]) -> dict[str, str]:
+    """Each checksum -> its shortest prefix of at least SHORT_CHECKSUM characters that no other one shares."""
+    unique = sorted(set(checksums))
+    n = SHORT_CHECKSUM
+    while len({c[:n] for c in unique}) < len(unique):
+        n += 1
+    return {c: c[:n] for c in unique}
+
+
+def format_status(snap: model.Snapshot, booted_mark: str = "*", long: bool = False) -> str:
+    """Human status in the spirit of `rpm-ostree status`: deployments, entries, mounts, problems last.
+
+    Checksums are shortened where unambiguous (full with LONG); problems are shown as published."""
+    short = {} if long else short_checksums([d.checksum for d in snap.Deployments])
+
+    def ids(text: str) -> str:
+        for full, prefix in short.items():
+            text = text.replace(full, prefix)
+        return text
+
     out: list[str] = []
     state = "booted" if snap.BootedDeployment else ("ostree-booted" if snap.OstreeBooted else "not booted")
     out.append(f"State: {state}")
     out.append(f"Bootloader: {snap.Bootloader}")
-    out.append("Deployments:")
+    legend = f" ({booted_mark} booted)"
+    out.append("Deployments" + (legend if any(d.booted for d in snap.Deployments) else "") + ":")
     if not snap.Deployments:
         out.append(f"  {_NONE}")
     for d in snap.Deployments:
@@ -68,17 +90,17 @@ def format_status(snap: model.Snapshot, booted_mark: str = "*") -> str:
             if on
         ]
         flags = "".join(f" ({m})" for m in marks)
-        out.append(f"{booted_mark if d.booted else ' '} {d.osname} {d.checksum}.{d.serial}{flags}")
+        out.append(f"{booted_mark if d.booted else ' '} {d.osname} {ids(d.checksum)}.{d.serial}{flags}")
         for label, value in (
             ("Version", d.version),
             ("Title", d.title),
-            ("Origin", d.origin),
+            ("Origin", ids(d.origin)),
             ("Entry", d.entry or _NONE),
             ("Index", str(d.index) if d.index >= 0 else _NONE),
         ):
             if value:
                 out.append(f"{label:>18}: {value}")
-    out.append("Boot entries:")
+    out.append("Boot entries" + (legend if any(e.booted for e in snap.BootEntries) else "") + ":")
     if not snap.BootEntries:
         out.append(f"  {_NONE}")
     for e in snap.BootEntries:
@@ -90,13 +112,17 @@ def format_status(snap: model.Snapshot, booted_mark: str = "*") -> str:
         out.append(f"{booted_mark if e.booted else ' '} {e.id}{suffix}")
         if e.title:
             out.append(f"{'Title':>18}: {e.title}")
-        out.append(f"{'Deployment':>18}: {e.deployment or _NONE}")
+        out.append(f"{'Deployment':>18}: {ids(e.deployment) or _NONE}")
     out.append(f"Default entry: {snap.DefaultEntry or _NONE}")
     out.append(f"Next entry: {snap.NextEntry or _NONE}")
     if snap.Mounts:
         out.append("Mounts:")
-        for m in snap.Mounts:
-            out.append(f"  {m.mount_point:<9} {'ro' if m.read_only else 'rw'} {m.fstype} {m.source} {m.root}")
+        rows = [("MOUNT POINT", "RO/RW", "TYPE", "SOURCE", "ROOT")] + [
+            (m.mount_point, "ro" if m.read_only else "rw", m.fstype, m.source, ids(m.root)) for m in snap.Mounts
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        for r in rows:
+            out.append("  " + " ".join(f"{c:<{w}}" for c, w in zip(r, widths)) + " " + r[4])
     if snap.Problems:
         out.append(f"Problems ({len(snap.Problems)}):")
         for p in snap.Problems:
@@ -107,13 +133,27 @@ def format_status(snap: model.Snapshot, booted_mark: str = "*") -> str:
     return "\n".join(out) + "\n"
 
 
-def print_snapshot(snap: model.Snapshot, as_json: bool, stream: TextIO = sys.stdout) -> None:
-    """--json: exactly {"Property": value}; otherwise the human form."""
+def status_document(snap: model.Snapshot, generation: int, version: str) -> dict[str, Any]:
+    """What `status --json` prints: every property GetAll returns, in the interface's order."""
+    plain = {**model.snapshot_to_plain(snap), "Generation": generation, "Version": version}
+    return {name: plain[name] for name in _interface.PROPERTIES}
+
+
+def print_snapshot(
+    snap: model.Snapshot,
+    as_json: bool,
+    stream: TextIO = sys.stdout,
+    generation: int = 0,
+    version: str = __version__,
+    long: bool = False,
+) -> None:
+    """--json: exactly GetAll's {"Property": value} (read directly: Generation 0, this Version); otherwise
+    the human form."""
     if as_json:
-        json.dump(model.snapshot_to_plain(snap), stream, indent=2, ensure_ascii=False)
+        json.dump(status_document(snap, generation, version), stream, indent=2, ensure_ascii=False)
         stream.write("\n")
     else:
-        stream.write(format_status(snap, _booted_mark(stream)))
+        stream.write(format_status(snap, _booted_mark(stream), long))
 
 
 # --- status -------------------------------------------------------------------
@@ -161,7 +201,14 @@ def add_status_parser(sub: argparse._SubParsersAction[_SubcommandParser]) -> Non
         help="show the boot state",
         description="Show the boot state: deployments, boot entries, default, mounts, problems.",
     )
-    p.add_argument("--json", action="store_true", help='print {"Property": value, ...} as JSON')
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"Property": value, ...} as JSON, every property GetAll returns (read directly: Generation 0)',
+    )
+    p.add_argument(
+        "--long", action="store_true", help="show checksums in full (else as short as they stay unambiguous)"
+    )
     p.add_argument(
         "--offline",
         action="store_true",
@@ -193,19 +240,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not args.offline and not _names_files(args):
         got = try_daemon_status(args)  # None: no daemon, a note on stderr, read directly
         if got is not None:
-            snap, source = got
+            snap, source, generation, version = got
             if args.json:
                 print(source, file=sys.stderr)  # stdout stays pure JSON
             else:
                 print(source)
-            print_snapshot(snap, args.json)
+            print_snapshot(snap, args.json, generation=generation, version=version, long=args.long)
             return 0
     try:
         snap = read_offline(args)
     except OstreewatchError as e:
         print(f"ostreewatch: {e}", file=sys.stderr)
         return 1
-    print_snapshot(snap, args.json)
+    print_snapshot(snap, args.json, long=args.long)
     return 0
 
 
@@ -305,12 +352,12 @@ def _bus_label(spec: str) -> str:
     return f"the {spec} bus" if spec in ("system", "session") else spec
 
 
-def daemon_snapshot(bus: str, timeout: float = 10.0) -> tuple[Any, int] | None:
-    """(snapshot, generation) from a running ostreewatchd on BUS; None when none owns the name."""
+def daemon_snapshot(bus: str, timeout: float = 10.0) -> tuple[Any, int, str] | None:
+    """(snapshot, generation, version) from a running ostreewatchd on BUS; None when none owns the name."""
     from . import service
     from .client import Client
 
-    async def ask() -> tuple[Any, int] | None:
+    async def ask() -> tuple[Any, int, str] | None:
         client = await Client.connect(bus)
         try:
             if not await client.has_owner():
@@ -318,13 +365,14 @@ def daemon_snapshot(bus: str, timeout: float = 10.0) -> tuple[Any, int] | None:
             props = await client.get_all()
         finally:
             client.close()
-        return service.snapshot_from_plain(props), int(props.get("Generation", 0))
+        return service.snapshot_from_plain(props), int(props.get("Generation", 0)), str(props.get("Version", ""))
 
     return asyncio.run(asyncio.wait_for(ask(), timeout))
 
 
-def try_daemon_status(args: argparse.Namespace) -> tuple[Any, str] | None:
-    """The daemon's snapshot and a line naming the source, or None (with a note on stderr) to read offline."""
+def try_daemon_status(args: argparse.Namespace) -> tuple[Any, str, int, str] | None:
+    """The daemon's snapshot, a line naming the source, its Generation and Version; or None (with a note on
+    stderr) to read offline."""
     bus = getattr(args, "bus", None) or "system"
     try:
         got = daemon_snapshot(bus)
@@ -337,8 +385,8 @@ def try_daemon_status(args: argparse.Namespace) -> tuple[Any, str] | None:
     if got is None:
         print(f"note: no ostreewatchd on {_bus_label(bus)}; reading the boot state directly", file=sys.stderr)
         return None
-    snapshot, generation = got
-    return snapshot, f"Source: ostreewatchd on {_bus_label(bus)} (generation {generation})"
+    snapshot, generation, version = got
+    return snapshot, f"Source: ostreewatchd on {_bus_label(bus)} (generation {generation})", generation, version
 
 
 def _short(value: Any) -> str:

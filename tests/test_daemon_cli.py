@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from ostreewatch import __version__
 from tests.fixtures.daemon import DaemonProcess
 from tests.fixtures.daemon_sysroot import bus, entries_dir, sysroot
 
@@ -48,6 +49,9 @@ def test_status_uses_the_daemon_and_agrees_with_an_offline_read(
     )
     assert offline.returncode == 0, offline.stderr
     got, want = json.loads(via_daemon.stdout), json.loads(offline.stdout)
+    # GetAll's Generation and Version, like the daemon publishes them (read directly: Generation 0).
+    assert isinstance(got.pop("Generation"), int) and want.pop("Generation") == 0
+    assert got["Version"] == want["Version"] == __version__
     # the daemon reads /proc/self/mountinfo of its own process: the mount ids agree, so compare all
     assert got == want
 
