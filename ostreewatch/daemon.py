@@ -384,8 +384,12 @@ class Daemon:
             if owner:
                 self.journal.bus_connected(self.bus_address(), bus.unique_name or "")
             else:
+                # One line: a second ostreewatchd on the same bus is not an error, it stands by.
                 self.journal.log(
-                    LOG_WARNING, f"{service.BUS_NAME} is owned by another connection; queued for it", bus=self.bus_spec
+                    LOG_WARNING,
+                    f"{service.BUS_NAME} is owned by another connection on {self.bus_spec}: waiting for the name "
+                    "(this daemon takes over when that one releases it)",
+                    bus=self.bus_spec,
                 )
             reason = "disconnected"
             try:

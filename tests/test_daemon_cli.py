@@ -106,3 +106,21 @@ def test_monitor_prints_each_change(bus: Any, sysroot: str, daemon_factory: Call
             for f in (p.stdout, p.stderr):
                 if f:
                     f.close()
+
+
+def test_a_second_daemon_says_in_one_line_that_it_waits_for_the_name(
+    bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]
+) -> None:
+    first = daemon_factory(bus, sysroot)
+    first.wait_name()
+    second = daemon_factory(bus, sysroot)
+    deadline = time.monotonic() + 30  # a wait limit, not a timed assertion
+    while "waiting for the name" not in second.stderr_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = [line for line in second.stderr_text().splitlines() if "org.ostreewatch1" in line]
+    assert len(lines) == 1 and "is owned by another connection" in lines[0] and "waiting for the name" in lines[0]
+    assert "Traceback" not in second.stderr_text() and second.alive()
+    # The first one leaves: the second takes the name and serves.
+    first.stop()
+    second.wait_name()
+    assert second.get_property("Version") == __version__
