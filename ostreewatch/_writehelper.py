@@ -29,7 +29,6 @@ TEMP_PREFIX = ".ostreewatch-tmp-"
 
 # <sys/mount.h>, <sched.h>
 CLONE_NEWNS = 0x00020000
-MS_RDONLY = 1
 MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
@@ -40,7 +39,6 @@ MS_BIND = 4096
 MS_REC = 16384
 MS_SILENT = 32768
 MS_PRIVATE = 1 << 18
-MS_RELATIME = 1 << 21
 ST_RDONLY = os.ST_RDONLY
 
 

@@ -387,10 +387,7 @@ FS_IMMUTABLE_FL = 0x10
 
 def _chattr_mutable(path: str) -> None:
     """Clear FS_IMMUTABLE_FL, which the kernel sets on efivarfs files (an ordinary directory may refuse: fine)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
         buf = bytearray(struct.pack("i", 0))
         fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf)

@@ -36,11 +36,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ostreewatch.daemon")
 
-# The quiet time before a rescan. One `ostree admin deploy` is a burst of ~108 inotify
-# events over ~84 ms with gaps up to 21 ms at p99 (bench/bench_daemon.py burst), but ostree
-# holds its sysroot lock for the whole operation and the daemon waits for the lock's release
-# (below): so the debounce only has to fold the few events of a hand edit or a rename, and a
-# single-file change is published in ~15 ms (BENCHMARKS.md).
+# The quiet time before a rescan. ostree holds its sysroot lock for a whole deployment (a long
+# burst of events) and the daemon waits for the lock's release (below): so the debounce only has
+# to fold the few events of a hand edit or a rename (docs/design-notes.md has the figures).
 DEFAULT_DEBOUNCE_MS = 10
 # ostree's sysroot lock held (a deployment in progress) defers a rescan until its release,
 # seen as IN_CLOSE_WRITE of ostree/lock, or at the latest this long: a transaction that
@@ -452,8 +450,12 @@ class Daemon:
             if owner:
                 self.journal.bus_connected(self.bus_address(), bus.unique_name or "")
             else:
+                # One line: a second ostreewatchd on the same bus is not an error, it stands by.
                 self.journal.log(
-                    LOG_WARNING, f"{service.BUS_NAME} is owned by another connection; queued for it", bus=self.bus_spec
+                    LOG_WARNING,
+                    f"{service.BUS_NAME} is owned by another connection on {self.bus_spec}: waiting for the name "
+                    "(this daemon takes over when that one releases it)",
+                    bus=self.bus_spec,
                 )
             reason = "disconnected"
             try:
@@ -599,20 +601,23 @@ def check_bus_spec(spec: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .cli import HelpFormatter
     from .sample import DEFAULT, NAMES
     from .sample import add_argument as add_sample_argument
 
-    p = argparse.ArgumentParser(prog="ostreewatchd", description="Publish an OSTree host's boot state on D-Bus.")
+    p = argparse.ArgumentParser(
+        prog="ostreewatchd", description="Publish an OSTree host's boot state on D-Bus.", formatter_class=HelpFormatter
+    )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument(
         "--bus", default="system", metavar="BUS", help="system, session or a D-Bus address (default: system)"
     )
     p.add_argument("--sysroot", default="/", metavar="DIR", help="the sysroot to watch (default: /)")
     p.add_argument(
-        "--mountinfo", default="/proc/1/mountinfo", metavar="FILE", help="mount table (default: /proc/1/mountinfo)"
+        "--mountinfo", default="/proc/1/mountinfo", metavar="FILE", help="the mount table (default: /proc/1/mountinfo)"
     )
     p.add_argument(
-        "--cmdline", default="/proc/cmdline", metavar="FILE", help="kernel command line (default: /proc/cmdline)"
+        "--cmdline", default="/proc/cmdline", metavar="FILE", help="the kernel command line (default: /proc/cmdline)"
     )
     p.add_argument("--run", default="/run", metavar="DIR", help="the run directory (default: /run)")
     p.add_argument(

@@ -40,7 +40,6 @@ LOG_ERR = 3
 LOG_WARNING = 4
 LOG_NOTICE = 5
 LOG_INFO = 6
-LOG_DEBUG = 7
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
@@ -291,11 +290,6 @@ class Journal:
                 # The last suppressed attempt is journaled, late, with the count of the others:
                 # every record stands for itself plus OSTREEWATCH_SUPPRESSED refusals before it.
                 self._attempt_record(dict(last, suppressed=suppressed - 1))
-
-    @_never_raise
-    def flush(self) -> None:
-        """Journal every pending count of suppressed refusals now (the daemon calls it when stopping)."""
-        self._flush_refused(None)
 
     @_never_raise
     def stopping(self, reason: str = "") -> None:

@@ -19,8 +19,6 @@ GRUB_DIRS: tuple[str, ...] = ("boot/grub2", "boot/grub")
 # What a grub.cfg may source from its own directory (bootupd configs.d 01_users.cfg,
 # 41_custom.cfg; grub-static-pre.cfg's bootuuid.cfg and console.cfg; 00_header's user.cfg).
 GRUB_SOURCED: tuple[str, ...] = ("user.cfg", "custom.cfg", "console.cfg", "bootuuid.cfg", "platform.cfg")
-# What the writer searches for ${saved_entry} / ${next_entry}: grub.cfg and what grub2-mkconfig's grub.cfg sources.
-GRUB_CONFIGS: tuple[str, ...] = ("grub.cfg", "user.cfg", "custom.cfg")
 # systemd-boot reads loader.conf on the ESP: /boot when the ESP is /boot, else /boot/efi.
 LOADER_CONFS: tuple[str, ...] = ("boot/loader/loader.conf", "boot/efi/loader/loader.conf")
 ENTRIES_DIR = "boot/loader/entries"

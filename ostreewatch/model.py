@@ -8,6 +8,7 @@ Nothing here does I/O.
 from __future__ import annotations
 
 import dataclasses
+import enum
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,7 +81,7 @@ MOUNT_KEYS: dict[str, str] = {
 }
 
 PROBLEM_KEYS: dict[str, str] = {
-    "code": "s",  # stable code, see docs/problems.md
+    "code": "s",  # stable code: PROBLEM_CODES, docs/problems.md
     "message": "s",
     "subject": "s",  # the entry id, deployment id, path or mount point concerned
 }
@@ -111,23 +112,8 @@ BOOTED_ROOT_OSTREE_KEYS: dict[str, str] = {
     "transient-etc": "transient_etc",
 }
 
-# Where DefaultEntry comes from (docs/default-entry.md, "Reading the default").
-DEFAULT_ENTRY_SOURCES = (
-    "saved_entry",
-    "next_entry",
-    "grubenv-default",
-    "greenboot-fallback",
-    "grub.cfg",
-    "first-entry",
-    "loader.conf",
-    "efi-variable",
-    "none",
-)
-
 # The mount points published in Mounts, in this order.
 WATCHED_MOUNT_POINTS: tuple[str, ...] = ("/", "/sysroot", "/usr", "/etc", "/var", "/boot", "/boot/efi")
-
-BOOTLOADERS = ("grub2", "systemd-boot", "none")
 
 
 @dataclass(frozen=True)
@@ -184,6 +170,51 @@ class Problem:
     subject: str = ""
 
 
+class ProblemCode(enum.Enum):
+    """Every problem code the reader emits, with its one-line meaning (docs/problems.md says more)."""
+
+    # Boot entries
+    ENTRY_UNREADABLE = ("entry-unreadable", "an entry file cannot be read safely; left out of BootEntries")
+    ENTRY_UNPARSABLE = ("entry-unparsable", "an entry file is not a valid BLS entry; left out of BootEntries")
+    ENTRY_NO_KERNEL = ("entry-no-kernel", "an entry has neither linux nor efi")
+    OSTREE_ARG_UNRESOLVED = ("ostree-arg-unresolved", "an entry's ostree= argument leads to no deployment")
+    ENTRIES_DIR_MISSING = ("entries-dir-missing", "there is no boot/loader/entries directory")
+    LOADER_LINK_DANGLING = ("loader-link-dangling", "boot/loader points to a directory that does not exist")
+    STALE_LOADER_DIR = ("stale-loader-dir", "a boot/loader.N directory that the loader link does not name")
+    # Deployments
+    DEPLOYMENT_NO_ENTRY = ("deployment-no-entry", "a deployment has no boot entry pointing at it")
+    ORIGIN_UNPARSABLE = ("origin-unparsable", "a deployment's .origin file cannot be read or parsed")
+    STAGED_UNPARSABLE = ("staged-unparsable", "the staged-deployment file is not the GVariant ostree writes")
+    RUN_FILE_UNREADABLE = ("run-file-unreadable", "a file under the run directory is not what ostree writes")
+    # Default and next entry
+    SAVED_ENTRY_MISSING = ("saved-entry-missing", "the saved default names no existing entry")
+    SAVED_ENTRY_IGNORED = ("saved-entry-ignored", "saved_entry or next_entry is set but the grub.cfg never reads it")
+    GRUB_CFG_UNSUPPORTED = ("grub-cfg-unsupported", "grub.cfg cannot be read or its default cannot be evaluated")
+    BOOT_FALLBACK = ("boot-fallback", "the default was tried and not kept")
+    DEFAULT_ENTRY_MOVED = ("default-entry-moved", "the saved default now boots another deployment than chosen")
+    GRUBENV_UNPARSABLE = ("grubenv-unparsable", "the grubenv is not a valid environment block")
+    LOADER_CONF_UNPARSABLE = ("loader-conf-unparsable", "loader.conf cannot be read or is not UTF-8")
+    # The booted host
+    BOOTED_UNKNOWN = ("booted-unknown", "ostree-booted exists but no deployment matches it")
+    USR_WRITABLE = ("usr-writable", "/usr is mounted read-write while the booted deployment is not unlocked")
+    BOOT_NOT_MOUNTED = ("boot-not-mounted", "/boot is not a mount point on a booted host")
+    # The mount table
+    MOUNTINFO_UNPARSABLE = ("mountinfo-unparsable", "the mount table cannot be read, or some lines are malformed")
+
+    def __init__(self, code: str, description: str) -> None:
+        self.code = code
+        self.description = description
+
+
+# code -> its one-line meaning: the codes Problems may hold (docs/problems.md documents each).
+PROBLEM_CODES: dict[str, str] = {c.code: c.description for c in ProblemCode}
+
+# Codes never emitted any more, kept documented (docs/problems.md, "Retired codes") for scripts.
+RETIRED_PROBLEM_CODES: dict[str, str] = {
+    "booted-not-default": "raised for every pending update; a real fallback is boot-fallback",
+}
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """The whole boot state at one moment; the D-Bus properties, minus Generation and Version."""
@@ -221,7 +252,24 @@ PROPERTY_SIGNATURES: dict[str, str] = {
     name: sig for name, sig in _interface.PROPERTIES.items() if name not in ("Generation", "Version")
 }
 
-_KEYS_OF = {Deployment: DEPLOYMENT_KEYS, BootEntry: BOOT_ENTRY_KEYS, Mount: MOUNT_KEYS, Problem: PROBLEM_KEYS}
+
+@dataclass(frozen=True)
+class RecordKind:
+    """An aa{sv} property: the record class of its items and the D-Bus signature of each key."""
+
+    cls: type[Any]
+    keys: dict[str, str]
+
+
+# The one property -> record map: every aa{sv} property of the interface (service.py and the tests read it).
+RECORDS: dict[str, RecordKind] = {
+    "Deployments": RecordKind(Deployment, DEPLOYMENT_KEYS),
+    "BootEntries": RecordKind(BootEntry, BOOT_ENTRY_KEYS),
+    "Mounts": RecordKind(Mount, MOUNT_KEYS),
+    "Problems": RecordKind(Problem, PROBLEM_KEYS),
+}
+# record class -> its keys, derived from RECORDS.
+_KEYS_OF: dict[type[Any], dict[str, str]] = {r.cls: r.keys for r in RECORDS.values()}
 
 
 def record_to_dict(record: Any) -> dict[str, Any]:
@@ -253,10 +301,6 @@ def booted_root_items(values: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
 
 def key_signatures(property_name: str) -> dict[str, str]:
     """The a{sv} key signatures of an aa{sv} (or a{sv}) property."""
-    return {
-        "BootedRoot": BOOTED_ROOT_KEYS,
-        "Deployments": DEPLOYMENT_KEYS,
-        "BootEntries": BOOT_ENTRY_KEYS,
-        "Mounts": MOUNT_KEYS,
-        "Problems": PROBLEM_KEYS,
-    }[property_name]
+    if property_name == "BootedRoot":
+        return BOOTED_ROOT_KEYS
+    return RECORDS[property_name].keys

@@ -14,16 +14,20 @@ import os
 import tempfile
 from typing import Any
 
-from . import model
+from . import _interface, model
 
 STATUS_FILE = "status.json"
 # RuntimeDirectory=ostreewatch in units/ostreewatch.service: systemd sets RUNTIME_DIRECTORY to it.
 DEFAULT_RUNTIME_DIR = "/run/ostreewatch"
 
 
-def status_plain(snapshot: model.Snapshot, generation: int, version: str) -> dict[str, Any]:
-    """Every published property as GetAll returns it, in plain JSON values."""
-    return dict(model.snapshot_to_plain(snapshot), Generation=generation, Version=version)
+def status_plain(snapshot: model.Snapshot, generation: int | None, version: str) -> dict[str, Any]:
+    """The published properties as GetAll returns them, in plain JSON values and the interface's order;
+    GENERATION None (a direct read, no daemon): the snapshot alone, without Generation and Version."""
+    plain = model.snapshot_to_plain(snapshot)
+    if generation is not None:
+        plain = {**plain, "Generation": generation, "Version": version}
+    return {name: plain[name] for name in _interface.PROPERTIES if name in plain}
 
 
 def render_json(values: dict[str, Any]) -> str:
@@ -31,7 +35,7 @@ def render_json(values: dict[str, Any]) -> str:
     return json.dumps(values, indent=2, ensure_ascii=False) + "\n"
 
 
-def render_status(snapshot: model.Snapshot, generation: int, version: str) -> str:
+def render_status(snapshot: model.Snapshot, generation: int | None, version: str) -> str:
     """status.json's text for a published snapshot."""
     return render_json(status_plain(snapshot, generation, version))
 

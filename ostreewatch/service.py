@@ -51,7 +51,6 @@ from .changes import Changes
 EMITS = "org.freedesktop.DBus.Property.EmitsChangedSignal"
 
 UNKNOWN_METHOD = "org.freedesktop.DBus.Error.UnknownMethod"
-INVALID_ARGS = errors.InvalidArgs.dbus_name
 FAILED = errors.OstreewatchError.dbus_name
 
 log = logging.getLogger("ostreewatch.service")

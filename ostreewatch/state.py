@@ -27,13 +27,14 @@ Choices worth knowing:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
 import stat
 import time
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from . import model
 from .errors import OstreewatchError, SysrootError
@@ -46,7 +47,8 @@ from .layout import (
     LOADER_COMMENT,
     LOADER_CONFS,
 )
-from .model import Paths as Paths  # re-exported: callers built state.Paths before it moved
+from .model import Paths as Paths
+from .model import ProblemCode  # re-exported: callers built state.Paths before it moved
 from .parse import bls, grubcfg, gvariant, loaderconf, osrelease
 from .parse import cmdline as cmdline_parse
 from .parse import grubenv as grubenv_parse
@@ -64,7 +66,7 @@ GRUB_CFG_MAX = 1024 * 1024  # a generated grub.cfg with many menu entries stays 
 # (sysroot, commit checksum) -> its version: parsed once per process, bounded.
 _COMMIT_VERSIONS: dict[tuple[str, str], str] = {}
 # (sysroot, entry file name, file signature) -> the parsed entry: a rescan re-parses only the entry
-# files that changed (a 1,000-entry rescan was mostly reading and parsing unchanged files).
+# files that changed (docs/design-notes.md).
 _PARSED_ENTRIES: dict[tuple[str, str, tuple[int, int, int, int, int]], bls.BlsEntry] = {}
 _PARSED_ENTRIES_MAX = 8192
 ENTRY_SETTLE_NS = 2_000_000_000
@@ -77,26 +79,16 @@ _LOADER_N = re.compile(r"loader\.[0-9]+")
 
 @dataclass
 class _Dep:
-    """A deployment being assembled."""
+    """A deployment being assembled: its published record (replaced as the read learns more) and what only the
+    reader needs."""
 
-    osname: str
-    checksum: str
-    serial: int
+    rec: model.Deployment  # index, booted, default and rollback are set when the records are made
     rel: str  # resolved sysroot-relative directory
-    path: str
-    entry: str = ""
-    bootcsum: str = ""
-    bootserial: int = -1
-    pinned: bool = False
-    unlocked: str = ""
-    origin: str = ""
-    version: str = ""
-    title: str = ""
-    staged: bool = False
+    unlocked: str = ""  # the origin's unlocked= value
 
-    @property
-    def id(self) -> str:
-        return f"{self.osname}-{self.checksum}.{self.serial}"
+    def update(self, **changes: Any) -> None:
+        """Replace fields of the record."""
+        self.rec = dataclasses.replace(self.rec, **changes)
 
 
 class _Reader:
@@ -110,8 +102,8 @@ class _Reader:
         # ostree= value -> its resolution, for this one read (several entries may name one deployment).
         self._resolved_args: dict[str, tuple[tuple[str, str] | None, str]] = {}
 
-    def problem(self, code: str, message: str, subject: str = "") -> None:
-        self.problems.append(model.Problem(code=code, message=message, subject=subject))
+    def problem(self, code: ProblemCode, message: str, subject: str = "") -> None:
+        self.problems.append(model.Problem(code=code.code, message=message, subject=subject))
 
     def _ostree_base(self) -> str:
         """The resolved `ostree/deploy` directory; SysrootError when this is no ostree sysroot."""
@@ -147,16 +139,19 @@ class _Reader:
                 st = self.root.lstat(rel) if m else None
                 if m is None or st is None or not stat.S_ISDIR(st.st_mode):  # ostree never links a deployment dir
                     continue
-                dep = _Dep(
+                checksum, serial = m.group(1), int(m.group(2))
+                record = model.Deployment(
+                    id=f"{osname}-{checksum}.{serial}",
                     osname=osname,
-                    checksum=m.group(1),
-                    serial=int(m.group(2)),
-                    rel=rel,
+                    checksum=checksum,
+                    serial=serial,
+                    index=-1,
                     path=f"/ostree/deploy/{osname}/deploy/{name}",
                 )
+                dep = _Dep(rec=record, rel=rel)
                 self._read_origin(dep, rel + ".origin")
                 self._read_os_release(dep)
-                dep.version = self._commit_version(dep.checksum) or dep.version
+                dep.update(version=self._commit_version(checksum) or dep.rec.version)
                 found[(osname, name)] = dep
         return found
 
@@ -166,12 +161,13 @@ class _Reader:
             origin = origin_parse.parse_origin(text)
         except ReadRefused as e:
             if e.reason != ReadRefused.NOT_FOUND:
-                self.problem("origin-unparsable", f"cannot read the origin file: {e}", dep.id)
+                self.problem(ProblemCode.ORIGIN_UNPARSABLE, f"cannot read the origin file: {e}", dep.rec.id)
             return
         except (UnicodeDecodeError, OstreewatchError) as e:
-            self.problem("origin-unparsable", f"cannot parse the origin file: {e}", dep.id)
+            self.problem(ProblemCode.ORIGIN_UNPARSABLE, f"cannot parse the origin file: {e}", dep.rec.id)
             return
-        dep.origin, dep.pinned, dep.unlocked = origin.refspec, origin.pinned, origin.unlocked
+        dep.update(origin=origin.refspec, pinned=origin.pinned)
+        dep.unlocked = origin.unlocked
 
     def _read_os_release(self, dep: _Dep) -> None:
         for candidate in ("usr/lib/os-release", "etc/os-release"):
@@ -185,8 +181,10 @@ class _Reader:
                 continue
             # The commit's version wins when the repo has the commit (_commit_version);
             # rpm-ostree and bootc also put it here.
-            dep.version = values.get("OSTREE_VERSION") or values.get("IMAGE_VERSION") or values.get("VERSION") or ""
-            dep.title = values.get("PRETTY_NAME") or values.get("NAME") or ""
+            dep.update(
+                version=values.get("OSTREE_VERSION") or values.get("IMAGE_VERSION") or values.get("VERSION") or "",
+                title=values.get("PRETTY_NAME") or values.get("NAME") or "",
+            )
             return
 
     def _commit_version(self, checksum: str) -> str:
@@ -235,7 +233,9 @@ class _Reader:
             names = self.root.listdir(ENTRIES_DIR)
         except ReadRefused as e:
             if not self.loader_dangling:  # already reported as loader-link-dangling
-                self.problem("entries-dir-missing", f"cannot list boot/loader/entries: {e}", "/boot/loader/entries")
+                self.problem(
+                    ProblemCode.ENTRIES_DIR_MISSING, f"cannot list boot/loader/entries: {e}", "/boot/loader/entries"
+                )
             return []
         parsed = []
         for name in names:
@@ -243,7 +243,7 @@ class _Reader:
                 continue
             if not _utf8(name):
                 self.problem(
-                    "entry-unreadable",
+                    ProblemCode.ENTRY_UNREADABLE,
                     "an entry file name is not valid UTF-8",
                     name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
                 )
@@ -256,17 +256,17 @@ class _Reader:
                 try:
                     data = self.root.read(rel, ENTRY_MAX)
                 except ReadRefused as e:
-                    self.problem("entry-unreadable", f"entry {name}: {e}", entry_id)
+                    self.problem(ProblemCode.ENTRY_UNREADABLE, f"entry {name}: {e}", entry_id)
                     continue
                 try:
                     entry = bls.parse_entry(name, data)
                 except OstreewatchError as e:
-                    self.problem("entry-unparsable", str(e), entry_id)
+                    self.problem(ProblemCode.ENTRY_UNPARSABLE, str(e), entry_id)
                     continue
                 if signature:
                     _remember_entry((self.root.path, name, signature), entry)
             if not entry.linux and not entry.efi:
-                self.problem("entry-no-kernel", f"entry {name} has neither 'linux' nor 'efi'", entry.id)
+                self.problem(ProblemCode.ENTRY_NO_KERNEL, f"entry {name} has neither 'linux' nor 'efi'", entry.id)
             parsed.append(entry)
         return bls.sort_entries(parsed)
 
@@ -291,7 +291,9 @@ class _Reader:
         self.loader_dangling = target is not None and not self.root.is_dir("boot/loader")
         if self.loader_dangling:
             self.problem(
-                "loader-link-dangling", f"boot/loader points to {target}, which is not a directory", "/boot/loader"
+                ProblemCode.LOADER_LINK_DANGLING,
+                f"boot/loader points to {target}, which is not a directory",
+                "/boot/loader",
             )
         try:
             names = self.root.listdir("boot")
@@ -301,7 +303,7 @@ class _Reader:
         for name in names:
             if _LOADER_N.fullmatch(name) and current is not None and name != current:
                 self.problem(
-                    "stale-loader-dir",
+                    ProblemCode.STALE_LOADER_DIR,
                     f"boot/{name} is left beside boot/loader -> {target} (an interrupted deployment?)",
                     f"/boot/{name}",
                 )
@@ -337,7 +339,7 @@ class _Reader:
             try:
                 return grubenv_parse.parse_grubenv(self.root.read(rel, SMALL_MAX)), "/" + rel
             except (ReadRefused, OstreewatchError) as e:
-                self.problem("grubenv-unparsable", f"cannot read /{rel}: {e}", "/" + rel)
+                self.problem(ProblemCode.GRUBENV_UNPARSABLE, f"cannot read /{rel}: {e}", "/" + rel)
                 return {}, "/" + rel
         return {}, ""
 
@@ -349,7 +351,7 @@ class _Reader:
         try:
             return read_grub_config(self.root)
         except ReadRefused as e:
-            self.problem("grub-cfg-unsupported", f"cannot read {e}", e.path)
+            self.problem(ProblemCode.GRUB_CFG_UNSUPPORTED, f"cannot read {e}", e.path)
             return None
 
     def loader_conf(self) -> tuple[loaderconf.LoaderConf | None, str]:
@@ -360,7 +362,7 @@ class _Reader:
                 text = self.root.read(rel, SMALL_MAX).decode("utf-8", "strict")
                 return loaderconf.parse_loader_conf(text), "/" + rel
             except (ReadRefused, UnicodeDecodeError, OstreewatchError) as e:
-                self.problem("loader-conf-unparsable", f"cannot read /{rel}: {e}", "/" + rel)
+                self.problem(ProblemCode.LOADER_CONF_UNPARSABLE, f"cannot read /{rel}: {e}", "/" + rel)
                 return None, "/" + rel
         return None, ""
 
@@ -378,7 +380,7 @@ class _Reader:
             return run.read(rel, cap)
         except ReadRefused as e:
             self.problem(
-                "run-file-unreadable",
+                ProblemCode.RUN_FILE_UNREADABLE,
                 f"cannot read {os.path.join(self.paths.run, rel)}: {e}",
                 os.path.join(self.paths.run, rel),
             )
@@ -396,12 +398,12 @@ class _Reader:
         try:
             data = read_host_file(self.paths.mountinfo, MOUNTINFO_MAX)
         except ReadRefused as e:
-            self.problem("mountinfo-unparsable", f"cannot read the mount table: {e}", self.paths.mountinfo)
+            self.problem(ProblemCode.MOUNTINFO_UNPARSABLE, f"cannot read the mount table: {e}", self.paths.mountinfo)
             return (), False
         mounts, errors = _watched_mounts(data)
         if errors:
             self.problem(
-                "mountinfo-unparsable",
+                ProblemCode.MOUNTINFO_UNPARSABLE,
                 f"{len(errors)} line(s) of {self.paths.mountinfo} cannot be parsed; first: {errors[0]}",
                 self.paths.mountinfo,
             )
@@ -512,7 +514,7 @@ def read_snapshot(paths: Paths) -> model.Snapshot:
     deps = r.deployments()
     bootloader, entries = _entries(r)
     links = _link_entries(r, entries, deps)
-    by_id = {d.id: d for d in deps.values()}
+    by_id = {d.rec.id: d for d in deps.values()}
     staged_id = _staged(r, deps, by_id)
     mounts, mounts_ok = r.mounts()
     booted = _booted(r, deps, mounts)
@@ -522,7 +524,7 @@ def read_snapshot(paths: Paths) -> model.Snapshot:
     rollback_id = _rollback(by_id, links.ordered, booted.deployment, default_id)
     # The booted deployment's entry: whatever boot.N the command line names, ostree
     # may have swapped the bootversion since (every deploy, rollback or cleanup does).
-    booted_entry = by_id[booted.deployment].entry if booted.deployment in by_id else ""
+    booted_entry = by_id[booted.deployment].rec.entry if booted.deployment in by_id else ""
     _host_problems(r, booted, by_id, mounts, mounts_ok)
     return model.Snapshot(
         Bootloader=bootloader,
@@ -612,7 +614,7 @@ def _link_entries(r: _Reader, entries: list[bls.BlsEntry], deps: dict[tuple[str,
         try:
             arg = cmdline_parse.get_arg(e.options, "ostree") if e.options else None
         except OstreewatchError as err:
-            r.problem("ostree-arg-unresolved", f"entry {e.file}: cannot read its options: {err}", e.id)
+            r.problem(ProblemCode.OSTREE_ARG_UNRESOLVED, f"entry {e.file}: cannot read its options: {err}", e.id)
             continue
         if arg is None:
             continue
@@ -620,15 +622,17 @@ def _link_entries(r: _Reader, entries: list[bls.BlsEntry], deps: dict[tuple[str,
         key, why = r.resolve_ostree_arg(arg)
         dep = deps.get(key) if key else None
         if dep is None:
-            r.problem("ostree-arg-unresolved", f"entry {e.file}: ostree={arg}: {why or 'no such deployment'}", e.id)
+            r.problem(
+                ProblemCode.OSTREE_ARG_UNRESOLVED, f"entry {e.file}: ostree={arg}: {why or 'no such deployment'}", e.id
+            )
             continue
-        links.entry_dep[e.id] = dep.id
-        if dep.entry:
+        links.entry_dep[e.id] = dep.rec.id
+        if dep.rec.entry:
             continue  # a second entry for one deployment: the first in order is its entry
-        dep.entry = e.id
+        dep.update(entry=e.id)
         m = _OSTREE_ARG.fullmatch(arg)
         if m:
-            dep.bootcsum, dep.bootserial = m.group(2), int(m.group(3))
+            dep.update(bootcsum=m.group(2), bootserial=int(m.group(3)))
         links.ordered.append(dep)
     return links
 
@@ -643,17 +647,22 @@ def _staged(r: _Reader, deps: dict[tuple[str, str], _Dep], by_id: dict[str, _Dep
             serial = int(s.get("serial", s.get("deployserial", -1)))
             if serial < 0:  # a target without a serial: the one deployment of that checksum
                 serial = next(
-                    (d.serial for d in deps.values() if d.osname == s["osname"] and d.checksum == s["checksum"]), 0
+                    (
+                        d.rec.serial
+                        for d in deps.values()
+                        if d.rec.osname == s["osname"] and d.rec.checksum == s["checksum"]
+                    ),
+                    0,
                 )
             staged_id = f"{s['osname']}-{s['checksum']}.{serial}"
         except (OstreewatchError, KeyError, TypeError, ValueError) as e:
             r.problem(
-                "staged-unparsable",
+                ProblemCode.STAGED_UNPARSABLE,
                 f"cannot parse run/ostree/staged-deployment: {e}",
                 os.path.join(r.paths.run, "ostree/staged-deployment"),
             )
-    if staged_id in by_id and not by_id[staged_id].entry:
-        by_id[staged_id].staged = True
+    if staged_id in by_id and not by_id[staged_id].rec.entry:
+        by_id[staged_id].update(staged=True)
     return staged_id
 
 
@@ -675,11 +684,12 @@ def _booted(r: _Reader, deps: dict[tuple[str, str], _Dep], mounts: tuple[model.M
 def _unordered(r: _Reader, deps: dict[tuple[str, str], _Dep]) -> list[_Dep]:
     """Deployments without an entry, the staged one first; deployment-no-entry for the others."""
     rest = sorted(
-        (d for d in deps.values() if not d.entry), key=lambda d: (not d.staged, d.osname, d.checksum, d.serial)
+        (d for d in deps.values() if not d.rec.entry),
+        key=lambda d: (not d.rec.staged, d.rec.osname, d.rec.checksum, d.rec.serial),
     )
     for d in rest:
-        if not d.staged:
-            r.problem("deployment-no-entry", f"deployment {d.id} has no boot entry", d.id)
+        if not d.rec.staged:
+            r.problem(ProblemCode.DEPLOYMENT_NO_ENTRY, f"deployment {d.rec.id} has no boot entry", d.rec.id)
     return rest
 
 
@@ -696,7 +706,7 @@ def _default_and_next(r: _Reader, bootloader: str, entries: list[bls.BlsEntry], 
     for entry_id, dep_id in recorded.items():
         if entry_dep.get(entry_id, "") != dep_id:
             r.problem(
-                "default-entry-moved",
+                ProblemCode.DEFAULT_ENTRY_MOVED,
                 f"entry {entry_id} was chosen for deployment {dep_id}, but now boots "
                 f"{entry_dep.get(entry_id) or 'no deployment'}",
                 entry_id,
@@ -715,7 +725,9 @@ def _loader_conf_default(r: _Reader, entries: list[bls.BlsEntry], recorded: dict
     except OstreewatchError:
         match = None
     if match is None:
-        r.problem("saved-entry-missing", f"default {conf.default} in {conf_path} matches no entry", conf.default)
+        r.problem(
+            ProblemCode.SAVED_ENTRY_MISSING, f"default {conf.default} in {conf_path} matches no entry", conf.default
+        )
         return _Default()
     entry = bls.split_boot_counting(match)[0]
     comment = _deployment_comment(conf)
@@ -729,8 +741,8 @@ def _rollback(by_id: dict[str, _Dep], ordered: list[_Dep], booted_id: str, defau
     base = by_id.get(booted_id) or by_id.get(default_id)
     if base is not None and base in ordered:
         for d in ordered[ordered.index(base) + 1 :]:
-            if d.osname == base.osname:
-                return d.id
+            if d.rec.osname == base.rec.osname:
+                return d.rec.id
     return ""
 
 
@@ -745,7 +757,7 @@ def _host_problems(
     booted_path = os.path.join(r.paths.run, "ostree-booted")
     if booted.ostree_booted and not booted.deployment:
         r.problem(
-            "booted-unknown",
+            ProblemCode.BOOTED_UNKNOWN,
             f"{booted_path} exists but no deployment matches the booted root "
             f"(inode, / mount or ostree={booted.cmd_ostree or 'none'})",
             booted_path,
@@ -755,9 +767,11 @@ def _host_problems(
         usr = points.get("/usr")
         dep = by_id.get(booted.deployment)
         if usr is not None and not usr.read_only and dep is not None and not dep.unlocked:
-            r.problem("usr-writable", f"/usr is mounted read-write, but {booted.deployment} is not unlocked", "/usr")
+            r.problem(
+                ProblemCode.USR_WRITABLE, f"/usr is mounted read-write, but {booted.deployment} is not unlocked", "/usr"
+            )
         if "/boot" not in points:
-            r.problem("boot-not-mounted", "/boot is not a mount point on this booted host", "/boot")
+            r.problem(ProblemCode.BOOT_NOT_MOUNTED, "/boot is not a mount point on this booted host", "/boot")
 
 
 def _deployment_records(
@@ -766,30 +780,18 @@ def _deployment_records(
     """The Deployments property: staged first, then boot order, then the rest (index -1)."""
 
     def record(d: _Dep, index: int) -> model.Deployment:
-        return model.Deployment(
-            id=d.id,
-            osname=d.osname,
-            checksum=d.checksum,
-            serial=d.serial,
+        return dataclasses.replace(
+            d.rec,
             index=index,
-            path=d.path,
-            entry=d.entry,
-            bootcsum=d.bootcsum,
-            bootserial=d.bootserial,
-            booted=d.id == booted_id,
-            default=d.id == default_id,
-            rollback=d.id == rollback_id,
-            staged=d.staged,
-            pinned=d.pinned,
-            origin=d.origin,
-            version=d.version,
-            title=d.title,
+            booted=d.rec.id == booted_id,
+            default=d.rec.id == default_id,
+            rollback=d.rec.id == rollback_id,
         )
 
     return tuple(
-        [record(d, -1) for d in unordered if d.staged]
+        [record(d, -1) for d in unordered if d.rec.staged]
         + [record(d, i) for i, d in enumerate(ordered)]
-        + [record(d, -1) for d in unordered if not d.staged]
+        + [record(d, -1) for d in unordered if not d.rec.staged]
     )
 
 
@@ -825,7 +827,7 @@ def _booted_metadata(r: _Reader, raw: bytes, path: str) -> dict[str, object]:
     try:
         return gvariant.parse_ostree_booted(raw)
     except OstreewatchError as e:
-        r.problem("run-file-unreadable", f"cannot parse {path}: {e}", path)
+        r.problem(ProblemCode.RUN_FILE_UNREADABLE, f"cannot parse {path}: {e}", path)
         return {}
 
 
@@ -856,19 +858,19 @@ def _find_booted(
         for d in deps.values():
             st = r.root.lstat(d.rel)
             if st is not None and (st.st_dev, st.st_ino) == tuple(inode):
-                return d.id
+                return d.rec.id
     for m in mounts:
         if m.mount_point == "/":
             hit = _DEPLOY_ROOT.search(m.root)
             if hit:
                 dep = deps.get((hit.group(1), f"{hit.group(2)}.{hit.group(3)}"))
                 if dep is not None:
-                    return dep.id
+                    return dep.rec.id
     if cmd_ostree:
         key, _ = r.resolve_ostree_arg(cmd_ostree)
         dep = deps.get(key) if key else None
         if dep is not None:
-            return dep.id
+            return dep.rec.id
     return ""
 
 
@@ -904,9 +906,9 @@ def _grub_default(r: _Reader, entries: list[bls.BlsEntry], recorded: dict[str, s
     env, env_path = r.grubenv()
     found = r.grub_config()
     if found is None:
-        if not any(p.code == "grub-cfg-unsupported" for p in r.problems):
+        if not any(p.code == ProblemCode.GRUB_CFG_UNSUPPORTED.code for p in r.problems):
             r.problem(
-                "grub-cfg-unsupported",
+                ProblemCode.GRUB_CFG_UNSUPPORTED,
                 "no boot/grub2/grub.cfg or boot/grub/grub.cfg: what GRUB boots cannot be told",
                 "/boot/grub2/grub.cfg",
             )
@@ -916,14 +918,14 @@ def _grub_default(r: _Reader, entries: list[bls.BlsEntry], recorded: dict[str, s
     for var, reads in (("saved_entry", res.reads_saved_entry), ("next_entry", res.reads_next_entry)):
         if env.get(var) and not (reads and res.loads_env):
             r.problem(
-                "saved-entry-ignored",
+                ProblemCode.SAVED_ENTRY_IGNORED,
                 f"{var}={env[var]} is set in {env_path or 'the grubenv'}, but {cfg_path} never "
                 f"{'loads the grubenv' if reads else 'reads ' + var}: GRUB does not use it",
                 var,
             )
     if res.default is None:
         r.problem(
-            "grub-cfg-unsupported",
+            ProblemCode.GRUB_CFG_UNSUPPORTED,
             f"cannot tell what {cfg_path} makes the default ({', '.join(res.unknown_classes) or 'unknown'}): "
             f"{'; '.join(res.unknown) or 'unknown'}",
             cfg_path,
@@ -934,7 +936,7 @@ def _grub_default(r: _Reader, entries: list[bls.BlsEntry], recorded: dict[str, s
     first = entries[0]  # GRUB boots entry 0 when `default` is unset or matches nothing
     if res.greenboot_fired and entries:
         r.problem(
-            "boot-fallback",
+            ProblemCode.BOOT_FALLBACK,
             f"greenboot's boot counter ran out (boot_counter={env.get('boot_counter', '')}, boot_success="
             f"{env.get('boot_success', '')} in {env_path}): {first.id} was tried and not kept; GRUB boots "
             f"menu entry {res.default or '0'} instead",
@@ -946,7 +948,7 @@ def _grub_default(r: _Reader, entries: list[bls.BlsEntry], recorded: dict[str, s
     source = _GRUB_SOURCES.get(res.default_from, "grub.cfg")
     if match is None:
         r.problem(
-            "saved-entry-missing",
+            ProblemCode.SAVED_ENTRY_MISSING,
             f"default={res.default} (from {source} in {cfg_path}) names no entry: GRUB boots the first",
             res.default,
         )
@@ -974,7 +976,7 @@ def _boot_counting_fallback(r: _Reader, entries: list[bls.BlsEntry], default_ent
     for e in entries:
         if e.tries_left == 0 and (e.id == default_entry or e is newest):
             r.problem(
-                "boot-fallback",
+                ProblemCode.BOOT_FALLBACK,
                 f"entry {e.file} has no boot tries left: it was tried {e.tries_done or 0} time(s) and not kept",
                 e.id,
             )

@@ -5,12 +5,12 @@ private epoll holding the mountinfo fd are handed to the event loop with
 `add_reader`; with nothing changing, the process never wakes up.
 
 pyinotify's WatchManager owns the inotify fd and the watches; its Notifier is
-not used to read: it reads the whole kernel queue at once and spends 15-50 µs
-per event (a 60-200 ms loop stall for 2,000 files written, measured), and it
-raises on a file name that is not UTF-8. Events are read here in bounded
-chunks and parsed with struct (about 2 µs each).
+not used to read: it reads the whole kernel queue at once, slowly enough per
+event to stall the loop on a burst, and it raises on a file name that is not
+UTF-8. Events are read here in bounded chunks and parsed with struct
+(docs/design-notes.md has the figures).
 
-The set of watches is recomputed from the file system (`rescan_watches`) after
+The set of watches is recomputed from the file system (`_rescan`) after
 anything structural happens: the `boot/loader` symlink swap, a watched
 directory removed, moved, replaced or unmounted. A path that does not exist
 yet is stood in for by a watch on its nearest existing ancestor, so it is
@@ -84,8 +84,8 @@ MOUNT_RECHECK_EVERY = 30.0
 # does not see a change of per-mount flags alone made in PID 1's.
 MOUNT_RECHECK_APPROX = 2.0
 
-# struct inotify_event; one read takes at most this much: about 2,000 events,
-# a few ms of work, then the loop serves others before the next chunk.
+# struct inotify_event; one read takes at most this much (about 2,000 events), then
+# the loop serves others before the next chunk.
 _EVENT = struct.Struct("iIII")
 _READ_SIZE = 64 * 1024
 
@@ -373,11 +373,6 @@ class Watcher:
         self._fd = -1
         self._armed.clear()
         self._wd_roles.clear()
-
-    def rescan_watches(self) -> None:
-        """Re-arm watches onto the paths as they are now (after a swap, removal, remount)."""
-        if self._wm is not None:
-            self._rescan(fire=False)
 
     def armed_paths(self) -> list[str]:
         """The paths watched right now (for tests and debugging)."""

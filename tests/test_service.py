@@ -50,7 +50,6 @@ class Served:
     def __init__(self, address: str) -> None:
         self.address = address
         self.reloads = 0
-        self.set_calls: list[tuple[str, str, model.Caller]] = []
         self.manager = service.Manager(SNAP1, 7, "9.9.9", reload=self._reload, set_entry=None)
         self.bus: Any = None
 

@@ -15,6 +15,7 @@ import os
 import re
 from typing import Any
 
+import pytest
 from dbus_next._private import constants
 
 from ostreewatch import service
@@ -56,6 +57,7 @@ def _resolve(name: str) -> Any:
     return obj
 
 
+@pytest.mark.unit
 def test_every_relied_on_internal_is_unchanged() -> None:
     changed = {}
     for name, digest in RELIED_ON.items():
@@ -72,11 +74,13 @@ def test_every_relied_on_internal_is_unchanged() -> None:
     )
 
 
+@pytest.mark.unit
 def test_the_protocol_constants() -> None:
     assert ord("l") == constants.LITTLE_ENDIAN
     assert constants.PROTOCOL_VERSION == 1
 
 
+@pytest.mark.unit
 def test_every_private_name_used_is_listed_in_the_docstring() -> None:
     """A private dbus-next name used in service.py or client.py is named in service.py's docstring."""
     doc = service.__doc__ or ""

@@ -15,7 +15,11 @@ import sys
 from types import ModuleType
 from typing import Any
 
+import pytest
+
 from ostreewatch import _interface, busnames, model, service
+
+pytestmark = pytest.mark.unit
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
