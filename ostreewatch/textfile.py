@@ -47,6 +47,7 @@ KNOWN_PROBLEM_CODES: tuple[str, ...] = (
     "saved-entry-missing",
     "staged-unparsable",
     "stale-loader-dir",
+    "sysroot-lock-held",
     "usr-writable",
 )
 OTHER_CODE = "other"
