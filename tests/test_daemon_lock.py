@@ -20,7 +20,9 @@ from typing import Any, Callable
 
 import pytest
 
-from ostreewatch import state
+from ostreewatch import layout, state
+from ostreewatch.daemon import LOCK_WAIT_MAX, lock_wait_max
+from ostreewatch.sysroot import Root
 from tests.fixtures.daemon import DaemonProcess
 from tests.fixtures.daemon_sysroot import OSNAME, bus, entries_dir, sysroot
 from tests.fixtures.modern import ModernSysroot, boot_prepare_root, modern_sysroot
@@ -81,6 +83,47 @@ def holder_factory() -> Iterator[Callable[[str], LockHolder]]:
     yield make
     for h in made:
         h.close()
+
+
+# --- the probe: through the confined reader, never blocking ---------------------------------------
+
+
+def test_the_lock_probe_follows_a_booted_hosts_ostree_link_inside_the_sysroot(
+    tmp_path: Path, holder_factory: Callable[[str], LockHolder]
+) -> None:
+    """On a booted host the sysroot is / and `ostree` is a link to sysroot/ostree (absolute here,
+    which must resolve inside the sysroot as under chroot, never on the machine's own /sysroot)."""
+    root = tmp_path / "root"
+    (root / "sysroot" / "ostree").mkdir(parents=True)
+    os.symlink("/sysroot/ostree", root / "ostree")
+    assert not layout.sysroot_locked(str(root))  # no lock file: ostree unlinked it, nobody holds it
+    holder = holder_factory(str(root / "sysroot"))
+    assert layout.sysroot_locked(str(root))
+    assert layout.sysroot_locked(Root(str(root)))
+    holder.release()
+    assert not layout.sysroot_locked(str(root))
+
+
+def test_the_lock_probe_refuses_what_is_not_a_regular_file_without_blocking(tmp_path: Path) -> None:
+    (tmp_path / "ostree").mkdir()
+    os.mkfifo(tmp_path / "ostree" / "lock")  # opening a FIFO for reading would wait for a writer
+    assert not layout.sysroot_locked(str(tmp_path))
+    os.unlink(tmp_path / "ostree" / "lock")
+    os.symlink("/etc/hostname", tmp_path / "ostree" / "lock")  # resolved inside: a missing file
+    assert not layout.sysroot_locked(str(tmp_path))
+    assert not layout.sysroot_locked(str(tmp_path / "missing"))
+
+
+def test_lock_wait_max_from_the_environment() -> None:
+    env = "OSTREEWATCH_LOCK_WAIT_MAX"
+    assert lock_wait_max({}) == LOCK_WAIT_MAX == 300
+    assert lock_wait_max({env: "2.5"}) == 2.5
+    assert lock_wait_max({env: "0"}) == 0
+    for bad in ("soon", "-1", "nan", "inf"):
+        assert lock_wait_max({env: bad}) == LOCK_WAIT_MAX
+
+
+# --- the daemon ----------------------------------------------------------------------------------
 
 
 def published_problems(events: list[tuple[str, dict[str, Any]]]) -> list[set[str]]:
