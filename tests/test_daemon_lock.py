@@ -291,3 +291,45 @@ def test_a_real_staged_deploy_beside_the_daemon_publishes_no_false_problem(
     assert len(carrying) == 1, carrying
     assert carrying[0].get("StagedDeployment") == staged[0]
     assert codes(d) == set()
+
+
+def test_a_real_finalize_staged_beside_the_daemon_publishes_no_false_problem(
+    bus: Any,
+    modern_sysroot: Callable[..., ModernSysroot],
+    daemon_factory: Callable[..., DaemonProcess],
+    tmp_path: Path,
+) -> None:
+    """`ostree admin finalize-staged` (2026.4, what ostree-finalize-staged.service runs at shutdown).
+
+    Under its lock ostree deletes RUN/ostree/staged-deployment first (the deployment is then
+    without an entry and no longer staged), writes the new boot version's loader.N beside the
+    current one, swaps the loader link, then removes the old one.
+    """
+    sr = modern_sysroot("2026.4")
+    sr.build(2)
+    entry = state.read_snapshot(sr.paths()).BootEntries[0]
+    sr.commit("fedora/x", version="3", kver="6.1.3")
+    host_run = tmp_path / "host-run"
+    (host_run / "ostree").mkdir(parents=True)
+    d = daemon_factory(bus, sr.paths(run=str(host_run)))
+    d.wait_name()
+    sub = Subscriber(bus.address)
+    try:
+        mark = sub.mark()
+        action = (
+            f'cp -a "$B/run/ostree/." {host_run}/ostree/ && mount --bind {host_run}/ostree "$B/run/ostree" && '
+            'chroot "$B" ostree admin deploy --stage fedora/x && chroot "$B" ostree admin finalize-staged'
+        )
+        boot = boot_prepare_root(sr, entry.file, tmp_path / "boot", composefs=False, action=action)
+        assert not any(x["staged"] for x in boot.status_after)
+        new_default = f"{boot.status_after[0]['stateroot']}-{boot.status_after[0]['checksum']}"
+        new_default += f".{boot.status_after[0]['serial']}"
+        sub.wait_for(mark, lambda ev: d.get_property("DefaultDeployment") == new_default)
+        ev = sub.settle(mark)
+    finally:
+        sub.close()
+    assert all(not (c & FALSE_CODES) for c in published_problems(ev)), ev
+    assert d.get_property("StagedDeployment") == ""
+    ids = [dep["id"]["data"] for dep in d.get_property("Deployments")]
+    assert ids == [f"{x['stateroot']}-{x['checksum']}.{x['serial']}" for x in boot.status_after]
+    assert codes(d) == set()
