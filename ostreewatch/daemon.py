@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import types
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 # What the first snapshot needs is imported here, before the event loop runs (an import inside
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 # not needed before READY=1 and is imported after it, in a thread (_load_bus_side): every
 # millisecond before READY=1 is one of every boot, since the unit orders before local-fs.target.
 from . import __version__, changes, errors, layout, model, runfiles, state, textfile
-from .journal import LOG_NOTICE, LOG_WARNING, Journal
+from .journal import LOG_INFO, LOG_NOTICE, LOG_WARNING, Journal
 from .parse.busaddress import parse_address
 from .watcher import PathWaiter, Watcher
 
@@ -40,10 +41,18 @@ log = logging.getLogger("ostreewatch.daemon")
 # burst of events) and the daemon waits for the lock's release (below): so the debounce only has
 # to fold the few events of a hand edit or a rename (docs/design-notes.md has the figures).
 DEFAULT_DEBOUNCE_MS = 10
-# ostree's sysroot lock held (a deployment in progress) defers a rescan until its release,
-# seen as IN_CLOSE_WRITE of ostree/lock, or at the latest this long: a transaction that
-# holds the lock for minutes (rpm-ostree) still gets its changes published.
-LOCK_WAIT_MAX = 2.0
+# While ostree's sysroot lock is held (a deploy, a finalize-staged at shutdown), what a read
+# finds is half-written: a new deployment without its entry, the old loader.N beside the new
+# one. Such a read is held back until the lock's release (the watcher sees ostree unlink
+# ostree/lock), rechecked every LOCK_RECHECK seconds in case that event is missed; after
+# OSTREEWATCH_LOCK_WAIT_MAX seconds (LOCK_WAIT_MAX by default) it is published anyway, with
+# problem sysroot-lock-held. A deploy under TCG emulation holds the lock for 10 s and more;
+# rpm-ostree transactions can hold it for minutes.
+LOCK_WAIT_MAX = 300.0
+LOCK_WAIT_MAX_ENV = "OSTREEWATCH_LOCK_WAIT_MAX"
+LOCK_RECHECK = 5.0
+# How long `systemctl is-system-running` may take to say whether the system is stopping.
+SYSTEM_STATE_TIMEOUT = 5.0
 # A burst that never goes quiet is still published after this many debounce periods.
 MAX_DEBOUNCE_FACTOR = 10
 
@@ -95,6 +104,47 @@ def sd_notify(message: str) -> bool:
         return False
 
 
+def lock_wait_max(environ: Mapping[str, str] | None = None) -> float:
+    """OSTREEWATCH_LOCK_WAIT_MAX as seconds (>= 0); LOCK_WAIT_MAX when unset or not a number."""
+    value = (os.environ if environ is None else environ).get(LOCK_WAIT_MAX_ENV, "")
+    if not value:
+        return LOCK_WAIT_MAX
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):  # also NaN
+        log.warning("%s=%r is not a number of seconds; using %g", LOCK_WAIT_MAX_ENV, value, LOCK_WAIT_MAX)
+        return LOCK_WAIT_MAX
+    return seconds
+
+
+async def system_stopping() -> bool:
+    """Whether systemd says the system is shutting down (`systemctl is-system-running`: stopping).
+
+    Run as a subprocess with a timeout, so the event loop never waits on it; any failure
+    (no systemd, no systemctl) is False.
+    """
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "systemctl",
+            "is-system-running",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+    except OSError:
+        return False
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), SYSTEM_STATE_TIMEOUT)
+    except asyncio.TimeoutError:
+        return False
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    return out.strip() == b"stopping"
+
+
 def status_line(snapshot: model.Snapshot) -> str:
     """One line for systemctl status: booted deployment, default entry, problem count."""
     booted = snapshot.BootedDeployment or "none"
@@ -142,7 +192,9 @@ class Daemon:
         self._ready = False  # the first snapshot is read and published
         self._pending = False  # a change was seen during the first read
         self._only_mounts = True  # every change since the last read came from the mount table
-        self._locked_since: float | None = None  # when a rescan was first deferred for ostree's lock
+        self.lock_wait_max = lock_wait_max()
+        self._held_since: float | None = None  # when a read was first held back for ostree's lock
+        self._recheck_handle: asyncio.TimerHandle | None = None  # the recheck while the lock is held
         self._mount_fingerprint: tuple[tuple[model.Mount, ...], int] | None = None
         self._textfile_executor: concurrent.futures.ThreadPoolExecutor | None = None
         # One worker: the runtime files are written in publication order, never on the loop.
@@ -152,20 +204,28 @@ class Daemon:
 
     # -- scanning --
 
-    def _read(self, only_mounts: bool = False) -> model.Snapshot | None:
-        """A new snapshot; None when only the mount table woke us and nothing published of it changed.
+    def _read(self, only_mounts: bool = False, read_locked: bool = True) -> tuple[model.Snapshot | None, bool]:
+        """A new snapshot and whether ostree's sysroot lock was held around the read.
 
-        Under a mount storm (thousands of unrelated mounts coming and going) this keeps
-        each wakeup to one parse of the watched mountinfo lines, with no sysroot read.
-        Runs in the executor thread, the only one that touches _mount_fingerprint.
+        The snapshot is None when only the mount table woke us and nothing published of it
+        changed: under a mount storm (thousands of unrelated mounts coming and going) this
+        keeps each wakeup to one parse of the watched mountinfo lines, with no sysroot read.
+        The lock is probed before and after the read: held at either end, ostree may have
+        been writing during it. Held before it and not READ_LOCKED: no read at all (None,
+        True), so a long ostree operation costs no reads. Runs in the executor thread, the
+        only one that touches _mount_fingerprint.
         """
         fingerprint = state.mount_fingerprint(self.paths)
         if only_mounts and fingerprint is not None and fingerprint == self._mount_fingerprint:
-            return None
+            return None, False
+        locked = layout.sysroot_locked(self.paths.sysroot)
+        if locked and not read_locked:
+            return None, True
         snapshot = state.read_snapshot(self.paths)
+        locked = layout.sysroot_locked(self.paths.sysroot) or locked
         # Taken before the read: a mount change racing the read makes the next wakeup read again.
         self._mount_fingerprint = fingerprint
-        return snapshot
+        return snapshot, locked
 
     def on_change(self, reason: str = "") -> None:
         """The watcher's callback: rescan after a quiet time (trailing debounce, capped)."""
@@ -197,19 +257,58 @@ class Daemon:
 
     def _debounced(self) -> None:
         self._debounce_handle = None
+        self.request_scan(full=False)
+
+    def _recheck(self) -> None:
+        """The lock-held recheck: a full read (a held-back read may have been for the mounts alone)."""
+        self._recheck_handle = None
+        if self._stopping is not None and not self._stopping.is_set():
+            self.request_scan()
+
+    def _schedule_recheck(self, at: float) -> None:
         loop = self._loop
         assert loop is not None
-        # A sysroot half-written by ostree would be published as transient problems (a new
-        # deployment without its entry, the old loader.N): wait for ostree to finish.
-        if not self._only_mounts and layout.sysroot_locked(self.paths.sysroot):
-            now = loop.time()
-            if self._locked_since is None:
-                self._locked_since = now
-            if now - self._locked_since < LOCK_WAIT_MAX:
-                self._debounce_handle = loop.call_at(self._locked_since + LOCK_WAIT_MAX, self._debounced)
-                return
-        self._locked_since = None
-        self.request_scan(full=False)
+        if self._recheck_handle is not None:
+            self._recheck_handle.cancel()
+        self._recheck_handle = loop.call_at(at, self._recheck)
+
+    def _past_lock_wait(self) -> bool:
+        """Whether reads have been held back for ostree's lock for OSTREEWATCH_LOCK_WAIT_MAX already."""
+        loop = self._loop
+        assert loop is not None
+        return self._held_since is not None and loop.time() >= self._held_since + self.lock_wait_max
+
+    def _hold_or_release(self, new: model.Snapshot | None, locked: bool) -> model.Snapshot | None:
+        """The snapshot to publish: NEW, or None while ostree's lock was held around its read (up to the limit).
+
+        NEW is None when the read was skipped because the lock was held. Past
+        OSTREEWATCH_LOCK_WAIT_MAX, NEW is published with problem sysroot-lock-held.
+        """
+        loop = self._loop
+        assert loop is not None
+        if not locked:
+            assert new is not None
+            if self._held_since is not None:
+                log.debug("ostree's sysroot lock released; publishing")
+            self._held_since = None
+            if self._recheck_handle is not None:
+                self._recheck_handle.cancel()
+                self._recheck_handle = None
+            return new
+        now = loop.time()
+        if self._held_since is None:
+            self._held_since = now
+            log.debug("ostree's sysroot lock is held; holding the new state back until it is released")
+        deadline = self._held_since + self.lock_wait_max
+        if now < deadline:
+            self._schedule_recheck(min(now + LOCK_RECHECK, deadline))
+            return None
+        if new is None:  # the limit passed while this read was skipped: read now
+            self._schedule_recheck(now)
+            return None
+        # Held too long (a stuck or very slow operation): publish what is there, saying so.
+        self._schedule_recheck(now + LOCK_RECHECK)
+        return state.with_lock_held(new, self.lock_wait_max)
 
     def request_scan(self, full: bool = True) -> int:
         """Ask for a rescan; returns a ticket that wait_scan() waits for."""
@@ -234,22 +333,25 @@ class Daemon:
             while self._done < self._want:
                 target = self._want
                 only_mounts, self._only_mounts = self._only_mounts, True
+                read_locked = self._past_lock_wait()
                 try:
-                    new = await loop.run_in_executor(self._executor, self._read, only_mounts)
+                    new, locked = await loop.run_in_executor(self._executor, self._read, only_mounts, read_locked)
                 except Exception:
                     log.exception("reading the boot state failed; keeping the published one")
                 else:
-                    if new is not None:
+                    if new is not None or locked:
                         try:
-                            diff = changes.diff(self.snapshot, new)
-                            if not diff.empty:
-                                # status.json first: whoever hears the D-Bus signal finds the file as new.
-                                await self._write_runfiles(new, self.generation + 1)
-                            elif self._bridge is not None:
-                                # grub.cfg is not in the snapshot: a new config (bootupd's static one)
-                                # changes what logind is told without a published change.
-                                self._runfiles_executor.submit(self._sync_bridge, new)
-                            self._apply(new, diff)
+                            publish = self._hold_or_release(new, locked)
+                            if publish is not None:
+                                diff = changes.diff(self.snapshot, publish)
+                                if not diff.empty:
+                                    # status.json first: whoever hears the D-Bus signal finds the file as new.
+                                    await self._write_runfiles(publish, self.generation + 1)
+                                elif self._bridge is not None:
+                                    # grub.cfg is not in the snapshot: a new config (bootupd's static one)
+                                    # changes what logind is told without a published change.
+                                    self._runfiles_executor.submit(self._sync_bridge, publish)
+                                self._apply(publish, diff)
                         except Exception:  # noqa: BLE001 - a publishing bug must not stall Reload's waiters
                             log.exception("publishing the new boot state failed")
                 self._done = target
@@ -411,6 +513,7 @@ class Daemon:
         path = service.socket_path(self.bus_spec)
         backoff = 0.5
         said_missing = False
+        shutting_down = False
         while True:
             waiter = None
             if path:
@@ -424,7 +527,7 @@ class Daemon:
                 if not said_missing:
                     kind = f"{self.bus_spec} " if self.bus_spec in ("system", "session") else ""
                     self.journal.log(
-                        LOG_NOTICE,
+                        LOG_INFO if shutting_down else LOG_NOTICE,
                         f"waiting for the D-Bus {kind}bus at {self.bus_address()} ({e}); watching state meanwhile",
                         bus=self.bus_spec,
                     )
@@ -465,7 +568,11 @@ class Daemon:
             self.manager.detach(bus)
             service.close_bus(bus)  # else the daemon keeps the old connection, and our name with it
             self.bus = None
-            self.journal.bus_lost(self.bus_spec, reason)
+            # At shutdown the system bus stops before this unit (ordered before local-fs.target):
+            # an expected loss, not a warning.
+            assert self._stopping is not None
+            shutting_down = self._stopping.is_set() or await system_stopping()
+            self.journal.bus_lost(self.bus_spec, reason, shutting_down=shutting_down)
 
     async def _connect_retrying(self, service: Any) -> Any:
         """Connect; a socket just created may not be listening yet, so retry a few times."""
@@ -488,8 +595,12 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         # Watch before the first read, so that a change made during it is not lost.
         self._start_watcher(loop)
-        first = await loop.run_in_executor(self._executor, self._read)
+        first, locked = await loop.run_in_executor(self._executor, self._read)
         assert first is not None  # only a read for the mount table alone returns None
+        if locked:
+            # The first read is published as it is (READY=1 cannot wait for ostree); the state
+            # after the lock's release follows, at the latest by the recheck.
+            self._pending = True
         self.snapshot = first
         self.generation = 1
         self.journal.started(self.snapshot, __version__)
@@ -564,6 +675,8 @@ class Daemon:
                 log.exception("stopping the watcher failed")
         if self._debounce_handle is not None:
             self._debounce_handle.cancel()
+        if self._recheck_handle is not None:
+            self._recheck_handle.cancel()
         if self._scan_task is not None:
             self._tasks.append(self._scan_task)
         if self.manager is not None:

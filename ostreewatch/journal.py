@@ -313,13 +313,22 @@ class Journal:
         )
 
     @_never_raise
-    def bus_lost(self, address: str = "", reason: str = "") -> None:
-        """The bus connection went away; the daemon keeps watching and will reconnect."""
+    def bus_lost(self, address: str = "", reason: str = "", shutting_down: bool = False) -> None:
+        """The bus connection went away; the daemon keeps watching and will reconnect.
+
+        While the system shuts down the bus stops first, as expected: info with
+        OSTREEWATCH_SHUTTING_DOWN=1 then, a warning otherwise.
+        """
+        fields: list[Field] = [("OSTREEWATCH_BUS_ADDRESS", address), ("OSTREEWATCH_REASON", reason)]
+        if shutting_down:
+            fields.append(("OSTREEWATCH_SHUTTING_DOWN", "1"))
         self._emit(
             MESSAGE_ID_BUS_LOST,
-            LOG_WARNING,
-            "Lost the bus connection" + (f": {reason}" if reason else "") + ", will reconnect",
-            [("OSTREEWATCH_BUS_ADDRESS", address), ("OSTREEWATCH_REASON", reason)],
+            LOG_INFO if shutting_down else LOG_WARNING,
+            "Lost the bus connection"
+            + (f": {reason}" if reason else "")
+            + (", the system is shutting down" if shutting_down else ", will reconnect"),
+            fields,
         )
 
     @_never_raise

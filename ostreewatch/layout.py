@@ -40,19 +40,20 @@ def _flock(lock_type: int) -> bytes:
     return struct.pack(_FLOCK, lock_type, os.SEEK_SET, 0, 0, 0)
 
 
-def sysroot_locked(sysroot: str) -> bool:
+def sysroot_locked(root: Root | str) -> bool:
     """Whether another process holds ostree's sysroot lock (an OFD lock on ostree/lock).
 
-    ostree holds it for a whole operation (deploy, undeploy, pin, kargs edit): the
-    sysroot is half-written until it is released. Asks with F_OFD_GETLK, which takes
-    no lock, so it never gets in ostree's way. A missing or unreadable lock file: False.
+    ostree holds it for a whole operation (deploy, undeploy, pin, kargs edit, finalize-staged):
+    the sysroot is half-written until it is released. The file is opened through the
+    confined reader (on a booted host `ostree` is a link to sysroot/ostree, resolved inside
+    the sysroot) and asked with F_OFD_GETLK, which takes no lock, so it never gets in
+    ostree's way. A missing or unreadable lock file: False (ostree unlinks it when it unlocks).
     """
     try:
-        fd = os.open(
-            os.path.join(sysroot, SYSROOT_LOCK),
-            os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC,
-        )
-    except OSError:
+        if not isinstance(root, Root):
+            root = Root(root)
+        fd = root.open_regular(SYSROOT_LOCK)
+    except errors.OstreewatchError:
         return False
     try:
         answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _flock(fcntl.F_WRLCK))

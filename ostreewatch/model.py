@@ -181,6 +181,7 @@ class ProblemCode(enum.Enum):
     ENTRIES_DIR_MISSING = ("entries-dir-missing", "there is no boot/loader/entries directory")
     LOADER_LINK_DANGLING = ("loader-link-dangling", "boot/loader points to a directory that does not exist")
     STALE_LOADER_DIR = ("stale-loader-dir", "a boot/loader.N directory that the loader link does not name")
+    SYSROOT_LOCK_HELD = ("sysroot-lock-held", "ostree's sysroot lock has been held for longer than the daemon waits")
     # Deployments
     DEPLOYMENT_NO_ENTRY = ("deployment-no-entry", "a deployment has no boot entry pointing at it")
     ORIGIN_UNPARSABLE = ("origin-unparsable", "a deployment's .origin file cannot be read or parsed")

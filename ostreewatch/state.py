@@ -33,6 +33,7 @@ import os
 import re
 import stat
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -46,6 +47,7 @@ from .layout import (
     GRUB_SOURCED,
     LOADER_COMMENT,
     LOADER_CONFS,
+    SYSROOT_LOCK,
 )
 from .model import Paths as Paths
 from .model import ProblemCode  # re-exported: callers built state.Paths before it moved
@@ -541,8 +543,27 @@ def read_snapshot(paths: Paths) -> model.Snapshot:
         Deployments=_deployment_records(links.ordered, unordered, booted.deployment, default_id, rollback_id),
         BootEntries=_entry_records(entries, links, default.entry, booted_entry),
         Mounts=mounts,
-        Problems=tuple(sorted(set(r.problems), key=lambda p: (p.code, p.subject, p.message))),
+        Problems=_sorted_problems(r.problems),
     )
+
+
+def _sorted_problems(problems: Iterable[model.Problem]) -> tuple[model.Problem, ...]:
+    return tuple(sorted(set(problems), key=lambda p: (p.code, p.subject, p.message)))
+
+
+def with_lock_held(snapshot: model.Snapshot, waited_max: float) -> model.Snapshot:
+    """SNAPSHOT plus problem sysroot-lock-held: read while ostree's lock had been held over WAITED_MAX seconds.
+
+    The message names the limit, not the time waited, so that the snapshots published while
+    the lock stays held compare equal (no new generation every recheck).
+    """
+    problem = model.Problem(
+        code=ProblemCode.SYSROOT_LOCK_HELD.code,
+        message=f"ostree's sysroot lock ({SYSROOT_LOCK}) has been held for more than {waited_max:g} s: "
+        "what is published may be half-written by the operation holding it",
+        subject="/" + SYSROOT_LOCK,
+    )
+    return dataclasses.replace(snapshot, Problems=_sorted_problems((*snapshot.Problems, problem)))
 
 
 @dataclass

@@ -60,7 +60,7 @@ from pyinotify import (  # the event bits, as Linux's inotify.h names them
 )
 
 from . import mountprobe
-from .layout import GRUB_DIRS, GRUB_SOURCED
+from .layout import GRUB_DIRS, GRUB_SOURCED, SYSROOT_LOCK
 from .model import Paths
 
 # pyinotify logs to stderr from inside its event processing (events for a
@@ -71,6 +71,7 @@ _NAMES = IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM
 _SELF = IN_DELETE_SELF | IN_MOVE_SELF  # IN_UNMOUNT and IN_IGNORED come unasked
 _DIR = _NAMES | _SELF | IN_ONLYDIR
 _GONE = IN_UNMOUNT | IN_DELETE_SELF | IN_MOVE_SELF
+SYSROOT_LOCK_NAME = os.path.basename(SYSROOT_LOCK)
 
 _BOOT_LINK = re.compile(r"boot\.[0-9]+")
 
@@ -200,7 +201,9 @@ def _on_efi_loader(ev: _Event) -> _Verdict:
 def _on_ostree(ev: _Event) -> _Verdict:
     if _BOOT_LINK.fullmatch(ev.name):
         return "boot-links", False
-    if ev.name == "lock" and ev.mask & IN_CLOSE_WRITE:
+    if ev.name == SYSROOT_LOCK_NAME and ev.mask & (IN_DELETE | IN_CLOSE_WRITE):
+        # ostree unlinks ostree/lock, then closes it, when it unlocks (libglnx's release):
+        # the unlink is already the release for a probe that opens the file by name.
         return "lock-released", False
     if ev.name == "deploy" and ev.structural:
         return "deploy-mtime", True
@@ -413,7 +416,7 @@ class Watcher:
                 sysroot,
                 stand_in=False,
             ),
-            # IN_CLOSE_WRITE: ostree closing ostree/lock is the end of its operation.
+            # IN_DELETE / IN_CLOSE_WRITE of ostree/lock: ostree's unlock, the end of its operation.
             _Target("ostree", ostree, _DIR | IN_CLOSE_WRITE, "boot-links", sysroot),
             # Names too: a stateroot (OSNAME directory) appearing or going re-arms.
             _Target("deploy", os.path.join(ostree, "deploy"), _DIR | IN_ATTRIB, "deploy-mtime", sysroot),
