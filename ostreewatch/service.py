@@ -359,24 +359,66 @@ class Manager(_ManagerBase):
         self._reply(bus, msg, reply)
 
     async def _call(self, bus: MessageBus, msg: Message) -> Message:
-        if msg.member not in METHODS:
+        handler = HANDLERS.get(msg.member)
+        if handler is None:
             return Message.new_error(msg, UNKNOWN_METHOD, f"{INTERFACE} has no method {msg.member!r}")
         in_sig = "".join(sig for _, sig in METHODS[msg.member][0])
         if msg.signature != in_sig:
             raise errors.InvalidArgs(f"{msg.member} takes signature {in_sig!r}, got {msg.signature!r}")
         caller = await caller_of(bus, msg.sender)
-        ask = polkit_asker(bus, msg, caller)
-        if msg.member == "Reload":
-            return Message.new_method_return(msg, "t", [await self._reload(caller, ask)])
-        if msg.member == "SetDefaultDeployment":
-            if self._set_deployment is None:
-                raise errors.NotSupported("this daemon was built without the boot writer")
-            return Message.new_method_return(msg, "s", [await self._set_deployment(msg.body[0], caller, ask)])
-        which = "default" if msg.member == "SetDefaultEntry" else "next"
-        if self._set_entry is None:
+        return await handler(self, msg, caller, polkit_asker(bus, msg, caller))
+
+    def _writer_hook(self, hook: Callable[..., Awaitable[Any]] | None) -> Callable[..., Awaitable[Any]]:
+        if hook is None:
             raise errors.NotSupported("this daemon was built without the boot writer")
-        await self._set_entry(which, msg.body[0], caller, ask)
-        return Message.new_method_return(msg)
+        return hook
+
+
+# --- dispatch: one handler per method of the interface ---------------------------------
+
+Handler = Callable[[Manager, Message, model.Caller, AskPolkit], Awaitable[Message]]
+
+
+async def _reload(m: Manager, msg: Message, caller: model.Caller, ask: AskPolkit) -> Message:
+    return Message.new_method_return(msg, "t", [await m._reload(caller, ask)])
+
+
+async def _set_default_entry(m: Manager, msg: Message, caller: model.Caller, ask: AskPolkit) -> Message:
+    await m._writer_hook(m._set_entry)("default", msg.body[0], caller, ask)
+    return Message.new_method_return(msg)
+
+
+async def _set_next_entry(m: Manager, msg: Message, caller: model.Caller, ask: AskPolkit) -> Message:
+    await m._writer_hook(m._set_entry)("next", msg.body[0], caller, ask)
+    return Message.new_method_return(msg)
+
+
+async def _set_default_deployment(m: Manager, msg: Message, caller: model.Caller, ask: AskPolkit) -> Message:
+    entry = await m._writer_hook(m._set_deployment)(msg.body[0], caller, ask)
+    return Message.new_method_return(msg, "s", [entry])
+
+
+# member -> handler; check_handlers() below makes it match the XML's methods exactly.
+HANDLERS: dict[str, Handler] = {
+    "Reload": _reload,
+    "SetDefaultEntry": _set_default_entry,
+    "SetNextEntry": _set_next_entry,
+    "SetDefaultDeployment": _set_default_deployment,
+}
+
+
+def check_handlers(handlers: dict[str, Handler], methods: dict[str, Any]) -> None:
+    """Raise ImportError unless every method of the interface has a handler and every handler a method."""
+    missing = sorted(set(methods) - set(handlers))
+    unknown = sorted(set(handlers) - set(methods))
+    if missing or unknown:
+        raise ImportError(
+            f"{INTERFACE}: methods without a handler: {', '.join(missing) or 'none'}; "
+            f"handlers without a method in dbus/org.ostreewatch1.Manager.xml: {', '.join(unknown) or 'none'}"
+        )
+
+
+check_handlers(HANDLERS, METHODS)
 
 
 def polkit_asker(bus: MessageBus, msg: Message, caller: model.Caller) -> AskPolkit:

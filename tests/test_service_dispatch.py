@@ -1,0 +1,59 @@
+"""service.HANDLERS: one handler per method of dbus/org.ostreewatch1.Manager.xml, checked at import.
+
+A method added to the XML without a handler (or a handler left for a removed
+method) makes `import ostreewatch.service` fail, so it can never run as some
+other method.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from ostreewatch import service
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+XML = os.path.join(REPO, "dbus", "org.ostreewatch1.Manager.xml")
+
+
+def xml_methods() -> set[str]:
+    """The method names the interface file declares (read here, not through _interface.py)."""
+    root = ET.parse(XML).getroot()
+    return {m.get("name", "") for iface in root.iter("interface") for m in iface.iter("method")}
+
+
+def test_handlers_are_the_xml_methods() -> None:
+    assert set(service.HANDLERS) == xml_methods()
+
+
+def test_each_method_has_its_own_handler() -> None:
+    assert len(set(service.HANDLERS.values())) == len(service.HANDLERS)
+
+
+def test_check_handlers_names_what_is_missing_and_what_is_extra() -> None:
+    methods = dict(service.METHODS, Frobnicate=([], []))
+    with pytest.raises(ImportError, match="methods without a handler: Frobnicate"):
+        service.check_handlers(service.HANDLERS, methods)
+    handlers = dict(service.HANDLERS)
+    handlers["Gone"] = handlers["Reload"]
+    with pytest.raises(ImportError, match="handlers without a method .*: Gone"):
+        service.check_handlers(handlers, service.METHODS)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "_interface.METHODS['Frobnicate'] = ([('id', 's')], [])",
+        "del _interface.METHODS['SetNextEntry']",
+    ],
+)
+def test_import_fails_when_the_interface_and_the_table_differ(change: str) -> None:
+    """As a regenerated _interface.py with one method more (or less) would: the import itself fails."""
+    code = f"from ostreewatch import _interface\n{change}\nimport ostreewatch.service\n"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode != 0
+    assert "ImportError" in r.stderr and "org.ostreewatch1.Manager" in r.stderr, r.stderr
