@@ -1,8 +1,7 @@
 """SetDefaultEntry / SetNextEntry / SetDefaultDeployment: the daemon's writes (docs/default-entry.md).
 
 Order of a call: validate the id -> find it in the snapshot -> authorize
-(authorize(): uid 0, or polkit through the service's AskPolkit; also used for
-Reload) -> check the boot loader can honour it -> take the asyncio lock and
+(the call's authz.Gate: uid 0, or polkit) -> check the boot loader can honour it -> take the asyncio lock and
 ostree's sysroot lock (without waiting: Busy) -> re-check the entry on disk ->
 compute the new bytes with the pure parsers -> replace the file crash-safely
 (ostreewatch._writehelper), in a helper process with a private mount namespace
@@ -31,7 +30,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ostreewatch import errors, model, state
+from ostreewatch import authz, errors, model, state
 from ostreewatch._writehelper import ContentChanged, atomic_replace
 from ostreewatch.journal import Journal
 from ostreewatch.layout import (
@@ -292,49 +291,6 @@ def is_read_only(path: str) -> bool:
     return bool(os.statvfs(os.path.dirname(path)).f_flag & os.ST_RDONLY)
 
 
-# --- authorization: the one decision (uid 0, or polkit) ------------------------------------
-
-ACTION_SET_DEFAULT = "org.ostreewatch1.set-default"
-ACTION_RELOAD = "org.ostreewatch1.reload"
-ACTIONS = {
-    "SetDefaultEntry": ACTION_SET_DEFAULT,
-    "SetNextEntry": ACTION_SET_DEFAULT,
-    "SetDefaultDeployment": ACTION_SET_DEFAULT,
-    "Reload": ACTION_RELOAD,
-}
-
-# Asks polkit whether the caller may do ACTION with DETAILS; raises AccessDenied when not.
-# service.py builds one per call (CheckAuthorization over D-Bus for the caller's unique name).
-AskPolkit = Callable[[str, dict[str, str]], Awaitable[None]]
-
-
-def refusal_message(method: str, action: str, caller: model.Caller, why: str = "") -> str:
-    """The one sentence every refusal carries (the CLI shows it as is)."""
-    return (
-        f"{method} needs root or the polkit action {action} (caller uid {caller.uid}"
-        + (f": {why}" if why else "")
-        + ")"
-    )
-
-
-async def authorize(caller: model.Caller, method: str, details: dict[str, str], ask_polkit: AskPolkit | None) -> str:
-    """THE authorization decision for Reload and the write methods: how the caller was granted, or AccessDenied.
-
-    As systemd-hostnamed and logind do: uid 0 may; anyone else only when polkit
-    says yes for the method's action. Called after the argument was validated,
-    so a polkit rule can trust the details.
-    """
-    action = ACTIONS[method]
-    if caller.uid == 0:
-        return "uid 0"
-    if caller.uid < 0 or not caller.bus_name.startswith(":"):
-        raise errors.AccessDenied(refusal_message(method, action, caller, "the bus could not say who called"))
-    if ask_polkit is None:
-        raise errors.AccessDenied(refusal_message(method, action, caller, "no polkit authority to ask"))
-    await ask_polkit(action, details)
-    return "polkit"
-
-
 # --- systemd-boot's one-shot entry: the EFI variable LoaderEntryOneShot --------------------
 
 # The Boot Loader Interface's vendor GUID (systemd src/fundamental/efivars-fundamental.h,
@@ -548,57 +504,37 @@ class BootWriter:
         except Exception:  # the audit must never turn a done write into an error
             log.exception("cannot journal the write attempt")
 
-    async def reload(
-        self,
-        caller: model.Caller,
-        ask_polkit: AskPolkit | None,
-        do_reload: Callable[[], Awaitable[int]],
-        snapshot: model.Snapshot,
-    ) -> int:
+    async def reload(self, gate: authz.Gate, do_reload: Callable[[], Awaitable[int]], snapshot: model.Snapshot) -> int:
         """Reload(): authorized like the writes; only refusals are journaled (a granted Reload changes nothing)."""
-        record = self._record("Reload", caller, snapshot)
+        record = self._record("Reload", gate.caller, snapshot)
         try:
-            record["authorized_by"] = await authorize(caller, "Reload", {}, ask_polkit)
+            record["authorized_by"] = await gate.check({})
         except errors.OstreewatchError as e:
             self._audit(record, "refused", e.dbus_name)
             raise
         return await do_reload()
 
     async def set_entry(
-        self,
-        which: str,
-        entry_id: str,
-        caller: model.Caller,
-        snapshot: model.Snapshot,
-        ask_polkit: AskPolkit | None = None,
+        self, which: str, entry_id: str, who: authz.Gate | model.Caller, snapshot: model.Snapshot
     ) -> None:
         """Make ENTRY_ID the default ("default") or the next boot ("next"); "" clears. Audited."""
         method = METHODS.get(which, str(which))
-        record = self._record(method, caller, snapshot, entry=_printable(entry_id))
-        await self._audited(record, lambda: self._set_entry(which, entry_id, caller, snapshot, record, ask_polkit))
+        gate = authz.gate_for(who, method if method in authz.ACTIONS else "SetDefaultEntry")
+        record = self._record(method, gate.caller, snapshot, entry=_printable(entry_id))
+        await self._audited(record, lambda: self._set_entry(which, entry_id, gate, snapshot, record))
 
-    async def set_deployment(
-        self, dep_id: str, caller: model.Caller, snapshot: model.Snapshot, ask_polkit: AskPolkit | None = None
-    ) -> str:
+    async def set_deployment(self, dep_id: str, who: authz.Gate | model.Caller, snapshot: model.Snapshot) -> str:
         """SetDefaultDeployment: make DEP_ID the first deployment; the entry id that now boots it. Audited."""
-        record = self._record("SetDefaultDeployment", caller, snapshot, deployment=_printable(dep_id))
-        return str(
-            await self._audited(record, lambda: self._set_deployment(dep_id, caller, snapshot, record, ask_polkit))
-        )
+        gate = authz.gate_for(who, "SetDefaultDeployment")
+        record = self._record("SetDefaultDeployment", gate.caller, snapshot, deployment=_printable(dep_id))
+        return str(await self._audited(record, lambda: self._set_deployment(dep_id, gate, snapshot, record)))
 
     async def _set_deployment(
-        self,
-        dep_id: str,
-        caller: model.Caller,
-        snapshot: model.Snapshot,
-        record: dict[str, Any],
-        ask_polkit: AskPolkit | None,
+        self, dep_id: str, gate: authz.Gate, snapshot: model.Snapshot, record: dict[str, Any]
     ) -> str:
         dep_id = validate_deployment_id(dep_id)
         dep = find_deployment(snapshot, dep_id)
-        record["authorized_by"] = await authorize(
-            caller, "SetDefaultDeployment", {"method": "SetDefaultDeployment", "deployment": dep_id}, ask_polkit
-        )
+        record["authorized_by"] = await gate.check({"method": "SetDefaultDeployment", "deployment": dep_id})
         if dep.staged:
             raise errors.NotSupported(
                 f"deployment {dep_id} is staged: it becomes the default when "
@@ -634,13 +570,7 @@ class BootWriter:
         return entry
 
     async def _set_entry(
-        self,
-        which: str,
-        entry_id: str,
-        caller: model.Caller,
-        snapshot: model.Snapshot,
-        record: dict[str, Any],
-        ask_polkit: AskPolkit | None,
+        self, which: str, entry_id: str, gate: authz.Gate, snapshot: model.Snapshot, record: dict[str, Any]
     ) -> None:
         method = record["method"]
         if which not in METHODS:
@@ -655,11 +585,8 @@ class BootWriter:
             if bootloader == "systemd-boot" and set(stem) & _GLOB_CHARS:
                 raise errors.InvalidArgs("a systemd-boot default is a glob: the id must not hold * ? [ ] \\")
         record["new"] = stem
-        record["authorized_by"] = await authorize(
-            caller,
-            method,
-            {"method": method, "entry": stem or "(clear)", "deployment": deployment or "(none)"},
-            ask_polkit,
+        record["authorized_by"] = await gate.check(
+            {"method": method, "entry": stem or "(clear)", "deployment": deployment or "(none)"}
         )
         loop = asyncio.get_running_loop()
         if which == "default" and stem and bootloader == "grub2":

@@ -32,6 +32,7 @@ from .parse.busaddress import parse_address
 from .watcher import PathWaiter, Watcher
 
 if TYPE_CHECKING:
+    from . import authz
     from .bootwrite import BootWriter
 
 log = logging.getLogger("ostreewatch.daemon")
@@ -382,15 +383,15 @@ class Daemon:
         assert self.writer is not None
         return self.writer
 
-    async def set_entry(self, which: str, entry_id: str, caller: model.Caller, ask: Any = None) -> None:
-        await self._writer().set_entry(which, entry_id, caller, self.snapshot, ask)
+    async def set_entry(self, which: str, entry_id: str, gate: authz.Gate) -> None:
+        await self._writer().set_entry(which, entry_id, gate, self.snapshot)
 
-    async def set_deployment(self, deployment_id: str, caller: model.Caller, ask: Any = None) -> str:
-        return await self._writer().set_deployment(deployment_id, caller, self.snapshot, ask)
+    async def set_deployment(self, deployment_id: str, gate: authz.Gate) -> str:
+        return await self._writer().set_deployment(deployment_id, gate, self.snapshot)
 
-    async def authorized_reload(self, caller: model.Caller, ask: Any = None) -> int:
-        """Reload() over the bus: the writer's authorization (uid 0 or polkit), then a rescan."""
-        return await self._writer().reload(caller, ask, self.reload, self.snapshot)
+    async def authorized_reload(self, gate: authz.Gate) -> int:
+        """Reload() over the bus: authorized through the call's gate (uid 0 or polkit), then a rescan."""
+        return await self._writer().reload(gate, self.reload, self.snapshot)
 
     async def _refreshed(self) -> model.Snapshot:
         """The snapshot after a write, published (the writer answers from it)."""

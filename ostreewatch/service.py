@@ -39,7 +39,7 @@ from dbus_next.aio import message_bus as _aio_bus
 from dbus_next.constants import NameFlag, RequestNameReply
 from dbus_next.service import PropertyAccess, ServiceInterface, dbus_property
 
-from . import _interface, errors, model
+from . import _interface, authz, errors, model
 
 # re-exported: service.BUS_NAME, service.OBJECT_PATH and service.INTERFACE stay importable
 from .busnames import BUS_NAME as BUS_NAME
@@ -64,12 +64,11 @@ PROPERTIES: dict[str, str] = _interface.PROPERTIES
 # Version never changes while the daemon runs ("const"); every other property is sent with its value.
 EMITS_CHANGED: dict[str, str] = _interface.EMITS_CHANGED
 
-# Hooks the daemon gives the service. Each gets the caller and an AskPolkit for this very call;
-# the daemon decides (bootwrite.authorize: uid 0, or polkit through AskPolkit) and audits.
-AskPolkit = Callable[[str, dict[str, str]], Awaitable[None]]
-ReloadHook = Callable[[model.Caller, AskPolkit], Awaitable[int]]
-SetEntryHook = Callable[[str, str, model.Caller, AskPolkit], Awaitable[None]]
-SetDeploymentHook = Callable[[str, model.Caller, AskPolkit], Awaitable[str]]
+# Hooks the daemon gives the service. Each gets the call's authz.Gate (the caller, and an
+# AskPolkit for this very call) and must ask it: the Manager answers no call whose gate was not asked.
+ReloadHook = Callable[[authz.Gate], Awaitable[int]]
+SetEntryHook = Callable[[str, str, authz.Gate], Awaitable[None]]
+SetDeploymentHook = Callable[[str, authz.Gate], Awaitable[str]]
 
 # polkit's authority (polkit docs: org.freedesktop.PolicyKit1.Authority.CheckAuthorization).
 POLKIT = ("org.freedesktop.PolicyKit1", "/org/freedesktop/PolicyKit1/Authority", "org.freedesktop.PolicyKit1.Authority")
@@ -366,7 +365,11 @@ class Manager(_ManagerBase):
         if msg.signature != in_sig:
             raise errors.InvalidArgs(f"{msg.member} takes signature {in_sig!r}, got {msg.signature!r}")
         caller = await caller_of(bus, msg.sender)
-        return await handler(self, msg, caller, polkit_asker(bus, msg, caller))
+        gate = authz.Gate(caller, msg.member, polkit_asker(bus, msg, caller))
+        reply = await handler(self, msg, gate)
+        if not gate.asked:  # a handler that forgot to authorize must not answer as if it had
+            raise RuntimeError(f"the handler of {msg.member} answered without asking its authz.Gate")
+        return reply
 
     def _writer_hook(self, hook: Callable[..., Awaitable[Any]] | None) -> Callable[..., Awaitable[Any]]:
         if hook is None:
@@ -376,25 +379,25 @@ class Manager(_ManagerBase):
 
 # --- dispatch: one handler per method of the interface ---------------------------------
 
-Handler = Callable[[Manager, Message, model.Caller, AskPolkit], Awaitable[Message]]
+Handler = Callable[[Manager, Message, authz.Gate], Awaitable[Message]]
 
 
-async def _reload(m: Manager, msg: Message, caller: model.Caller, ask: AskPolkit) -> Message:
-    return Message.new_method_return(msg, "t", [await m._reload(caller, ask)])
+async def _reload(m: Manager, msg: Message, gate: authz.Gate) -> Message:
+    return Message.new_method_return(msg, "t", [await m._reload(gate)])
 
 
-async def _set_default_entry(m: Manager, msg: Message, caller: model.Caller, ask: AskPolkit) -> Message:
-    await m._writer_hook(m._set_entry)("default", msg.body[0], caller, ask)
+async def _set_default_entry(m: Manager, msg: Message, gate: authz.Gate) -> Message:
+    await m._writer_hook(m._set_entry)("default", msg.body[0], gate)
     return Message.new_method_return(msg)
 
 
-async def _set_next_entry(m: Manager, msg: Message, caller: model.Caller, ask: AskPolkit) -> Message:
-    await m._writer_hook(m._set_entry)("next", msg.body[0], caller, ask)
+async def _set_next_entry(m: Manager, msg: Message, gate: authz.Gate) -> Message:
+    await m._writer_hook(m._set_entry)("next", msg.body[0], gate)
     return Message.new_method_return(msg)
 
 
-async def _set_default_deployment(m: Manager, msg: Message, caller: model.Caller, ask: AskPolkit) -> Message:
-    entry = await m._writer_hook(m._set_deployment)(msg.body[0], caller, ask)
+async def _set_default_deployment(m: Manager, msg: Message, gate: authz.Gate) -> Message:
+    entry = await m._writer_hook(m._set_deployment)(msg.body[0], gate)
     return Message.new_method_return(msg, "s", [entry])
 
 
@@ -421,7 +424,7 @@ def check_handlers(handlers: dict[str, Handler], methods: dict[str, Any]) -> Non
 check_handlers(HANDLERS, METHODS)
 
 
-def polkit_asker(bus: MessageBus, msg: Message, caller: model.Caller) -> AskPolkit:
+def polkit_asker(bus: MessageBus, msg: Message, caller: model.Caller) -> authz.AskPolkit:
     """An AskPolkit for this call: CheckAuthorization over D-Bus for the caller's unique bus name.
 
     The subject is the unique name, not the pid: polkitd asks the bus daemon who
@@ -431,12 +434,7 @@ def polkit_asker(bus: MessageBus, msg: Message, caller: model.Caller) -> AskPolk
     """
     interactive = bool(msg.flags & MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION)
 
-    async def ask(action: str, details: dict[str, str]) -> None:
-        def denied(why: str) -> errors.AccessDenied:
-            return errors.AccessDenied(
-                f"{msg.member} needs root or the polkit action {action} (caller uid {caller.uid}: {why})"
-            )
-
+    async def ask(action: str, details: dict[str, str]) -> str | None:
         query = Message(
             destination=POLKIT[0],
             path=POLKIT[1],
@@ -456,16 +454,16 @@ def polkit_asker(bus: MessageBus, msg: Message, caller: model.Caller) -> AskPolk
                 bus.call(query), POLKIT_INTERACTIVE_TIMEOUT if interactive else POLKIT_TIMEOUT
             )
         except asyncio.TimeoutError:
-            raise denied("polkit did not answer") from None
+            return "polkit did not answer"
         if reply is None or reply.message_type != MessageType.METHOD_RETURN:
             name = reply.error_name if reply is not None else "no reply"
-            raise denied(f"polkit could not be asked: {name}")
+            return f"polkit could not be asked: {name}"
         authorized, challenge, _ = reply.body[0]
         if authorized:
-            return
+            return None
         if challenge:
-            raise denied("polkit requires authentication; allow interactive authorization to be asked")
-        raise denied("polkit said no")
+            return "polkit requires authentication; allow interactive authorization to be asked"
+        return "polkit said no"
 
     return ask
 
