@@ -18,8 +18,8 @@ first enters a private mount namespace and remounts them read-write there only
 (ostreewatch._writehelper's code), then tells libostree with
 `Sysroot.set_mount_namespace_in_use()`.
 
-Request on stdin (JSON): {"sysroot": ABS, "deployment": "OSNAME-CHECKSUM.SERIAL"}.
-Answer on stdout (JSON, last line): {"ok": true, "changed": BOOL, "order": [ids]} or
+Request on stdin (one JSON line): {"sysroot": ABS, "deployment": "OSNAME-CHECKSUM.SERIAL"}.
+Answer on stdout (one JSON line; ostreewatch.helperproc runs it): {"ok": true, "changed": BOOL, "order": [ids]} or
 {"ok": false, "kind": "busy"|"no-such-deployment"|"staged"|"failed", "error": TEXT}.
 With OSTREEWATCH_DEPLOYHELPER_TRACE=1 it prints "locked" on stderr once it holds the lock (tests kill it then).
 """
@@ -121,7 +121,7 @@ def main() -> int:
     """One request on stdin, one answer on stdout."""
     answer: dict[str, Any]
     try:
-        request = json.loads(sys.stdin.buffer.read(1 << 16))
+        request = json.loads(sys.stdin.buffer.readline(1 << 16))
         sysroot, wanted = request["sysroot"], request["deployment"]
         if not isinstance(sysroot, str) or not os.path.isabs(sysroot) or not isinstance(wanted, str):
             raise HelperError("failed", "bad request: sysroot must be an absolute path, deployment a string")

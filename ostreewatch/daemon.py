@@ -20,7 +20,8 @@ import sys
 import threading
 import time
 import types
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 # What the first snapshot needs is imported here, before the event loop runs (an import inside
 # a callback would hold the loop). The D-Bus side (dbus_next, the service, the boot writer) is
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from .bootwrite import BootWriter
 
 log = logging.getLogger("ostreewatch.daemon")
+T = TypeVar("T")
 
 # The quiet time before a rescan. One `ostree admin deploy` is a burst of ~108 inotify
 # events over ~84 ms with gaps up to 21 ms at p99 (bench/bench_daemon.py burst), but ostree
@@ -384,19 +386,27 @@ class Daemon:
         return self.writer
 
     async def set_entry(self, which: str, entry_id: str, gate: authz.Gate) -> None:
-        await self._writer().set_entry(which, entry_id, gate, self.snapshot)
+        """SetDefaultEntry / SetNextEntry: the writer's job, then the new state published."""
+        await self._refresh_after(gate, self._writer().set_entry(which, entry_id, gate, self.snapshot))
 
     async def set_deployment(self, deployment_id: str, gate: authz.Gate) -> str:
-        return await self._writer().set_deployment(deployment_id, gate, self.snapshot)
+        """SetDefaultDeployment: the writer's job, then the new state published; the entry that boots it."""
+        entry = await self._refresh_after(gate, self._writer().set_deployment(deployment_id, gate, self.snapshot))
+        published = (e.id for e in self.snapshot.BootEntries if e.deployment == deployment_id)
+        return next(published, entry)
 
     async def authorized_reload(self, gate: authz.Gate) -> int:
         """Reload() over the bus: authorized through the call's gate (uid 0 or polkit), then a rescan."""
         return await self._writer().reload(gate, self.reload, self.snapshot)
 
-    async def _refreshed(self) -> model.Snapshot:
-        """The snapshot after a write, published (the writer answers from it)."""
-        await self.reload()
-        return self.snapshot
+    async def _refresh_after(self, gate: authz.Gate, write: Awaitable[T]) -> T:
+        """Run WRITE; once it was authorized, rescan and publish before answering, whether it succeeded
+        or not (a failed write may have changed files too), so the caller's answer follows the new state."""
+        try:
+            return await write
+        finally:
+            if gate.granted_by is not None:
+                await self.reload()
 
     # -- bus --
 
@@ -521,7 +531,6 @@ class Daemon:
         self.writer = bootwrite.BootWriter(
             self.paths,
             self.journal,
-            refresh=self._refreshed,
             efivars=os.environ.get("OSTREEWATCH_EFIVARS", bootwrite.EFIVARS),
             deploy_python=os.environ.get("OSTREEWATCH_DEPLOY_PYTHON", bootwrite.DEPLOY_PYTHON),
         )

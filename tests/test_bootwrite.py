@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from ostreewatch import errors, model
 from ostreewatch._writehelper import TEMP_PREFIX, atomic_replace
-from ostreewatch.bootwrite import BootWriter, validate_id
+from ostreewatch.bootplan import validate_id
+from ostreewatch.bootwrite import BootWriter
 from ostreewatch.parse.grubenv import update_grubenv
 from tests.fixtures.bootwrite import (
     GRUB_CFG_STATIC,
@@ -609,7 +610,8 @@ READ_ONLY_SCRIPT = r"""
 import asyncio, json, os, subprocess, sys
 sys.path.insert(0, sys.argv[1])
 from ostreewatch import model
-from ostreewatch.bootwrite import BootWriter, validate_id
+from ostreewatch.bootplan import validate_id
+from ostreewatch.bootwrite import BootWriter
 from tests.fixtures.bootwrite import RecordingJournal, make_paths, snapshot_of
 sysroot, mode, bootloader = sys.argv[2], sys.argv[3], sys.argv[4]
 boot = os.path.join(sysroot, "boot")

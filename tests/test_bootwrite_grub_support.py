@@ -1,4 +1,4 @@
-"""bootwrite.grub_support: the writer asks the same GRUB evaluation as the reader whether GRUB reads a variable.
+"""bootplan.grub_support: the writer asks the same GRUB evaluation as the reader whether GRUB reads a variable.
 
 A mention of ${saved_entry} in a test or a menu entry is not a read; a default that
 GRUB runs is. The grubenv is made by grub-editenv, the configs come from upstream
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ostreewatch import bootwrite, state
+from ostreewatch import bootplan, state
 from tests.fixtures import grub_configs as cfgs
 
 MENTIONS_ONLY = """\
@@ -51,7 +51,7 @@ def _sysroot(tmp_path: Path, cfg: str, env: dict[str, str]) -> str:
 )
 def test_reads_as_grub_runs_it(tmp_path: Path, cfg: str, env: dict[str, str], default: bool, nxt: bool) -> None:
     sysroot = _sysroot(tmp_path, cfg, env)
-    grub_dir, support = bootwrite.grub_support(sysroot)
+    grub_dir, support = bootplan.grub_support(sysroot)
     assert grub_dir == os.path.join(os.path.realpath(sysroot), "boot/grub2")
     assert support == {"default": default, "next": nxt}
     # The reader agrees: saved_entry set in the grubenv is ignored exactly where the writer would not write it.
@@ -59,10 +59,10 @@ def test_reads_as_grub_runs_it(tmp_path: Path, cfg: str, env: dict[str, str], de
     text, files, _ = state.read_grub_config(state.Root(sysroot))  # type: ignore[misc]
     env_now = dict(env, saved_entry="ostree-1")
     env_now.pop("next_entry", None)
-    res = bootwrite.grubcfg.evaluate(text, files, env_now)
+    res = bootplan.grubcfg.evaluate(text, files, env_now)
     assert (res.loads_env and res.reads_saved_entry) == default
 
 
 def test_no_grub_cfg_reads_nothing(tmp_path: Path) -> None:
     (tmp_path / "boot" / "grub2").mkdir(parents=True)
-    assert bootwrite.grub_support(str(tmp_path)) == (None, {"default": False, "next": False})
+    assert bootplan.grub_support(str(tmp_path)) == (None, {"default": False, "next": False})

@@ -104,9 +104,7 @@ from tests.fixtures import trees
 assert sys.argv[1:] == ["-m", "ostreewatch._deployhelper"], sys.argv
 p = trees.run_in_tree({tree!r}, ["python3", "-m", "ostreewatch._deployhelper"],
                       binds={{{REPO!r}: {REPO!r}, {base!r}: {base!r}}}, env={{"PYTHONPATH": {REPO!r}}},
-                      input=sys.stdin.buffer.read(), text=False, check=False)
-sys.stdout.buffer.write(p.stdout)
-sys.stderr.buffer.write(p.stderr)
+                      passthrough=True, check=False)
 sys.exit(p.returncode)
 """)
     path.chmod(0o755)

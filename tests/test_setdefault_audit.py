@@ -130,14 +130,14 @@ def test_catalog_and_docs_name_every_write_attempt_field() -> None:
 
 
 def test_bootwrite_writes_only_declared_fields(tmp_path: Path) -> None:
-    """The keys bootwrite passes to write_attempt are the declared ones (so the check above covers them)."""
-    source = Path(REPO, "ostreewatch", "bootwrite.py").read_text()
+    """The keys the writer passes to write_attempt are the declared ones (so the check above covers them)."""
+    source = "".join(Path(REPO, "ostreewatch", name).read_text() for name in ("bootwrite.py", "audit.py"))
     used = set(re.findall(r'record\["([a-z_]+)"\]', source))
     used |= set(re.findall(r'"([a-z_]+)": [^,]+, "caller_pid"', source))
-    literal = re.search(r"record: [Dd]ict\[str, Any\] = \{(.*?)\}", source, re.S)
+    literal = re.search(r"fields: [Dd]ict\[str, Any\] = \{(.*?)\}", source, re.S)
     assert literal is not None
     used |= set(re.findall(r'"([a-z_]+)":', literal.group(1)))
-    assert used, "no record keys found in bootwrite.py"
+    assert used, "no record keys found in bootwrite.py and audit.py"
     assert used <= set(journal.WRITE_ATTEMPT_FIELDS), used - set(journal.WRITE_ATTEMPT_FIELDS)
 
 
