@@ -21,6 +21,8 @@ first enters a private mount namespace and remounts them read-write there only
 Request on stdin (one JSON line): {"sysroot": ABS, "deployment": "OSNAME-CHECKSUM.SERIAL"}.
 Answer on stdout (one JSON line; ostreewatch.helperproc runs it): {"ok": true, "changed": BOOL, "order": [ids]} or
 {"ok": false, "kind": "busy"|"no-such-deployment"|"staged"|"failed", "error": TEXT}.
+After an ok answer it keeps holding ostree's sysroot lock until its stdin ends: the daemon
+reads the new state and follows saved_entry in that window (ostreewatch.bootwrite).
 With OSTREEWATCH_DEPLOYHELPER_TRACE=1 it prints "locked" on stderr once it holds the lock (tests kill it then).
 """
 
@@ -57,8 +59,11 @@ def _writable_dirs(sysroot: str) -> list[str]:
     return out
 
 
-def reorder(sysroot: str, wanted: str) -> tuple[bool, list[str]]:
-    """Make WANTED the first deployment of SYSROOT; (changed, new order of ids)."""
+def reorder(sysroot: str, wanted: str) -> tuple[bool, list[str], Any]:
+    """Make WANTED the first deployment of SYSROOT; (changed, new order of ids, the sysroot still locked).
+
+    The caller unlocks it (after its answer was read: main()); on an error it is unlocked here.
+    """
     read_only = _writable_dirs(sysroot)
     if read_only:
         from ostreewatch._writehelper import remount_rw, unshare_private
@@ -82,50 +87,60 @@ def reorder(sysroot: str, wanted: str) -> tuple[bool, list[str]]:
     if not acquired:
         raise HelperError("busy", "another process holds the ostree sysroot lock")
     try:
-        if os.environ.get("OSTREEWATCH_DEPLOYHELPER_TRACE") == "1":
-            sys.stderr.write("locked\n")
-            sys.stderr.flush()
-        s.load(None)
-        deployments = list(s.get_deployments())
-        ids = [deployment_id(d) for d in deployments]
-        staged = s.get_staged_deployment()
-        if staged is not None:
-            # A staged deployment is written into the boot entries by ostree-finalize-staged at
-            # shutdown and must stay first; reordering now would drop or displace it.
-            raise HelperError(
-                "staged",
-                f"deployment {deployment_id(staged)} is staged (pending until "
-                "shutdown); the default cannot change while one is staged",
-            )
-        if wanted not in ids:
-            raise HelperError(
-                "no-such-deployment", f"no deployment {wanted!r} in {sysroot} (deployments: {', '.join(ids) or 'none'})"
-            )
-        index = ids.index(wanted)
-        if index == 0:
-            return False, ids
-        new = [deployments[index]] + deployments[:index] + deployments[index + 1 :]
-        opts = OSTree.SysrootWriteDeploymentsOpts()
-        opts.do_postclean = True
-        try:
-            s.write_deployments_with_options(new, opts, None)
-        except GLib.Error as e:
-            raise HelperError("failed", f"ostree could not write the new order: {e.message}") from None
-        s.load(None)
-        return True, [deployment_id(d) for d in s.get_deployments()]
-    finally:
+        changed, order = _reorder_locked(s, sysroot, wanted)
+    except BaseException:
         s.unlock()
+        raise
+    return changed, order, s
+
+
+def _reorder_locked(s: Any, sysroot: str, wanted: str) -> tuple[bool, list[str]]:
+    """The reorder itself, with S (an OSTree.Sysroot) locked; (changed, new order of ids)."""
+    from gi.repository import GLib, OSTree
+
+    if os.environ.get("OSTREEWATCH_DEPLOYHELPER_TRACE") == "1":
+        sys.stderr.write("locked\n")
+        sys.stderr.flush()
+    s.load(None)
+    deployments = list(s.get_deployments())
+    ids = [deployment_id(d) for d in deployments]
+    staged = s.get_staged_deployment()
+    if staged is not None:
+        # A staged deployment is written into the boot entries by ostree-finalize-staged at
+        # shutdown and must stay first; reordering now would drop or displace it.
+        raise HelperError(
+            "staged",
+            f"deployment {deployment_id(staged)} is staged (pending until "
+            "shutdown); the default cannot change while one is staged",
+        )
+    if wanted not in ids:
+        raise HelperError(
+            "no-such-deployment", f"no deployment {wanted!r} in {sysroot} (deployments: {', '.join(ids) or 'none'})"
+        )
+    index = ids.index(wanted)
+    if index == 0:
+        return False, ids
+    new = [deployments[index]] + deployments[:index] + deployments[index + 1 :]
+    opts = OSTree.SysrootWriteDeploymentsOpts()
+    opts.do_postclean = True
+    try:
+        s.write_deployments_with_options(new, opts, None)
+    except GLib.Error as e:
+        raise HelperError("failed", f"ostree could not write the new order: {e.message}") from None
+    s.load(None)
+    return True, [deployment_id(d) for d in s.get_deployments()]
 
 
 def main() -> int:
     """One request on stdin, one answer on stdout."""
     answer: dict[str, Any]
+    locked: Any = None
     try:
         request = json.loads(sys.stdin.buffer.readline(1 << 16))
         sysroot, wanted = request["sysroot"], request["deployment"]
         if not isinstance(sysroot, str) or not os.path.isabs(sysroot) or not isinstance(wanted, str):
             raise HelperError("failed", "bad request: sysroot must be an absolute path, deployment a string")
-        changed, order = reorder(sysroot, wanted)
+        changed, order, locked = reorder(sysroot, wanted)
         answer = {"ok": True, "changed": changed, "order": order}
     except HelperError as e:
         answer = {"ok": False, "kind": e.kind, "error": str(e)}
@@ -133,6 +148,14 @@ def main() -> int:
         answer = {"ok": False, "kind": "failed", "error": f"{type(e).__name__}: {e}"}
     sys.stdout.write(json.dumps(answer) + "\n")
     sys.stdout.flush()
+    if locked is not None:
+        # The daemon reads the new state and follows saved_entry while this process still
+        # holds ostree's lock, so that no other ostree process runs in between; it closes
+        # our stdin when done (or dies, which closes it too).
+        try:
+            sys.stdin.buffer.read()
+        finally:
+            locked.unlock()
     return 0 if answer["ok"] else 1
 
 

@@ -2,7 +2,10 @@
 
 record() starts the fields of an attempt (who called, what was asked); audited()
 runs the attempt and writes the one record with its result, and turns any
-unexpected failure into a named error.
+unexpected failure into a named error. The result says how far the attempt got:
+granted (done), refused (authorization refused, and only that), invalid (bad
+arguments: refused before authorization was asked) or failed (any error after
+authorization).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import logging
 from collections.abc import Awaitable
 from typing import Any, Callable
 
-from ostreewatch import errors, model
+from ostreewatch import authz, errors, model
 from ostreewatch.journal import Journal
 
 log = logging.getLogger("ostreewatch.audit")
@@ -35,20 +38,26 @@ def record(method: str, caller: model.Caller, snapshot: model.Snapshot, **extra:
     return fields
 
 
+def outcome(error: errors.OstreewatchError, gate: authz.Gate) -> str:
+    """The audit result of an attempt that ended in ERROR: refused, invalid or failed."""
+    if isinstance(error, errors.NotAuthorized):
+        return "refused"
+    return "failed" if gate.granted_by is not None else "invalid"
+
+
 class Audit:
     """Writes the one journal record of each attempt."""
 
     def __init__(self, journal: Journal) -> None:
         self._journal = journal
 
-    async def audited(self, fields: dict[str, Any], job: Callable[[], Awaitable[Any]]) -> Any:
-        """Run JOB; one journal record whatever happens; every failure leaves as a named error."""
+    async def audited(self, fields: dict[str, Any], gate: authz.Gate, job: Callable[[], Awaitable[Any]]) -> Any:
+        """Run JOB (which asks GATE); one journal record whatever happens; every failure leaves as a named error."""
         method = fields["method"]
         try:
             result = await job()
         except errors.OstreewatchError as e:
-            failed = isinstance(e, errors.WriteFailed)
-            self.write(fields, "failed" if failed else "refused", e.dbus_name)
+            self.write(fields, outcome(e, gate), e.dbus_name)
             raise
         except Exception as e:  # an unexpected failure is still answered with a named error
             log.exception("%s failed", method)

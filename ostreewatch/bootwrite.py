@@ -92,13 +92,15 @@ class BootWriter:
         method = METHODS.get(which, str(which))
         gate = authz.gate_for(who, method if method in authz.ACTIONS else "SetDefaultEntry")
         record = audit.record(method, gate.caller, snapshot, entry=printable(entry_id))
-        await self._audit.audited(record, lambda: self._set_entry(which, entry_id, gate, snapshot, record))
+        await self._audit.audited(record, gate, lambda: self._set_entry(which, entry_id, gate, snapshot, record))
 
     async def set_deployment(self, dep_id: str, who: authz.Gate | model.Caller, snapshot: model.Snapshot) -> str:
         """SetDefaultDeployment: make DEP_ID the first deployment; the entry id that now boots it. Audited."""
         gate = authz.gate_for(who, "SetDefaultDeployment")
         record = audit.record("SetDefaultDeployment", gate.caller, snapshot, deployment=printable(dep_id))
-        return str(await self._audit.audited(record, lambda: self._set_deployment(dep_id, gate, snapshot, record)))
+        return str(
+            await self._audit.audited(record, gate, lambda: self._set_deployment(dep_id, gate, snapshot, record))
+        )
 
     async def _set_deployment(
         self, dep_id: str, gate: authz.Gate, snapshot: model.Snapshot, record: dict[str, Any]
@@ -114,25 +116,16 @@ class BootWriter:
         return await self._reorder(dep_id, snapshot, record)
 
     async def _reorder(self, dep_id: str, snapshot: model.Snapshot, record: dict[str, Any]) -> str:
-        """Reorder through the helper, then follow a saved_entry a generated grub.cfg reads; the new entry id."""
+        """Reorder through the helper and follow saved_entry under its lock; the entry that boots DEP_ID."""
         record["previous"] = snapshot.DefaultDeployment
         record["new"] = dep_id
         if self._lock is None:
             self._lock = asyncio.Lock()
-        loop = asyncio.get_running_loop()
         async with self._lock:
-            answer = await loop.run_in_executor(
-                None, run_deploy_helper, self._paths.sysroot, dep_id, self._deploy_python
+            # One executor job: a cancelled caller still lets it finish and unlock.
+            entry = await asyncio.get_running_loop().run_in_executor(
+                None, reorder_and_follow, self._paths, dep_id, self._deploy_python, self._python, record
             )
-            record["changed"] = bool(answer.get("changed"))
-            # Read the new state (not yet published) to learn the entry ostree gave the deployment.
-            fresh = await loop.run_in_executor(None, _read_snapshot, self._paths)
-            entry = next((e.id for e in fresh.BootEntries if e.deployment == dep_id), "")
-            if entry and fresh.Bootloader == "grub2":
-                # A grub.cfg that reads saved_entry would still boot the entry saved_entry names, and
-                # ostree renumbered the entries: keep saved_entry on the requested deployment.
-                # Done before publishing, so that the published default moves once.
-                await loop.run_in_executor(None, follow_saved_entry, self._paths.sysroot, entry, dep_id, self._python)
             if not record.get("entry"):  # SetDefaultEntry keeps the entry it was asked for
                 record["entry"] = entry
         return entry
@@ -226,15 +219,49 @@ class BootWriter:
                 raise errors.WriteFailed(f"cannot write {record['file']}: {e}") from None
 
 
-def _read_snapshot(paths: model.Paths) -> model.Snapshot:
-    """A fresh offline read (blocking); state is imported here only: nothing else of the writer needs it."""
-    from ostreewatch import state
+def reorder_and_follow(paths: model.Paths, dep_id: str, deploy_python: str, python: str, record: dict[str, Any]) -> str:
+    """Make DEP_ID the first deployment and keep saved_entry on it, in one hold of ostree's lock (blocking).
 
-    return state.read_snapshot(paths)
+    The deploy helper answers while it still holds the sysroot lock: here the new
+    state is read and saved_entry followed in that window, then the helper's stdin
+    is closed and it unlocks. So no ostree process runs between the reorder and the
+    follow; when the follow fails, WriteFailed says what stands. The entry id that
+    now boots DEP_ID.
+    """
+    from ostreewatch import state  # the writer needs the reader only here
+
+    request = {"sysroot": os.path.abspath(paths.sysroot), "deployment": dep_id}
+    with helperproc.Helper(deploy_python, "ostreewatch._deployhelper", "the deployment helper") as helper:
+        answer = helperproc.check(helper.ask(request, DEPLOY_TIMEOUT))
+        record["changed"] = changed = bool(answer.get("changed"))
+        stands = (
+            f"{dep_id} is now the first deployment (the default)"
+            if changed
+            else f"{dep_id} was already the first deployment"
+        )
+        try:
+            # The new state (not yet published) names the entry ostree gave the deployment.
+            fresh = state.read_snapshot(paths)
+        except (errors.OstreewatchError, OSError) as e:
+            raise errors.WriteFailed(f"{stands}, but the new state could not be read to follow it: {e}") from None
+        entry = next((e.id for e in fresh.BootEntries if e.deployment == dep_id), "")
+        if entry and fresh.Bootloader == "grub2":
+            # A grub.cfg that reads saved_entry would still boot the entry saved_entry names, and
+            # ostree renumbered the entries: keep saved_entry on the requested deployment.
+            try:
+                follow_saved_entry(paths.sysroot, entry, dep_id, python)
+            except (errors.OstreewatchError, OSError) as e:
+                raise errors.WriteFailed(f"{stands}, but grubenv's saved_entry could not follow it: {e}") from None
+        try:
+            helper.release()
+        except errors.WriteFailed as e:
+            raise errors.WriteFailed(f"{stands}, but {e}") from None
+    return entry
 
 
 def follow_saved_entry(sysroot: str, entry: str, dep_id: str, python: str) -> None:
-    """After a reorder: where grub.cfg reads saved_entry and grubenv sets it, point it at ENTRY (blocking).
+    """After a reorder, under the deploy helper's hold of the sysroot lock: where grub.cfg reads
+    saved_entry and grubenv sets it, point it at ENTRY (blocking).
 
     Only an existing saved_entry is rewritten (a grubenv without one already boots
     the first entry, which is now DEP_ID's); a static grub.cfg is left alone.
@@ -253,14 +280,9 @@ def follow_saved_entry(sysroot: str, entry: str, dep_id: str, python: str) -> No
         return  # state.py reports a broken grubenv; never make it worse
     if not values.get(var) or (values[var] == entry and values.get(dep_var, dep_id) == dep_id):
         return
-    lock_fd = take_sysroot_lock(sysroot)
-    try:
-        plan = plan_grub(sysroot, "default", entry, dep_id)
-        if plan is not None and plan.new != plan.old:
-            replace(plan, python)
-    finally:
-        if lock_fd is not None:
-            os.close(lock_fd)
+    plan = plan_grub(sysroot, "default", entry, dep_id)
+    if plan is not None and plan.new != plan.old:
+        replace(plan, python)
 
 
 def locked_write(
@@ -311,11 +333,3 @@ def replace(plan: Plan, python: str = sys.executable) -> None:
         raise errors.Busy(f"{e}; nothing was written, try again") from None
     except OSError as e:
         raise errors.WriteFailed(f"cannot write {plan.path}: {e}") from None
-
-
-def run_deploy_helper(sysroot: str, dep_id: str, python: str = DEPLOY_PYTHON) -> dict[str, Any]:
-    """Run `PYTHON -m ostreewatch._deployhelper` (blocking); its answer, or the named error it maps to."""
-    request = {"sysroot": os.path.abspath(sysroot), "deployment": dep_id}
-    return helperproc.check(
-        helperproc.run(python, "ostreewatch._deployhelper", "the deployment helper", request, DEPLOY_TIMEOUT)
-    )

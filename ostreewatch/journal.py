@@ -82,8 +82,11 @@ WRITE_ATTEMPT_FIELDS = (
 # Refused write attempts: at most one record per caller uid per this many seconds; the
 # others are counted in OSTREEWATCH_SUPPRESSED of the next record for that uid.
 REFUSED_INTERVAL = 1.0
-# The one result of a write attempt that went through (bootwrite.py records it); any other is a refusal or failure.
+# The one result of a write attempt that went through (audit.py records it); any other is a refusal or failure.
 WRITE_GRANTED = "granted"
+# The results of attempts stopped before anything was tried (authorization refused, bad arguments):
+# any caller can cause them, so they are rate-limited per uid.
+WRITE_STOPPED = ("refused", "invalid")
 _FIELD_RE = re.compile(r"[^A-Z0-9_]")
 _PLAIN_RE = re.compile(r"[A-Za-z0-9_.,:/@+=%-]+")
 
@@ -245,9 +248,9 @@ class Journal:
         result = _text(fields.get("result", ""))
         now = self._clock()
         uid = _text(fields.get("caller_uid", ""))
-        self._flush_refused(now, keep=uid if result == "refused" else None)
+        self._flush_refused(now, keep=uid if result in WRITE_STOPPED else None)
         # Root is not limited: it can write to the journal directly anyway.
-        if result == "refused" and uid != "0":
+        if result in WRITE_STOPPED and uid != "0":
             last = self._refused.get(uid)
             if last is not None and now - last[0] < REFUSED_INTERVAL:
                 self._refused[uid] = (last[0], last[1] + 1, dict(fields))
@@ -267,10 +270,10 @@ class Journal:
             who += f" ({fields['caller_unit']})"
         target = _text(fields.get("entry") or fields.get("deployment") or "")
         message = f"{method}({target}) by {who}: " + (
-            "succeeded" if ok else f"{'failed' if result == 'failed' else 'refused'}: {error or result}"
+            "succeeded" if ok else f"{result if result in ('failed', 'invalid') else 'refused'}: {error or result}"
         )
         if fields.get("suppressed"):
-            message += f" ({fields['suppressed']} more refused calls of this uid not journaled one by one)"
+            message += f" ({fields['suppressed']} more refused or invalid calls of this uid not journaled one by one)"
         self._emit(
             MESSAGE_ID_WRITE_ATTEMPT,
             LOG_NOTICE if ok else LOG_WARNING,

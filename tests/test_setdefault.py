@@ -405,4 +405,5 @@ def test_staged_deployment_refused_before_any_write(tmp_path: Path) -> None:
     writer = BootWriter(make_paths(str(tmp_path / "absent")), journal)
     with pytest.raises(errors.NotSupported, match="staged"):
         asyncio.run(writer.set_deployment(staged.id, model.Caller(uid=0, pid=1, bus_name=":1.1"), snap))
-    assert [(r["result"], r["error"]) for r in journal.records] == [("refused", errors.NotSupported.dbus_name)]
+    # refused after authorization: "failed" (the audit keeps "refused" for authorization refused)
+    assert [(r["result"], r["error"]) for r in journal.records] == [("failed", errors.NotSupported.dbus_name)]
