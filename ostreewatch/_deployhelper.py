@@ -23,6 +23,9 @@ Answer on stdout (one JSON line; ostreewatch.helperproc runs it): {"ok": true, "
 {"ok": false, "kind": "busy"|"no-such-deployment"|"staged"|"failed", "error": TEXT}.
 After an ok answer it keeps holding ostree's sysroot lock until its stdin ends: the daemon
 reads the new state and follows saved_entry in that window (ostreewatch.bootwrite).
+Before writing, every deployment's tree must hold a kernel (libostree would fail half-way); a
+write that fails anyway has the boot/loader.N and ostree/boot.N.M it left removed, so the
+sysroot is as it was. OSTREEWATCH_DEPLOYHELPER_NO_PRECHECK=1 (tests only) skips the check.
 With OSTREEWATCH_DEPLOYHELPER_TRACE=1 it prints "locked" on stderr once it holds the lock (tests kill it then).
 """
 
@@ -30,6 +33,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import sys
 from typing import Any
 
@@ -57,6 +62,59 @@ def _writable_dirs(sysroot: str) -> list[str]:
         if os.path.isdir(path) and os.statvfs(path).f_flag & os.ST_RDONLY:
             out.append(path)
     return out
+
+
+def kernel_in_tree(deploy_dir: str) -> bool:
+    """Whether a deployment's tree holds a kernel where libostree looks for one.
+
+    As ostree's get_kernel_from_tree (src/libostree/ostree-sysroot-deploy.c): first
+    usr/lib/modules/KVER/vmlinuz, then a vmlinuz-* in usr/lib/ostree-boot or boot.
+    The initramfs is optional there, so it is not required here either.
+    """
+    modules = os.path.join(deploy_dir, "usr/lib/modules")
+    try:
+        for kver in os.listdir(modules):
+            if os.path.isfile(os.path.join(modules, kver, "vmlinuz")):
+                return True
+    except OSError:
+        pass
+    for rel in ("usr/lib/ostree-boot", "boot"):
+        try:
+            names = os.listdir(os.path.join(deploy_dir, rel))
+        except OSError:
+            continue
+        if any(n.startswith("vmlinuz-") and os.path.isfile(os.path.join(deploy_dir, rel, n)) for n in names):
+            return True
+    return False
+
+
+# What ostree writes before it swaps the boot/loader link and ostree/boot.N: a failure leaves them behind.
+_BOOT_VERSION_DIRS = (("boot", re.compile(r"loader\.[01]")), ("ostree", re.compile(r"boot\.[01](\.[01])?")))
+
+
+def boot_version_dirs(sysroot: str) -> set[str]:
+    """The boot/loader.N and ostree/boot.N(.M) entries of SYSROOT, relative to it."""
+    found: set[str] = set()
+    for parent, pattern in _BOOT_VERSION_DIRS:
+        try:
+            names = os.listdir(os.path.join(sysroot, parent))
+        except OSError:
+            continue
+        found.update(f"{parent}/{n}" for n in names if pattern.fullmatch(n))
+    return found
+
+
+def remove_new_boot_version_dirs(sysroot: str, before: set[str]) -> list[str]:
+    """After a failed write: remove the boot version entries that were not there before; what was removed."""
+    removed = []
+    for rel in sorted(boot_version_dirs(sysroot) - before):
+        path = os.path.join(sysroot, rel)
+        if os.path.islink(path) or not os.path.isdir(path):
+            os.unlink(path)
+        else:
+            shutil.rmtree(path)
+        removed.append(rel)
+    return removed
 
 
 def reorder(sysroot: str, wanted: str) -> tuple[bool, list[str], Any]:
@@ -121,12 +179,27 @@ def _reorder_locked(s: Any, sysroot: str, wanted: str) -> tuple[bool, list[str]]
     if index == 0:
         return False, ids
     new = [deployments[index]] + deployments[:index] + deployments[index + 1 :]
+    unchanged = "the deployment order is unchanged"
+    if os.environ.get("OSTREEWATCH_DEPLOYHELPER_NO_PRECHECK") != "1":  # tests: reach the cleanup below
+        # libostree writes every deployment's boot entry, and fails half-way without a kernel.
+        for d in new:
+            if not kernel_in_tree(s.get_deployment_directory(d).get_path()):
+                raise HelperError(
+                    "failed",
+                    f"deployment {deployment_id(d)} has no kernel in its tree (usr/lib/modules/*/vmlinuz), "
+                    f"so ostree cannot write its boot entry; {unchanged}",
+                )
+    before = boot_version_dirs(sysroot)
     opts = OSTree.SysrootWriteDeploymentsOpts()
     opts.do_postclean = True
     try:
         s.write_deployments_with_options(new, opts, None)
     except GLib.Error as e:
-        raise HelperError("failed", f"ostree could not write the new order: {e.message}") from None
+        removed = remove_new_boot_version_dirs(sysroot, before)
+        left = f" (removed what it left: {', '.join(removed)})" if removed else ""
+        raise HelperError(
+            "failed", f"ostree could not write the new boot entries; {unchanged}{left}. libostree: {e.message}"
+        ) from None
     s.load(None)
     return True, [deployment_id(d) for d in s.get_deployments()]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from ostreewatch import bootwrite, errors, layout, model, state
+from ostreewatch import bootwrite, errors, layout, model, sample, state
 from ostreewatch.bootwrite import BootWriter
 from tests.fixtures import trees
 from tests.fixtures.bootwrite import RecordingJournal, grub_editenv, grubenv_list
@@ -116,3 +117,79 @@ def test_a_follow_that_fails_says_what_stands(sr: OstreeSysroot) -> None:
     assert fd is not None
     os.close(fd)
     assert [(r["result"], r["error"]) for r in journal.records] == [("failed", errors.WriteFailed.dbus_name)]
+
+
+# --- a failed write leaves the sysroot as it was (issue 20 point 5) ---------------------------------------
+
+
+def tree_listing(root: str) -> dict[str, str]:
+    """Every path under ROOT: a link's target, a file's bytes' length and mtime, or "dir".
+
+    Less ostree/repo/tmp: the repository's scratch directory, which opening the repo creates.
+    """
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root)
+            if rel == "ostree/repo/tmp" or rel.startswith("ostree/repo/tmp/"):
+                continue
+            if os.path.islink(path):
+                out[rel] = "-> " + os.readlink(path)
+            elif os.path.isdir(path):
+                out[rel] = "dir"
+            else:
+                st = os.stat(path)
+                out[rel] = f"{st.st_size} {st.st_mtime_ns}"
+    return out
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv("OSTREE_SYSROOT_DEBUG", "mutable-deployments")
+    with trees.own_tmpfs(tmp_path / "fs") as path:
+        yield path
+
+
+def reorder_sample(name: str, dest: str) -> tuple[str, dict[str, str], pytest.ExceptionInfo[errors.WriteFailed]]:
+    """SetDefaultDeployment of the sample's second deployment; (its id, the tree before, the error)."""
+    paths = sample.materialize(dest, name)
+    snap = state.read_snapshot(paths)
+    assert not [p.code for p in snap.Problems if p.code == "stale-loader-dir"]
+    before = tree_listing(paths.sysroot)
+    second = snap.Deployments[1].id
+    journal = RecordingJournal()
+    with pytest.raises(errors.WriteFailed) as failed:
+        asyncio.run(BootWriter(paths, journal).set_deployment(second, ROOT, snap))
+    assert [(r["result"], r["error"]) for r in journal.records] == [("failed", errors.WriteFailed.dbus_name)]
+    assert tree_listing(paths.sysroot) == before
+    assert "stale-loader-dir" not in [p.code for p in state.read_snapshot(paths).Problems]
+    return second, before, failed
+
+
+@pytest.mark.parametrize("name", sample.NAMES)
+def test_no_kernel_is_found_before_anything_is_written(tmpfs: str, name: str) -> None:
+    """The bundled samples' deployments have no kernel: refused before libostree writes half of the boot."""
+    _, _, failed = reorder_sample(name, tmpfs)
+    message = str(failed.value)
+    assert re.fullmatch(
+        r"deployment \S+ has no kernel in its tree \(usr/lib/modules/\*/vmlinuz\), so ostree cannot write "
+        r"its boot entry; the deployment order is unchanged",
+        message,
+    ), message
+
+
+@pytest.mark.parametrize("name", sample.NAMES)
+def test_what_a_failed_libostree_write_leaves_is_removed(
+    tmpfs: str, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the pre-check, libostree fails half-way ("Failed to find kernel") and leaves boot/loader.N:
+    the helper removes it, and says so in the admin's words before libostree's."""
+    monkeypatch.setenv("OSTREEWATCH_DEPLOYHELPER_NO_PRECHECK", "1")
+    _, _, failed = reorder_sample(name, tmpfs)
+    message = str(failed.value)
+    assert message.startswith(
+        "ostree could not write the new boot entries; the deployment order is unchanged (removed what it left: "
+    ), message
+    assert re.search(r"removed what it left: [^)]*boot/loader\.[01]", message), message
+    assert "). libostree: " in message and "Failed to find kernel" in message, message
