@@ -16,11 +16,11 @@ from typing import Any
 from ostreewatch import errors, model, state
 from ostreewatch.layout import (
     ENTRIES_DIR,
-    GRUB_DIRS,
     GRUB_NEXT_DEPLOYMENT,
     GRUB_SAVED_DEPLOYMENT,
     LOADER_COMMENT,
     LOADER_CONFS,
+    grubenv_location,
 )
 from ostreewatch.parse import grubcfg, grubenv, loaderconf
 from ostreewatch.parse.bls import split_boot_counting
@@ -187,12 +187,10 @@ def grub_support(sysroot: str) -> tuple[str | None, dict[str, bool]]:
 
 
 def find_grubenv(sysroot: str, grub_dir: str | None) -> str | None:
-    """The grubenv path (resolved inside the sysroot): the first that exists, else beside grub.cfg."""
-    for rel in GRUB_DIRS:
-        path = resolve_in_sysroot(sysroot, rel + "/grubenv")
-        if os.path.lexists(path):
-            return path
-    return os.path.join(grub_dir, "grubenv") if grub_dir else None
+    """The grubenv path (resolved inside the sysroot) by layout.grubenv_location; GRUB_DIR is resolved too."""
+    top = os.path.realpath(sysroot)
+    rel = grubenv_location(Root(top), os.path.relpath(grub_dir, top) if grub_dir else None)
+    return resolve_in_sysroot(sysroot, rel) if rel else None
 
 
 def plan_grub(sysroot: str, which: str, entry_id: str, deployment: str) -> Plan | None:
