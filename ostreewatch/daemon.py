@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 # a callback would hold the loop). The D-Bus side (dbus_next, the service, the boot writer) is
 # not needed before READY=1 and is imported after it, in a thread (_load_bus_side): every
 # millisecond before READY=1 is one of every boot, since the unit orders before local-fs.target.
-from . import __version__, changes, errors, layout, model, runfiles, state, textfile
+from . import __version__, busnames, changes, errors, layout, model, runfiles, state, textfile
 from .journal import LOG_NOTICE, LOG_WARNING, Journal
 from .parse.busaddress import parse_address
 from .watcher import PathWaiter, Watcher
@@ -412,16 +412,12 @@ class Daemon:
 
     def bus_address(self) -> str:
         """The address --bus resolves to, so the log names the socket (`system` alone does not)."""
-        if self.bus_spec not in ("system", "session"):
-            return self.bus_spec
-        var = "DBUS_SYSTEM_BUS_ADDRESS" if self.bus_spec == "system" else "DBUS_SESSION_BUS_ADDRESS"
-        default = "unix:path=/var/run/dbus/system_bus_socket" if self.bus_spec == "system" else "(unset)"
-        return os.environ.get(var) or default
+        return busnames.bus_address(self.bus_spec) or "(unset)"
 
     async def _bus_loop(self) -> None:
         from . import service  # loaded by run() before this task starts
 
-        path = service.socket_path(self.bus_spec)
+        path = busnames.socket_path(self.bus_spec)
         backoff = 0.5
         said_missing = False
         while True:

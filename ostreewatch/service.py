@@ -26,12 +26,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable
 from typing import Any, Callable
 
-from dbus_next import BusType, Message, MessageFlag, MessageType, Variant
+from dbus_next import Message, MessageFlag, MessageType, Variant
 from dbus_next._private.constants import LITTLE_ENDIAN, PROTOCOL_VERSION, HeaderField
 from dbus_next._private.marshaller import Marshaller
 from dbus_next.aio import MessageBus
@@ -46,6 +45,7 @@ from .busnames import BUS_NAME as BUS_NAME
 from .busnames import INTERFACE as INTERFACE
 from .busnames import OBJECT_PATH as OBJECT_PATH
 from .busnames import PROPERTIES_IFACE as PROPERTIES_IFACE
+from .busnames import bus_address
 from .changes import Changes
 
 EMITS = "org.freedesktop.DBus.Property.EmitsChangedSignal"
@@ -555,33 +555,6 @@ async def caller_of(bus: MessageBus, sender: str | None) -> model.Caller:
 # --- connecting -------------------------------------------------------------------------
 
 
-def bus_address(spec: str) -> tuple[str | None, BusType]:
-    """--bus system|session|ADDRESS as (address or None, bus type)."""
-    if spec == "system":
-        return None, BusType.SYSTEM
-    if spec == "session":
-        return None, BusType.SESSION
-    return spec, BusType.SYSTEM
-
-
-def socket_path(spec: str) -> str | None:
-    """The unix socket file a bus spec resolves to, None when not a path (abstract, tcp)."""
-    address, bus_type = bus_address(spec)
-    if address is None:
-        if bus_type == BusType.SYSTEM:
-            address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/var/run/dbus/system_bus_socket")
-        else:
-            address = os.environ.get("DBUS_SESSION_BUS_ADDRESS", "")
-    first = address.split(";")[0]
-    if not first.startswith("unix:"):
-        return None
-    for kv in first[5:].split(","):
-        key, _, value = kv.partition("=")
-        if key == "path":
-            return value
-    return None
-
-
 class _PatientWriter(_aio_bus._MessageWriter):
     """dbus-next's writer, except that a full socket buffer (EAGAIN) means "wait", not "the bus is gone".
 
@@ -629,9 +602,10 @@ def close_bus(bus: MessageBus) -> None:
 
 async def connect(spec: str) -> MessageBus:
     """Connect to the bus named by --bus; raises OSError (and others) when it is not there."""
-    address, bus_type = bus_address(spec)
-    # dbus-next annotates `bus_address: str = None`: None is the bus type's default address.
-    bus = MessageBus(bus_address=address, bus_type=bus_type)  # type: ignore[arg-type]
+    address = bus_address(spec)
+    if not address:
+        raise OSError(f"--bus {spec}: DBUS_SESSION_BUS_ADDRESS is not set")
+    bus = MessageBus(bus_address=address)
     # we never send unix fds, so the fd-passing branch is not needed; its __init__ is dbus-next's, unannotated
     bus._writer = _PatientWriter(bus)  # type: ignore[no-untyped-call]
     try:

@@ -57,3 +57,20 @@ def test_import_fails_when_the_interface_and_the_table_differ(change: str) -> No
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert r.returncode != 0
     assert "ImportError" in r.stderr and "org.ostreewatch1.Manager" in r.stderr, r.stderr
+
+
+def test_bus_address_is_read_in_one_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    """busnames.bus_address: --bus system/session from the environment, else the address as given."""
+    from ostreewatch import busnames
+
+    monkeypatch.delenv("DBUS_SYSTEM_BUS_ADDRESS", raising=False)
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+    assert busnames.bus_address("system") == "unix:path=/var/run/dbus/system_bus_socket"
+    assert busnames.bus_address("session") == ""
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", "unix:abstract=/tmp/x,guid=1")
+    assert busnames.bus_address("session") == "unix:abstract=/tmp/x,guid=1"
+    assert busnames.socket_path("session") is None
+    assert busnames.socket_path("unix:path=/run/b;tcp:host=x") == "/run/b"
+    for module in ("service", "daemon", "client", "cli"):
+        with open(os.path.join(REPO, "ostreewatch", f"{module}.py")) as f:
+            assert "def bus_address(spec" not in f.read(), module
