@@ -221,7 +221,14 @@ PROPERTY_SIGNATURES: dict[str, str] = {
     name: sig for name, sig in _interface.PROPERTIES.items() if name not in ("Generation", "Version")
 }
 
-_KEYS_OF = {Deployment: DEPLOYMENT_KEYS, BootEntry: BOOT_ENTRY_KEYS, Mount: MOUNT_KEYS, Problem: PROBLEM_KEYS}
+# The one property-to-record map: each aa{sv} property, its record class and that record's keys (the contract).
+RECORDS: dict[str, tuple[type[Any], dict[str, str]]] = {
+    "Deployments": (Deployment, DEPLOYMENT_KEYS),
+    "BootEntries": (BootEntry, BOOT_ENTRY_KEYS),
+    "Mounts": (Mount, MOUNT_KEYS),
+    "Problems": (Problem, PROBLEM_KEYS),
+}
+_KEYS_OF = {cls: keys for cls, keys in RECORDS.values()}
 
 
 def record_to_dict(record: Any) -> dict[str, Any]:
@@ -253,10 +260,4 @@ def booted_root_items(values: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
 
 def key_signatures(property_name: str) -> dict[str, str]:
     """The a{sv} key signatures of an aa{sv} (or a{sv}) property."""
-    return {
-        "BootedRoot": BOOTED_ROOT_KEYS,
-        "Deployments": DEPLOYMENT_KEYS,
-        "BootEntries": BOOT_ENTRY_KEYS,
-        "Mounts": MOUNT_KEYS,
-        "Problems": PROBLEM_KEYS,
-    }[property_name]
+    return BOOTED_ROOT_KEYS if property_name == "BootedRoot" else RECORDS[property_name][1]

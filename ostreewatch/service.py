@@ -80,21 +80,17 @@ POLKIT_INTERACTIVE_TIMEOUT = 300.0  # an authentication dialog waits for a human
 # --- values: snapshot -> dbus-next values --------------------------------------------
 
 
-def _record_variants(record: Any) -> dict[str, Variant]:
-    sigs = model._KEYS_OF[type(record)]
-    return {key: Variant(sig, value) for key, value in model.record_to_dict(record).items() for sig in (sigs[key],)}
-
-
 def snapshot_values(snapshot: model.Snapshot) -> dict[str, Any]:
-    """The snapshot's properties as dbus-next values (a{sv} / aa{sv} items typed per model.*_KEYS)."""
+    """The snapshot's properties as dbus-next values (a{sv} / aa{sv} items typed per model.RECORDS)."""
     out: dict[str, Any] = {}
     for name, sig in model.PROPERTY_SIGNATURES.items():
         value = getattr(snapshot, name)
-        if sig == "aa{sv}":
-            value = [_record_variants(r) for r in value]
-        elif sig == "a{sv}":  # BootedRoot: (key, value) pairs, each key typed by model.key_signatures
+        if sig in ("aa{sv}", "a{sv}"):
             sigs = model.key_signatures(name)
-            value = {k: Variant(sigs[k], v) for k, v in value}
+            if sig == "aa{sv}":
+                value = [{k: Variant(sigs[k], v) for k, v in model.record_to_dict(r).items()} for r in value]
+            else:  # BootedRoot: (key, value) pairs
+                value = {k: Variant(sigs[k], v) for k, v in value}
         out[name] = value
     return out
 
@@ -112,12 +108,6 @@ def unwrap(value: Any) -> Any:
 
 def snapshot_from_plain(props: dict[str, Any]) -> model.Snapshot:
     """GetAll's plain values back into a model.Snapshot (unknown keys ignored, missing ones defaulted)."""
-    records = {
-        "Deployments": model.Deployment,
-        "BootEntries": model.BootEntry,
-        "Mounts": model.Mount,
-        "Problems": model.Problem,
-    }
     fields: dict[str, Any] = {}
     for name in model.PROPERTY_SIGNATURES:
         if name not in props:
@@ -125,9 +115,8 @@ def snapshot_from_plain(props: dict[str, Any]) -> model.Snapshot:
         value = props[name]
         if model.PROPERTY_SIGNATURES[name] == "a{sv}":
             value = model.booted_root_items(value) if isinstance(value, dict) else ()
-        elif name in records:
-            cls = records[name]
-            keys = model.key_signatures(name)
+        elif name in model.RECORDS:
+            cls, keys = model.RECORDS[name]
             value = tuple(
                 cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in item.items() if k in keys})
                 for item in value

@@ -74,3 +74,13 @@ def test_bus_address_is_read_in_one_place(monkeypatch: pytest.MonkeyPatch) -> No
     for module in ("service", "daemon", "client", "cli"):
         with open(os.path.join(REPO, "ostreewatch", f"{module}.py")) as f:
             assert "def bus_address(spec" not in f.read(), module
+
+
+def test_one_property_to_record_map() -> None:
+    """model.RECORDS: every aa{sv} property of the interface, and service.py keeps no map of its own."""
+    from ostreewatch import model
+
+    assert set(model.RECORDS) == {n for n, sig in model.PROPERTY_SIGNATURES.items() if sig == "aa{sv}"}
+    with open(os.path.join(REPO, "ostreewatch", "service.py")) as f:
+        source = f.read()
+    assert '"Deployments": model.Deployment' not in source and "_KEYS_OF" not in source
