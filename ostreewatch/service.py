@@ -8,37 +8,28 @@ exceptions with a Python traceback (docs/platform.md, dbus-next). Every error th
 D-Bus error. The members and their signatures come from
 dbus/org.ostreewatch1.Manager.xml, through the generated _interface.py.
 
-dbus-next internals relied on (setup.cfg pins dbus-next==0.2.3;
-tests/test_service_dbusnext.py fails when the installed one differs in any of them):
-- dbus_next._private.marshaller.Marshaller (buffer, marshall(), align()): GetAll's body
-  marshalled once per change, and PremarshalledReply's header.
-- dbus_next._private.constants: LITTLE_ENDIAN, PROTOCOL_VERSION, HeaderField.
-- Message._marshall(negotiate_unix_fd): PremarshalledReply overrides it.
-- dbus_next.aio.message_bus: _MessageWriter (its attributes bus, sock, loop, fd, messages,
-  buf, offset, unix_fds, fut and write_callback()), _future_set_result, _future_set_exception;
-  MessageBus._writer (replaced by _PatientWriter), MessageBus._finalize(), MessageBus._sock
-  (closed by close_bus) and MessageBus._introspect_export_path() (the introspection of the
-  rest of the path).
+The dbus-next workarounds (the patient writer, the premarshalled GetAll reply, the
+real socket close, the introspection of the rest of the path) are in _dbusnext.py:
+this module uses no private dbus-next name.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable
 from typing import Any, Callable
 
 from dbus_next import Message, MessageFlag, MessageType, Variant
-from dbus_next._private.constants import LITTLE_ENDIAN, PROTOCOL_VERSION, HeaderField
-from dbus_next._private.marshaller import Marshaller
 from dbus_next.aio import MessageBus
-from dbus_next.aio import message_bus as _aio_bus
 from dbus_next.constants import NameFlag, RequestNameReply
 from dbus_next.service import PropertyAccess, ServiceInterface, dbus_property
 
 from . import _interface, authz, errors, model
+from ._dbusnext import PremarshalledReply as PremarshalledReply
+from ._dbusnext import close_bus as close_bus
+from ._dbusnext import export_path_node, marshall_body, new_bus
 
 # re-exported: service.BUS_NAME, service.OBJECT_PATH and service.INTERFACE stay importable
 from .busnames import BUS_NAME as BUS_NAME
@@ -316,13 +307,11 @@ class Manager(_ManagerBase):
         """GetAll's reply body, marshalled once per published change (the rest of a call is its header)."""
         variants = self._all_variants()
         if self._all_bytes is None:
-            body = Marshaller("a{sv}", [variants])
-            body.marshall()
-            self._all_bytes = bytes(body.buffer)
+            self._all_bytes = marshall_body("a{sv}", [variants])
         return self._all_bytes
 
     def introspection_xml(self, bus: MessageBus) -> str:
-        node = bus._introspect_export_path(OBJECT_PATH).to_xml()
+        node = export_path_node(bus, OBJECT_PATH)
         for child in list(node):
             if child.tag == "interface" and child.get("name") == INTERFACE:
                 node.remove(child)
@@ -457,45 +446,6 @@ def polkit_asker(bus: MessageBus, msg: Message, caller: model.Caller) -> authz.A
     return ask
 
 
-class PremarshalledReply(Message):
-    """A method return whose body is bytes marshalled earlier: only its header is built per call.
-
-    Owns the header half of dbus-next 0.2.3's Message._marshall (the version setup.cfg pins;
-    tests/test_service_premarshalled.py fails if dbus-next changes underneath): a method
-    return's header fields are REPLY_SERIAL, DESTINATION and SIGNATURE.
-    """
-
-    def __init__(self, call: Message, signature: str, body: bytes) -> None:
-        super().__init__(
-            message_type=MessageType.METHOD_RETURN,
-            reply_serial=call.serial,
-            destination=call.sender,
-            signature=signature,
-        )
-        self._body_bytes = body
-
-    def _marshall(self, negotiate_unix_fd: bool = False) -> bytearray:
-        fields: list[Any] = [[HeaderField.REPLY_SERIAL.value, Variant("u", self.reply_serial)]]
-        if self.destination:
-            fields.append([HeaderField.DESTINATION.value, Variant("s", self.destination)])
-        fields.append([HeaderField.SIGNATURE.value, Variant("g", self.signature)])
-        header = Marshaller(
-            "yyyyuua(yv)",
-            [
-                LITTLE_ENDIAN,
-                self.message_type.value,
-                self.flags.value,
-                PROTOCOL_VERSION,
-                len(self._body_bytes),
-                self.serial,
-                fields,
-            ],
-        )
-        header.marshall()
-        header.align(8)
-        return header.buffer + self._body_bytes
-
-
 def _clip(text: str, limit: int = 64) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
@@ -544,59 +494,12 @@ async def caller_of(bus: MessageBus, sender: str | None) -> model.Caller:
 # --- connecting -------------------------------------------------------------------------
 
 
-class _PatientWriter(_aio_bus._MessageWriter):
-    """dbus-next's writer, except that a full socket buffer (EAGAIN) means "wait", not "the bus is gone".
-
-    dbus-next 0.2.3 finalizes the connection on BlockingIOError, so 50 clients' GetAll replies at
-    once dropped the daemon off the bus (found by tests/test_reliability.py's soak). Here a full
-    buffer keeps the message and its offset, and the loop's writer callback resumes when writable.
-    """
-
-    def write_callback(self) -> None:
-        try:
-            while True:
-                if self.buf is None:
-                    if self.messages.qsize() == 0:
-                        self.loop.remove_writer(self.fd)
-                        return
-                    buf, unix_fds, fut = self.messages.get_nowait()
-                    self.unix_fds = unix_fds
-                    self.buf = memoryview(buf)
-                    self.offset = 0
-                    self.fut = fut
-                try:
-                    self.offset += self.sock.send(self.buf[self.offset :])
-                except (BlockingIOError, InterruptedError):
-                    return  # still registered as a writer: called again when the socket drains
-                if self.offset >= len(self.buf):
-                    self.buf = None
-                    _aio_bus._future_set_result(self.fut, None)
-                else:
-                    return
-        except Exception as e:  # noqa: BLE001 - as dbus-next's own writer: any failure ends the connection
-            _aio_bus._future_set_exception(self.fut, e)
-            self.bus._finalize(e)
-
-
-def close_bus(bus: MessageBus) -> None:
-    """Really close a bus connection: dbus-next's disconnect/finalize leave the socket open, and
-    the bus daemon would keep our old connection (and its name) alive."""
-    with contextlib.suppress(Exception):  # a half-closed connection may fail in any way: the socket still closes
-        bus.disconnect()
-    sock = getattr(bus, "_sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.close()
-
-
 async def connect(spec: str) -> MessageBus:
     """Connect to the bus named by --bus; raises OSError (and others) when it is not there."""
     address = bus_address(spec)
     if not address:
         raise OSError(f"--bus {spec}: DBUS_SESSION_BUS_ADDRESS is not set")
-    bus = MessageBus(bus_address=address)
-    # we never send unix fds, so the fd-passing branch is not needed; its __init__ is dbus-next's, unannotated
-    bus._writer = _PatientWriter(bus)  # type: ignore[no-untyped-call]
+    bus = new_bus(address)
     try:
         return await bus.connect()
     except BaseException:
