@@ -150,7 +150,7 @@ class Journal:
         self.socket_path = socket_path
         self._stream = stream
         self._clock = clock
-        # caller uid -> (time of its last refused record, refusals suppressed since, fields of the last one)
+        # "uid result" -> (time of its last refused/invalid record, such calls suppressed since, fields of the last one)
         self._refused: dict[str, tuple[float, int, dict[str, Any]]] = {}
 
     # --- the record kinds ------------------------------------------------------
@@ -248,15 +248,17 @@ class Journal:
         result = _text(fields.get("result", ""))
         now = self._clock()
         uid = _text(fields.get("caller_uid", ""))
-        self._flush_refused(now, keep=uid if result in WRITE_STOPPED else None)
+        # Counted per uid and result: a record stands for itself and suppressed calls of its own result.
+        key = f"{uid} {result}"
+        self._flush_refused(now, keep=key if result in WRITE_STOPPED else None)
         # Root is not limited: it can write to the journal directly anyway.
         if result in WRITE_STOPPED and uid != "0":
-            last = self._refused.get(uid)
+            last = self._refused.get(key)
             if last is not None and now - last[0] < REFUSED_INTERVAL:
-                self._refused[uid] = (last[0], last[1] + 1, dict(fields))
+                self._refused[key] = (last[0], last[1] + 1, dict(fields))
                 return
             suppressed = last[1] if last is not None else 0
-            self._refused[uid] = (now, 0, dict(fields))
+            self._refused[key] = (now, 0, dict(fields))
             fields = dict(fields, suppressed=suppressed)
         self._attempt_record(fields)
 
@@ -284,12 +286,12 @@ class Journal:
     def _flush_refused(self, now: float | None, keep: str | None = None) -> None:
         """Journal the count of refusals suppressed in windows that are over (all of them when NOW is None).
 
-        KEEP: the uid being refused right now; its count goes into that record instead.
+        KEEP: the "uid result" being refused right now; its count goes into that record instead.
         """
-        for uid, (since, suppressed, last) in list(self._refused.items()):
-            if uid == keep or (now is not None and now - since < REFUSED_INTERVAL):
+        for key, (since, suppressed, last) in list(self._refused.items()):
+            if key == keep or (now is not None and now - since < REFUSED_INTERVAL):
                 continue
-            del self._refused[uid]
+            del self._refused[key]
             if suppressed:
                 # The last suppressed attempt is journaled, late, with the count of the others:
                 # every record stands for itself plus OSTREEWATCH_SUPPRESSED refusals before it.
