@@ -22,7 +22,7 @@ import sys
 import textwrap
 from typing import Any, Callable, TextIO
 
-from . import __version__, errors, model, runfiles
+from . import __version__, authz, errors, model, runfiles
 from .errors import OstreewatchError
 
 _NONE = "(none)"
@@ -261,7 +261,7 @@ def _add_set_parser(
         description=f"{help_text[0].upper()}{help_text[1:]} ({method})."
         + (
             " Asks the running ostreewatchd (root, or a user polkit authorizes for"
-            " org.ostreewatch1.set-default); returns once the change is on disk."
+            f" {authz.ACTION_SET_DEFAULT}); returns once the change is on disk."
             " See docs/default-entry.md."
         ),
     )
@@ -501,11 +501,8 @@ def add_debug_option(p: argparse.ArgumentParser) -> None:
 
 
 # Plain sentences for the errors a caller meets most; the raw ones are behind --debug.
-_POLKIT_ACTIONS = {
-    "set-default": "org.ostreewatch1.set-default",
-    "set-next": "org.ostreewatch1.set-default",
-    "reload": "org.ostreewatch1.reload",
-}
+# The method each command calls, for its polkit action (authz.ACTIONS) when the bus policy refuses it.
+_COMMAND_METHODS = {"set-default": "SetDefaultEntry", "set-next": "SetNextEntry"}
 
 
 def _split_bus_error(e: OstreewatchError) -> tuple[str, str]:
@@ -524,14 +521,13 @@ def bus_error_sentence(e: OstreewatchError, command: str, bus: str, debug: bool 
     if isinstance(e, errors.DaemonUnavailable):
         return f"cannot connect to {_bus_label(bus)} (is dbus running there? --debug shows why)"
     name, text = _split_bus_error(e)
-    if name == "org.freedesktop.DBus.Error.AccessDenied":
-        # The daemon's own refusal names what is needed: keep it. dbus-daemon's policy answers
-        # "Rejected send message, 2 matched rules; type=..." (and older daemons "... is for root only"):
-        # say what is needed instead.
-        if "needs root" in text:
-            return text.rstrip(".")
-        action = _POLKIT_ACTIONS.get(command)
-        needs = f"root or the polkit action {action}" if action else "root"
+    if isinstance(e, errors.NotAuthorized):  # the daemon's own refusal names what is needed: keep it
+        return text.rstrip(".")
+    if name == errors.AccessDenied.dbus_name:
+        # dbus-daemon's policy answers "Rejected send message, 2 matched rules; type=..." (and
+        # older daemons "... is for root only"): say what is needed instead.
+        method = _COMMAND_METHODS.get(command)
+        needs = f"root or the polkit action {authz.ACTIONS[method]}" if method else "root"
         return f"needs {needs} (--debug shows the bus's answer)"
     if name in ("org.freedesktop.DBus.Error.ServiceUnknown", "org.freedesktop.DBus.Error.NameHasNoOwner"):
         return f"ostreewatchd is not running on {_bus_label(bus)} (systemctl start ostreewatch)"

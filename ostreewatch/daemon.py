@@ -20,22 +20,24 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 # What the first snapshot needs is imported here, before the event loop runs (an import inside
 # a callback would hold the loop). The D-Bus side (dbus_next, the service, the boot writer) is
 # not needed before READY=1 and is imported after it, in a thread (_load_bus_side): every
 # millisecond before READY=1 is one of every boot, since the unit orders before local-fs.target.
-from . import __version__, changes, errors, layout, model, runfiles, state, textfile
+from . import __version__, busnames, changes, errors, layout, model, runfiles, state, textfile
 from .journal import LOG_INFO, LOG_NOTICE, LOG_WARNING, Journal
 from .parse.busaddress import parse_address
 from .watcher import PathWaiter, Watcher
 
 if TYPE_CHECKING:
+    from . import authz
     from .bootwrite import BootWriter
 
 log = logging.getLogger("ostreewatch.daemon")
+T = TypeVar("T")
 
 # The quiet time before a rescan. ostree holds its sysroot lock for a whole deployment (a long
 # burst of events) and the daemon waits for the lock's release (below): so the debounce only has
@@ -482,35 +484,39 @@ class Daemon:
         assert self.writer is not None
         return self.writer
 
-    async def set_entry(self, which: str, entry_id: str, caller: model.Caller, ask: Any = None) -> None:
-        await self._writer().set_entry(which, entry_id, caller, self.snapshot, ask)
+    async def set_entry(self, which: str, entry_id: str, gate: authz.Gate) -> None:
+        """SetDefaultEntry / SetNextEntry: the writer's job, then the new state published."""
+        await self._refresh_after(gate, self._writer().set_entry(which, entry_id, gate, self.snapshot))
 
-    async def set_deployment(self, deployment_id: str, caller: model.Caller, ask: Any = None) -> str:
-        return await self._writer().set_deployment(deployment_id, caller, self.snapshot, ask)
+    async def set_deployment(self, deployment_id: str, gate: authz.Gate) -> str:
+        """SetDefaultDeployment: the writer's job, then the new state published; the entry that boots it."""
+        entry = await self._refresh_after(gate, self._writer().set_deployment(deployment_id, gate, self.snapshot))
+        published = (e.id for e in self.snapshot.BootEntries if e.deployment == deployment_id)
+        return next(published, entry)
 
-    async def authorized_reload(self, caller: model.Caller, ask: Any = None) -> int:
-        """Reload() over the bus: the writer's authorization (uid 0 or polkit), then a rescan."""
-        return await self._writer().reload(caller, ask, self.reload, self.snapshot)
+    async def authorized_reload(self, gate: authz.Gate) -> int:
+        """Reload() over the bus: authorized through the call's gate (uid 0 or polkit), then a rescan."""
+        return await self._writer().reload(gate, self.reload, self.snapshot)
 
-    async def _refreshed(self) -> model.Snapshot:
-        """The snapshot after a write, published (the writer answers from it)."""
-        await self.reload()
-        return self.snapshot
+    async def _refresh_after(self, gate: authz.Gate, write: Awaitable[T]) -> T:
+        """Run WRITE; once it was authorized, rescan and publish before answering, whether it succeeded
+        or not (a failed write may have changed files too), so the caller's answer follows the new state."""
+        try:
+            return await write
+        finally:
+            if gate.granted_by is not None:
+                await self.reload()
 
     # -- bus --
 
     def bus_address(self) -> str:
         """The address --bus resolves to, so the log names the socket (`system` alone does not)."""
-        if self.bus_spec not in ("system", "session"):
-            return self.bus_spec
-        var = "DBUS_SYSTEM_BUS_ADDRESS" if self.bus_spec == "system" else "DBUS_SESSION_BUS_ADDRESS"
-        default = "unix:path=/var/run/dbus/system_bus_socket" if self.bus_spec == "system" else "(unset)"
-        return os.environ.get(var) or default
+        return busnames.bus_address(self.bus_spec) or "(unset)"
 
     async def _bus_loop(self) -> None:
         from . import service  # loaded by run() before this task starts
 
-        path = service.socket_path(self.bus_spec)
+        path = busnames.socket_path(self.bus_spec)
         backoff = 0.5
         said_missing = False
         shutting_down = False
@@ -633,7 +639,6 @@ class Daemon:
         self.writer = bootwrite.BootWriter(
             self.paths,
             self.journal,
-            refresh=self._refreshed,
             efivars=os.environ.get("OSTREEWATCH_EFIVARS", bootwrite.EFIVARS),
             deploy_python=os.environ.get("OSTREEWATCH_DEPLOY_PYTHON", bootwrite.DEPLOY_PYTHON),
         )

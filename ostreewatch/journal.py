@@ -81,8 +81,11 @@ WRITE_ATTEMPT_FIELDS = (
 # Refused write attempts: at most one record per caller uid per this many seconds; the
 # others are counted in OSTREEWATCH_SUPPRESSED of the next record for that uid.
 REFUSED_INTERVAL = 1.0
-# The one result of a write attempt that went through (bootwrite.py records it); any other is a refusal or failure.
+# The one result of a write attempt that went through (audit.py records it); any other is a refusal or failure.
 WRITE_GRANTED = "granted"
+# The results of attempts stopped before anything was tried (authorization refused, bad arguments):
+# any caller can cause them, so they are rate-limited per uid.
+WRITE_STOPPED = ("refused", "invalid")
 _FIELD_RE = re.compile(r"[^A-Z0-9_]")
 _PLAIN_RE = re.compile(r"[A-Za-z0-9_.,:/@+=%-]+")
 
@@ -146,7 +149,7 @@ class Journal:
         self.socket_path = socket_path
         self._stream = stream
         self._clock = clock
-        # caller uid -> (time of its last refused record, refusals suppressed since, fields of the last one)
+        # "uid result" -> (time of its last refused/invalid record, such calls suppressed since, fields of the last one)
         self._refused: dict[str, tuple[float, int, dict[str, Any]]] = {}
 
     # --- the record kinds ------------------------------------------------------
@@ -244,15 +247,17 @@ class Journal:
         result = _text(fields.get("result", ""))
         now = self._clock()
         uid = _text(fields.get("caller_uid", ""))
-        self._flush_refused(now, keep=uid if result == "refused" else None)
+        # Counted per uid and result: a record stands for itself and suppressed calls of its own result.
+        key = f"{uid} {result}"
+        self._flush_refused(now, keep=key if result in WRITE_STOPPED else None)
         # Root is not limited: it can write to the journal directly anyway.
-        if result == "refused" and uid != "0":
-            last = self._refused.get(uid)
+        if result in WRITE_STOPPED and uid != "0":
+            last = self._refused.get(key)
             if last is not None and now - last[0] < REFUSED_INTERVAL:
-                self._refused[uid] = (last[0], last[1] + 1, dict(fields))
+                self._refused[key] = (last[0], last[1] + 1, dict(fields))
                 return
             suppressed = last[1] if last is not None else 0
-            self._refused[uid] = (now, 0, dict(fields))
+            self._refused[key] = (now, 0, dict(fields))
             fields = dict(fields, suppressed=suppressed)
         self._attempt_record(fields)
 
@@ -266,10 +271,10 @@ class Journal:
             who += f" ({fields['caller_unit']})"
         target = _text(fields.get("entry") or fields.get("deployment") or "")
         message = f"{method}({target}) by {who}: " + (
-            "succeeded" if ok else f"{'failed' if result == 'failed' else 'refused'}: {error or result}"
+            "succeeded" if ok else f"{result if result in ('failed', 'invalid') else 'refused'}: {error or result}"
         )
         if fields.get("suppressed"):
-            message += f" ({fields['suppressed']} more refused calls of this uid not journaled one by one)"
+            message += f" ({fields['suppressed']} more refused or invalid calls of this uid not journaled one by one)"
         self._emit(
             MESSAGE_ID_WRITE_ATTEMPT,
             LOG_NOTICE if ok else LOG_WARNING,
@@ -280,12 +285,12 @@ class Journal:
     def _flush_refused(self, now: float | None, keep: str | None = None) -> None:
         """Journal the count of refusals suppressed in windows that are over (all of them when NOW is None).
 
-        KEEP: the uid being refused right now; its count goes into that record instead.
+        KEEP: the "uid result" being refused right now; its count goes into that record instead.
         """
-        for uid, (since, suppressed, last) in list(self._refused.items()):
-            if uid == keep or (now is not None and now - since < REFUSED_INTERVAL):
+        for key, (since, suppressed, last) in list(self._refused.items()):
+            if key == keep or (now is not None and now - since < REFUSED_INTERVAL):
                 continue
-            del self._refused[uid]
+            del self._refused[key]
             if suppressed:
                 # The last suppressed attempt is journaled, late, with the count of the others:
                 # every record stands for itself plus OSTREEWATCH_SUPPRESSED refusals before it.

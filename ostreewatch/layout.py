@@ -31,6 +31,20 @@ GRUB_SAVED_DEPLOYMENT = "ostreewatch_saved_deployment"
 GRUB_NEXT_DEPLOYMENT = "ostreewatch_next_deployment"
 LOADER_COMMENT = "#ostreewatch-deployment"
 
+
+def grubenv_location(root: Root, grub_dir: str | None = None) -> str | None:
+    """Where GRUB's environment block is, relative to the sysroot: the first of GRUB_DIRS holding a
+    grubenv (a dangling link counts: it is the one, unreadable), else GRUB_DIR/grubenv (the directory
+    of the grub.cfg in use, where a write creates it); None when neither.
+
+    The one rule for the reader (state.py) and the writer (bootplan.py).
+    """
+    for d in GRUB_DIRS:
+        if root.exists(f"{d}/grubenv"):
+            return f"{d}/grubenv"
+    return f"{grub_dir.strip('/')}/grubenv" if grub_dir else None
+
+
 # struct flock: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid (+ padding).
 _FLOCK = "hhxxxxqqixxxx"
 

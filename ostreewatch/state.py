@@ -48,6 +48,7 @@ from .layout import (
     LOADER_COMMENT,
     LOADER_CONFS,
     SYSROOT_LOCK,
+    grubenv_location,
 )
 from .model import Paths as Paths
 from .model import ProblemCode  # re-exported: callers built state.Paths before it moved
@@ -333,17 +334,15 @@ class _Reader:
         return groups.get("sysroot", {}).get("bootloader", "").strip().lower()
 
     def grubenv(self) -> tuple[dict[str, str], str]:
-        """(variables, path) of the first grubenv found; ({}, "") when none or unparsable."""
-        for d in GRUB_DIRS:
-            rel = f"{d}/grubenv"
-            if not self.root.exists(rel):
-                continue
-            try:
-                return grubenv_parse.parse_grubenv(self.root.read(rel, SMALL_MAX)), "/" + rel
-            except (ReadRefused, OstreewatchError) as e:
-                self.problem(ProblemCode.GRUBENV_UNPARSABLE, f"cannot read /{rel}: {e}", "/" + rel)
-                return {}, "/" + rel
-        return {}, ""
+        """(variables, path) of the grubenv (layout.grubenv_location); ({}, "") when none or unparsable."""
+        rel = grubenv_location(self.root)
+        if rel is None:
+            return {}, ""
+        try:
+            return grubenv_parse.parse_grubenv(self.root.read(rel, SMALL_MAX)), "/" + rel
+        except (ReadRefused, OstreewatchError) as e:
+            self.problem(ProblemCode.GRUBENV_UNPARSABLE, f"cannot read /{rel}: {e}", "/" + rel)
+            return {}, "/" + rel
 
     def grub_config(self) -> tuple[str, dict[str, str], str] | None:
         """(grub.cfg text, {sourced name: text, "grubenv": ""}, path) of the first grub.cfg; None when none.

@@ -85,7 +85,7 @@ def test_the_client_raises_the_class_of_the_name_on_the_bus(
 ) -> None:
     """A Reload hook's error crosses a real bus and comes back as the class declaring its name."""
 
-    async def reload(caller: model.Caller, ask: Any) -> int:
+    async def reload(gate: Any) -> int:
         raise raised("on purpose")
 
     async def main() -> None:
