@@ -29,7 +29,7 @@ _NONE = "(none)"
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """argparse's help, but a line is never broken inside a word: org.ostreewatch1.set-default,
+    """argparse's help, but a line is never broken inside a word: a polkit action name,
     --sysroot/--mountinfo or OSNAME-CHECKSUM.SERIAL stay whole (ostreewatchd's help uses it too)."""
 
     def _split_lines(self, text: str, width: int) -> list[str]:
