@@ -8,7 +8,10 @@ helper processes (_writehelper, _deployhelper) import it too.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # `typing` is not imported before READY=1; mypy takes any TYPE_CHECKING as true
+if TYPE_CHECKING:
+    from typing import Any
+
 
 ERROR_PREFIX = "org.ostreewatch1.Error."
 

@@ -7,15 +7,18 @@ Nothing here does I/O.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import Any
-
 from . import _interface
+from ._record import fields, frozen
 from .parse.bls import EntryKeys
 
+# `typing` and `dataclasses` are not imported: this module is imported before READY=1
+# (ostreewatch/daemon.py), and mypy treats any TYPE_CHECKING name as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
-@dataclass(frozen=True)
+
+@frozen
 class Paths:
     """Where to read: a sysroot (holds boot/ and ostree/), a mountinfo, a kernel command line, a run dir."""
 
@@ -130,7 +133,7 @@ WATCHED_MOUNT_POINTS: tuple[str, ...] = ("/", "/sysroot", "/usr", "/etc", "/var"
 BOOTLOADERS = ("grub2", "systemd-boot", "none")
 
 
-@dataclass(frozen=True)
+@frozen
 class Deployment:
     id: str
     osname: str
@@ -151,7 +154,7 @@ class Deployment:
     title: str = ""
 
 
-@dataclass(frozen=True)
+@frozen
 class BootEntry(EntryKeys):
     """A boot entry as published: the entry file's keys (parse/bls.py), then what the boot state adds."""
 
@@ -162,7 +165,7 @@ class BootEntry(EntryKeys):
     tries_left: int = -1
 
 
-@dataclass(frozen=True)
+@frozen
 class Mount:
     mount_point: str
     mount_id: int
@@ -177,14 +180,14 @@ class Mount:
     propagation: str
 
 
-@dataclass(frozen=True)
+@frozen
 class Problem:
     code: str
     message: str
     subject: str = ""
 
 
-@dataclass(frozen=True)
+@frozen
 class Snapshot:
     """The whole boot state at one moment; the D-Bus properties, minus Generation and Version."""
 
@@ -205,7 +208,7 @@ class Snapshot:
     Problems: tuple[Problem, ...] = ()
 
 
-@dataclass(frozen=True)
+@frozen
 class Caller:
     """Who called a method, as the bus daemon vouches for it (GetConnectionCredentials)."""
 
@@ -236,13 +239,13 @@ def record_to_dict(record: Any) -> dict[str, Any]:
 def snapshot_to_plain(snapshot: Snapshot) -> dict[str, Any]:
     """The snapshot as {"Property": value}: JSON-ready, the shape of --json output."""
     out: dict[str, Any] = {}
-    for field in dataclasses.fields(snapshot):
-        value = getattr(snapshot, field.name)
-        if field.name == "BootedRoot":
+    for name in fields(Snapshot):
+        value = getattr(snapshot, name)
+        if name == "BootedRoot":
             value = dict(value)
         elif isinstance(value, tuple):
             value = [record_to_dict(item) for item in value]
-        out[field.name] = value
+        out[name] = value
     return out
 
 

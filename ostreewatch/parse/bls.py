@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
 
+from ostreewatch._record import frozen
 from ostreewatch.errors import BlsError
 from ostreewatch.parse.vercmp import rpmvercmp
 from ostreewatch.parse.vercmp import strverscmp_improved as _strverscmp_uncached
+
+TYPE_CHECKING = False  # `typing` is not imported before READY=1; mypy takes any TYPE_CHECKING as true
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 # The daemon sorts the same file names at every rescan: remembering comparisons makes a
 # rescan of 1,000 entries several times cheaper (about 10,000 comparisons per sort).
@@ -25,7 +28,7 @@ _COUNTING = re.compile(r"(.*)\+([0-9]+)(?:-([0-9]+))?", re.DOTALL)
 _UINT_MAX = 2**32 - 1
 
 
-@dataclass(frozen=True)
+@frozen
 class EntryKeys:
     """The keys of an entry that model.BootEntry publishes too: its first fields, in this order."""
 
@@ -42,7 +45,7 @@ class EntryKeys:
     architecture: str = ""
 
 
-@dataclass(frozen=True)
+@frozen
 class BlsEntry(EntryKeys):
     """An entry file as parsed: the published keys, then those only the parsers and the writer use."""
 

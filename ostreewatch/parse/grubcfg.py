@@ -42,9 +42,12 @@ RAID branch of grub-static-pre.cfg only changes which disk holds the same files)
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Callable
+
+from ostreewatch._record import frozen
+
+TYPE_CHECKING = False  # `typing` is not imported before READY=1; mypy takes any TYPE_CHECKING as true
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 # Where a value of $default came from.
 FROM_SAVED = "saved_entry"
@@ -77,7 +80,7 @@ _FEATURES = (
 _READ_ONLY = ("prefix", "config_directory")
 
 
-@dataclass(frozen=True)
+@frozen
 class GrubResult:
     """What the config does; `default` None means it cannot be told."""
 
@@ -215,27 +218,33 @@ def _commands(text: str) -> list[list[str]]:
 # --- the tree ----------------------------------------------------------------
 
 
-@dataclass
 class _If:
-    branches: list[tuple[list[list[str]], list[_Node]]]  # (condition commands, body)
-    orelse: list[_Node] | None
+    __slots__ = ("branches", "orelse")
+
+    def __init__(self, branches: list[tuple[list[list[str]], list[_Node]]], orelse: list[_Node] | None) -> None:
+        self.branches = branches  # (condition commands, body)
+        self.orelse = orelse
 
 
-@dataclass
 class _Opaque:
     """A loop: `for VAR in WORDS`, `while COND` or `until COND`, and its body."""
 
-    kind: str
-    header: list[str]  # the words after the keyword (for) or the condition command (while/until)
-    body: list[_Node]
+    __slots__ = ("kind", "header", "body")
+
+    def __init__(self, kind: str, header: list[str], body: list[_Node]) -> None:
+        self.kind = kind
+        self.header = header  # the words after the keyword (for) or the condition command (while/until)
+        self.body = body
 
 
-@dataclass
 class _Function:
     """`function NAME { BODY }`: defined when the definition runs, its body runs at each call."""
 
-    name: str
-    body: list[_Node]
+    __slots__ = ("name", "body")
+
+    def __init__(self, name: str, body: list[_Node]) -> None:
+        self.name = name
+        self.body = body
 
 
 _Node = object  # a command (List[str]), an _If, an _Opaque or a _Function
@@ -364,15 +373,26 @@ class _Parser:
 # --- evaluation --------------------------------------------------------------
 
 
-@dataclass
 class _State:
-    vars: dict[str, str | None]
-    origin: str = FROM_UNSET
-    loads_env: bool | None = False
-    blscfg: bool | None = False
-    menuentries: int = 0
-    greenboot_fired: bool | None = False
-    why: dict[str, str] = field(default_factory=dict)  # variable -> UNKNOWN_* class, for unknown ones
+    __slots__ = ("vars", "origin", "loads_env", "blscfg", "menuentries", "greenboot_fired", "why")
+
+    def __init__(
+        self,
+        vars: dict[str, str | None],
+        origin: str = FROM_UNSET,
+        loads_env: bool | None = False,
+        blscfg: bool | None = False,
+        menuentries: int = 0,
+        greenboot_fired: bool | None = False,
+        why: dict[str, str] | None = None,
+    ) -> None:
+        self.vars = vars
+        self.origin = origin
+        self.loads_env = loads_env
+        self.blscfg = blscfg
+        self.menuentries = menuentries
+        self.greenboot_fired = greenboot_fired
+        self.why: dict[str, str] = {} if why is None else why  # variable -> UNKNOWN_* class, for unknown ones
 
     def become(self, other: _State) -> None:
         """Take OTHER's values (states are changed in place: a sourced file changes its caller's)."""
@@ -418,13 +438,15 @@ def _merge(a: _State, b: _State) -> _State:
     return out
 
 
-@dataclass
 class _Facts:
-    reads_saved: bool = False
-    reads_next: bool = False
-    greenboot: bool = False
-    unknown: list[str] = field(default_factory=list)
-    steps: int = 0
+    __slots__ = ("reads_saved", "reads_next", "greenboot", "unknown", "steps")
+
+    def __init__(self) -> None:
+        self.reads_saved = False
+        self.reads_next = False
+        self.greenboot = False
+        self.unknown: list[str] = []
+        self.steps = 0
 
 
 def _unquote_expand(raw: str, vars: Mapping[str, str | None]) -> str | None:

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import re
 import struct
-from dataclasses import dataclass
-from typing import Any
 
+from ostreewatch._record import frozen
 from ostreewatch.errors import GVariantError
+
+TYPE_CHECKING = False  # `typing` is not imported before READY=1; mypy takes any TYPE_CHECKING as true
+if TYPE_CHECKING:
+    from typing import Any
 
 _BASIC = {
     "b": (1, "<B"),
@@ -38,7 +41,7 @@ _DEPLOY_NAME = re.compile(r"([0-9a-f]+)\.([0-9]+)")
 _MAX_DEPTH = 64  # GLib's G_VARIANT_MAX_RECURSION_DEPTH is 128; 64 is plenty here
 
 
-@dataclass(frozen=True)
+@frozen
 class VType:
     """A parsed type: code plus children; `fixed_size` None means variable size."""
 

@@ -9,15 +9,18 @@ mangle()); we decode any \\ooo octal escape as libmount's unmangle() does.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
 
+from ostreewatch._record import frozen
 from ostreewatch.errors import MountinfoError
+
+TYPE_CHECKING = False  # `typing` is not imported before READY=1; mypy takes any TYPE_CHECKING as true
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 _OCTAL = re.compile(rb"\\([0-3][0-7][0-7])")
 
 
-@dataclass(frozen=True)
+@frozen
 class MountInfo:
     mount_id: int
     parent_id: int
