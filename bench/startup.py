@@ -222,7 +222,10 @@ def render(res: dict[str, object], command: str, runs: int, import_runs: int) ->
 
 
 def write_section(path: str, section: str) -> None:
-    text = open(path).read() if os.path.exists(path) else ""
+    text = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            text = f.read()
     if BEGIN in text and END in text:
         head, rest = text.split(BEGIN, 1)
         text = head + section.rstrip("\n") + rest.split(END, 1)[1]
