@@ -19,7 +19,7 @@ _atoms = st.sampled_from(
 texts = st.lists(_atoms, max_size=14).map("".join)
 
 
-@settings(max_examples=3000)
+@settings(max_examples=3000, deadline=None)
 @given(texts)
 def test_state_matchers(text: str) -> None:
     m = re.fullmatch(r"([0-9a-f]{64})\.([0-9]+)", text)
@@ -37,7 +37,7 @@ def test_state_matchers_on_real_shapes() -> None:
     assert state._deploy_name(f"{CSUM}.3") == (CSUM, "3")
 
 
-@settings(max_examples=3000)
+@settings(max_examples=3000, deadline=None)
 @given(texts)
 def test_bls_matchers(text: str) -> None:
     stem = text[:-5] if text.endswith(".conf") else text
@@ -53,7 +53,7 @@ def test_bls_matchers(text: str) -> None:
     assert bls.valid_entry_file_name(text) == valid
 
 
-@settings(max_examples=3000)
+@settings(max_examples=3000, deadline=None)
 @given(texts)
 def test_grubcfg_matchers(text: str) -> None:
     var = re.compile(r"\$(?:\{([A-Za-z0-9_?#@*]+)\}|([A-Za-z_][A-Za-z0-9_]*|[0-9?#@*]))")
@@ -66,14 +66,14 @@ def test_grubcfg_matchers(text: str) -> None:
     assert grubcfg._assignment(text) == (m.groups() if m else None)
 
 
-@settings(max_examples=3000)
+@settings(max_examples=3000, deadline=None)
 @given(st.lists(st.sampled_from([b"\\", b"0", b"1", b"3", b"4", b"7", b"8", b"a", b" "]), max_size=16).map(b"".join))
 def test_mountinfo_unescape(raw: bytes) -> None:
     expected = re.sub(rb"\\([0-3][0-7][0-7])", lambda m: bytes((int(m.group(1), 8),)), raw)
     assert mountinfo._unescape(raw) == expected
 
 
-@settings(max_examples=1000)
+@settings(max_examples=1000, deadline=None)
 @given(texts)
 def test_osrelease_names(text: str) -> None:
     parsed = osrelease.parse_os_release(f"{text}=x\n")
