@@ -255,3 +255,10 @@ def test_other_command_lines_go_to_argparse(argv: list[str]) -> None:
 def test_the_plain_parser_knows_the_samples() -> None:
     assert daemon._SAMPLE_NAMES == sample.NAMES
     assert daemon._SAMPLE_NAMES[0] == sample.DEFAULT
+
+
+def test_args_has_every_option_of_the_parser() -> None:
+    """A new option goes into build_parser() and daemon.Args (whose defaults must be the parser's)."""
+    defaults = vars(daemon.build_parser().parse_args([]))
+    args = daemon.Args()
+    assert {k: getattr(args, k) for k in daemon.Args.__slots__} == defaults
