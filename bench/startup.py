@@ -250,7 +250,8 @@ def _compare(before: dict[str, object], now: dict[str, object], before_repo: str
     ratio = statistics.median(b_ready) / statistics.median(b_int)
     out = [
         "",
-        f"Before (`--before {before_repo}`, measured in the same run, after the figures above): start to READY=1 "
+        f"Before (`--before {before_repo}`: `git archive main | tar -x -C {before_repo}` of the commit below the "
+        "change; measured in the same run, after the figures above): start to READY=1 "
         f"{ratio:.1f}x, median {statistics.median(b_ready) * 1000:.1f} ms against "
         f"{statistics.median(b_int) * 1000:.1f} ms; RSS at READY=1 median {statistics.median(b_rss0) / 1024:.1f} MB. "
         "Imports before READY=1, cumulative (`-X importtime` medians; modules of 1 ms or more in either, "
