@@ -53,6 +53,7 @@ class Host:
         from ostreewatch import sample
 
         self.paths = sample.materialize(os.path.join(base, "host"))
+        self.base = base
         self.repo = repo
         self.bus = bus
 
@@ -80,6 +81,7 @@ class Host:
         env.update(
             NOTIFY_SOCKET=notify,
             DBUS_SYSTEM_BUS_ADDRESS=self.bus.address,
+            RUNTIME_DIRECTORY=os.path.join(self.base, "run-ostreewatch"),  # status.json, as under the unit
             OW_LAUNCH_PATH=self.repo,
             OW_LAUNCH_SITE=SITE,
         )

@@ -40,6 +40,7 @@ PINNED_STDLIB = {
     "__future__",  # `from __future__ import annotations` is a real import, once
     "_functools",  # cmp_to_key for the entry sort (parse/bls.py), without functools' collections
     "_socket",  # sd_notify (ostreewatch/_notify.py), without socket.py's enum
+    "_json",  # status.json's strings (ostreewatch/runfiles.py), without json's re and enum
     "_struct",
     "struct",  # the ostree lock probe (layout.py) and GVariant (parse/gvariant.py)
     "errno",
@@ -65,6 +66,7 @@ PINNED_OSTREEWATCH = {
     "ostreewatch.parse.origin",
     "ostreewatch.parse.osrelease",
     "ostreewatch.parse.vercmp",
+    "ostreewatch.runfiles",  # status.json before READY=1 (docs/logind.md)
     "ostreewatch.state",
     "ostreewatch.sysroot",
 }
@@ -103,6 +105,7 @@ def _env(notify: str, bus_dir: str, mark: bool = True) -> dict[str, str]:
     env.update(
         NOTIFY_SOCKET=notify,
         DBUS_SYSTEM_BUS_ADDRESS=f"unix:path={bus_dir}/no-bus-yet",  # the daemon waits for it after READY=1
+        RUNTIME_DIRECTORY=os.path.join(bus_dir, "run-ostreewatch"),  # as the unit's RuntimeDirectory= sets it
         OW_LAUNCH_PATH=REPO,
         OW_LAUNCH_SITE=SITE,
     )
@@ -127,6 +130,9 @@ def _start(paths: Paths, tmp: str, *pyflags: str) -> tuple[set[str], str]:
         proc = subprocess.Popen(argv, env=_env(notify.path, tmp), stderr=err)
         try:
             notify.wait_for("READY=1")
+            # status.json is there once READY=1 is: a unit ordered after ours reads it (docs/logind.md).
+            with open(os.path.join(tmp, "run-ostreewatch", "status.json")) as f:
+                assert '"Generation": 1' in f.read()
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
