@@ -9,35 +9,47 @@ Nothing here wakes up while nothing changes: a timer runs only after an event
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import concurrent.futures
-import logging
 import os
-import signal
-import socket
 import sys
-import threading
-import time
-import types
-from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
 
-# What the first snapshot needs is imported here, before the event loop runs (an import inside
-# a callback would hold the loop). The D-Bus side (dbus_next, the service, the boot writer) is
-# not needed before READY=1 and is imported after it, in a thread (_load_bus_side): every
-# millisecond before READY=1 is one of every boot, since the unit orders before local-fs.target.
-from . import __version__, busnames, changes, errors, layout, model, runfiles, state, textfile
-from .journal import LOG_INFO, LOG_NOTICE, LOG_WARNING, Journal
-from .parse.busaddress import parse_address
-from .watcher import PathWaiter, Watcher
+from . import __version__, _notify, errors, layout, model, runfiles, state
 
+# Only what the first snapshot needs is imported before READY=1 (the section "before READY=1"
+# below): the unit is ordered before local-fs.target, so every millisecond here is one of every
+# boot. The event loop's side (asyncio, logging, the watcher's pyinotify, the journal's
+# systemd.journal, threads) is imported right after READY=1 by _load_runtime(), and the D-Bus
+# side (dbus_next, the service, the boot writer) after that, in a thread (_load_bus_side).
+# tests/test_daemon_start.py pins the set of modules imported before READY=1.
+# `typing` itself is an import to avoid: mypy treats any TYPE_CHECKING name as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from . import authz
-    from .bootwrite import BootWriter
+    import argparse
+    import asyncio
+    import concurrent.futures
+    import logging
+    import signal
+    import threading
+    import time
+    import types
+    from collections.abc import Awaitable, Mapping
+    from typing import Any, TypeVar
 
-log = logging.getLogger("ostreewatch.daemon")
-T = TypeVar("T")
+    from . import authz, busnames, changes, textfile
+    from .bootwrite import BootWriter
+    from .journal import LOG_INFO, LOG_NOTICE, LOG_WARNING, Journal
+    from .watcher import PathWaiter, Watcher
+
+    T = TypeVar("T")
+
+
+class _Log:
+    """The module's logger, looked up when used: `logging` is imported after READY=1."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(logging.getLogger("ostreewatch.daemon"), name)
+
+
+log: logging.Logger = _Log()  # type: ignore[assignment]
 
 # The quiet time before a rescan. ostree holds its sysroot lock for a whole deployment (a long
 # burst of events) and the daemon waits for the lock's release (below): so the debounce only has
@@ -62,19 +74,10 @@ MAX_DEBOUNCE_FACTOR = 10
 # --- small platform helpers ------------------------------------------------------------
 
 
-def _notify_address() -> str | None:
-    addr = os.environ.get("NOTIFY_SOCKET")
-    if not addr or addr[0] not in "/@":
-        return None
-    return "\0" + addr[1:] if addr[0] == "@" else addr
-
-
 def _send_blocking(addr: str, data: bytes) -> None:
     """From a thread: wait (bounded) for room in a slow reader's queue."""
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-            s.settimeout(30)
-            s.sendto(data, addr)
+        _notify.send(addr, data, blocking=True)
     except OSError as e:
         log.warning("sd_notify %r failed: %s", data[:40], e)
 
@@ -87,13 +90,12 @@ def sd_notify(message: str) -> bool:
     full queue READY=1/STOPPING=1 are handed to a thread, STATUS=/WATCHDOG=1 are dropped (the
     next one carries the news). False when there is no NOTIFY_SOCKET.
     """
-    addr = _notify_address()
+    addr = _notify.address()
     if addr is None:
         return False
     data = message.encode()
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK) as s:
-            s.sendto(data, addr)
+        _notify.send(addr, data, blocking=False)
         return True
     except BlockingIOError:
         if "READY=1" in message or "STOPPING=1" in message:
@@ -169,6 +171,7 @@ class Daemon:
         textfile_dir: str | None = None,
         runtime_dir: str | None = None,
     ) -> None:
+        _load_runtime()
         self.paths = paths
         self.textfile_dir = textfile_dir
         self.runtime_dir = runtime_dir or None
@@ -192,6 +195,8 @@ class Daemon:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._tasks: list[asyncio.Future[None]] = []
         self._ready = False  # the first snapshot is read and published
+        self._ready_sent = False  # main() sent READY=1 before the loop
+        self._first_runfiles_error: str | None = None  # main()'s status.json write before READY=1 failed
         self._pending = False  # a change was seen during the first read
         self._only_mounts = True  # every change since the last read came from the mount table
         self.lock_wait_max = lock_wait_max()
@@ -406,11 +411,14 @@ class Daemon:
         except OSError as e:
             # D-Bus publication goes on: a missing status file is not a reason to stop.
             self._runtime_dir_ok = False
-            self.journal.log(
-                LOG_WARNING, f"cannot write {runfiles.STATUS_FILE} in {directory}: {e}", runtime_dir=directory
-            )
+            self._runfiles_warning(directory, str(e))
             return
         self._sync_bridge(snapshot)
+
+    def _runfiles_warning(self, directory: str, error: str) -> None:
+        self.journal.log(
+            LOG_WARNING, f"cannot write {runfiles.STATUS_FILE} in {directory}: {error}", runtime_dir=directory
+        )
 
     def _sync_bridge(self, snapshot: model.Snapshot) -> None:
         """The logind bridge's files (ostreewatch/rebootentry.py); in the runfiles thread."""
@@ -593,35 +601,55 @@ class Daemon:
 
     # -- life cycle --
 
-    async def run(self) -> int:
+    async def run(self, first: model.Snapshot | None = None) -> int:
+        """Serve until SIGTERM/SIGINT. FIRST: the snapshot main() read before READY=1 (None: read it here)."""
         self._loop = loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
-        # Watch before the first read, so that a change made during it is not lost.
+        # Signals that came before the loop took them over (main(): _notify.remember_signals).
+        for pending in _notify.pending_signals:
+            if pending == signal.SIGHUP:
+                self._pending = True
+            else:
+                self._stopping.set()
+        _notify.pending_signals.clear()
         self._start_watcher(loop)
-        first, locked = await loop.run_in_executor(self._executor, self._read)
-        assert first is not None  # only a read for the mount table alone returns None
-        if locked:
-            # The first read is published as it is (READY=1 cannot wait for ostree); the state
-            # after the lock's release follows, at the latest by the recheck.
+        if first is None:
+            first, locked = await loop.run_in_executor(self._executor, self._read)
+            assert first is not None  # only a read for the mount table alone returns None
+            # The first read is published as it is (READY=1 cannot wait for ostree); with ostree's
+            # lock held, the state after its release follows, at the latest by the recheck.
+            reread = locked
+        else:
+            # Read before the watches were set: one read more catches what changed in between.
+            reread = True
+        if reread:
             self._pending = True
         self.snapshot = first
         self.generation = 1
+        self._ready = True
+        if not self._ready_sent:
+            # Before READY=1: a unit ordered after ours finds status.json there.
+            await self._write_runfiles(self.snapshot, self.generation)
+            sd_notify("READY=1\nSTATUS=" + status_line(self.snapshot))
+        else:  # main() wrote status.json before READY=1
+            self._runtime_dir_ok = self._first_runfiles_error is None
+            if self._first_runfiles_error is not None and self.runtime_dir is not None:
+                self._runfiles_warning(self.runtime_dir, self._first_runfiles_error)
+        # The first journal records follow READY=1 (the journal is not needed to be ready).
         self.journal.started(self.snapshot, __version__)
-        # Before READY=1: a unit ordered after ours finds status.json there.
-        await self._write_runfiles(self.snapshot, self.generation)
         self._export_textfile()
         for problem in self.snapshot.Problems:
             self.journal.problem_appeared(problem)
-        self._ready = True
-        sd_notify("READY=1\nSTATUS=" + status_line(self.snapshot))
         if self.watcher is not None and self.watcher.mount_probe_note:
             log.info("%s", self.watcher.mount_probe_note)
         if self._pending:
             self._pending = False
             self.request_scan()
+        if self._stopping.is_set():  # stopped while starting: no bus side to load
+            return await self._stop()
         service, bootwrite, rebootentry = await loop.run_in_executor(None, _load_bus_side)
         if self.runtime_dir is not None:
             self._bridge = rebootentry.Bridge(self.paths, self.runtime_dir)
@@ -645,6 +673,9 @@ class Daemon:
         self._start_watchdog(loop)
         self._tasks.append(asyncio.ensure_future(self._bus_loop()))
         await self._stopping.wait()
+        return await self._stop()
+
+    async def _stop(self) -> int:
         sd_notify("STOPPING=1")
         await self._shutdown()
         return 0
@@ -701,6 +732,42 @@ class Daemon:
 # --- command line ----------------------------------------------------------------------
 
 
+def _load_runtime() -> None:
+    """The event loop's modules, imported after READY=1 and bound as this module's globals (idempotent)."""
+    if "asyncio" in globals():
+        return
+    import asyncio
+    import concurrent.futures
+    import logging
+    import signal
+    import threading
+    import time
+    import types
+
+    from . import busnames, changes, textfile
+    from .journal import LOG_INFO, LOG_NOTICE, LOG_WARNING, Journal
+    from .watcher import PathWaiter, Watcher
+
+    globals().update(
+        asyncio=asyncio,
+        busnames=busnames,
+        LOG_INFO=LOG_INFO,
+        concurrent=concurrent,
+        logging=logging,
+        signal=signal,
+        threading=threading,
+        time=time,
+        types=types,
+        changes=changes,
+        textfile=textfile,
+        LOG_NOTICE=LOG_NOTICE,
+        LOG_WARNING=LOG_WARNING,
+        Journal=Journal,
+        PathWaiter=PathWaiter,
+        Watcher=Watcher,
+    )
+
+
 def _load_bus_side() -> tuple[types.ModuleType, types.ModuleType, types.ModuleType]:
     """The service (dbus_next), boot writer and logind bridge modules, imported after READY=1 (in a thread)."""
     from . import bootwrite, rebootentry, service
@@ -712,6 +779,8 @@ def check_bus_spec(spec: str) -> None:
     """Raise InvalidArgs for a --bus value that is neither system, session nor a D-Bus address."""
     if spec in ("system", "session"):
         return
+    from .parse.busaddress import parse_address  # re and urllib.parse: only for an address
+
     try:
         parse_address(spec)
     except errors.BusAddressError as e:
@@ -719,6 +788,9 @@ def check_bus_spec(spec: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The full parser: --help, --version, man pages, and any command line _parse_plain() leaves to it."""
+    import argparse
+
     from .cli import HelpFormatter
     from .sample import DEFAULT, NAMES
     from .sample import add_argument as add_sample_argument
@@ -785,11 +857,87 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+class Args:
+    """ostreewatchd's options; the defaults are build_parser()'s."""
+
+    __slots__ = (
+        "bus", "sysroot", "mountinfo", "cmdline", "run", "debounce_ms", "log_level", "sample", "textfile_dir",
+        "runtime_dir", "prepare_logind", "apply_reboot_entry",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.bus = "system"
+        self.sysroot = "/"
+        self.mountinfo = "/proc/1/mountinfo"
+        self.cmdline = "/proc/cmdline"
+        self.run = "/run"
+        self.debounce_ms = DEFAULT_DEBOUNCE_MS
+        self.log_level = "info"
+        self.sample: str | None = None
+        self.textfile_dir: str | None = None
+        self.runtime_dir: str | None = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or None
+        self.prepare_logind = False
+        self.apply_reboot_entry = False
 
 
-def _paths(args: argparse.Namespace) -> model.Paths:
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_FLAGS = ("prepare_logind", "apply_reboot_entry")  # store_true, one of them at most
+_SAMPLE_NAMES = ("rhcos", "silverblue")  # ostreewatch/sample's NAMES (tests/test_daemon_start.py compares)
+
+
+def _parse_plain(argv: list[str]) -> Args | None:
+    """The exact `--option VALUE` / `--option=VALUE` forms, as argparse reads them; None for anything else.
+
+    argparse costs ~10 ms of imports at every boot; whatever this does not take for certain
+    (help, --version, abbreviations, errors) goes to build_parser(), which gives the same values.
+    """
+    args = Args()
+    i = 0
+    while i < len(argv):
+        name, eq, value = argv[i].partition("=")
+        i += 1
+        dest = name[2:].replace("-", "_") if name.startswith("--") else ""
+        if dest not in Args.__slots__:
+            return None
+        if dest in _FLAGS:
+            if eq or getattr(args, dest) or any(getattr(args, f) for f in _FLAGS):
+                return None  # a value, a repeat, or both: argparse says what it says
+            setattr(args, dest, True)
+            continue
+        if not eq:
+            if i < len(argv) and not argv[i].startswith("-"):
+                value = argv[i]
+                i += 1
+            elif dest == "sample":  # nargs="?": the default sample
+                value = _SAMPLE_NAMES[0]
+            else:
+                return None
+        if dest == "debounce_ms":
+            try:
+                args.debounce_ms = int(value)
+            except ValueError:
+                return None
+            continue
+        if (dest == "log_level" and value not in _LOG_LEVELS) or (dest == "sample" and value not in _SAMPLE_NAMES):
+            return None
+        setattr(args, dest, value)
+    return args
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """ostreewatchd's command line: by hand when plain, else by argparse (which may exit, as it does)."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parse_plain(argv)
+    if args is not None:
+        return args
+    namespace = build_parser().parse_args(argv)
+    args = Args()
+    for name in Args.__slots__:
+        setattr(args, name, getattr(namespace, name))
+    return args
+
+
+def _paths(args: Args) -> model.Paths:
     if args.sample:
         return _sample_paths(args.sample)
     return model.Paths(sysroot=args.sysroot, mountinfo=args.mountinfo, cmdline=args.cmdline, run=args.run)
@@ -810,18 +958,59 @@ def _setup_logging(level: str) -> None:
     )
 
 
+def _first_runfiles(runtime_dir: str | None, first: model.Snapshot) -> str | None:
+    """status.json of the first snapshot, before READY=1; the error, journaled once the journal is loaded."""
+    if not runtime_dir:  # "" as the Daemon takes it: off
+        return None
+    try:
+        runfiles.ensure_dir(runtime_dir)
+        runfiles.write_status(runtime_dir, first, 1, __version__)
+    except OSError as e:
+        return str(e)
+    return None
+
+
+def _first_read(paths: model.Paths) -> tuple[model.Snapshot, tuple[tuple[model.Mount, ...], int] | None]:
+    """The first snapshot, and the mount fingerprint taken before it (as Daemon._read does)."""
+    fingerprint = state.mount_fingerprint(paths)
+    return state.read_snapshot(paths), fingerprint
+
+
 def main(argv: list[str] | None = None) -> int:
+    # --- before READY=1 -------------------------------------------------------------------
+    # Every import and every step here delays every boot (the unit orders before
+    # local-fs.target): the first snapshot, status.json, READY=1, nothing else. tests/test_daemon_start.py
+    # pins the modules imported up to READY=1; its docstring says how to add one on purpose.
+    _notify.remember_signals()
     args = parse_args(argv)
-    _setup_logging(args.log_level)
     try:
         check_bus_spec(args.bus)
         paths = _paths(args)
-        daemon = Daemon(paths, args.bus, args.debounce_ms, textfile_dir=args.textfile_dir, runtime_dir=args.runtime_dir)
     except (errors.OstreewatchError, ImportError, OSError) as e:
         print(f"ostreewatchd: {e}", file=sys.stderr)
         return 1
     if args.prepare_logind or args.apply_reboot_entry:
+        _load_runtime()
         return _logind_step(args, paths)
+    try:
+        first, fingerprint = _first_read(paths)
+    except (errors.OstreewatchError, OSError) as e:
+        print(f"ostreewatchd: {e}", file=sys.stderr)
+        return 1
+    # status.json before READY=1: a unit ordered after ours finds it there (docs/logind.md).
+    runfiles_error = _first_runfiles(args.runtime_dir, first)
+    ready_sent = _notify.notify_before_loop("READY=1\nSTATUS=" + status_line(first))
+    # --- after READY=1 --------------------------------------------------------------------
+    _load_runtime()
+    _setup_logging(args.log_level)
+    try:
+        daemon = Daemon(paths, args.bus, args.debounce_ms, textfile_dir=args.textfile_dir, runtime_dir=args.runtime_dir)
+    except (errors.OstreewatchError, ImportError, OSError) as e:
+        print(f"ostreewatchd: {e}", file=sys.stderr)
+        return 1
+    daemon._mount_fingerprint = fingerprint
+    daemon._ready_sent = ready_sent
+    daemon._first_runfiles_error = runfiles_error
     debug = os.environ.get("OSTREEWATCH_ASYNCIO_DEBUG") == "1"
     loop = asyncio.new_event_loop()
     if debug:
@@ -830,7 +1019,7 @@ def main(argv: list[str] | None = None) -> int:
         loop.slow_callback_duration = 0.1
         logging.getLogger("asyncio").setLevel(logging.WARNING)
     try:
-        return loop.run_until_complete(daemon.run())
+        return loop.run_until_complete(daemon.run(first))
     except errors.OstreewatchError as e:
         print(f"ostreewatchd: {e}", file=sys.stderr)
         return 1
@@ -838,7 +1027,7 @@ def main(argv: list[str] | None = None) -> int:
         loop.close()
 
 
-def _logind_step(args: argparse.Namespace, paths: model.Paths) -> int:
+def _logind_step(args: Args, paths: model.Paths) -> int:
     """--prepare-logind / --apply-reboot-entry: one step of the logind bridge, then exit."""
     from . import bootwrite, rebootentry
 

@@ -8,8 +8,10 @@ helper processes (_writehelper, _deployhelper) import it too.
 
 from __future__ import annotations
 
-import re
-from typing import Any
+TYPE_CHECKING = False  # `typing` is not imported before READY=1; mypy takes any TYPE_CHECKING as true
+if TYPE_CHECKING:
+    from typing import Any
+
 
 ERROR_PREFIX = "org.ostreewatch1.Error."
 
@@ -116,7 +118,8 @@ class NotAuthorized(AccessDenied):
     sentence built by refusal(), which from_dbus() recognizes on the client's side.
     """
 
-    _SENTENCE = re.compile(r"(\w+) needs root or the polkit action ([\w.-]+) \(caller uid (-?\d+)(: .*)?\)", re.S)
+    # `re` is not imported at module level: this module is imported before READY=1 (ostreewatch/daemon.py).
+    _SENTENCE = r"(\w+) needs root or the polkit action ([\w.-]+) \(caller uid (-?\d+)(: .*)?\)"
 
     @classmethod
     def refusal(cls, method: str, action: str, uid: int, why: str = "") -> NotAuthorized:
@@ -128,7 +131,9 @@ class NotAuthorized(AccessDenied):
     @classmethod
     def is_refusal(cls, text: str) -> bool:
         """Whether TEXT is a sentence refusal() builds."""
-        return cls._SENTENCE.fullmatch(text) is not None
+        import re
+
+        return re.fullmatch(cls._SENTENCE, text, re.S) is not None
 
 
 class InvalidArgs(OstreewatchError, dbus_name="org.freedesktop.DBus.Error.InvalidArgs"):

@@ -7,16 +7,19 @@ Nothing here does I/O.
 
 from __future__ import annotations
 
-import dataclasses
-import enum
-from dataclasses import dataclass
-from typing import Any
-
 from . import _interface
+from ._record import fields, frozen
 from .parse.bls import EntryKeys
 
+# `typing` and `dataclasses` are not imported: this module is imported before READY=1
+# (ostreewatch/daemon.py), and mypy treats any TYPE_CHECKING name as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
-@dataclass(frozen=True)
+
+@frozen
 class Paths:
     """Where to read: a sysroot (holds boot/ and ostree/), a mountinfo, a kernel command line, a run dir."""
 
@@ -116,7 +119,7 @@ BOOTED_ROOT_OSTREE_KEYS: dict[str, str] = {
 WATCHED_MOUNT_POINTS: tuple[str, ...] = ("/", "/sysroot", "/usr", "/etc", "/var", "/boot", "/boot/efi")
 
 
-@dataclass(frozen=True)
+@frozen
 class Deployment:
     id: str
     osname: str
@@ -137,7 +140,7 @@ class Deployment:
     title: str = ""
 
 
-@dataclass(frozen=True)
+@frozen
 class BootEntry(EntryKeys):
     """A boot entry as published: the entry file's keys (parse/bls.py), then what the boot state adds."""
 
@@ -148,7 +151,7 @@ class BootEntry(EntryKeys):
     tries_left: int = -1
 
 
-@dataclass(frozen=True)
+@frozen
 class Mount:
     mount_point: str
     mount_id: int
@@ -163,48 +166,73 @@ class Mount:
     propagation: str
 
 
-@dataclass(frozen=True)
+@frozen
 class Problem:
     code: str
     message: str
     subject: str = ""
 
 
-class ProblemCode(enum.Enum):
+class Code:
+    """One problem code and its one-line meaning; NAME is its attribute name in ProblemCode."""
+
+    __slots__ = ("name", "code", "description")
+
+    def __init__(self, code: str, description: str) -> None:
+        self.name = ""
+        self.code = code
+        self.description = description
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"ProblemCode.{self.name}"
+
+
+class _CodeTable(type):
+    """Iterating ProblemCode gives its codes in the order they are declared (as an Enum would)."""
+
+    def __iter__(cls) -> Iterator[Code]:
+        return (value for value in vars(cls).values() if isinstance(value, Code))
+
+
+# Not an enum.Enum: `enum` costs ~8 ms of every start, and this module is imported before READY=1.
+class ProblemCode(metaclass=_CodeTable):
     """Every problem code the reader emits, with its one-line meaning (docs/problems.md says more)."""
 
     # Boot entries
-    ENTRY_UNREADABLE = ("entry-unreadable", "an entry file cannot be read safely; left out of BootEntries")
-    ENTRY_UNPARSABLE = ("entry-unparsable", "an entry file is not a valid BLS entry; left out of BootEntries")
-    ENTRY_NO_KERNEL = ("entry-no-kernel", "an entry has neither linux nor efi")
-    OSTREE_ARG_UNRESOLVED = ("ostree-arg-unresolved", "an entry's ostree= argument leads to no deployment")
-    ENTRIES_DIR_MISSING = ("entries-dir-missing", "there is no boot/loader/entries directory")
-    LOADER_LINK_DANGLING = ("loader-link-dangling", "boot/loader points to a directory that does not exist")
-    STALE_LOADER_DIR = ("stale-loader-dir", "a boot/loader.N directory that the loader link does not name")
-    SYSROOT_LOCK_HELD = ("sysroot-lock-held", "ostree's sysroot lock has been held for longer than the daemon waits")
+    ENTRY_UNREADABLE = Code("entry-unreadable", "an entry file cannot be read safely; left out of BootEntries")
+    ENTRY_UNPARSABLE = Code("entry-unparsable", "an entry file is not a valid BLS entry; left out of BootEntries")
+    ENTRY_NO_KERNEL = Code("entry-no-kernel", "an entry has neither linux nor efi")
+    OSTREE_ARG_UNRESOLVED = Code("ostree-arg-unresolved", "an entry's ostree= argument leads to no deployment")
+    ENTRIES_DIR_MISSING = Code("entries-dir-missing", "there is no boot/loader/entries directory")
+    LOADER_LINK_DANGLING = Code("loader-link-dangling", "boot/loader points to a directory that does not exist")
+    STALE_LOADER_DIR = Code("stale-loader-dir", "a boot/loader.N directory that the loader link does not name")
+    SYSROOT_LOCK_HELD = Code(
+        "sysroot-lock-held", "ostree's sysroot lock has been held for longer than the daemon waits"
+    )
     # Deployments
-    DEPLOYMENT_NO_ENTRY = ("deployment-no-entry", "a deployment has no boot entry pointing at it")
-    ORIGIN_UNPARSABLE = ("origin-unparsable", "a deployment's .origin file cannot be read or parsed")
-    STAGED_UNPARSABLE = ("staged-unparsable", "the staged-deployment file is not the GVariant ostree writes")
-    RUN_FILE_UNREADABLE = ("run-file-unreadable", "a file under the run directory is not what ostree writes")
+    DEPLOYMENT_NO_ENTRY = Code("deployment-no-entry", "a deployment has no boot entry pointing at it")
+    ORIGIN_UNPARSABLE = Code("origin-unparsable", "a deployment's .origin file cannot be read or parsed")
+    STAGED_UNPARSABLE = Code("staged-unparsable", "the staged-deployment file is not the GVariant ostree writes")
+    RUN_FILE_UNREADABLE = Code("run-file-unreadable", "a file under the run directory is not what ostree writes")
     # Default and next entry
-    SAVED_ENTRY_MISSING = ("saved-entry-missing", "the saved default names no existing entry")
-    SAVED_ENTRY_IGNORED = ("saved-entry-ignored", "saved_entry or next_entry is set but the grub.cfg never reads it")
-    GRUB_CFG_UNSUPPORTED = ("grub-cfg-unsupported", "grub.cfg cannot be read or its default cannot be evaluated")
-    BOOT_FALLBACK = ("boot-fallback", "the default was tried and not kept")
-    DEFAULT_ENTRY_MOVED = ("default-entry-moved", "the saved default now boots another deployment than chosen")
-    GRUBENV_UNPARSABLE = ("grubenv-unparsable", "the grubenv is not a valid environment block")
-    LOADER_CONF_UNPARSABLE = ("loader-conf-unparsable", "loader.conf cannot be read or is not UTF-8")
+    SAVED_ENTRY_MISSING = Code("saved-entry-missing", "the saved default names no existing entry")
+    SAVED_ENTRY_IGNORED = Code(
+        "saved-entry-ignored", "saved_entry or next_entry is set but the grub.cfg never reads it"
+    )
+    GRUB_CFG_UNSUPPORTED = Code("grub-cfg-unsupported", "grub.cfg cannot be read or its default cannot be evaluated")
+    BOOT_FALLBACK = Code("boot-fallback", "the default was tried and not kept")
+    DEFAULT_ENTRY_MOVED = Code("default-entry-moved", "the saved default now boots another deployment than chosen")
+    GRUBENV_UNPARSABLE = Code("grubenv-unparsable", "the grubenv is not a valid environment block")
+    LOADER_CONF_UNPARSABLE = Code("loader-conf-unparsable", "loader.conf cannot be read or is not UTF-8")
     # The booted host
-    BOOTED_UNKNOWN = ("booted-unknown", "ostree-booted exists but no deployment matches it")
-    USR_WRITABLE = ("usr-writable", "/usr is mounted read-write while the booted deployment is not unlocked")
-    BOOT_NOT_MOUNTED = ("boot-not-mounted", "/boot is not a mount point on a booted host")
+    BOOTED_UNKNOWN = Code("booted-unknown", "ostree-booted exists but no deployment matches it")
+    USR_WRITABLE = Code("usr-writable", "/usr is mounted read-write while the booted deployment is not unlocked")
+    BOOT_NOT_MOUNTED = Code("boot-not-mounted", "/boot is not a mount point on a booted host")
     # The mount table
-    MOUNTINFO_UNPARSABLE = ("mountinfo-unparsable", "the mount table cannot be read, or some lines are malformed")
-
-    def __init__(self, code: str, description: str) -> None:
-        self.code = code
-        self.description = description
+    MOUNTINFO_UNPARSABLE = Code("mountinfo-unparsable", "the mount table cannot be read, or some lines are malformed")
 
 
 # code -> its one-line meaning: the codes Problems may hold (docs/problems.md documents each).
@@ -216,7 +244,7 @@ RETIRED_PROBLEM_CODES: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
+@frozen
 class Snapshot:
     """The whole boot state at one moment; the D-Bus properties, minus Generation and Version."""
 
@@ -237,7 +265,7 @@ class Snapshot:
     Problems: tuple[Problem, ...] = ()
 
 
-@dataclass(frozen=True)
+@frozen
 class Caller:
     """Who called a method, as the bus daemon vouches for it (GetConnectionCredentials)."""
 
@@ -254,7 +282,7 @@ PROPERTY_SIGNATURES: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
+@frozen
 class RecordKind:
     """An aa{sv} property: the record class of its items and the D-Bus signature of each key."""
 
@@ -285,13 +313,13 @@ def record_to_dict(record: Any) -> dict[str, Any]:
 def snapshot_to_plain(snapshot: Snapshot) -> dict[str, Any]:
     """The snapshot as {"Property": value}: JSON-ready, the shape of --json output."""
     out: dict[str, Any] = {}
-    for field in dataclasses.fields(snapshot):
-        value = getattr(snapshot, field.name)
-        if field.name == "BootedRoot":
+    for name in fields(Snapshot):
+        value = getattr(snapshot, name)
+        if name == "BootedRoot":
             value = dict(value)
         elif isinstance(value, tuple):
             value = [record_to_dict(item) for item in value]
-        out[field.name] = value
+        out[name] = value
     return out
 
 

@@ -27,17 +27,12 @@ Choices worth knowing:
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import os
-import re
 import stat
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
 
 from . import model
+from ._record import frozen, replace
 from .errors import OstreewatchError, SysrootError
 from .layout import (
     ENTRIES_DIR,
@@ -52,12 +47,22 @@ from .layout import (
 )
 from .model import Paths as Paths
 from .model import ProblemCode  # re-exported: callers built state.Paths before it moved
-from .parse import bls, grubcfg, gvariant, loaderconf, osrelease
+from .parse import bls
 from .parse import cmdline as cmdline_parse
 from .parse import grubenv as grubenv_parse
 from .parse import mountinfo as mountinfo_parse
 from .parse import origin as origin_parse
 from .sysroot import ENTRY_MAX, SMALL_MAX, ReadRefused, Root, read_host_file
+
+# Imported where a host needs them (grubcfg: a grub.cfg to evaluate; loaderconf: a loader.conf;
+# gvariant: a staged deployment, run/ostree-booted or a commit's version; osrelease: a
+# deployment's os-release): the first read runs before READY=1, and each import is boot time.
+TYPE_CHECKING = False  # mypy takes any TYPE_CHECKING as true; `typing` is not imported
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
+
+    from .parse import loaderconf
 
 # The mount points whose lines parse_mountinfo keeps (its cheap prefilter).
 WATCHED_MOUNT_POINTS: tuple[str, ...] = model.WATCHED_MOUNT_POINTS
@@ -74,24 +79,73 @@ _PARSED_ENTRIES: dict[tuple[str, str, tuple[int, int, int, int, int]], bls.BlsEn
 _PARSED_ENTRIES_MAX = 8192
 ENTRY_SETTLE_NS = 2_000_000_000
 
-_DEPLOY_NAME = re.compile(r"([0-9a-f]{64})\.([0-9]+)")
-_OSTREE_ARG = re.compile(r"/?ostree/boot\.[01]/([^/]+)/([0-9a-f]{64})/([0-9]+)/?")
-_DEPLOY_ROOT = re.compile(r"(?:^|/)ostree/deploy/([^/]+)/deploy/([0-9a-f]{64})\.([0-9]+)/?$")
-_LOADER_N = re.compile(r"loader\.[0-9]+")
+# The names below are matched by hand: `re` (and the enum it imports) would cost every boot
+# ~7 ms before READY=1. Each function says the expression it stands for.
+_HEX = frozenset("0123456789abcdef")
 
 
-@dataclass
+def _digits(text: str) -> bool:
+    """[0-9]+ (str.isdigit alone takes other scripts' digits too)."""
+    return text.isascii() and text.isdigit()
+
+
+def _checksum(text: str) -> bool:
+    """[0-9a-f]{64}"""
+    return len(text) == 64 and _HEX.issuperset(text)
+
+
+def _deploy_name(name: str) -> tuple[str, str] | None:
+    """(checksum, serial) of a fullmatch of ([0-9a-f]{64})\\.([0-9]+)."""
+    checksum, dot, serial = name.partition(".")
+    return (checksum, serial) if dot and _checksum(checksum) and _digits(serial) else None
+
+
+def _ostree_arg(arg: str) -> tuple[str, str, str] | None:
+    """(osname, bootcsum, serial) of a fullmatch of /?ostree/boot\\.[01]/([^/]+)/([0-9a-f]{64})/([0-9]+)/?"""
+    text = arg[1:] if arg.startswith("/") else arg
+    if not text.startswith(("ostree/boot.0/", "ostree/boot.1/")):
+        return None
+    text = text[len("ostree/boot.0/") :]
+    parts = (text[:-1] if text.endswith("/") else text).split("/")
+    if len(parts) != 3 or not parts[0] or not _checksum(parts[1]) or not _digits(parts[2]):
+        return None
+    return parts[0], parts[1], parts[2]
+
+
+def _deploy_root(path: str) -> tuple[str, str, str] | None:
+    """(osname, checksum, serial) of a search of (?:^|/)ostree/deploy/([^/]+)/deploy/([0-9a-f]{64})\\.([0-9]+)/?$"""
+    if path.endswith("\n"):  # `$` matches before a final newline too
+        return _deploy_root_at_end(path[:-1]) or _deploy_root_at_end(path)
+    return _deploy_root_at_end(path)
+
+
+def _deploy_root_at_end(path: str) -> tuple[str, str, str] | None:
+    parts = (path[:-1] if path.endswith("/") else path).split("/")
+    if len(parts) < 5 or parts[-5] != "ostree" or parts[-4] != "deploy" or parts[-2] != "deploy" or not parts[-3]:
+        return None
+    name = _deploy_name(parts[-1])
+    return (parts[-3], name[0], name[1]) if name else None
+
+
+def _loader_n(name: str) -> bool:
+    """A fullmatch of loader\\.[0-9]+"""
+    return name.startswith("loader.") and _digits(name[len("loader.") :])
+
+
 class _Dep:
     """A deployment being assembled: its published record (replaced as the read learns more) and what only the
     reader needs."""
 
-    rec: model.Deployment  # index, booted, default and rollback are set when the records are made
-    rel: str  # resolved sysroot-relative directory
-    unlocked: str = ""  # the origin's unlocked= value
+    __slots__ = ("rec", "rel", "unlocked")
+
+    def __init__(self, rec: model.Deployment, rel: str) -> None:
+        self.rec = rec  # index, booted, default and rollback are set when the records are made
+        self.rel = rel  # resolved sysroot-relative directory
+        self.unlocked = ""  # the origin's unlocked= value
 
     def update(self, **changes: Any) -> None:
         """Replace fields of the record."""
-        self.rec = dataclasses.replace(self.rec, **changes)
+        self.rec = replace(self.rec, **changes)
 
 
 class _Reader:
@@ -105,7 +159,7 @@ class _Reader:
         # ostree= value -> its resolution, for this one read (several entries may name one deployment).
         self._resolved_args: dict[str, tuple[tuple[str, str] | None, str]] = {}
 
-    def problem(self, code: ProblemCode, message: str, subject: str = "") -> None:
+    def problem(self, code: model.Code, message: str, subject: str = "") -> None:
         self.problems.append(model.Problem(code=code.code, message=message, subject=subject))
 
     def _ostree_base(self) -> str:
@@ -137,12 +191,12 @@ class _Reader:
             except ReadRefused:
                 continue  # a stray file, or an OS dir with no deploy/ yet
             for name in names:
-                m = _DEPLOY_NAME.fullmatch(name)
+                m = _deploy_name(name)
                 rel = f"{self.deploy_base}/{osname}/deploy/{name}"
                 st = self.root.lstat(rel) if m else None
                 if m is None or st is None or not stat.S_ISDIR(st.st_mode):  # ostree never links a deployment dir
                     continue
-                checksum, serial = m.group(1), int(m.group(2))
+                checksum, serial = m[0], int(m[1])
                 record = model.Deployment(
                     id=f"{osname}-{checksum}.{serial}",
                     osname=osname,
@@ -173,6 +227,8 @@ class _Reader:
         dep.unlocked = origin.unlocked
 
     def _read_os_release(self, dep: _Dep) -> None:
+        from .parse import osrelease
+
         for candidate in ("usr/lib/os-release", "etc/os-release"):
             try:
                 text = self.root.read_text(f"{dep.rel}/{candidate}", SMALL_MAX)
@@ -192,6 +248,8 @@ class _Reader:
 
     def _commit_version(self, checksum: str) -> str:
         """The commit's `version` metadata (what `ostree admin status` shows); "" when unknown."""
+        from .parse import gvariant
+
         key = (self.root.path, checksum)
         if key in _COMMIT_VERSIONS:  # objects are named by their content: never stale
             return _COMMIT_VERSIONS[key]
@@ -220,12 +278,12 @@ class _Reader:
         except ReadRefused as e:
             return None, str(e)
         prefix = self.deploy_base + "/"
-        m = _DEPLOY_ROOT.search("/" + rel)
+        m = _deploy_root("/" + rel)
         if not rel.startswith(prefix) or not m or rel.count("/") != self.deploy_base.count("/") + 3:
             return None, f"resolves to /{rel}, which is not a deployment directory"
         if not self.root.is_dir(rel):
             return None, f"/{rel} is not a directory"
-        return (m.group(1), f"{m.group(2)}.{m.group(3)}"), ""
+        return (m[0], f"{m[1]}.{m[2]}"), ""
 
     # --- entries -------------------------------------------------------
 
@@ -304,7 +362,7 @@ class _Reader:
             return
         current = os.path.basename(target.rstrip("/")) if target is not None else None
         for name in names:
-            if _LOADER_N.fullmatch(name) and current is not None and name != current:
+            if _loader_n(name) and current is not None and name != current:
                 self.problem(
                     ProblemCode.STALE_LOADER_DIR,
                     f"boot/{name} is left beside boot/loader -> {target} (an interrupted deployment?)",
@@ -356,6 +414,8 @@ class _Reader:
             return None
 
     def loader_conf(self) -> tuple[loaderconf.LoaderConf | None, str]:
+        from .parse import loaderconf
+
         for rel in LOADER_CONFS:
             if not self.root.exists(rel):
                 continue
@@ -562,19 +622,21 @@ def with_lock_held(snapshot: model.Snapshot, waited_max: float) -> model.Snapsho
         "what is published may be half-written by the operation holding it",
         subject="/" + SYSROOT_LOCK,
     )
-    return dataclasses.replace(snapshot, Problems=_sorted_problems((*snapshot.Problems, problem)))
+    return replace(snapshot, Problems=_sorted_problems((*snapshot.Problems, problem)))
 
 
-@dataclass
 class _Links:
     """Entries matched to deployments through their ostree= argument."""
 
-    entry_dep: dict[str, str] = field(default_factory=dict)  # entry id -> deployment id
-    entry_ostree: dict[str, str] = field(default_factory=dict)  # entry id -> its ostree= value
-    ordered: list[_Dep] = field(default_factory=list)  # deployments with an entry, in boot order
+    __slots__ = ("entry_dep", "entry_ostree", "ordered")
+
+    def __init__(self) -> None:
+        self.entry_dep: dict[str, str] = {}  # entry id -> deployment id
+        self.entry_ostree: dict[str, str] = {}  # entry id -> its ostree= value
+        self.ordered: list[_Dep] = []  # deployments with an entry, in boot order
 
 
-@dataclass(frozen=True)
+@frozen
 class _BootedHost:
     """What run/ostree-booted, the cmdline and the mount table say about the booted deployment."""
 
@@ -584,7 +646,8 @@ class _BootedHost:
     root: tuple[tuple[str, object], ...]
 
 
-class _Default(NamedTuple):
+@frozen
+class _Default:
     """DefaultEntry, NextEntry and DefaultEntrySource."""
 
     entry: str = ""
@@ -594,6 +657,8 @@ class _Default(NamedTuple):
 
 def _entries(r: _Reader) -> tuple[str, list[bls.BlsEntry]]:
     """(boot loader, its entries in the order it shows them)."""
+    from .parse import grubcfg
+
     entries = r.entries()
     bootloader = r.bootloader()
     if bootloader == "grub2":
@@ -611,6 +676,8 @@ def grub_flavour(r: _Reader) -> str:
     The module directory beside grub.cfg (PLATFORM/blsuki.mod or PLATFORM/blscfg.mod)
     decides; without modules, the layout: Fedora's GRUB uses boot/grub2/, upstream boot/grub/.
     """
+    from .parse import grubcfg
+
     for d in GRUB_DIRS:
         if not (r.root.exists(f"{d}/grub.cfg") or r.root.exists(f"{d}/grubenv")):
             continue
@@ -650,15 +717,17 @@ def _link_entries(r: _Reader, entries: list[bls.BlsEntry], deps: dict[tuple[str,
         if dep.rec.entry:
             continue  # a second entry for one deployment: the first in order is its entry
         dep.update(entry=e.id)
-        m = _OSTREE_ARG.fullmatch(arg)
+        m = _ostree_arg(arg)
         if m:
-            dep.update(bootcsum=m.group(2), bootserial=int(m.group(3)))
+            dep.update(bootcsum=m[1], bootserial=int(m[2]))
         links.ordered.append(dep)
     return links
 
 
 def _staged(r: _Reader, deps: dict[tuple[str, str], _Dep], by_id: dict[str, _Dep]) -> str:
     """The id run/ostree/staged-deployment names ("" when none); marks that deployment staged if it has no entry."""
+    from .parse import gvariant
+
     staged_id = ""
     data = r.run_file("ostree/staged-deployment")
     if data:
@@ -737,6 +806,8 @@ def _default_and_next(r: _Reader, bootloader: str, entries: list[bls.BlsEntry], 
 
 def _loader_conf_default(r: _Reader, entries: list[bls.BlsEntry], recorded: dict[str, str]) -> _Default:
     """systemd-boot: loader.conf's `default` matched against the entry files."""
+    from .parse import loaderconf
+
     conf, conf_path = r.loader_conf()
     if conf is None or not conf.default:
         return _Default()
@@ -800,7 +871,7 @@ def _deployment_records(
     """The Deployments property: staged first, then boot order, then the rest (index -1)."""
 
     def record(d: _Dep, index: int) -> model.Deployment:
-        return dataclasses.replace(
+        return replace(
             d.rec,
             index=index,
             booted=d.rec.id == booted_id,
@@ -844,6 +915,8 @@ def _entry_records(
 
 def _booted_metadata(r: _Reader, raw: bytes, path: str) -> dict[str, object]:
     """run/ostree-booted's a{sv}; {} for the empty file of ostree < 2024.2, and a problem when unparsable."""
+    from .parse import gvariant
+
     try:
         return gvariant.parse_ostree_booted(raw)
     except OstreewatchError as e:
@@ -881,9 +954,9 @@ def _find_booted(
                 return d.rec.id
     for m in mounts:
         if m.mount_point == "/":
-            hit = _DEPLOY_ROOT.search(m.root)
+            hit = _deploy_root(m.root)
             if hit:
-                dep = deps.get((hit.group(1), f"{hit.group(2)}.{hit.group(3)}"))
+                dep = deps.get((hit[0], f"{hit[1]}.{hit[2]}"))
                 if dep is not None:
                     return dep.rec.id
     if cmd_ostree:
@@ -903,6 +976,8 @@ def _grub_menu_match(value: str, entries: list[bls.BlsEntry], shift: int) -> bls
     (GRUB 2.14 blsuki), so the contract id of a counted entry names none.
     SHIFT plain menuentries come before blscfg's (their ids and titles are not known).
     """
+    from .parse import grubcfg
+
     menu = [("\x00", "\x00")] * shift + [
         (e.file[:-5] if e.file.endswith(".conf") else e.file, e.title) for e in entries
     ]
@@ -912,17 +987,10 @@ def _grub_menu_match(value: str, entries: list[bls.BlsEntry], shift: int) -> bls
     return entries[i - shift]
 
 
-_GRUB_SOURCES = {
-    grubcfg.FROM_SAVED: "saved_entry",
-    grubcfg.FROM_NEXT: "next_entry",
-    grubcfg.FROM_ENV: "grubenv-default",
-    grubcfg.FROM_GREENBOOT: "greenboot-fallback",
-    grubcfg.FROM_LITERAL: "grub.cfg",
-}
-
-
 def _grub_default(r: _Reader, entries: list[bls.BlsEntry], recorded: dict[str, str]) -> _Default:
     """(DefaultEntry, NextEntry, DefaultEntrySource) on a grub2 host: grub.cfg run with the grubenv."""
+    from .parse import grubcfg
+
     env, env_path = r.grubenv()
     found = r.grub_config()
     if found is None:
@@ -965,7 +1033,14 @@ def _grub_default(r: _Reader, entries: list[bls.BlsEntry], recorded: dict[str, s
     if res.default_from == grubcfg.FROM_UNSET or res.default == "":
         return _Default(first.id, "", "first-entry")
     match = _grub_menu_match(res.default, entries, res.menuentries_before_blscfg)
-    source = _GRUB_SOURCES.get(res.default_from, "grub.cfg")
+    sources = {
+        grubcfg.FROM_SAVED: "saved_entry",
+        grubcfg.FROM_NEXT: "next_entry",
+        grubcfg.FROM_ENV: "grubenv-default",
+        grubcfg.FROM_GREENBOOT: "greenboot-fallback",
+        grubcfg.FROM_LITERAL: "grub.cfg",
+    }
+    source = sources.get(res.default_from, "grub.cfg")
     if match is None:
         r.problem(
             ProblemCode.SAVED_ENTRY_MISSING,
@@ -992,7 +1067,7 @@ def _boot_counting_fallback(r: _Reader, entries: list[bls.BlsEntry], default_ent
     """
     if not entries:
         return
-    newest = max(entries, key=functools.cmp_to_key(_by_version))
+    newest = max(entries, key=bls.cmp_to_key(_by_version))
     for e in entries:
         if e.tries_left == 0 and (e.id == default_entry or e is newest):
             r.problem(

@@ -31,3 +31,10 @@ standin
 # The grub-emu oracle's record (tests/fixtures/modern.py documents these fields).
 highlighted
 booted_linux
+# ostreewatch/_record.py: what dataclasses' functions read (_field_type, __dataclass_fields__) and
+# the frozen record's refusal to delete a field (__delattr__), all looked up by Python itself.
+_._field_type
+_.__delattr__
+_.__dataclass_fields__
+# ostreewatch/model.py: iterating ProblemCode (for code in model.ProblemCode) calls its metaclass' __iter__.
+__iter__
