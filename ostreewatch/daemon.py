@@ -46,6 +46,8 @@ class _Log:
     """The module's logger, looked up when used: `logging` is imported after READY=1."""
 
     def __getattr__(self, name: str) -> object:
+        import logging  # a no-op once _load_runtime() ran; before it, only a message that must be said pays
+
         return getattr(logging.getLogger("ostreewatch.daemon"), name)
 
 
