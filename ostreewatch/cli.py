@@ -347,7 +347,6 @@ def _bus_label(spec: str) -> str:
 
 def daemon_snapshot(bus: str, timeout: float = 10.0) -> tuple[Any, int, str] | None:
     """(snapshot, generation, version) from a running ostreewatchd on BUS; None when none owns the name."""
-    from . import service
     from .client import Client
 
     async def ask() -> tuple[Any, int, str] | None:
@@ -358,7 +357,7 @@ def daemon_snapshot(bus: str, timeout: float = 10.0) -> tuple[Any, int, str] | N
             props = await client.get_all()
         finally:
             client.close()
-        return service.snapshot_from_plain(props), int(props.get("Generation", 0)), str(props.get("Version", ""))
+        return model.snapshot_from_plain(props), int(props.get("Generation", 0)), str(props.get("Version", ""))
 
     return asyncio.run(asyncio.wait_for(ask(), timeout))
 

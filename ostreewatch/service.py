@@ -96,25 +96,6 @@ def unwrap(value: Any) -> Any:
     return value
 
 
-def snapshot_from_plain(props: dict[str, Any]) -> model.Snapshot:
-    """GetAll's plain values back into a model.Snapshot (unknown keys ignored, missing ones defaulted)."""
-    fields: dict[str, Any] = {}
-    for name in model.PROPERTY_SIGNATURES:
-        if name not in props:
-            continue
-        value = props[name]
-        if model.PROPERTY_SIGNATURES[name] == "a{sv}":
-            value = model.booted_root_items(value) if isinstance(value, dict) else ()
-        elif name in model.RECORDS:
-            cls, keys = model.RECORDS[name].cls, model.RECORDS[name].keys
-            value = tuple(
-                cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in item.items() if k in keys})
-                for item in value
-            )
-        fields[name] = value
-    return model.Snapshot(**fields)
-
-
 # --- the object -----------------------------------------------------------------------
 
 
