@@ -487,6 +487,22 @@ async def connect(spec: str) -> MessageBus:
         raise
 
 
+def watch_name(bus: MessageBus, acquired: Callable[[], None]) -> None:
+    """Call ACQUIRED when the bus gives this connection org.ostreewatch1 (its NameAcquired signal)."""
+
+    def handler(msg: Message) -> None:
+        if (
+            msg.message_type == MessageType.SIGNAL
+            and msg.sender == "org.freedesktop.DBus"
+            and msg.interface == "org.freedesktop.DBus"
+            and msg.member == "NameAcquired"
+            and msg.body == [BUS_NAME]
+        ):
+            acquired()
+
+    bus.add_message_handler(handler)
+
+
 async def own_name(bus: MessageBus) -> bool:
     """Ask for org.ostreewatch1 (queued if taken); True when we are the primary owner."""
     reply = await bus.request_name(BUS_NAME, NameFlag.NONE)
