@@ -242,6 +242,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             return 0
     try:
         snap = read_offline(args)
+    except errors.SysrootError as e:
+        if getattr(args, "sample", None):
+            print(f"ostreewatch: {e}", file=sys.stderr)
+        else:
+            host = "this machine is not an OSTree host: " if args.sysroot == "/" else ""
+            print(f"ostreewatch: {host}{e}; `ostreewatch status --sample` shows a bundled sample host", file=sys.stderr)
+        return 1
     except OstreewatchError as e:
         print(f"ostreewatch: {e}", file=sys.stderr)
         return 1
