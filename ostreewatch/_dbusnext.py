@@ -4,7 +4,7 @@ service.py (and through it client.py) use these instead of dbus-next's internals
 that a dbus-next upgrade is reviewed against this one module.
 
 dbus-next internals relied on (setup.cfg pins dbus-next==0.2.3;
-tests/test_service_dbusnext.py holds a digest of each and fails when the installed one
+tests/test_dbusnext.py holds a digest of each and fails when the installed one
 differs in any of them, and when service.py or client.py uses a private name at all):
 - dbus_next._private.marshaller.Marshaller (buffer, marshall(), align()): GetAll's body
   marshalled once per change (marshall_body), and PremarshalledReply's header.

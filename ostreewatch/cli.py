@@ -242,6 +242,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             return 0
     try:
         snap = read_offline(args)
+    except errors.SysrootError as e:
+        if getattr(args, "sample", None):
+            print(f"ostreewatch: {e}", file=sys.stderr)
+        else:
+            host = "this machine is not an OSTree host: " if args.sysroot == "/" else ""
+            print(f"ostreewatch: {host}{e}; `ostreewatch status --sample` shows a bundled sample host", file=sys.stderr)
+        return 1
     except OstreewatchError as e:
         print(f"ostreewatch: {e}", file=sys.stderr)
         return 1
@@ -347,7 +354,6 @@ def _bus_label(spec: str) -> str:
 
 def daemon_snapshot(bus: str, timeout: float = 10.0) -> tuple[Any, int, str] | None:
     """(snapshot, generation, version) from a running ostreewatchd on BUS; None when none owns the name."""
-    from . import service
     from .client import Client
 
     async def ask() -> tuple[Any, int, str] | None:
@@ -358,7 +364,7 @@ def daemon_snapshot(bus: str, timeout: float = 10.0) -> tuple[Any, int, str] | N
             props = await client.get_all()
         finally:
             client.close()
-        return service.snapshot_from_plain(props), int(props.get("Generation", 0)), str(props.get("Version", ""))
+        return model.snapshot_from_plain(props), int(props.get("Generation", 0)), str(props.get("Version", ""))
 
     return asyncio.run(asyncio.wait_for(ask(), timeout))
 

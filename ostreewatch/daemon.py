@@ -561,21 +561,7 @@ class Daemon:
             said_missing, backoff = False, 0.5
             self.bus = bus
             self.manager.attach(bus)
-            try:
-                owner = await service.own_name(bus)
-            except Exception as e:  # noqa: BLE001 - the daemon keeps serving without the name
-                owner = False
-                log.warning("RequestName failed: %s", e)
-            if owner:
-                self.journal.bus_connected(self.bus_address(), bus.unique_name or "")
-            else:
-                # One line: a second ostreewatchd on the same bus is not an error, it stands by.
-                self.journal.log(
-                    LOG_WARNING,
-                    f"{service.BUS_NAME} is owned by another connection on {self.bus_spec}: waiting for the name "
-                    "(this daemon takes over when that one releases it)",
-                    bus=self.bus_spec,
-                )
+            await self._own_name(service, bus)
             reason = "disconnected"
             try:
                 await bus.wait_for_disconnect()
@@ -589,6 +575,45 @@ class Daemon:
             assert self._stopping is not None
             shutting_down = self._stopping.is_set() or await system_stopping()
             self.journal.bus_lost(self.bus_spec, reason, shutting_down=shutting_down)
+
+    async def _own_name(self, service: Any, bus: Any) -> None:
+        """Ask for the bus name; when another connection holds it, one line now and one when it comes to us."""
+        # The bus sends NameAcquired before RequestName's reply when the name is free, and once the
+        # holder lets go when queued; that one may even be handled before this coroutine resumes.
+        queued = False
+        acquired_early = False
+
+        def acquired() -> None:
+            nonlocal acquired_early
+            if queued:
+                self.journal.log(
+                    LOG_INFO,
+                    f"{service.BUS_NAME} on {self.bus_spec}: the other connection released it, this daemon "
+                    "owns the name now and answers",
+                    bus=self.bus_spec,
+                )
+            else:
+                acquired_early = True
+
+        service.watch_name(bus, acquired)
+        try:
+            owner = await service.own_name(bus)
+        except Exception as e:  # noqa: BLE001 - the daemon keeps serving without the name
+            owner = False
+            log.warning("RequestName failed: %s", e)
+        if owner:
+            self.journal.bus_connected(self.bus_address(), bus.unique_name or "")
+            return
+        # One line: a second ostreewatchd on the same bus is not an error, it stands by.
+        self.journal.log(
+            LOG_WARNING,
+            f"{service.BUS_NAME} is owned by another connection on {self.bus_spec}: waiting for the name "
+            "(this daemon takes over when that one releases it)",
+            bus=self.bus_spec,
+        )
+        queued = True
+        if acquired_early:
+            acquired()
 
     async def _connect_retrying(self, service: Any) -> Any:
         """Connect; a socket just created may not be listening yet, so retry a few times."""

@@ -58,7 +58,7 @@ _SCALAR_PROPERTIES = (
 )
 
 # Every field a write-attempt record may carry (bootwrite fills them; the catalog entry and
-# docs/journal.md name each, tests/test_setdefault_audit.py keeps the three in step).
+# docs/journal.md name each, tests/test_audit.py keeps the three in step).
 WRITE_ATTEMPT_FIELDS = (
     "caller_uid",
     "caller_pid",

@@ -333,3 +333,22 @@ def key_signatures(property_name: str) -> dict[str, str]:
     if property_name == "BootedRoot":
         return BOOTED_ROOT_KEYS
     return RECORDS[property_name].keys
+
+
+def snapshot_from_plain(props: dict[str, Any]) -> Snapshot:
+    """GetAll's plain values back into a Snapshot (unknown keys ignored, missing ones defaulted)."""
+    values: dict[str, Any] = {}
+    for name in PROPERTY_SIGNATURES:
+        if name not in props:
+            continue
+        value = props[name]
+        if PROPERTY_SIGNATURES[name] == "a{sv}":
+            value = booted_root_items(value) if isinstance(value, dict) else ()
+        elif name in RECORDS:
+            cls, keys = RECORDS[name].cls, RECORDS[name].keys
+            value = tuple(
+                cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in item.items() if k in keys})
+                for item in value
+            )
+        values[name] = value
+    return Snapshot(**values)

@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 
-from . import bootplan, bootwrite, errors, model, runfiles, state
+from . import audit, authz, bootplan, bootwrite, errors, model, runfiles, state
 from .journal import Journal
 
 ENTRIES_LINK = "boot-loader-entries"  # RUNTIME_DIR/boot-loader-entries -> .ble.XXXX (the tree)
@@ -268,27 +268,22 @@ async def apply_request(paths: model.Paths, journal: Journal, efivars: str = boo
     entry = entry_for_request(snapshot, value)
     if snapshot.StagedDeployment:
         # ostree-finalize-staged rewrites and renumbers the entries at this same shutdown: an
-        # entry named now could boot another deployment. The audit record the writer makes for an
-        # error after authorization (logind's request is root's): failed.
+        # entry named now could boot another deployment. Audited as the writer audits: logind's
+        # request is root's, so authorization is granted and the refusal after it is "failed".
         error = errors.NotSupported(
             f"deployment {snapshot.StagedDeployment} is staged: ostree renumbers the entries when it "
             f"finalizes it at this shutdown, so {entry!r} is not set for the next boot"
         )
-        journal.write_attempt(
-            caller_uid=LOGIND_CALLER.uid,
-            caller_pid=LOGIND_CALLER.pid,
-            caller_bus_name="",
-            caller_unit=LOGIND_UNIT,
-            method=bootwrite.METHODS["next"],
-            entry=entry,
-            deployment="",
-            previous="",
-            new="",
-            bootloader=snapshot.Bootloader,
-            result="failed",
-            error=error.dbus_name,
-        )
-        raise error
+        method = bootwrite.METHODS["next"]
+        gate = authz.gate_for(LOGIND_CALLER, method)
+        record = audit.record(method, LOGIND_CALLER, snapshot, entry=entry)
+
+        async def refuse() -> None:
+            record["authorized_by"] = await gate.check({"method": method, "entry": entry})
+            raise error
+
+        await audit.Audit(journal).audited(record, gate, refuse)
+        raise error  # not reached: audited() journals the error and raises it again
     writer = bootwrite.BootWriter(paths, journal, efivars=efivars)
     await writer.set_entry("next", entry, LOGIND_CALLER, snapshot)
     # One shot: a second stop of the unit (or a daemon restart) must not write it again.

@@ -15,7 +15,7 @@ from . import _interface, errors, model
 
 # Written before READY=1 (ostreewatch/daemon.py): json, tempfile and typing would cost every boot
 # ~15 ms of imports (json's re and enum, tempfile's random and shutil), so the JSON text and
-# the temp file are made by hand here; tests/test_runstatus.py compares the text with json.dumps.
+# the temp file are made by hand here; tests/test_runfiles.py compares the text with json.dumps.
 TYPE_CHECKING = False  # mypy takes any TYPE_CHECKING as true
 if TYPE_CHECKING:
     from typing import Any

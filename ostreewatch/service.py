@@ -96,25 +96,6 @@ def unwrap(value: Any) -> Any:
     return value
 
 
-def snapshot_from_plain(props: dict[str, Any]) -> model.Snapshot:
-    """GetAll's plain values back into a model.Snapshot (unknown keys ignored, missing ones defaulted)."""
-    fields: dict[str, Any] = {}
-    for name in model.PROPERTY_SIGNATURES:
-        if name not in props:
-            continue
-        value = props[name]
-        if model.PROPERTY_SIGNATURES[name] == "a{sv}":
-            value = model.booted_root_items(value) if isinstance(value, dict) else ()
-        elif name in model.RECORDS:
-            cls, keys = model.RECORDS[name].cls, model.RECORDS[name].keys
-            value = tuple(
-                cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in item.items() if k in keys})
-                for item in value
-            )
-        fields[name] = value
-    return model.Snapshot(**fields)
-
-
 # --- the object -----------------------------------------------------------------------
 
 
@@ -504,6 +485,22 @@ async def connect(spec: str) -> MessageBus:
     except BaseException:
         close_bus(bus)
         raise
+
+
+def watch_name(bus: MessageBus, acquired: Callable[[], None]) -> None:
+    """Call ACQUIRED when the bus gives this connection org.ostreewatch1 (its NameAcquired signal)."""
+
+    def handler(msg: Message) -> None:
+        if (
+            msg.message_type == MessageType.SIGNAL
+            and msg.sender == "org.freedesktop.DBus"
+            and msg.interface == "org.freedesktop.DBus"
+            and msg.member == "NameAcquired"
+            and msg.body == [BUS_NAME]
+        ):
+            acquired()
+
+    bus.add_message_handler(handler)
 
 
 async def own_name(bus: MessageBus) -> bool:

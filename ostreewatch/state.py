@@ -167,7 +167,9 @@ class _Reader:
         try:
             base = self.root.resolve("ostree/deploy")
         except ReadRefused as e:
-            raise SysrootError(f"{self.paths.sysroot}: not an ostree sysroot (no ostree/deploy: {e})") from None
+            # e.path is inside the sysroot ("/ostree"): name it as the user gave the sysroot.
+            missing = os.path.join(self.paths.sysroot, e.path.lstrip("/"))
+            raise SysrootError(f"{self.paths.sysroot}: not an ostree sysroot ({missing}: {e.detail})") from None
         if not self.root.is_dir(base):
             raise SysrootError(f"{self.paths.sysroot}: not an ostree sysroot (ostree/deploy is not a directory)")
         try:

@@ -38,6 +38,7 @@ class ReadRefused(OstreewatchError):
         super().__init__(f"{path}: {detail or reason}")
         self.reason = reason
         self.path = path
+        self.detail = detail or reason
 
 
 def _split(path: str) -> list[str]:

@@ -141,3 +141,44 @@ def test_the_rules_allow_what_the_owners_do(tmp_path: Path) -> None:
     )
     done = subprocess.run([sys.executable, str(SCRIPT), str(pkg)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+# Test files not named after one module: what each is about instead (issue 20 point 9).
+TEST_TOPICS = {
+    "architecture": "docs/ARCHITECTURE.md against the code",
+    "bench": "bench/ and BENCHMARKS.md",
+    "catalog": "units/ostreewatch.catalog",
+    "fleet": "docs/fleet.md: the fleet's journal, Prometheus and textfile paths",
+    "grub": "GRUB itself (grub-emu, grub-mkconfig) as the oracle of the reader",
+    "hand": "the hand-written matchers of the start path",
+    "imports": "scripts/check-imports.py",
+    "infra": "scripts/ (run-tests.sh, lint.sh, the set-up)",
+    "install": "make install and the wheel",
+    "logind": "docs/logind.md: the logind bridge (rebootentry.py and its units)",
+    "modern": "hosts written by ostree 2025-2026 (DESIGN.md §1)",
+    "nspawn": "booted containers",
+    "readme": "README.md's commands",
+    "reliability": "bad input and crashes across the daemon",
+    "rpm": "packaging/rpm.spec",
+    "trees": "the cached trixie/sid trees",
+    "units": "units/ and the bus policy",
+}
+
+
+def _module_names() -> set[str]:
+    pkg = ROOT / "ostreewatch"
+    names = {p.stem.lstrip("_") for p in pkg.glob("*.py") if p.stem != "__init__"}
+    names |= {p.name for p in pkg.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    names |= {f"parse_{p.stem}" for p in (pkg / "parse").glob("*.py") if p.stem != "__init__"}
+    return names
+
+
+def test_test_files_are_named_after_their_module_or_a_topic() -> None:
+    modules = _module_names()
+    assert not modules & set(TEST_TOPICS), "a topic that is a module name: name the file after the module"
+    stray = []
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        name = path.stem[len("test_") :]
+        if not any(name == m or name.startswith(m + "_") for m in modules | set(TEST_TOPICS)):
+            stray.append(path.name)
+    assert not stray, f"name these after the module they test (or add a topic to TEST_TOPICS): {stray}"

@@ -171,7 +171,8 @@ def test_grubenv_symlink_escaping_sysroot_stays_inside(sysroot: str, tmp_path: A
 
 
 def test_grub_static_config_next_not_supported(sysroot: str) -> None:
-    # SetDefaultEntry on a static grub.cfg reorders deployments instead (tests/test_setdefault.py, on a tmpfs).
+    # SetDefaultEntry on a static grub.cfg reorders deployments instead
+    # (tests/test_bootwrite_e2e_deployment.py, on a tmpfs).
     env = seed_grub(sysroot, cfg=GRUB_CFG_STATIC)
     before = read(env)
     journal = RecordingJournal()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -155,6 +156,20 @@ def test_not_ostree_exit_1(tmp_path: Path, make: str) -> None:
     assert p.stdout == ""
     assert len(p.stderr.splitlines()) == 1 and p.stderr.startswith("ostreewatch: ")
     assert "Traceback" not in p.stderr
+    # Every path it names is the one given (or under it), and it points at the bundled sample.
+    assert str(target) in p.stderr and "`ostreewatch status --sample`" in p.stderr
+    assert all(path.startswith(str(target)) for path in re.findall(r"(?<![\w`-])/[\w/.-]+", p.stderr)), p.stderr
+
+
+@pytest.mark.unit
+def test_a_machine_that_is_no_ostree_host_says_so() -> None:
+    p = cli(["status", "--offline"])
+    if os.path.isdir("/ostree/deploy"):  # an OSTree host: it reads it (the suite runs on Debian, which is none)
+        assert p.returncode == 0, p.stderr
+        return
+    assert p.returncode == 1 and len(p.stderr.splitlines()) == 1
+    assert p.stderr.startswith("ostreewatch: this machine is not an OSTree host: /: not an ostree sysroot (/ostree: ")
+    assert "`ostreewatch status --sample`" in p.stderr
 
 
 @pytest.mark.unit

@@ -121,7 +121,13 @@ def test_a_second_daemon_says_in_one_line_that_it_waits_for_the_name(
     lines = [line for line in second.stderr_text().splitlines() if "org.ostreewatch1" in line]
     assert len(lines) == 1 and "is owned by another connection" in lines[0] and "waiting for the name" in lines[0]
     assert "Traceback" not in second.stderr_text() and second.alive()
-    # The first one leaves: the second takes the name and serves.
+    # The first one leaves: the second takes the name, says so in one line more, and serves.
     first.stop()
     second.wait_name()
     assert second.get_property("Version") == __version__
+    deadline = time.monotonic() + 30  # a wait limit, not a timed assertion
+    while "owns the name now" not in second.stderr_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = [line for line in second.stderr_text().splitlines() if "org.ostreewatch1" in line]
+    assert len(lines) == 2 and "released it, this daemon owns the name now" in lines[1], lines
+    assert "PRIORITY=6" in lines[1]  # info: the stand-by ended as intended

@@ -458,7 +458,7 @@ def test_run_tests_fails_when_no_tests_are_collected() -> None:
         (["tests/test_model.py"], False, False),
         (["tests/test_nspawn.py"], True, False),
         (["tests/test_modern_state.py::test_boot_counting_names_of_ostree_2026"], False, True),
-        (["tests/test_setdefault.py"], False, True),  # through tests/fixtures/modern.py
+        (["tests/test_bootwrite_e2e_deployment.py"], False, True),  # through tests/fixtures/modern.py
         ([], True, True),  # the whole suite
     ],
 )

@@ -152,10 +152,10 @@ def test_daemon_keeps_the_entries_in_menu_order_and_in_step(
 # --- at shutdown: logind's request becomes next_entry, audited, through SetNextEntry's path ------
 
 
-def apply(sr: OstreeSysroot, *extra: str) -> subprocess.CompletedProcess:
+def apply(sr: OstreeSysroot, *extra: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     p = sr.paths()
     return subprocess.run(
-        [*DAEMON, "--sysroot", p.sysroot, "--mountinfo", p.mountinfo, "--cmdline", p.cmdline, "--run", p.run]
+        [*prefix, *DAEMON, "--sysroot", p.sysroot, "--mountinfo", p.mountinfo, "--cmdline", p.cmdline, "--run", p.run]
         + ["--apply-reboot-entry", *extra],
         capture_output=True,
         text=True,
@@ -182,7 +182,8 @@ def test_apply_writes_next_entry_once(sysroot_3: OstreeSysroot, name: str) -> No
     assert r.returncode == 0 and "no boot loader entry was requested" in r.stderr
 
 
-def test_apply_refuses_an_unknown_entry_and_a_staged_deployment(sysroot_3: OstreeSysroot) -> None:
+def test_apply_refuses_an_unknown_entry_and_a_staged_deployment(sysroot_3: OstreeSysroot, journald: Any) -> None:
+    from ostreewatch import errors, journal
     from tests.fixtures.oracles import glib_serialize
 
     sysroot_3.write_grub()
@@ -190,7 +191,7 @@ def test_apply_refuses_an_unknown_entry_and_a_staged_deployment(sysroot_3: Ostre
     request = Path(paths.run, "systemd", "reboot-to-boot-loader-entry")
     request.parent.mkdir()
     request.write_text("no-such-entry")
-    r = apply(sysroot_3)
+    r = apply(sysroot_3, prefix=tuple(journald.prefix()))
     assert r.returncode == 1 and "no-such-entry" in r.stderr, r.stderr
     assert "next_entry" not in grubenv(sysroot_3)
     # A staged deployment: ostree renumbers the entries at this shutdown; nothing is written.
@@ -205,9 +206,21 @@ def test_apply_refuses_an_unknown_entry_and_a_staged_deployment(sysroot_3: Ostre
         )
     )
     request.write_text("ostree-2-fedora")
-    r = apply(sysroot_3)
+    r = apply(sysroot_3, prefix=tuple(journald.prefix()))
     assert r.returncode == 1 and "staged" in r.stderr, r.stderr
     assert "next_entry" not in grubenv(sysroot_3)
+    # Both audited through audit.py, as SetNextEntry's calls are: the unknown entry refused before
+    # authorization (invalid), the staged deployment after it (failed; logind's request is root's).
+    # Both processes have ended: journald.read's sync has their records.
+    unknown, staged = journald.read(MESSAGE_ID=journal.MESSAGE_ID_WRITE_ATTEMPT)
+    assert (unknown["OSTREEWATCH_RESULT"], unknown["OSTREEWATCH_ENTRY"]) == ("invalid", "no-such-entry")
+    assert staged["OSTREEWATCH_RESULT"] == "failed" and staged["OSTREEWATCH_ENTRY"] == "ostree-2-fedora"
+    assert staged["OSTREEWATCH_ERROR"] == errors.NotSupported.dbus_name
+    assert staged["OSTREEWATCH_AUTHORIZED_BY"] == "uid 0"
+    for rec in (unknown, staged):
+        assert rec["OSTREEWATCH_METHOD"] == "SetNextEntry" and rec["OSTREEWATCH_CALLER_UNIT"] == rebootentry.LOGIND_UNIT
+    fields = {k for k in staged if k.startswith("OSTREEWATCH_")}
+    assert fields == {k for k in unknown if k.startswith("OSTREEWATCH_")} | {"OSTREEWATCH_AUTHORIZED_BY"}
 
 
 def test_entry_ids_match_as_logind_matches() -> None:

@@ -337,7 +337,7 @@ def test_publish_emits_properties_changed_once_and_typed_signals(bus: Any) -> No
             served.manager.publish(SNAP2, 8, ch)
             after = await client.get_all()  # GetAll is served from a cache: it must follow publish()
             assert after["DefaultEntry"] == "extra" and after["Generation"] == 8
-            assert service.snapshot_from_plain(after) == SNAP2
+            assert model.snapshot_from_plain(after) == SNAP2
             for _ in range(100):
                 if len(got) >= 5:
                     break
@@ -419,7 +419,7 @@ def test_nobody_receives_signals(bus: Any) -> None:
 
 def test_getall_values_round_trip_to_the_snapshot() -> None:
     for snap in (SNAP1, SNAP2, model.Snapshot()):
-        assert service.snapshot_from_plain(service.unwrap(service.snapshot_values(snap))) == snap
+        assert model.snapshot_from_plain(service.unwrap(service.snapshot_values(snap))) == snap
 
 
 def test_properties_errors_are_named_and_short(bus: Any) -> None:

@@ -1,4 +1,5 @@
-"""The polkit path with a REAL polkitd: a rule grants uid 65534, another user stays refused.
+"""authz.py's polkit path with a REAL polkitd: a rule grants uid 65534, another user stays refused
+(SetDefaultEntry, SetNextEntry and Reload on a grub sysroot; SetDefaultDeployment reordering a real one).
 
 polkitd (Debian's polkitd 122) reads its actions and rules from fixed paths, so
 it runs in a private mount namespace where those two directories are temp
@@ -10,6 +11,7 @@ it over D-Bus (CheckAuthorization for the caller's unique name).
 
 from __future__ import annotations
 
+import os
 import pathlib
 import subprocess
 from typing import Any
@@ -17,9 +19,10 @@ from typing import Any
 import pytest
 
 from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
-from tests.fixtures.bootwrite import copy_sysroot, grubenv_list, seed_grub, template
+from tests.fixtures.bootwrite import copy_sysroot, grubenv_list, host, seed_grub, template
 from tests.fixtures.polkit import call_as, polkit_dirs, polkitd
 from tests.fixtures.published import dbus_send, setpriv
+from tests.fixtures.sysroots import OstreeSysroot, parse_admin_status
 
 DEST = (BUS_NAME, OBJECT_PATH, INTERFACE)
 WAIT = 30.0
@@ -67,3 +70,19 @@ def test_polkit_rule_grants_nobody_only(polkitd: Any, daemon_factory: Any, grub_
     r = call_as(65534, bus, "SetDefaultEntry", "ostree-1-test")
     assert r.returncode == 0, r.stderr
     assert grubenv_list(env)["saved_entry"] == "ostree-1-test"
+
+
+def test_polkit_granted_user_reorders_the_other_is_refused(
+    polkitd: Any, daemon_factory: Any, host: OstreeSysroot
+) -> None:
+    bus = polkitd
+    d = daemon_factory(bus, host.path, env={"OSTREE_SYSROOT_DEBUG": "mutable-deployments"})
+    d.wait_name(30)
+    order = [x.id for x in parse_admin_status(host.admin("status").stdout)]
+    r = call_as(1, bus, "SetDefaultDeployment", order[1], timeout=120)
+    assert "org.freedesktop.DBus.Error.AccessDenied" in r.stderr and "polkit said no" in r.stderr, r.stderr
+    assert [x.id for x in parse_admin_status(host.admin("status").stdout)] == order
+    r = call_as(65534, bus, "SetDefaultDeployment", order[1], timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert [x.id for x in parse_admin_status(host.admin("status").stdout)] == [order[1], order[0], order[2]]
+    assert os.path.basename(r.stdout.split('"')[1]) == d.get_property("DefaultEntry")
