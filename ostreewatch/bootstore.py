@@ -17,7 +17,6 @@ import stat
 from dataclasses import dataclass, replace
 
 from . import bootoutcome
-from ._writehelper import atomic_replace
 from .errors import OstreewatchError
 
 FILE_NAME = "boots"
@@ -125,6 +124,8 @@ def _set_aside(directory: str, reason: str) -> Loaded:
 
 def save(directory: str, boots: list[StoredBoot]) -> None:
     """Replace the file by BOOTS, crash-safe. Raises OSError."""
+    from ._writehelper import atomic_replace  # ctypes and friends: not before the daemon's READY=1
+
     atomic_replace(os.path.join(directory, FILE_NAME), encode(boots))
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 # a callback would hold the loop). The D-Bus side (dbus_next, the service, the boot writer) is
 # not needed before READY=1 and is imported after it, in a thread (_load_bus_side): every
 # millisecond before READY=1 is one of every boot, since the unit orders before local-fs.target.
-from . import __version__, changes, errors, layout, model, runfiles, state, textfile
+from . import __version__, boottracker, changes, errors, layout, model, runfiles, state, textfile
 from .journal import LOG_NOTICE, LOG_WARNING, Journal
 from .parse.busaddress import parse_address
 from .watcher import PathWaiter, Watcher
@@ -118,8 +118,10 @@ class Daemon:
         journal: Journal | None = None,
         textfile_dir: str | None = None,
         runtime_dir: str | None = None,
+        boots: boottracker.BootTracker | None = None,
     ) -> None:
         self.paths = paths
+        self.boots = boots
         self.textfile_dir = textfile_dir
         self.runtime_dir = runtime_dir or None
         self.bus_spec = bus_spec
@@ -165,6 +167,10 @@ class Daemon:
         if only_mounts and fingerprint is not None and fingerprint == self._mount_fingerprint:
             return None
         snapshot = state.read_snapshot(self.paths)
+        if self.boots is not None:
+            snapshot = self.boots.decorate(snapshot)
+        else:
+            snapshot = boottracker.with_assessment(snapshot, sysroot=self.paths.sysroot)
         # Taken before the read: a mount change racing the read makes the next wakeup read again.
         self._mount_fingerprint = fingerprint
         return snapshot
@@ -278,6 +284,7 @@ class Daemon:
             self.manager.publish(new, self.generation, diff)
         self.journal.changed(old, new, diff, self.generation)
         self._export_textfile()
+        self._expect(new)
         for problem in diff.problems_appeared:
             self.journal.problem_appeared(problem)
         for problem in diff.problems_cleared:
@@ -334,6 +341,49 @@ class Daemon:
                 self._bridge.clear()
         except OSError as e:
             log.warning("cannot remove %s in %s: %s", runfiles.STATUS_FILE, self.runtime_dir, e)
+
+    # -- boot records (docs/boot-outcome.md) --
+
+    def _begin_boots(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Write this boot's record (judged with the first snapshot) in the records thread, then journal it."""
+        boots = self.boots
+        if boots is None:
+            return
+
+        def done(fut: concurrent.futures.Future[Any]) -> None:
+            loop.call_soon_threadsafe(self._boots_judged, fut)
+
+        boots.submit(boots.persist).add_done_callback(done)
+        self._expect(self.snapshot)
+
+    def _boots_judged(self, fut: concurrent.futures.Future[Any]) -> None:
+        try:
+            record, new = fut.result()
+        except Exception:  # noqa: BLE001 - a bug in the records must not stop the daemon
+            log.exception("judging this boot failed")
+            return
+        if record is not None and new:
+            self.journal.boot_outcome(record)
+        if self._stopping is not None and not self._stopping.is_set():
+            self.request_scan()  # a failed write is a problem to publish; otherwise nothing changes
+
+    def _expect(self, snapshot: model.Snapshot) -> None:
+        """Write down what the boot loader will boot next, in the records thread (never on the loop)."""
+        boots, loop = self.boots, self._loop
+        if boots is None or loop is None:
+            return
+
+        def done(fut: concurrent.futures.Future[Any]) -> None:
+            if fut.exception() is None and fut.result():
+                loop.call_soon_threadsafe(self._records_changed)
+            elif fut.exception() is not None:
+                log.error("writing the boot expectation failed: %s", fut.exception())
+
+        boots.submit(boots.expect, snapshot).add_done_callback(done)
+
+    def _records_changed(self) -> None:
+        if self._stopping is not None and not self._stopping.is_set():
+            self.request_scan()
 
     # -- node_exporter textfile (docs/fleet.md) --
 
@@ -496,6 +546,7 @@ class Daemon:
         self._export_textfile()
         for problem in self.snapshot.Problems:
             self.journal.problem_appeared(problem)
+        self._begin_boots(loop)
         self._ready = True
         sd_notify("READY=1\nSTATUS=" + status_line(self.snapshot))
         if self.watcher is not None and self.watcher.mount_probe_note:
@@ -576,6 +627,8 @@ class Daemon:
         self._executor.shutdown(wait=False, cancel_futures=True)
         await asyncio.get_running_loop().run_in_executor(None, self._remove_textfile)
         await asyncio.get_running_loop().run_in_executor(None, self._remove_runfiles)
+        if self.boots is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.boots.close)
 
 
 # --- command line ----------------------------------------------------------------------
@@ -659,6 +712,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="make the entry systemd-logind wrote to RUN/systemd/reboot-to-boot-loader-entry the next boot's, "
         "as SetNextEntry does, then exit (ExecStop= of ostreewatch-reboot-entry.service; docs/logind.md)",
     )
+    p.add_argument(
+        "--state-dir",
+        default=None,
+        metavar="DIR",
+        help="where the boot records are kept (default: $STATE_DIRECTORY, which the unit's StateDirectory= "
+        'sets, else /var/lib/ostreewatch; "" keeps none)',
+    )
+    p.add_argument(
+        "--boot-id-file",
+        default="/proc/sys/kernel/random/boot_id",
+        metavar="FILE",
+        help="this boot's id (default: /proc/sys/kernel/random/boot_id)",
+    )
     return p
 
 
@@ -679,6 +745,18 @@ def _sample_paths(name: str) -> model.Paths:
     return sample.paths_for(name)
 
 
+def _boots(args: argparse.Namespace, paths: model.Paths) -> boottracker.BootTracker | None:
+    """The boot records keeper (docs/boot-outcome.md); None with --state-dir "" or a sample host."""
+    state_dir = args.state_dir
+    if state_dir is None:
+        if args.sample:
+            return None  # a sample is not this machine's boot: keep no records unless asked
+        state_dir = (os.environ.get("STATE_DIRECTORY") or "").split(":")[0] or "/var/lib/ostreewatch"
+    if not state_dir:
+        return None
+    return boottracker.BootTracker(state_dir, args.boot_id_file, paths.sysroot)
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper()),
@@ -693,7 +771,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_bus_spec(args.bus)
         paths = _paths(args)
-        daemon = Daemon(paths, args.bus, args.debounce_ms, textfile_dir=args.textfile_dir, runtime_dir=args.runtime_dir)
+        daemon = Daemon(
+            paths,
+            args.bus,
+            args.debounce_ms,
+            textfile_dir=args.textfile_dir,
+            runtime_dir=args.runtime_dir,
+            boots=_boots(args, paths),
+        )
     except (errors.OstreewatchError, ImportError, OSError) as e:
         print(f"ostreewatchd: {e}", file=sys.stderr)
         return 1

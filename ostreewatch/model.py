@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _interface
+from .bootoutcome import BOOT_RECORD_KEYS, GREENBOOT_VARS
+from .bootoutcome import BootRecord as BootRecord  # BootHistory's records; the service builds them back
 from .parse.bls import EntryKeys
 
 
@@ -111,6 +113,14 @@ BOOTED_ROOT_OSTREE_KEYS: dict[str, str] = {
     "transient-etc": "transient_etc",
 }
 
+# BootAssessment (docs/boot-outcome.md): greenboot's grubenv variables where set, and boot
+# counting's tries per counted entry (entry id -> count), as bootctl names them.
+BOOT_ASSESSMENT_KEYS: dict[str, str] = {
+    **{name: "s" for name in GREENBOOT_VARS},
+    "tries_left": "a{si}",
+    "tries_done": "a{si}",
+}
+
 # Where DefaultEntry comes from (docs/default-entry.md, "Reading the default").
 DEFAULT_ENTRY_SOURCES = (
     "saved_entry",
@@ -203,6 +213,9 @@ class Snapshot:
     BootEntries: tuple[BootEntry, ...] = ()
     Mounts: tuple[Mount, ...] = ()
     Problems: tuple[Problem, ...] = ()
+    LastBoot: tuple[tuple[str, Any], ...] = ()  # (key, value) pairs in BOOT_RECORD_KEYS order
+    BootHistory: tuple[BootRecord, ...] = ()  # newest first
+    BootAssessment: tuple[tuple[str, Any], ...] = ()  # (key, value) pairs in BOOT_ASSESSMENT_KEYS order
 
 
 @dataclass(frozen=True)
@@ -221,7 +234,13 @@ PROPERTY_SIGNATURES: dict[str, str] = {
     name: sig for name, sig in _interface.PROPERTIES.items() if name not in ("Generation", "Version")
 }
 
-_KEYS_OF = {Deployment: DEPLOYMENT_KEYS, BootEntry: BOOT_ENTRY_KEYS, Mount: MOUNT_KEYS, Problem: PROBLEM_KEYS}
+_KEYS_OF = {
+    Deployment: DEPLOYMENT_KEYS,
+    BootEntry: BOOT_ENTRY_KEYS,
+    Mount: MOUNT_KEYS,
+    Problem: PROBLEM_KEYS,
+    BootRecord: BOOT_RECORD_KEYS,
+}
 
 
 def record_to_dict(record: Any) -> dict[str, Any]:
@@ -238,7 +257,7 @@ def snapshot_to_plain(snapshot: Snapshot) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for field in dataclasses.fields(snapshot):
         value = getattr(snapshot, field.name)
-        if field.name == "BootedRoot":
+        if PROPERTY_SIGNATURES[field.name] == "a{sv}":
             value = dict(value)
         elif isinstance(value, tuple):
             value = [record_to_dict(item) for item in value]
@@ -251,6 +270,11 @@ def booted_root_items(values: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple((k, values[k]) for k in BOOTED_ROOT_KEYS if k in values)
 
 
+def dict_items(property_name: str, values: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """An a{sv} property's dictionary as the snapshot keeps it: known keys only, in their declared order."""
+    return tuple((k, values[k]) for k in key_signatures(property_name) if k in values)
+
+
 def key_signatures(property_name: str) -> dict[str, str]:
     """The a{sv} key signatures of an aa{sv} (or a{sv}) property."""
     return {
@@ -259,4 +283,7 @@ def key_signatures(property_name: str) -> dict[str, str]:
         "BootEntries": BOOT_ENTRY_KEYS,
         "Mounts": MOUNT_KEYS,
         "Problems": PROBLEM_KEYS,
+        "LastBoot": BOOT_RECORD_KEYS,
+        "BootHistory": BOOT_RECORD_KEYS,
+        "BootAssessment": BOOT_ASSESSMENT_KEYS,
     }[property_name]

@@ -93,7 +93,7 @@ def snapshot_values(snapshot: model.Snapshot) -> dict[str, Any]:
         value = getattr(snapshot, name)
         if sig == "aa{sv}":
             value = [_record_variants(r) for r in value]
-        elif sig == "a{sv}":  # BootedRoot: (key, value) pairs, each key typed by model.key_signatures
+        elif sig == "a{sv}":  # (key, value) pairs, each key typed by model.key_signatures
             sigs = model.key_signatures(name)
             value = {k: Variant(sigs[k], v) for k, v in value}
         out[name] = value
@@ -118,6 +118,7 @@ def snapshot_from_plain(props: dict[str, Any]) -> model.Snapshot:
         "BootEntries": model.BootEntry,
         "Mounts": model.Mount,
         "Problems": model.Problem,
+        "BootHistory": model.BootRecord,
     }
     fields: dict[str, Any] = {}
     for name in model.PROPERTY_SIGNATURES:
@@ -125,7 +126,7 @@ def snapshot_from_plain(props: dict[str, Any]) -> model.Snapshot:
             continue
         value = props[name]
         if model.PROPERTY_SIGNATURES[name] == "a{sv}":
-            value = model.booted_root_items(value) if isinstance(value, dict) else ()
+            value = model.dict_items(name, value) if isinstance(value, dict) else ()
         elif name in records:
             cls = records[name]
             keys = model.key_signatures(name)
