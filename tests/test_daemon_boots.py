@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ostreewatch import bootstore
+from ostreewatch import bootstore, journal
 from tests.fixtures.sysroots import OstreeSysroot
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,8 +45,8 @@ def plain(value: Any) -> Any:
 class Host:
     """One sysroot and its state directory, booted again and again."""
 
-    def __init__(self, sr: OstreeSysroot, tmp: Path, bus: Any, factory: Any) -> None:
-        self.sr, self.tmp, self.bus, self.factory = sr, tmp, bus, factory
+    def __init__(self, sr: OstreeSysroot, tmp: Path, bus: Any, factory: Any, prefix: tuple[str, ...] = ()) -> None:
+        self.sr, self.tmp, self.bus, self.factory, self.prefix = sr, tmp, bus, factory, prefix
         self.state = tmp / "state"
         self.grubenv = sr.write_grub()
         self.n = 0
@@ -78,6 +78,7 @@ class Host:
             mountinfo=str(d / "mountinfo"),
             cmdline=str(d / "cmdline"),
             extra_args=["--state-dir", str(self.state), "--boot-id-file", str(d / "boot_id")],
+            prefix=self.prefix,
         )
         self.d.wait_name()
         wait("LastBoot", lambda: self.last().get("boot_id") == b)
@@ -251,3 +252,26 @@ def test_no_state_dir_keeps_no_records(sysroot_3: OstreeSysroot, system_bus: Any
     d.wait_name()
     assert d.get_property("LastBoot") == {} and d.get_property("BootHistory") == []
     assert not os.path.exists(os.path.join(d.tmp, "state"))
+
+
+def test_one_journal_record_per_boot(
+    sysroot_3: OstreeSysroot, tmp_path: Path, system_bus: Any, daemon_factory: Any, journald: Any
+) -> None:
+    """In a real systemd-journald: one boot-outcome record per boot, none for a restart within a boot."""
+    h = Host(sysroot_3, tmp_path, system_bus, daemon_factory, prefix=tuple(journald.prefix()))
+    h.boot(0)
+    h.boot(1)
+    h.boot(1, same_boot=True)
+    h.d.stop()
+    journald.wait_for(MESSAGE_ID=journal.MESSAGE_ID_STOPPING, timeout=30)
+    records = journald.wait_for(MESSAGE_ID=journal.MESSAGE_ID_BOOT_OUTCOME, timeout=30)
+    assert [r["OSTREEWATCH_BOOT_ID"] for r in records] == [h.boot_id(1), h.boot_id(2)]
+    first, second = records
+    assert first["OSTREEWATCH_BOOT_OUTCOME"] == "first-record" and first["PRIORITY"] == "6"
+    assert second["OSTREEWATCH_BOOT_OUTCOME"] == "other-entry" and second["PRIORITY"] == "5"
+    assert second["OSTREEWATCH_PREVIOUS_BOOT_ID"] == h.boot_id(1)
+    assert second["OSTREEWATCH_BOOTED_DEPLOYMENT"] == sysroot_3.admin_status()[1].id
+    assert second["OSTREEWATCH_EXPECTED_DEPLOYMENT"] == sysroot_3.admin_status()[0].id
+    assert second["OSTREEWATCH_EXPECTED_ENTRY"] and second["OSTREEWATCH_BOOTED_ENTRY"]
+    assert second["OSTREEWATCH_FINALIZE_FAILED"] == "no" and "menu choice" in second["OSTREEWATCH_REASON"]
+    assert second["MESSAGE"].startswith(f"Boot {h.boot_id(2)}: other-entry. ")
