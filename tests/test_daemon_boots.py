@@ -275,3 +275,31 @@ def test_one_journal_record_per_boot(
     assert second["OSTREEWATCH_EXPECTED_ENTRY"] and second["OSTREEWATCH_BOOTED_ENTRY"]
     assert second["OSTREEWATCH_FINALIZE_FAILED"] == "no" and "menu choice" in second["OSTREEWATCH_REASON"]
     assert second["MESSAGE"].startswith(f"Boot {h.boot_id(2)}: other-entry. ")
+
+
+def test_unusable_boot_id_or_state_dir_is_a_problem_not_a_crash(
+    sysroot_3: OstreeSysroot, tmp_path: Path, system_bus: Any, daemon_factory: Any
+) -> None:
+    bad_id = tmp_path / "boot_id"
+    bad_id.write_text("not a boot id\n")
+    d = daemon_factory(system_bus, sysroot_3.paths(), extra_args=["--boot-id-file", str(bad_id)])
+    d.wait_name()
+    problems = {p["code"]: p for p in plain(d.get_property("Problems"))}
+    assert "not a boot id" in problems["boot-record-failed"]["message"]
+    assert d.get_property("LastBoot") == {} and d.alive()
+    d.stop()
+    # The state directory is a file: nothing can be written; the state is still published.
+    state_file = tmp_path / "state"
+    state_file.write_text("")
+    good_id = tmp_path / "good_id"
+    good_id.write_text("0123456789abcdef0123456789abcdef\n")
+    d = daemon_factory(
+        system_bus, sysroot_3.paths(), extra_args=["--state-dir", str(state_file), "--boot-id-file", str(good_id)]
+    )
+    d.wait_name()
+    wait(
+        "boot-record-failed",
+        lambda: "boot-record-failed" in [p["code"] for p in plain(d.get_property("Problems"))],
+    )
+    assert plain(d.get_property("LastBoot"))["outcome"] == "first-record" and d.alive()
+    assert len(d.get_property("Deployments")) == 3
