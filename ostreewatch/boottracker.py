@@ -91,21 +91,28 @@ def tries_of(snapshot: model.Snapshot) -> dict[str, tuple[int, int]]:
     return out
 
 
-def assessment(grubenv: dict[str, str], tries: dict[str, tuple[int, int]]) -> tuple[tuple[str, Any], ...]:
+def assessment(
+    grubenv: dict[str, str], tries: dict[str, tuple[int, int]], boot_complete: bool | None = None
+) -> tuple[tuple[str, Any], ...]:
     """BootAssessment's (key, value) pairs (model.BOOT_ASSESSMENT_KEYS)."""
     values: dict[str, Any] = {k: grubenv[k] for k in bootoutcome.GREENBOOT_VARS if k in grubenv}
     values["tries_left"] = {k: v[0] for k, v in tries.items()}
     values["tries_done"] = {k: v[1] for k, v in tries.items()}
+    if boot_complete is not None:
+        values["boot_complete"] = boot_complete
     return model.dict_items("BootAssessment", values)
 
 
 def with_assessment(
-    snapshot: model.Snapshot, grubenv: dict[str, str] | None = None, sysroot: str = "/"
+    snapshot: model.Snapshot,
+    grubenv: dict[str, str] | None = None,
+    sysroot: str = "/",
+    boot_complete: bool | None = None,
 ) -> model.Snapshot:
     """SNAPSHOT with BootAssessment filled in (GRUBENV, else read under SYSROOT)."""
     if grubenv is None:
         grubenv = read_grubenv(sysroot)
-    return dataclasses.replace(snapshot, BootAssessment=assessment(grubenv, tries_of(snapshot)))
+    return dataclasses.replace(snapshot, BootAssessment=assessment(grubenv, tries_of(snapshot), boot_complete))
 
 
 def _entry_deployment(snapshot: model.Snapshot, entry_id: str) -> str:
@@ -174,7 +181,7 @@ class BootTracker:
 
     # -- the scan thread --
 
-    def decorate(self, snapshot: model.Snapshot) -> model.Snapshot:
+    def decorate(self, snapshot: model.Snapshot, boot_complete: bool | None = None) -> model.Snapshot:
         """SNAPSHOT with the boot properties and problems added; the first call also judges this boot."""
         if not self._began:
             # With the first snapshot, before READY=1: ostree-boot-complete.service, ordered after
@@ -214,6 +221,7 @@ class BootTracker:
                 Problems=snapshot.Problems + tuple(problems),
             ),
             grubenv,
+            boot_complete=boot_complete,
         )
 
     @staticmethod

@@ -153,6 +153,7 @@ class Daemon:
         self._runfiles_executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="runfiles")
         self._runtime_dir_ok = False
         self._bridge: Any = None  # rebootentry.Bridge, once the bus side is loaded (it imports bootwrite)
+        self._boot_complete: bool | None = None  # boot-complete.target reached, as systemd says; None: unknown
 
     # -- scanning --
 
@@ -168,9 +169,11 @@ class Daemon:
             return None
         snapshot = state.read_snapshot(self.paths)
         if self.boots is not None:
-            snapshot = self.boots.decorate(snapshot)
+            snapshot = self.boots.decorate(snapshot, self._boot_complete)
         else:
-            snapshot = boottracker.with_assessment(snapshot, sysroot=self.paths.sysroot)
+            snapshot = boottracker.with_assessment(
+                snapshot, sysroot=self.paths.sysroot, boot_complete=self._boot_complete
+            )
         # Taken before the read: a mount change racing the read makes the next wakeup read again.
         self._mount_fingerprint = fingerprint
         return snapshot
@@ -499,6 +502,7 @@ class Daemon:
             except Exception as e:  # noqa: BLE001 - the daemon keeps serving without the name
                 owner = False
                 log.warning("RequestName failed: %s", e)
+            self._tasks.append(asyncio.ensure_future(self._watch_boot_complete(service, bus)))
             if owner:
                 self.journal.bus_connected(self.bus_address(), bus.unique_name or "")
             else:
@@ -514,6 +518,22 @@ class Daemon:
             service.close_bus(bus)  # else the daemon keeps the old connection, and our name with it
             self.bus = None
             self.journal.bus_lost(self.bus_spec, reason)
+
+    async def _watch_boot_complete(self, service: Any, bus: Any) -> None:
+        """BootAssessment's boot_complete: boot-complete.target's state, from systemd on this bus."""
+
+        def on_state(active_state: str) -> None:
+            complete = active_state == "active"
+            if complete != self._boot_complete:
+                self._boot_complete = complete
+                if self._stopping is not None and not self._stopping.is_set():
+                    self.request_scan()
+
+        try:
+            await service.watch_unit_active(bus, "boot-complete.target", on_state)
+        except (errors.OstreewatchError, asyncio.TimeoutError, OSError) as e:
+            # No systemd on this bus (a test's private bus): boot_complete stays unknown.
+            log.debug("boot-complete.target cannot be watched: %s", e)
 
     async def _connect_retrying(self, service: Any) -> Any:
         """Connect; a socket just created may not be listening yet, so retry a few times."""

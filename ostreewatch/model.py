@@ -119,6 +119,7 @@ BOOT_ASSESSMENT_KEYS: dict[str, str] = {
     **{name: "s" for name in GREENBOOT_VARS},
     "tries_left": "a{si}",
     "tries_done": "a{si}",
+    "boot_complete": "b",  # boot-complete.target reached in this boot (systemd over D-Bus); absent when unknown
 }
 
 # Where DefaultEntry comes from (docs/default-entry.md, "Reading the default").

@@ -258,6 +258,14 @@ def test_boot_records_under_the_unit(guest: Container) -> None:
     assert f"Subject: Boot {boot_id} turned out first-record" in text and "@OSTREEWATCH_" not in text, text
 
 
+def test_boot_complete_is_asked_from_systemd(guest: Container) -> None:
+    """BootAssessment's boot_complete follows boot-complete.target, as PID 1 reports it over D-Bus."""
+    assert guest.show("boot-complete.target", "ActiveState")["ActiveState"] == "inactive"
+    guest.wait_for("boot_complete false", lambda: unwrap(prop(guest, "BootAssessment")).get("boot_complete") is False)
+    guest.run(["systemctl", "start", "boot-complete.target"], check=True)
+    guest.wait_for("boot_complete true", lambda: unwrap(prop(guest, "BootAssessment")).get("boot_complete") is True)
+
+
 def test_no_ordering_cycle_in_the_boot_log(guest: Container) -> None:
     log = guest.run(["journalctl", "-b", "--no-pager", "-o", "cat"], check=True).stdout
     assert "Started" in log  # the log is there at all
