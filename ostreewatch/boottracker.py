@@ -1,10 +1,12 @@
 """The daemon's boot records: this boot judged at start, the expectation kept current (docs/boot-outcome.md).
 
 `decorate(snapshot)` (the scan thread) adds LastBoot, BootHistory, BootAssessment and the boot
-problems to each snapshot read; `begin(snapshot)` and `expect(snapshot)` run in this module's
-own thread (`submit`), never on the event loop: the first loads the records and judges this boot
-against the previous boot's last expectation, the second writes the expectation down when what
-the boot loader will boot next changed. Errors become problems, never exceptions.
+problems to each snapshot read; its first call, with the daemon's first snapshot, reads the
+finalize stamp, loads the records and judges this boot against the previous boot's last
+expectation (a small file read: no write before READY=1). `persist()` and `expect(snapshot)` run
+in this module's own thread (`submit`), never on the event loop: the first writes this boot's
+new record, the second writes the expectation down when what the boot loader will boot next
+changed. Errors become problems, never exceptions.
 """
 
 from __future__ import annotations
