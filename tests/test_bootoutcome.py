@@ -216,3 +216,46 @@ def test_expectation_round_trip_and_bad_values() -> None:
         expectation_from_dict({})
     # Keys a newer daemon adds are ignored; missing optional keys take their defaults.
     assert expectation_from_dict({"boot_id": "x", "future": 1}) == Expectation(boot_id="x")
+
+
+def test_judge_never_raises_and_always_answers_one_sentence() -> None:
+    """Seeded random expectations and facts (ids drawn from a small pool so that they collide)."""
+    import random
+
+    rng = random.Random(18)
+    pool = ["", "ostree-1", "ostree-2", "ostree-2+0-3", A, B, C, "x\ny", "é"]
+    for _ in range(3000):
+        prev = None
+        if rng.random() > 0.1:
+            prev = Expectation(
+                boot_id=rng.choice(["p", ""]),
+                **{
+                    k: rng.choice(pool)
+                    for k in (
+                        "expected_entry",
+                        "expected_deployment",
+                        "default_entry",
+                        "next_entry",
+                        "next_deployment",
+                        "staged_deployment",
+                        "fallback_entry",
+                        "fallback_deployment",
+                    )
+                },
+                grubenv=tuple({("boot_counter", rng.choice(["0", "-1", "3"]))} if rng.random() > 0.5 else ()),
+            )
+        now = BootFacts(
+            boot_id="this",
+            booted_entry=rng.choice(pool),
+            booted_deployment=rng.choice(pool),
+            default_entry=rng.choice(pool),
+            grubenv={"boot_counter": rng.choice(["-1", "0"]), "boot_success": rng.choice(["0", "1"])}
+            if rng.random() > 0.5
+            else {},
+            tries={rng.choice(pool): (rng.randint(0, 2), rng.randint(0, 3))} if rng.random() > 0.5 else {},
+            finalize_error=rng.choice([None, "", "error: x"]),
+        )
+        rec = judge(prev, now)
+        assert rec.outcome in OUTCOMES
+        assert rec.reason.endswith(".") and rec.reason[0].isupper()
+        assert BootRecord.from_dict(rec.to_dict()) == rec
