@@ -277,16 +277,21 @@ class BootTracker:
         """Run FN(*ARGS) in the records thread (one at a time, in order)."""
         return self._executor.submit(fn, *args)
 
-    def persist(self) -> tuple[bootoutcome.BootRecord | None, bool]:
-        """Write this boot's new record: (the record, new); new is False after a restart in the same boot."""
+    def persist(self, snapshot: model.Snapshot) -> tuple[bootoutcome.BootRecord | None, bool]:
+        """Write this boot's new record with SNAPSHOT's expectation (one save): (the record, new).
+
+        new is False after a restart in the same boot (nothing is written then).
+        """
         with self._lock:
             boots, record = list(self._boots), self._record
         if record is None or not self._new:
             return record, False
+        exp = expectation_of(snapshot, read_grubenv(self.sysroot), self._boot_id, time.time_ns() // 1000)
+        boots = bootstore.with_expectation(boots, exp)
         failed = self._save(boots)
-        if failed:
-            with self._lock:
-                self._problems += tuple(failed)
+        with self._lock:
+            self._boots = boots
+            self._problems += tuple(failed)
         return record, True
 
     def expect(self, snapshot: model.Snapshot) -> bool:

@@ -356,8 +356,7 @@ class Daemon:
         def done(fut: concurrent.futures.Future[Any]) -> None:
             loop.call_soon_threadsafe(self._boots_judged, fut)
 
-        boots.submit(boots.persist).add_done_callback(done)
-        self._expect(self.snapshot)
+        boots.submit(boots.persist, self.snapshot).add_done_callback(done)
 
     def _boots_judged(self, fut: concurrent.futures.Future[Any]) -> None:
         try:
