@@ -311,7 +311,7 @@ def complete(installed: Path, line: str) -> list[str]:
 
 
 def test_bash_completion(installed: Path) -> None:
-    assert complete(installed, "ostreewatch ") == ["monitor", "set-default", "set-next", "status"]
+    assert complete(installed, "ostreewatch ") == ["boots", "monitor", "set-default", "set-next", "status"]
     assert complete(installed, "ostreewatch set-") == ["set-default", "set-next"]
     assert complete(installed, "ostreewatch --") == ["--debug", "--help", "--version"]
     assert "--deployment" in complete(installed, "ostreewatch set-default --")
