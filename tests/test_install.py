@@ -52,6 +52,7 @@ LAYOUT = {
     "/usr/share/doc/ostreewatch/contrib/logind/ostreewatch-reboot-entry.service",
     "/usr/share/doc/ostreewatch/contrib/logind/ostreewatch.conf.example",
     "/usr/share/doc/ostreewatch/contrib/status/ostreewatch-changed.service",
+    "/usr/share/doc/ostreewatch/boot-outcome.md",
     "/usr/share/doc/ostreewatch/contrib/prometheus/ostreewatch.rules.yml",
     "/usr/share/doc/ostreewatch/contrib/prometheus/ostreewatch.rules.test.yml",
     "/usr/share/doc/ostreewatch/ostreewatch.service.d/textfile.conf.example",
