@@ -283,9 +283,6 @@ class Recorder:
             if len(self.events) == n:
                 return
 
-    def properties_changed(self, since: int = 0) -> list[SignalEvent]:
-        return [e for e in self.events[since:] if e.member == "PropertiesChanged"]
-
     def close(self) -> None:
         self.bus.disconnect()
 

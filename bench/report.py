@@ -1,9 +1,19 @@
-"""BENCHMARKS.md writer: figures with their goal, median and spread, the command, the machine."""
+"""BENCHMARKS.md writer: figures with their goal, median and spread, the command, the machine.
+
+Each figure's section is written between `<!-- figure GROUP | SUMMARY ROW -->` and
+`<!-- /figure -->` (GROUP: the `bench/run.py --only` name that measures it), so that a
+run of some groups replaces only their sections (`merge_kept`) and keeps the others'.
+"""
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
+
+# The --only names, in the order BENCHMARKS.md shows their figures.
+GROUPS: tuple[str, ...] = ("ready", "idle", "latency", "storm", "rescan", "unit")
+_BLOCK = re.compile(r"^<!-- figure (\S+) \| (.*?) -->\n(.*?)^<!-- /figure -->\n", re.S | re.M)
 
 
 @dataclass
@@ -18,6 +28,57 @@ class Figure:
     header: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     error: str = ""
+    group: str = ""  # the --only name that measured it (bench/run.py sets it)
+
+
+@dataclass(frozen=True)
+class Block:
+    """One figure as written: its group, its summary row and its section (the text between the markers)."""
+
+    group: str
+    row: str
+    section: str
+
+
+def figure_block(f: Figure) -> Block:
+    """The figure's summary row and section."""
+    verdict = {True: "yes", False: "**no**", None: "-"}[f.met]
+    measured = f.measured if not f.error else f"not measured: {f.error}"
+    out: list[str] = [f"## {f.title}\n", f"Goal: {f.goal}.\n"]
+    if f.method:
+        out.append(f.method.rstrip() + "\n")
+    if f.error:
+        out.append(f"**Not measured**: {f.error}\n")
+    if f.rows:
+        header = f.header or [""] * len(f.rows[0])
+        out.append("| " + " | ".join(header) + " |")
+        out.append("|" + "---|" * len(header))
+        for r in f.rows:
+            out.append("| " + " | ".join(r) + " |")
+        out.append("")
+    for n in f.notes:
+        out.append(f"- {n}")
+    if f.notes:
+        out.append("")
+    return Block(f.group or f.key, f"| {f.title} | {measured} | {f.goal} | {verdict} |", "\n".join(out) + "\n")
+
+
+def read_blocks(text: str) -> list[Block]:
+    """The figure blocks of a BENCHMARKS.md written by render(), in file order."""
+    return [Block(m.group(1), m.group(2), m.group(3)) for m in _BLOCK.finditer(text)]
+
+
+def merge_kept(new: list[Block], old_text: str, measured: set[str]) -> list[Block]:
+    """NEW, plus the blocks of OLD_TEXT whose group was not MEASURED now, in GROUPS order.
+
+    Raises ValueError when OLD_TEXT has figures but no markers (written before them): a partial
+    run would erase the others, so the caller refuses rather than lose them."""
+    old = read_blocks(old_text)
+    if not old and "## Summary" in old_text:
+        raise ValueError("the existing file has no figure markers: run every figure once (no --only)")
+    kept = [b for b in old if b.group not in measured] + new
+    order = {g: i for i, g in enumerate(GROUPS)}
+    return sorted(kept, key=lambda b: order.get(b.group, len(order)))  # stable: a group's figures keep their order
 
 
 def ms(seconds: float) -> str:
@@ -35,7 +96,7 @@ def spread_ms(s: dict[str, float]) -> str:
 
 
 def render(
-    figures: list[Figure],
+    figures: list[Figure] | list[Block],
     machine: dict[str, str],
     command: str,
     mode: str,
@@ -43,6 +104,7 @@ def render(
     duration_s: float,
     extra: list[str],
 ) -> str:
+    blocks = [f if isinstance(f, Block) else figure_block(f) for f in figures]
     out: list[str] = []
     out.append("# ostreewatch benchmarks\n")
     out.append(
@@ -56,28 +118,10 @@ def render(
     out.append("## Summary\n")
     out.append("| figure | measured | goal | met |")
     out.append("|---|---|---|---|")
-    for f in figures:
-        verdict = {True: "yes", False: "**no**", None: "-"}[f.met]
-        measured = f.measured if not f.error else f"not measured: {f.error}"
-        out.append(f"| {f.title} | {measured} | {f.goal} | {verdict} |")
+    out.extend(b.row for b in blocks)
     out.append("")
-    for f in figures:
-        out.append(f"## {f.title}\n")
-        out.append(f"Goal: {f.goal}.\n")
-        if f.method:
-            out.append(f.method.rstrip() + "\n")
-        if f.error:
-            out.append(f"**Not measured**: {f.error}\n")
-        if f.rows:
-            header = f.header or [""] * len(f.rows[0])
-            out.append("| " + " | ".join(header) + " |")
-            out.append("|" + "---|" * len(header))
-            for r in f.rows:
-                out.append("| " + " | ".join(r) + " |")
-            out.append("")
-        for n in f.notes:
-            out.append(f"- {n}")
-        if f.notes:
-            out.append("")
+    for b in blocks:
+        out.append(f"<!-- figure {b.group} | {b.row} -->")
+        out.append(b.section + "<!-- /figure -->")
     out.extend(extra)
     return "\n".join(out).rstrip() + "\n"

@@ -31,6 +31,7 @@ if REPO not in sys.path:
 
 from dbus_next import MessageType  # noqa: E402
 
+from bench import startup  # noqa: E402
 from bench.daemonrun import (  # noqa: E402
     Daemon,
     DaemonArgs,
@@ -41,7 +42,7 @@ from bench.daemonrun import (  # noqa: E402
     wait_for_name,
 )
 from bench.harness import IN_CLOSE_WRITE, RenameClock, machine_info, summary  # noqa: E402
-from bench.report import Figure, ms, render, spread_ms  # noqa: E402
+from bench.report import GROUPS, Figure, figure_block, merge_kept, ms, render, spread_ms  # noqa: E402
 from tests.fixtures import bench_sysroot as srmod  # noqa: E402
 from tests.fixtures.measure import MountNamespace, proc_sample  # noqa: E402
 from tests.fixtures.unshare import PRIVATE_MOUNT_NS  # noqa: E402
@@ -1089,11 +1090,26 @@ def fig_unit_start(plan: Plan) -> Figure:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer events and shorter windows (~3 minutes)")
-    ap.add_argument("--only", default="", help="comma-separated figures: ready,idle,latency,storm,rescan,unit")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated figures: ready,idle,latency,storm,rescan,unit; the output keeps the other figures "
+        "of the existing file",
+    )
     ap.add_argument("--output", default=os.path.join(REPO, "BENCHMARKS.md"))
     args = ap.parse_args(argv)
     plan = QUICK if args.quick else Plan()
     only = set(filter(None, args.only.split(",")))
+    unknown = only - set(GROUPS)
+    if unknown:
+        ap.error(f"--only: unknown figure(s) {', '.join(sorted(unknown))} (choose from {', '.join(GROUPS)})")
+    old_text = ""
+    if only and os.path.exists(args.output):
+        old_text = pathlib.Path(args.output).read_text()
+        try:
+            merge_kept([], old_text, only)
+        except ValueError as e:
+            ap.error(f"--only: {args.output}: {e}")
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     t_start = time.monotonic()
     base = tempfile.mkdtemp(prefix="owbench-")
@@ -1107,11 +1123,14 @@ def main(argv: list[str] | None = None) -> int:
         log(f"figure: {name}")
         try:
             out = fn()
-            figures.extend(out if isinstance(out, list) else [out])
+            got = out if isinstance(out, list) else [out]
         except Exception as exc:  # noqa: BLE001 - a figure that cannot run is reported, the others still run
             traceback.print_exc()
             placeholder.error = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
-            figures.append(placeholder)
+            got = [placeholder]
+        for f in got:
+            f.group = name
+        figures.extend(got)
 
     try:
         bus = PrivateBus()
@@ -1161,11 +1180,21 @@ def main(argv: list[str] | None = None) -> int:
         + (" --quick" if args.quick else "")
         + (f" --only {args.only}" if args.only else "")
     )
+    blocks = [figure_block(f) for f in figures]
+    if only:
+        blocks = merge_kept(blocks, old_text, only)
+        command += f" (the other figures: kept from the earlier {os.path.basename(args.output)})"
     text = render(
-        figures, machine_info(), command, "quick" if args.quick else "full", started, time.monotonic() - t_start, extra
+        blocks, machine_info(), command, "quick" if args.quick else "full", started, time.monotonic() - t_start, extra
     )
+    # bench/startup.py's section (boot cost, its own command) is kept as that command last wrote it.
+    kept = ""
+    if os.path.exists(args.output):
+        old = pathlib.Path(args.output).read_text()
+        if startup.BEGIN in old and startup.END in old:
+            kept = startup.BEGIN + old.split(startup.BEGIN, 1)[1].split(startup.END, 1)[0] + startup.END + "\n"
     with open(args.output, "w") as fh:
-        fh.write(text)
+        fh.write(text + ("\n" + kept if kept else ""))
     log(f"wrote {args.output}")
     return 0
 

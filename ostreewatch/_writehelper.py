@@ -7,8 +7,9 @@ enters a private mount namespace, makes every mount private, remounts the
 target's mount read-write there only, and calls the same `atomic_replace()`.
 The host's mount stays read-only (os.unshare is per thread, hence a process).
 
-Request on stdin (JSON): {"path": ABS, "data": BASE64, "expect": BASE64|null}.
-Answer on stdout (JSON): {"ok": true} or {"ok": false, "error": TEXT}; exit 0 / 1.
+Request on stdin (one JSON line): {"path": ABS, "data": BASE64, "expect": BASE64|null}.
+Answer on stdout (one JSON line): {"ok": true} or {"ok": false, "kind": "changed"|"failed", "error": TEXT};
+exit 0 / 1 (ostreewatch.helperproc runs it).
 Imports nothing but the standard library, ostreewatch.errors and ostreewatch.parse.mountinfo.
 """
 
@@ -29,7 +30,6 @@ TEMP_PREFIX = ".ostreewatch-tmp-"
 
 # <sys/mount.h>, <sched.h>
 CLONE_NEWNS = 0x00020000
-MS_RDONLY = 1
 MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
@@ -40,7 +40,6 @@ MS_BIND = 4096
 MS_REC = 16384
 MS_SILENT = 32768
 MS_PRIVATE = 1 << 18
-MS_RELATIME = 1 << 21
 ST_RDONLY = os.ST_RDONLY
 
 
@@ -205,7 +204,7 @@ def enter_private_rw(directory: str) -> None:
 def main() -> int:
     """Helper process entry point: one request on stdin, one answer on stdout."""
     try:
-        request = json.loads(sys.stdin.buffer.read(1 << 22))
+        request = json.loads(sys.stdin.buffer.readline(1 << 22))
         path = request["path"]
         data = base64.b64decode(request["data"])
         expect = None if request.get("expect") is None else base64.b64decode(request["expect"])
@@ -214,9 +213,9 @@ def main() -> int:
         enter_private_rw(os.path.dirname(path))
         atomic_replace(path, data, expect)
     except ContentChanged as e:
-        answer = {"ok": False, "error": str(e), "changed": True}
+        answer = {"ok": False, "kind": "changed", "error": str(e)}
     except Exception as e:  # noqa: BLE001 - the parent maps every failure to WriteFailed with this text
-        answer = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        answer = {"ok": False, "kind": "failed", "error": f"{type(e).__name__}: {e}"}
     else:
         answer = {"ok": True}
     sys.stdout.write(json.dumps(answer) + "\n")

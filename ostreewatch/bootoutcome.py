@@ -6,9 +6,13 @@ does I/O: ostreewatch/boottracker.py gathers the facts and keeps the records.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from ._record import fields, frozen
+
+# Imported by model.py before the daemon's READY=1: no typing, collections or dataclasses here.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 OUTCOMES = ("default", "next-entry", "staged", "fallback", "other-entry", "first-record")
 
@@ -31,7 +35,7 @@ BOOT_RECORD_KEYS: dict[str, str] = {
 GREENBOOT_VARS = ("boot_counter", "boot_success", "fallback", "greenboot_next_deployment_id")
 
 
-@dataclass(frozen=True)
+@frozen
 class Expectation:
     """What the boot loader would boot next, as last published during one boot."""
 
@@ -39,8 +43,6 @@ class Expectation:
     expected_entry: str = ""  # NextEntry if set, else DefaultEntry
     expected_deployment: str = ""  # the staged deployment when one is staged, else that entry's deployment
     default_entry: str = ""
-    default_deployment: str = ""
-    default_entry_source: str = "none"
     next_entry: str = ""
     next_deployment: str = ""
     staged_deployment: str = ""
@@ -50,7 +52,7 @@ class Expectation:
     timestamp: int = 0
 
 
-@dataclass(frozen=True)
+@frozen
 class BootFacts:
     """What this boot shows at the daemon's start."""
 
@@ -58,13 +60,13 @@ class BootFacts:
     booted_entry: str = ""
     booted_deployment: str = ""
     default_entry: str = ""  # the boot loader's default now (a change made while down shows here)
-    grubenv: Mapping[str, str] = field(default_factory=dict)  # GREENBOOT_VARS as set now
-    tries: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # entry id -> (tries left, tries done)
+    grubenv: Mapping[str, str] = {}  # GREENBOOT_VARS as set now (never mutated: a shared default is safe)
+    tries: Mapping[str, tuple[int, int]] = {}  # entry id -> (tries left, tries done)
     finalize_error: str | None = None  # finalize-failure.stamp's text; None when there is no stamp
     timestamp: int = 0
 
 
-@dataclass(frozen=True)
+@frozen
 class BootRecord:
     """One boot's judgement: the LastBoot dictionary."""
 
@@ -101,7 +103,7 @@ class BootRecord:
 
 def expectation_to_dict(e: Expectation) -> dict[str, Any]:
     """An expectation as JSON-ready values."""
-    out: dict[str, Any] = {k: getattr(e, k) for k in Expectation.__dataclass_fields__}
+    out: dict[str, Any] = {k: getattr(e, k) for k in fields(Expectation)}
     out["grubenv"] = dict(e.grubenv)
     return out
 
@@ -109,7 +111,7 @@ def expectation_to_dict(e: Expectation) -> dict[str, Any]:
 def expectation_from_dict(data: Mapping[str, Any]) -> Expectation:
     """An expectation back from expectation_to_dict's shape; raises ValueError when malformed."""
     values: dict[str, Any] = {}
-    for name in Expectation.__dataclass_fields__:
+    for name in fields(Expectation):
         if name not in data:
             if name == "boot_id":
                 raise ValueError("expectation without boot_id")

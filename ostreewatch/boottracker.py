@@ -27,8 +27,6 @@ from .sysroot import Root
 
 log = logging.getLogger("ostreewatch.boottracker")
 
-DEFAULT_STATE_DIR = "/var/lib/ostreewatch"
-DEFAULT_BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 # Written by ostree-finalize-staged when it fails; ostree-boot-complete.service (ordered after
 # local-fs.target, which waits for this daemon) prints and removes it.
 FINALIZE_STAMP = "boot/ostree/finalize-failure.stamp"
@@ -36,6 +34,7 @@ STAMP_MAX = 64 * 1024
 GRUBENV_MAX = 64 * 1024
 # Outcomes that end a fallback: the boot went as expected.
 AS_EXPECTED = ("default", "next-entry", "staged")
+FAILED = model.ProblemCode.BOOT_RECORD_FAILED.code  # the records cannot be read or written
 
 
 def read_boot_id(path: str) -> str:
@@ -148,8 +147,6 @@ def expectation_of(
         expected_entry=snapshot.NextEntry or snapshot.DefaultEntry,
         expected_deployment=snapshot.StagedDeployment or (next_dep if snapshot.NextEntry else default_dep),
         default_entry=snapshot.DefaultEntry,
-        default_deployment=default_dep,
-        default_entry_source=snapshot.DefaultEntrySource,
         next_entry=snapshot.NextEntry,
         next_deployment=next_dep,
         staged_deployment=snapshot.StagedDeployment,
@@ -176,6 +173,7 @@ class BootTracker:
         self._record: bootoutcome.BootRecord | None = None
         self._problems: tuple[model.Problem, ...] = ()  # of the records (corrupt file, cannot write)
         self._stamp: str | None = None
+        self._stamp_known = False
         self._boot_id = ""
         self._began = False
         self._new = False
@@ -189,7 +187,8 @@ class BootTracker:
             # With the first snapshot, before READY=1: ostree-boot-complete.service, ordered after
             # local-fs.target (which waits for us), removes the stamp. Reading and judging cost a
             # small file read; the write of the new record waits for the records thread (persist).
-            self._stamp = read_finalize_stamp(self.sysroot)
+            if not self._stamp_known:
+                self._stamp = read_finalize_stamp(self.sysroot)
             self._judge(snapshot)
         grubenv = read_grubenv(self.sysroot)
         with self._lock:
@@ -201,7 +200,7 @@ class BootTracker:
             text = stamp.strip() or "no detail"
             problems.append(
                 model.Problem(
-                    "finalize-failed",
+                    model.ProblemCode.FINALIZE_FAILED.code,
                     f"ostree could not finalize the staged deployment at the last shutdown: {text}",
                     "/" + FINALIZE_STAMP,
                 )
@@ -210,7 +209,7 @@ class BootTracker:
         if fallback is not None:
             problems.append(
                 model.Problem(
-                    "boot-fallback",
+                    model.ProblemCode.BOOT_FALLBACK.code,
                     f"boot {fallback.boot_id} fell back: {fallback.reason} No boot has gone as expected since.",
                     fallback.expected_entry or fallback.expected_deployment,
                 )
@@ -225,6 +224,10 @@ class BootTracker:
             grubenv,
             boot_complete=boot_complete,
         )
+
+    def set_finalize_stamp(self, text: str | None) -> None:
+        """The stamp's text as read before READY=1 (ostreewatchd's main()); None: there was none."""
+        self._stamp, self._stamp_known = text, True
 
     @staticmethod
     def _fallback_since_expected(boots: list[bootstore.StoredBoot]) -> bootoutcome.BootRecord | None:
@@ -243,17 +246,17 @@ class BootTracker:
         try:
             self._boot_id = read_boot_id(self.boot_id_file)
         except (OSError, ValueError, UnicodeDecodeError) as e:
-            self._set([], None, (model.Problem("boot-record-failed", f"cannot read this boot's id: {e}", ""),))
+            self._set([], None, (model.Problem(FAILED, f"cannot read this boot's id: {e}", ""),))
             return
         loaded = bootstore.Loaded([])
         try:
             loaded = bootstore.load(self.state_dir)
         except OSError as e:
-            problems.append(model.Problem("boot-record-failed", f"cannot read the boot records: {e}", self.state_dir))
+            problems.append(model.Problem(FAILED, f"cannot read the boot records: {e}", self.state_dir))
         if loaded.corrupt:
             problems.append(
                 model.Problem(
-                    "boot-record-corrupt",
+                    model.ProblemCode.BOOT_RECORD_CORRUPT.code,
                     f"{loaded.corrupt}; kept as {bootstore.CORRUPT_NAME}, the history starts again",
                     os.path.join(self.state_dir, bootstore.FILE_NAME),
                 )
@@ -310,7 +313,7 @@ class BootTracker:
         with self._lock:
             self._boots = boots
             before = self._problems
-            self._problems = tuple(p for p in before if p.code != "boot-record-failed") + tuple(failed)
+            self._problems = tuple(p for p in before if p.code != FAILED) + tuple(failed)
             return self._problems != before
 
     def _save(self, boots: list[bootstore.StoredBoot]) -> list[model.Problem]:
@@ -318,7 +321,7 @@ class BootTracker:
             os.makedirs(self.state_dir, mode=0o755, exist_ok=True)
             bootstore.save(self.state_dir, boots)
         except OSError as e:
-            return [model.Problem("boot-record-failed", f"cannot write the boot records: {e}", self.state_dir)]
+            return [model.Problem(FAILED, f"cannot write the boot records: {e}", self.state_dir)]
         return []
 
     def _set(

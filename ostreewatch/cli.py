@@ -19,12 +19,28 @@ import asyncio
 import json
 import signal
 import sys
+import textwrap
 from typing import Any, Callable, TextIO
 
-from . import __version__, errors, model, runfiles
+from . import __version__, authz, errors, model, runfiles
 from .errors import OstreewatchError
 
 _NONE = "(none)"
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's help, but a line is never broken inside a word: a polkit action name,
+    --sysroot/--mountinfo or OSNAME-CHECKSUM.SERIAL stay whole (ostreewatchd's help uses it too)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        text = self._whitespace_matcher.sub(" ", text).strip()
+        return textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        text = self._whitespace_matcher.sub(" ", text).strip()
+        return textwrap.fill(
+            text, width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False, break_long_words=False
+        )
 
 
 # --- output -------------------------------------------------------------------
@@ -36,13 +52,35 @@ def _booted_mark(stream: TextIO) -> str:
     return "●" if encoding == "utf8" else "*"
 
 
-def format_status(snap: model.Snapshot, booted_mark: str = "*") -> str:
-    """Human status in the spirit of `rpm-ostree status`: deployments, entries, mounts, problems last."""
+SHORT_CHECKSUM = 10  # like `git log --oneline`: longer only when two checksums share the prefix
+
+
+def short_checksums(checksums: list[str]) -> dict[str, str]:
+    """Each checksum -> its shortest prefix of at least SHORT_CHECKSUM characters that no other one shares."""
+    unique = sorted(set(checksums))
+    n = SHORT_CHECKSUM
+    while len({c[:n] for c in unique}) < len(unique):
+        n += 1
+    return {c: c[:n] for c in unique}
+
+
+def format_status(snap: model.Snapshot, booted_mark: str = "*", long: bool = False) -> str:
+    """Human status in the spirit of `rpm-ostree status`: deployments, entries, mounts, problems last.
+
+    Checksums are shortened where unambiguous (full with LONG); problems are shown as published."""
+    short = {} if long else short_checksums([d.checksum for d in snap.Deployments])
+
+    def ids(text: str) -> str:
+        for full, prefix in short.items():
+            text = text.replace(full, prefix)
+        return text
+
     out: list[str] = []
     state = "booted" if snap.BootedDeployment else ("ostree-booted" if snap.OstreeBooted else "not booted")
     out.append(f"State: {state}")
     out.append(f"Bootloader: {snap.Bootloader}")
-    out.append("Deployments:")
+    legend = f" ({booted_mark} booted)"
+    out.append("Deployments" + (legend if any(d.booted for d in snap.Deployments) else "") + ":")
     if not snap.Deployments:
         out.append(f"  {_NONE}")
     for d in snap.Deployments:
@@ -52,17 +90,17 @@ def format_status(snap: model.Snapshot, booted_mark: str = "*") -> str:
             if on
         ]
         flags = "".join(f" ({m})" for m in marks)
-        out.append(f"{booted_mark if d.booted else ' '} {d.osname} {d.checksum}.{d.serial}{flags}")
+        out.append(f"{booted_mark if d.booted else ' '} {d.osname} {ids(d.checksum)}.{d.serial}{flags}")
         for label, value in (
             ("Version", d.version),
             ("Title", d.title),
-            ("Origin", d.origin),
+            ("Origin", ids(d.origin)),
             ("Entry", d.entry or _NONE),
             ("Index", str(d.index) if d.index >= 0 else _NONE),
         ):
             if value:
                 out.append(f"{label:>18}: {value}")
-    out.append("Boot entries:")
+    out.append("Boot entries" + (legend if any(e.booted for e in snap.BootEntries) else "") + ":")
     if not snap.BootEntries:
         out.append(f"  {_NONE}")
     for e in snap.BootEntries:
@@ -74,15 +112,22 @@ def format_status(snap: model.Snapshot, booted_mark: str = "*") -> str:
         out.append(f"{booted_mark if e.booted else ' '} {e.id}{suffix}")
         if e.title:
             out.append(f"{'Title':>18}: {e.title}")
-        out.append(f"{'Deployment':>18}: {e.deployment or _NONE}")
+        out.append(f"{'Deployment':>18}: {ids(e.deployment) or _NONE}")
     out.append(f"Default entry: {snap.DefaultEntry or _NONE}")
     out.append(f"Next entry: {snap.NextEntry or _NONE}")
     if snap.LastBoot:
         out.append("Last boot: " + format_last_boot(dict(snap.LastBoot)))
+    assessment = {k: v for k, v in snap.BootAssessment if not isinstance(v, dict)}
+    if assessment:  # greenboot's grubenv variables, boot-complete.target (docs/boot-outcome.md)
+        out.append("Boot assessment: " + " ".join(f"{k}={_short(v)}" for k, v in assessment.items()))
     if snap.Mounts:
         out.append("Mounts:")
-        for m in snap.Mounts:
-            out.append(f"  {m.mount_point:<9} {'ro' if m.read_only else 'rw'} {m.fstype} {m.source} {m.root}")
+        rows = [("MOUNT POINT", "RO/RW", "TYPE", "SOURCE", "ROOT")] + [
+            (m.mount_point, "ro" if m.read_only else "rw", m.fstype, m.source, ids(m.root)) for m in snap.Mounts
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        for r in rows:
+            out.append("  " + " ".join(f"{c:<{w}}" for c, w in zip(r, widths)) + " " + r[4])
     if snap.Problems:
         out.append(f"Problems ({len(snap.Problems)}):")
         for p in snap.Problems:
@@ -127,17 +172,19 @@ def format_boots(history: list[dict[str, Any]]) -> str:
 
 
 def print_snapshot(
-    snap: model.Snapshot, as_json: bool, stream: TextIO = sys.stdout, published: tuple[int, str] | None = None
+    snap: model.Snapshot,
+    as_json: bool,
+    stream: TextIO = sys.stdout,
+    generation: int | None = None,
+    version: str = __version__,
+    long: bool = False,
 ) -> None:
-    """--json: {"Property": value}, plus the daemon's Generation and Version when PUBLISHED; else the human form."""
+    """--json: {"Property": value} in the interface's order; from the daemon (GENERATION given) exactly
+    GetAll's, byte for byte what it keeps in /run/ostreewatch/status.json; otherwise the human form."""
     if as_json:
-        values = model.snapshot_to_plain(snap)
-        if published is not None:
-            # The daemon's answer is GetAll's, byte for byte what it keeps in /run/ostreewatch/status.json.
-            values = runfiles.status_plain(snap, *published)
-        stream.write(runfiles.render_json(values))
+        stream.write(runfiles.render_status(snap, generation, version))
     else:
-        stream.write(format_status(snap, _booted_mark(stream)))
+        stream.write(format_status(snap, _booted_mark(stream), long))
 
 
 # --- status -------------------------------------------------------------------
@@ -186,12 +233,19 @@ def add_status_parser(sub: argparse._SubParsersAction[_SubcommandParser]) -> Non
         help="show the boot state",
         description="Show the boot state: deployments, boot entries, default, mounts, problems.",
     )
-    p.add_argument("--json", action="store_true", help='print {"Property": value, ...} as JSON')
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"Property": value, ...} as JSON, every property GetAll returns (read directly: Generation 0)',
+    )
+    p.add_argument(
+        "--long", action="store_true", help="show checksums in full (else as short as they stay unambiguous)"
+    )
     p.add_argument(
         "--offline",
         action="store_true",
         help="read the files directly instead of asking the daemon "
-        "(implied by --sysroot/--mountinfo/--cmdline/--run/--sample)",
+        "(implied by --sysroot, --mountinfo, --cmdline, --run and --sample)",
     )
     p.add_argument(
         "--bus",
@@ -218,19 +272,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not args.offline and not _names_files(args):
         got = try_daemon_status(args)  # None: no daemon, a note on stderr, read directly
         if got is not None:
-            snap, source, published = got
+            snap, source, generation, version = got
             if args.json:
                 print(source, file=sys.stderr)  # stdout stays pure JSON
             else:
                 print(source)
-            print_snapshot(snap, args.json, published=published)
+            print_snapshot(snap, args.json, generation=generation, version=version, long=args.long)
             return 0
     try:
         snap = read_offline(args)
     except OstreewatchError as e:
         print(f"ostreewatch: {e}", file=sys.stderr)
         return 1
-    print_snapshot(snap, args.json)
+    print_snapshot(snap, args.json, long=args.long)
     return 0
 
 
@@ -295,38 +349,38 @@ def cmd_boots(args: argparse.Namespace) -> int:
 
 
 def _add_set_parser(
-    sub: argparse._SubParsersAction[_SubcommandParser], name: str, which: str, help_text: str
+    sub: argparse._SubParsersAction[_SubcommandParser], name: str, which: str, help_text: str, method: str
 ) -> argparse.ArgumentParser:
     p = sub.add_parser(
         name,
         help=help_text,
-        description=help_text
+        description=f"{help_text[0].upper()}{help_text[1:]} ({method})."
         + (
             " Asks the running ostreewatchd (root, or a user polkit authorizes for"
-            " org.ostreewatch1.set-default); returns once the change is on disk."
+            f" {authz.ACTION_SET_DEFAULT}); returns once the change is on disk."
             " See docs/default-entry.md."
         ),
     )
-    p.add_argument("id", nargs="?", metavar="ID", help="the boot entry id (as in `status`; .conf tolerated)")
+    p.add_argument("id", nargs="?", metavar="ENTRY", help="the boot entry id (as in `status`; .conf tolerated)")
     p.add_argument("--clear", action="store_true", help="remove the setting instead")
-    p.add_argument("--bus", default="system", metavar="BUS", help="system (default), session, or a D-Bus address")
+    p.add_argument("--bus", default="system", metavar="BUS", help="system (default), session or a D-Bus address")
     add_debug_option(p)
     p.set_defaults(func=cmd_set_entry, which=which, parser=p, deployment=None)
     return p
 
 
 def add_set_default_parser(sub: argparse._SubParsersAction[_SubcommandParser]) -> None:
-    p = _add_set_parser(sub, "set-default", "default", "Make a boot entry the default (SetDefaultEntry).")
+    p = _add_set_parser(sub, "set-default", "default", "make a boot entry the default", "SetDefaultEntry")
     p.add_argument(
         "--deployment",
-        metavar="ID",
+        metavar="DEPLOYMENT",
         help="make this deployment (OSNAME-CHECKSUM.SERIAL, as in `status`) the first one, as "
         "`ostree admin set-default` does (SetDefaultDeployment); prints the entry that boots it",
     )
 
 
 def add_set_next_parser(sub: argparse._SubParsersAction[_SubcommandParser]) -> None:
-    _add_set_parser(sub, "set-next", "next", "Boot an entry once, at the next boot (SetNextEntry).")
+    _add_set_parser(sub, "set-next", "next", "boot an entry once, at the next boot", "SetNextEntry")
 
 
 def cmd_set_entry(args: argparse.Namespace) -> int:
@@ -339,11 +393,14 @@ def cmd_set_entry(args: argparse.Namespace) -> int:
     if args.deployment is not None:
         if args.clear or args.id is not None:
             args.parser.print_usage(sys.stderr)
-            print(f"ostreewatch {command}: give an ID, --clear or --deployment ID (one of them)", file=sys.stderr)
+            print(
+                f"ostreewatch {command}: give an ENTRY, --clear or --deployment DEPLOYMENT (one of them)",
+                file=sys.stderr,
+            )
             return 2
     elif args.clear == (args.id is not None):
         args.parser.print_usage(sys.stderr)
-        print(f"ostreewatch {command}: give an ID or --clear (not both)", file=sys.stderr)
+        print(f"ostreewatch {command}: give an ENTRY or --clear (not both)", file=sys.stderr)
         return 2
     value = args.deployment if args.deployment is not None else ("" if args.clear else args.id)
     try:
@@ -402,8 +459,9 @@ def daemon_snapshot(bus: str, timeout: float = 10.0) -> tuple[Any, int, str] | N
     return asyncio.run(asyncio.wait_for(ask(), timeout))
 
 
-def try_daemon_status(args: argparse.Namespace) -> tuple[Any, str, tuple[int, str]] | None:
-    """The daemon's snapshot, a source line and (Generation, Version); None (a note on stderr) to read offline."""
+def try_daemon_status(args: argparse.Namespace) -> tuple[Any, str, int, str] | None:
+    """The daemon's snapshot, a line naming the source, its Generation and Version; or None (with a note on
+    stderr) to read offline."""
     bus = getattr(args, "bus", None) or "system"
     try:
         got = daemon_snapshot(bus)
@@ -417,7 +475,7 @@ def try_daemon_status(args: argparse.Namespace) -> tuple[Any, str, tuple[int, st
         print(f"note: no ostreewatchd on {_bus_label(bus)}; reading the boot state directly", file=sys.stderr)
         return None
     snapshot, generation, version = got
-    return snapshot, f"Source: ostreewatchd on {_bus_label(bus)} (generation {generation})", (generation, version)
+    return snapshot, f"Source: ostreewatchd on {_bus_label(bus)} (generation {generation})", generation, version
 
 
 def _short(value: Any) -> str:
@@ -515,6 +573,10 @@ class _SubcommandParser(argparse.ArgumentParser):
     would show the top-level usage (`ostreewatch status --frobnicate`).
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     # typeshed types this with overloads on the namespace; the override forwards both arguments as given.
     def parse_known_args(  # type: ignore[override]
         self, args: Any = None, namespace: Any = None
@@ -536,11 +598,8 @@ def add_debug_option(p: argparse.ArgumentParser) -> None:
 
 
 # Plain sentences for the errors a caller meets most; the raw ones are behind --debug.
-_POLKIT_ACTIONS = {
-    "set-default": "org.ostreewatch1.set-default",
-    "set-next": "org.ostreewatch1.set-default",
-    "reload": "org.ostreewatch1.reload",
-}
+# The method each command calls, for its polkit action (authz.ACTIONS) when the bus policy refuses it.
+_COMMAND_METHODS = {"set-default": "SetDefaultEntry", "set-next": "SetNextEntry"}
 
 
 def _split_bus_error(e: OstreewatchError) -> tuple[str, str]:
@@ -559,14 +618,13 @@ def bus_error_sentence(e: OstreewatchError, command: str, bus: str, debug: bool 
     if isinstance(e, errors.DaemonUnavailable):
         return f"cannot connect to {_bus_label(bus)} (is dbus running there? --debug shows why)"
     name, text = _split_bus_error(e)
-    if name == "org.freedesktop.DBus.Error.AccessDenied":
-        # The daemon's own refusal names what is needed: keep it. dbus-daemon's policy answers
-        # "Rejected send message, 2 matched rules; type=..." (and older daemons "... is for root only"):
-        # say what is needed instead.
-        if "needs root" in text:
-            return text.rstrip(".")
-        action = _POLKIT_ACTIONS.get(command)
-        needs = f"root or the polkit action {action}" if action else "root"
+    if isinstance(e, errors.NotAuthorized):  # the daemon's own refusal names what is needed: keep it
+        return text.rstrip(".")
+    if name == errors.AccessDenied.dbus_name:
+        # dbus-daemon's policy answers "Rejected send message, 2 matched rules; type=..." (and
+        # older daemons "... is for root only"): say what is needed instead.
+        method = _COMMAND_METHODS.get(command)
+        needs = f"root or the polkit action {authz.ACTIONS[method]}" if method else "root"
         return f"needs {needs} (--debug shows the bus's answer)"
     if name in ("org.freedesktop.DBus.Error.ServiceUnknown", "org.freedesktop.DBus.Error.NameHasNoOwner"):
         return f"ostreewatchd is not running on {_bus_label(bus)} (systemctl start ostreewatch)"
@@ -583,6 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ostreewatch",
         description="Show and watch an OSTree host's boot state.",
         epilog="Run `ostreewatch COMMAND --help` for a command's options.",
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument(

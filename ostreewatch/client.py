@@ -64,7 +64,7 @@ class Client:
         assert reply is not None  # None only for a call flagged NO_REPLY_EXPECTED, which this never sends
         if reply.message_type == MessageType.ERROR:
             text = reply.body[0] if reply.body else reply.error_name
-            raise errors.by_dbus_name(reply.error_name)(f"{reply.error_name}: {text}")
+            raise errors.from_dbus(reply.error_name, str(text))
         values: list[Any] = reply.body
         return values
 

@@ -9,43 +9,65 @@ Nothing here wakes up while nothing changes: a timer runs only after an event
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import concurrent.futures
-import logging
 import os
-import signal
-import socket
 import sys
-import threading
-import time
-import types
-from typing import TYPE_CHECKING, Any
 
-# What the first snapshot needs is imported here, before the event loop runs (an import inside
-# a callback would hold the loop). The D-Bus side (dbus_next, the service, the boot writer) is
-# not needed before READY=1 and is imported after it, in a thread (_load_bus_side): every
-# millisecond before READY=1 is one of every boot, since the unit orders before local-fs.target.
-from . import __version__, boottracker, changes, errors, layout, model, runfiles, state, textfile
-from .journal import LOG_NOTICE, LOG_WARNING, Journal
-from .parse.busaddress import parse_address
-from .watcher import PathWaiter, Watcher
+from . import __version__, _notify, errors, layout, model, runfiles, state
 
+# Only what the first snapshot needs is imported before READY=1 (the section "before READY=1"
+# below): the unit is ordered before local-fs.target, so every millisecond here is one of every
+# boot. The event loop's side (asyncio, logging, the watcher's pyinotify, the journal's
+# systemd.journal, threads) is imported right after READY=1 by _load_runtime(), and the D-Bus
+# side (dbus_next, the service, the boot writer) after that, in a thread (_load_bus_side).
+# tests/test_daemon_start.py pins the set of modules imported before READY=1.
+# `typing` itself is an import to avoid: mypy treats any TYPE_CHECKING name as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
+    import asyncio
+    import concurrent.futures
+    import logging
+    import signal
+    import threading
+    import time
+    import types
+    from collections.abc import Awaitable, Mapping
+    from typing import Any, TypeVar
+
+    from . import authz, busnames, changes, textfile
+    from .boottracker import BootTracker
     from .bootwrite import BootWriter
+    from .journal import LOG_INFO, LOG_NOTICE, LOG_WARNING, Journal
+    from .watcher import PathWaiter, Watcher
 
-log = logging.getLogger("ostreewatch.daemon")
+    T = TypeVar("T")
 
-# The quiet time before a rescan. One `ostree admin deploy` is a burst of ~108 inotify
-# events over ~84 ms with gaps up to 21 ms at p99 (bench/bench_daemon.py burst), but ostree
-# holds its sysroot lock for the whole operation and the daemon waits for the lock's release
-# (below): so the debounce only has to fold the few events of a hand edit or a rename, and a
-# single-file change is published in ~15 ms (BENCHMARKS.md).
+
+class _Log:
+    """The module's logger, looked up when used: `logging` is imported after READY=1."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(logging.getLogger("ostreewatch.daemon"), name)
+
+
+log: logging.Logger = _Log()  # type: ignore[assignment]
+
+# The quiet time before a rescan. ostree holds its sysroot lock for a whole deployment (a long
+# burst of events) and the daemon waits for the lock's release (below): so the debounce only has
+# to fold the few events of a hand edit or a rename (docs/design-notes.md has the figures).
 DEFAULT_DEBOUNCE_MS = 10
-# ostree's sysroot lock held (a deployment in progress) defers a rescan until its release,
-# seen as IN_CLOSE_WRITE of ostree/lock, or at the latest this long: a transaction that
-# holds the lock for minutes (rpm-ostree) still gets its changes published.
-LOCK_WAIT_MAX = 2.0
+# While ostree's sysroot lock is held (a deploy, a finalize-staged at shutdown), what a read
+# finds is half-written: a new deployment without its entry, the old loader.N beside the new
+# one. Such a read is held back until the lock's release (the watcher sees ostree unlink
+# ostree/lock), rechecked every LOCK_RECHECK seconds in case that event is missed; after
+# OSTREEWATCH_LOCK_WAIT_MAX seconds (LOCK_WAIT_MAX by default) it is published anyway, with
+# problem sysroot-lock-held. A deploy under TCG emulation holds the lock for 10 s and more;
+# rpm-ostree transactions can hold it for minutes.
+LOCK_WAIT_MAX = 300.0
+LOCK_WAIT_MAX_ENV = "OSTREEWATCH_LOCK_WAIT_MAX"
+LOCK_RECHECK = 5.0
+# How long `systemctl is-system-running` may take to say whether the system is stopping.
+SYSTEM_STATE_TIMEOUT = 5.0
 # A burst that never goes quiet is still published after this many debounce periods.
 MAX_DEBOUNCE_FACTOR = 10
 
@@ -53,19 +75,10 @@ MAX_DEBOUNCE_FACTOR = 10
 # --- small platform helpers ------------------------------------------------------------
 
 
-def _notify_address() -> str | None:
-    addr = os.environ.get("NOTIFY_SOCKET")
-    if not addr or addr[0] not in "/@":
-        return None
-    return "\0" + addr[1:] if addr[0] == "@" else addr
-
-
 def _send_blocking(addr: str, data: bytes) -> None:
     """From a thread: wait (bounded) for room in a slow reader's queue."""
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-            s.settimeout(30)
-            s.sendto(data, addr)
+        _notify.send(addr, data, blocking=True)
     except OSError as e:
         log.warning("sd_notify %r failed: %s", data[:40], e)
 
@@ -78,13 +91,12 @@ def sd_notify(message: str) -> bool:
     full queue READY=1/STOPPING=1 are handed to a thread, STATUS=/WATCHDOG=1 are dropped (the
     next one carries the news). False when there is no NOTIFY_SOCKET.
     """
-    addr = _notify_address()
+    addr = _notify.address()
     if addr is None:
         return False
     data = message.encode()
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK) as s:
-            s.sendto(data, addr)
+        _notify.send(addr, data, blocking=False)
         return True
     except BlockingIOError:
         if "READY=1" in message or "STOPPING=1" in message:
@@ -95,6 +107,47 @@ def sd_notify(message: str) -> bool:
     except OSError as e:
         log.debug("sd_notify failed: %s", e)
         return False
+
+
+def lock_wait_max(environ: Mapping[str, str] | None = None) -> float:
+    """OSTREEWATCH_LOCK_WAIT_MAX as seconds (>= 0); LOCK_WAIT_MAX when unset or not a number."""
+    value = (os.environ if environ is None else environ).get(LOCK_WAIT_MAX_ENV, "")
+    if not value:
+        return LOCK_WAIT_MAX
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):  # also NaN
+        log.warning("%s=%r is not a number of seconds; using %g", LOCK_WAIT_MAX_ENV, value, LOCK_WAIT_MAX)
+        return LOCK_WAIT_MAX
+    return seconds
+
+
+async def system_stopping() -> bool:
+    """Whether systemd says the system is shutting down (`systemctl is-system-running`: stopping).
+
+    Run as a subprocess with a timeout, so the event loop never waits on it; any failure
+    (no systemd, no systemctl) is False.
+    """
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "systemctl",
+            "is-system-running",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+    except OSError:
+        return False
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), SYSTEM_STATE_TIMEOUT)
+    except asyncio.TimeoutError:
+        return False
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    return out.strip() == b"stopping"
 
 
 def status_line(snapshot: model.Snapshot) -> str:
@@ -118,8 +171,9 @@ class Daemon:
         journal: Journal | None = None,
         textfile_dir: str | None = None,
         runtime_dir: str | None = None,
-        boots: boottracker.BootTracker | None = None,
+        boots: BootTracker | None = None,
     ) -> None:
+        _load_runtime()
         self.paths = paths
         self.boots = boots
         self.textfile_dir = textfile_dir
@@ -144,9 +198,13 @@ class Daemon:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._tasks: list[asyncio.Future[None]] = []
         self._ready = False  # the first snapshot is read and published
+        self._ready_sent = False  # main() sent READY=1 before the loop
+        self._first_runfiles_error: str | None = None  # main()'s status.json write before READY=1 failed
         self._pending = False  # a change was seen during the first read
         self._only_mounts = True  # every change since the last read came from the mount table
-        self._locked_since: float | None = None  # when a rescan was first deferred for ostree's lock
+        self.lock_wait_max = lock_wait_max()
+        self._held_since: float | None = None  # when a read was first held back for ostree's lock
+        self._recheck_handle: asyncio.TimerHandle | None = None  # the recheck while the lock is held
         self._mount_fingerprint: tuple[tuple[model.Mount, ...], int] | None = None
         self._textfile_executor: concurrent.futures.ThreadPoolExecutor | None = None
         # One worker: the runtime files are written in publication order, never on the loop.
@@ -157,26 +215,37 @@ class Daemon:
 
     # -- scanning --
 
-    def _read(self, only_mounts: bool = False) -> model.Snapshot | None:
-        """A new snapshot; None when only the mount table woke us and nothing published of it changed.
+    def _read(self, only_mounts: bool = False, read_locked: bool = True) -> tuple[model.Snapshot | None, bool]:
+        """A new snapshot and whether ostree's sysroot lock was held around the read.
 
-        Under a mount storm (thousands of unrelated mounts coming and going) this keeps
-        each wakeup to one parse of the watched mountinfo lines, with no sysroot read.
-        Runs in the executor thread, the only one that touches _mount_fingerprint.
+        The snapshot is None when only the mount table woke us and nothing published of it
+        changed: under a mount storm (thousands of unrelated mounts coming and going) this
+        keeps each wakeup to one parse of the watched mountinfo lines, with no sysroot read.
+        The lock is probed before and after the read: held at either end, ostree may have
+        been writing during it. Held before it and not READ_LOCKED: no read at all (None,
+        True), so a long ostree operation costs no reads. Runs in the executor thread, the
+        only one that touches _mount_fingerprint.
         """
         fingerprint = state.mount_fingerprint(self.paths)
         if only_mounts and fingerprint is not None and fingerprint == self._mount_fingerprint:
-            return None
+            return None, False
+        locked = layout.sysroot_locked(self.paths.sysroot)
+        if locked and not read_locked:
+            return None, True
         snapshot = state.read_snapshot(self.paths)
-        if self.boots is not None:
-            snapshot = self.boots.decorate(snapshot, self._boot_complete)
-        else:
-            snapshot = boottracker.with_assessment(
-                snapshot, sysroot=self.paths.sysroot, boot_complete=self._boot_complete
-            )
+        locked = layout.sysroot_locked(self.paths.sysroot) or locked
+        snapshot = self._with_boots(snapshot)
         # Taken before the read: a mount change racing the read makes the next wakeup read again.
         self._mount_fingerprint = fingerprint
-        return snapshot
+        return snapshot, locked
+
+    def _with_boots(self, snapshot: model.Snapshot) -> model.Snapshot:
+        """SNAPSHOT with the boot records and BootAssessment (docs/boot-outcome.md); in the scan thread."""
+        if self.boots is not None:
+            return self.boots.decorate(snapshot, self._boot_complete)
+        from . import boottracker  # after READY=1, in the scan thread
+
+        return boottracker.with_assessment(snapshot, sysroot=self.paths.sysroot, boot_complete=self._boot_complete)
 
     def on_change(self, reason: str = "") -> None:
         """The watcher's callback: rescan after a quiet time (trailing debounce, capped)."""
@@ -208,19 +277,58 @@ class Daemon:
 
     def _debounced(self) -> None:
         self._debounce_handle = None
+        self.request_scan(full=False)
+
+    def _recheck(self) -> None:
+        """The lock-held recheck: a full read (a held-back read may have been for the mounts alone)."""
+        self._recheck_handle = None
+        if self._stopping is not None and not self._stopping.is_set():
+            self.request_scan()
+
+    def _schedule_recheck(self, at: float) -> None:
         loop = self._loop
         assert loop is not None
-        # A sysroot half-written by ostree would be published as transient problems (a new
-        # deployment without its entry, the old loader.N): wait for ostree to finish.
-        if not self._only_mounts and layout.sysroot_locked(self.paths.sysroot):
-            now = loop.time()
-            if self._locked_since is None:
-                self._locked_since = now
-            if now - self._locked_since < LOCK_WAIT_MAX:
-                self._debounce_handle = loop.call_at(self._locked_since + LOCK_WAIT_MAX, self._debounced)
-                return
-        self._locked_since = None
-        self.request_scan(full=False)
+        if self._recheck_handle is not None:
+            self._recheck_handle.cancel()
+        self._recheck_handle = loop.call_at(at, self._recheck)
+
+    def _past_lock_wait(self) -> bool:
+        """Whether reads have been held back for ostree's lock for OSTREEWATCH_LOCK_WAIT_MAX already."""
+        loop = self._loop
+        assert loop is not None
+        return self._held_since is not None and loop.time() >= self._held_since + self.lock_wait_max
+
+    def _hold_or_release(self, new: model.Snapshot | None, locked: bool) -> model.Snapshot | None:
+        """The snapshot to publish: NEW, or None while ostree's lock was held around its read (up to the limit).
+
+        NEW is None when the read was skipped because the lock was held. Past
+        OSTREEWATCH_LOCK_WAIT_MAX, NEW is published with problem sysroot-lock-held.
+        """
+        loop = self._loop
+        assert loop is not None
+        if not locked:
+            assert new is not None
+            if self._held_since is not None:
+                log.debug("ostree's sysroot lock released; publishing")
+            self._held_since = None
+            if self._recheck_handle is not None:
+                self._recheck_handle.cancel()
+                self._recheck_handle = None
+            return new
+        now = loop.time()
+        if self._held_since is None:
+            self._held_since = now
+            log.debug("ostree's sysroot lock is held; holding the new state back until it is released")
+        deadline = self._held_since + self.lock_wait_max
+        if now < deadline:
+            self._schedule_recheck(min(now + LOCK_RECHECK, deadline))
+            return None
+        if new is None:  # the limit passed while this read was skipped: read now
+            self._schedule_recheck(now)
+            return None
+        # Held too long (a stuck or very slow operation): publish what is there, saying so.
+        self._schedule_recheck(now + LOCK_RECHECK)
+        return state.with_lock_held(new, self.lock_wait_max)
 
     def request_scan(self, full: bool = True) -> int:
         """Ask for a rescan; returns a ticket that wait_scan() waits for."""
@@ -245,22 +353,25 @@ class Daemon:
             while self._done < self._want:
                 target = self._want
                 only_mounts, self._only_mounts = self._only_mounts, True
+                read_locked = self._past_lock_wait()
                 try:
-                    new = await loop.run_in_executor(self._executor, self._read, only_mounts)
+                    new, locked = await loop.run_in_executor(self._executor, self._read, only_mounts, read_locked)
                 except Exception:
                     log.exception("reading the boot state failed; keeping the published one")
                 else:
-                    if new is not None:
+                    if new is not None or locked:
                         try:
-                            diff = changes.diff(self.snapshot, new)
-                            if not diff.empty:
-                                # status.json first: whoever hears the D-Bus signal finds the file as new.
-                                await self._write_runfiles(new, self.generation + 1)
-                            elif self._bridge is not None:
-                                # grub.cfg is not in the snapshot: a new config (bootupd's static one)
-                                # changes what logind is told without a published change.
-                                self._runfiles_executor.submit(self._sync_bridge, new)
-                            self._apply(new, diff)
+                            publish = self._hold_or_release(new, locked)
+                            if publish is not None:
+                                diff = changes.diff(self.snapshot, publish)
+                                if not diff.empty:
+                                    # status.json first: whoever hears the D-Bus signal finds the file as new.
+                                    await self._write_runfiles(publish, self.generation + 1)
+                                elif self._bridge is not None:
+                                    # grub.cfg is not in the snapshot: a new config (bootupd's static one)
+                                    # changes what logind is told without a published change.
+                                    self._runfiles_executor.submit(self._sync_bridge, publish)
+                                self._apply(publish, diff)
                         except Exception:  # noqa: BLE001 - a publishing bug must not stall Reload's waiters
                             log.exception("publishing the new boot state failed")
                 self._done = target
@@ -314,11 +425,14 @@ class Daemon:
         except OSError as e:
             # D-Bus publication goes on: a missing status file is not a reason to stop.
             self._runtime_dir_ok = False
-            self.journal.log(
-                LOG_WARNING, f"cannot write {runfiles.STATUS_FILE} in {directory}: {e}", runtime_dir=directory
-            )
+            self._runfiles_warning(directory, str(e))
             return
         self._sync_bridge(snapshot)
+
+    def _runfiles_warning(self, directory: str, error: str) -> None:
+        self.journal.log(
+            LOG_WARNING, f"cannot write {runfiles.STATUS_FILE} in {directory}: {error}", runtime_dir=directory
+        )
 
     def _sync_bridge(self, snapshot: model.Snapshot) -> None:
         """The logind bridge's files (ostreewatch/rebootentry.py); in the runfiles thread."""
@@ -434,37 +548,42 @@ class Daemon:
         assert self.writer is not None
         return self.writer
 
-    async def set_entry(self, which: str, entry_id: str, caller: model.Caller, ask: Any = None) -> None:
-        await self._writer().set_entry(which, entry_id, caller, self.snapshot, ask)
+    async def set_entry(self, which: str, entry_id: str, gate: authz.Gate) -> None:
+        """SetDefaultEntry / SetNextEntry: the writer's job, then the new state published."""
+        await self._refresh_after(gate, self._writer().set_entry(which, entry_id, gate, self.snapshot))
 
-    async def set_deployment(self, deployment_id: str, caller: model.Caller, ask: Any = None) -> str:
-        return await self._writer().set_deployment(deployment_id, caller, self.snapshot, ask)
+    async def set_deployment(self, deployment_id: str, gate: authz.Gate) -> str:
+        """SetDefaultDeployment: the writer's job, then the new state published; the entry that boots it."""
+        entry = await self._refresh_after(gate, self._writer().set_deployment(deployment_id, gate, self.snapshot))
+        published = (e.id for e in self.snapshot.BootEntries if e.deployment == deployment_id)
+        return next(published, entry)
 
-    async def authorized_reload(self, caller: model.Caller, ask: Any = None) -> int:
-        """Reload() over the bus: the writer's authorization (uid 0 or polkit), then a rescan."""
-        return await self._writer().reload(caller, ask, self.reload, self.snapshot)
+    async def authorized_reload(self, gate: authz.Gate) -> int:
+        """Reload() over the bus: authorized through the call's gate (uid 0 or polkit), then a rescan."""
+        return await self._writer().reload(gate, self.reload, self.snapshot)
 
-    async def _refreshed(self) -> model.Snapshot:
-        """The snapshot after a write, published (the writer answers from it)."""
-        await self.reload()
-        return self.snapshot
+    async def _refresh_after(self, gate: authz.Gate, write: Awaitable[T]) -> T:
+        """Run WRITE; once it was authorized, rescan and publish before answering, whether it succeeded
+        or not (a failed write may have changed files too), so the caller's answer follows the new state."""
+        try:
+            return await write
+        finally:
+            if gate.granted_by is not None:
+                await self.reload()
 
     # -- bus --
 
     def bus_address(self) -> str:
         """The address --bus resolves to, so the log names the socket (`system` alone does not)."""
-        if self.bus_spec not in ("system", "session"):
-            return self.bus_spec
-        var = "DBUS_SYSTEM_BUS_ADDRESS" if self.bus_spec == "system" else "DBUS_SESSION_BUS_ADDRESS"
-        default = "unix:path=/var/run/dbus/system_bus_socket" if self.bus_spec == "system" else "(unset)"
-        return os.environ.get(var) or default
+        return busnames.bus_address(self.bus_spec) or "(unset)"
 
     async def _bus_loop(self) -> None:
         from . import service  # loaded by run() before this task starts
 
-        path = service.socket_path(self.bus_spec)
+        path = busnames.socket_path(self.bus_spec)
         backoff = 0.5
         said_missing = False
+        shutting_down = False
         while True:
             waiter = None
             if path:
@@ -478,7 +597,7 @@ class Daemon:
                 if not said_missing:
                     kind = f"{self.bus_spec} " if self.bus_spec in ("system", "session") else ""
                     self.journal.log(
-                        LOG_NOTICE,
+                        LOG_INFO if shutting_down else LOG_NOTICE,
                         f"waiting for the D-Bus {kind}bus at {self.bus_address()} ({e}); watching state meanwhile",
                         bus=self.bus_spec,
                     )
@@ -505,8 +624,12 @@ class Daemon:
             if owner:
                 self.journal.bus_connected(self.bus_address(), bus.unique_name or "")
             else:
+                # One line: a second ostreewatchd on the same bus is not an error, it stands by.
                 self.journal.log(
-                    LOG_WARNING, f"{service.BUS_NAME} is owned by another connection; queued for it", bus=self.bus_spec
+                    LOG_WARNING,
+                    f"{service.BUS_NAME} is owned by another connection on {self.bus_spec}: waiting for the name "
+                    "(this daemon takes over when that one releases it)",
+                    bus=self.bus_spec,
                 )
             reason = "disconnected"
             try:
@@ -516,7 +639,11 @@ class Daemon:
             self.manager.detach(bus)
             service.close_bus(bus)  # else the daemon keeps the old connection, and our name with it
             self.bus = None
-            self.journal.bus_lost(self.bus_spec, reason)
+            # At shutdown the system bus stops before this unit (ordered before local-fs.target):
+            # an expected loss, not a warning.
+            assert self._stopping is not None
+            shutting_down = self._stopping.is_set() or await system_stopping()
+            self.journal.bus_lost(self.bus_spec, reason, shutting_down=shutting_down)
 
     async def _watch_boot_complete(self, service: Any, bus: Any) -> None:
         """BootAssessment's boot_complete: boot-complete.target's state, from systemd on this bus."""
@@ -547,32 +674,60 @@ class Daemon:
 
     # -- life cycle --
 
-    async def run(self) -> int:
+    async def run(self, first: model.Snapshot | None = None) -> int:
+        """Serve until SIGTERM/SIGINT. FIRST: the snapshot main() read before READY=1 (None: read it here)."""
         self._loop = loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
-        # Watch before the first read, so that a change made during it is not lost.
+        # Signals that came before the loop took them over (main(): _notify.remember_signals).
+        for pending in _notify.pending_signals:
+            if pending == signal.SIGHUP:
+                self._pending = True
+            else:
+                self._stopping.set()
+        _notify.pending_signals.clear()
         self._start_watcher(loop)
-        first = await loop.run_in_executor(self._executor, self._read)
-        assert first is not None  # only a read for the mount table alone returns None
-        self.snapshot = first
+        if first is None:
+            first, locked = await loop.run_in_executor(self._executor, self._read)
+            assert first is not None  # only a read for the mount table alone returns None
+            # The first read is published as it is (READY=1 cannot wait for ostree); with ostree's
+            # lock held, the state after its release follows, at the latest by the recheck.
+            reread = locked
+        else:
+            # Read before the watches were set: one read more catches what changed in between.
+            reread = True
+        if reread:
+            self._pending = True
+        # The boot records and BootAssessment: judged here, after READY=1 when main() sent it
+        # (docs/boot-outcome.md); still generation 1, before the first journal records.
+        self.snapshot = await loop.run_in_executor(self._executor, self._with_boots, first)
         self.generation = 1
+        self._ready = True
+        if not self._ready_sent:
+            # Before READY=1: a unit ordered after ours finds status.json there.
+            await self._write_runfiles(self.snapshot, self.generation)
+            sd_notify("READY=1\nSTATUS=" + status_line(self.snapshot))
+        else:  # main() wrote status.json before READY=1
+            self._runtime_dir_ok = self._first_runfiles_error is None
+            if self._first_runfiles_error is not None and self.runtime_dir is not None:
+                self._runfiles_warning(self.runtime_dir, self._first_runfiles_error)
+            if self.snapshot != first:  # status.json of generation 1 gains the boot records
+                await self._write_runfiles(self.snapshot, self.generation)
+        # The first journal records follow READY=1 (the journal is not needed to be ready).
         self.journal.started(self.snapshot, __version__)
-        # Before READY=1: a unit ordered after ours finds status.json there.
-        await self._write_runfiles(self.snapshot, self.generation)
         self._export_textfile()
         for problem in self.snapshot.Problems:
             self.journal.problem_appeared(problem)
         self._begin_boots(loop)
-        self._ready = True
-        sd_notify("READY=1\nSTATUS=" + status_line(self.snapshot))
         if self.watcher is not None and self.watcher.mount_probe_note:
             log.info("%s", self.watcher.mount_probe_note)
         if self._pending:
             self._pending = False
             self.request_scan()
+        if self._stopping.is_set():  # stopped while starting: no bus side to load
+            return await self._stop()
         service, bootwrite, rebootentry = await loop.run_in_executor(None, _load_bus_side)
         if self.runtime_dir is not None:
             self._bridge = rebootentry.Bridge(self.paths, self.runtime_dir)
@@ -590,13 +745,15 @@ class Daemon:
         self.writer = bootwrite.BootWriter(
             self.paths,
             self.journal,
-            refresh=self._refreshed,
             efivars=os.environ.get("OSTREEWATCH_EFIVARS", bootwrite.EFIVARS),
             deploy_python=os.environ.get("OSTREEWATCH_DEPLOY_PYTHON", bootwrite.DEPLOY_PYTHON),
         )
         self._start_watchdog(loop)
         self._tasks.append(asyncio.ensure_future(self._bus_loop()))
         await self._stopping.wait()
+        return await self._stop()
+
+    async def _stop(self) -> int:
         sd_notify("STOPPING=1")
         await self._shutdown()
         return 0
@@ -632,6 +789,8 @@ class Daemon:
                 log.exception("stopping the watcher failed")
         if self._debounce_handle is not None:
             self._debounce_handle.cancel()
+        if self._recheck_handle is not None:
+            self._recheck_handle.cancel()
         if self._scan_task is not None:
             self._tasks.append(self._scan_task)
         if self.manager is not None:
@@ -653,6 +812,42 @@ class Daemon:
 # --- command line ----------------------------------------------------------------------
 
 
+def _load_runtime() -> None:
+    """The event loop's modules, imported after READY=1 and bound as this module's globals (idempotent)."""
+    if "asyncio" in globals():
+        return
+    import asyncio
+    import concurrent.futures
+    import logging
+    import signal
+    import threading
+    import time
+    import types
+
+    from . import busnames, changes, textfile
+    from .journal import LOG_INFO, LOG_NOTICE, LOG_WARNING, Journal
+    from .watcher import PathWaiter, Watcher
+
+    globals().update(
+        asyncio=asyncio,
+        busnames=busnames,
+        LOG_INFO=LOG_INFO,
+        concurrent=concurrent,
+        logging=logging,
+        signal=signal,
+        threading=threading,
+        time=time,
+        types=types,
+        changes=changes,
+        textfile=textfile,
+        LOG_NOTICE=LOG_NOTICE,
+        LOG_WARNING=LOG_WARNING,
+        Journal=Journal,
+        PathWaiter=PathWaiter,
+        Watcher=Watcher,
+    )
+
+
 def _load_bus_side() -> tuple[types.ModuleType, types.ModuleType, types.ModuleType]:
     """The service (dbus_next), boot writer and logind bridge modules, imported after READY=1 (in a thread)."""
     from . import bootwrite, rebootentry, service
@@ -664,6 +859,8 @@ def check_bus_spec(spec: str) -> None:
     """Raise InvalidArgs for a --bus value that is neither system, session nor a D-Bus address."""
     if spec in ("system", "session"):
         return
+    from .parse.busaddress import parse_address  # re and urllib.parse: only for an address
+
     try:
         parse_address(spec)
     except errors.BusAddressError as e:
@@ -671,20 +868,26 @@ def check_bus_spec(spec: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The full parser: --help, --version, man pages, and any command line _parse_plain() leaves to it."""
+    import argparse
+
+    from .cli import HelpFormatter
     from .sample import DEFAULT, NAMES
     from .sample import add_argument as add_sample_argument
 
-    p = argparse.ArgumentParser(prog="ostreewatchd", description="Publish an OSTree host's boot state on D-Bus.")
+    p = argparse.ArgumentParser(
+        prog="ostreewatchd", description="Publish an OSTree host's boot state on D-Bus.", formatter_class=HelpFormatter
+    )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument(
         "--bus", default="system", metavar="BUS", help="system, session or a D-Bus address (default: system)"
     )
     p.add_argument("--sysroot", default="/", metavar="DIR", help="the sysroot to watch (default: /)")
     p.add_argument(
-        "--mountinfo", default="/proc/1/mountinfo", metavar="FILE", help="mount table (default: /proc/1/mountinfo)"
+        "--mountinfo", default="/proc/1/mountinfo", metavar="FILE", help="the mount table (default: /proc/1/mountinfo)"
     )
     p.add_argument(
-        "--cmdline", default="/proc/cmdline", metavar="FILE", help="kernel command line (default: /proc/cmdline)"
+        "--cmdline", default="/proc/cmdline", metavar="FILE", help="the kernel command line (default: /proc/cmdline)"
     )
     p.add_argument("--run", default="/run", metavar="DIR", help="the run directory (default: /run)")
     p.add_argument(
@@ -747,11 +950,89 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+class Args:
+    """ostreewatchd's options; the defaults are build_parser()'s."""
+
+    __slots__ = (
+        "bus", "sysroot", "mountinfo", "cmdline", "run", "debounce_ms", "log_level", "sample", "textfile_dir",
+        "runtime_dir", "prepare_logind", "apply_reboot_entry", "state_dir", "boot_id_file",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.bus = "system"
+        self.sysroot = "/"
+        self.mountinfo = "/proc/1/mountinfo"
+        self.cmdline = "/proc/cmdline"
+        self.run = "/run"
+        self.debounce_ms = DEFAULT_DEBOUNCE_MS
+        self.log_level = "info"
+        self.sample: str | None = None
+        self.textfile_dir: str | None = None
+        self.runtime_dir: str | None = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or None
+        self.prepare_logind = False
+        self.apply_reboot_entry = False
+        self.state_dir: str | None = None  # None: $STATE_DIRECTORY, else /var/lib/ostreewatch (_boots)
+        self.boot_id_file = "/proc/sys/kernel/random/boot_id"
 
 
-def _paths(args: argparse.Namespace) -> model.Paths:
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_FLAGS = ("prepare_logind", "apply_reboot_entry")  # store_true, one of them at most
+_SAMPLE_NAMES = ("rhcos", "silverblue")  # ostreewatch/sample's NAMES (tests/test_daemon_start.py compares)
+
+
+def _parse_plain(argv: list[str]) -> Args | None:
+    """The exact `--option VALUE` / `--option=VALUE` forms, as argparse reads them; None for anything else.
+
+    argparse costs ~10 ms of imports at every boot; whatever this does not take for certain
+    (help, --version, abbreviations, errors) goes to build_parser(), which gives the same values.
+    """
+    args = Args()
+    i = 0
+    while i < len(argv):
+        name, eq, value = argv[i].partition("=")
+        i += 1
+        dest = name[2:].replace("-", "_") if name.startswith("--") else ""
+        if dest not in Args.__slots__:
+            return None
+        if dest in _FLAGS:
+            if eq or getattr(args, dest) or any(getattr(args, f) for f in _FLAGS):
+                return None  # a value, a repeat, or both: argparse says what it says
+            setattr(args, dest, True)
+            continue
+        if not eq:
+            if i < len(argv) and not argv[i].startswith("-"):
+                value = argv[i]
+                i += 1
+            elif dest == "sample":  # nargs="?": the default sample
+                value = _SAMPLE_NAMES[0]
+            else:
+                return None
+        if dest == "debounce_ms":
+            try:
+                args.debounce_ms = int(value)
+            except ValueError:
+                return None
+            continue
+        if (dest == "log_level" and value not in _LOG_LEVELS) or (dest == "sample" and value not in _SAMPLE_NAMES):
+            return None
+        setattr(args, dest, value)
+    return args
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """ostreewatchd's command line: by hand when plain, else by argparse (which may exit, as it does)."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parse_plain(argv)
+    if args is not None:
+        return args
+    namespace = build_parser().parse_args(argv)
+    args = Args()
+    for name in Args.__slots__:
+        setattr(args, name, getattr(namespace, name))
+    return args
+
+
+def _paths(args: Args) -> model.Paths:
     if args.sample:
         return _sample_paths(args.sample)
     return model.Paths(sysroot=args.sysroot, mountinfo=args.mountinfo, cmdline=args.cmdline, run=args.run)
@@ -764,7 +1045,7 @@ def _sample_paths(name: str) -> model.Paths:
     return sample.paths_for(name)
 
 
-def _boots(args: argparse.Namespace, paths: model.Paths) -> boottracker.BootTracker | None:
+def _boots(args: Args, paths: model.Paths, stamp: str | None) -> BootTracker | None:
     """The boot records keeper (docs/boot-outcome.md); None with --state-dir "" or a sample host."""
     state_dir = args.state_dir
     if state_dir is None:
@@ -773,7 +1054,11 @@ def _boots(args: argparse.Namespace, paths: model.Paths) -> boottracker.BootTrac
         state_dir = (os.environ.get("STATE_DIRECTORY") or "").split(":")[0] or "/var/lib/ostreewatch"
     if not state_dir:
         return None
-    return boottracker.BootTracker(state_dir, args.boot_id_file, paths.sysroot)
+    from .boottracker import BootTracker
+
+    tracker = BootTracker(state_dir, args.boot_id_file, paths.sysroot)
+    tracker.set_finalize_stamp(stamp)
+    return tracker
 
 
 def _setup_logging(level: str) -> None:
@@ -784,25 +1069,83 @@ def _setup_logging(level: str) -> None:
     )
 
 
+def _first_runfiles(runtime_dir: str | None, first: model.Snapshot) -> str | None:
+    """status.json of the first snapshot, before READY=1; the error, journaled once the journal is loaded."""
+    if not runtime_dir:  # "" as the Daemon takes it: off
+        return None
+    try:
+        runfiles.ensure_dir(runtime_dir)
+        runfiles.write_status(runtime_dir, first, 1, __version__)
+    except OSError as e:
+        return str(e)
+    return None
+
+
+def _finalize_stamp(paths: model.Paths) -> str | None:
+    """The text of ostree's /boot/ostree/finalize-failure.stamp; None when there is none (a plain read)."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(os.path.join(paths.sysroot, "boot", "ostree", "finalize-failure.stamp"), flags)
+    except OSError:
+        return None
+    try:
+        if os.fstat(fd).st_mode & 0o170000 != 0o100000:  # not a regular file: not ostree's
+            return None
+        return os.read(fd, 65536).decode("utf-8", "replace")
+    finally:
+        os.close(fd)
+
+
+def _first_read(paths: model.Paths) -> tuple[model.Snapshot, tuple[tuple[model.Mount, ...], int] | None]:
+    """The first snapshot, and the mount fingerprint taken before it (as Daemon._read does)."""
+    fingerprint = state.mount_fingerprint(paths)
+    return state.read_snapshot(paths), fingerprint
+
+
 def main(argv: list[str] | None = None) -> int:
+    # --- before READY=1 -------------------------------------------------------------------
+    # Every import and every step here delays every boot (the unit orders before
+    # local-fs.target): the first snapshot, status.json, READY=1, nothing else. tests/test_daemon_start.py
+    # pins the modules imported up to READY=1; its docstring says how to add one on purpose.
+    _notify.remember_signals()
     args = parse_args(argv)
-    _setup_logging(args.log_level)
     try:
         check_bus_spec(args.bus)
         paths = _paths(args)
+    except (errors.OstreewatchError, ImportError, OSError) as e:
+        print(f"ostreewatchd: {e}", file=sys.stderr)
+        return 1
+    if args.prepare_logind or args.apply_reboot_entry:
+        _load_runtime()
+        return _logind_step(args, paths)
+    try:
+        first, fingerprint = _first_read(paths)
+    except (errors.OstreewatchError, OSError) as e:
+        print(f"ostreewatchd: {e}", file=sys.stderr)
+        return 1
+    # Before ostree-boot-complete.service (after local-fs.target, hence after our READY=1) removes it.
+    stamp = _finalize_stamp(paths)
+    # status.json before READY=1: a unit ordered after ours finds it there (docs/logind.md).
+    runfiles_error = _first_runfiles(args.runtime_dir, first)
+    ready_sent = _notify.notify_before_loop("READY=1\nSTATUS=" + status_line(first))
+    # --- after READY=1 --------------------------------------------------------------------
+    _load_runtime()
+    _setup_logging(args.log_level)
+    try:
         daemon = Daemon(
             paths,
             args.bus,
             args.debounce_ms,
             textfile_dir=args.textfile_dir,
             runtime_dir=args.runtime_dir,
-            boots=_boots(args, paths),
+            boots=_boots(args, paths, stamp),
         )
     except (errors.OstreewatchError, ImportError, OSError) as e:
         print(f"ostreewatchd: {e}", file=sys.stderr)
         return 1
-    if args.prepare_logind or args.apply_reboot_entry:
-        return _logind_step(args, paths)
+    daemon._mount_fingerprint = fingerprint
+    daemon._ready_sent = ready_sent
+    daemon._first_runfiles_error = runfiles_error
     debug = os.environ.get("OSTREEWATCH_ASYNCIO_DEBUG") == "1"
     loop = asyncio.new_event_loop()
     if debug:
@@ -811,7 +1154,7 @@ def main(argv: list[str] | None = None) -> int:
         loop.slow_callback_duration = 0.1
         logging.getLogger("asyncio").setLevel(logging.WARNING)
     try:
-        return loop.run_until_complete(daemon.run())
+        return loop.run_until_complete(daemon.run(first))
     except errors.OstreewatchError as e:
         print(f"ostreewatchd: {e}", file=sys.stderr)
         return 1
@@ -819,7 +1162,7 @@ def main(argv: list[str] | None = None) -> int:
         loop.close()
 
 
-def _logind_step(args: argparse.Namespace, paths: model.Paths) -> int:
+def _logind_step(args: Args, paths: model.Paths) -> int:
     """--prepare-logind / --apply-reboot-entry: one step of the logind bridge, then exit."""
     from . import bootwrite, rebootentry
 

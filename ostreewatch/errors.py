@@ -8,7 +8,10 @@ helper processes (_writehelper, _deployhelper) import it too.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # `typing` is not imported before READY=1; mypy takes any TYPE_CHECKING as true
+if TYPE_CHECKING:
+    from typing import Any
+
 
 ERROR_PREFIX = "org.ostreewatch1.Error."
 
@@ -41,6 +44,14 @@ _BY_DBUS_NAME[OstreewatchError.dbus_name] = OstreewatchError
 def by_dbus_name(name: str) -> type[OstreewatchError]:
     """The class that declares the D-Bus error NAME; OstreewatchError for a name of no class here."""
     return _BY_DBUS_NAME.get(name, OstreewatchError)
+
+
+def from_dbus(name: str, text: str) -> OstreewatchError:
+    """The error a D-Bus error reply stands for, carrying "NAME: TEXT" (the daemon's refusal as NotAuthorized)."""
+    cls = by_dbus_name(name)
+    if cls is AccessDenied and NotAuthorized.is_refusal(text):
+        cls = NotAuthorized
+    return cls(f"{name}: {text}")
 
 
 # --- parsers: each parser raises only its own subclass ----------------------
@@ -98,6 +109,31 @@ class SysrootError(OstreewatchError, dbus_name=ERROR_PREFIX + "NotOstree"):
 
 class AccessDenied(OstreewatchError, dbus_name="org.freedesktop.DBus.Error.AccessDenied"):
     """The caller may not do this (uid 0 or polkit said no, or could not be asked)."""
+
+
+class NotAuthorized(AccessDenied):
+    """The daemon's own refusal: the caller is not root and polkit did not authorize the method's action.
+
+    Its D-Bus name is AccessDenied's (what D-Bus callers expect); its text is the one
+    sentence built by refusal(), which from_dbus() recognizes on the client's side.
+    """
+
+    # `re` is not imported at module level: this module is imported before READY=1 (ostreewatch/daemon.py).
+    _SENTENCE = r"(\w+) needs root or the polkit action ([\w.-]+) \(caller uid (-?\d+)(: .*)?\)"
+
+    @classmethod
+    def refusal(cls, method: str, action: str, uid: int, why: str = "") -> NotAuthorized:
+        """The one refusal sentence (the CLI shows it as is)."""
+        return cls(
+            f"{method} needs root or the polkit action {action} (caller uid {uid}" + (f": {why}" if why else "") + ")"
+        )
+
+    @classmethod
+    def is_refusal(cls, text: str) -> bool:
+        """Whether TEXT is a sentence refusal() builds."""
+        import re
+
+        return re.fullmatch(cls._SENTENCE, text, re.S) is not None
 
 
 class InvalidArgs(OstreewatchError, dbus_name="org.freedesktop.DBus.Error.InvalidArgs"):

@@ -41,7 +41,6 @@ LOG_ERR = 3
 LOG_WARNING = 4
 LOG_NOTICE = 5
 LOG_INFO = 6
-LOG_DEBUG = 7
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
@@ -83,8 +82,11 @@ WRITE_ATTEMPT_FIELDS = (
 # Refused write attempts: at most one record per caller uid per this many seconds; the
 # others are counted in OSTREEWATCH_SUPPRESSED of the next record for that uid.
 REFUSED_INTERVAL = 1.0
-# The one result of a write attempt that went through (bootwrite.py records it); any other is a refusal or failure.
+# The one result of a write attempt that went through (audit.py records it); any other is a refusal or failure.
 WRITE_GRANTED = "granted"
+# The results of attempts stopped before anything was tried (authorization refused, bad arguments):
+# any caller can cause them, so they are rate-limited per uid.
+WRITE_STOPPED = ("refused", "invalid")
 _FIELD_RE = re.compile(r"[^A-Z0-9_]")
 _PLAIN_RE = re.compile(r"[A-Za-z0-9_.,:/@+=%-]+")
 
@@ -148,7 +150,7 @@ class Journal:
         self.socket_path = socket_path
         self._stream = stream
         self._clock = clock
-        # caller uid -> (time of its last refused record, refusals suppressed since, fields of the last one)
+        # "uid result" -> (time of its last refused/invalid record, such calls suppressed since, fields of the last one)
         self._refused: dict[str, tuple[float, int, dict[str, Any]]] = {}
 
     # --- the record kinds ------------------------------------------------------
@@ -246,15 +248,17 @@ class Journal:
         result = _text(fields.get("result", ""))
         now = self._clock()
         uid = _text(fields.get("caller_uid", ""))
-        self._flush_refused(now, keep=uid if result == "refused" else None)
+        # Counted per uid and result: a record stands for itself and suppressed calls of its own result.
+        key = f"{uid} {result}"
+        self._flush_refused(now, keep=key if result in WRITE_STOPPED else None)
         # Root is not limited: it can write to the journal directly anyway.
-        if result == "refused" and uid != "0":
-            last = self._refused.get(uid)
+        if result in WRITE_STOPPED and uid != "0":
+            last = self._refused.get(key)
             if last is not None and now - last[0] < REFUSED_INTERVAL:
-                self._refused[uid] = (last[0], last[1] + 1, dict(fields))
+                self._refused[key] = (last[0], last[1] + 1, dict(fields))
                 return
             suppressed = last[1] if last is not None else 0
-            self._refused[uid] = (now, 0, dict(fields))
+            self._refused[key] = (now, 0, dict(fields))
             fields = dict(fields, suppressed=suppressed)
         self._attempt_record(fields)
 
@@ -268,10 +272,10 @@ class Journal:
             who += f" ({fields['caller_unit']})"
         target = _text(fields.get("entry") or fields.get("deployment") or "")
         message = f"{method}({target}) by {who}: " + (
-            "succeeded" if ok else f"{'failed' if result == 'failed' else 'refused'}: {error or result}"
+            "succeeded" if ok else f"{result if result in ('failed', 'invalid') else 'refused'}: {error or result}"
         )
         if fields.get("suppressed"):
-            message += f" ({fields['suppressed']} more refused calls of this uid not journaled one by one)"
+            message += f" ({fields['suppressed']} more refused or invalid calls of this uid not journaled one by one)"
         self._emit(
             MESSAGE_ID_WRITE_ATTEMPT,
             LOG_NOTICE if ok else LOG_WARNING,
@@ -282,21 +286,16 @@ class Journal:
     def _flush_refused(self, now: float | None, keep: str | None = None) -> None:
         """Journal the count of refusals suppressed in windows that are over (all of them when NOW is None).
 
-        KEEP: the uid being refused right now; its count goes into that record instead.
+        KEEP: the "uid result" being refused right now; its count goes into that record instead.
         """
-        for uid, (since, suppressed, last) in list(self._refused.items()):
-            if uid == keep or (now is not None and now - since < REFUSED_INTERVAL):
+        for key, (since, suppressed, last) in list(self._refused.items()):
+            if key == keep or (now is not None and now - since < REFUSED_INTERVAL):
                 continue
-            del self._refused[uid]
+            del self._refused[key]
             if suppressed:
                 # The last suppressed attempt is journaled, late, with the count of the others:
                 # every record stands for itself plus OSTREEWATCH_SUPPRESSED refusals before it.
                 self._attempt_record(dict(last, suppressed=suppressed - 1))
-
-    @_never_raise
-    def flush(self) -> None:
-        """Journal every pending count of suppressed refusals now (the daemon calls it when stopping)."""
-        self._flush_refused(None)
 
     @_never_raise
     def stopping(self, reason: str = "") -> None:
@@ -320,13 +319,22 @@ class Journal:
         )
 
     @_never_raise
-    def bus_lost(self, address: str = "", reason: str = "") -> None:
-        """The bus connection went away; the daemon keeps watching and will reconnect."""
+    def bus_lost(self, address: str = "", reason: str = "", shutting_down: bool = False) -> None:
+        """The bus connection went away; the daemon keeps watching and will reconnect.
+
+        While the system shuts down the bus stops first, as expected: info with
+        OSTREEWATCH_SHUTTING_DOWN=1 then, a warning otherwise.
+        """
+        fields: list[Field] = [("OSTREEWATCH_BUS_ADDRESS", address), ("OSTREEWATCH_REASON", reason)]
+        if shutting_down:
+            fields.append(("OSTREEWATCH_SHUTTING_DOWN", "1"))
         self._emit(
             MESSAGE_ID_BUS_LOST,
-            LOG_WARNING,
-            "Lost the bus connection" + (f": {reason}" if reason else "") + ", will reconnect",
-            [("OSTREEWATCH_BUS_ADDRESS", address), ("OSTREEWATCH_REASON", reason)],
+            LOG_INFO if shutting_down else LOG_WARNING,
+            "Lost the bus connection"
+            + (f": {reason}" if reason else "")
+            + (", the system is shutting down" if shutting_down else ", will reconnect"),
+            fields,
         )
 
     @_never_raise

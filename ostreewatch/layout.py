@@ -19,8 +19,6 @@ GRUB_DIRS: tuple[str, ...] = ("boot/grub2", "boot/grub")
 # What a grub.cfg may source from its own directory (bootupd configs.d 01_users.cfg,
 # 41_custom.cfg; grub-static-pre.cfg's bootuuid.cfg and console.cfg; 00_header's user.cfg).
 GRUB_SOURCED: tuple[str, ...] = ("user.cfg", "custom.cfg", "console.cfg", "bootuuid.cfg", "platform.cfg")
-# What the writer searches for ${saved_entry} / ${next_entry}: grub.cfg and what grub2-mkconfig's grub.cfg sources.
-GRUB_CONFIGS: tuple[str, ...] = ("grub.cfg", "user.cfg", "custom.cfg")
 # systemd-boot reads loader.conf on the ESP: /boot when the ESP is /boot, else /boot/efi.
 LOADER_CONFS: tuple[str, ...] = ("boot/loader/loader.conf", "boot/efi/loader/loader.conf")
 ENTRIES_DIR = "boot/loader/entries"
@@ -33,6 +31,20 @@ GRUB_SAVED_DEPLOYMENT = "ostreewatch_saved_deployment"
 GRUB_NEXT_DEPLOYMENT = "ostreewatch_next_deployment"
 LOADER_COMMENT = "#ostreewatch-deployment"
 
+
+def grubenv_location(root: Root, grub_dir: str | None = None) -> str | None:
+    """Where GRUB's environment block is, relative to the sysroot: the first of GRUB_DIRS holding a
+    grubenv (a dangling link counts: it is the one, unreadable), else GRUB_DIR/grubenv (the directory
+    of the grub.cfg in use, where a write creates it); None when neither.
+
+    The one rule for the reader (state.py) and the writer (bootplan.py).
+    """
+    for d in GRUB_DIRS:
+        if root.exists(f"{d}/grubenv"):
+            return f"{d}/grubenv"
+    return f"{grub_dir.strip('/')}/grubenv" if grub_dir else None
+
+
 # struct flock: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid (+ padding).
 _FLOCK = "hhxxxxqqixxxx"
 
@@ -42,19 +54,20 @@ def _flock(lock_type: int) -> bytes:
     return struct.pack(_FLOCK, lock_type, os.SEEK_SET, 0, 0, 0)
 
 
-def sysroot_locked(sysroot: str) -> bool:
+def sysroot_locked(root: Root | str) -> bool:
     """Whether another process holds ostree's sysroot lock (an OFD lock on ostree/lock).
 
-    ostree holds it for a whole operation (deploy, undeploy, pin, kargs edit): the
-    sysroot is half-written until it is released. Asks with F_OFD_GETLK, which takes
-    no lock, so it never gets in ostree's way. A missing or unreadable lock file: False.
+    ostree holds it for a whole operation (deploy, undeploy, pin, kargs edit, finalize-staged):
+    the sysroot is half-written until it is released. The file is opened through the
+    confined reader (on a booted host `ostree` is a link to sysroot/ostree, resolved inside
+    the sysroot) and asked with F_OFD_GETLK, which takes no lock, so it never gets in
+    ostree's way. A missing or unreadable lock file: False (ostree unlinks it when it unlocks).
     """
     try:
-        fd = os.open(
-            os.path.join(sysroot, SYSROOT_LOCK),
-            os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC,
-        )
-    except OSError:
+        if not isinstance(root, Root):
+            root = Root(root)
+        fd = root.open_regular(SYSROOT_LOCK)
+    except errors.OstreewatchError:
         return False
     try:
         answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _flock(fcntl.F_WRLCK))

@@ -7,17 +7,21 @@ Nothing here does I/O.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import Any
-
 from . import _interface
+from ._record import fields, frozen
 from .bootoutcome import BOOT_RECORD_KEYS, GREENBOOT_VARS
 from .bootoutcome import BootRecord as BootRecord  # BootHistory's records; the service builds them back
 from .parse.bls import EntryKeys
 
+# `typing` and `dataclasses` are not imported: this module is imported before READY=1
+# (ostreewatch/daemon.py), and mypy treats any TYPE_CHECKING name as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
-@dataclass(frozen=True)
+
+@frozen
 class Paths:
     """Where to read: a sysroot (holds boot/ and ostree/), a mountinfo, a kernel command line, a run dir."""
 
@@ -82,7 +86,7 @@ MOUNT_KEYS: dict[str, str] = {
 }
 
 PROBLEM_KEYS: dict[str, str] = {
-    "code": "s",  # stable code, see docs/problems.md
+    "code": "s",  # stable code: PROBLEM_CODES, docs/problems.md
     "message": "s",
     "subject": "s",  # the entry id, deployment id, path or mount point concerned
 }
@@ -122,26 +126,11 @@ BOOT_ASSESSMENT_KEYS: dict[str, str] = {
     "boot_complete": "b",  # boot-complete.target reached in this boot (systemd over D-Bus); absent when unknown
 }
 
-# Where DefaultEntry comes from (docs/default-entry.md, "Reading the default").
-DEFAULT_ENTRY_SOURCES = (
-    "saved_entry",
-    "next_entry",
-    "grubenv-default",
-    "greenboot-fallback",
-    "grub.cfg",
-    "first-entry",
-    "loader.conf",
-    "efi-variable",
-    "none",
-)
-
 # The mount points published in Mounts, in this order.
 WATCHED_MOUNT_POINTS: tuple[str, ...] = ("/", "/sysroot", "/usr", "/etc", "/var", "/boot", "/boot/efi")
 
-BOOTLOADERS = ("grub2", "systemd-boot", "none")
 
-
-@dataclass(frozen=True)
+@frozen
 class Deployment:
     id: str
     osname: str
@@ -162,7 +151,7 @@ class Deployment:
     title: str = ""
 
 
-@dataclass(frozen=True)
+@frozen
 class BootEntry(EntryKeys):
     """A boot entry as published: the entry file's keys (parse/bls.py), then what the boot state adds."""
 
@@ -173,7 +162,7 @@ class BootEntry(EntryKeys):
     tries_left: int = -1
 
 
-@dataclass(frozen=True)
+@frozen
 class Mount:
     mount_point: str
     mount_id: int
@@ -188,14 +177,89 @@ class Mount:
     propagation: str
 
 
-@dataclass(frozen=True)
+@frozen
 class Problem:
     code: str
     message: str
     subject: str = ""
 
 
-@dataclass(frozen=True)
+class Code:
+    """One problem code and its one-line meaning; NAME is its attribute name in ProblemCode."""
+
+    __slots__ = ("name", "code", "description")
+
+    def __init__(self, code: str, description: str) -> None:
+        self.name = ""
+        self.code = code
+        self.description = description
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"ProblemCode.{self.name}"
+
+
+class _CodeTable(type):
+    """Iterating ProblemCode gives its codes in the order they are declared (as an Enum would)."""
+
+    def __iter__(cls) -> Iterator[Code]:
+        return (value for value in vars(cls).values() if isinstance(value, Code))
+
+
+# Not an enum.Enum: `enum` costs ~8 ms of every start, and this module is imported before READY=1.
+class ProblemCode(metaclass=_CodeTable):
+    """Every problem code the reader emits, with its one-line meaning (docs/problems.md says more)."""
+
+    # Boot entries
+    ENTRY_UNREADABLE = Code("entry-unreadable", "an entry file cannot be read safely; left out of BootEntries")
+    ENTRY_UNPARSABLE = Code("entry-unparsable", "an entry file is not a valid BLS entry; left out of BootEntries")
+    ENTRY_NO_KERNEL = Code("entry-no-kernel", "an entry has neither linux nor efi")
+    OSTREE_ARG_UNRESOLVED = Code("ostree-arg-unresolved", "an entry's ostree= argument leads to no deployment")
+    ENTRIES_DIR_MISSING = Code("entries-dir-missing", "there is no boot/loader/entries directory")
+    LOADER_LINK_DANGLING = Code("loader-link-dangling", "boot/loader points to a directory that does not exist")
+    STALE_LOADER_DIR = Code("stale-loader-dir", "a boot/loader.N directory that the loader link does not name")
+    SYSROOT_LOCK_HELD = Code(
+        "sysroot-lock-held", "ostree's sysroot lock has been held for longer than the daemon waits"
+    )
+    # Deployments
+    DEPLOYMENT_NO_ENTRY = Code("deployment-no-entry", "a deployment has no boot entry pointing at it")
+    ORIGIN_UNPARSABLE = Code("origin-unparsable", "a deployment's .origin file cannot be read or parsed")
+    STAGED_UNPARSABLE = Code("staged-unparsable", "the staged-deployment file is not the GVariant ostree writes")
+    RUN_FILE_UNREADABLE = Code("run-file-unreadable", "a file under the run directory is not what ostree writes")
+    # Default and next entry
+    SAVED_ENTRY_MISSING = Code("saved-entry-missing", "the saved default names no existing entry")
+    SAVED_ENTRY_IGNORED = Code(
+        "saved-entry-ignored", "saved_entry or next_entry is set but the grub.cfg never reads it"
+    )
+    GRUB_CFG_UNSUPPORTED = Code("grub-cfg-unsupported", "grub.cfg cannot be read or its default cannot be evaluated")
+    BOOT_FALLBACK = Code("boot-fallback", "the default was tried and not kept")
+    DEFAULT_ENTRY_MOVED = Code("default-entry-moved", "the saved default now boots another deployment than chosen")
+    GRUBENV_UNPARSABLE = Code("grubenv-unparsable", "the grubenv is not a valid environment block")
+    LOADER_CONF_UNPARSABLE = Code("loader-conf-unparsable", "loader.conf cannot be read or is not UTF-8")
+    # The booted host
+    BOOTED_UNKNOWN = Code("booted-unknown", "ostree-booted exists but no deployment matches it")
+    USR_WRITABLE = Code("usr-writable", "/usr is mounted read-write while the booted deployment is not unlocked")
+    BOOT_NOT_MOUNTED = Code("boot-not-mounted", "/boot is not a mount point on a booted host")
+    # The mount table
+    MOUNTINFO_UNPARSABLE = Code("mountinfo-unparsable", "the mount table cannot be read, or some lines are malformed")
+    # Boot records (ostreewatch/boottracker.py, docs/boot-outcome.md)
+    FINALIZE_FAILED = Code("finalize-failed", "ostree could not finalize the staged deployment at the last shutdown")
+    BOOT_RECORD_CORRUPT = Code("boot-record-corrupt", "the boot records file was torn or altered; set aside")
+    BOOT_RECORD_FAILED = Code("boot-record-failed", "the boot id or the boot records cannot be read or written")
+
+
+# code -> its one-line meaning: the codes Problems may hold (docs/problems.md documents each).
+PROBLEM_CODES: dict[str, str] = {c.code: c.description for c in ProblemCode}
+
+# Codes never emitted any more, kept documented (docs/problems.md, "Retired codes") for scripts.
+RETIRED_PROBLEM_CODES: dict[str, str] = {
+    "booted-not-default": "raised for every pending update; a real fallback is boot-fallback",
+}
+
+
+@frozen
 class Snapshot:
     """The whole boot state at one moment; the D-Bus properties, minus Generation and Version."""
 
@@ -219,7 +283,7 @@ class Snapshot:
     BootAssessment: tuple[tuple[str, Any], ...] = ()  # (key, value) pairs in BOOT_ASSESSMENT_KEYS order
 
 
-@dataclass(frozen=True)
+@frozen
 class Caller:
     """Who called a method, as the bus daemon vouches for it (GetConnectionCredentials)."""
 
@@ -235,13 +299,25 @@ PROPERTY_SIGNATURES: dict[str, str] = {
     name: sig for name, sig in _interface.PROPERTIES.items() if name not in ("Generation", "Version")
 }
 
-_KEYS_OF = {
-    Deployment: DEPLOYMENT_KEYS,
-    BootEntry: BOOT_ENTRY_KEYS,
-    Mount: MOUNT_KEYS,
-    Problem: PROBLEM_KEYS,
-    BootRecord: BOOT_RECORD_KEYS,
+
+@frozen
+class RecordKind:
+    """An aa{sv} property: the record class of its items and the D-Bus signature of each key."""
+
+    cls: type[Any]
+    keys: dict[str, str]
+
+
+# The one property -> record map: every aa{sv} property of the interface (service.py and the tests read it).
+RECORDS: dict[str, RecordKind] = {
+    "Deployments": RecordKind(Deployment, DEPLOYMENT_KEYS),
+    "BootEntries": RecordKind(BootEntry, BOOT_ENTRY_KEYS),
+    "Mounts": RecordKind(Mount, MOUNT_KEYS),
+    "Problems": RecordKind(Problem, PROBLEM_KEYS),
+    "BootHistory": RecordKind(BootRecord, BOOT_RECORD_KEYS),
 }
+# record class -> its keys, derived from RECORDS.
+_KEYS_OF: dict[type[Any], dict[str, str]] = {r.cls: r.keys for r in RECORDS.values()}
 
 
 def record_to_dict(record: Any) -> dict[str, Any]:
@@ -256,13 +332,13 @@ def record_to_dict(record: Any) -> dict[str, Any]:
 def snapshot_to_plain(snapshot: Snapshot) -> dict[str, Any]:
     """The snapshot as {"Property": value}: JSON-ready, the shape of --json output."""
     out: dict[str, Any] = {}
-    for field in dataclasses.fields(snapshot):
-        value = getattr(snapshot, field.name)
-        if PROPERTY_SIGNATURES[field.name] == "a{sv}":
+    for name in fields(Snapshot):
+        value = getattr(snapshot, name)
+        if PROPERTY_SIGNATURES[name] == "a{sv}":
             value = dict(value)
         elif isinstance(value, tuple):
             value = [record_to_dict(item) for item in value]
-        out[field.name] = value
+        out[name] = value
     return out
 
 
@@ -278,13 +354,10 @@ def dict_items(property_name: str, values: dict[str, Any]) -> tuple[tuple[str, A
 
 def key_signatures(property_name: str) -> dict[str, str]:
     """The a{sv} key signatures of an aa{sv} (or a{sv}) property."""
-    return {
-        "BootedRoot": BOOTED_ROOT_KEYS,
-        "Deployments": DEPLOYMENT_KEYS,
-        "BootEntries": BOOT_ENTRY_KEYS,
-        "Mounts": MOUNT_KEYS,
-        "Problems": PROBLEM_KEYS,
-        "LastBoot": BOOT_RECORD_KEYS,
-        "BootHistory": BOOT_RECORD_KEYS,
-        "BootAssessment": BOOT_ASSESSMENT_KEYS,
-    }[property_name]
+    if property_name == "BootedRoot":
+        return BOOTED_ROOT_KEYS
+    if property_name == "LastBoot":
+        return BOOT_RECORD_KEYS
+    if property_name == "BootAssessment":
+        return BOOT_ASSESSMENT_KEYS
+    return RECORDS[property_name].keys

@@ -1,7 +1,7 @@
 """A cheap look at the watched mount points, to tell a mount storm from a change that matters.
 
 The kernel says only "the mount table changed" (POLLPRI on mountinfo), never
-where. Reading a 5,000-line mountinfo costs ~13 ms of kernel time, so on every
+where. Reading a big mountinfo is costly (docs/design-notes.md), so on every
 such wakeup ostreewatchd first asks about the few mount points it publishes
 (model.WATCHED_MOUNT_POINTS): for each, the mount on top of it (its unique
 mount id where the kernel has one, else the old id plus the device) and its

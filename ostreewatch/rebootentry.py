@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 
-from . import bootwrite, errors, model, runfiles, state
+from . import bootplan, bootwrite, errors, model, runfiles, state
 from .journal import Journal
 
 ENTRIES_LINK = "boot-loader-entries"  # RUNTIME_DIR/boot-loader-entries -> .ble.XXXX (the tree)
@@ -46,7 +46,7 @@ def bridge_enabled(sysroot: str, snapshot: model.Snapshot) -> bool | None:
     """True where GRUB reads next_entry, False on other GRUB configs, None on other boot loaders."""
     if snapshot.Bootloader != "grub2":
         return None
-    _grub_dir, support = bootwrite.grub_support(sysroot)
+    _grub_dir, support = bootplan.grub_support(sysroot)
     return bool(support["next"])
 
 
@@ -268,7 +268,8 @@ async def apply_request(paths: model.Paths, journal: Journal, efivars: str = boo
     entry = entry_for_request(snapshot, value)
     if snapshot.StagedDeployment:
         # ostree-finalize-staged rewrites and renumbers the entries at this same shutdown: an
-        # entry named now could boot another deployment. The same audit record as a refused call.
+        # entry named now could boot another deployment. The audit record the writer makes for an
+        # error after authorization (logind's request is root's): failed.
         error = errors.NotSupported(
             f"deployment {snapshot.StagedDeployment} is staged: ostree renumbers the entries when it "
             f"finalizes it at this shutdown, so {entry!r} is not set for the next boot"
@@ -284,7 +285,7 @@ async def apply_request(paths: model.Paths, journal: Journal, efivars: str = boo
             previous="",
             new="",
             bootloader=snapshot.Bootloader,
-            result="refused",
+            result="failed",
             error=error.dbus_name,
         )
         raise error

@@ -8,50 +8,40 @@ exceptions with a Python traceback (docs/platform.md, dbus-next). Every error th
 D-Bus error. The members and their signatures come from
 dbus/org.ostreewatch1.Manager.xml, through the generated _interface.py.
 
-dbus-next internals relied on (setup.cfg pins dbus-next==0.2.3;
-tests/test_service_dbusnext.py fails when the installed one differs in any of them):
-- dbus_next._private.marshaller.Marshaller (buffer, marshall(), align()): GetAll's body
-  marshalled once per change, and PremarshalledReply's header.
-- dbus_next._private.constants: LITTLE_ENDIAN, PROTOCOL_VERSION, HeaderField.
-- Message._marshall(negotiate_unix_fd): PremarshalledReply overrides it.
-- dbus_next.aio.message_bus: _MessageWriter (its attributes bus, sock, loop, fd, messages,
-  buf, offset, unix_fds, fut and write_callback()), _future_set_result, _future_set_exception;
-  MessageBus._writer (replaced by _PatientWriter), MessageBus._finalize(), MessageBus._sock
-  (closed by close_bus) and MessageBus._introspect_export_path() (the introspection of the
-  rest of the path).
+The dbus-next workarounds (the patient writer, the premarshalled GetAll reply, the
+real socket close, the introspection of the rest of the path) are in _dbusnext.py:
+this module uses no private dbus-next name.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable
 from typing import Any, Callable
 
-from dbus_next import BusType, Message, MessageFlag, MessageType, Variant
-from dbus_next._private.constants import LITTLE_ENDIAN, PROTOCOL_VERSION, HeaderField
-from dbus_next._private.marshaller import Marshaller
+from dbus_next import Message, MessageFlag, MessageType, Variant
 from dbus_next.aio import MessageBus
-from dbus_next.aio import message_bus as _aio_bus
 from dbus_next.constants import NameFlag, RequestNameReply
 from dbus_next.service import PropertyAccess, ServiceInterface, dbus_property
 
-from . import _interface, errors, model
+from . import _interface, authz, errors, model
+from ._dbusnext import PremarshalledReply as PremarshalledReply
+from ._dbusnext import close_bus as close_bus
+from ._dbusnext import export_path_node, marshall_body, new_bus
 
 # re-exported: service.BUS_NAME, service.OBJECT_PATH and service.INTERFACE stay importable
 from .busnames import BUS_NAME as BUS_NAME
 from .busnames import INTERFACE as INTERFACE
 from .busnames import OBJECT_PATH as OBJECT_PATH
 from .busnames import PROPERTIES_IFACE as PROPERTIES_IFACE
+from .busnames import bus_address
 from .changes import Changes
 
 EMITS = "org.freedesktop.DBus.Property.EmitsChangedSignal"
 
 UNKNOWN_METHOD = "org.freedesktop.DBus.Error.UnknownMethod"
-INVALID_ARGS = errors.InvalidArgs.dbus_name
 FAILED = errors.OstreewatchError.dbus_name
 
 log = logging.getLogger("ostreewatch.service")
@@ -64,12 +54,11 @@ PROPERTIES: dict[str, str] = _interface.PROPERTIES
 # Version never changes while the daemon runs ("const"); every other property is sent with its value.
 EMITS_CHANGED: dict[str, str] = _interface.EMITS_CHANGED
 
-# Hooks the daemon gives the service. Each gets the caller and an AskPolkit for this very call;
-# the daemon decides (bootwrite.authorize: uid 0, or polkit through AskPolkit) and audits.
-AskPolkit = Callable[[str, dict[str, str]], Awaitable[None]]
-ReloadHook = Callable[[model.Caller, AskPolkit], Awaitable[int]]
-SetEntryHook = Callable[[str, str, model.Caller, AskPolkit], Awaitable[None]]
-SetDeploymentHook = Callable[[str, model.Caller, AskPolkit], Awaitable[str]]
+# Hooks the daemon gives the service. Each gets the call's authz.Gate (the caller, and an
+# AskPolkit for this very call) and must ask it: the Manager answers no call whose gate was not asked.
+ReloadHook = Callable[[authz.Gate], Awaitable[int]]
+SetEntryHook = Callable[[str, str, authz.Gate], Awaitable[None]]
+SetDeploymentHook = Callable[[str, authz.Gate], Awaitable[str]]
 
 # polkit's authority (polkit docs: org.freedesktop.PolicyKit1.Authority.CheckAuthorization).
 POLKIT = ("org.freedesktop.PolicyKit1", "/org/freedesktop/PolicyKit1/Authority", "org.freedesktop.PolicyKit1.Authority")
@@ -81,21 +70,17 @@ POLKIT_INTERACTIVE_TIMEOUT = 300.0  # an authentication dialog waits for a human
 # --- values: snapshot -> dbus-next values --------------------------------------------
 
 
-def _record_variants(record: Any) -> dict[str, Variant]:
-    sigs = model._KEYS_OF[type(record)]
-    return {key: Variant(sig, value) for key, value in model.record_to_dict(record).items() for sig in (sigs[key],)}
-
-
 def snapshot_values(snapshot: model.Snapshot) -> dict[str, Any]:
-    """The snapshot's properties as dbus-next values (a{sv} / aa{sv} items typed per model.*_KEYS)."""
+    """The snapshot's properties as dbus-next values (a{sv} / aa{sv} items typed per model.RECORDS)."""
     out: dict[str, Any] = {}
     for name, sig in model.PROPERTY_SIGNATURES.items():
         value = getattr(snapshot, name)
-        if sig == "aa{sv}":
-            value = [_record_variants(r) for r in value]
-        elif sig == "a{sv}":  # (key, value) pairs, each key typed by model.key_signatures
+        if sig in ("aa{sv}", "a{sv}"):
             sigs = model.key_signatures(name)
-            value = {k: Variant(sigs[k], v) for k, v in value}
+            if sig == "aa{sv}":
+                value = [{k: Variant(sigs[k], v) for k, v in model.record_to_dict(r).items()} for r in value]
+            else:  # BootedRoot: (key, value) pairs
+                value = {k: Variant(sigs[k], v) for k, v in value}
         out[name] = value
     return out
 
@@ -113,13 +98,6 @@ def unwrap(value: Any) -> Any:
 
 def snapshot_from_plain(props: dict[str, Any]) -> model.Snapshot:
     """GetAll's plain values back into a model.Snapshot (unknown keys ignored, missing ones defaulted)."""
-    records = {
-        "Deployments": model.Deployment,
-        "BootEntries": model.BootEntry,
-        "Mounts": model.Mount,
-        "Problems": model.Problem,
-        "BootHistory": model.BootRecord,
-    }
     fields: dict[str, Any] = {}
     for name in model.PROPERTY_SIGNATURES:
         if name not in props:
@@ -127,9 +105,8 @@ def snapshot_from_plain(props: dict[str, Any]) -> model.Snapshot:
         value = props[name]
         if model.PROPERTY_SIGNATURES[name] == "a{sv}":
             value = model.dict_items(name, value) if isinstance(value, dict) else ()
-        elif name in records:
-            cls = records[name]
-            keys = model.key_signatures(name)
+        elif name in model.RECORDS:
+            cls, keys = model.RECORDS[name].cls, model.RECORDS[name].keys
             value = tuple(
                 cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in item.items() if k in keys})
                 for item in value
@@ -329,13 +306,11 @@ class Manager(_ManagerBase):
         """GetAll's reply body, marshalled once per published change (the rest of a call is its header)."""
         variants = self._all_variants()
         if self._all_bytes is None:
-            body = Marshaller("a{sv}", [variants])
-            body.marshall()
-            self._all_bytes = bytes(body.buffer)
+            self._all_bytes = marshall_body("a{sv}", [variants])
         return self._all_bytes
 
     def introspection_xml(self, bus: MessageBus) -> str:
-        node = bus._introspect_export_path(OBJECT_PATH).to_xml()
+        node = export_path_node(bus, OBJECT_PATH)
         for child in list(node):
             if child.tag == "interface" and child.get("name") == INTERFACE:
                 node.remove(child)
@@ -360,27 +335,73 @@ class Manager(_ManagerBase):
         self._reply(bus, msg, reply)
 
     async def _call(self, bus: MessageBus, msg: Message) -> Message:
-        if msg.member not in METHODS:
+        handler = HANDLERS.get(msg.member)
+        if handler is None:
             return Message.new_error(msg, UNKNOWN_METHOD, f"{INTERFACE} has no method {msg.member!r}")
         in_sig = "".join(sig for _, sig in METHODS[msg.member][0])
         if msg.signature != in_sig:
             raise errors.InvalidArgs(f"{msg.member} takes signature {in_sig!r}, got {msg.signature!r}")
         caller = await caller_of(bus, msg.sender)
-        ask = polkit_asker(bus, msg, caller)
-        if msg.member == "Reload":
-            return Message.new_method_return(msg, "t", [await self._reload(caller, ask)])
-        if msg.member == "SetDefaultDeployment":
-            if self._set_deployment is None:
-                raise errors.NotSupported("this daemon was built without the boot writer")
-            return Message.new_method_return(msg, "s", [await self._set_deployment(msg.body[0], caller, ask)])
-        which = "default" if msg.member == "SetDefaultEntry" else "next"
-        if self._set_entry is None:
+        gate = authz.Gate(caller, msg.member, polkit_asker(bus, msg, caller))
+        reply = await handler(self, msg, gate)
+        if not gate.asked:  # a handler that forgot to authorize must not answer as if it had
+            raise RuntimeError(f"the handler of {msg.member} answered without asking its authz.Gate")
+        return reply
+
+    def _writer_hook(self, hook: Callable[..., Awaitable[Any]] | None) -> Callable[..., Awaitable[Any]]:
+        if hook is None:
             raise errors.NotSupported("this daemon was built without the boot writer")
-        await self._set_entry(which, msg.body[0], caller, ask)
-        return Message.new_method_return(msg)
+        return hook
 
 
-def polkit_asker(bus: MessageBus, msg: Message, caller: model.Caller) -> AskPolkit:
+# --- dispatch: one handler per method of the interface ---------------------------------
+
+Handler = Callable[[Manager, Message, authz.Gate], Awaitable[Message]]
+
+
+async def _reload(m: Manager, msg: Message, gate: authz.Gate) -> Message:
+    return Message.new_method_return(msg, "t", [await m._reload(gate)])
+
+
+async def _set_default_entry(m: Manager, msg: Message, gate: authz.Gate) -> Message:
+    await m._writer_hook(m._set_entry)("default", msg.body[0], gate)
+    return Message.new_method_return(msg)
+
+
+async def _set_next_entry(m: Manager, msg: Message, gate: authz.Gate) -> Message:
+    await m._writer_hook(m._set_entry)("next", msg.body[0], gate)
+    return Message.new_method_return(msg)
+
+
+async def _set_default_deployment(m: Manager, msg: Message, gate: authz.Gate) -> Message:
+    entry = await m._writer_hook(m._set_deployment)(msg.body[0], gate)
+    return Message.new_method_return(msg, "s", [entry])
+
+
+# member -> handler; check_handlers() below makes it match the XML's methods exactly.
+HANDLERS: dict[str, Handler] = {
+    "Reload": _reload,
+    "SetDefaultEntry": _set_default_entry,
+    "SetNextEntry": _set_next_entry,
+    "SetDefaultDeployment": _set_default_deployment,
+}
+
+
+def check_handlers(handlers: dict[str, Handler], methods: dict[str, Any]) -> None:
+    """Raise ImportError unless every method of the interface has a handler and every handler a method."""
+    missing = sorted(set(methods) - set(handlers))
+    unknown = sorted(set(handlers) - set(methods))
+    if missing or unknown:
+        raise ImportError(
+            f"{INTERFACE}: methods without a handler: {', '.join(missing) or 'none'}; "
+            f"handlers without a method in dbus/org.ostreewatch1.Manager.xml: {', '.join(unknown) or 'none'}"
+        )
+
+
+check_handlers(HANDLERS, METHODS)
+
+
+def polkit_asker(bus: MessageBus, msg: Message, caller: model.Caller) -> authz.AskPolkit:
     """An AskPolkit for this call: CheckAuthorization over D-Bus for the caller's unique bus name.
 
     The subject is the unique name, not the pid: polkitd asks the bus daemon who
@@ -390,12 +411,7 @@ def polkit_asker(bus: MessageBus, msg: Message, caller: model.Caller) -> AskPolk
     """
     interactive = bool(msg.flags & MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION)
 
-    async def ask(action: str, details: dict[str, str]) -> None:
-        def denied(why: str) -> errors.AccessDenied:
-            return errors.AccessDenied(
-                f"{msg.member} needs root or the polkit action {action} (caller uid {caller.uid}: {why})"
-            )
-
+    async def ask(action: str, details: dict[str, str]) -> str | None:
         query = Message(
             destination=POLKIT[0],
             path=POLKIT[1],
@@ -415,57 +431,18 @@ def polkit_asker(bus: MessageBus, msg: Message, caller: model.Caller) -> AskPolk
                 bus.call(query), POLKIT_INTERACTIVE_TIMEOUT if interactive else POLKIT_TIMEOUT
             )
         except asyncio.TimeoutError:
-            raise denied("polkit did not answer") from None
+            return "polkit did not answer"
         if reply is None or reply.message_type != MessageType.METHOD_RETURN:
             name = reply.error_name if reply is not None else "no reply"
-            raise denied(f"polkit could not be asked: {name}")
+            return f"polkit could not be asked: {name}"
         authorized, challenge, _ = reply.body[0]
         if authorized:
-            return
+            return None
         if challenge:
-            raise denied("polkit requires authentication; allow interactive authorization to be asked")
-        raise denied("polkit said no")
+            return "polkit requires authentication; allow interactive authorization to be asked"
+        return "polkit said no"
 
     return ask
-
-
-class PremarshalledReply(Message):
-    """A method return whose body is bytes marshalled earlier: only its header is built per call.
-
-    Owns the header half of dbus-next 0.2.3's Message._marshall (the version setup.cfg pins;
-    tests/test_service_premarshalled.py fails if dbus-next changes underneath): a method
-    return's header fields are REPLY_SERIAL, DESTINATION and SIGNATURE.
-    """
-
-    def __init__(self, call: Message, signature: str, body: bytes) -> None:
-        super().__init__(
-            message_type=MessageType.METHOD_RETURN,
-            reply_serial=call.serial,
-            destination=call.sender,
-            signature=signature,
-        )
-        self._body_bytes = body
-
-    def _marshall(self, negotiate_unix_fd: bool = False) -> bytearray:
-        fields: list[Any] = [[HeaderField.REPLY_SERIAL.value, Variant("u", self.reply_serial)]]
-        if self.destination:
-            fields.append([HeaderField.DESTINATION.value, Variant("s", self.destination)])
-        fields.append([HeaderField.SIGNATURE.value, Variant("g", self.signature)])
-        header = Marshaller(
-            "yyyyuua(yv)",
-            [
-                LITTLE_ENDIAN,
-                self.message_type.value,
-                self.flags.value,
-                PROTOCOL_VERSION,
-                len(self._body_bytes),
-                self.serial,
-                fields,
-            ],
-        )
-        header.marshall()
-        header.align(8)
-        return header.buffer + self._body_bytes
 
 
 def _clip(text: str, limit: int = 64) -> str:
@@ -516,85 +493,12 @@ async def caller_of(bus: MessageBus, sender: str | None) -> model.Caller:
 # --- connecting -------------------------------------------------------------------------
 
 
-def bus_address(spec: str) -> tuple[str | None, BusType]:
-    """--bus system|session|ADDRESS as (address or None, bus type)."""
-    if spec == "system":
-        return None, BusType.SYSTEM
-    if spec == "session":
-        return None, BusType.SESSION
-    return spec, BusType.SYSTEM
-
-
-def socket_path(spec: str) -> str | None:
-    """The unix socket file a bus spec resolves to, None when not a path (abstract, tcp)."""
-    address, bus_type = bus_address(spec)
-    if address is None:
-        if bus_type == BusType.SYSTEM:
-            address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/var/run/dbus/system_bus_socket")
-        else:
-            address = os.environ.get("DBUS_SESSION_BUS_ADDRESS", "")
-    first = address.split(";")[0]
-    if not first.startswith("unix:"):
-        return None
-    for kv in first[5:].split(","):
-        key, _, value = kv.partition("=")
-        if key == "path":
-            return value
-    return None
-
-
-class _PatientWriter(_aio_bus._MessageWriter):
-    """dbus-next's writer, except that a full socket buffer (EAGAIN) means "wait", not "the bus is gone".
-
-    dbus-next 0.2.3 finalizes the connection on BlockingIOError, so 50 clients' GetAll replies at
-    once dropped the daemon off the bus (found by tests/test_reliability.py's soak). Here a full
-    buffer keeps the message and its offset, and the loop's writer callback resumes when writable.
-    """
-
-    def write_callback(self) -> None:
-        try:
-            while True:
-                if self.buf is None:
-                    if self.messages.qsize() == 0:
-                        self.loop.remove_writer(self.fd)
-                        return
-                    buf, unix_fds, fut = self.messages.get_nowait()
-                    self.unix_fds = unix_fds
-                    self.buf = memoryview(buf)
-                    self.offset = 0
-                    self.fut = fut
-                try:
-                    self.offset += self.sock.send(self.buf[self.offset :])
-                except (BlockingIOError, InterruptedError):
-                    return  # still registered as a writer: called again when the socket drains
-                if self.offset >= len(self.buf):
-                    self.buf = None
-                    _aio_bus._future_set_result(self.fut, None)
-                else:
-                    return
-        except Exception as e:  # noqa: BLE001 - as dbus-next's own writer: any failure ends the connection
-            _aio_bus._future_set_exception(self.fut, e)
-            self.bus._finalize(e)
-
-
-def close_bus(bus: MessageBus) -> None:
-    """Really close a bus connection: dbus-next's disconnect/finalize leave the socket open, and
-    the bus daemon would keep our old connection (and its name) alive."""
-    with contextlib.suppress(Exception):  # a half-closed connection may fail in any way: the socket still closes
-        bus.disconnect()
-    sock = getattr(bus, "_sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.close()
-
-
 async def connect(spec: str) -> MessageBus:
     """Connect to the bus named by --bus; raises OSError (and others) when it is not there."""
-    address, bus_type = bus_address(spec)
-    # dbus-next annotates `bus_address: str = None`: None is the bus type's default address.
-    bus = MessageBus(bus_address=address, bus_type=bus_type)  # type: ignore[arg-type]
-    # we never send unix fds, so the fd-passing branch is not needed; its __init__ is dbus-next's, unannotated
-    bus._writer = _PatientWriter(bus)  # type: ignore[no-untyped-call]
+    address = bus_address(spec)
+    if not address:
+        raise OSError(f"--bus {spec}: DBUS_SESSION_BUS_ADDRESS is not set")
+    bus = new_bus(address)
     try:
         return await bus.connect()
     except BaseException:

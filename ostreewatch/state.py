@@ -27,15 +27,12 @@ Choices worth knowing:
 
 from __future__ import annotations
 
-import functools
 import os
-import re
 import stat
 import time
-from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from . import model
+from ._record import frozen, replace
 from .errors import OstreewatchError, SysrootError
 from .layout import (
     ENTRIES_DIR,
@@ -45,14 +42,27 @@ from .layout import (
     GRUB_SOURCED,
     LOADER_COMMENT,
     LOADER_CONFS,
+    SYSROOT_LOCK,
+    grubenv_location,
 )
-from .model import Paths as Paths  # re-exported: callers built state.Paths before it moved
-from .parse import bls, grubcfg, gvariant, loaderconf, osrelease
+from .model import Paths as Paths
+from .model import ProblemCode  # re-exported: callers built state.Paths before it moved
+from .parse import bls
 from .parse import cmdline as cmdline_parse
 from .parse import grubenv as grubenv_parse
 from .parse import mountinfo as mountinfo_parse
 from .parse import origin as origin_parse
 from .sysroot import ENTRY_MAX, SMALL_MAX, ReadRefused, Root, read_host_file
+
+# Imported where a host needs them (grubcfg: a grub.cfg to evaluate; loaderconf: a loader.conf;
+# gvariant: a staged deployment, run/ostree-booted or a commit's version; osrelease: a
+# deployment's os-release): the first read runs before READY=1, and each import is boot time.
+TYPE_CHECKING = False  # mypy takes any TYPE_CHECKING as true; `typing` is not imported
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
+
+    from .parse import loaderconf
 
 # The mount points whose lines parse_mountinfo keeps (its cheap prefilter).
 WATCHED_MOUNT_POINTS: tuple[str, ...] = model.WATCHED_MOUNT_POINTS
@@ -64,39 +74,78 @@ GRUB_CFG_MAX = 1024 * 1024  # a generated grub.cfg with many menu entries stays 
 # (sysroot, commit checksum) -> its version: parsed once per process, bounded.
 _COMMIT_VERSIONS: dict[tuple[str, str], str] = {}
 # (sysroot, entry file name, file signature) -> the parsed entry: a rescan re-parses only the entry
-# files that changed (a 1,000-entry rescan was mostly reading and parsing unchanged files).
+# files that changed (docs/design-notes.md).
 _PARSED_ENTRIES: dict[tuple[str, str, tuple[int, int, int, int, int]], bls.BlsEntry] = {}
 _PARSED_ENTRIES_MAX = 8192
 ENTRY_SETTLE_NS = 2_000_000_000
 
-_DEPLOY_NAME = re.compile(r"([0-9a-f]{64})\.([0-9]+)")
-_OSTREE_ARG = re.compile(r"/?ostree/boot\.[01]/([^/]+)/([0-9a-f]{64})/([0-9]+)/?")
-_DEPLOY_ROOT = re.compile(r"(?:^|/)ostree/deploy/([^/]+)/deploy/([0-9a-f]{64})\.([0-9]+)/?$")
-_LOADER_N = re.compile(r"loader\.[0-9]+")
+# The names below are matched by hand: `re` (and the enum it imports) would cost every boot
+# ~7 ms before READY=1. Each function says the expression it stands for.
+_HEX = frozenset("0123456789abcdef")
 
 
-@dataclass
+def _digits(text: str) -> bool:
+    """[0-9]+ (str.isdigit alone takes other scripts' digits too)."""
+    return text.isascii() and text.isdigit()
+
+
+def _checksum(text: str) -> bool:
+    """[0-9a-f]{64}"""
+    return len(text) == 64 and _HEX.issuperset(text)
+
+
+def _deploy_name(name: str) -> tuple[str, str] | None:
+    """(checksum, serial) of a fullmatch of ([0-9a-f]{64})\\.([0-9]+)."""
+    checksum, dot, serial = name.partition(".")
+    return (checksum, serial) if dot and _checksum(checksum) and _digits(serial) else None
+
+
+def _ostree_arg(arg: str) -> tuple[str, str, str] | None:
+    """(osname, bootcsum, serial) of a fullmatch of /?ostree/boot\\.[01]/([^/]+)/([0-9a-f]{64})/([0-9]+)/?"""
+    text = arg[1:] if arg.startswith("/") else arg
+    if not text.startswith(("ostree/boot.0/", "ostree/boot.1/")):
+        return None
+    text = text[len("ostree/boot.0/") :]
+    parts = (text[:-1] if text.endswith("/") else text).split("/")
+    if len(parts) != 3 or not parts[0] or not _checksum(parts[1]) or not _digits(parts[2]):
+        return None
+    return parts[0], parts[1], parts[2]
+
+
+def _deploy_root(path: str) -> tuple[str, str, str] | None:
+    """(osname, checksum, serial) of a search of (?:^|/)ostree/deploy/([^/]+)/deploy/([0-9a-f]{64})\\.([0-9]+)/?$"""
+    if path.endswith("\n"):  # `$` matches before a final newline too
+        return _deploy_root_at_end(path[:-1]) or _deploy_root_at_end(path)
+    return _deploy_root_at_end(path)
+
+
+def _deploy_root_at_end(path: str) -> tuple[str, str, str] | None:
+    parts = (path[:-1] if path.endswith("/") else path).split("/")
+    if len(parts) < 5 or parts[-5] != "ostree" or parts[-4] != "deploy" or parts[-2] != "deploy" or not parts[-3]:
+        return None
+    name = _deploy_name(parts[-1])
+    return (parts[-3], name[0], name[1]) if name else None
+
+
+def _loader_n(name: str) -> bool:
+    """A fullmatch of loader\\.[0-9]+"""
+    return name.startswith("loader.") and _digits(name[len("loader.") :])
+
+
 class _Dep:
-    """A deployment being assembled."""
+    """A deployment being assembled: its published record (replaced as the read learns more) and what only the
+    reader needs."""
 
-    osname: str
-    checksum: str
-    serial: int
-    rel: str  # resolved sysroot-relative directory
-    path: str
-    entry: str = ""
-    bootcsum: str = ""
-    bootserial: int = -1
-    pinned: bool = False
-    unlocked: str = ""
-    origin: str = ""
-    version: str = ""
-    title: str = ""
-    staged: bool = False
+    __slots__ = ("rec", "rel", "unlocked")
 
-    @property
-    def id(self) -> str:
-        return f"{self.osname}-{self.checksum}.{self.serial}"
+    def __init__(self, rec: model.Deployment, rel: str) -> None:
+        self.rec = rec  # index, booted, default and rollback are set when the records are made
+        self.rel = rel  # resolved sysroot-relative directory
+        self.unlocked = ""  # the origin's unlocked= value
+
+    def update(self, **changes: Any) -> None:
+        """Replace fields of the record."""
+        self.rec = replace(self.rec, **changes)
 
 
 class _Reader:
@@ -110,8 +159,8 @@ class _Reader:
         # ostree= value -> its resolution, for this one read (several entries may name one deployment).
         self._resolved_args: dict[str, tuple[tuple[str, str] | None, str]] = {}
 
-    def problem(self, code: str, message: str, subject: str = "") -> None:
-        self.problems.append(model.Problem(code=code, message=message, subject=subject))
+    def problem(self, code: model.Code, message: str, subject: str = "") -> None:
+        self.problems.append(model.Problem(code=code.code, message=message, subject=subject))
 
     def _ostree_base(self) -> str:
         """The resolved `ostree/deploy` directory; SysrootError when this is no ostree sysroot."""
@@ -142,21 +191,24 @@ class _Reader:
             except ReadRefused:
                 continue  # a stray file, or an OS dir with no deploy/ yet
             for name in names:
-                m = _DEPLOY_NAME.fullmatch(name)
+                m = _deploy_name(name)
                 rel = f"{self.deploy_base}/{osname}/deploy/{name}"
                 st = self.root.lstat(rel) if m else None
                 if m is None or st is None or not stat.S_ISDIR(st.st_mode):  # ostree never links a deployment dir
                     continue
-                dep = _Dep(
+                checksum, serial = m[0], int(m[1])
+                record = model.Deployment(
+                    id=f"{osname}-{checksum}.{serial}",
                     osname=osname,
-                    checksum=m.group(1),
-                    serial=int(m.group(2)),
-                    rel=rel,
+                    checksum=checksum,
+                    serial=serial,
+                    index=-1,
                     path=f"/ostree/deploy/{osname}/deploy/{name}",
                 )
+                dep = _Dep(rec=record, rel=rel)
                 self._read_origin(dep, rel + ".origin")
                 self._read_os_release(dep)
-                dep.version = self._commit_version(dep.checksum) or dep.version
+                dep.update(version=self._commit_version(checksum) or dep.rec.version)
                 found[(osname, name)] = dep
         return found
 
@@ -166,14 +218,17 @@ class _Reader:
             origin = origin_parse.parse_origin(text)
         except ReadRefused as e:
             if e.reason != ReadRefused.NOT_FOUND:
-                self.problem("origin-unparsable", f"cannot read the origin file: {e}", dep.id)
+                self.problem(ProblemCode.ORIGIN_UNPARSABLE, f"cannot read the origin file: {e}", dep.rec.id)
             return
         except (UnicodeDecodeError, OstreewatchError) as e:
-            self.problem("origin-unparsable", f"cannot parse the origin file: {e}", dep.id)
+            self.problem(ProblemCode.ORIGIN_UNPARSABLE, f"cannot parse the origin file: {e}", dep.rec.id)
             return
-        dep.origin, dep.pinned, dep.unlocked = origin.refspec, origin.pinned, origin.unlocked
+        dep.update(origin=origin.refspec, pinned=origin.pinned)
+        dep.unlocked = origin.unlocked
 
     def _read_os_release(self, dep: _Dep) -> None:
+        from .parse import osrelease
+
         for candidate in ("usr/lib/os-release", "etc/os-release"):
             try:
                 text = self.root.read_text(f"{dep.rel}/{candidate}", SMALL_MAX)
@@ -185,12 +240,16 @@ class _Reader:
                 continue
             # The commit's version wins when the repo has the commit (_commit_version);
             # rpm-ostree and bootc also put it here.
-            dep.version = values.get("OSTREE_VERSION") or values.get("IMAGE_VERSION") or values.get("VERSION") or ""
-            dep.title = values.get("PRETTY_NAME") or values.get("NAME") or ""
+            dep.update(
+                version=values.get("OSTREE_VERSION") or values.get("IMAGE_VERSION") or values.get("VERSION") or "",
+                title=values.get("PRETTY_NAME") or values.get("NAME") or "",
+            )
             return
 
     def _commit_version(self, checksum: str) -> str:
         """The commit's `version` metadata (what `ostree admin status` shows); "" when unknown."""
+        from .parse import gvariant
+
         key = (self.root.path, checksum)
         if key in _COMMIT_VERSIONS:  # objects are named by their content: never stale
             return _COMMIT_VERSIONS[key]
@@ -219,12 +278,12 @@ class _Reader:
         except ReadRefused as e:
             return None, str(e)
         prefix = self.deploy_base + "/"
-        m = _DEPLOY_ROOT.search("/" + rel)
+        m = _deploy_root("/" + rel)
         if not rel.startswith(prefix) or not m or rel.count("/") != self.deploy_base.count("/") + 3:
             return None, f"resolves to /{rel}, which is not a deployment directory"
         if not self.root.is_dir(rel):
             return None, f"/{rel} is not a directory"
-        return (m.group(1), f"{m.group(2)}.{m.group(3)}"), ""
+        return (m[0], f"{m[1]}.{m[2]}"), ""
 
     # --- entries -------------------------------------------------------
 
@@ -235,7 +294,9 @@ class _Reader:
             names = self.root.listdir(ENTRIES_DIR)
         except ReadRefused as e:
             if not self.loader_dangling:  # already reported as loader-link-dangling
-                self.problem("entries-dir-missing", f"cannot list boot/loader/entries: {e}", "/boot/loader/entries")
+                self.problem(
+                    ProblemCode.ENTRIES_DIR_MISSING, f"cannot list boot/loader/entries: {e}", "/boot/loader/entries"
+                )
             return []
         parsed = []
         for name in names:
@@ -243,7 +304,7 @@ class _Reader:
                 continue
             if not _utf8(name):
                 self.problem(
-                    "entry-unreadable",
+                    ProblemCode.ENTRY_UNREADABLE,
                     "an entry file name is not valid UTF-8",
                     name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
                 )
@@ -256,17 +317,17 @@ class _Reader:
                 try:
                     data = self.root.read(rel, ENTRY_MAX)
                 except ReadRefused as e:
-                    self.problem("entry-unreadable", f"entry {name}: {e}", entry_id)
+                    self.problem(ProblemCode.ENTRY_UNREADABLE, f"entry {name}: {e}", entry_id)
                     continue
                 try:
                     entry = bls.parse_entry(name, data)
                 except OstreewatchError as e:
-                    self.problem("entry-unparsable", str(e), entry_id)
+                    self.problem(ProblemCode.ENTRY_UNPARSABLE, str(e), entry_id)
                     continue
                 if signature:
                     _remember_entry((self.root.path, name, signature), entry)
             if not entry.linux and not entry.efi:
-                self.problem("entry-no-kernel", f"entry {name} has neither 'linux' nor 'efi'", entry.id)
+                self.problem(ProblemCode.ENTRY_NO_KERNEL, f"entry {name} has neither 'linux' nor 'efi'", entry.id)
             parsed.append(entry)
         return bls.sort_entries(parsed)
 
@@ -291,7 +352,9 @@ class _Reader:
         self.loader_dangling = target is not None and not self.root.is_dir("boot/loader")
         if self.loader_dangling:
             self.problem(
-                "loader-link-dangling", f"boot/loader points to {target}, which is not a directory", "/boot/loader"
+                ProblemCode.LOADER_LINK_DANGLING,
+                f"boot/loader points to {target}, which is not a directory",
+                "/boot/loader",
             )
         try:
             names = self.root.listdir("boot")
@@ -299,9 +362,9 @@ class _Reader:
             return
         current = os.path.basename(target.rstrip("/")) if target is not None else None
         for name in names:
-            if _LOADER_N.fullmatch(name) and current is not None and name != current:
+            if _loader_n(name) and current is not None and name != current:
                 self.problem(
-                    "stale-loader-dir",
+                    ProblemCode.STALE_LOADER_DIR,
                     f"boot/{name} is left beside boot/loader -> {target} (an interrupted deployment?)",
                     f"/boot/{name}",
                 )
@@ -329,17 +392,15 @@ class _Reader:
         return groups.get("sysroot", {}).get("bootloader", "").strip().lower()
 
     def grubenv(self) -> tuple[dict[str, str], str]:
-        """(variables, path) of the first grubenv found; ({}, "") when none or unparsable."""
-        for d in GRUB_DIRS:
-            rel = f"{d}/grubenv"
-            if not self.root.exists(rel):
-                continue
-            try:
-                return grubenv_parse.parse_grubenv(self.root.read(rel, SMALL_MAX)), "/" + rel
-            except (ReadRefused, OstreewatchError) as e:
-                self.problem("grubenv-unparsable", f"cannot read /{rel}: {e}", "/" + rel)
-                return {}, "/" + rel
-        return {}, ""
+        """(variables, path) of the grubenv (layout.grubenv_location); ({}, "") when none or unparsable."""
+        rel = grubenv_location(self.root)
+        if rel is None:
+            return {}, ""
+        try:
+            return grubenv_parse.parse_grubenv(self.root.read(rel, SMALL_MAX)), "/" + rel
+        except (ReadRefused, OstreewatchError) as e:
+            self.problem(ProblemCode.GRUBENV_UNPARSABLE, f"cannot read /{rel}: {e}", "/" + rel)
+            return {}, "/" + rel
 
     def grub_config(self) -> tuple[str, dict[str, str], str] | None:
         """(grub.cfg text, {sourced name: text, "grubenv": ""}, path) of the first grub.cfg; None when none.
@@ -349,10 +410,12 @@ class _Reader:
         try:
             return read_grub_config(self.root)
         except ReadRefused as e:
-            self.problem("grub-cfg-unsupported", f"cannot read {e}", e.path)
+            self.problem(ProblemCode.GRUB_CFG_UNSUPPORTED, f"cannot read {e}", e.path)
             return None
 
     def loader_conf(self) -> tuple[loaderconf.LoaderConf | None, str]:
+        from .parse import loaderconf
+
         for rel in LOADER_CONFS:
             if not self.root.exists(rel):
                 continue
@@ -360,7 +423,7 @@ class _Reader:
                 text = self.root.read(rel, SMALL_MAX).decode("utf-8", "strict")
                 return loaderconf.parse_loader_conf(text), "/" + rel
             except (ReadRefused, UnicodeDecodeError, OstreewatchError) as e:
-                self.problem("loader-conf-unparsable", f"cannot read /{rel}: {e}", "/" + rel)
+                self.problem(ProblemCode.LOADER_CONF_UNPARSABLE, f"cannot read /{rel}: {e}", "/" + rel)
                 return None, "/" + rel
         return None, ""
 
@@ -378,7 +441,7 @@ class _Reader:
             return run.read(rel, cap)
         except ReadRefused as e:
             self.problem(
-                "run-file-unreadable",
+                ProblemCode.RUN_FILE_UNREADABLE,
                 f"cannot read {os.path.join(self.paths.run, rel)}: {e}",
                 os.path.join(self.paths.run, rel),
             )
@@ -396,12 +459,12 @@ class _Reader:
         try:
             data = read_host_file(self.paths.mountinfo, MOUNTINFO_MAX)
         except ReadRefused as e:
-            self.problem("mountinfo-unparsable", f"cannot read the mount table: {e}", self.paths.mountinfo)
+            self.problem(ProblemCode.MOUNTINFO_UNPARSABLE, f"cannot read the mount table: {e}", self.paths.mountinfo)
             return (), False
         mounts, errors = _watched_mounts(data)
         if errors:
             self.problem(
-                "mountinfo-unparsable",
+                ProblemCode.MOUNTINFO_UNPARSABLE,
                 f"{len(errors)} line(s) of {self.paths.mountinfo} cannot be parsed; first: {errors[0]}",
                 self.paths.mountinfo,
             )
@@ -512,7 +575,7 @@ def read_snapshot(paths: Paths) -> model.Snapshot:
     deps = r.deployments()
     bootloader, entries = _entries(r)
     links = _link_entries(r, entries, deps)
-    by_id = {d.id: d for d in deps.values()}
+    by_id = {d.rec.id: d for d in deps.values()}
     staged_id = _staged(r, deps, by_id)
     mounts, mounts_ok = r.mounts()
     booted = _booted(r, deps, mounts)
@@ -522,7 +585,7 @@ def read_snapshot(paths: Paths) -> model.Snapshot:
     rollback_id = _rollback(by_id, links.ordered, booted.deployment, default_id)
     # The booted deployment's entry: whatever boot.N the command line names, ostree
     # may have swapped the bootversion since (every deploy, rollback or cleanup does).
-    booted_entry = by_id[booted.deployment].entry if booted.deployment in by_id else ""
+    booted_entry = by_id[booted.deployment].rec.entry if booted.deployment in by_id else ""
     _host_problems(r, booted, by_id, mounts, mounts_ok)
     return model.Snapshot(
         Bootloader=bootloader,
@@ -539,20 +602,41 @@ def read_snapshot(paths: Paths) -> model.Snapshot:
         Deployments=_deployment_records(links.ordered, unordered, booted.deployment, default_id, rollback_id),
         BootEntries=_entry_records(entries, links, default.entry, booted_entry),
         Mounts=mounts,
-        Problems=tuple(sorted(set(r.problems), key=lambda p: (p.code, p.subject, p.message))),
+        Problems=_sorted_problems(r.problems),
     )
 
 
-@dataclass
+def _sorted_problems(problems: Iterable[model.Problem]) -> tuple[model.Problem, ...]:
+    return tuple(sorted(set(problems), key=lambda p: (p.code, p.subject, p.message)))
+
+
+def with_lock_held(snapshot: model.Snapshot, waited_max: float) -> model.Snapshot:
+    """SNAPSHOT plus problem sysroot-lock-held: read while ostree's lock had been held over WAITED_MAX seconds.
+
+    The message names the limit, not the time waited, so that the snapshots published while
+    the lock stays held compare equal (no new generation every recheck).
+    """
+    problem = model.Problem(
+        code=ProblemCode.SYSROOT_LOCK_HELD.code,
+        message=f"ostree's sysroot lock ({SYSROOT_LOCK}) has been held for more than {waited_max:g} s: "
+        "what is published may be half-written by the operation holding it",
+        subject="/" + SYSROOT_LOCK,
+    )
+    return replace(snapshot, Problems=_sorted_problems((*snapshot.Problems, problem)))
+
+
 class _Links:
     """Entries matched to deployments through their ostree= argument."""
 
-    entry_dep: dict[str, str] = field(default_factory=dict)  # entry id -> deployment id
-    entry_ostree: dict[str, str] = field(default_factory=dict)  # entry id -> its ostree= value
-    ordered: list[_Dep] = field(default_factory=list)  # deployments with an entry, in boot order
+    __slots__ = ("entry_dep", "entry_ostree", "ordered")
+
+    def __init__(self) -> None:
+        self.entry_dep: dict[str, str] = {}  # entry id -> deployment id
+        self.entry_ostree: dict[str, str] = {}  # entry id -> its ostree= value
+        self.ordered: list[_Dep] = []  # deployments with an entry, in boot order
 
 
-@dataclass(frozen=True)
+@frozen
 class _BootedHost:
     """What run/ostree-booted, the cmdline and the mount table say about the booted deployment."""
 
@@ -562,7 +646,8 @@ class _BootedHost:
     root: tuple[tuple[str, object], ...]
 
 
-class _Default(NamedTuple):
+@frozen
+class _Default:
     """DefaultEntry, NextEntry and DefaultEntrySource."""
 
     entry: str = ""
@@ -572,6 +657,8 @@ class _Default(NamedTuple):
 
 def _entries(r: _Reader) -> tuple[str, list[bls.BlsEntry]]:
     """(boot loader, its entries in the order it shows them)."""
+    from .parse import grubcfg
+
     entries = r.entries()
     bootloader = r.bootloader()
     if bootloader == "grub2":
@@ -589,6 +676,8 @@ def grub_flavour(r: _Reader) -> str:
     The module directory beside grub.cfg (PLATFORM/blsuki.mod or PLATFORM/blscfg.mod)
     decides; without modules, the layout: Fedora's GRUB uses boot/grub2/, upstream boot/grub/.
     """
+    from .parse import grubcfg
+
     for d in GRUB_DIRS:
         if not (r.root.exists(f"{d}/grub.cfg") or r.root.exists(f"{d}/grubenv")):
             continue
@@ -612,7 +701,7 @@ def _link_entries(r: _Reader, entries: list[bls.BlsEntry], deps: dict[tuple[str,
         try:
             arg = cmdline_parse.get_arg(e.options, "ostree") if e.options else None
         except OstreewatchError as err:
-            r.problem("ostree-arg-unresolved", f"entry {e.file}: cannot read its options: {err}", e.id)
+            r.problem(ProblemCode.OSTREE_ARG_UNRESOLVED, f"entry {e.file}: cannot read its options: {err}", e.id)
             continue
         if arg is None:
             continue
@@ -620,21 +709,25 @@ def _link_entries(r: _Reader, entries: list[bls.BlsEntry], deps: dict[tuple[str,
         key, why = r.resolve_ostree_arg(arg)
         dep = deps.get(key) if key else None
         if dep is None:
-            r.problem("ostree-arg-unresolved", f"entry {e.file}: ostree={arg}: {why or 'no such deployment'}", e.id)
+            r.problem(
+                ProblemCode.OSTREE_ARG_UNRESOLVED, f"entry {e.file}: ostree={arg}: {why or 'no such deployment'}", e.id
+            )
             continue
-        links.entry_dep[e.id] = dep.id
-        if dep.entry:
+        links.entry_dep[e.id] = dep.rec.id
+        if dep.rec.entry:
             continue  # a second entry for one deployment: the first in order is its entry
-        dep.entry = e.id
-        m = _OSTREE_ARG.fullmatch(arg)
+        dep.update(entry=e.id)
+        m = _ostree_arg(arg)
         if m:
-            dep.bootcsum, dep.bootserial = m.group(2), int(m.group(3))
+            dep.update(bootcsum=m[1], bootserial=int(m[2]))
         links.ordered.append(dep)
     return links
 
 
 def _staged(r: _Reader, deps: dict[tuple[str, str], _Dep], by_id: dict[str, _Dep]) -> str:
     """The id run/ostree/staged-deployment names ("" when none); marks that deployment staged if it has no entry."""
+    from .parse import gvariant
+
     staged_id = ""
     data = r.run_file("ostree/staged-deployment")
     if data:
@@ -643,17 +736,22 @@ def _staged(r: _Reader, deps: dict[tuple[str, str], _Dep], by_id: dict[str, _Dep
             serial = int(s.get("serial", s.get("deployserial", -1)))
             if serial < 0:  # a target without a serial: the one deployment of that checksum
                 serial = next(
-                    (d.serial for d in deps.values() if d.osname == s["osname"] and d.checksum == s["checksum"]), 0
+                    (
+                        d.rec.serial
+                        for d in deps.values()
+                        if d.rec.osname == s["osname"] and d.rec.checksum == s["checksum"]
+                    ),
+                    0,
                 )
             staged_id = f"{s['osname']}-{s['checksum']}.{serial}"
         except (OstreewatchError, KeyError, TypeError, ValueError) as e:
             r.problem(
-                "staged-unparsable",
+                ProblemCode.STAGED_UNPARSABLE,
                 f"cannot parse run/ostree/staged-deployment: {e}",
                 os.path.join(r.paths.run, "ostree/staged-deployment"),
             )
-    if staged_id in by_id and not by_id[staged_id].entry:
-        by_id[staged_id].staged = True
+    if staged_id in by_id and not by_id[staged_id].rec.entry:
+        by_id[staged_id].update(staged=True)
     return staged_id
 
 
@@ -675,11 +773,12 @@ def _booted(r: _Reader, deps: dict[tuple[str, str], _Dep], mounts: tuple[model.M
 def _unordered(r: _Reader, deps: dict[tuple[str, str], _Dep]) -> list[_Dep]:
     """Deployments without an entry, the staged one first; deployment-no-entry for the others."""
     rest = sorted(
-        (d for d in deps.values() if not d.entry), key=lambda d: (not d.staged, d.osname, d.checksum, d.serial)
+        (d for d in deps.values() if not d.rec.entry),
+        key=lambda d: (not d.rec.staged, d.rec.osname, d.rec.checksum, d.rec.serial),
     )
     for d in rest:
-        if not d.staged:
-            r.problem("deployment-no-entry", f"deployment {d.id} has no boot entry", d.id)
+        if not d.rec.staged:
+            r.problem(ProblemCode.DEPLOYMENT_NO_ENTRY, f"deployment {d.rec.id} has no boot entry", d.rec.id)
     return rest
 
 
@@ -696,7 +795,7 @@ def _default_and_next(r: _Reader, bootloader: str, entries: list[bls.BlsEntry], 
     for entry_id, dep_id in recorded.items():
         if entry_dep.get(entry_id, "") != dep_id:
             r.problem(
-                "default-entry-moved",
+                ProblemCode.DEFAULT_ENTRY_MOVED,
                 f"entry {entry_id} was chosen for deployment {dep_id}, but now boots "
                 f"{entry_dep.get(entry_id) or 'no deployment'}",
                 entry_id,
@@ -707,6 +806,8 @@ def _default_and_next(r: _Reader, bootloader: str, entries: list[bls.BlsEntry], 
 
 def _loader_conf_default(r: _Reader, entries: list[bls.BlsEntry], recorded: dict[str, str]) -> _Default:
     """systemd-boot: loader.conf's `default` matched against the entry files."""
+    from .parse import loaderconf
+
     conf, conf_path = r.loader_conf()
     if conf is None or not conf.default:
         return _Default()
@@ -715,7 +816,9 @@ def _loader_conf_default(r: _Reader, entries: list[bls.BlsEntry], recorded: dict
     except OstreewatchError:
         match = None
     if match is None:
-        r.problem("saved-entry-missing", f"default {conf.default} in {conf_path} matches no entry", conf.default)
+        r.problem(
+            ProblemCode.SAVED_ENTRY_MISSING, f"default {conf.default} in {conf_path} matches no entry", conf.default
+        )
         return _Default()
     entry = bls.split_boot_counting(match)[0]
     comment = _deployment_comment(conf)
@@ -729,8 +832,8 @@ def _rollback(by_id: dict[str, _Dep], ordered: list[_Dep], booted_id: str, defau
     base = by_id.get(booted_id) or by_id.get(default_id)
     if base is not None and base in ordered:
         for d in ordered[ordered.index(base) + 1 :]:
-            if d.osname == base.osname:
-                return d.id
+            if d.rec.osname == base.rec.osname:
+                return d.rec.id
     return ""
 
 
@@ -745,7 +848,7 @@ def _host_problems(
     booted_path = os.path.join(r.paths.run, "ostree-booted")
     if booted.ostree_booted and not booted.deployment:
         r.problem(
-            "booted-unknown",
+            ProblemCode.BOOTED_UNKNOWN,
             f"{booted_path} exists but no deployment matches the booted root "
             f"(inode, / mount or ostree={booted.cmd_ostree or 'none'})",
             booted_path,
@@ -755,9 +858,11 @@ def _host_problems(
         usr = points.get("/usr")
         dep = by_id.get(booted.deployment)
         if usr is not None and not usr.read_only and dep is not None and not dep.unlocked:
-            r.problem("usr-writable", f"/usr is mounted read-write, but {booted.deployment} is not unlocked", "/usr")
+            r.problem(
+                ProblemCode.USR_WRITABLE, f"/usr is mounted read-write, but {booted.deployment} is not unlocked", "/usr"
+            )
         if "/boot" not in points:
-            r.problem("boot-not-mounted", "/boot is not a mount point on this booted host", "/boot")
+            r.problem(ProblemCode.BOOT_NOT_MOUNTED, "/boot is not a mount point on this booted host", "/boot")
 
 
 def _deployment_records(
@@ -766,30 +871,18 @@ def _deployment_records(
     """The Deployments property: staged first, then boot order, then the rest (index -1)."""
 
     def record(d: _Dep, index: int) -> model.Deployment:
-        return model.Deployment(
-            id=d.id,
-            osname=d.osname,
-            checksum=d.checksum,
-            serial=d.serial,
+        return replace(
+            d.rec,
             index=index,
-            path=d.path,
-            entry=d.entry,
-            bootcsum=d.bootcsum,
-            bootserial=d.bootserial,
-            booted=d.id == booted_id,
-            default=d.id == default_id,
-            rollback=d.id == rollback_id,
-            staged=d.staged,
-            pinned=d.pinned,
-            origin=d.origin,
-            version=d.version,
-            title=d.title,
+            booted=d.rec.id == booted_id,
+            default=d.rec.id == default_id,
+            rollback=d.rec.id == rollback_id,
         )
 
     return tuple(
-        [record(d, -1) for d in unordered if d.staged]
+        [record(d, -1) for d in unordered if d.rec.staged]
         + [record(d, i) for i, d in enumerate(ordered)]
-        + [record(d, -1) for d in unordered if not d.staged]
+        + [record(d, -1) for d in unordered if not d.rec.staged]
     )
 
 
@@ -822,10 +915,12 @@ def _entry_records(
 
 def _booted_metadata(r: _Reader, raw: bytes, path: str) -> dict[str, object]:
     """run/ostree-booted's a{sv}; {} for the empty file of ostree < 2024.2, and a problem when unparsable."""
+    from .parse import gvariant
+
     try:
         return gvariant.parse_ostree_booted(raw)
     except OstreewatchError as e:
-        r.problem("run-file-unreadable", f"cannot parse {path}: {e}", path)
+        r.problem(ProblemCode.RUN_FILE_UNREADABLE, f"cannot parse {path}: {e}", path)
         return {}
 
 
@@ -856,19 +951,19 @@ def _find_booted(
         for d in deps.values():
             st = r.root.lstat(d.rel)
             if st is not None and (st.st_dev, st.st_ino) == tuple(inode):
-                return d.id
+                return d.rec.id
     for m in mounts:
         if m.mount_point == "/":
-            hit = _DEPLOY_ROOT.search(m.root)
+            hit = _deploy_root(m.root)
             if hit:
-                dep = deps.get((hit.group(1), f"{hit.group(2)}.{hit.group(3)}"))
+                dep = deps.get((hit[0], f"{hit[1]}.{hit[2]}"))
                 if dep is not None:
-                    return dep.id
+                    return dep.rec.id
     if cmd_ostree:
         key, _ = r.resolve_ostree_arg(cmd_ostree)
         dep = deps.get(key) if key else None
         if dep is not None:
-            return dep.id
+            return dep.rec.id
     return ""
 
 
@@ -881,6 +976,8 @@ def _grub_menu_match(value: str, entries: list[bls.BlsEntry], shift: int) -> bls
     (GRUB 2.14 blsuki), so the contract id of a counted entry names none.
     SHIFT plain menuentries come before blscfg's (their ids and titles are not known).
     """
+    from .parse import grubcfg
+
     menu = [("\x00", "\x00")] * shift + [
         (e.file[:-5] if e.file.endswith(".conf") else e.file, e.title) for e in entries
     ]
@@ -890,23 +987,16 @@ def _grub_menu_match(value: str, entries: list[bls.BlsEntry], shift: int) -> bls
     return entries[i - shift]
 
 
-_GRUB_SOURCES = {
-    grubcfg.FROM_SAVED: "saved_entry",
-    grubcfg.FROM_NEXT: "next_entry",
-    grubcfg.FROM_ENV: "grubenv-default",
-    grubcfg.FROM_GREENBOOT: "greenboot-fallback",
-    grubcfg.FROM_LITERAL: "grub.cfg",
-}
-
-
 def _grub_default(r: _Reader, entries: list[bls.BlsEntry], recorded: dict[str, str]) -> _Default:
     """(DefaultEntry, NextEntry, DefaultEntrySource) on a grub2 host: grub.cfg run with the grubenv."""
+    from .parse import grubcfg
+
     env, env_path = r.grubenv()
     found = r.grub_config()
     if found is None:
-        if not any(p.code == "grub-cfg-unsupported" for p in r.problems):
+        if not any(p.code == ProblemCode.GRUB_CFG_UNSUPPORTED.code for p in r.problems):
             r.problem(
-                "grub-cfg-unsupported",
+                ProblemCode.GRUB_CFG_UNSUPPORTED,
                 "no boot/grub2/grub.cfg or boot/grub/grub.cfg: what GRUB boots cannot be told",
                 "/boot/grub2/grub.cfg",
             )
@@ -916,14 +1006,14 @@ def _grub_default(r: _Reader, entries: list[bls.BlsEntry], recorded: dict[str, s
     for var, reads in (("saved_entry", res.reads_saved_entry), ("next_entry", res.reads_next_entry)):
         if env.get(var) and not (reads and res.loads_env):
             r.problem(
-                "saved-entry-ignored",
+                ProblemCode.SAVED_ENTRY_IGNORED,
                 f"{var}={env[var]} is set in {env_path or 'the grubenv'}, but {cfg_path} never "
                 f"{'loads the grubenv' if reads else 'reads ' + var}: GRUB does not use it",
                 var,
             )
     if res.default is None:
         r.problem(
-            "grub-cfg-unsupported",
+            ProblemCode.GRUB_CFG_UNSUPPORTED,
             f"cannot tell what {cfg_path} makes the default ({', '.join(res.unknown_classes) or 'unknown'}): "
             f"{'; '.join(res.unknown) or 'unknown'}",
             cfg_path,
@@ -934,7 +1024,7 @@ def _grub_default(r: _Reader, entries: list[bls.BlsEntry], recorded: dict[str, s
     first = entries[0]  # GRUB boots entry 0 when `default` is unset or matches nothing
     if res.greenboot_fired and entries:
         r.problem(
-            "boot-fallback",
+            ProblemCode.BOOT_FALLBACK,
             f"greenboot's boot counter ran out (boot_counter={env.get('boot_counter', '')}, boot_success="
             f"{env.get('boot_success', '')} in {env_path}): {first.id} was tried and not kept; GRUB boots "
             f"menu entry {res.default or '0'} instead",
@@ -943,10 +1033,17 @@ def _grub_default(r: _Reader, entries: list[bls.BlsEntry], recorded: dict[str, s
     if res.default_from == grubcfg.FROM_UNSET or res.default == "":
         return _Default(first.id, "", "first-entry")
     match = _grub_menu_match(res.default, entries, res.menuentries_before_blscfg)
-    source = _GRUB_SOURCES.get(res.default_from, "grub.cfg")
+    sources = {
+        grubcfg.FROM_SAVED: "saved_entry",
+        grubcfg.FROM_NEXT: "next_entry",
+        grubcfg.FROM_ENV: "grubenv-default",
+        grubcfg.FROM_GREENBOOT: "greenboot-fallback",
+        grubcfg.FROM_LITERAL: "grub.cfg",
+    }
+    source = sources.get(res.default_from, "grub.cfg")
     if match is None:
         r.problem(
-            "saved-entry-missing",
+            ProblemCode.SAVED_ENTRY_MISSING,
             f"default={res.default} (from {source} in {cfg_path}) names no entry: GRUB boots the first",
             res.default,
         )
@@ -970,11 +1067,11 @@ def _boot_counting_fallback(r: _Reader, entries: list[bls.BlsEntry], default_ent
     """
     if not entries:
         return
-    newest = max(entries, key=functools.cmp_to_key(_by_version))
+    newest = max(entries, key=bls.cmp_to_key(_by_version))
     for e in entries:
         if e.tries_left == 0 and (e.id == default_entry or e is newest):
             r.problem(
-                "boot-fallback",
+                ProblemCode.BOOT_FALLBACK,
                 f"entry {e.file} has no boot tries left: it was tried {e.tries_done or 0} time(s) and not kept",
                 e.id,
             )

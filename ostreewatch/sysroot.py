@@ -244,23 +244,32 @@ class Root:
         except OSError as e:
             raise ReadRefused(ReadRefused.ERROR, "/" + path.lstrip("/"), e.strerror or str(e)) from e
 
-    def read(self, path: str, cap: int = SMALL_MAX) -> bytes:
-        """The bytes of a regular file inside the root, at most `cap`; raises ReadRefused."""
+    def open_regular(self, path: str) -> int:
+        """An fd (O_RDONLY, non-blocking, close-on-exec) of a regular file inside the root; raises ReadRefused.
+
+        The caller closes it. For what needs the file itself rather than its bytes (a lock probe).
+        """
         rel = self.resolve(path)
         shown = "/" + path.lstrip("/")
-        host = self.real(rel)
         st = self.lstat(rel)
         if st is None:
             raise ReadRefused(ReadRefused.NOT_FOUND, shown, "does not exist")
         if not stat.S_ISREG(st.st_mode):  # refuse before open(): opening a device can have effects
             raise ReadRefused(ReadRefused.NOT_REGULAR, shown, _file_kind(st.st_mode))
         try:
-            fd = os.open(host, _OPEN_FLAGS)
+            fd = os.open(self.real(rel), _OPEN_FLAGS)
+        except FileNotFoundError as e:  # removed since the lstat
+            raise ReadRefused(ReadRefused.NOT_FOUND, shown, "does not exist") from e
         except OSError as e:
             if e.errno == errno.ELOOP:  # swapped for a link since the lstat
                 raise ReadRefused(ReadRefused.LOOP, shown, "became a symbolic link") from e
             raise ReadRefused(ReadRefused.ERROR, shown, e.strerror or str(e)) from e
-        return _read_and_close(fd, shown, cap)
+        return fd
+
+    def read(self, path: str, cap: int = SMALL_MAX) -> bytes:
+        """The bytes of a regular file inside the root, at most `cap`; raises ReadRefused."""
+        fd = self.open_regular(path)
+        return _read_and_close(fd, "/" + path.lstrip("/"), cap)
 
     def read_text(self, path: str, cap: int = SMALL_MAX) -> str:
         """Like read(), decoded as UTF-8 with replacement (for key files and os-release)."""

@@ -20,42 +20,15 @@ import tempfile
 from collections.abc import Iterable
 
 from .bootoutcome import OUTCOMES
-from .model import Snapshot
+from .model import PROBLEM_CODES, ProblemCode, Snapshot
 
 FILE_NAME = "ostreewatch.prom"
 
-# Every problem code docs/problems.md documents (tests/test_fleet_textfile.py keeps the two in
-# step); a code not listed is counted under "other", so the series set never grows.
-KNOWN_PROBLEM_CODES: tuple[str, ...] = (
-    "boot-fallback",
-    "boot-not-mounted",
-    "boot-record-corrupt",
-    "boot-record-failed",
-    "booted-not-default",
-    "booted-unknown",
-    "default-entry-moved",
-    "deployment-no-entry",
-    "entries-dir-missing",
-    "entry-no-kernel",
-    "entry-unparsable",
-    "entry-unreadable",
-    "finalize-failed",
-    "grub-cfg-unsupported",
-    "grubenv-unparsable",
-    "loader-conf-unparsable",
-    "loader-link-dangling",
-    "mountinfo-unparsable",
-    "origin-unparsable",
-    "ostree-arg-unresolved",
-    "run-file-unreadable",
-    "saved-entry-ignored",
-    "saved-entry-missing",
-    "staged-unparsable",
-    "stale-loader-dir",
-    "usr-writable",
-)
+# The codes the reader emits (model.PROBLEM_CODES, retired ones left out); a code not listed is
+# counted under "other", so the series set never grows.
+KNOWN_PROBLEM_CODES: tuple[str, ...] = tuple(sorted(PROBLEM_CODES))
 OTHER_CODE = "other"
-FALLBACK_CODE = "boot-fallback"
+FALLBACK_CODE = ProblemCode.BOOT_FALLBACK.code
 
 # A label value longer than this is cut: a version string is free text from the commit.
 MAX_LABEL_LENGTH = 128

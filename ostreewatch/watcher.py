@@ -5,12 +5,12 @@ private epoll holding the mountinfo fd are handed to the event loop with
 `add_reader`; with nothing changing, the process never wakes up.
 
 pyinotify's WatchManager owns the inotify fd and the watches; its Notifier is
-not used to read: it reads the whole kernel queue at once and spends 15-50 µs
-per event (a 60-200 ms loop stall for 2,000 files written, measured), and it
-raises on a file name that is not UTF-8. Events are read here in bounded
-chunks and parsed with struct (about 2 µs each).
+not used to read: it reads the whole kernel queue at once, slowly enough per
+event to stall the loop on a burst, and it raises on a file name that is not
+UTF-8. Events are read here in bounded chunks and parsed with struct
+(docs/design-notes.md has the figures).
 
-The set of watches is recomputed from the file system (`rescan_watches`) after
+The set of watches is recomputed from the file system (`_rescan`) after
 anything structural happens: the `boot/loader` symlink swap, a watched
 directory removed, moved, replaced or unmounted. A path that does not exist
 yet is stood in for by a watch on its nearest existing ancestor, so it is
@@ -60,7 +60,7 @@ from pyinotify import (  # the event bits, as Linux's inotify.h names them
 )
 
 from . import mountprobe
-from .layout import GRUB_DIRS, GRUB_SOURCED
+from .layout import GRUB_DIRS, GRUB_SOURCED, SYSROOT_LOCK
 from .model import Paths
 
 # pyinotify logs to stderr from inside its event processing (events for a
@@ -71,6 +71,7 @@ _NAMES = IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM
 _SELF = IN_DELETE_SELF | IN_MOVE_SELF  # IN_UNMOUNT and IN_IGNORED come unasked
 _DIR = _NAMES | _SELF | IN_ONLYDIR
 _GONE = IN_UNMOUNT | IN_DELETE_SELF | IN_MOVE_SELF
+SYSROOT_LOCK_NAME = os.path.basename(SYSROOT_LOCK)
 
 _BOOT_LINK = re.compile(r"boot\.[0-9]+")
 
@@ -84,8 +85,8 @@ MOUNT_RECHECK_EVERY = 30.0
 # does not see a change of per-mount flags alone made in PID 1's.
 MOUNT_RECHECK_APPROX = 2.0
 
-# struct inotify_event; one read takes at most this much: about 2,000 events,
-# a few ms of work, then the loop serves others before the next chunk.
+# struct inotify_event; one read takes at most this much (about 2,000 events), then
+# the loop serves others before the next chunk.
 _EVENT = struct.Struct("iIII")
 _READ_SIZE = 64 * 1024
 
@@ -200,7 +201,9 @@ def _on_efi_loader(ev: _Event) -> _Verdict:
 def _on_ostree(ev: _Event) -> _Verdict:
     if _BOOT_LINK.fullmatch(ev.name):
         return "boot-links", False
-    if ev.name == "lock" and ev.mask & IN_CLOSE_WRITE:
+    if ev.name == SYSROOT_LOCK_NAME and ev.mask & (IN_DELETE | IN_CLOSE_WRITE):
+        # ostree unlinks ostree/lock, then closes it, when it unlocks (libglnx's release):
+        # the unlink is already the release for a probe that opens the file by name.
         return "lock-released", False
     if ev.name == "deploy" and ev.structural:
         return "deploy-mtime", True
@@ -374,11 +377,6 @@ class Watcher:
         self._armed.clear()
         self._wd_roles.clear()
 
-    def rescan_watches(self) -> None:
-        """Re-arm watches onto the paths as they are now (after a swap, removal, remount)."""
-        if self._wm is not None:
-            self._rescan(fire=False)
-
     def armed_paths(self) -> list[str]:
         """The paths watched right now (for tests and debugging)."""
         return sorted(a.path for a in self._armed.values())
@@ -418,7 +416,7 @@ class Watcher:
                 sysroot,
                 stand_in=False,
             ),
-            # IN_CLOSE_WRITE: ostree closing ostree/lock is the end of its operation.
+            # IN_DELETE / IN_CLOSE_WRITE of ostree/lock: ostree's unlock, the end of its operation.
             _Target("ostree", ostree, _DIR | IN_CLOSE_WRITE, "boot-links", sysroot),
             # Names too: a stateroot (OSNAME directory) appearing or going re-arms.
             _Target("deploy", os.path.join(ostree, "deploy"), _DIR | IN_ATTRIB, "deploy-mtime", sysroot),

@@ -18,8 +18,9 @@
 #    unpacked into the temp dir;
 # 4. shows what the daemon publishes (busctl, the CLI); changes arriving as
 #    signals (ostreewatch monitor): a broken entry file dropped into the
-#    sample and removed, a change of the default refused by the bus policy,
-#    one refused by the daemon, one granted; and the records of all that in
+#    sample and removed, a change of the default by uid 65534 refused (the
+#    daemon authorizes every call: root, or polkit), one of an entry that does
+#    not exist refused, one granted; and the records of all that in
 #    the private journal (journalctl -D).
 # Everything it starts is stopped, and its temp dir removed, on exit.
 set -euo pipefail

@@ -3,6 +3,9 @@
 #
 # THE test command (README and CI), for a fresh Debian 12 machine, as root:
 #     sudo scripts/run-tests.sh [PYTEST ARGS...]
+# A part: `scripts/run-tests.sh tests/test_x.py` does only the set-up that file needs;
+# `scripts/run-tests.sh -m unit` runs the pure tests (no root, no apt package, no tree;
+# as any uid once root has made the venv).
 # Installs the apt packages of scripts/apt-packages.txt that are missing, a
 # virtualenv (.venv, from /usr/bin/python3) with `pip install -e .[test]`, the
 # cached Debian tree for the systemd-nspawn tests, then the linters (scripts/lint.sh:
@@ -17,12 +20,61 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup-test-env.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/lint.sh"
 cd "$OW_REPO"
 
-[ "$(id -u)" -eq 0 ] || ow_log "warning: not root; most tests need root (mount namespaces, setpriv, journald)"
+# What the selected tests need. `-m unit` (the pure tests: no root, no package, no tree)
+# needs only the venv. Test files named on the command line need the debootstrap tree or the
+# modern trees only when they (or the tests/fixtures modules they import) use them; with no
+# file named, the whole suite needs everything.
+unit_only=0
+files=()
+prev=""
+for arg in "$@"; do
+    if [ "$prev" = "-m" ]; then
+        case "$arg" in unit | "unit and "*) unit_only=1 ;; esac
+    fi
+    case "$arg" in -munit | "-munit and "*) unit_only=1 ;; esac
+    path="${arg%%::*}"
+    case "$path" in tests | tests/* | */tests | */tests/*) [ -e "$path" ] && files+=("$path") ;; esac
+    prev="$arg"
+done
 
-ow_timed "apt packages" ow_install_apt
-ow_timed "virtualenv" ow_make_venv test
-ow_timed "debootstrap tree" ow_make_rootfs
-ow_timed "modern trees" ow_make_modern_trees
+# ow_files_need PATTERN: whether a named test file, or a tests/fixtures module it imports, matches PATTERN.
+ow_files_need() {
+    local pattern="$1" f fixture sources=()
+    [ ${#files[@]} -eq 0 ] && return 0
+    for f in "${files[@]}"; do
+        if [ -d "$f" ]; then
+            sources+=("$f")
+            continue
+        fi
+        sources+=("$f")
+        for fixture in $(grep -ohE "tests\.fixtures\.[a-z_]+|from tests\.fixtures import [a-z_, ]+" "$f" |
+            sed -e 's/^from tests\.fixtures import //' -e 's/^tests\.fixtures\.//' | tr ',' ' '); do
+            [ -f "tests/fixtures/$fixture.py" ] && sources+=("tests/fixtures/$fixture.py")
+        done
+    done
+    grep -rqE "$pattern" --include='*.py' "${sources[@]}"
+}
+NEEDS_ROOTFS='fixtures[.]nspawn|fixtures import .*nspawn|NSPAWN_ROOT|mark[.]nspawn'
+NEEDS_TREES='fixtures[.](modern|trees)|fixtures import .*(modern|trees)|SID_ROOT|TRIXIE_ROOT'
+
+if [ "$unit_only" = 1 ]; then
+    ow_log "-m unit: the venv only (no apt packages, no trees; any uid)"
+    ow_timed "virtualenv" ow_make_venv test
+else
+    [ "$(id -u)" -eq 0 ] || ow_log "warning: not root; most tests need root (mount namespaces, setpriv, journald)"
+    ow_timed "apt packages" ow_install_apt
+    ow_timed "virtualenv" ow_make_venv test
+    if ow_files_need "$NEEDS_ROOTFS"; then
+        ow_timed "debootstrap tree" ow_make_rootfs
+    else
+        ow_log "rootfs: not needed by ${files[*]}"
+    fi
+    if ow_files_need "$NEEDS_TREES"; then
+        ow_timed "modern trees" ow_make_modern_trees
+    else
+        ow_log "modern trees: not needed by ${files[*]}"
+    fi
+fi
 
 if ! ow_timed "lint" ow_lint; then
     ow_print_timings
@@ -33,6 +85,11 @@ fi
 # Show the slowest tests unless the caller chose otherwise: CI's budget is 90 min.
 args=("$@")
 case " $* " in *" --durations"*) ;; *) args=(--durations=15 "${args[@]}") ;; esac
+# A user who may not write the checkout: no .pytest_cache, hypothesis's examples in a temp dir.
+if [ ! -w "$OW_REPO" ]; then
+    args=(-p no:cacheprovider "${args[@]}")
+    export HYPOTHESIS_STORAGE_DIRECTORY="${TMPDIR:-/tmp}/hypothesis-of-ostreewatch-$(id -u)"
+fi
 
 # Every process of this run inherits the tag; whatever still carries it after
 # pytest has exited was leaked by a test (a daemon, a bus, a namespace holder).

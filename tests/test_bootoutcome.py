@@ -26,8 +26,6 @@ def exp(**kw: Any) -> Expectation:
         "expected_entry": "ostree-2",
         "expected_deployment": A,
         "default_entry": "ostree-2",
-        "default_deployment": A,
-        "default_entry_source": "first-entry",
     }
     base.update(kw)
     return Expectation(**base)
@@ -143,7 +141,7 @@ CASES: list[tuple[str, Expectation | None, BootFacts, str, tuple[str, ...]]] = [
     ),
     (
         "entries only, no deployments known",
-        exp(expected_deployment="", default_deployment=""),
+        exp(expected_deployment=""),
         facts(booted_deployment=""),
         "default",
         (),

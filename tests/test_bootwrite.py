@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from ostreewatch import errors, model
 from ostreewatch._writehelper import TEMP_PREFIX, atomic_replace
-from ostreewatch.bootwrite import BootWriter, validate_id
+from ostreewatch.bootplan import validate_id
+from ostreewatch.bootwrite import BootWriter
 from ostreewatch.parse.grubenv import update_grubenv
 from tests.fixtures.bootwrite import (
     GRUB_CFG_STATIC,
@@ -179,7 +180,8 @@ def test_grub_static_config_next_not_supported(sysroot: str) -> None:
     with pytest.raises(errors.NotSupported, match=r"next_entry.*would need a grub.cfg that reads"):
         run(writer, "next", "ostree-2-test", snap)
     assert read(env) == before
-    assert [(r["result"], r["error"]) for r in journal.records] == [("refused", "org.ostreewatch1.Error.NotSupported")]
+    # after authorization: "failed" (refused is for authorization refused only)
+    assert [(r["result"], r["error"]) for r in journal.records] == [("failed", "org.ostreewatch1.Error.NotSupported")]
 
 
 def test_grub_without_grub_cfg_not_supported(sysroot: str) -> None:
@@ -330,7 +332,7 @@ def test_hostile_ids_refused_files_unchanged(sysroot: str, bootloader: str) -> N
     assert (read(env), read(conf)) == before
     assert len(journal.records) == 2 * len(HOSTILE)
     for record, (_entry_id, error) in zip(journal.records, HOSTILE * 2):
-        assert record["result"] == "refused" and record["error"] == error.dbus_name
+        assert record["result"] == "invalid" and record["error"] == error.dbus_name
         assert len(record["entry"]) < 400 and "\n" not in record["entry"] and "\0" not in record["entry"]
 
 
@@ -609,7 +611,8 @@ READ_ONLY_SCRIPT = r"""
 import asyncio, json, os, subprocess, sys
 sys.path.insert(0, sys.argv[1])
 from ostreewatch import model
-from ostreewatch.bootwrite import BootWriter, validate_id
+from ostreewatch.bootplan import validate_id
+from ostreewatch.bootwrite import BootWriter
 from tests.fixtures.bootwrite import RecordingJournal, make_paths, snapshot_of
 sysroot, mode, bootloader = sys.argv[2], sys.argv[3], sys.argv[4]
 boot = os.path.join(sysroot, "boot")

@@ -34,7 +34,7 @@ def attempt(which, entry, caller=root, snapshot=snap):
         print(e.dbus_name)
 attempt("default", "ostree-2-test")                                        # granted
 attempt("next", "ostree-1-test", model.Caller(uid=65534, pid=99, bus_name=":1.8"))  # refused: AccessDenied
-attempt("default", "evil\nMESSAGE_ID=forged")                              # refused: InvalidArgs
+attempt("default", "evil\nMESSAGE_ID=forged")                              # invalid: InvalidArgs
 attempt("default", "ostree-2-test", root, model.Snapshot(Bootloader="none", BootEntries=snap.BootEntries))
 data = open(env, "rb").read()
 free = len(data) - len(data.rstrip(b"#"))
@@ -110,11 +110,12 @@ def test_every_attempt_journaled(journald: Any, sysroot: str) -> None:
         "refused",
         "org.freedesktop.DBus.Error.AccessDenied",
     ]
-    assert (field(invalid, "RESULT"), field(invalid, "ERROR")) == ("refused", "org.freedesktop.DBus.Error.InvalidArgs")
+    assert (field(invalid, "RESULT"), field(invalid, "ERROR")) == ("invalid", "org.freedesktop.DBus.Error.InvalidArgs")
     # the hostile id is recorded escaped: no second line, no forged field
     assert "\n" not in field(invalid, "ENTRY") and invalid["MESSAGE_ID"] == MESSAGE_ID_WRITE_ATTEMPT
-    assert (field(unsupported, "BOOTLOADER"), field(unsupported, "ERROR")) == (
+    assert (field(unsupported, "BOOTLOADER"), field(unsupported, "RESULT"), field(unsupported, "ERROR")) == (
         "none",
+        "failed",  # after authorization
         "org.ostreewatch1.Error.NotSupported",
     )
     assert [field(failed, k) for k in ("METHOD", "ENTRY", "RESULT", "ERROR")] == [

@@ -6,6 +6,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 import ostreewatch.journal
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +53,7 @@ def update_catalog(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.unit
 def test_every_code_id_has_an_entry_and_back() -> None:
     ids = code_ids()
     assert len(ids) >= 6, "journal.py should define the MESSAGE_ID_* constants"
@@ -63,6 +66,7 @@ def test_every_code_id_has_an_entry_and_back() -> None:
     assert not extra, f"catalog entries for ids the code does not write: {sorted(extra)}"
 
 
+@pytest.mark.unit
 def test_every_entry_has_subject_defined_by_documentation_and_advice() -> None:
     for msg_id, lines in catalog_entries(CATALOG.read_text()).items():
         headers: dict[str, list[str]] = {}
@@ -121,12 +125,14 @@ def test_a_broken_catalog_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "var/lib/systemd/catalog/database").exists()
 
 
+@pytest.mark.unit
 def test_catalog_is_utf8_and_ends_with_newline() -> None:
     data = CATALOG.read_bytes()
     data.decode("utf-8")
     assert data.endswith(b"\n")
 
 
+@pytest.mark.unit
 def test_substituted_fields_are_fields_the_code_writes() -> None:
     """Every @FIELD@ in an entry is a field name journal.py writes (else -x shows it raw)."""
     source = Path(ostreewatch.journal.__file__).read_text()

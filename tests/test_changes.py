@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from ostreewatch.changes import Changes, diff
 from ostreewatch.model import BootEntry, Deployment, Mount, Problem, Snapshot
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
 
 def dep(i: str, index: int = 0, **kw) -> Deployment:

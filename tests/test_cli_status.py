@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ostreewatch import boottracker, model
+from ostreewatch import __version__, _interface, boottracker, model
+from ostreewatch import cli as cli_module
+from ostreewatch.sample import paths_for as sample_paths
 from ostreewatch.state import read_snapshot
 from tests.fixtures.sysroots import OstreeSysroot
 
@@ -35,12 +37,14 @@ def cli(
     )
 
 
+@pytest.mark.unit
 def test_sample_human() -> None:
     p = cli(["status", "--sample"], env={"PYTHONIOENCODING": "utf-8"})
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     booted = [line for line in lines if line.startswith("●")]
-    assert booted == [f"● rhcos {BOOTED.split('-', 1)[1]} (default)", "● ostree-2-rhcos (default) (booted)"]
+    checksum, serial = BOOTED.split("-", 1)[1].split(".")
+    assert booted == [f"● rhcos {checksum[:10]}.{serial} (default)", "● ostree-2-rhcos (default) (booted)"]
     assert any("Version: 410.84.202203081640-0" in line for line in lines)
     assert any("(rollback)" in line and "49.84" not in line for line in lines)
     assert lines[-1] == "Problems: none"
@@ -49,11 +53,14 @@ def test_sample_human() -> None:
     assert ascii_out.stdout.replace("* ", "● ") == p.stdout
 
 
+@pytest.mark.unit
 def test_sample_json_is_the_snapshot() -> None:
     p = cli(["status", "--sample", "--json"])
     assert p.returncode == 0, p.stderr
     data = json.loads(p.stdout)
-    assert list(data) == list(model.PROPERTY_SIGNATURES)
+    # Every property of the snapshot, in the interface's order; read directly, no daemon: no Generation or
+    # Version (those are the daemon's, as in /run/ostreewatch/status.json).
+    assert list(data) == [name for name in _interface.PROPERTIES if name not in ("Generation", "Version")]
     assert data["BootedDeployment"] == BOOTED and data["Bootloader"] == "grub2"
     for prop in ("Deployments", "BootEntries", "Mounts", "Problems"):
         keys = list(model.key_signatures(prop))
@@ -104,14 +111,41 @@ def test_human_lists_deployments_and_problems(sysroot_3: OstreeSysroot) -> None:
     assert p.returncode == 0, p.stderr
     out = p.stdout
     for s in status:
-        assert f"fedora {s.checksum}.{s.serial}" in out
+        assert f"fedora {s.checksum[:10]}.{s.serial}" in out
     assert out.index("Version: 3") < out.index("Version: 2") < out.index("Version: 1")
     problems = out[out.index("Problems (1):") :].splitlines()
     assert problems[1].startswith(f"  deployment-no-entry [{status[-1].id}]")
     assert "State: not booted" in out
 
 
+@pytest.mark.unit
+def test_short_checksums_stay_unambiguous() -> None:
+    a, b, c = "ab" * 32, "ab" * 6 + "cd" * 26, "0123456789" + "f" * 54
+    assert cli_module.short_checksums([a, c]) == {a: a[:10], c: c[:10]}
+    # a and b share 12 characters: both get 13.
+    assert cli_module.short_checksums([a, b, c, a]) == {a: a[:13], b: b[:13], c: c[:13]}
+    assert cli_module.short_checksums([]) == {}
+
+
+@pytest.mark.unit
+def test_human_status_for_a_person() -> None:
+    """A legend for the booted mark, headers on the mounts, short ids (full with --long; problems as published)."""
+    snap = read_snapshot(sample_paths())
+    short = cli_module.format_status(snap, "*")
+    lines = short.splitlines()
+    assert "Deployments (* booted):" in lines and "Boot entries (* booted):" in lines
+    header = lines[lines.index("Mounts:") + 1].split()
+    assert header == ["MOUNT", "POINT", "RO/RW", "TYPE", "SOURCE", "ROOT"]
+    for d in snap.Deployments:
+        assert d.checksum not in short and f"{d.osname} {d.checksum[:10]}.{d.serial}" in short
+    full = cli_module.format_status(snap, "*", long=True)
+    assert all(f"{d.osname} {d.checksum}.{d.serial}" in full for d in snap.Deployments)
+    p = cli(["status", "--sample", "--long"])
+    assert p.returncode == 0 and snap.Deployments[0].checksum in p.stdout
+
+
 @pytest.mark.parametrize("make", ["empty-dir", "missing", "file"])
+@pytest.mark.unit
 def test_not_ostree_exit_1(tmp_path: Path, make: str) -> None:
     target = tmp_path / "x"
     if make == "empty-dir":
@@ -125,6 +159,7 @@ def test_not_ostree_exit_1(tmp_path: Path, make: str) -> None:
     assert "Traceback" not in p.stderr
 
 
+@pytest.mark.unit
 def test_usage_errors() -> None:
     assert cli([]).returncode == 2
     assert cli(["status", "--no-such-option"]).returncode == 2

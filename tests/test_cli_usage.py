@@ -40,12 +40,14 @@ def package_version() -> str:
 
 
 @pytest.mark.parametrize("argv,prog", [(CLI, "ostreewatch"), (DAEMON, "ostreewatchd")])
+@pytest.mark.unit
 def test_version(argv: list[str], prog: str) -> None:
     r = run([*argv, "--version"])
     assert r.returncode == 0, r.stderr
     assert r.stdout == f"{prog} {package_version()}\n"
 
 
+@pytest.mark.unit
 def test_unknown_top_level_flag_is_named() -> None:
     r = run([*CLI, "--frobnicate"])
     assert r.returncode == 2
@@ -54,6 +56,7 @@ def test_unknown_top_level_flag_is_named() -> None:
     assert r.stderr.startswith("usage: ostreewatch [")
 
 
+@pytest.mark.unit
 def test_missing_command_lists_the_commands() -> None:
     r = run(CLI)
     assert r.returncode == 2
@@ -62,6 +65,7 @@ def test_missing_command_lists_the_commands() -> None:
 
 
 @pytest.mark.parametrize("command", ["status", "monitor", "set-default", "set-next"])
+@pytest.mark.unit
 def test_unknown_flag_of_a_subcommand_shows_that_subcommands_usage(command: str) -> None:
     r = run([*CLI, command, "--frobnicate"])
     assert r.returncode == 2
@@ -69,6 +73,7 @@ def test_unknown_flag_of_a_subcommand_shows_that_subcommands_usage(command: str)
     assert f"ostreewatch {command}: error: unrecognized arguments: --frobnicate" in r.stderr
 
 
+@pytest.mark.unit
 def test_daemon_unknown_flag_is_named() -> None:
     r = run([*DAEMON, "--frobnicate"])
     assert r.returncode == 2 and "unrecognized arguments: --frobnicate" in r.stderr
@@ -86,6 +91,7 @@ def _undocumented(p: argparse.ArgumentParser) -> list[str]:
     ]
 
 
+@pytest.mark.unit
 def test_every_command_and_option_has_help() -> None:
     top = cli.build_parser()
     assert _undocumented(top) == []
@@ -98,6 +104,44 @@ def test_every_command_and_option_has_help() -> None:
     assert _undocumented(daemon.build_parser()) == []
 
 
+def _all_parsers() -> list[argparse.ArgumentParser]:
+    top = cli.build_parser()
+    return [top, *_subparsers(top).choices.values(), daemon.build_parser()]
+
+
+@pytest.mark.unit
+def test_help_texts_share_one_style() -> None:
+    """Command and option helps: lower case, no final period; descriptions: sentences."""
+    for p in _all_parsers():
+        sub = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        texts = [c.help for s in sub for c in s._choices_actions]
+        texts += [a.help for a in p._actions if a.help and a.help != argparse.SUPPRESS and a not in sub]
+        for text in texts:
+            assert text and not text[0].isupper() and not text.endswith("."), (p.prog, text)
+        assert p.description and p.description[0].isupper() and p.description.endswith("."), p.prog
+
+
+@pytest.mark.unit
+def test_entry_and_deployment_metavars() -> None:
+    usage = " ".join(_subparsers(cli.build_parser()).choices["set-default"].format_usage().split())
+    assert "[--deployment DEPLOYMENT] [ENTRY]" in usage
+    usage = " ".join(_subparsers(cli.build_parser()).choices["set-next"].format_usage().split())
+    assert "[ENTRY]" in usage and "ID" not in usage
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("columns", ["40", "60", "80"])
+def test_no_name_is_broken_across_lines(monkeypatch: pytest.MonkeyPatch, columns: str) -> None:
+    """A word with a hyphen, slash or dot (an action, a path, an option) stays whole at any width."""
+    monkeypatch.setenv("COLUMNS", columns)
+    for p in _all_parsers():
+        source = " ".join([p.description or ""] + [a.help or "" for a in p._actions])
+        words = {w for w in source.split() if re.search(r"[-/.]", w)}
+        shown = set(p.format_help().split())
+        assert words <= shown, (p.prog, columns, sorted(words - shown))
+
+
+@pytest.mark.unit
 def test_monitor_help_describes_it() -> None:
     r = run([*CLI, "monitor", "--help"])
     assert r.returncode == 0
@@ -105,6 +149,7 @@ def test_monitor_help_describes_it() -> None:
     assert "until Ctrl-C" in " ".join(r.stdout.split())  # argparse wraps lines
 
 
+@pytest.mark.unit
 def test_sample_names() -> None:
     """--sample NAME reads that bundled host; an unknown name is a usage error naming the choices."""
     for name in sample.NAMES:

@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from ostreewatch import __version__
 from tests.fixtures.daemon import DaemonProcess
 from tests.fixtures.daemon_sysroot import bus, entries_dir, sysroot
 
@@ -48,8 +49,10 @@ def test_status_uses_the_daemon_and_agrees_with_an_offline_read(
     )
     assert offline.returncode == 0, offline.stderr
     got, want = json.loads(via_daemon.stdout), json.loads(offline.stdout)
-    # The daemon's answer adds what only it knows (as /run/ostreewatch/status.json holds it).
-    assert got.pop("Generation") == 1 and got.pop("Version")
+    # GetAll's Generation and Version, as the daemon publishes them and keeps them in
+    # /run/ostreewatch/status.json; a direct read has neither.
+    assert got.pop("Generation") == 1 and got.pop("Version") == __version__
+    assert "Generation" not in want and "Version" not in want
     # The boot records are the daemon's own (its state directory); an offline read has none.
     assert got.pop("LastBoot")["outcome"] == "first-record" and len(got.pop("BootHistory")) == 1
     assert (want.pop("LastBoot"), want.pop("BootHistory")) == ({}, [])
@@ -107,3 +110,21 @@ def test_monitor_prints_each_change(bus: Any, sysroot: str, daemon_factory: Call
             for f in (p.stdout, p.stderr):
                 if f:
                     f.close()
+
+
+def test_a_second_daemon_says_in_one_line_that_it_waits_for_the_name(
+    bus: Any, sysroot: str, daemon_factory: Callable[..., DaemonProcess]
+) -> None:
+    first = daemon_factory(bus, sysroot)
+    first.wait_name()
+    second = daemon_factory(bus, sysroot)
+    deadline = time.monotonic() + 30  # a wait limit, not a timed assertion
+    while "waiting for the name" not in second.stderr_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = [line for line in second.stderr_text().splitlines() if "org.ostreewatch1" in line]
+    assert len(lines) == 1 and "is owned by another connection" in lines[0] and "waiting for the name" in lines[0]
+    assert "Traceback" not in second.stderr_text() and second.alive()
+    # The first one leaves: the second takes the name and serves.
+    first.stop()
+    second.wait_name()
+    assert second.get_property("Version") == __version__

@@ -51,7 +51,7 @@ def test_records_reach_the_central_journal_with_their_fields(
         sysroot_3.deploy("fedora/x")
         wait_until(lambda: d.get_property("Generation") >= 2, WAIT, "the deploy published")
 
-        # Write attempts. Root with a malformed id: refused by the daemon, and journaled.
+        # Write attempts. Root with a malformed id: invalid (refused before authorization), and journaled.
         bad = d.busctl(
             "call", BUS_NAME, OBJECT_PATH, INTERFACE, "SetDefaultEntry", "s", "../../etc/passwd", check=False
         )
@@ -70,13 +70,14 @@ def test_records_reach_the_central_journal_with_their_fields(
         }
         for kind, records in local.items():
             assert records, f"no local {kind} record"
-        refused = [r for r in local["write-attempt"] if r.get("OSTREEWATCH_CALLER_UID") == "0"]
-        assert [r["OSTREEWATCH_RESULT"] for r in refused] == ["refused"]
-        assert refused[0]["OSTREEWATCH_ERROR"] == "org.freedesktop.DBus.Error.InvalidArgs"
-        # Where the daemon sees the non-root call, it refuses it and says so.
+        invalid = [r for r in local["write-attempt"] if r.get("OSTREEWATCH_CALLER_UID") == "0"]
+        assert [r["OSTREEWATCH_RESULT"] for r in invalid] == ["invalid"]
+        assert invalid[0]["OSTREEWATCH_ERROR"] == "org.freedesktop.DBus.Error.InvalidArgs"
+        # Where the daemon sees the non-root call, it stops it and says so: invalid when the entry does
+        # not exist (arguments are checked before authorization), refused when polkit says no.
         assert {
             r["OSTREEWATCH_RESULT"] for r in local["write-attempt"] if r.get("OSTREEWATCH_CALLER_UID") == "65534"
-        } <= {"refused"}
+        } <= {"refused", "invalid"}
 
         # The same records, fields intact, in the central journal (the file journal-remote writes).
         def shipped(kind: str) -> list[dict[str, Any]]:
@@ -98,7 +99,7 @@ def test_records_reach_the_central_journal_with_their_fields(
         attempts = journalctl(
             [f"--directory={remote.directory}"],
             f"MESSAGE_ID={journal.MESSAGE_ID_WRITE_ATTEMPT}",
-            "OSTREEWATCH_RESULT=refused",
+            "OSTREEWATCH_RESULT=invalid",
         )
         assert [r["OSTREEWATCH_ENTRY"] for r in attempts if r["OSTREEWATCH_CALLER_UID"] == "0"] == ["../../etc/passwd"]
         changed = journalctl([f"--directory={remote.directory}"], f"MESSAGE_ID={journal.MESSAGE_ID_CHANGED}")

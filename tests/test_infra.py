@@ -452,6 +452,47 @@ def test_run_tests_fails_when_no_tests_are_collected() -> None:
     assert "timing summary" in r.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "rootfs", "trees"),
+    [
+        (["tests/test_model.py"], False, False),
+        (["tests/test_nspawn.py"], True, False),
+        (["tests/test_modern_state.py::test_boot_counting_names_of_ostree_2026"], False, True),
+        (["tests/test_setdefault.py"], False, True),  # through tests/fixtures/modern.py
+        ([], True, True),  # the whole suite
+    ],
+)
+def test_run_tests_sets_up_only_what_the_files_need(args: list[str], rootfs: bool, trees: bool) -> None:
+    r = subprocess.run(
+        [os.path.join(REPO, "scripts", "run-tests.sh"), *args, "--co", "-q", "-p", "no:cacheprovider"],
+        cwd="/",
+        env=_script_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
+    assert ("rootfs: not needed" not in r.stderr) == rootfs, r.stderr
+    assert ("modern trees: not needed" not in r.stderr) == trees, r.stderr
+    assert "debootstrap tree" in r.stderr if rootfs else "debootstrap tree" not in r.stderr
+
+
+def test_run_tests_unit_needs_only_the_venv() -> None:
+    r = subprocess.run(
+        [os.path.join(REPO, "scripts", "run-tests.sh"), "-m", "unit", "--co", "-q", "-p", "no:cacheprovider"],
+        cwd="/",
+        env=_script_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
+    assert "-m unit: the venv only" in r.stderr
+    timings = r.stderr[r.stderr.index("timing summary") :]
+    assert "apt packages" not in timings and "debootstrap tree" not in timings and "modern trees" not in timings
+    assert "deselected" in r.stdout
+
+
 def test_ci_run_runs_the_test_command_from_anywhere(tmp_path) -> None:
     """.ci/run from another cwd: the script finds the repo, passes args through, exits 0."""
     ci = os.path.join(REPO, ".ci", "run")

@@ -213,6 +213,7 @@ def test_without_a_journal_records_go_to_stderr(kind):
         assert "OSTREEWATCH_JOURNAL_ERROR=ConnectionRefusedError" in lines[0]
 
 
+@pytest.mark.unit
 def test_stderr_line_is_parseable_key_value():
     out = io.StringIO()
     j = J.Journal(socket_path="/nonexistent/socket", stream=out)
@@ -235,6 +236,7 @@ def test_stderr_line_is_parseable_key_value():
         ("granted", "odd: error given", "4"),
     ],
 )
+@pytest.mark.unit
 def test_write_attempt_priority(result, error, priority):
     out = io.StringIO()
     J.Journal(socket_path="/nonexistent/socket", stream=out).write_attempt(
@@ -243,12 +245,14 @@ def test_write_attempt_priority(result, error, priority):
     assert f"PRIORITY={priority} " in out.getvalue()
 
 
+@pytest.mark.unit
 def test_field_names_are_valid_journal_fields():
     for key in ("caller_uid", "caller-unit", "_x", "ünïcode", "a" * 100):
         name = J.field_name(key)
         assert re.fullmatch(r"[A-Z][A-Z0-9_]{0,63}", name), name
 
 
+@pytest.mark.unit
 def test_message_ids_are_distinct_128_bit_ids():
     ids = {k: v for k, v in vars(J).items() if k.startswith("MESSAGE_ID_")}
     assert len(ids) == 9 and len(set(ids.values())) == 9
@@ -256,6 +260,7 @@ def test_message_ids_are_distinct_128_bit_ids():
         assert re.fullmatch(r"[0-9a-f]{32}", value)
 
 
+@pytest.mark.unit
 def test_docs_name_every_message_id_and_field():
     with open(os.path.join(REPO, "docs", "journal.md")) as f:
         doc = f.read()
@@ -268,6 +273,7 @@ def test_docs_name_every_message_id_and_field():
         assert field in doc, field
 
 
+@pytest.mark.unit
 def test_unprintable_values_never_raise():
     class Bad:
         def __str__(self) -> str:
@@ -282,6 +288,7 @@ def test_unprintable_values_never_raise():
     J.Journal(socket_path="/nonexistent/socket", stream=closed).stopping()  # no exception
 
 
+@pytest.mark.unit
 def test_changed_with_real_diff_in_process():
     out = io.StringIO()
     old = Snapshot(DefaultEntry="a", Problems=(Problem("p", "m", "s"),))

@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from ostreewatch import mountprobe
 from tests.fixtures.unshare import PRIVATE_MOUNT_NS
 
@@ -83,6 +85,7 @@ def test_probe_changes_only_for_the_watched_point(tmp_path) -> None:
     assert seen["unmounted"] == seen["start"]
 
 
+@pytest.mark.unit
 def test_a_plain_file_or_a_missing_point_is_not_probed(tmp_path) -> None:
     table = tmp_path / "mountinfo"
     table.write_text("")
@@ -91,6 +94,7 @@ def test_a_plain_file_or_a_missing_point_is_not_probed(tmp_path) -> None:
     assert got is not None and got[0] is not None and got[1] is None
 
 
+@pytest.mark.unit
 def test_proc_root_of_a_mountinfo_path() -> None:
     assert mountprobe.proc_root("/proc/1/mountinfo") == "/proc/1/root"
     assert mountprobe.proc_root("/proc/self/mountinfo") == "/proc/self/root"

@@ -100,10 +100,18 @@ def test_unit_start_time_and_mount_probe(guest: Container) -> None:
     start, ready = int(s["ExecMainStartTimestampMonotonic"]), int(s["ActiveEnterTimestampMonotonic"])
     assert 0 < start < ready, s
     print(f"\nOSTREEWATCH_UNIT_START_MS={(ready - start) / 1000:.1f}")
-    lines = [str(r.get("MESSAGE", "")) for r in journal(guest, f"_PID={s['MainPID']}")]
-    assert not any("cannot probe the watched mount points" in line for line in lines), lines
+
+    def lines() -> list[str]:
+        return [str(r.get("MESSAGE", "")) for r in journal(guest, f"_PID={s['MainPID']}")]
+
     # Without CAP_SYS_PTRACE the unit may not enter PID 1's root: it probes its own namespace.
-    assert any("probed in this process's own mount namespace" in line for line in lines), lines
+    # The note is logged once the watches are set, which is after READY=1 (ostreewatch/daemon.py).
+    said = guest.wait_for(
+        "the mount probe's note",
+        lambda: [line for line in lines() if "mount points" in line and "probe" in line],
+    )
+    assert not any("cannot probe the watched mount points" in line for line in said), said
+    assert any("probed in this process's own mount namespace" in line for line in said), said
 
 
 def test_a_mount_made_by_the_host_on_a_watched_point_is_published(guest: Container) -> None:

@@ -57,6 +57,7 @@ FULL = (
 )
 
 
+@pytest.mark.unit
 def test_every_key() -> None:
     e = parse_entry("6a98-6.1.0+3-1.conf", FULL)
     assert e == BlsEntry(
@@ -80,6 +81,7 @@ def test_every_key() -> None:
     )
 
 
+@pytest.mark.unit
 def test_rhcos_sample() -> None:
     e = parse_entry("ostree-2-rhcos.conf", RHCOS_2)
     assert e.id == "ostree-2-rhcos"
@@ -92,28 +94,33 @@ def test_rhcos_sample() -> None:
     assert e.tries_left is None and e.tries_done is None
 
 
+@pytest.mark.unit
 def test_repeated_single_key_last_wins() -> None:
     assert parse_entry("a.conf", b"title one\ntitle two\n").title == "two"
 
 
+@pytest.mark.unit
 def test_empty_and_comment_only() -> None:
     e = parse_entry("a.conf", b"")
     assert e.id == "a" and e.title == "" and e.initrd == () and e.options == ""
     assert parse_entry("a.conf", b"#title x\n\n   \n").title == ""
 
 
+@pytest.mark.unit
 def test_bom_and_tabs() -> None:
     e = parse_entry("a.conf", "\ufefftitle\tX\t\n".encode())
     assert e.title == "X"
 
 
 @pytest.mark.parametrize("data", [b"title \xff\xfe\n", b"title ok\noptions \xc3\x28\n", b"title a\0b\n"])
+@pytest.mark.unit
 def test_invalid_bytes(data: bytes) -> None:
     with pytest.raises(BlsError):
         parse_entry("bad.conf", data)
 
 
 @pytest.mark.parametrize("name", ["", "a/b.conf", "x\0.conf"])
+@pytest.mark.unit
 def test_invalid_name(name: str) -> None:
     with pytest.raises(BlsError):
         parse_entry(name, b"title t\n")
@@ -134,12 +141,14 @@ def test_invalid_name(name: str) -> None:
         ("noconf+2", ("noconf", 2, None)),
     ],
 )
+@pytest.mark.unit
 def test_split_boot_counting(name: str, expected) -> None:
     assert split_boot_counting(name) == expected
 
 
 @fuzz_settings(max_examples=300)
 @given(st.text(alphabet="ab+-0123456789.conf", max_size=20))
+@pytest.mark.unit
 def test_split_boot_counting_property(name: str) -> None:
     ident, left, done = split_boot_counting(name)
     stem = name[:-5] if name.endswith(".conf") else name
@@ -153,11 +162,13 @@ def test_split_boot_counting_property(name: str) -> None:
         assert (int(counters[1]) if len(counters) == 2 else None) == done
 
 
+@pytest.mark.unit
 def test_split_boot_counting_rejects_non_text() -> None:
     with pytest.raises(BlsError):
         split_boot_counting(None)  # type: ignore[arg-type]
 
 
+@pytest.mark.unit
 def test_valid_entry_file_name() -> None:
     assert valid_entry_file_name("ostree-1-fedora.conf")
     assert valid_entry_file_name("a_b.c+3-1.conf")
@@ -300,6 +311,7 @@ _names = st.text(min_size=1, max_size=30) | st.sampled_from(["a.conf", "ostree-1
 
 @fuzz_settings(max_examples=300)
 @given(_names, st.binary(max_size=400))
+@pytest.mark.unit
 def test_fuzz_random_bytes(name: str, data: bytes) -> None:
     try:
         e = parse_entry(name, data)
@@ -311,6 +323,7 @@ def test_fuzz_random_bytes(name: str, data: bytes) -> None:
 
 @fuzz_settings(max_examples=300)
 @given(st.data())
+@pytest.mark.unit
 def test_fuzz_mutated_entries(data) -> None:
     base = bytearray(data.draw(st.sampled_from([FULL, RHCOS_1, RHCOS_2])))
     for _ in range(data.draw(st.integers(1, 8))):
@@ -355,6 +368,7 @@ def test_ostree_written_entries_like_bootctl(sysroot_3, tmp_path) -> None:
 # --- grub2 blscfg order ---------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_grub_order_by_nvr_of_file_name() -> None:
     names = [
         "ostree-1-rhcos.conf",
@@ -378,6 +392,7 @@ def test_grub_order_by_nvr_of_file_name() -> None:
     ]
 
 
+@pytest.mark.unit
 def test_grub_order_of_rhcos_sample() -> None:
     entries = [parse_entry("ostree-1-rhcos.conf", RHCOS_1), parse_entry("ostree-2-rhcos.conf", RHCOS_2)]
     assert [e.file for e in sort_entries_grub(entries)] == ["ostree-2-rhcos.conf", "ostree-1-rhcos.conf"]

@@ -12,6 +12,8 @@ from dbus_next._private.address import parse_address as dbus_next_parse
 from ostreewatch.errors import BusAddressError
 from ostreewatch.parse.busaddress import parse_address
 
+pytestmark = pytest.mark.unit
+
 ADDRESSES = [
     "unix:path=/run/dbus/system_bus_socket",
     "unix:path=/tmp/with%20space/bus",

@@ -22,6 +22,7 @@ RHCOS = (
 )
 
 
+@pytest.mark.unit
 def test_rhcos() -> None:
     words = split_cmdline(RHCOS)
     assert words[0].startswith("BOOT_IMAGE=")
@@ -51,10 +52,12 @@ def test_rhcos() -> None:
         ('"it\'s"', ["it's"]),
     ],
 )
+@pytest.mark.unit
 def test_split(text: str, words) -> None:
     assert split_cmdline(text) == words
 
 
+@pytest.mark.unit
 def test_ostree_reads_the_first_and_ignores_quotes() -> None:
     text = "ostree=/ostree/boot.1/a/b/0 ostree=/ostree/boot.0/c/d/0 x=1 x=2"
     assert get_arg(text, "ostree") == "/ostree/boot.1/a/b/0"
@@ -68,11 +71,13 @@ def test_ostree_reads_the_first_and_ignores_quotes() -> None:
 
 
 @pytest.mark.parametrize("key", ["", "a=b", None])
+@pytest.mark.unit
 def test_bad_key(key) -> None:
     with pytest.raises(CmdlineError):
         get_arg("a=b", key)
 
 
+@pytest.mark.unit
 def test_nul_is_an_error() -> None:
     with pytest.raises(CmdlineError):
         split_cmdline("a\0b")
@@ -116,6 +121,7 @@ def test_split_like_systemd(tmp_path, seed: int) -> None:
 
 @fuzz_settings(max_examples=300)
 @given(st.text(max_size=200), st.sampled_from(["ostree", "root", "x", "rw"]))
+@pytest.mark.unit
 def test_fuzz(text: str, key: str) -> None:
     try:
         words = split_cmdline(text)

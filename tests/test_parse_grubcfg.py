@@ -48,6 +48,7 @@ def test_fixtures_are_valid_grub_script(tmp_path: Path, name: str, text: str) ->
 # --- bootupd's static config ---------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_static_config_ignores_saved_and_next_entry() -> None:
     r = evaluate(STATIC, ENV_FILE, {"saved_entry": "ostree-1", "next_entry": "ostree-1"})
     assert r.default == "" and r.default_from == grubcfg.FROM_UNSET and not r.boot_once
@@ -56,6 +57,7 @@ def test_static_config_ignores_saved_and_next_entry() -> None:
     assert r.unknown == ()
 
 
+@pytest.mark.unit
 def test_static_config_honours_a_default_stored_in_the_grubenv() -> None:
     # load_env loads every variable, `default` too: GRUB then boots it.
     r = evaluate(STATIC, ENV_FILE, {"default": "ostree-1"})
@@ -65,6 +67,7 @@ def test_static_config_honours_a_default_stored_in_the_grubenv() -> None:
 
 
 @pytest.mark.parametrize("file", ["user.cfg", "custom.cfg"])
+@pytest.mark.unit
 def test_static_config_with_an_admin_snippet_reading_saved_entry(file: str) -> None:
     files = dict(ENV_FILE, **{file: 'set default="${saved_entry}"\n'})
     r = evaluate(STATIC, files, {"saved_entry": "ostree-1"})
@@ -74,6 +77,7 @@ def test_static_config_with_an_admin_snippet_reading_saved_entry(file: str) -> N
     assert evaluate(STATIC, ENV_FILE, {"saved_entry": "ostree-1"}).default == ""
 
 
+@pytest.mark.unit
 def test_static_config_with_a_fixed_default_in_custom_cfg() -> None:
     r = evaluate(STATIC, dict(ENV_FILE, **{"custom.cfg": "set default=ostree-2\n"}), {})
     assert (r.default, r.default_from) == ("ostree-2", grubcfg.FROM_LITERAL)
@@ -90,6 +94,7 @@ def test_static_config_with_a_fixed_default_in_custom_cfg() -> None:
         ({}, False, ""),
     ],
 )
+@pytest.mark.unit
 def test_greenboot_fallback(env: dict[str, str], fired: bool, default: str) -> None:
     r = evaluate(STATIC_GREENBOOT, ENV_FILE, env)
     assert r.greenboot  # the config has the logic, whatever the environment
@@ -104,6 +109,7 @@ def test_greenboot_fallback(env: dict[str, str], fired: bool, default: str) -> N
 # --- generated (grub2-mkconfig) configs ----------------------------------------------
 
 
+@pytest.mark.unit
 def test_generated_config_reads_next_then_saved_entry() -> None:
     r = evaluate(GENERATED, ENV_FILE, {"saved_entry": "ostree-1", "next_entry": "ostree-2"})
     assert (r.default, r.default_from, r.boot_once) == ("ostree-2", grubcfg.FROM_NEXT, True)
@@ -114,11 +120,13 @@ def test_generated_config_reads_next_then_saved_entry() -> None:
     assert (r.default, r.default_from) == ("", grubcfg.FROM_UNSET)
 
 
+@pytest.mark.unit
 def test_generated_config_without_grubenv_reads_nothing() -> None:
     r = evaluate(GENERATED, {}, {"saved_entry": "ostree-1"})
     assert not r.loads_env and r.default == ""
 
 
+@pytest.mark.unit
 def test_generated_config_with_grub_default_0() -> None:
     # GRUB_DEFAULT=0: 00_header writes `set default="0"`; next_entry still wins.
     gen0 = cfgs.generated(default="0")
@@ -128,6 +136,7 @@ def test_generated_config_with_grub_default_0() -> None:
     assert evaluate(gen0, ENV_FILE, {"next_entry": "ostree-1"}).default == "ostree-1"
 
 
+@pytest.mark.unit
 def test_fallback_counting_overrides_saved_and_next_entry() -> None:
     # 08_fallback_counting runs after 00_header: its `set default=1` is the last word.
     r = evaluate(
@@ -138,6 +147,7 @@ def test_fallback_counting_overrides_saved_and_next_entry() -> None:
     assert (r.default, r.default_from, r.greenboot_fired) == ("1", grubcfg.FROM_GREENBOOT, True)
 
 
+@pytest.mark.unit
 def test_load_env_whitelist() -> None:
     cfg = 'load_env saved_entry\nset default="${saved_entry}"\nblscfg\n'
     r = evaluate(cfg, ENV_FILE, {"saved_entry": "a", "default": "b", "next_entry": "c"})
@@ -146,6 +156,7 @@ def test_load_env_whitelist() -> None:
     assert r.default == ""  # `default` was not in the list
 
 
+@pytest.mark.unit
 def test_menuentries_before_blscfg_are_counted() -> None:
     cfg = "menuentry 'Rescue' {\n  linux /vmlinuz\n}\nset default=1\nblscfg\nmenuentry 'After' { true\n}\n"
     r = evaluate(cfg, {}, {})
@@ -167,6 +178,7 @@ def test_menuentries_before_blscfg_are_counted() -> None:
         ("function f { set default=$1; return; }\nf 2\n", "f", grubcfg.UNKNOWN_FUNCTION),
     ],
 )
+@pytest.mark.unit
 def test_unknown_constructs_give_an_unknown_default(snippet: str, why: str, cls: str) -> None:
     """In a sourced file too (issue 19): never a guess, and the class is named."""
     r = evaluate(STATIC, dict(ENV_FILE, **{"custom.cfg": snippet}), {})
@@ -192,17 +204,20 @@ def test_loops_functions_and_variables_are_followed(snippet: str, default: str) 
     assert (r.default, r.unknown) == (default, ())
 
 
+@pytest.mark.unit
 def test_unknown_conditions_that_do_not_touch_default_are_harmless() -> None:
     # grub-static-pre.cfg's RAID test and 30_uefi-firmware's platform test cannot be decided here.
     r = evaluate(STATIC, ENV_FILE, {"saved_entry": "x"})
     assert r.default == "" and r.unknown == ()
 
 
+@pytest.mark.unit
 def test_a_value_known_in_both_branches_stays_known() -> None:
     cfg = "if cmostest 1; then set default=2; else set default=2; fi\n"
     assert evaluate(cfg, {}, {}).default == "2"
 
 
+@pytest.mark.unit
 def test_sourcing_does_not_loop() -> None:
     files = {"user.cfg": "source $prefix/custom.cfg\n", "custom.cfg": "source $prefix/user.cfg\nset default=3\n"}
     r = evaluate("source $prefix/user.cfg\n", files, {})
@@ -218,6 +233,7 @@ def test_sourcing_does_not_loop() -> None:
         max_size=5,
     ),
 )
+@pytest.mark.unit
 def test_never_raises(text: str, env: dict[str, str]) -> None:
     r = evaluate(text, {"grubenv": "", "user.cfg": text}, env)
     assert r.default is None or isinstance(r.default, str)
@@ -233,6 +249,7 @@ def test_never_raises(text: str, env: dict[str, str]) -> None:
     )
 
 
+@pytest.mark.unit
 def test_deep_nesting_and_huge_input() -> None:
     deep = "if [ a ]; then\n" * 5000 + "set default=1\n" + "fi\n" * 5000
     r = evaluate(deep, {}, {})

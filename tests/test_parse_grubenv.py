@@ -114,11 +114,13 @@ def test_bigger_block_keeps_size(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("name", ["", "a=b", "a\nb", "#a", "a\\b", "a\0"])
+@pytest.mark.unit
 def test_invalid_names(name: str) -> None:
     with pytest.raises(GrubenvError):
         update_grubenv(create_grubenv(), {name: "v"})
 
 
+@pytest.mark.unit
 def test_invalid_values() -> None:
     with pytest.raises(GrubenvError):
         update_grubenv(create_grubenv(), {"a": "x\0y"})
@@ -127,6 +129,7 @@ def test_invalid_values() -> None:
 
 
 @pytest.mark.parametrize("data", [b"", b"# GRUB Environment Block", b"not a grubenv" + b"#" * 1011, b"\xff" * 1024])
+@pytest.mark.unit
 def test_not_a_block(data: bytes) -> None:
     with pytest.raises(GrubenvError):
         parse_grubenv(data)
@@ -186,6 +189,7 @@ def test_random_sequences_like_grub_editenv(envfile, seed: int) -> None:
 
 @fuzz_settings(max_examples=300)
 @given(st.binary(max_size=300))
+@pytest.mark.unit
 def test_fuzz_random(data: bytes) -> None:
     for candidate in (data, SIGNATURE + data):
         with contextlib.suppress(GrubenvError):
@@ -196,6 +200,7 @@ def test_fuzz_random(data: bytes) -> None:
 
 @fuzz_settings(max_examples=300)
 @given(st.data())
+@pytest.mark.unit
 def test_fuzz_mutated(data) -> None:
     block = bytearray(update_grubenv(create_grubenv(), {"a": "1\\2", "saved_entry": "s\nt"}))
     for _ in range(data.draw(st.integers(1, 6))):

@@ -85,6 +85,7 @@ def test_every_case_like_glib(serialized) -> None:
         assert plain_value(parse_variant(data, type_string)) == glib_value, type_string
 
 
+@pytest.mark.unit
 def test_types() -> None:
     assert parse_type("a{sv}").alignment == 8
     assert parse_type("(yt)").fixed_size == 16
@@ -112,6 +113,7 @@ def test_types() -> None:
         ("at", b"\0" * 7),  # partial element
     ],
 )
+@pytest.mark.unit
 def test_malformed(type_string: str, data: bytes) -> None:
     with pytest.raises(GVariantError):
         parse_variant(data, type_string)
@@ -213,6 +215,7 @@ def test_random_mutations_agree_with_glib(serialized) -> None:
 
 @fuzz_settings(max_examples=400)
 @given(st.sampled_from(FUZZ_TYPES + ["a{sa{sv}}", "(ayy)", "maas", "d", "()"]), st.binary(max_size=200))
+@pytest.mark.unit
 def test_fuzz_random_bytes(type_string: str, data: bytes) -> None:
     with contextlib.suppress(GVariantError):
         parse_variant(data, type_string)
@@ -223,11 +226,13 @@ def test_fuzz_random_bytes(type_string: str, data: bytes) -> None:
 
 @fuzz_settings(max_examples=200)
 @given(st.text(max_size=30), st.binary(max_size=40))
+@pytest.mark.unit
 def test_fuzz_type_strings(type_string: str, data: bytes) -> None:
     with contextlib.suppress(GVariantError):
         parse_variant(data, type_string)
 
 
+@pytest.mark.unit
 def test_deep_nesting_is_an_error_not_a_crash() -> None:
     # A variant holding a variant ... 10,000 deep: GLib itself refuses beyond 128.
     data = struct.pack("<i", 1) + b"\0i"

@@ -31,6 +31,7 @@ SAMPLE = (
 )
 
 
+@pytest.mark.unit
 def test_parse_every_key() -> None:
     c = parse_loader_conf(SAMPLE)
     assert isinstance(c, LoaderConf)
@@ -48,23 +49,27 @@ def test_parse_every_key() -> None:
     assert "".join(c.lines) == SAMPLE
 
 
+@pytest.mark.unit
 def test_last_wins_and_empty() -> None:
     assert parse_loader_conf("default a\ndefault b\n").default == "b"
     assert parse_loader_conf("") == LoaderConf()
     assert parse_loader_conf("default\n").default is None
 
 
+@pytest.mark.unit
 def test_set_default_replaces_only_that_line() -> None:
     out = set_default(SAMPLE, "ostree-*")
     assert out == SAMPLE.replace('default "fedora-*"\n', "default ostree-*\n")
     assert parse_loader_conf(out).default == "ostree-*"
 
 
+@pytest.mark.unit
 def test_set_default_keeps_crlf_and_indent() -> None:
     text = "timeout 3\r\n  default\tx\r\n# end\r\n"
     assert set_default(text, "y") == "timeout 3\r\n  default y\r\n# end\r\n"
 
 
+@pytest.mark.unit
 def test_set_default_adds_when_missing() -> None:
     assert set_default("timeout 3\n", "a.conf") == "timeout 3\ndefault a.conf\n"
     assert set_default("timeout 3", "a.conf") == "timeout 3\ndefault a.conf\n"
@@ -72,12 +77,14 @@ def test_set_default_adds_when_missing() -> None:
     assert set_default("#default x\n", "a") == "#default x\ndefault a\n"
 
 
+@pytest.mark.unit
 def test_set_default_last_line_counts() -> None:
     text = "default a\ntimeout 1\ndefault b\n"
     assert set_default(text, "c") == "default a\ntimeout 1\ndefault c\n"
     assert parse_loader_conf(set_default(text, "c")).default == "c"
 
 
+@pytest.mark.unit
 def test_set_default_none_removes_all() -> None:
     text = "default a\ntimeout 1\n# default comment\ndefault b\n"
     assert set_default(text, None) == "timeout 1\n# default comment\n"
@@ -85,11 +92,13 @@ def test_set_default_none_removes_all() -> None:
 
 
 @pytest.mark.parametrize("value", ["", " a", "a ", "a\nb", "a\rb", "a\0", '"quoted"', 3])
+@pytest.mark.unit
 def test_set_default_rejects(value) -> None:
     with pytest.raises(LoaderConfError):
         set_default("timeout 3\n", value)
 
 
+@pytest.mark.unit
 def test_other_separators_are_kept() -> None:
     # str.splitlines would split on \x0c and \x1c; loader.conf lines end only at \n.
     text = "timeout 3\x0c\ndefault a\x1cb\n"
@@ -118,6 +127,7 @@ ORDER = ["ostree-3.conf", "ostree-2+1-1.conf", "Fedora-1.conf", "arch[1].conf", 
         ("", None),
     ],
 )
+@pytest.mark.unit
 def test_match_default(pattern: str, expected) -> None:
     assert match_default(pattern, ORDER) == expected
 
@@ -146,6 +156,7 @@ _value = st.text(alphabet="abcAB-*?.[]!09+_", min_size=1, max_size=12).filter(
 
 @fuzz_settings(max_examples=300)
 @given(_conf, _value)
+@pytest.mark.unit
 def test_set_default_property(text: str, value: str) -> None:
     try:
         out = set_default(text, value)
@@ -162,6 +173,7 @@ def test_set_default_property(text: str, value: str) -> None:
 
 @fuzz_settings(max_examples=300)
 @given(st.text(max_size=300), st.text(max_size=20), st.lists(st.text(max_size=10), max_size=5))
+@pytest.mark.unit
 def test_fuzz_anything(text: str, pattern: str, files) -> None:
     for call in (
         lambda: parse_loader_conf(text),

@@ -22,6 +22,7 @@ RHCOS = b"""99 102 252:4 / /sysroot ro,relatime - xfs /dev/vda4 rw,seclabel,attr
 """
 
 
+@pytest.mark.unit
 def test_rhcos_lines() -> None:
     mounts, errors = parse_mountinfo(RHCOS)
     assert errors == ()
@@ -44,6 +45,7 @@ def test_rhcos_lines() -> None:
     assert mounts[3].options.startswith("ro,")
 
 
+@pytest.mark.unit
 def test_escapes() -> None:
     line = rb"36 35 98:0 /a\040b\011c /mnt/x\012y\134z rw,noatime master:1 shared:7 propagate_from:2 unbindable - ext3 /dev/my\040disk rw,errors=continue"
     m = parse_line(line)
@@ -54,6 +56,7 @@ def test_escapes() -> None:
     assert (m.fstype, m.super_options) == ("ext3", "rw,errors=continue")
 
 
+@pytest.mark.unit
 def test_dash_as_a_path_is_not_the_separator() -> None:
     # A mount point named "-" sits in field 5, before the optional fields.
     m = parse_line(b"1 2 0:1 - - rw - tmpfs - rw")
@@ -75,11 +78,13 @@ def test_dash_as_a_path_is_not_the_separator() -> None:
         b"99999999999 2 0:1 / / rw - tmpfs none rw",
     ],
 )
+@pytest.mark.unit
 def test_bad_lines(line: bytes) -> None:
     with pytest.raises(MountinfoError):
         parse_line(line)
 
 
+@pytest.mark.unit
 def test_bad_lines_are_collected_not_raised() -> None:
     data = RHCOS + b"garbage line\n" + b"1 2 0:1 / /boot rw - tmpfs none rw\n"
     mounts, errors = parse_mountinfo(data)
@@ -87,6 +92,7 @@ def test_bad_lines_are_collected_not_raised() -> None:
     assert "line 8" in str(errors[0])
 
 
+@pytest.mark.unit
 def test_prefilter() -> None:
     wanted = ["/", "/sysroot", "/usr", "/etc", "/var", "/boot", "/boot/efi", "/a b"]
     extra = b"5 1 0:5 / /a\\040b rw - tmpfs none rw\n6 1 0:6 / /ab rw - tmpfs none rw\n"
@@ -97,6 +103,7 @@ def test_prefilter() -> None:
     assert [m.mount_point for m in filtered] == ["/sysroot", "/", "/etc", "/usr", "/var", "/a b"]
 
 
+@pytest.mark.unit
 def test_mangle_roundtrip() -> None:
     assert mangle("/a b\t\n\\") == rb"/a\040b\011\012\134"
 
@@ -182,6 +189,7 @@ def test_own_mountinfo_like_findmnt(tmp_path) -> None:
 
 @fuzz_settings(max_examples=300)
 @given(st.binary(max_size=500), st.none() | st.lists(st.text(max_size=8), max_size=4))
+@pytest.mark.unit
 def test_fuzz_random_bytes(data: bytes, points) -> None:
     mounts, errors = parse_mountinfo(data, mount_points=points)
     assert all(isinstance(e, MountinfoError) for e in errors)
@@ -190,6 +198,7 @@ def test_fuzz_random_bytes(data: bytes, points) -> None:
 
 @fuzz_settings(max_examples=300)
 @given(st.data())
+@pytest.mark.unit
 def test_fuzz_mutated(data) -> None:
     base = bytearray(RHCOS)
     for _ in range(data.draw(st.integers(1, 10))):
@@ -214,6 +223,7 @@ def _storm(lines: int = 10000) -> bytes:
     return ("\n".join(out) + "\n").encode()
 
 
+@pytest.mark.unit
 def test_storm_prefilter_finds_the_same_mounts() -> None:
     data = _storm(3000)
     wanted = ("/", "/sysroot", "/usr", "/etc", "/var", "/boot", "/boot/efi")

@@ -35,6 +35,7 @@ from tests.fixtures.oracles import fuzz_settings, glib_keyfile_batch
         ("", Origin()),
     ],
 )
+@pytest.mark.unit
 def test_examples(text: str, expected: Origin) -> None:
     assert parse_origin(text) == expected
 
@@ -51,11 +52,13 @@ def test_examples(text: str, expected: Origin) -> None:
         "[origin]\nrefspec=a\0b\n",
     ],
 )
+@pytest.mark.unit
 def test_errors(text: str) -> None:
     with pytest.raises(OriginError):
         parse_origin(text)
 
 
+@pytest.mark.unit
 def test_bad_escape_elsewhere_is_ignored() -> None:
     # GLib only fails when the broken key is read.
     assert parse_origin("[origin]\nrefspec=r\nother=\\q\n") == Origin("r")
@@ -136,6 +139,7 @@ def test_origins_written_by_ostree(sysroot_3) -> None:
 
 @fuzz_settings(max_examples=300)
 @given(st.text(max_size=300))
+@pytest.mark.unit
 def test_fuzz_text(text: str) -> None:
     with contextlib.suppress(OriginError):
         parse_origin(text)
@@ -143,6 +147,7 @@ def test_fuzz_text(text: str) -> None:
 
 @fuzz_settings(max_examples=200)
 @given(st.lists(st.sampled_from(_PIECES), max_size=8))
+@pytest.mark.unit
 def test_fuzz_pieces(pieces) -> None:
     try:
         o = parse_origin("\n".join(pieces))

@@ -37,6 +37,7 @@ OSTREE_VERSION='410.84.202203081640-0'
 """
 
 
+@pytest.mark.unit
 def test_rhcos() -> None:
     d = parse_os_release(RHCOS)
     assert d["PRETTY_NAME"] == "Red Hat Enterprise Linux CoreOS 410.84.202203081640-0 (Ootpa)"
@@ -73,11 +74,13 @@ def test_rhcos() -> None:
         ("A", {}),
     ],
 )
+@pytest.mark.unit
 def test_examples(text: str, expected) -> None:
     assert parse_os_release(text) == expected
 
 
 @pytest.mark.parametrize("text", ["A=a\0b\n", b"A=1"])
+@pytest.mark.unit
 def test_errors(text: str) -> None:
     with pytest.raises(OsReleaseError):
         parse_os_release(text)
@@ -148,6 +151,7 @@ def test_like_sh(tmp_path, seed: int) -> None:
 
 @fuzz_settings(max_examples=300)
 @given(st.text(max_size=300))
+@pytest.mark.unit
 def test_fuzz(text: str) -> None:
     try:
         d = parse_os_release(text)
@@ -158,6 +162,7 @@ def test_fuzz(text: str) -> None:
 
 @fuzz_settings(max_examples=200)
 @given(st.lists(st.sampled_from(['A="', "B='", "C=x", "\\", "\n", "#", '"', "'", " ", "D=\\\n"]), max_size=12))
+@pytest.mark.unit
 def test_fuzz_pieces(pieces) -> None:
     with contextlib.suppress(OsReleaseError):
         parse_os_release("".join(pieces))

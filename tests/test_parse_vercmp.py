@@ -31,6 +31,7 @@ SYSTEMD_ORDER = [
 
 
 @pytest.mark.parametrize("older,newer", list(zip(SYSTEMD_ORDER, SYSTEMD_ORDER[1:])))
+@pytest.mark.unit
 def test_systemd_documented_order(older: str, newer: str) -> None:
     assert cmp(older, newer) == -1
     assert cmp(newer, older) == 1
@@ -56,6 +57,7 @@ def test_systemd_documented_order(older: str, newer: str) -> None:
         ("Ostree-4", "ostree-3"),  # plain byte order for letters: 'O' < 'o'
     ],
 )
+@pytest.mark.unit
 def test_pairs(older: str, newer: str) -> None:
     assert cmp(older, newer) == -1
     assert cmp(newer, older) == 1
@@ -71,11 +73,13 @@ def test_pairs(older: str, newer: str) -> None:
         ("ü1", "1"),  # non-ASCII characters are separators, as any invalid character
     ],
 )
+@pytest.mark.unit
 def test_equal(a: str, b: str) -> None:
     assert cmp(a, b) == 0
     assert cmp(b, a) == 0
 
 
+@pytest.mark.unit
 def test_none_is_empty() -> None:
     assert cmp(None, "") == 0
     assert cmp(None, "1") == -1
@@ -86,6 +90,7 @@ _version_text = st.text(alphabet="0123456789abAB.-~^_+", max_size=12)
 
 @fuzz_settings(max_examples=300)
 @given(_version_text, _version_text)
+@pytest.mark.unit
 def test_antisymmetric(a: str, b: str) -> None:
     r = cmp(a, b)
     assert r in (-1, 0, 1)
@@ -95,6 +100,7 @@ def test_antisymmetric(a: str, b: str) -> None:
 
 @fuzz_settings(max_examples=300)
 @given(st.text(), st.text())
+@pytest.mark.unit
 def test_any_text(a: str, b: str) -> None:
     assert cmp(a, b) in (-1, 0, 1)
 
@@ -166,6 +172,7 @@ def test_ids_sort_like_bootctl(tmp_path, seed: int) -> None:
         ("", "1", -1),
     ],
 )
+@pytest.mark.unit
 def test_rpmvercmp_examples(a: str, b: str, expected: int) -> None:
     assert rpmvercmp(a, b) == expected
     assert rpmvercmp(b, a) == -expected
@@ -195,6 +202,7 @@ def test_rpmvercmp_like_rpm() -> None:
 
 @fuzz_settings(max_examples=300)
 @given(_version_text, _version_text)
+@pytest.mark.unit
 def test_rpmvercmp_antisymmetric(a: str, b: str) -> None:
     r = rpmvercmp(a, b)
     assert r in (-1, 0, 1) and rpmvercmp(b, a) == -r

@@ -223,7 +223,7 @@ def test_readme_in_a_fresh_clone() -> None:
         assert r.returncode == 0, r.stdout + r.stderr
         assert "SetDefaultEntry(ostree-1) by uid 0: succeeded" in r.stdout, r.stdout
         assert "DefaultEntryChanged previous=ostree-2 current=ostree-1" in r.stdout, r.stdout
-        assert "refused: org.ostreewatch1.Error.NoSuchEntry" in r.stdout, r.stdout
+        assert "invalid: org.ostreewatch1.Error.NoSuchEntry" in r.stdout, r.stdout
         assert "needs root or the polkit action org.ostreewatch1.set-default" in r.stdout, r.stdout
         assert os.path.isfile(os.path.join(clone, ".venv", "bin", "ostreewatch"))
 

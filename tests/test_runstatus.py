@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ostreewatch import __version__, model, runfiles, state
 from ostreewatch.client import Client
@@ -229,3 +231,31 @@ def test_the_unit_gives_the_runtime_directory_and_the_path_unit_watches_the_file
         timeout=120,
     )
     assert (out.stdout + out.stderr).strip() == "", out.stdout + out.stderr
+
+
+_plain = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.dictionaries(st.text(), _plain, max_size=6))
+def test_render_json_is_json_dumps(values: dict[str, Any]) -> None:
+    """status.json is written before READY=1 without importing json: the text json.dumps would write."""
+    assert runfiles.render_json(values) == json.dumps(values, indent=2, ensure_ascii=False) + "\n"
+
+
+def test_render_json_of_other_values_is_json_dumps() -> None:
+    for values in ({"f": 1.5, "t": (1, "x")}, {"n": {1: "int key"}}, {"nan": float("nan")}):
+        assert runfiles.render_json(values) == json.dumps(values, indent=2, ensure_ascii=False) + "\n"
+
+
+def test_status_text_of_a_real_snapshot_is_json_dumps() -> None:
+    from ostreewatch import sample
+
+    with tempfile.TemporaryDirectory() as d:
+        snap = state.read_snapshot(sample.materialize(d, "silverblue"))
+    plain = runfiles.status_plain(snap, 3, "1.2")
+    assert runfiles.render_status(snap, 3, "1.2") == json.dumps(plain, indent=2, ensure_ascii=False) + "\n"

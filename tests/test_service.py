@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from ostreewatch import bootwrite, errors, model, service
+from ostreewatch import authz, errors, model, service
 from ostreewatch import changes as changes_mod
 from ostreewatch.busnames import INTERFACE, OBJECT_PATH
 from ostreewatch.client import Client
@@ -50,13 +50,12 @@ class Served:
     def __init__(self, address: str) -> None:
         self.address = address
         self.reloads = 0
-        self.set_calls: list[tuple[str, str, model.Caller]] = []
         self.manager = service.Manager(SNAP1, 7, "9.9.9", reload=self._reload, set_entry=None)
         self.bus: Any = None
 
-    async def _reload(self, caller: model.Caller, ask: Any) -> int:
+    async def _reload(self, gate: authz.Gate) -> int:
         # The daemon's decision (ostreewatchd passes the same through BootWriter.reload).
-        await bootwrite.authorize(caller, "Reload", {}, ask)
+        await gate.check({})
         self.reloads += 1
         return self.manager.generation
 
@@ -283,10 +282,11 @@ def test_errors_are_named_never_tracebacks(bus: Any) -> None:
 def test_set_entry_hook_gets_the_caller(relaxed_bus: Any) -> None:
     calls: list[tuple[str, str, model.Caller]] = []
 
-    async def set_entry(which: str, entry_id: str, caller: model.Caller, ask: Any) -> None:
-        calls.append((which, entry_id, caller))
+    async def set_entry(which: str, entry_id: str, gate: authz.Gate) -> None:
+        calls.append((which, entry_id, gate.caller))
         if entry_id == "nope":
             raise errors.NoSuchEntry("no entry 'nope'")
+        await gate.check({"entry": entry_id})
 
     async def main() -> None:
         async with Served(relaxed_bus.address) as served:

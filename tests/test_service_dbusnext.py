@@ -1,6 +1,6 @@
-"""The dbus-next internals service.py relies on are the pinned dbus-next's, unchanged.
+"""The dbus-next internals ostreewatch/_dbusnext.py relies on are the pinned dbus-next's, unchanged.
 
-service.py's module docstring lists them; this test holds the source of each
+_dbusnext.py's module docstring lists them; this test holds the source of each
 as dbus-next 0.2.3 (setup.cfg's pin) has it, so an upgrade that changes one of
 them fails here, naming it, rather than in a soak test much later.
 """
@@ -15,9 +15,10 @@ import os
 import re
 from typing import Any
 
+import pytest
 from dbus_next._private import constants
 
-from ostreewatch import service
+from ostreewatch import _dbusnext, service
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,6 +57,7 @@ def _resolve(name: str) -> Any:
     return obj
 
 
+@pytest.mark.unit
 def test_every_relied_on_internal_is_unchanged() -> None:
     changed = {}
     for name, digest in RELIED_ON.items():
@@ -68,28 +70,34 @@ def test_every_relied_on_internal_is_unchanged() -> None:
         if got != digest:
             changed[name] = got
     assert changed == {}, (
-        "dbus-next changed what ostreewatch/service.py relies on: review each against service.py, then update RELIED_ON"
+        "dbus-next changed what ostreewatch/_dbusnext.py relies on: review each against it, then update RELIED_ON"
     )
 
 
+@pytest.mark.unit
 def test_the_protocol_constants() -> None:
     assert ord("l") == constants.LITTLE_ENDIAN
     assert constants.PROTOCOL_VERSION == 1
 
 
+def _private_names(module: str) -> set[str]:
+    """The private dbus-next names ostreewatch/MODULE uses (after its docstring)."""
+    with open(os.path.join(REPO, "ostreewatch", module)) as f:
+        text = f.read()
+    text = text[text.index('"""', 3) + 3 :]  # the code, after the module docstring
+    used = set(re.findall(r"dbus_next\._private\.\w+", text))
+    used |= set(re.findall(r"\b(?:_aio_bus|bus|Message|_MessageWriter)\.(_[a-z]\w*)", text))
+    used |= {"_MessageWriter"} if "_MessageWriter" in text else set()
+    used |= set(re.findall(r'getattr\(bus, "(_\w+)"', text))
+    return used
+
+
+@pytest.mark.unit
 def test_every_private_name_used_is_listed_in_the_docstring() -> None:
-    """A private dbus-next name used in service.py or client.py is named in service.py's docstring."""
-    doc = service.__doc__ or ""
-    used = set()
-    for module in ("service.py", "client.py"):
-        with open(os.path.join(REPO, "ostreewatch", module)) as f:
-            text = f.read()
-        text = text[text.index('"""', 3) + 3 :]  # the code, after the module docstring
-        used |= set(re.findall(r"dbus_next\._private\.\w+", text))
-        used |= set(re.findall(r"\b(?:_aio_bus|bus|Message|_MessageWriter)\.(_[a-z]\w*)", text))
-        used |= {"_MessageWriter"} if "_MessageWriter" in text else set()
-        used |= set(re.findall(r'getattr\(bus, "(_\w+)"', text))
-    assert used, "the scan found nothing: its patterns no longer match service.py"
+    """A private dbus-next name used in _dbusnext.py is named in its docstring (and its digest kept here)."""
+    doc = _dbusnext.__doc__ or ""
+    used = _private_names("_dbusnext.py")
+    assert used, "the scan found nothing: its patterns no longer match _dbusnext.py"
     missing = sorted(name for name in used if name not in doc)
     assert missing == []
     listed = " ".join(RELIED_ON)
@@ -100,6 +108,12 @@ def test_every_private_name_used_is_listed_in_the_docstring() -> None:
     ] == []
 
 
+def test_the_service_and_the_client_use_no_private_name() -> None:
+    """Every dbus-next workaround lives in _dbusnext.py: the service and the client use none directly."""
+    assert _private_names("service.py") == set()
+    assert _private_names("client.py") == set()
+
+
 def test_the_patient_writer_replaces_dbus_next_s(system_bus: Any) -> None:
     """service.connect's bus writes through _PatientWriter, with the attributes it reads."""
 
@@ -107,7 +121,7 @@ def test_the_patient_writer_replaces_dbus_next_s(system_bus: Any) -> None:
         bus = await service.connect(system_bus.address)
         try:
             writer = bus._writer
-            assert isinstance(writer, service._PatientWriter)
+            assert isinstance(writer, _dbusnext._PatientWriter)
             for attribute in ("bus", "sock", "loop", "fd", "messages", "buf", "offset", "unix_fds", "fut"):
                 assert hasattr(writer, attribute), attribute
             assert bus._sock is not None

@@ -43,6 +43,7 @@ def _all_error_classes() -> list[type[errors.OstreewatchError]]:
     return out
 
 
+@pytest.mark.unit
 def test_every_exception_class_of_the_package_is_an_ostreewatch_error() -> None:
     stray = []
     for dirpath, _, files in os.walk(os.path.join(REPO, "ostreewatch")):
@@ -61,6 +62,7 @@ def test_every_exception_class_of_the_package_is_an_ostreewatch_error() -> None:
         assert issubclass(cls, errors.OstreewatchError)
 
 
+@pytest.mark.unit
 def test_every_declared_dbus_name_maps_back_to_its_class() -> None:
     declared = [cls for cls in _all_error_classes() if "dbus_name" in cls.__dict__]
     assert errors.ParseError in declared and errors.NoSuchDeployment in declared
@@ -71,6 +73,7 @@ def test_every_declared_dbus_name_maps_back_to_its_class() -> None:
     assert errors.by_dbus_name("org.freedesktop.DBus.Error.ServiceUnknown") is errors.OstreewatchError
 
 
+@pytest.mark.unit
 def test_a_second_class_cannot_take_a_declared_name() -> None:
     with pytest.raises(TypeError):
         type("Twin", (errors.OstreewatchError,), {"dbus_name": errors.Busy.dbus_name})
@@ -82,7 +85,7 @@ def test_the_client_raises_the_class_of_the_name_on_the_bus(
 ) -> None:
     """A Reload hook's error crosses a real bus and comes back as the class declaring its name."""
 
-    async def reload(caller: model.Caller, ask: Any) -> int:
+    async def reload(gate: Any) -> int:
         raise raised("on purpose")
 
     async def main() -> None:

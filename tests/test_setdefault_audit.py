@@ -130,14 +130,14 @@ def test_catalog_and_docs_name_every_write_attempt_field() -> None:
 
 
 def test_bootwrite_writes_only_declared_fields(tmp_path: Path) -> None:
-    """The keys bootwrite passes to write_attempt are the declared ones (so the check above covers them)."""
-    source = Path(REPO, "ostreewatch", "bootwrite.py").read_text()
+    """The keys the writer passes to write_attempt are the declared ones (so the check above covers them)."""
+    source = "".join(Path(REPO, "ostreewatch", name).read_text() for name in ("bootwrite.py", "audit.py"))
     used = set(re.findall(r'record\["([a-z_]+)"\]', source))
     used |= set(re.findall(r'"([a-z_]+)": [^,]+, "caller_pid"', source))
-    literal = re.search(r"record: [Dd]ict\[str, Any\] = \{(.*?)\}", source, re.S)
+    literal = re.search(r"fields: [Dd]ict\[str, Any\] = \{(.*?)\}", source, re.S)
     assert literal is not None
     used |= set(re.findall(r'"([a-z_]+)":', literal.group(1)))
-    assert used, "no record keys found in bootwrite.py"
+    assert used, "no record keys found in bootwrite.py and audit.py"
     assert used <= set(journal.WRITE_ATTEMPT_FIELDS), used - set(journal.WRITE_ATTEMPT_FIELDS)
 
 
@@ -179,3 +179,26 @@ def test_rate_limit_counts_with_a_fake_clock() -> None:
         ("1000", "granted", ""),
     ]
     assert sum(1 + int(s or 0) for u, r, s in got if u == "1000" and r == "refused") == 5
+
+
+def test_invalid_calls_are_limited_and_counted_apart_from_refused_ones() -> None:
+    """invalid (bad arguments, before authorization) is limited like refused, each result with its own count."""
+    import io
+
+    now = [100.0]
+    out = io.StringIO()
+    j = journal.Journal(identifier="t", socket_path="/nonexistent", stream=out, clock=lambda: now[0])
+    for _ in range(3):
+        j.write_attempt(caller_uid=1000, method="SetDefaultEntry", result="invalid", error="x.InvalidArgs")
+        j.write_attempt(caller_uid=1000, method="SetDefaultEntry", result="refused", error="x.AccessDenied")
+    now[0] += 1.5
+    j.stopping()
+    lines = [line for line in out.getvalue().splitlines() if "MESSAGE_ID=" + journal.MESSAGE_ID_WRITE_ATTEMPT in line]
+    got = sorted(
+        (
+            re.search(r"OSTREEWATCH_RESULT=(\S+)", x).group(1),
+            (re.findall(r"OSTREEWATCH_SUPPRESSED=(\S+)", x) or [""])[0],
+        )  # type: ignore[union-attr]
+        for x in lines
+    )
+    assert got == [("invalid", "0"), ("invalid", "1"), ("refused", "0"), ("refused", "1")]

@@ -565,7 +565,7 @@ def test_on_change_exception_does_not_stop_watching(loop, sysroot, tmp_path):
         seen.append(reason)
         raise RuntimeError("caller bug")
 
-    loop.set_exception_handler(lambda lp, ctx: None)
+    loop.set_exception_handler(lambda _lp, _ctx: None)
     w = Watcher(P(sysroot, "/nonexistent", "/proc/cmdline", str(tmp_path)), bad, loop)
     w.start()
     try:

@@ -6,26 +6,43 @@ References: uapi-group boot_loader_specification.md; systemd src/shared/bootspec
 
 from __future__ import annotations
 
-import functools
-import re
-from collections.abc import Iterable
-from dataclasses import dataclass
-
+from ostreewatch._record import frozen
 from ostreewatch.errors import BlsError
 from ostreewatch.parse.vercmp import rpmvercmp
 from ostreewatch.parse.vercmp import strverscmp_improved as _strverscmp_uncached
 
+TYPE_CHECKING = False  # `typing` is not imported before READY=1; mypy takes any TYPE_CHECKING as true
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from functools import cmp_to_key as cmp_to_key  # re-exported: state.py sorts with it too
+else:
+    # functools' C half: `functools` itself imports collections (~2.5 ms before READY=1).
+    cmp_to_key = __import__("_functools").cmp_to_key
+
 # The daemon sorts the same file names at every rescan: remembering comparisons makes a
 # rescan of 1,000 entries several times cheaper (about 10,000 comparisons per sort).
-strverscmp_improved = functools.lru_cache(maxsize=16384)(_strverscmp_uncached)
+# A dict, not functools.lru_cache (see cmp_to_key above); emptied when full.
+_VERSCMP_CACHE: dict[tuple[str, str], int] = {}
+_VERSCMP_CACHE_MAX = 16384
+
+
+def strverscmp_improved(a: str, b: str) -> int:
+    """parse/vercmp.py's strverscmp_improved, remembered."""
+    key = (a, b)
+    result = _VERSCMP_CACHE.get(key)
+    if result is None:
+        if len(_VERSCMP_CACHE) >= _VERSCMP_CACHE_MAX:
+            _VERSCMP_CACHE.clear()
+        result = _VERSCMP_CACHE[key] = _strverscmp_uncached(a, b)
+    return result
+
 
 # systemd's WHITESPACE: the separators between key and value.
 _WHITESPACE = " \t\n\r"
-_COUNTING = re.compile(r"(.*)\+([0-9]+)(?:-([0-9]+))?", re.DOTALL)
 _UINT_MAX = 2**32 - 1
 
 
-@dataclass(frozen=True)
+@frozen
 class EntryKeys:
     """The keys of an entry that model.BootEntry publishes too: its first fields, in this order."""
 
@@ -42,7 +59,7 @@ class EntryKeys:
     architecture: str = ""
 
 
-@dataclass(frozen=True)
+@frozen
 class BlsEntry(EntryKeys):
     """An entry file as parsed: the published keys, then those only the parsers and the writer use."""
 
@@ -59,24 +76,32 @@ def split_boot_counting(file_name: str) -> tuple[str, int | None, int | None]:
     if not isinstance(file_name, str):
         raise BlsError(f"entry file name must be text, not {type(file_name).__name__}")
     stem = file_name[:-5] if file_name.endswith(".conf") else file_name
-    m = _COUNTING.fullmatch(stem)
-    if m is None or not m.group(1):
+    # (.*)\+([0-9]+)(?:-([0-9]+))? by hand (no `re` before READY=1): only the last "+" can start
+    # the counters, since they hold no "+".
+    name, plus, counters = stem.rpartition("+")
+    left_text, dash, done_text = counters.partition("-")
+    if not plus or not name or not _ascii_digits(left_text) or (dash and not _ascii_digits(done_text)):
         return stem, None, None
-    left = int(m.group(2))
-    done = int(m.group(3)) if m.group(3) is not None else None
+    left = int(left_text)
+    done = int(done_text) if dash else None
     # systemd parses the counters as unsigned ints; an overflow means "no counting".
     if left > _UINT_MAX or (done is not None and done > _UINT_MAX):
         return stem, None, None
-    return m.group(1), left, done
+    return name, left, done
 
 
-_VALID_NAME = re.compile(r"[A-Za-z0-9_.+-]+")
+def _ascii_digits(text: str) -> bool:
+    """[0-9]+ (str.isdigit alone takes other scripts' digits too)."""
+    return text.isascii() and text.isdigit()
+
+
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.+-")
 
 
 def valid_entry_file_name(file_name: str) -> bool:
     """Whether bootctl 252 accepts this entry file name (efi_loader_entry_name_valid:
     only [A-Za-z0-9_.+-]); it skips others with "Invalid loader entry name"."""
-    return bool(_VALID_NAME.fullmatch(file_name)) and file_name.endswith(".conf")
+    return file_name.endswith(".conf") and _NAME_CHARS.issuperset(file_name)
 
 
 _SINGLE_KEYS = {
@@ -213,7 +238,7 @@ def _compare(a: BlsEntry, b: BlsEntry) -> int:
 
 def sort_entries(entries: Iterable[BlsEntry]) -> list[BlsEntry]:
     """Entries in systemd-boot's order (the first is the default when nothing else says)."""
-    return sorted(entries, key=functools.cmp_to_key(_compare))
+    return sorted(entries, key=cmp_to_key(_compare))
 
 
 def _split_package_string(nvr: str) -> tuple[str, str | None, str | None]:
@@ -257,7 +282,7 @@ def sort_entries_grub(entries: Iterable[BlsEntry]) -> list[BlsEntry]:
     reading a file at its first blank or value-less line, and skips entries
     without `linux`. Ties keep the input order.
     """
-    return sorted(entries, key=functools.cmp_to_key(_grub_compare_newest_first))
+    return sorted(entries, key=cmp_to_key(_grub_compare_newest_first))
 
 
 def _grub_compare_newest_first(a: BlsEntry, b: BlsEntry) -> int:

@@ -41,10 +41,11 @@ RAID branch of grub-static-pre.cfg only changes which disk holds the same files)
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Callable
+from ostreewatch._record import frozen
+
+TYPE_CHECKING = False  # `typing` is not imported before READY=1; mypy takes any TYPE_CHECKING as true
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 # Where a value of $default came from.
 FROM_SAVED = "saved_entry"
@@ -59,8 +60,59 @@ FROM_UNKNOWN = "unknown"
 GRUB_DIR = "\x00grubdir"  # the value of $prefix / $config_directory: the directory of grub.cfg
 _MAX_DEPTH = 8  # nested `source` levels
 _MAX_STEPS = 100_000  # commands executed: a bound on hostile input
-_VAR = re.compile(r"\$(?:\{([A-Za-z0-9_?#@*]+)\}|([A-Za-z_][A-Za-z0-9_]*|[0-9?#@*]))")
-_ASSIGN = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.DOTALL)
+# Variable references and assignments are matched by hand: this module is imported before
+# READY=1 on grub hosts, and `re` (with the enum it imports) would cost every boot ~7 ms.
+_NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_NAME_CHARS = _NAME_START | frozenset("0123456789")
+_BRACED_CHARS = _NAME_CHARS | frozenset("?#@*")
+_SPECIAL = frozenset("0123456789?#@*")
+
+
+def _var_at(text: str, i: int) -> tuple[str, int] | None:
+    """(name, end) of \\$(?:\\{([A-Za-z0-9_?#@*]+)\\}|([A-Za-z_][A-Za-z0-9_]*|[0-9?#@*])) matched at I."""
+    n = len(text)
+    if i + 1 >= n or text[i] != "$":
+        return None
+    c = text[i + 1]
+    if c == "{":
+        j = i + 2
+        while j < n and text[j] in _BRACED_CHARS:
+            j += 1
+        if j > i + 2 and j < n and text[j] == "}":
+            return text[i + 2 : j], j + 1
+        return None
+    if c in _NAME_START:
+        j = i + 2
+        while j < n and text[j] in _NAME_CHARS:
+            j += 1
+        return text[i + 1 : j], j
+    if c in _SPECIAL:
+        return c, i + 2
+    return None
+
+
+def _vars_in(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, name) of each reference, left to right, as re.finditer finds them."""
+    out = []
+    i = text.find("$")
+    while i >= 0:
+        hit = _var_at(text, i)
+        if hit is None:
+            i = text.find("$", i + 1)
+        else:
+            out.append((i, hit[1], hit[0]))
+            i = text.find("$", hit[1])
+    return out
+
+
+def _assignment(word: str) -> tuple[str, str] | None:
+    """(name, value) of a fullmatch of ([A-Za-z_][A-Za-z0-9_]*)=(.*)"""
+    name, eq, value = word.partition("=")
+    if not eq or not name or name[0] not in _NAME_START or not _NAME_CHARS.issuperset(name):
+        return None
+    return name, value
+
+
 # GRUB 2 sets these feature_* variables to "y" (grub-core/normal/main.c, `features`).
 _FEATURES = (
     "feature_chainloader_bpb",
@@ -77,7 +129,7 @@ _FEATURES = (
 _READ_ONLY = ("prefix", "config_directory")
 
 
-@dataclass(frozen=True)
+@frozen
 class GrubResult:
     """What the config does; `default` None means it cannot be told."""
 
@@ -215,27 +267,33 @@ def _commands(text: str) -> list[list[str]]:
 # --- the tree ----------------------------------------------------------------
 
 
-@dataclass
 class _If:
-    branches: list[tuple[list[list[str]], list[_Node]]]  # (condition commands, body)
-    orelse: list[_Node] | None
+    __slots__ = ("branches", "orelse")
+
+    def __init__(self, branches: list[tuple[list[list[str]], list[_Node]]], orelse: list[_Node] | None) -> None:
+        self.branches = branches  # (condition commands, body)
+        self.orelse = orelse
 
 
-@dataclass
 class _Opaque:
     """A loop: `for VAR in WORDS`, `while COND` or `until COND`, and its body."""
 
-    kind: str
-    header: list[str]  # the words after the keyword (for) or the condition command (while/until)
-    body: list[_Node]
+    __slots__ = ("kind", "header", "body")
+
+    def __init__(self, kind: str, header: list[str], body: list[_Node]) -> None:
+        self.kind = kind
+        self.header = header  # the words after the keyword (for) or the condition command (while/until)
+        self.body = body
 
 
-@dataclass
 class _Function:
     """`function NAME { BODY }`: defined when the definition runs, its body runs at each call."""
 
-    name: str
-    body: list[_Node]
+    __slots__ = ("name", "body")
+
+    def __init__(self, name: str, body: list[_Node]) -> None:
+        self.name = name
+        self.body = body
 
 
 _Node = object  # a command (List[str]), an _If, an _Opaque or a _Function
@@ -364,15 +422,26 @@ class _Parser:
 # --- evaluation --------------------------------------------------------------
 
 
-@dataclass
 class _State:
-    vars: dict[str, str | None]
-    origin: str = FROM_UNSET
-    loads_env: bool | None = False
-    blscfg: bool | None = False
-    menuentries: int = 0
-    greenboot_fired: bool | None = False
-    why: dict[str, str] = field(default_factory=dict)  # variable -> UNKNOWN_* class, for unknown ones
+    __slots__ = ("vars", "origin", "loads_env", "blscfg", "menuentries", "greenboot_fired", "why")
+
+    def __init__(
+        self,
+        vars: dict[str, str | None],
+        origin: str = FROM_UNSET,
+        loads_env: bool | None = False,
+        blscfg: bool | None = False,
+        menuentries: int = 0,
+        greenboot_fired: bool | None = False,
+        why: dict[str, str] | None = None,
+    ) -> None:
+        self.vars = vars
+        self.origin = origin
+        self.loads_env = loads_env
+        self.blscfg = blscfg
+        self.menuentries = menuentries
+        self.greenboot_fired = greenboot_fired
+        self.why: dict[str, str] = {} if why is None else why  # variable -> UNKNOWN_* class, for unknown ones
 
     def become(self, other: _State) -> None:
         """Take OTHER's values (states are changed in place: a sourced file changes its caller's)."""
@@ -418,13 +487,15 @@ def _merge(a: _State, b: _State) -> _State:
     return out
 
 
-@dataclass
 class _Facts:
-    reads_saved: bool = False
-    reads_next: bool = False
-    greenboot: bool = False
-    unknown: list[str] = field(default_factory=list)
-    steps: int = 0
+    __slots__ = ("reads_saved", "reads_next", "greenboot", "unknown", "steps")
+
+    def __init__(self) -> None:
+        self.reads_saved = False
+        self.reads_next = False
+        self.greenboot = False
+        self.unknown: list[str] = []
+        self.steps = 0
 
 
 def _unquote_expand(raw: str, vars: Mapping[str, str | None]) -> str | None:
@@ -457,16 +528,16 @@ def _unquote_expand(raw: str, vars: Mapping[str, str | None]) -> str | None:
             out.append(raw[i + 1])
             i += 2
         elif c == "$":
-            m = _VAR.match(raw, i)
-            if m is None:
+            hit = _var_at(raw, i)
+            if hit is None:
                 out.append(c)
                 i += 1
             else:
-                value = vars.get(m.group(1) or m.group(2), "")
+                value = vars.get(hit[0], "")
                 if value is None:
                     return None
                 out.append(value)
-                i = m.end()
+                i = hit[1]
         else:
             out.append(c)
             i += 1
@@ -476,21 +547,21 @@ def _unquote_expand(raw: str, vars: Mapping[str, str | None]) -> str | None:
 def _expand_vars(text: str, vars: Mapping[str, str | None]) -> str | None:
     parts: list[str] = []
     pos = 0
-    for m in _VAR.finditer(text):
-        if m.start() > 0 and text[m.start() - 1] == "\\":
+    for start, end, name in _vars_in(text):
+        if start > 0 and text[start - 1] == "\\":
             continue
-        value = vars.get(m.group(1) or m.group(2), "")
+        value = vars.get(name, "")
         if value is None:
             return None
-        parts.append(text[pos : m.start()])
+        parts.append(text[pos:start])
         parts.append(value)
-        pos = m.end()
+        pos = end
     parts.append(text[pos:])
     return "".join(parts)
 
 
 def _var_names(raw: str) -> list[str]:
-    return [m.group(1) or m.group(2) for m in _VAR.finditer(raw)]
+    return [name for _, _, name in _vars_in(raw)]
 
 
 class _Evaluator:
@@ -729,13 +800,13 @@ class _Evaluator:
             return
         if head == "set" and len(cmd) >= 2:
             for w in cmd[1:]:
-                m = _ASSIGN.fullmatch(w)
-                if m:
-                    self.assign(m.group(1), m.group(2), st, live, guard)
+                a = _assignment(w)
+                if a:
+                    self.assign(a[0], a[1], st, live, guard)
             return
-        m = _ASSIGN.fullmatch(head)
-        if m and len(cmd) == 1:
-            self.assign(m.group(1), m.group(2), st, live, guard)
+        a = _assignment(head)
+        if a and len(cmd) == 1:
+            self.assign(a[0], a[1], st, live, guard)
             return
         if not live:
             return

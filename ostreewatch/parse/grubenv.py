@@ -9,9 +9,11 @@ its fixed size (1024 bytes by default; a bigger block keeps its size).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from ostreewatch.errors import GrubenvError
+
+TYPE_CHECKING = False  # `typing` is not imported before READY=1; mypy takes any TYPE_CHECKING as true
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 SIGNATURE = b"# GRUB Environment Block\n"
 DEFAULT_SIZE = 1024

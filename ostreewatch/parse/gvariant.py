@@ -14,12 +14,14 @@ a variant is unwrapped to its value.
 
 from __future__ import annotations
 
-import re
 import struct
-from dataclasses import dataclass
-from typing import Any
 
+from ostreewatch._record import frozen
 from ostreewatch.errors import GVariantError
+
+TYPE_CHECKING = False  # `typing` is not imported before READY=1; mypy takes any TYPE_CHECKING as true
+if TYPE_CHECKING:
+    from typing import Any
 
 _BASIC = {
     "b": (1, "<B"),
@@ -34,11 +36,11 @@ _BASIC = {
     "d": (8, "<d"),
 }
 # ostree's _ostree_sysroot_parse_deploy_path_name.
-_DEPLOY_NAME = re.compile(r"([0-9a-f]+)\.([0-9]+)")
+_HEX = frozenset("0123456789abcdef")
 _MAX_DEPTH = 64  # GLib's G_VARIANT_MAX_RECURSION_DEPTH is 128; 64 is plenty here
 
 
-@dataclass(frozen=True)
+@frozen
 class VType:
     """A parsed type: code plus children; `fixed_size` None means variable size."""
 
@@ -294,11 +296,11 @@ def parse_staged_deployment(data: bytes) -> dict[str, Any]:
     serial = target.get("deployserial", target.get("deploy-serial", -1))
     name = target.get("name")
     if isinstance(name, str):
-        m = _DEPLOY_NAME.fullmatch(name)
-        if m is None:
+        csum, _, serial_text = name.partition(".")  # ([0-9a-f]+)\.([0-9]+)
+        if not csum or not _HEX.issuperset(csum) or not (serial_text.isascii() and serial_text.isdigit()):
             raise GVariantError(f"invalid deploy name {name!r}, expected CHECKSUM.SERIAL")
-        checksum = checksum or m.group(1)
-        serial = int(m.group(2)) if serial == -1 else serial
+        checksum = checksum or csum
+        serial = int(serial_text) if serial == -1 else serial
     osname = target.get("osname")
     if not isinstance(osname, str) or not osname:
         raise GVariantError("staged deployment target has no 'osname'")

@@ -7,12 +7,15 @@ config_entry_find/efi_fnmatch) and src/shared/bootspec.c (boot_loader_read_conf)
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
 
+from ostreewatch._record import frozen
 from ostreewatch.errors import LoaderConfError
 from ostreewatch.parse import checked_text
 from ostreewatch.parse.bls import split_boot_counting
+
+TYPE_CHECKING = False  # `typing` is not imported before READY=1; mypy takes any TYPE_CHECKING as true
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 _WHITESPACE = " \t\n\r"
 
@@ -35,7 +38,7 @@ KEYS: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
+@frozen
 class LoaderConf:
     """Values as written (None when absent; a repeated key: the last wins)."""
 

@@ -8,16 +8,15 @@ mangle()); we decode any \\ooo octal escape as libmount's unmangle() does.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
-from dataclasses import dataclass
-
+from ostreewatch._record import frozen
 from ostreewatch.errors import MountinfoError
 
-_OCTAL = re.compile(rb"\\([0-3][0-7][0-7])")
+TYPE_CHECKING = False  # `typing` is not imported before READY=1; mypy takes any TYPE_CHECKING as true
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 
-@dataclass(frozen=True)
+@frozen
 class MountInfo:
     mount_id: int
     parent_id: int
@@ -42,8 +41,28 @@ def mangle(path: str) -> bytes:
 
 def _unmangle(field: bytes) -> str:
     if b"\\" in field:
-        field = _OCTAL.sub(lambda m: bytes((int(m.group(1), 8),)), field)
+        field = _unescape(field)
     return field.decode("utf-8")
+
+
+def _unescape(field: bytes) -> bytes:
+    """Every \\[0-3][0-7][0-7] as its byte, left to right (what re.sub did; no `re` before READY=1)."""
+    out = bytearray()
+    i, n = 0, len(field)
+    while i < n:
+        if (
+            field[i] == 0x5C
+            and i + 3 < n
+            and 0x30 <= field[i + 1] <= 0x33
+            and 0x30 <= field[i + 2] <= 0x37
+            and 0x30 <= field[i + 3] <= 0x37
+        ):
+            out.append(int(field[i + 1 : i + 4], 8))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return bytes(out)
 
 
 def _number(text: bytes, what: str) -> int:

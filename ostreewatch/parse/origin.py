@@ -9,8 +9,7 @@ pinned=true
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from ostreewatch._record import frozen
 from ostreewatch.errors import OriginError
 from ostreewatch.parse import checked_text
 
@@ -18,7 +17,7 @@ from ostreewatch.parse import checked_text
 _ESCAPES = {"s": " ", "n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
 
-@dataclass(frozen=True)
+@frozen
 class Origin:
     refspec: str = ""  # refspec, rpm-ostree's baserefspec, or the container image reference
     pinned: bool = False

@@ -13,12 +13,11 @@ are ignored; an unclosed quote runs to the end of the file.
 
 from __future__ import annotations
 
-import re
-
 from ostreewatch.errors import OsReleaseError
 from ostreewatch.parse import checked_text
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_NAME_CHARS = _NAME_START | frozenset("0123456789")
 _WHITESPACE = " \t\n\r"
 _NEWLINE = "\n\r"
 _COMMENTS = "#;"
@@ -57,7 +56,7 @@ def _parse(text: str) -> dict[str, str]:
     def push() -> None:
         k = "".join(key[:last_key_ws] if last_key_ws >= 0 else key)
         v = "".join(value[:last_value_ws] if last_value_ws >= 0 else value)
-        if _NAME.fullmatch(k):
+        if k and k[0] in _NAME_START and _NAME_CHARS.issuperset(k):  # [A-Za-z_][A-Za-z0-9_]*
             out[k] = v  # invalid names are ignored, as systemd does
 
     for c in text:

@@ -8,7 +8,9 @@ prefixed by '~' (oldest), '-', '^' or '.'; any other character is a separator.
 
 from __future__ import annotations
 
-from typing import Callable
+TYPE_CHECKING = False  # `typing` is not imported before READY=1; mypy takes any TYPE_CHECKING as true
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def _is_digit(c: str) -> bool:

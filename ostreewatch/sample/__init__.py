@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 _HERE = os.path.dirname(os.path.abspath(__file__))
 NAMES: tuple[str, ...] = ("rhcos", "silverblue")
 DEFAULT = "rhcos"
-MANIFEST = os.path.join(_HERE, "rhcos.json")
 _TEMP_DIRS: dict[str, str] = {}
 
 
