@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from _json import encode_basestring
 
-from . import _interface, model
+from . import _interface, errors, model
 
 # Written before READY=1 (ostreewatch/daemon.py): json, tempfile and typing would cost every boot
 # ~15 ms of imports (json's re and enum, tempfile's random and shutil), so the JSON text and
@@ -46,7 +46,7 @@ def render_json(values: dict[str, Any]) -> str:
     return "".join(out) + "\n"
 
 
-class _NotPlain(Exception):
+class _NotPlain(errors.OstreewatchError):
     """A value outside str, int, bool, None, list, tuple and dict with str keys."""
 
 
