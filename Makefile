@@ -60,7 +60,7 @@ WHEEL_INPUTS = $(PACKAGE_FILES) setup.cfg pyproject.toml README.md LICENSE
 MAN_PAGES = build/man/ostreewatch.1.gz build/man/ostreewatchd.8.gz
 COMPLETION = build/completion/ostreewatch
 # Documentation installed in DOCDIR, as the spec's %doc lists it (a directory keeps its name).
-DOC_FILES = README.md docs/hardening.md docs/fleet.md docs/logind.md
+DOC_FILES = README.md docs/hardening.md docs/fleet.md docs/logind.md docs/boot-outcome.md
 DOC_TREES = contrib units/ostreewatch.service.d
 
 all: $(WHEEL) $(MAN_PAGES) $(COMPLETION)

@@ -127,9 +127,11 @@ class Daemon:
         env = dict(os.environ, NOTIFY_SOCKET=self.notify.path, PYTHONUNBUFFERED="1")
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - the daemon writes to it until stop() closes it
         t0 = time.monotonic()
-        self.proc = subprocess.Popen(
-            self.args.argv(self.bus_address), env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
+        argv = self.args.argv(self.bus_address)
+        if "--state-dir" not in " ".join(argv):
+            # The boot records beside the log, never the machine's /var/lib/ostreewatch.
+            argv += ["--state-dir", os.path.join(os.path.dirname(self.log_path), "state")]
+        self.proc = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         t_ready = self.notify.wait_for("READY=1", timeout)
         if t_ready is None:
             rc = self.proc.poll()

@@ -40,6 +40,9 @@ PROPERTIES: dict[str, str] = {
     "BootEntries": "aa{sv}",
     "Mounts": "aa{sv}",
     "Problems": "aa{sv}",
+    "LastBoot": "a{sv}",
+    "BootHistory": "aa{sv}",
+    "BootAssessment": "a{sv}",
     "Generation": "t",
     "Version": "s",
 }
@@ -61,6 +64,9 @@ EMITS_CHANGED: dict[str, str] = {
     "BootEntries": "true",
     "Mounts": "true",
     "Problems": "true",
+    "LastBoot": "true",
+    "BootHistory": "true",
+    "BootAssessment": "true",
     "Generation": "true",
     "Version": "const",
 }

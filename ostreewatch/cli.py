@@ -115,6 +115,11 @@ def format_status(snap: model.Snapshot, booted_mark: str = "*", long: bool = Fal
         out.append(f"{'Deployment':>18}: {ids(e.deployment) or _NONE}")
     out.append(f"Default entry: {snap.DefaultEntry or _NONE}")
     out.append(f"Next entry: {snap.NextEntry or _NONE}")
+    if snap.LastBoot:
+        out.append("Last boot: " + format_last_boot(dict(snap.LastBoot)))
+    assessment = {k: v for k, v in snap.BootAssessment if not isinstance(v, dict)}
+    if assessment:  # greenboot's grubenv variables, boot-complete.target (docs/boot-outcome.md)
+        out.append("Boot assessment: " + " ".join(f"{k}={_short(v)}" for k, v in assessment.items()))
     if snap.Mounts:
         out.append("Mounts:")
         rows = [("MOUNT POINT", "RO/RW", "TYPE", "SOURCE", "ROOT")] + [
@@ -131,6 +136,39 @@ def format_status(snap: model.Snapshot, booted_mark: str = "*", long: bool = Fal
     else:
         out.append("Problems: none")
     return "\n".join(out) + "\n"
+
+
+def format_last_boot(last: dict[str, Any]) -> str:
+    """LastBoot in one line: outcome (short boot id): reason."""
+    return f"{last.get('outcome', '?')} ({str(last.get('boot_id', ''))[:8]}): {last.get('reason', '')}"
+
+
+def _when(usec: int) -> str:
+    import datetime
+
+    if usec <= 0:
+        return "-"
+    return datetime.datetime.fromtimestamp(usec / 1e6, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_boots(history: list[dict[str, Any]]) -> str:
+    """BootHistory as a table, newest first; the reason last (it has spaces)."""
+    rows = [("BOOT", "OUTCOME", "BOOTED", "EXPECTED", "TIME (UTC)", "FINALIZE", "REASON")]
+    for b in history:
+        rows.append(
+            (
+                str(b.get("boot_id", ""))[:12] or "-",
+                str(b.get("outcome", "")) or "-",
+                str(b.get("booted_entry") or b.get("booted_deployment") or "-"),
+                str(b.get("expected_entry") or b.get("expected_deployment") or "-"),
+                _when(int(b.get("timestamp", 0))),
+                "failed" if b.get("finalize_failed") else "-",
+                str(b.get("reason", "")),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
+    return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
 def print_snapshot(
@@ -183,9 +221,10 @@ def paths_from_args(args: argparse.Namespace) -> model.Paths:
 
 def read_offline(args: argparse.Namespace) -> model.Snapshot:
     """Read the boot state directly from the files (no daemon)."""
-    from . import state
+    from . import boottracker, state
 
-    return state.read_snapshot(paths_from_args(args))
+    paths = paths_from_args(args)
+    return boottracker.with_assessment(state.read_snapshot(paths), sysroot=paths.sysroot)
 
 
 def add_status_parser(sub: argparse._SubParsersAction[_SubcommandParser]) -> None:
@@ -253,6 +292,63 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"ostreewatch: {e}", file=sys.stderr)
         return 1
     print_snapshot(snap, args.json, long=args.long)
+    return 0
+
+
+# --- boots -------------------------------------------------------------------
+
+
+def add_boots_parser(sub: argparse._SubParsersAction[_SubcommandParser]) -> None:
+    p = sub.add_parser(
+        "boots",
+        help="show how the recorded boots turned out",
+        description="Show how each recorded boot turned out (default, next-entry, staged, fallback, "
+        "other-entry, first-record), newest first: the daemon's BootHistory, or with --state-dir "
+        "the records file itself. See docs/boot-outcome.md.",
+    )
+    p.add_argument("--json", action="store_true", help='print {"LastBoot": {...}, "BootHistory": [...]} as JSON')
+    p.add_argument("--bus", default="system", metavar="BUS", help="system (default), session or a D-Bus address")
+    p.add_argument(
+        "--state-dir",
+        default=None,
+        metavar="DIR",
+        help="read the records in DIR (the daemon's, /var/lib/ostreewatch) instead of asking the daemon",
+    )
+    add_debug_option(p)
+    p.set_defaults(func=cmd_boots)
+
+
+def cmd_boots(args: argparse.Namespace) -> int:
+    if args.state_dir is not None:
+        from . import bootstore
+
+        try:
+            with open(f"{args.state_dir}/{bootstore.FILE_NAME}", "rb") as f:
+                data = f.read(bootstore.MAX_SIZE + 1)
+            history = [b.record.to_dict() for b in bootstore.decode(data)]
+        except FileNotFoundError:
+            history = []
+        except (OSError, OstreewatchError) as e:
+            print(f"ostreewatch boots: {args.state_dir}: {e}", file=sys.stderr)
+            return 1
+    else:
+        try:
+            got = daemon_snapshot(args.bus)
+        except (errors.OstreewatchError, OSError, asyncio.TimeoutError) as e:
+            err = e if isinstance(e, OstreewatchError) else errors.DaemonUnavailable(str(e))
+            print(f"ostreewatch boots: {bus_error_sentence(err, 'boots', args.bus, args.debug)}", file=sys.stderr)
+            return 1
+        if got is None:
+            print(f"ostreewatch boots: ostreewatchd is not running on {_bus_label(args.bus)}", file=sys.stderr)
+            return 1
+        history = [model.record_to_dict(r) for r in got[0].BootHistory]
+    if args.json:
+        json.dump({"LastBoot": history[0] if history else {}, "BootHistory": history}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif history:
+        sys.stdout.write(format_boots(history))
+    else:
+        print("No boot recorded.")
     return 0
 
 
@@ -470,6 +566,7 @@ def add_monitor_parser(sub: Any) -> None:
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[_SubcommandParser]], None]] = [
     add_status_parser,
     add_monitor_parser,
+    add_boots_parser,
     add_set_default_parser,
     add_set_next_parser,
 ]

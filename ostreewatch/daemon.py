@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from typing import Any, TypeVar
 
     from . import authz, busnames, changes, textfile
+    from .boottracker import BootTracker
     from .bootwrite import BootWriter
     from .journal import LOG_INFO, LOG_NOTICE, LOG_WARNING, Journal
     from .watcher import PathWaiter, Watcher
@@ -172,9 +173,11 @@ class Daemon:
         journal: Journal | None = None,
         textfile_dir: str | None = None,
         runtime_dir: str | None = None,
+        boots: BootTracker | None = None,
     ) -> None:
         _load_runtime()
         self.paths = paths
+        self.boots = boots
         self.textfile_dir = textfile_dir
         self.runtime_dir = runtime_dir or None
         self.bus_spec = bus_spec
@@ -210,6 +213,7 @@ class Daemon:
         self._runfiles_executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="runfiles")
         self._runtime_dir_ok = False
         self._bridge: Any = None  # rebootentry.Bridge, once the bus side is loaded (it imports bootwrite)
+        self._boot_complete: bool | None = None  # boot-complete.target reached, as systemd says; None: unknown
 
     # -- scanning --
 
@@ -232,9 +236,18 @@ class Daemon:
             return None, True
         snapshot = state.read_snapshot(self.paths)
         locked = layout.sysroot_locked(self.paths.sysroot) or locked
+        snapshot = self._with_boots(snapshot)
         # Taken before the read: a mount change racing the read makes the next wakeup read again.
         self._mount_fingerprint = fingerprint
         return snapshot, locked
+
+    def _with_boots(self, snapshot: model.Snapshot) -> model.Snapshot:
+        """SNAPSHOT with the boot records and BootAssessment (docs/boot-outcome.md); in the scan thread."""
+        if self.boots is not None:
+            return self.boots.decorate(snapshot, self._boot_complete)
+        from . import boottracker  # after READY=1, in the scan thread
+
+        return boottracker.with_assessment(snapshot, sysroot=self.paths.sysroot, boot_complete=self._boot_complete)
 
     def on_change(self, reason: str = "") -> None:
         """The watcher's callback: rescan after a quiet time (trailing debounce, capped)."""
@@ -387,6 +400,7 @@ class Daemon:
             self.manager.publish(new, self.generation, diff)
         self.journal.changed(old, new, diff, self.generation)
         self._export_textfile()
+        self._expect(new)
         for problem in diff.problems_appeared:
             self.journal.problem_appeared(problem)
         for problem in diff.problems_cleared:
@@ -446,6 +460,48 @@ class Daemon:
                 self._bridge.clear()
         except OSError as e:
             log.warning("cannot remove %s in %s: %s", runfiles.STATUS_FILE, self.runtime_dir, e)
+
+    # -- boot records (docs/boot-outcome.md) --
+
+    def _begin_boots(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Write this boot's record (judged with the first snapshot) in the records thread, then journal it."""
+        boots = self.boots
+        if boots is None:
+            return
+
+        def done(fut: concurrent.futures.Future[Any]) -> None:
+            loop.call_soon_threadsafe(self._boots_judged, fut)
+
+        boots.submit(boots.persist, self.snapshot).add_done_callback(done)
+
+    def _boots_judged(self, fut: concurrent.futures.Future[Any]) -> None:
+        try:
+            record, new = fut.result()
+        except Exception:  # noqa: BLE001 - a bug in the records must not stop the daemon
+            log.exception("judging this boot failed")
+            return
+        if record is not None and new:
+            self.journal.boot_outcome(record)
+        if self._stopping is not None and not self._stopping.is_set():
+            self.request_scan()  # a failed write is a problem to publish; otherwise nothing changes
+
+    def _expect(self, snapshot: model.Snapshot) -> None:
+        """Write down what the boot loader will boot next, in the records thread (never on the loop)."""
+        boots, loop = self.boots, self._loop
+        if boots is None or loop is None:
+            return
+
+        def done(fut: concurrent.futures.Future[Any]) -> None:
+            if fut.exception() is None and fut.result():
+                loop.call_soon_threadsafe(self._records_changed)
+            elif fut.exception() is not None:
+                log.error("writing the boot expectation failed: %s", fut.exception())
+
+        boots.submit(boots.expect, snapshot).add_done_callback(done)
+
+    def _records_changed(self) -> None:
+        if self._stopping is not None and not self._stopping.is_set():
+            self.request_scan()
 
     # -- node_exporter textfile (docs/fleet.md) --
 
@@ -561,6 +617,7 @@ class Daemon:
             said_missing, backoff = False, 0.5
             self.bus = bus
             self.manager.attach(bus)
+            self._tasks.append(asyncio.ensure_future(self._watch_boot_complete(service, bus)))
             await self._own_name(service, bus)
             reason = "disconnected"
             try:
@@ -615,6 +672,22 @@ class Daemon:
         if acquired_early:
             acquired()
 
+    async def _watch_boot_complete(self, service: Any, bus: Any) -> None:
+        """BootAssessment's boot_complete: boot-complete.target's state, from systemd on this bus."""
+
+        def on_state(active_state: str) -> None:
+            complete = active_state == "active"
+            if complete != self._boot_complete:
+                self._boot_complete = complete
+                if self._stopping is not None and not self._stopping.is_set():
+                    self.request_scan()
+
+        try:
+            await service.watch_unit_active(bus, "boot-complete.target", on_state)
+        except (errors.OstreewatchError, asyncio.TimeoutError, OSError) as e:
+            # No systemd on this bus (a test's private bus): boot_complete stays unknown.
+            log.debug("boot-complete.target cannot be watched: %s", e)
+
     async def _connect_retrying(self, service: Any) -> Any:
         """Connect; a socket just created may not be listening yet, so retry a few times."""
         for attempt in range(5):
@@ -654,7 +727,9 @@ class Daemon:
             reread = True
         if reread:
             self._pending = True
-        self.snapshot = first
+        # The boot records and BootAssessment: judged here, after READY=1 when main() sent it
+        # (docs/boot-outcome.md); still generation 1, before the first journal records.
+        self.snapshot = await loop.run_in_executor(self._executor, self._with_boots, first)
         self.generation = 1
         self._ready = True
         if not self._ready_sent:
@@ -665,11 +740,14 @@ class Daemon:
             self._runtime_dir_ok = self._first_runfiles_error is None
             if self._first_runfiles_error is not None and self.runtime_dir is not None:
                 self._runfiles_warning(self.runtime_dir, self._first_runfiles_error)
+            if self.snapshot != first:  # status.json of generation 1 gains the boot records
+                await self._write_runfiles(self.snapshot, self.generation)
         # The first journal records follow READY=1 (the journal is not needed to be ready).
         self.journal.started(self.snapshot, __version__)
         self._export_textfile()
         for problem in self.snapshot.Problems:
             self.journal.problem_appeared(problem)
+        self._begin_boots(loop)
         if self.watcher is not None and self.watcher.mount_probe_note:
             log.info("%s", self.watcher.mount_probe_note)
         if self._pending:
@@ -754,6 +832,8 @@ class Daemon:
         self._executor.shutdown(wait=False, cancel_futures=True)
         await asyncio.get_running_loop().run_in_executor(None, self._remove_textfile)
         await asyncio.get_running_loop().run_in_executor(None, self._remove_runfiles)
+        if self.boots is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.boots.close)
 
 
 # --- command line ----------------------------------------------------------------------
@@ -881,6 +961,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="make the entry systemd-logind wrote to RUN/systemd/reboot-to-boot-loader-entry the next boot's, "
         "as SetNextEntry does, then exit (ExecStop= of ostreewatch-reboot-entry.service; docs/logind.md)",
     )
+    p.add_argument(
+        "--state-dir",
+        default=None,
+        metavar="DIR",
+        help="where the boot records are kept (default: $STATE_DIRECTORY, which the unit's StateDirectory= "
+        'sets, else /var/lib/ostreewatch; "" keeps none)',
+    )
+    p.add_argument(
+        "--boot-id-file",
+        default="/proc/sys/kernel/random/boot_id",
+        metavar="FILE",
+        help="this boot's id (default: /proc/sys/kernel/random/boot_id)",
+    )
     return p
 
 
@@ -889,7 +982,7 @@ class Args:
 
     __slots__ = (
         "bus", "sysroot", "mountinfo", "cmdline", "run", "debounce_ms", "log_level", "sample", "textfile_dir",
-        "runtime_dir", "prepare_logind", "apply_reboot_entry",
+        "runtime_dir", "prepare_logind", "apply_reboot_entry", "state_dir", "boot_id_file",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -905,6 +998,8 @@ class Args:
         self.runtime_dir: str | None = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or None
         self.prepare_logind = False
         self.apply_reboot_entry = False
+        self.state_dir: str | None = None  # None: $STATE_DIRECTORY, else /var/lib/ostreewatch (_boots)
+        self.boot_id_file = "/proc/sys/kernel/random/boot_id"
 
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -977,6 +1072,22 @@ def _sample_paths(name: str) -> model.Paths:
     return sample.paths_for(name)
 
 
+def _boots(args: Args, paths: model.Paths, stamp: str | None) -> BootTracker | None:
+    """The boot records keeper (docs/boot-outcome.md); None with --state-dir "" or a sample host."""
+    state_dir = args.state_dir
+    if state_dir is None:
+        if args.sample:
+            return None  # a sample is not this machine's boot: keep no records unless asked
+        state_dir = (os.environ.get("STATE_DIRECTORY") or "").split(":")[0] or "/var/lib/ostreewatch"
+    if not state_dir:
+        return None
+    from .boottracker import BootTracker
+
+    tracker = BootTracker(state_dir, args.boot_id_file, paths.sysroot)
+    tracker.set_finalize_stamp(stamp)
+    return tracker
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper()),
@@ -995,6 +1106,21 @@ def _first_runfiles(runtime_dir: str | None, first: model.Snapshot) -> str | Non
     except OSError as e:
         return str(e)
     return None
+
+
+def _finalize_stamp(paths: model.Paths) -> str | None:
+    """The text of ostree's /boot/ostree/finalize-failure.stamp; None when there is none (a plain read)."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(os.path.join(paths.sysroot, "boot", "ostree", "finalize-failure.stamp"), flags)
+    except OSError:
+        return None
+    try:
+        if os.fstat(fd).st_mode & 0o170000 != 0o100000:  # not a regular file: not ostree's
+            return None
+        return os.read(fd, 65536).decode("utf-8", "replace")
+    finally:
+        os.close(fd)
 
 
 def _first_read(paths: model.Paths) -> tuple[model.Snapshot, tuple[tuple[model.Mount, ...], int] | None]:
@@ -1024,6 +1150,8 @@ def main(argv: list[str] | None = None) -> int:
     except (errors.OstreewatchError, OSError) as e:
         print(f"ostreewatchd: {e}", file=sys.stderr)
         return 1
+    # Before ostree-boot-complete.service (after local-fs.target, hence after our READY=1) removes it.
+    stamp = _finalize_stamp(paths)
     # status.json before READY=1: a unit ordered after ours finds it there (docs/logind.md).
     runfiles_error = _first_runfiles(args.runtime_dir, first)
     ready_sent = _notify.notify_before_loop("READY=1\nSTATUS=" + status_line(first))
@@ -1031,7 +1159,14 @@ def main(argv: list[str] | None = None) -> int:
     _load_runtime()
     _setup_logging(args.log_level)
     try:
-        daemon = Daemon(paths, args.bus, args.debounce_ms, textfile_dir=args.textfile_dir, runtime_dir=args.runtime_dir)
+        daemon = Daemon(
+            paths,
+            args.bus,
+            args.debounce_ms,
+            textfile_dir=args.textfile_dir,
+            runtime_dir=args.runtime_dir,
+            boots=_boots(args, paths, stamp),
+        )
     except (errors.OstreewatchError, ImportError, OSError) as e:
         print(f"ostreewatchd: {e}", file=sys.stderr)
         return 1

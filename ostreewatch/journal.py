@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Callable, TextIO, TypeVar
 
 from ostreewatch.changes import Changes
-from ostreewatch.model import Problem, Snapshot
+from ostreewatch.model import BootRecord, Problem, Snapshot
 
 try:  # systemd-python is a hard dependency, but a broken install must not stop the daemon
     from systemd import journal as _sd_journal
@@ -34,6 +34,7 @@ MESSAGE_ID_WRITE_ATTEMPT = "64c23d02494a4656819de4e18f356173"
 MESSAGE_ID_STOPPING = "459753d14c1e43aeb6addf71a7c527b1"
 MESSAGE_ID_BUS_CONNECTED = "0cbf114ab1ef46c4ba9d4c3b90d5a899"
 MESSAGE_ID_BUS_LOST = "b9b286b80dac431791901d192e96a63a"
+MESSAGE_ID_BOOT_OUTCOME = "5d939b4156054d0287495192d5bb7224"
 
 # syslog priorities (sd-daemon.h / syslog.h)
 LOG_ERR = 3
@@ -334,6 +335,34 @@ class Journal:
             + (f": {reason}" if reason else "")
             + (", the system is shutting down" if shutting_down else ", will reconnect"),
             fields,
+        )
+
+    @_never_raise
+    def boot_outcome(self, record: BootRecord) -> None:
+        """How this boot turned out (once per boot; docs/boot-outcome.md): every LastBoot key as a field."""
+        if record.outcome == "fallback" or record.finalize_failed:
+            priority = LOG_WARNING
+        elif record.outcome == "other-entry":
+            priority = LOG_NOTICE
+        else:
+            priority = LOG_INFO
+        self._emit(
+            MESSAGE_ID_BOOT_OUTCOME,
+            priority,
+            f"Boot {record.boot_id}: {record.outcome}. {record.reason}",
+            [
+                ("OSTREEWATCH_BOOT_OUTCOME", record.outcome),
+                ("OSTREEWATCH_BOOT_ID", record.boot_id),
+                ("OSTREEWATCH_PREVIOUS_BOOT_ID", record.previous_boot_id),
+                ("OSTREEWATCH_EXPECTED_ENTRY", record.expected_entry),
+                ("OSTREEWATCH_EXPECTED_DEPLOYMENT", record.expected_deployment),
+                ("OSTREEWATCH_BOOTED_ENTRY", record.booted_entry),
+                ("OSTREEWATCH_BOOTED_DEPLOYMENT", record.booted_deployment),
+                ("OSTREEWATCH_REASON", record.reason),
+                ("OSTREEWATCH_FINALIZE_FAILED", record.finalize_failed),
+                ("OSTREEWATCH_FINALIZE_ERROR", record.finalize_error),
+                ("OSTREEWATCH_BOOT_TIMESTAMP", record.timestamp),
+            ],
         )
 
     @_never_raise

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from . import _interface
 from ._record import fields, frozen
+from .bootoutcome import BOOT_RECORD_KEYS, GREENBOOT_VARS
+from .bootoutcome import BootRecord as BootRecord  # BootHistory's records; the service builds them back
 from .parse.bls import EntryKeys
 
 # `typing` and `dataclasses` are not imported: this module is imported before READY=1
@@ -113,6 +115,15 @@ BOOTED_ROOT_OSTREE_KEYS: dict[str, str] = {
     "root.transient-ro": "root_transient_ro",
     "sysroot-ro": "sysroot_ro",
     "transient-etc": "transient_etc",
+}
+
+# BootAssessment (docs/boot-outcome.md): greenboot's grubenv variables where set, and boot
+# counting's tries per counted entry (entry id -> count), as bootctl names them.
+BOOT_ASSESSMENT_KEYS: dict[str, str] = {
+    **{name: "s" for name in GREENBOOT_VARS},
+    "tries_left": "a{si}",
+    "tries_done": "a{si}",
+    "boot_complete": "b",  # boot-complete.target reached in this boot (systemd over D-Bus); absent when unknown
 }
 
 # The mount points published in Mounts, in this order.
@@ -233,6 +244,10 @@ class ProblemCode(metaclass=_CodeTable):
     BOOT_NOT_MOUNTED = Code("boot-not-mounted", "/boot is not a mount point on a booted host")
     # The mount table
     MOUNTINFO_UNPARSABLE = Code("mountinfo-unparsable", "the mount table cannot be read, or some lines are malformed")
+    # Boot records (ostreewatch/boottracker.py, docs/boot-outcome.md)
+    FINALIZE_FAILED = Code("finalize-failed", "ostree could not finalize the staged deployment at the last shutdown")
+    BOOT_RECORD_CORRUPT = Code("boot-record-corrupt", "the boot records file was torn or altered; set aside")
+    BOOT_RECORD_FAILED = Code("boot-record-failed", "the boot id or the boot records cannot be read or written")
 
 
 # code -> its one-line meaning: the codes Problems may hold (docs/problems.md documents each).
@@ -263,6 +278,9 @@ class Snapshot:
     BootEntries: tuple[BootEntry, ...] = ()
     Mounts: tuple[Mount, ...] = ()
     Problems: tuple[Problem, ...] = ()
+    LastBoot: tuple[tuple[str, Any], ...] = ()  # (key, value) pairs in BOOT_RECORD_KEYS order
+    BootHistory: tuple[BootRecord, ...] = ()  # newest first
+    BootAssessment: tuple[tuple[str, Any], ...] = ()  # (key, value) pairs in BOOT_ASSESSMENT_KEYS order
 
 
 @frozen
@@ -296,6 +314,7 @@ RECORDS: dict[str, RecordKind] = {
     "BootEntries": RecordKind(BootEntry, BOOT_ENTRY_KEYS),
     "Mounts": RecordKind(Mount, MOUNT_KEYS),
     "Problems": RecordKind(Problem, PROBLEM_KEYS),
+    "BootHistory": RecordKind(BootRecord, BOOT_RECORD_KEYS),
 }
 # record class -> its keys, derived from RECORDS.
 _KEYS_OF: dict[type[Any], dict[str, str]] = {r.cls: r.keys for r in RECORDS.values()}
@@ -315,7 +334,7 @@ def snapshot_to_plain(snapshot: Snapshot) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in fields(Snapshot):
         value = getattr(snapshot, name)
-        if name == "BootedRoot":
+        if PROPERTY_SIGNATURES[name] == "a{sv}":
             value = dict(value)
         elif isinstance(value, tuple):
             value = [record_to_dict(item) for item in value]
@@ -328,10 +347,19 @@ def booted_root_items(values: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple((k, values[k]) for k in BOOTED_ROOT_KEYS if k in values)
 
 
+def dict_items(property_name: str, values: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """An a{sv} property's dictionary as the snapshot keeps it: known keys only, in their declared order."""
+    return tuple((k, values[k]) for k in key_signatures(property_name) if k in values)
+
+
 def key_signatures(property_name: str) -> dict[str, str]:
     """The a{sv} key signatures of an aa{sv} (or a{sv}) property."""
     if property_name == "BootedRoot":
         return BOOTED_ROOT_KEYS
+    if property_name == "LastBoot":
+        return BOOT_RECORD_KEYS
+    if property_name == "BootAssessment":
+        return BOOT_ASSESSMENT_KEYS
     return RECORDS[property_name].keys
 
 
@@ -343,7 +371,7 @@ def snapshot_from_plain(props: dict[str, Any]) -> Snapshot:
             continue
         value = props[name]
         if PROPERTY_SIGNATURES[name] == "a{sv}":
-            value = booted_root_items(value) if isinstance(value, dict) else ()
+            value = dict_items(name, value) if isinstance(value, dict) else ()
         elif name in RECORDS:
             cls, keys = RECORDS[name].cls, RECORDS[name].keys
             value = tuple(

@@ -507,3 +507,55 @@ async def own_name(bus: MessageBus) -> bool:
     """Ask for org.ostreewatch1 (queued if taken); True when we are the primary owner."""
     reply = await bus.request_name(BUS_NAME, NameFlag.NONE)
     return reply == RequestNameReply.PRIMARY_OWNER or reply == RequestNameReply.ALREADY_OWNER
+
+
+# --- systemd: is a unit active (BootAssessment's boot_complete) ---------------------------
+
+SYSTEMD = ("org.freedesktop.systemd1", "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager")
+SYSTEMD_CALL_TIMEOUT = 10.0
+
+
+async def _systemd_call(
+    bus: MessageBus, path: str, interface: str, member: str, signature: str, body: list[Any], dest: str = SYSTEMD[0]
+) -> Any:
+    """One call to systemd (or DEST); its reply body, or errors.DaemonUnavailable naming the error."""
+    msg = Message(destination=dest, path=path, interface=interface, member=member, signature=signature, body=body)
+    reply = await asyncio.wait_for(bus.call(msg), SYSTEMD_CALL_TIMEOUT)
+    if reply is None or reply.message_type != MessageType.METHOD_RETURN:
+        name = reply.error_name if reply is not None else "no reply"
+        raise errors.DaemonUnavailable(f"systemd {member}: {name}")
+    return reply.body
+
+
+async def watch_unit_active(bus: MessageBus, unit: str, on_state: Callable[[str], None]) -> None:
+    """Call ON_STATE(ActiveState) of UNIT now and at each change systemd signals on BUS.
+
+    Subscribe() makes systemd emit PropertiesChanged for units; LoadUnit gives the unit's
+    object path whether or not it is loaded. Raises errors.DaemonUnavailable (no systemd on
+    this bus, or it refused) or asyncio.TimeoutError.
+    """
+    path = (await _systemd_call(bus, SYSTEMD[1], SYSTEMD[2], "LoadUnit", "s", [unit]))[0]
+    unit_iface = "org.freedesktop.systemd1.Unit"
+
+    def on_message(msg: Message) -> bool:
+        if (
+            msg.message_type == MessageType.SIGNAL
+            and msg.path == path
+            and msg.member == "PropertiesChanged"
+            and msg.interface == PROPERTIES_IFACE
+            and msg.signature == "sa{sv}as"
+            and msg.body[0] == unit_iface
+            and "ActiveState" in msg.body[1]
+        ):
+            on_state(str(msg.body[1]["ActiveState"].value))
+        return False  # others may want it too
+
+    rule = (
+        f"type='signal',sender='{SYSTEMD[0]}',path='{path}',interface='{PROPERTIES_IFACE}',member='PropertiesChanged'"
+    )
+    bus_dbus = "org.freedesktop.DBus"
+    await _systemd_call(bus, "/org/freedesktop/DBus", bus_dbus, "AddMatch", "s", [rule], dest=bus_dbus)
+    bus.add_message_handler(on_message)
+    await _systemd_call(bus, SYSTEMD[1], SYSTEMD[2], "Subscribe", "", [])
+    state = await _systemd_call(bus, path, PROPERTIES_IFACE, "Get", "ss", [unit_iface, "ActiveState"])
+    on_state(str(state[0].value))

@@ -6,8 +6,9 @@ node_exporter's textfile collector never reads a half-written file. The daemon c
 from an executor thread, at start and on every published change (docs/fleet.md).
 
 Label cardinality is bounded: one `ostreewatch_info` series per host (the booted and the
-default deployment and their versions), and `ostreewatch_problems` has one series per code of
-KNOWN_PROBLEM_CODES plus `other`, whatever the host holds. No per-entry or per-mount label.
+default deployment and their versions), `ostreewatch_problems` has one series per code of
+KNOWN_PROBLEM_CODES plus `other`, whatever the host holds, and `ostreewatch_last_boot_outcome`
+one per outcome. No per-entry or per-mount label.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import tempfile
 from collections.abc import Iterable
 
+from .bootoutcome import OUTCOMES
 from .model import PROBLEM_CODES, ProblemCode, Snapshot
 
 FILE_NAME = "ostreewatch.prom"
@@ -144,6 +146,19 @@ def render(snapshot: Snapshot, generation: int, last_change: float) -> str:
         "gauge",
         "Problems the daemon publishes, by code (docs/problems.md); unknown codes count as other.",
         [((("code", code),), count) for code, count in sorted(counts.items())],
+    )
+    last_outcome = dict(snapshot.LastBoot).get("outcome", "")
+    out.metric(
+        "ostreewatch_last_boot_outcome",
+        "gauge",
+        "1 for how this boot turned out (docs/boot-outcome.md), 0 for the other outcomes; all 0 with no record.",
+        [((("outcome", o),), o == last_outcome) for o in OUTCOMES],
+    )
+    out.metric(
+        "ostreewatch_boot_fallbacks",
+        "gauge",
+        "Boots in the recorded history (the last 32) whose outcome was fallback.",
+        [((), sum(1 for b in snapshot.BootHistory if b.outcome == "fallback"))],
     )
     out.metric(
         "ostreewatch_generation",

@@ -139,9 +139,11 @@ S="$TMP/$SAMPLE"
 "$BIN/python" -c 'import sys; from ostreewatch import sample; sample.materialize(sys.argv[1], sys.argv[2])' \
     "$S" "$SAMPLE"
 SAMPLE_ARGS=(--sysroot "$S/sysroot" --mountinfo "$S/mountinfo" --cmdline "$S/cmdline" --run "$S/run")
+# The boot records (docs/boot-outcome.md) in the temp dir, not the machine's /var/lib/ostreewatch.
+STATE_ARGS=(--state-dir "$TMP/state")
 # nsenter execs, and is not wrapped in a function (a function in the background is a
 # subshell): $! is ostreewatchd itself. Its journal records go to the private journald.
-nsenter --mount="/proc/$JOURNALD_PID/ns/mnt" -- "$BIN/ostreewatchd" --bus "$DBUS_SYSTEM_BUS_ADDRESS" "${SAMPLE_ARGS[@]}" 2>"$TMP/ostreewatchd.log" &
+nsenter --mount="/proc/$JOURNALD_PID/ns/mnt" -- "$BIN/ostreewatchd" --bus "$DBUS_SYSTEM_BUS_ADDRESS" "${SAMPLE_ARGS[@]}" "${STATE_ARGS[@]}" 2>"$TMP/ostreewatchd.log" &
 DAEMON_PID=$!
 owned=0
 for _ in $(seq 300); do
@@ -155,7 +157,7 @@ if [ "$owned" -ne 1 ]; then
     ow_die "ostreewatchd did not take org.ostreewatch1"
 fi
 echo "sample:  $S (the $SAMPLE sample: sysroot/, mountinfo, cmdline, run/)"
-echo "daemon:  ostreewatchd --bus \$DBUS_SYSTEM_BUS_ADDRESS ${SAMPLE_ARGS[*]} (pid $DAEMON_PID)"
+echo "daemon:  ostreewatchd --bus \$DBUS_SYSTEM_BUS_ADDRESS ${SAMPLE_ARGS[*]} ${STATE_ARGS[*]} (pid $DAEMON_PID)"
 echo
 echo "Every busctl command below talks to this private bus because DBUS_SYSTEM_BUS_ADDRESS"
 echo "is exported; every journalctl command reads this private journal with -D."

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ostreewatch import __version__, _interface, model
+from ostreewatch import __version__, _interface, boottracker, model
 from ostreewatch import cli as cli_module
 from ostreewatch.sample import paths_for as sample_paths
 from ostreewatch.state import read_snapshot
@@ -87,7 +87,9 @@ def test_json_matches_read_snapshot(sysroot_3: OstreeSysroot) -> None:
         ]
     )
     assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout) == model.snapshot_to_plain(read_snapshot(paths))
+    # BootAssessment (greenboot's variables, boot counting) is added to the state read, as the daemon does.
+    want = boottracker.with_assessment(read_snapshot(paths), sysroot=paths.sysroot)
+    assert json.loads(p.stdout) == model.snapshot_to_plain(want)
 
 
 def test_human_lists_deployments_and_problems(sysroot_3: OstreeSysroot) -> None:

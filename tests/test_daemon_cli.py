@@ -53,6 +53,9 @@ def test_status_uses_the_daemon_and_agrees_with_an_offline_read(
     # /run/ostreewatch/status.json; a direct read has neither.
     assert got.pop("Generation") == 1 and got.pop("Version") == __version__
     assert "Generation" not in want and "Version" not in want
+    # The boot records are the daemon's own (its state directory); an offline read has none.
+    assert got.pop("LastBoot")["outcome"] == "first-record" and len(got.pop("BootHistory")) == 1
+    assert (want.pop("LastBoot"), want.pop("BootHistory")) == ({}, [])
     # the daemon reads /proc/self/mountinfo of its own process: the mount ids agree, so compare all
     assert got == want
 

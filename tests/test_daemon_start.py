@@ -52,6 +52,7 @@ PINNED_OSTREEWATCH = {
     "ostreewatch._interface",
     "ostreewatch._notify",
     "ostreewatch._record",
+    "ostreewatch.bootoutcome",  # model.py's LastBoot/BootHistory keys and record (docs/boot-outcome.md)
     "ostreewatch.daemon",
     "ostreewatch.errors",
     "ostreewatch.layout",

@@ -107,12 +107,14 @@ def test_deploy_and_fallback_reach_prometheus(
     servers.append(prom)
     prom.start()
 
-    # The rules loaded into the live server are the project's four.
+    # The rules loaded into the live server are the project's six.
     groups = prom.api("rules")["groups"]
     assert sorted(r["name"] for g in groups for r in g["rules"]) == [
         "OstreewatchBootFallback",
+        "OstreewatchFinalizeFailed",
         "OstreewatchMetricsAbsent",
         "OstreewatchProblems",
+        "OstreewatchUnexpectedBoot",
         "OstreewatchUpdatePending",
     ]
 

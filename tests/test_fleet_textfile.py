@@ -223,7 +223,7 @@ def test_promtool_checks_and_tests_the_rules() -> None:
     check = subprocess.run(
         [PROMTOOL, "check", "rules", str(CONTRIB / "ostreewatch.rules.yml")], capture_output=True, text=True, timeout=60
     )
-    assert check.returncode == 0 and "SUCCESS: 4 rules found" in check.stdout, check
+    assert check.returncode == 0 and "SUCCESS: 6 rules found" in check.stdout, check
     test = subprocess.run(
         [PROMTOOL, "test", "rules", "ostreewatch.rules.test.yml"],
         cwd=str(CONTRIB),
@@ -242,7 +242,7 @@ def test_rules_and_their_tests_use_only_series_the_renderer_writes() -> None:
         written[name] = {k for line in lines for k in re.findall(r'([a-z_]+)="', line)}
     # No YAML parser in the test environment: the files keep one expr / series per line.
     exprs = re.findall(r"^\s+expr: (.+)$", (CONTRIB / "ostreewatch.rules.yml").read_text(), re.M)
-    assert len(exprs) == 4
+    assert len(exprs) == 6
     used = {n for e in exprs for n in re.findall(r"\b(ostreewatch_[a-z_]+)", e)}
     assert used and used <= set(written), used - set(written)
     series = re.findall(r"^\s+- series: '(.+)'$", (CONTRIB / "ostreewatch.rules.test.yml").read_text(), re.M)
@@ -347,3 +347,23 @@ def test_unwritable_directory_never_stops_the_daemon(
     assert d.get_property("Generation") == 1 and d.alive()
     assert not missing.exists()
     assert d.stop() == 0
+
+
+def test_last_boot_outcome_and_fallback_count() -> None:
+    """One series per outcome (bounded), 1 on the last boot's; fallbacks counted over the history."""
+    from ostreewatch.bootoutcome import OUTCOMES, BootFacts, Expectation, judge
+
+    fell = judge(
+        Expectation(boot_id="p", expected_entry="ostree-2"), BootFacts("b1", "ostree-1", tries={"ostree-2": (0, 3)})
+    )
+    ok = judge(Expectation(boot_id="b1", expected_entry="ostree-2"), BootFacts("b2", "ostree-2"))
+    assert (fell.outcome, ok.outcome) == ("fallback", "default")
+    snap = model.Snapshot(LastBoot=model.dict_items("LastBoot", ok.to_dict()), BootHistory=(ok, fell, fell))
+    by_name = samples(textfile.render(snap, 1, 0.0))
+    assert sorted(by_name["ostreewatch_last_boot_outcome"]) == sorted(
+        f'ostreewatch_last_boot_outcome{{outcome="{o}"}} {1 if o == "default" else 0}' for o in OUTCOMES
+    )
+    assert by_name["ostreewatch_boot_fallbacks"] == ["ostreewatch_boot_fallbacks 2"]
+    empty = samples(textfile.render(model.Snapshot(), 1, 0.0))
+    assert all(line.endswith(" 0") for line in empty["ostreewatch_last_boot_outcome"])
+    assert promtool_check(textfile.render(snap, 1, 0.0)).returncode == 0

@@ -52,6 +52,7 @@ LAYOUT = {
     "/usr/share/doc/ostreewatch/contrib/logind/ostreewatch-reboot-entry.service",
     "/usr/share/doc/ostreewatch/contrib/logind/ostreewatch.conf.example",
     "/usr/share/doc/ostreewatch/contrib/status/ostreewatch-changed.service",
+    "/usr/share/doc/ostreewatch/boot-outcome.md",
     "/usr/share/doc/ostreewatch/contrib/prometheus/ostreewatch.rules.yml",
     "/usr/share/doc/ostreewatch/contrib/prometheus/ostreewatch.rules.test.yml",
     "/usr/share/doc/ostreewatch/ostreewatch.service.d/textfile.conf.example",
@@ -311,7 +312,7 @@ def complete(installed: Path, line: str) -> list[str]:
 
 
 def test_bash_completion(installed: Path) -> None:
-    assert complete(installed, "ostreewatch ") == ["monitor", "set-default", "set-next", "status"]
+    assert complete(installed, "ostreewatch ") == ["boots", "monitor", "set-default", "set-next", "status"]
     assert complete(installed, "ostreewatch set-") == ["set-default", "set-next"]
     assert complete(installed, "ostreewatch --") == ["--debug", "--help", "--version"]
     assert "--deployment" in complete(installed, "ostreewatch set-default --")

@@ -239,6 +239,41 @@ def test_journal_start_record_and_catalog(guest: Container) -> None:
     assert "@OSTREEWATCH_" not in text, text
 
 
+def test_boot_records_under_the_unit(guest: Container) -> None:
+    """StateDirectory=: the sandboxed daemon keeps /var/lib/ostreewatch/boots; this boot is judged and journaled."""
+    # nspawn gives the container a boot id of its own by a bind mount over /proc/sys/kernel/random/boot_id;
+    # the unit's ProtectKernelTunables= remounts /proc/sys and shows the kernel's file again. On a host
+    # (no nspawn) both are the kernel's: compare with what the unit's own namespace reads.
+    pid = guest.show(UNIT, "MainPID")["MainPID"]
+    cat = ["cat", "/proc/sys/kernel/random/boot_id"]
+    boot_id = guest.run(["nsenter", f"--target={pid}", "--mount", *cat], check=True).stdout.strip().replace("-", "")
+    last = guest.wait_for("LastBoot", lambda: unwrap(prop(guest, "LastBoot")) or None)
+    assert last["boot_id"] == boot_id and last["outcome"] == "first-record", last
+    ls = guest.run(["stat", "-c", "%a %U %F", "/var/lib/ostreewatch", "/var/lib/ostreewatch/boots"], check=True)
+    assert ls.stdout.splitlines() == ["755 root directory", "644 root regular file"], ls.stdout
+    cli = [
+        "python3",
+        "-c",
+        "import sys; sys.path.insert(0, '/opt/ostreewatch'); from ostreewatch.cli import main; main()",
+    ]
+    r = guest.run([*cli, "boots", "--json", "--state-dir", "/var/lib/ostreewatch"], check=True)
+    assert [b["boot_id"] for b in json.loads(r.stdout)["BootHistory"]] == [boot_id]
+    records = journal(guest, "-u", UNIT, f"MESSAGE_ID={oj.MESSAGE_ID_BOOT_OUTCOME}")
+    assert [(x["OSTREEWATCH_BOOT_ID"], x["OSTREEWATCH_BOOT_OUTCOME"]) for x in records] == [(boot_id, "first-record")]
+    text = guest.run(
+        ["journalctl", "-x", "--no-pager", "-u", UNIT, f"MESSAGE_ID={oj.MESSAGE_ID_BOOT_OUTCOME}"], check=True
+    ).stdout
+    assert f"Subject: Boot {boot_id} turned out first-record" in text and "@OSTREEWATCH_" not in text, text
+
+
+def test_boot_complete_is_asked_from_systemd(guest: Container) -> None:
+    """BootAssessment's boot_complete follows boot-complete.target, as PID 1 reports it over D-Bus."""
+    assert guest.show("boot-complete.target", "ActiveState")["ActiveState"] == "inactive"
+    guest.wait_for("boot_complete false", lambda: unwrap(prop(guest, "BootAssessment")).get("boot_complete") is False)
+    guest.run(["systemctl", "start", "boot-complete.target"], check=True)
+    guest.wait_for("boot_complete true", lambda: unwrap(prop(guest, "BootAssessment")).get("boot_complete") is True)
+
+
 def test_no_ordering_cycle_in_the_boot_log(guest: Container) -> None:
     log = guest.run(["journalctl", "-b", "--no-pager", "-o", "cat"], check=True).stdout
     assert "Started" in log  # the log is there at all
@@ -272,6 +307,9 @@ def test_restarted_after_a_crash(guest: Container) -> None:
 
     guest.wait_for("the restart after SIGKILL", restarted)
     assert prop(guest, "Version")
+    # A restart within the same boot judges nothing again: still one record, one journal entry.
+    assert [unwrap(b)["outcome"] for b in prop(guest, "BootHistory")] == ["first-record"]
+    assert len(journal(guest, "-u", UNIT, f"MESSAGE_ID={oj.MESSAGE_ID_BOOT_OUTCOME}")) == 1
 
 
 def test_without_ostree_on_the_command_line_the_unit_is_skipped(

@@ -67,6 +67,11 @@ def getall_msg() -> Message:
     )
 
 
+def _without_records(state: dict[str, Any]) -> dict[str, Any]:
+    """The state less the daemon's own boot records (its state directory; tests/test_daemon_boots.py)."""
+    return {k: v for k, v in state.items() if k not in ("LastBoot", "BootHistory")}
+
+
 class Rig(srmod.Setting):
     """A sysroot (grub2), a bus, a mount namespace, and the daemon watching them."""
 
@@ -116,12 +121,14 @@ class Rig(srmod.Setting):
         return reply.body[0]
 
     def published(self) -> dict[str, Any]:
-        return plain_published(self.get_all())
+        return _without_records(plain_published(self.get_all()))
 
     def offline(self) -> dict[str, Any]:
+        from ostreewatch.boottracker import with_assessment
         from ostreewatch.state import read_snapshot
 
-        return model.snapshot_to_plain(read_snapshot(self.paths))
+        snapshot = with_assessment(read_snapshot(self.paths), sysroot=self.paths.sysroot)
+        return _without_records(model.snapshot_to_plain(snapshot))
 
     def wait(self, pred: Callable[[dict[str, Any]], bool], what: str, timeout: float = WAIT) -> dict[str, Any]:
         """Poll the published state until pred holds; fail with the last state after timeout."""
