@@ -19,7 +19,6 @@ import json
 import os
 import selectors
 import subprocess
-import tempfile
 import threading
 import time
 from typing import Any
@@ -42,8 +41,9 @@ class Helper:
 
     def __init__(self, python: str, module: str, what: str) -> None:
         self.what = what  # "the deployment helper", in messages
-        # a file, not a pipe: a chatty helper can never block on it; closed by __exit__
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
+        # A file, not a pipe: a chatty helper can never block on it; closed by __exit__. A memfd,
+        # not a temp file: the unit's sandbox (units/ostreewatch.service) leaves no writable /tmp.
+        self._stderr = os.fdopen(os.memfd_create("ostreewatch-helper-stderr", os.MFD_CLOEXEC), "w+b")
         try:
             self._proc = subprocess.Popen(
                 [python, "-m", module],

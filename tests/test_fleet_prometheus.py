@@ -27,9 +27,6 @@ OSNAME = "fleetos"
 # A commit's version is free text: quote, backslash and newline must reach Prometheus intact.
 NASTY_VERSION = '41.2 "beta"\\x\nnext'
 WAIT = 60.0
-# Whether ostreewatch/state.py can publish the problem boot-fallback (the modern-hosts reader adds
-# it). When it can, the fallback below must come from the live daemon; when not, it is injected.
-READER_KNOWS_FALLBACK = '"boot-fallback"' in inspect.getsource(state)
 
 
 @pytest.fixture
@@ -170,15 +167,11 @@ def test_deploy_and_fallback_reach_prometheus(
     os.rename(os.path.join(entries, failed_file), os.path.join(entries, failed_file[:-5] + "+0-3.conf"))
     d.busctl("call", BUS_NAME, OBJECT_PATH, INTERFACE, "Reload")
     published = {p["code"]["data"] for p in d.get_property("Problems")}
-    if READER_KNOWS_FALLBACK:
-        # The reader sees the evidence itself: the live daemon's file carries the fallback.
-        assert "boot-fallback" in published, published
-        fallback_alert_fires(prom, ne)
-    else:
-        assert "boot-fallback" not in published, published
+    # The reader sees the evidence itself: the live daemon's file carries the fallback.
+    assert "boot-fallback" in published, published
+    fallback_alert_fires(prom, ne)
 
     # The daemon stops: its file goes, and with it every ostreewatch series.
-    generation = d.get_property("Generation")
     assert d.stop() == 0
     assert not os.path.exists(prom_file)
     wait_until(lambda: prom.query("ostreewatch_info") == [], WAIT, "ostreewatch_info absent after the stop")
@@ -194,14 +187,3 @@ def test_deploy_and_fallback_reach_prometheus(
         WAIT,
         "OstreewatchMetricsAbsent pending",
     )
-
-    if not READER_KNOWS_FALLBACK:
-        # The reader of this version has no boot-fallback problem (the code comes with the
-        # modern-hosts reader): the snapshot the daemon published is read again, the problem
-        # added, and the result rendered and written by ostreewatch/textfile.py as the daemon does.
-        snap = state.read_snapshot(paths)
-        assert snap.BootedDeployment == booted.id
-        fallback = model.Problem("boot-fallback", "the default deployment was tried and not kept", after[0].id)
-        snap = dataclasses.replace(snap, Problems=snap.Problems + (fallback,))
-        textfile.write_textfile(textfile_dir, textfile.render(snap, generation + 1, 1.7e9))
-        fallback_alert_fires(prom, ne)
