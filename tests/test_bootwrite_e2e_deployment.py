@@ -314,8 +314,9 @@ def test_sigkill_of_the_helper_leaves_ostree_consistent(make_bus: Any, daemon_fa
         run=os.path.join(d.tmp, "run"),
     )
     helper_env = dict(os.environ, PYTHONPATH=REPO, OSTREEWATCH_DEPLOYHELPER_TRACE="1", **DAEMON_ENV)
-    outcomes = set()
-    for point in range(KILL_POINTS):
+    outcomes: set[bool] = set()
+
+    def kill_after(point: int, delay: float) -> None:
         order = [x.id for x in admin_status(sr)]
         swapped = [order[1], order[0]] + order[2:]
         proc = subprocess.Popen(
@@ -325,8 +326,7 @@ def test_sigkill_of_the_helper_leaves_ostree_consistent(make_bus: Any, daemon_fa
         proc.stdin.write(json.dumps({"sysroot": sr.path, "deployment": order[1]}).encode())
         proc.stdin.close()
         assert proc.stderr.readline() == b"locked\n"
-        # Spread the kills over the write (which takes some ms): 0.25 ms steps from the moment it holds the lock.
-        time.sleep(point * 0.00025)
+        time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         proc.stdout.close() if proc.stdout else None
@@ -343,6 +343,19 @@ def test_sigkill_of_the_helper_leaves_ostree_consistent(make_bus: Any, daemon_fa
         offline = service.unwrap(service.snapshot_values(state.read_snapshot(paths)))
         for name in ("Deployments", "BootEntries", "DefaultDeployment", "DefaultEntry", "Problems"):
             assert published[name] == offline[name], (point, name)
+
+    # Spread the kills over the write (which takes some ms): 0.25 ms steps from the moment it holds the lock.
+    for point in range(KILL_POINTS):
+        kill_after(point, point * 0.00025)
+    # On a loaded machine the write may outlast every step above (or finish before the first): go on
+    # until a kill has landed on each side of the swap, longer delays first missing, then none.
+    delay, point = 0.005, KILL_POINTS
+    while True not in outcomes and delay < 10:
+        kill_after(point, delay)
+        delay, point = delay * 2, point + 1
+    while False not in outcomes and point < 4 * KILL_POINTS:
+        kill_after(point, 0)
+        point += 1
     assert outcomes == {False, True}  # some kills came before the swap, some after
 
 
