@@ -1,0 +1,72 @@
+"""Real-boot figures from the guest's records (BENCHMARKS.md "Real boot"); figures, never assertions.
+
+    .venv/bin/python -m tests.vm.figures BOOT_DIR...
+
+BOOT_DIR: a boot's directory under an image's work dir (OSTREEWATCH_VM_KEEP=1 keeps them:
+/var/tmp/ow-vm-*/CHAIN/boots/NAME), holding `records/` as tests/vm/rig.py copied them. From
+systemd's own unit timestamps (`systemctl show`, monotonic microseconds) recorded in the guest:
+the unit's start to READY=1 (ExecMainStart to ActiveEnter: Type=notify), ostree-remount.service
+active to ostreewatch's READY=1, local-fs.target's activation, READY=1 as a share of it, the
+daemon's RSS after boot (VmRSS), its place in `systemd-analyze blame`, and the wall time of the boot.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from tests.vm import rig
+
+
+def figures(result: rig.BootResult) -> dict[str, str]:
+    """The figures of one boot, formatted."""
+    units = result.units()
+
+    def at(unit: str, key: str) -> float:
+        return rig.monotonic_us(units, unit, key) / 1e6
+
+    start = at("ostreewatch.service", "ExecMainStartTimestampMonotonic")
+    ready = at("ostreewatch.service", "ActiveEnterTimestampMonotonic")
+    remount = at("ostree-remount.service", "ActiveEnterTimestampMonotonic")
+    local_fs = at("local-fs.target", "ActiveEnterTimestampMonotonic")
+    rss = re.search(r"(?m)^VmRSS:\s+(\d+) kB", result.text("daemon-status.txt"))
+    blame = [line.split()[-1] for line in result.text("blame.txt").splitlines() if line.strip()]
+    startup = (result.text("analyze-time.txt").splitlines() or [""])[0]
+    place = blame.index("ostreewatch.service") + 1 if "ostreewatch.service" in blame else 0
+    return {
+        "boot": result.name,
+        "start to READY=1": f"{ready - start:.2f} s",
+        "ostree-remount active to READY=1": f"{ready - remount:.2f} s",
+        "local-fs.target active": f"{local_fs:.2f} s",
+        # local-fs.target waits for the unit: the gap is what the unit adds after ostree-remount.
+        "ostree-remount active to local-fs.target": f"{local_fs - remount:.2f} s",
+        "RSS after boot": f"{int(rss.group(1)) / 1024:.1f} MB" if rss else "-",
+        "place in blame": str(place) if place else "-",
+        "startup (systemd-analyze time)": startup.removeprefix("Startup finished in ").strip() or "-",
+        "boot wall time (qemu)": f"{result.seconds:.0f} s" if result.seconds else "-",
+    }
+
+
+def table(rows: list[dict[str, str]]) -> str:
+    """A markdown table of figure rows."""
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    out = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    out += ["| " + " | ".join(r[k] for k in keys) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def main(argv: list[str]) -> int:
+    """Print the figures table of the boot directories given."""
+    rows = []
+    for arg in argv:
+        boot = Path(arg)
+        rows.append(figures(rig.BootResult(boot.name, boot / "records", "", 0.0, "")))
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
