@@ -197,6 +197,10 @@ class Image:
                 raise BootFailed(f"boot {name!r}: the guest wrote no records at /{RECORDS}/{name}")
             shutil.copytree(src, records)
         result = BootResult(name, records, console, seconds, firmware, attempts)
+        # For tests/vm/figures.py on kept records (OSTREEWATCH_VM_KEEP=1).
+        (boot_dir / "boot.json").write_text(
+            json.dumps({"seconds": seconds, "attempts": attempts, "firmware": firmware})
+        )
         self.boots.append(result)
         return result
 
