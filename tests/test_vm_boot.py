@@ -302,6 +302,7 @@ def test_generated_e_composefs_first_boot(generated_chain: BootChain) -> None:
     assert (root["target"], root["fstype"]) == ("/", "overlay"), root
     assert "composefs" in root["source"] or "composefs" in root["options"], root
     assert props["BootedRoot"]["composefs"] is True
+    assert r.cmdline().split().count("ostree.prepare-root.composefs=1") == 1
     assert b"composefs" in __import__("base64").b64decode(r.text("ostree-booted.b64"))
     assert props["DefaultEntrySource"] == "saved_entry" or props["DefaultEntrySource"] == "first-entry"
     # SetDefaultEntry on a grub.cfg that reads saved_entry: saved_entry names the rollback's entry.

@@ -108,8 +108,10 @@ in_tools ostree --repo=/sysimg/ostree/repo config set sysroot.bootloader none
 in_tools ostree admin os-init debian --sysroot=/sysimg
 in_tools ostree --repo=/sysimg/ostree/repo commit --branch=debian/vm --bootable \
     --subject="ostreewatch vm rig" --tree=dir=/src > /dev/null
-for _ in $(seq "$deployments"); do
-    in_tools ostree admin deploy --sysroot=/sysimg --os=debian --retain "${kargs[@]}" debian/vm >&2
+in_tools ostree admin deploy --sysroot=/sysimg --os=debian "${kargs[@]}" debian/vm >&2
+# The next ones inherit the kernel arguments of the first (given again, --karg-append would repeat them).
+for _ in $(seq 2 "$deployments"); do
+    in_tools ostree admin deploy --sysroot=/sysimg --os=debian --retain debian/vm >&2
 done
 
 say "GRUB (BIOS and UEFI)"
