@@ -95,8 +95,13 @@ class BootResult:
         return int(self.text(name + ".rc").strip() or "-1")
 
     def json(self, name: str) -> Any:
-        """A record file parsed as one JSON document."""
-        return json.loads(self.text(name))
+        """A record file parsed as one JSON document; an empty one fails with the command's stderr."""
+        text = self.text(name)
+        if not text.strip():
+            raise AssertionError(
+                f"boot {self.name!r}: {name} is empty (exit {self.rc(name)}): {self.text(name + '.err')}"
+            )
+        return json.loads(text)
 
     def json_lines(self, name: str) -> list[dict[str, Any]]:
         """A record file of one JSON object a line (journalctl -o json)."""
