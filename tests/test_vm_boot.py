@@ -196,7 +196,6 @@ def test_static_a_first_boot(static_chain: BootChain) -> None:
     assert staged["StagedDeployment"] == the(deployments(r, "ostree-status-staged.json"), "staged") != ""
 
 
-@pytest.mark.xfail(strict=True, reason=DEPENDS_ON_TRANSIENT)
 def test_static_a_nothing_false_while_ostree_stages(static_chain: BootChain) -> None:
     """While `ostree admin deploy --stage` works, Problems never names a problem that vanishes after."""
     r = static_chain.need("static-a")
