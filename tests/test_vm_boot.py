@@ -31,9 +31,12 @@ from tests.vm import rig
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 MANAGER = "org.ostreewatch1.Manager"
-DEPENDS_ON_TRANSIENT = (
-    "DEPENDS_ON_TRANSIENT: branch transient stops the false problems published while ostree "
-    "deploys/finalizes and the 'Lost the bus connection' record at shutdown"
+# Found by this rig on main after the edge merge (e107685): in the booted host the helper's
+# tempfile.TemporaryFile() (ostreewatch/helperproc.py) finds no writable temp dir under the
+# unit's ProtectSystem=strict, and SetDefaultDeployment answers WriteFailed.
+HELPER_TMP = (
+    "HELPER_TMP: SetDefaultDeployment WriteFailed in the booted host: 'No usable temporary directory "
+    "found' (ostreewatch/helperproc.py TemporaryFile under the unit's ProtectSystem=strict)"
 )
 
 # --- guest scripts (bash; $OUT is the boot's record dir, helpers from tests/vm/guest/owvm-guest) ---
@@ -203,7 +206,7 @@ def test_static_a_nothing_false_while_ostree_stages(static_chain: BootChain) -> 
 
 
 def test_static_b_staged_update_finalized(static_chain: BootChain) -> None:
-    """ostree-finalize-staged wrote the update at shutdown: B boots, A is the rollback; then roll back."""
+    """ostree-finalize-staged wrote the update at shutdown: B boots, A is the rollback; then SetDefaultDeployment(A)."""
     a = static_chain.need("static-a")
     a_id = a.props()["BootedDeployment"]
     b_id = a.props("props-staged.json")["StagedDeployment"]
@@ -216,6 +219,13 @@ def test_static_b_staged_update_finalized(static_chain: BootChain) -> None:
     props = assert_agrees_with_ostree(r)
     assert props["BootedDeployment"] == b_id
     assert props["RollbackDeployment"] == a_id
+
+
+@pytest.mark.xfail(strict=True, reason=HELPER_TMP)
+def test_static_b_set_default_deployment_reorders(static_chain: BootChain) -> None:
+    """SetDefaultDeployment(A) in the booted host: ostree's order changes, the daemon publishes it."""
+    r = static_chain.need("static-b")
+    a_id = static_chain.need("static-a").props()["BootedDeployment"]
     # The rollback: SetDefaultDeployment reorders the deployments (what GRUB's static config follows).
     assert r.rc("set-default.txt") == 0, r.text("set-default.txt.err")
     assert dep_id(deployments(r, "ostree-status-after.json")[0]) == a_id
@@ -231,7 +241,6 @@ def test_static_d_set_next_entry_refused(static_chain: BootChain) -> None:
     assert r.rc("grubenv-after.txt") == 0 and "next_entry" not in r.text("grubenv-after.txt")
 
 
-@pytest.mark.xfail(strict=True, reason=DEPENDS_ON_TRANSIENT)
 def test_static_b_shutdown_that_finalized_was_quiet(static_chain: BootChain) -> None:
     """The previous boot's records (persistent journal): no problem and no warning while finalizing at shutdown."""
     r = static_chain.need("static-b")
@@ -241,6 +250,7 @@ def test_static_b_shutdown_that_finalized_was_quiet(static_chain: BootChain) -> 
     assert [m for m in prev if m.get("MESSAGE_ID") == "9bfbe0e2a307441eaf788b4dc8daa70c"] == []
 
 
+@pytest.mark.xfail(strict=True, reason=HELPER_TMP)
 def test_static_c_rollback_booted(static_chain: BootChain) -> None:
     """After SetDefaultDeployment(A) and a reboot, A is booted; the refused SetNextEntry changed nothing."""
     a_id = static_chain.need("static-a").props()["BootedDeployment"]
