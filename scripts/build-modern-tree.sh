@@ -14,7 +14,7 @@ mirror="${OSTREEWATCH_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 start=$(date +%s)
 say() { printf '==> %s tree: %s (%d s)\n' "$suite" "$*" "$(( $(date +%s) - start ))" >&2; }
 tmp="$dest.tmp.$$"
-log="$(dirname "$dest")/$suite-build.log"
+log="${OW_TREE_LOG:-$(dirname "$dest")/$suite-build.log}"
 # A half-built tree of a builder that died is removed; a live builder's is awaited.
 for old in "$dest".tmp.*; do
     [ -e "$old" ] || continue

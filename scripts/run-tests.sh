@@ -56,6 +56,7 @@ ow_files_need() {
 }
 NEEDS_ROOTFS='fixtures[.]nspawn|fixtures import .*nspawn|NSPAWN_ROOT|mark[.]nspawn'
 NEEDS_TREES='fixtures[.](modern|trees)|fixtures import .*(modern|trees)|SID_ROOT|TRIXIE_ROOT'
+NEEDS_VM_TREE='fixtures[.]vm|fixtures import .*vm|tests[.]vm|VM_BASE|mark[.]vm'
 
 if [ "$unit_only" = 1 ]; then
     ow_log "-m unit: the venv only (no apt packages, no trees; any uid)"
@@ -73,6 +74,11 @@ else
         ow_timed "modern trees" ow_make_modern_trees
     else
         ow_log "modern trees: not needed by ${files[*]}"
+    fi
+    if ow_files_need "$NEEDS_VM_TREE"; then
+        ow_timed "vm tree" ow_make_vm_tree
+    else
+        ow_log "vm tree: not needed by ${files[*]}"
     fi
 fi
 

@@ -231,6 +231,42 @@ ow_make_modern_trees() {
     ow_make_modern_tree sid "$OSTREEWATCH_SID_ROOT" "$OW_SID_PACKAGES"
 }
 
+# The guest tree of the real-boot tests (tests/vm, docs/vm-rig.md): a sid tree with a kernel,
+# dracut + ostree's module, GRUB 2.14, systemd and the daemon's dependencies, and the same in an
+# ostree commit's shape. Built once by scripts/build-vm-tree.sh (about 3 minutes), never modified
+# in place: every image is built from an overlay. tests/vm/build-image.sh reads the same variables.
+: "${OSTREEWATCH_VM_TREE:=/var/cache/ostreewatch/vm-tree}"
+: "${OSTREEWATCH_VM_BASE:=/var/cache/ostreewatch/vm-base}"
+export OSTREEWATCH_VM_TREE OSTREEWATCH_VM_BASE
+
+ow_vm_tree_ok() {
+    [ -f "$OSTREEWATCH_VM_BASE.ok" ] && [ -x "$OSTREEWATCH_VM_TREE/usr/bin/ostree" ] &&
+    [ -x "$OSTREEWATCH_VM_TREE/usr/sbin/grub-install" ] &&
+    [ -d "$OSTREEWATCH_VM_TREE/usr/lib/grub/x86_64-efi" ] &&
+    compgen -G "$OSTREEWATCH_VM_BASE/usr/lib/modules/*/initramfs.img" > /dev/null &&
+    [ -d "$OSTREEWATCH_VM_BASE/usr/lib/python3/dist-packages/dbus_next" ]
+}
+
+ow_make_vm_tree() {
+    ow_skip_setup && return 0
+    if ow_vm_tree_ok; then
+        ow_log "vm tree: cached at $OSTREEWATCH_VM_BASE"
+        return 0
+    fi
+    [ "$(id -u)" -eq 0 ] || ow_die "the VM tree $OSTREEWATCH_VM_BASE is missing: run as root to build it"
+    local parent
+    parent="$(dirname "$OSTREEWATCH_VM_BASE")"
+    mkdir -p "$parent" || ow_die "cannot create $parent"
+    exec {lockfd}>"$parent/.build-vm.lock"
+    flock "$lockfd"
+    if ! ow_vm_tree_ok; then
+        ow_with_progress "vm tree" - "$OW_REPO/scripts/build-vm-tree.sh" "$OSTREEWATCH_VM_TREE" "$OSTREEWATCH_VM_BASE" \
+            || ow_die "the VM tree could not be built: the real-boot tests need it"
+    fi
+    exec {lockfd}>&-
+    ow_vm_tree_ok || ow_die "the VM tree at $OSTREEWATCH_VM_BASE lacks what the tests need"
+}
+
 # Run directly: the whole test set-up.
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     set -euo pipefail
@@ -238,5 +274,6 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     ow_timed "virtualenv" ow_make_venv test
     ow_timed "debootstrap tree" ow_make_rootfs
     ow_timed "modern trees" ow_make_modern_trees
+    ow_timed "vm tree" ow_make_vm_tree
     ow_print_timings
 fi

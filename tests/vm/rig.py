@@ -1,0 +1,320 @@
+"""The real-boot rig: build an OSTree disk image carrying this checkout, boot it in QEMU, read back the guest's records.
+
+docs/vm-rig.md explains the pieces. `build_image(ImageOptions(...), dest)` runs
+tests/vm/build-image.sh; `Image.boot(name, script)` boots it once (TCG; KVM only where
+/dev/kvm is a real one), hands the guest NAME and SCRIPT through fw_cfg, waits for QEMU
+to exit (the guest powers off after its records), then copies the guest's records
+(/var/lib/owvm/NAME in the stateroot's /var) out of the image into a BootResult. A boot
+that never reached the guest script raises BootFailed with the console's tail. The
+rare TCG kernel panic before userspace (DESIGN.md §4) is retried: nothing was written
+to the disk yet. Between boots, `Image.mounted()` gives the physical root with /boot
+mounted in it, to change the image offline (grub-editenv, a file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent.parent
+BUILD_IMAGE = REPO / "tests/vm/build-image.sh"
+OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+STATEROOT = "debian"
+# Where the guest's records are on the physical root (the stateroot's /var/lib/owvm).
+RECORDS = f"ostree/deploy/{STATEROOT}/var/lib/owvm"
+# A boot to multi-user takes 40-90 s under TCG here, one that finalizes a staged
+# deployment about 1.5 min; a loaded machine (2 cores, shared) can double that.
+BOOT_TIMEOUT = 600.0
+CONSOLE_TAIL = 60
+
+
+class BootFailed(AssertionError):
+    """A boot that never ran the guest script to its end; the message holds the console's tail."""
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """What varies between images: the grub.cfg text (tests/fixtures/grub_configs.py) and extra kernel arguments."""
+
+    grub_cfg: str
+    kargs: tuple[str, ...] = ()
+    deployments: int = 1  # deployments of the one commit in the image (2: a rollback from the first boot)
+
+
+def kvm_usable() -> bool:
+    """A /dev/kvm that runs stock guests: not the nested kvm_pvm module of this machine (DESIGN.md §4)."""
+    return os.path.exists("/dev/kvm") and not os.path.exists("/sys/module/kvm_pvm")
+
+
+def build_image(options: ImageOptions, dest: Path) -> Image:
+    """Run tests/vm/build-image.sh into DEST (a directory): DEST/disk.img; raises with its output on failure."""
+    dest.mkdir(parents=True, exist_ok=True)
+    cfg = dest / "grub.cfg"
+    cfg.write_text(options.grub_cfg)
+    argv = [str(BUILD_IMAGE), str(dest / "disk.img"), str(cfg)]
+    for karg in options.kargs:
+        argv += ["--karg", karg]
+    argv += ["--deployments", str(options.deployments)]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    (dest / "build.log").write_text(r.stdout + r.stderr)
+    if r.returncode != 0:
+        raise RuntimeError(f"build-image.sh failed ({r.returncode}):\n{r.stderr[-4000:]}")
+    return Image(dest / "disk.img", options, dest)
+
+
+@dataclass
+class BootResult:
+    """One boot's records as the guest wrote them (see tests/vm/guest/owvm-guest), read on the host."""
+
+    name: str
+    dir: Path
+    console: str
+    seconds: float
+    firmware: str
+    attempts: int = 1
+
+    def text(self, name: str) -> str:
+        """A record file's text ("" when the guest wrote none)."""
+        path = self.dir / name
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def rc(self, name: str) -> int:
+        """The exit code of the command that wrote record NAME."""
+        return int(self.text(name + ".rc").strip() or "-1")
+
+    def json(self, name: str) -> Any:
+        """A record file parsed as one JSON document; an empty one fails with the command's stderr."""
+        text = self.text(name)
+        if not text.strip():
+            raise AssertionError(
+                f"boot {self.name!r}: {name} is empty (exit {self.rc(name)}): {self.text(name + '.err')}"
+            )
+        return json.loads(text)
+
+    def json_lines(self, name: str) -> list[dict[str, Any]]:
+        """A record file of one JSON object a line (journalctl -o json)."""
+        return [json.loads(line) for line in self.text(name).splitlines() if line.strip()]
+
+    def props(self, name: str = "props.json") -> dict[str, Any]:
+        """What the daemon published (busctl GetAll --json), variants unwrapped to plain values."""
+        value = unwrap(self.json(name)["data"][0])
+        assert isinstance(value, dict)
+        return value
+
+    def units(self) -> dict[str, dict[str, str]]:
+        """`systemctl show` of the units the guest records, by unit name."""
+        out: dict[str, dict[str, str]] = {}
+        for block in self.text("units.txt").split("\n\n"):
+            fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+            if "Id" in fields:
+                out[fields["Id"]] = fields
+        return out
+
+    def cmdline(self) -> str:
+        """/proc/cmdline of the guest."""
+        return self.text("cmdline.txt").strip()
+
+
+@dataclass
+class Image:
+    """A disk image and its working directory; boots are one at a time."""
+
+    path: Path
+    options: ImageOptions
+    work: Path
+    boots: list[BootResult] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def mounted(self) -> Iterator[Path]:
+        """The image's physical root mounted read-write, its /boot partition on root/boot; unmounted after."""
+        mnt = Path(tempfile.mkdtemp(prefix="ow-vmmnt-", dir="/var/tmp"))
+        loop = _run(["losetup", "-f", "--show", "-P", str(self.path)]).stdout.strip()
+        mounted: list[Path] = []
+        try:
+            # This machine's kernel scans no GPT: partx adds the partitions from user space.
+            subprocess.run(["partx", "-a", loop], capture_output=True)
+            _wait_for(f"{loop}p4")
+            _run(["mount", f"{loop}p4", str(mnt)])
+            mounted.append(mnt)
+            _run(["mount", f"{loop}p3", str(mnt / "boot")])
+            mounted.append(mnt / "boot")
+            yield mnt
+        finally:
+            for m in reversed(mounted):
+                subprocess.run(["umount", str(m)], capture_output=True)
+            subprocess.run(["losetup", "-d", loop], capture_output=True)
+            with contextlib.suppress(OSError):
+                mnt.rmdir()
+
+    def boot(
+        self,
+        name: str,
+        script: str = "",
+        firmware: str = "bios",
+        kill_at: tuple[str, float] | None = None,
+        timeout: float = BOOT_TIMEOUT,
+    ) -> BootResult:
+        """Boot once, the guest running SCRIPT (bash, $OUT its record dir); its records once QEMU exited.
+
+        KILL_AT (MARKER, SECONDS): SIGKILL QEMU SECONDS after the guest printed
+        "OWVM MARKER" on ttyS1 (a power cut); the result then holds no records.
+        """
+        boot_dir = self.work / "boots" / name
+        shutil.rmtree(boot_dir, ignore_errors=True)
+        boot_dir.mkdir(parents=True)
+        (boot_dir / "cmd.sh").write_text(script)
+        attempts = 0
+        while True:
+            attempts += 1
+            start = time.monotonic()
+            console, killed = self._run_qemu(name, boot_dir, firmware, kill_at, timeout)
+            seconds = time.monotonic() - start
+            serial = (boot_dir / "ttyS1.log").read_text(errors="replace")
+            if killed:
+                result = BootResult(name, boot_dir / "records", console, seconds, firmware, attempts)
+                self.boots.append(result)
+                return result
+            if f"OWVM DONE {name}" in serial:
+                break
+            # A TCG guest kernel now and then panics in early boot (DESIGN.md §4); before
+            # userspace started nothing was written to the disk, so booting again is the same boot.
+            if "Kernel panic" in console and "OWVM BEGIN" not in serial and attempts < 3:
+                (boot_dir / f"console.panic{attempts}.log").write_text(console)
+                continue
+            tail = "\n".join(console.splitlines()[-CONSOLE_TAIL:])
+            raise BootFailed(f"boot {name!r} ({firmware}) did not finish its guest script; console tail:\n{tail}")
+        records = boot_dir / "records"
+        with self.mounted() as root:
+            src = root / RECORDS / name
+            if not src.is_dir():
+                raise BootFailed(f"boot {name!r}: the guest wrote no records at /{RECORDS}/{name}")
+            shutil.copytree(src, records)
+        result = BootResult(name, records, console, seconds, firmware, attempts)
+        # For tests/vm/figures.py on kept records (OSTREEWATCH_VM_KEEP=1).
+        (boot_dir / "boot.json").write_text(
+            json.dumps({"seconds": seconds, "attempts": attempts, "firmware": firmware})
+        )
+        self.boots.append(result)
+        return result
+
+    def _qemu_argv(self, name: str, boot_dir: Path, firmware: str) -> list[str]:
+        argv = ["qemu-system-x86_64", "-machine", "q35", "-m", "2048", "-smp", "2"]
+        argv += ["-accel", "kvm", "-cpu", "host"] if kvm_usable() else ["-accel", "tcg", "-cpu", "max"]
+        argv += ["-display", "none", "-monitor", "none", "-no-reboot"]
+        argv += ["-serial", f"file:{boot_dir / 'console.log'}", "-serial", f"file:{boot_dir / 'ttyS1.log'}"]
+        # cache=unsafe: the guest's flushes are not waited for (speed); a clean poweroff
+        # still leaves everything written, since QEMU flushes at exit.
+        argv += ["-drive", f"file={self.path},format=raw,if=virtio,cache=unsafe"]
+        argv += [
+            "-fw_cfg",
+            f"name=opt/owvm/name,string={name}",
+            "-fw_cfg",
+            f"name=opt/owvm/cmd,file={boot_dir / 'cmd.sh'}",
+        ]
+        if firmware == "ovmf":
+            vars_file = self.work / "OVMF_VARS.fd"  # one per image: the EFI variables live across boots
+            if not vars_file.exists():
+                shutil.copyfile(OVMF_VARS, vars_file)
+            argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"]
+            argv += ["-drive", f"if=pflash,format=raw,unit=1,file={vars_file}"]
+        elif firmware != "bios":
+            raise ValueError(f"firmware {firmware!r}: bios or ovmf")
+        return argv
+
+    def _run_qemu(
+        self, name: str, boot_dir: Path, firmware: str, kill_at: tuple[str, float] | None, timeout: float
+    ) -> tuple[str, bool]:
+        for f in ("console.log", "ttyS1.log"):
+            (boot_dir / f).write_text("")
+        argv = self._qemu_argv(name, boot_dir, firmware)
+        (boot_dir / "qemu.argv").write_text(" ".join(argv) + "\n")
+        with open(boot_dir / "qemu.log", "w") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        kill_deadline: float | None = None
+        killed = False
+        try:
+            while proc.poll() is None:
+                time.sleep(0.5)
+                now = time.monotonic()
+                if kill_at and kill_deadline is None and f"OWVM {kill_at[0]}" in _read(boot_dir / "ttyS1.log"):
+                    kill_deadline = now + kill_at[1]
+                if kill_deadline is not None and now >= kill_deadline:
+                    proc.send_signal(signal.SIGKILL)
+                    killed = True
+                elif now >= deadline or "end Kernel panic" in _read(boot_dir / "console.log"):
+                    proc.send_signal(signal.SIGKILL)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        return _read(boot_dir / "console.log"), killed
+
+
+def unwrap(value: Any) -> Any:
+    """busctl --json's values with every {"type": SIG, "data": VALUE} variant replaced by its plain VALUE."""
+    if isinstance(value, dict):
+        if set(value) == {"type", "data"}:
+            return unwrap(value["data"])
+        return {k: unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap(v) for v in value]
+    return value
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(argv, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({r.returncode}): {r.stderr.strip()}")
+    return r
+
+
+def _wait_for(path: str) -> None:
+    for _ in range(100):
+        if os.path.exists(path):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{path} never appeared")
+
+
+def journal_messages(records: list[dict[str, Any]]) -> list[str]:
+    """The MESSAGE fields of journal records (bytes arrays decoded)."""
+    out = []
+    for r in records:
+        m = r.get("MESSAGE", "")
+        out.append(bytes(m).decode(errors="replace") if isinstance(m, list) else str(m))
+    return out
+
+
+def monotonic_us(units: dict[str, dict[str, str]], unit: str, key: str) -> int:
+    """A unit's monotonic timestamp in microseconds (0: never)."""
+    return int(units[unit].get(key, "0") or 0)
+
+
+VERSION_RE = re.compile(r'(?m)^__version__ = "([^"]+)"$')
+
+
+def package_version() -> str:
+    """The version of the checkout under test (ostreewatch/__init__.py)."""
+    m = VERSION_RE.search((REPO / "ostreewatch/__init__.py").read_text())
+    assert m is not None
+    return m.group(1)
