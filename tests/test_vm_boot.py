@@ -31,13 +31,6 @@ from tests.vm import rig
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 MANAGER = "org.ostreewatch1.Manager"
-# Found by this rig on main after the edge merge (e107685): in the booted host the helper's
-# tempfile.TemporaryFile() (ostreewatch/helperproc.py) finds no writable temp dir under the
-# unit's ProtectSystem=strict, and SetDefaultDeployment answers WriteFailed.
-HELPER_TMP = (
-    "HELPER_TMP: SetDefaultDeployment WriteFailed in the booted host: 'No usable temporary directory "
-    "found' (ostreewatch/helperproc.py TemporaryFile under the unit's ProtectSystem=strict)"
-)
 
 # --- guest scripts (bash; $OUT is the boot's record dir, helpers from tests/vm/guest/owvm-guest) ---
 
@@ -221,7 +214,6 @@ def test_static_b_staged_update_finalized(static_chain: BootChain) -> None:
     assert props["RollbackDeployment"] == a_id
 
 
-@pytest.mark.xfail(strict=True, reason=HELPER_TMP)
 def test_static_b_set_default_deployment_reorders(static_chain: BootChain) -> None:
     """SetDefaultDeployment(A) in the booted host: ostree's order changes, the daemon publishes it."""
     r = static_chain.need("static-b")
@@ -250,7 +242,6 @@ def test_static_b_shutdown_that_finalized_was_quiet(static_chain: BootChain) -> 
     assert [m for m in prev if m.get("MESSAGE_ID") == "9bfbe0e2a307441eaf788b4dc8daa70c"] == []
 
 
-@pytest.mark.xfail(strict=True, reason=HELPER_TMP)
 def test_static_c_rollback_booted(static_chain: BootChain) -> None:
     """After SetDefaultDeployment(A) and a reboot, A is booted; the refused SetNextEntry changed nothing."""
     a_id = static_chain.need("static-a").props()["BootedDeployment"]
