@@ -177,12 +177,23 @@ def static_chain(vm_work) -> BootChain:  # noqa: F811
     return make_chain(rig.ImageOptions(grub_configs.rig_static()), vm_work, "static")
 
 
+def assert_last_boot(props: dict[str, Any], outcome: str, history: int) -> dict[str, Any]:
+    """LastBoot (issue 18) as the daemon judged this real boot: OUTCOME, about the booted deployment, HISTORY boots."""
+    last = props["LastBoot"]
+    assert last["outcome"] == outcome, last
+    assert last["booted_deployment"] == props["BootedDeployment"] and last["reason"], last
+    assert last["finalize_failed"] is False, last
+    assert len(props["BootHistory"]) == history and props["BootHistory"][0] == last
+    return dict(last)
+
+
 def test_static_a_first_boot(static_chain: BootChain) -> None:
     """First boot: published state right against ostree and /proc/cmdline; then an update is staged."""
     r = static_chain.boot("static-a", STAGE_UPDATE)
     assert_healthy_boot(r)
     props = assert_agrees_with_ostree(r)
     assert props["RollbackDeployment"] == "" and props["StagedDeployment"] == ""
+    assert_last_boot(props, "first-record", 1)
     assert props["Bootloader"] == "grub2"  # /boot/grub/grub.cfg, whatever ostree's sysroot.bootloader says
     started = [m for m in journal(r) if m.get("MESSAGE_ID") == "f3d48fa3fb0d4738b5bb70c685396c1f"]
     assert len(started) == 1 and props["BootedDeployment"] in json.dumps(started[0])
@@ -212,6 +223,9 @@ def test_static_b_staged_update_finalized(static_chain: BootChain) -> None:
     props = assert_agrees_with_ostree(r)
     assert props["BootedDeployment"] == b_id
     assert props["RollbackDeployment"] == a_id
+    # The staged update was finalized at shutdown and booted: what the previous boot expected.
+    last = assert_last_boot(props, "staged", 2)
+    assert last["expected_deployment"] == b_id and last["previous_boot_id"] == a.props()["LastBoot"]["boot_id"]
 
 
 def test_static_b_set_default_deployment_reorders(static_chain: BootChain) -> None:
@@ -249,6 +263,8 @@ def test_static_c_rollback_booted(static_chain: BootChain) -> None:
     assert_healthy_boot(r)
     props = assert_agrees_with_ostree(r)
     assert props["BootedDeployment"] == a_id == props["DefaultDeployment"]
+    # SetDefaultDeployment(A) was the expectation the previous boot left: A booted as expected.
+    assert assert_last_boot(props, "default", 3)["expected_deployment"] == a_id
 
 
 # --- the generated-grub chain ------------------------------------------------------------------------
@@ -299,6 +315,7 @@ def test_generated_e_composefs_first_boot(generated_chain: BootChain) -> None:
     assert_healthy_boot(r)
     props = assert_agrees_with_ostree(r)
     assert props["RollbackDeployment"] != ""
+    assert_last_boot(props, "first-record", 1)
     root = rig.unwrap(r.json("findmnt.json"))["filesystems"][0]
     assert (root["target"], root["fstype"]) == ("/", "overlay"), root
     assert "composefs" in root["source"] or "composefs" in root["options"], root
@@ -325,6 +342,7 @@ def test_generated_e_set_default_entry_followed(generated_chain: BootChain) -> N
     props = r.props()
     assert props["BootedDeployment"] == chosen == the(deployments(r), "booted")
     assert props["BootedEntry"] == entry_of_cmdline(r) == a.text("set-default-entry.id").strip()
+    assert assert_last_boot(props, "default", 2)["expected_entry"] == props["BootedEntry"]
     assert r.rc("set-next-entry") == 0, r.text("set-next-entry.err")
     env = grubenv_vars(r.text("set-next-entry.grubenv"))
     assert env.get("next_entry") == r.text("set-next-entry.id").strip() != ""
@@ -349,6 +367,8 @@ def test_generated_g_ovmf_one_shot_booted(generated_chain: BootChain) -> None:
         or grubenv_vars(r.text("grubenv.txt"))["next_entry"] == ""
     )
     assert props["NextEntry"] == ""
+    # The one-shot the previous boot left pending is what booted.
+    assert assert_last_boot(props, "next-entry", 3)["expected_entry"] == props["BootedEntry"]
     # EFI: efivarfs is there, GRUB sets no systemd-boot Loader* variables.
     efivars = r.text("efivars.txt").split()
     assert any(v.startswith("BootCurrent-") for v in efivars), efivars
@@ -369,3 +389,4 @@ def test_generated_d_default_again_after_the_one_shot(generated_chain: BootChain
     assert props["BootedDeployment"] == a.props()["RollbackDeployment"]
     assert props["BootedEntry"] == entry_of_cmdline(r) == a.text("set-default-entry.id").strip()
     assert props["DefaultEntrySource"] == "saved_entry"
+    assert_last_boot(props, "default", 4)
