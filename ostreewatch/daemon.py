@@ -902,6 +902,12 @@ def _load_runtime() -> None:
 
 def _load_bus_side() -> tuple[types.ModuleType, types.ModuleType, types.ModuleType]:
     """The service (dbus_next), boot writer and logind bridge modules, imported after READY=1 (in a thread)."""
+    # dbus_next's package imports its GLib bus too, and that imports gi (PyGObject, GLib, GIO)
+    # when the host has it: 3.6 MB of settled RSS for a bus the daemon never uses (asyncio's).
+    return _import_without(("gi",), _import_bus_side)
+
+
+def _import_bus_side() -> tuple[types.ModuleType, types.ModuleType, types.ModuleType]:
     from . import bootwrite, rebootentry, service
 
     return service, bootwrite, rebootentry
