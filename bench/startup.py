@@ -393,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     res = measure(os.path.abspath(args.repo), args.runs, args.import_runs)
     before = measure(os.path.abspath(args.before), args.runs, args.import_runs) if args.before else None
     command = ".venv/bin/python bench/startup.py" + (f" --repo {args.repo}" if args.repo != REPO else "")
+    command += f" --runs {args.runs}" if args.runs != 15 else ""
+    command += f" --import-runs {args.import_runs}" if args.import_runs != 5 else ""
     command += f" --before {args.before}" if args.before else ""
     section = render(res, command, args.runs, args.import_runs, before, args.before or "")
     if args.print:
