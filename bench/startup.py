@@ -193,6 +193,7 @@ def importtimes(host: Host, base: str, runs: int) -> tuple[dict[str, tuple[int, 
 
 
 def measure(repo: str, runs: int, import_runs: int) -> dict[str, object]:
+    load_start = os.getloadavg()[0]
     base = tempfile.mkdtemp(prefix="owbench-start-")
     bus = PrivateBus()
     try:
@@ -222,6 +223,7 @@ def measure(repo: str, runs: int, import_runs: int) -> dict[str, object]:
         "mem1": mem1,
         "imports": table,
         "order": order,
+        "load": (load_start, os.getloadavg()[0]),
     }
 
 
@@ -271,13 +273,15 @@ def render(
     rss0: list[int] = res["rss0"]  # type: ignore[assignment]
     rss1: list[int] = res["rss1"]  # type: ignore[assignment]
     table: dict[str, tuple[int, int, int]] = res["imports"]  # type: ignore[assignment]
+    load: tuple[float, float] = res["load"]  # type: ignore[assignment]
     mi, mr = statistics.median(interp), statistics.median(ready)
     ratio = mr / mi
     out = [
         BEGIN,
         "## Boot cost: start to READY=1 against the interpreter (issue 21)\n",
         f"- command: `{command}`; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
-        f"{runs} interleaved pairs of fresh processes, {import_runs} `-X importtime` runs\n",
+        f"{runs} interleaved pairs of fresh processes, {import_runs} `-X importtime` runs; machine load "
+        f"(1-minute load average, {os.cpu_count()} cores) {load[0]:.1f} at the start, {load[1]:.1f} at the end\n",
         "| figure | measured | goal | met |",
         "|---|---|---|---|",
         f"| start to READY=1 / `{PYTHON} -I -c pass` | {ratio:.1f}x: median {mr * 1000:.1f} ms "
