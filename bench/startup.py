@@ -9,7 +9,8 @@ installed script runs it (tests/fixtures/startlaunch.py: the system python, -I, 
 plain sys.path), `--bus system` with DBUS_SYSTEM_BUS_ADDRESS at a private dbus-daemon, watching
 the bundled rhcos sample materialized once (a host's paths, not --sample, which would add the
 sample's materialization to every start). RSS at READY=1 and 2 s later (bus joined, everything
-loaded). Then `-X importtime` runs of the same command: every module imported before READY=1.
+loaded: settled), split into anon, file and stack by /proc/PID/smaps. Then `-X importtime` runs
+of the same command: every module imported before READY=1.
 """
 
 from __future__ import annotations
@@ -38,12 +39,46 @@ GOAL_RATIO = 3.0
 BEGIN, END = "<!-- bench/startup.py -->", "<!-- /bench/startup.py -->"
 
 
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
+def _stack_pointers(pid: int) -> list[int]:
+    """Each thread's stack pointer (/proc/PID/task/TID/syscall: a thread blocked in a syscall; all are, idle)."""
+    sps = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+                fields = f.read().split()
+        except OSError:
+            continue
+        if len(fields) >= 9:  # "NR ARG1..ARG6 SP PC"; "running" has no SP
+            sps.append(int(fields[7], 16))
+    return sps
+
+
+def memory(pid: int) -> dict[str, int]:
+    """The RSS split by /proc/PID/smaps, kB: rss, anon (heap, the Python objects and malloc), file
+    (the interpreter and the shared libraries, shared with other processes), stack (the main and
+    every thread's stack: the mapping holding its stack pointer); threads; and every file mapping's RSS
+    under "file:NAME"."""
+    sps = _stack_pointers(pid)
+    out = {"rss": 0, "anon": 0, "file": 0, "stack": 0, "threads": len(os.listdir(f"/proc/{pid}/task"))}
+    name, start, end = "", 0, 0
+    with open(f"/proc/{pid}/smaps") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+            head = line.split(None, 6)
+            if "-" in head[0] and not head[0].endswith(":"):
+                lo, hi = head[0].split("-")
+                start, end = int(lo, 16), int(hi, 16)
+                name = head[5].strip() if len(head) > 5 else ""
+            elif head[0] == "Rss:":
+                kb = int(head[1])
+                out["rss"] += kb
+                if name == "[stack]" or any(start <= sp < end for sp in sps):
+                    out["stack"] += kb
+                elif name.startswith("/"):
+                    out["file"] += kb
+                    out[f"file:{name}"] = out.get(f"file:{name}", 0) + kb
+                else:  # anonymous, [heap], [vdso]...
+                    out["anon"] += kb
+    return out
 
 
 class Host:
@@ -96,8 +131,8 @@ def interpreter_run() -> float:
     return time.monotonic() - t0
 
 
-def daemon_run(host: Host, base: str) -> tuple[float, int, int]:
-    """Seconds to READY=1, RSS (kB) at READY=1 and 2 s later."""
+def daemon_run(host: Host, base: str) -> tuple[float, dict[str, int], dict[str, int]]:
+    """Seconds to READY=1, memory() at READY=1 and 2 s later (settled: the bus joined, all loaded)."""
     notify = NotifyListener(base)
     proc = None
     try:
@@ -106,11 +141,11 @@ def daemon_run(host: Host, base: str) -> tuple[float, int, int]:
         t1 = notify.wait_for("READY=1", 30)
         if t1 is None:
             raise RuntimeError(f"no READY=1 (exit {proc.poll()})")
-        rss0 = rss_kb(proc.pid)
+        mem0 = memory(proc.pid)
         notify.drain()
         time.sleep(2.0)
-        rss1 = rss_kb(proc.pid)
-        return t1 - t0, rss0, rss1
+        mem1 = memory(proc.pid)
+        return t1 - t0, mem0, mem1
     finally:
         if proc is not None:
             proc.send_signal(signal.SIGTERM)
@@ -158,24 +193,71 @@ def importtimes(host: Host, base: str, runs: int) -> tuple[dict[str, tuple[int, 
 
 
 def measure(repo: str, runs: int, import_runs: int) -> dict[str, object]:
+    load_start = os.getloadavg()[0]
     base = tempfile.mkdtemp(prefix="owbench-start-")
     bus = PrivateBus()
     try:
         host = Host(base, repo, bus)
-        interp, ready, rss0, rss1 = [], [], [], []
+        interp: list[float] = []
+        ready: list[float] = []
+        mem0: list[dict[str, int]] = []
+        mem1: list[dict[str, int]] = []
         interpreter_run()  # warm the page cache for both
         daemon_run(host, base)
         for _ in range(runs):
             interp.append(interpreter_run())
-            t, r0, r1 = daemon_run(host, base)
+            t, m0, m1 = daemon_run(host, base)
             ready.append(t)
-            rss0.append(r0)
-            rss1.append(r1)
+            mem0.append(m0)
+            mem1.append(m1)
         table, order = importtimes(host, base, import_runs)
     finally:
         bus.close()
         shutil.rmtree(base, ignore_errors=True)
-    return {"interp": interp, "ready": ready, "rss0": rss0, "rss1": rss1, "imports": table, "order": order}
+    return {
+        "interp": interp,
+        "ready": ready,
+        "rss0": [m["rss"] for m in mem0],
+        "rss1": [m["rss"] for m in mem1],
+        "mem0": mem0,
+        "mem1": mem1,
+        "imports": table,
+        "order": order,
+        "load": (load_start, os.getloadavg()[0]),
+    }
+
+
+def _median_kb(mems: list[dict[str, int]], key: str) -> float:
+    return statistics.median(m.get(key, 0) for m in mems)
+
+
+def _memory_table(mem0: list[dict[str, int]], mem1: list[dict[str, int]]) -> list[str]:
+    """The RSS at READY=1 and settled, split (medians of the runs), and the largest file mappings settled."""
+
+    def mb(mems: list[dict[str, int]], key: str) -> str:
+        kb = _median_kb(mems, key)
+        return f"{kb / 1024:.1f} MB" if kb >= 1024 else f"{kb:.0f} kB"
+
+    out = [
+        "",
+        "RSS split by /proc/PID/smaps (medians of the runs): anon = the heap and anonymous mappings (the "
+        "Python objects, malloc); file = the interpreter and the shared libraries mapped (shared with other "
+        "processes, but counted in RSS); stack = the main and the threads' stacks (the mapping holding each "
+        "thread's stack pointer, /proc/PID/task/TID/syscall):\n",
+        "| part | at READY=1 | settled (2 s later) |",
+        "|---|---|---|",
+    ]
+    for key in ("anon", "file", "stack"):
+        out.append(f"| {key} | {mb(mem0, key)} | {mb(mem1, key)} |")
+    out.append(
+        f"| threads | {_median_kb(mem0, 'threads'):.0f} | {_median_kb(mem1, 'threads'):.0f} |",
+    )
+    out.append(f"| all (VmRSS) | {mb(mem0, 'rss')} | {mb(mem1, 'rss')} |")
+    files = sorted({k for m in mem1 for k in m if k.startswith("file:")}, key=lambda k: -_median_kb(mem1, k))
+    big = [f"`{os.path.basename(k[5:])}` {mb(mem1, k)}" for k in files if _median_kb(mem1, k) >= 100]
+    out.append("")
+    out.append(f"- file mappings of 100 kB or more, settled: {', '.join(big)}.")
+    return out
 
 
 def render(
@@ -191,13 +273,15 @@ def render(
     rss0: list[int] = res["rss0"]  # type: ignore[assignment]
     rss1: list[int] = res["rss1"]  # type: ignore[assignment]
     table: dict[str, tuple[int, int, int]] = res["imports"]  # type: ignore[assignment]
+    load: tuple[float, float] = res["load"]  # type: ignore[assignment]
     mi, mr = statistics.median(interp), statistics.median(ready)
     ratio = mr / mi
     out = [
         BEGIN,
         "## Boot cost: start to READY=1 against the interpreter (issue 21)\n",
         f"- command: `{command}`; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
-        f"{runs} interleaved pairs of fresh processes, {import_runs} `-X importtime` runs\n",
+        f"{runs} interleaved pairs of fresh processes, {import_runs} `-X importtime` runs; machine load "
+        f"(1-minute load average, {os.cpu_count()} cores) {load[0]:.1f} at the start, {load[1]:.1f} at the end\n",
         "| figure | measured | goal | met |",
         "|---|---|---|---|",
         f"| start to READY=1 / `{PYTHON} -I -c pass` | {ratio:.1f}x: median {mr * 1000:.1f} ms "
@@ -211,6 +295,7 @@ def render(
         "| pending: the VM rig of the real-boots issue (another helper builds it) | within the boots' spread | - |",
         "| idle wake-ups, change latency, mount storm | `.venv/bin/python bench/run.py` (the figures above) "
         "| unchanged | see above |",
+        *_memory_table(res["mem0"], res["mem1"]),  # type: ignore[arg-type]
         "",
         f"The daemon: `{' '.join(['NOTIFY_SOCKET=...', 'DBUS_SYSTEM_BUS_ADDRESS=...', PYTHON, '-I'])} "
         "tests/fixtures/startlaunch.py --bus system --sysroot ... --mountinfo ... --cmdline ... --run ...` "
@@ -233,8 +318,10 @@ def render(
         "systemd-python live, so the unit uses neither (`/usr/bin/python3 -I -S -c 'import sys; print(sys.path)'`)."
     )
     out.append(
-        "- The RSS goal is met at READY=1; 2 s later the daemon has asyncio, pyinotify, systemd.journal, "
-        "dbus-next, the service and the boot writer loaded (what it needs to serve)."
+        "- Settled, the daemon has asyncio, pyinotify, systemd.journal, dbus-next, the service and the boot "
+        "writer loaded (what it needs to serve), but not what they would load and it never uses: asyncio "
+        "without ssl (libssl, libcrypto), dbus-next without gi (its GLib bus: PyGObject, GLib, GIO), the boot "
+        "writer without secrets (hmac, hashlib: libcrypto again); daemon.py's `_import_without`."
     )
     if before is not None:
         out.extend(_compare(before, res, before_repo))
@@ -247,6 +334,7 @@ def _compare(before: dict[str, object], now: dict[str, object], before_repo: str
     b_int: list[float] = before["interp"]  # type: ignore[assignment]
     b_ready: list[float] = before["ready"]  # type: ignore[assignment]
     b_rss0: list[int] = before["rss0"]  # type: ignore[assignment]
+    b_rss1: list[int] = before["rss1"]  # type: ignore[assignment]
     b_table: dict[str, tuple[int, int, int]] = before["imports"]  # type: ignore[assignment]
     n_table: dict[str, tuple[int, int, int]] = now["imports"]  # type: ignore[assignment]
     ratio = statistics.median(b_ready) / statistics.median(b_int)
@@ -255,7 +343,8 @@ def _compare(before: dict[str, object], now: dict[str, object], before_repo: str
         f"Before (`--before {before_repo}`: `git archive main | tar -x -C {before_repo}` of the commit below the "
         "change; measured in the same run, after the figures above): start to READY=1 "
         f"{ratio:.1f}x, median {statistics.median(b_ready) * 1000:.1f} ms against "
-        f"{statistics.median(b_int) * 1000:.1f} ms; RSS at READY=1 median {statistics.median(b_rss0) / 1024:.1f} MB. "
+        f"{statistics.median(b_int) * 1000:.1f} ms; RSS at READY=1 median {statistics.median(b_rss0) / 1024:.1f} MB, "
+        f"settled (2 s later) {statistics.median(b_rss1) / 1024:.1f} MB. "
         "Imports before READY=1, cumulative (`-X importtime` medians; modules of 1 ms or more in either, "
         "and every ostreewatch module):\n",
         "| module | before | now |",
@@ -308,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     res = measure(os.path.abspath(args.repo), args.runs, args.import_runs)
     before = measure(os.path.abspath(args.before), args.runs, args.import_runs) if args.before else None
     command = ".venv/bin/python bench/startup.py" + (f" --repo {args.repo}" if args.repo != REPO else "")
+    command += f" --runs {args.runs}" if args.runs != 15 else ""
+    command += f" --import-runs {args.import_runs}" if args.import_runs != 5 else ""
     command += f" --before {args.before}" if args.before else ""
     section = render(res, command, args.runs, args.import_runs, before, args.before or "")
     if args.print:
