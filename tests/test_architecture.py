@@ -162,6 +162,7 @@ TEST_TOPICS = {
     "rpm": "packaging/rpm.spec",
     "trees": "the cached trixie/sid trees",
     "units": "units/ and the bus policy",
+    "vm": "real boots in QEMU (tests/vm/, docs/vm-rig.md)",
 }
 
 
