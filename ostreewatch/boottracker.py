@@ -157,6 +157,24 @@ def expectation_of(
     )
 
 
+def after_finalize(previous: bootoutcome.Expectation | None, new: bootoutcome.Expectation) -> bootoutcome.Expectation:
+    """NEW, still naming the staged deployment PREVIOUS expected when ostree has just finalized it.
+
+    ostree-finalize-staged runs at shutdown while the daemon still watches: it writes the staged
+    deployment's entry as the new default and removes the staged file, so the last expectation
+    before the power goes off would say "the default" and the next boot could not be judged
+    `staged`. A staged deployment that turns into the expected one is that finalization.
+    """
+    if (
+        previous is not None
+        and previous.staged_deployment
+        and not new.staged_deployment
+        and new.expected_deployment == previous.staged_deployment
+    ):
+        return dataclasses.replace(new, staged_deployment=previous.staged_deployment)
+    return new
+
+
 def _same_expectation(a: bootoutcome.Expectation | None, b: bootoutcome.Expectation) -> bool:
     return a is not None and dataclasses.replace(a, timestamp=0) == dataclasses.replace(b, timestamp=0)
 
@@ -306,6 +324,7 @@ class BootTracker:
         if not boots or boots[0].record.boot_id != self._boot_id:
             return False
         exp = expectation_of(snapshot, read_grubenv(self.sysroot), self._boot_id, time.time_ns() // 1000)
+        exp = after_finalize(boots[0].expectation, exp)
         if _same_expectation(boots[0].expectation, exp):
             return False
         boots = bootstore.with_expectation(boots, exp)

@@ -257,3 +257,21 @@ def test_judge_never_raises_and_always_answers_one_sentence() -> None:
         assert rec.outcome in OUTCOMES
         assert rec.reason.endswith(".") and rec.reason[0].isupper()
         assert BootRecord.from_dict(rec.to_dict()) == rec
+
+
+@pytest.mark.unit
+def test_an_expectation_written_by_finalize_still_names_the_staged_deployment() -> None:
+    """Seen on a real boot (tests/test_vm_boot.py, static-b): ostree-finalize-staged at shutdown made the
+    staged deployment the default while the daemon watched; the next boot is still judged `staged`."""
+    from ostreewatch.boottracker import after_finalize
+
+    before = exp(expected_entry="ostree-1", expected_deployment=B, staged_deployment=B)
+    finalized = exp(expected_entry="ostree-2", expected_deployment=B, default_entry="ostree-2")
+    carried = after_finalize(before, finalized)
+    assert carried.staged_deployment == B and carried.expected_entry == "ostree-2"
+    assert judge(carried, facts(booted_deployment=B, booted_entry="ostree-2")).outcome == "staged"
+    # Not a finalization: the staged deployment went away and another one is expected.
+    other = exp(expected_entry="ostree-1", expected_deployment=C)
+    assert after_finalize(before, other) == other
+    assert after_finalize(None, finalized) == finalized
+    assert after_finalize(finalized, finalized) == finalized
