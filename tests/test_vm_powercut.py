@@ -111,16 +111,20 @@ def power_cuts(armed: powercut.Armed, method: str, kills: int, real_boots: int) 
                 f"kill {i}: the daemon in the guest says booted {props['BootedDeployment']}, "
                 f"default {props['DefaultDeployment']}; ostree: {booted_dep}, {deps[:1]}"
             )
-        subjects = [p["subject"] for p in props["Problems"]]
-        silent = [p for p in j.leftovers if not any(p == s or p.startswith(s.rstrip("/") + "/") for s in subjects)]
+        silent, known = powercut.unpublished(j.leftovers, [p["subject"] for p in props["Problems"]])
         if silent:
             failures.append(f"kill {i}: leftovers the booted daemon does not publish: {silent}")
+        if known:
+            print(f"  kill {i} booted: still unnamed (known): {known}")
     changed = sum(1 for _, j in outcomes if j.grub_deployment == new_default)
     print(
         f"{method}: {kills} cuts, {changed} left the new default, {kills - changed} the old one; "
         f"{real_boots} booted; {time.monotonic() - started:.0f} s"
     )
     assert failures == [], "\n".join(failures)
+    known = [f"kill {i}: {j.known}" for i, (_, j) in enumerate(outcomes) if j.known]
+    if known:
+        pytest.xfail(f"{powercut.KNOWN_REASON}: {'; '.join(known)}")
 
 
 def test_f_power_cut_during_set_default_deployment(armed: powercut.Armed) -> None:
