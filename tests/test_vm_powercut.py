@@ -106,10 +106,11 @@ def power_cuts(armed: powercut.Armed, method: str, kills: int, real_boots: int) 
         )
         if booted_dep != j.grub_deployment:
             failures.append(f"kill {i}: booted {booted_dep}, grub-emu said {j.grub_deployment}")
-        if (props["BootedDeployment"], props["DefaultDeployment"]) != (booted_dep, deps[0] if deps else ""):
+        # No next_entry was written: the entry booted is the default one.
+        if (props["BootedDeployment"], props["DefaultDeployment"], deps) != (booted_dep, booted_dep, j.ostree_ids):
             failures.append(
-                f"kill {i}: the daemon in the guest says booted {props['BootedDeployment']}, "
-                f"default {props['DefaultDeployment']}; ostree: {booted_dep}, {deps[:1]}"
+                f"kill {i}: the daemon in the guest says booted {props['BootedDeployment']}, default "
+                f"{props['DefaultDeployment']}; ostree: {booted_dep}, {deps} (offline {j.ostree_ids})"
             )
         silent, known = powercut.unpublished(j.leftovers, [p["subject"] for p in props["Problems"]])
         if silent:

@@ -481,13 +481,13 @@ def judge(image: rig.Image, disk: Path, label: str) -> Judgement:
     deps = [d["id"] for d in j.daemon.get("Deployments", [])]
     if deps != j.ostree_ids:
         j.failures.append(f"the daemon's deployments {deps} are not ostree's {j.ostree_ids}")
-    if j.ostree_ids and j.daemon.get("DefaultDeployment") != j.ostree_ids[0]:
-        j.failures.append(f"the daemon's DefaultDeployment {j.daemon.get('DefaultDeployment')} is not ostree's first")
+    # DefaultDeployment is the deployment the default entry boots (saved_entry's, not ostree's first).
     entries = {e["id"]: e.get("deployment", "") for e in j.daemon.get("BootEntries", [])}
     said = entries.get(j.daemon.get("DefaultEntry", ""), "")
-    if j.grub_deployment and said != j.grub_deployment:
+    if j.grub_deployment and not (said == j.daemon.get("DefaultDeployment") == j.grub_deployment):
         j.failures.append(
-            f"the daemon says entry {j.daemon.get('DefaultEntry')!r} ({said}) boots; GRUB boots {j.grub_deployment}"
+            f"the daemon says entry {j.daemon.get('DefaultEntry')!r} ({said}), DefaultDeployment "
+            f"{j.daemon.get('DefaultDeployment')}, boots; GRUB boots {j.grub_deployment}"
         )
     subjects = [p.get("subject", "") for p in j.daemon.get("Problems", [])]
     j.silent, j.known = unpublished(j.leftovers, subjects)
