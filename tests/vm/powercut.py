@@ -474,6 +474,8 @@ def judge(image: rig.Image, disk: Path, label: str) -> Judgement:
             j.leftovers = leftovers(root)
     finally:
         raw.unlink(missing_ok=True)
+    if not j.grub_entry_linux:
+        j.failures.append(f"GRUB loads no kernel on Enter (menu {menu.titles})")
     if not j.grub_deployment:
         j.failures.append(f"GRUB boots no deployment (menu {menu.titles}, kexec {menu.booted_cmdline!r})")
     elif j.grub_deployment not in j.ostree_ids:
