@@ -155,7 +155,7 @@ TEST_TOPICS = {
     "infra": "scripts/ (run-tests.sh, lint.sh, the set-up)",
     "install": "make install and the wheel",
     "logind": "docs/logind.md: the logind bridge (rebootentry.py and its units)",
-    "modern": "hosts written by ostree 2025-2026 (DESIGN.md §1)",
+    "modern": "hosts written by ostree 2025-2026 (docs/modern-rig.md)",
     "nspawn": "booted containers",
     "readme": "README.md's commands",
     "reliability": "bad input and crashes across the daemon",

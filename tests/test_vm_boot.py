@@ -4,7 +4,7 @@ Each chain is one disk image (tests/vm/build-image.sh: the cached sid tree, ostr
 2026.x, GRUB 2.14, systemd, this checkout laid in as the spec lays it out) and a
 sequence of boots; each test is one step and needs the steps before it
 (tests/fixtures/vm.py). Under TCG a boot takes 2-7 minutes on this shared 2-core machine
-(DESIGN.md §4); the whole file 20-27.5 minutes here under load, about 15 on idle cores; the
+(docs/vm-rig.md); the whole file 20-27.5 minutes here under load, about 15 on idle cores; the
 figures are in BENCHMARKS.md "Real boot". Oracles in the guest: /proc/cmdline,
 `ostree admin status --json`, findmnt, /run/ostree-booted, systemd's unit timestamps.
 

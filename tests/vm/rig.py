@@ -6,7 +6,7 @@ tests/vm/build-image.sh; `Image.boot(name, script)` boots it once (TCG; KVM only
 to exit (the guest powers off after its records), then copies the guest's records
 (/var/lib/owvm/NAME in the stateroot's /var) out of the image into a BootResult. A boot
 that never reached the guest script raises BootFailed with the console's tail. The
-rare TCG kernel panic before userspace (DESIGN.md §4) is retried: nothing was written
+rare TCG kernel panic before userspace (docs/vm-rig.md) is retried: nothing was written
 to the disk yet. Between boots, `Image.mounted()` gives the physical root with /boot
 mounted in it, to change the image offline (grub-editenv, a file).
 """
@@ -54,7 +54,7 @@ class ImageOptions:
 
 
 def kvm_usable() -> bool:
-    """A /dev/kvm that runs stock guests: not the nested kvm_pvm module of this machine (DESIGN.md §4)."""
+    """A /dev/kvm that runs stock guests: not the nested kvm_pvm module of this machine (docs/vm-rig.md)."""
     return os.path.exists("/dev/kvm") and not os.path.exists("/sys/module/kvm_pvm")
 
 
@@ -188,7 +188,7 @@ class Image:
                 return result
             if f"OWVM DONE {name}" in serial:
                 break
-            # A TCG guest kernel now and then panics in early boot (DESIGN.md §4); before
+            # A TCG guest kernel now and then panics in early boot (docs/vm-rig.md); before
             # userspace started nothing was written to the disk, so booting again is the same boot.
             if "Kernel panic" in console and "OWVM BEGIN" not in serial and attempts < 3:
                 (boot_dir / f"console.panic{attempts}.log").write_text(console)
