@@ -13,12 +13,10 @@ one per outcome. No per-entry or per-mount label.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 
+from . import runfiles
 from .bootoutcome import OUTCOMES
 from .model import PROBLEM_CODES, ProblemCode, Snapshot
 
@@ -177,32 +175,10 @@ def render(snapshot: Snapshot, generation: int, last_change: float) -> str:
 
 def write_textfile(directory: str, text: str, name: str = FILE_NAME) -> str:
     """Atomically replace DIRECTORY/NAME with TEXT (mode 0644); returns the path. Raises OSError."""
-    path = os.path.join(directory, name)
-    # A dot name without the .prom suffix: node_exporter reads only *.prom.
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8"))
-            f.flush()
-            os.fchmod(f.fileno(), 0o644)
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-    return path
+    # runfiles' temp name is a dot name ending in .tmp: node_exporter reads only *.prom.
+    return runfiles.replace(directory, name, text.encode("utf-8"))
 
 
 def remove_textfile(directory: str, name: str = FILE_NAME) -> bool:
     """Remove DIRECTORY/NAME, so a stopped daemon's metrics go absent; False when there was none."""
-    try:
-        os.unlink(os.path.join(directory, name))
-        return True
-    except FileNotFoundError:
-        return False
+    return runfiles.remove(directory, name)
