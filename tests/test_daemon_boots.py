@@ -17,29 +17,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ostreewatch import bootstore, journal
+from tests.fixtures.procs import busctl_plain, wait
 from tests.fixtures.sysroots import OstreeSysroot
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def wait(what: str, pred: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Poll until pred() holds; the timeout only bounds a broken run, the assertion is pred."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def plain(value: Any) -> Any:
-    """busctl's JSON ({type, data} variants) as plain values."""
-    if isinstance(value, dict) and set(value) == {"type", "data"}:
-        return plain(value["data"])
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
 
 
 class Host:
@@ -85,13 +66,13 @@ class Host:
         return self.d
 
     def last(self) -> dict[str, Any]:
-        return plain(self.d.get_property("LastBoot"))
+        return busctl_plain(self.d.get_property("LastBoot"))
 
     def history(self) -> list[dict[str, Any]]:
-        return plain(self.d.get_property("BootHistory"))
+        return busctl_plain(self.d.get_property("BootHistory"))
 
     def problems(self) -> dict[str, dict[str, str]]:
-        return {p["code"]: p for p in plain(self.d.get_property("Problems"))}
+        return {p["code"]: p for p in busctl_plain(self.d.get_property("Problems"))}
 
     def stored_expectation(self) -> Any:
         loaded = bootstore.load(str(self.state))
@@ -151,7 +132,7 @@ def test_consecutive_boots_are_judged(
     assert h.last()["outcome"] == "fallback", h.last()
     assert "greenboot" in h.last()["reason"]
     assert "boot-fallback" in h.problems()
-    assessment = plain(h.d.get_property("BootAssessment"))
+    assessment = busctl_plain(h.d.get_property("BootAssessment"))
     assert assessment["boot_counter"] == "-1" and assessment["boot_success"] == "0"
     # No systemd on this private bus: whether boot-complete.target was reached is unknown, so absent
     # (tests/test_nspawn.py asks a real PID 1).
@@ -287,7 +268,7 @@ def test_unusable_boot_id_or_state_dir_is_a_problem_not_a_crash(
     bad_id.write_text("not a boot id\n")
     d = daemon_factory(system_bus, sysroot_3.paths(), extra_args=["--boot-id-file", str(bad_id)])
     d.wait_name()
-    problems = {p["code"]: p for p in plain(d.get_property("Problems"))}
+    problems = {p["code"]: p for p in busctl_plain(d.get_property("Problems"))}
     assert "not a boot id" in problems["boot-record-failed"]["message"]
     assert d.get_property("LastBoot") == {} and d.alive()
     d.stop()
@@ -302,7 +283,7 @@ def test_unusable_boot_id_or_state_dir_is_a_problem_not_a_crash(
     d.wait_name()
     wait(
         "boot-record-failed",
-        lambda: "boot-record-failed" in [p["code"] for p in plain(d.get_property("Problems"))],
+        lambda: "boot-record-failed" in [p["code"] for p in busctl_plain(d.get_property("Problems"))],
     )
-    assert plain(d.get_property("LastBoot"))["outcome"] == "first-record" and d.alive()
+    assert busctl_plain(d.get_property("LastBoot"))["outcome"] == "first-record" and d.alive()
     assert len(d.get_property("Deployments")) == 3

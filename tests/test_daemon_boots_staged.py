@@ -20,25 +20,7 @@ from typing import Any, Callable
 
 from ostreewatch import bootstore, state
 from tests.fixtures.modern import BootCapture, ModernSysroot, boot_prepare_root, modern_sysroot  # noqa: F401
-
-
-def wait(what: str, pred: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Poll until pred() holds; the timeout only bounds a broken run, the assertion is pred."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def plain(value: Any) -> Any:
-    if isinstance(value, dict) and set(value) == {"type", "data"}:
-        return plain(value["data"])
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
+from tests.fixtures.procs import busctl_plain, wait
 
 
 def run_daemon(factory: Any, bus: Any, sr: ModernSysroot, boot: BootCapture, state_dir: Path, n: int) -> Any:
@@ -51,7 +33,7 @@ def run_daemon(factory: Any, bus: Any, sr: ModernSysroot, boot: BootCapture, sta
         extra_args=["--state-dir", str(state_dir), "--boot-id-file", str(boot_id)],
     )
     d.wait_name()
-    wait("LastBoot", lambda: plain(d.get_property("LastBoot")).get("boot_id") == f"{n:032x}")
+    wait("LastBoot", lambda: busctl_plain(d.get_property("LastBoot")).get("boot_id") == f"{n:032x}")
     return d
 
 
@@ -67,7 +49,7 @@ def stage_and_record(
     )
     staged = next(f"{d['stateroot']}-{d['checksum']}.{d['serial']}" for d in boot1.status_after if d["staged"])
     d = run_daemon(factory, bus, sr, boot1, tmp_path / "state", 1)
-    assert plain(d.get_property("LastBoot"))["outcome"] == "first-record"
+    assert busctl_plain(d.get_property("LastBoot"))["outcome"] == "first-record"
     assert d.get_property("StagedDeployment") == staged
     wait(
         "the staged deployment expected",
@@ -109,11 +91,11 @@ def test_a_finalized_staged_deployment_boots_as_staged(
     assert new.deployment == staged
     boot2 = boot_prepare_root(sr, new.file, tmp_path / "boot2", composefs=False)
     d = run_daemon(daemon_factory, system_bus, sr, boot2, tmp_path / "state", 2)
-    last = plain(d.get_property("LastBoot"))
+    last = busctl_plain(d.get_property("LastBoot"))
     assert last["outcome"] == "staged", last
     assert last["booted_deployment"] == last["expected_deployment"] == staged
     assert last["previous_boot_id"] == f"{1:032x}" and last["finalize_failed"] is False
-    problems = [p["code"] for p in plain(d.get_property("Problems"))]
+    problems = [p["code"] for p in busctl_plain(d.get_property("Problems"))]
     assert "finalize-failed" not in problems and "boot-fallback" not in problems
 
 
@@ -132,15 +114,15 @@ def test_a_failed_finalization_is_recorded_with_ostrees_message(
     assert state.read_snapshot(sr.paths()).BootEntries[0].deployment == entry.deployment
     boot2 = boot_prepare_root(sr, entry.file, tmp_path / "boot2", composefs=False)
     d = run_daemon(daemon_factory, system_bus, sr, boot2, tmp_path / "state", 2)
-    last = plain(d.get_property("LastBoot"))
+    last = busctl_plain(d.get_property("LastBoot"))
     assert last["outcome"] == "other-entry", last
     assert last["finalize_failed"] is True and last["finalize_error"] == ostree_says
     assert last["expected_deployment"] == staged and last["booted_deployment"] == entry.deployment
     assert "not finalized" in last["reason"] and "During /etc merge" in last["reason"]
-    problem = next(p for p in plain(d.get_property("Problems")) if p["code"] == "finalize-failed")
+    problem = next(p for p in busctl_plain(d.get_property("Problems")) if p["code"] == "finalize-failed")
     assert ostree_says in problem["message"] and problem["subject"] == "/boot/ostree/finalize-failure.stamp"
     # ostree-boot-complete.service removes the stamp after local-fs.target; the boot keeps its record.
     stamp.unlink()
     d.stop()
     d = run_daemon(daemon_factory, system_bus, sr, boot2, tmp_path / "state", 2)
-    assert "finalize-failed" in [p["code"] for p in plain(d.get_property("Problems"))]
+    assert "finalize-failed" in [p["code"] for p in busctl_plain(d.get_property("Problems"))]

@@ -12,16 +12,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tests.fixtures import grub_configs as cfgs
+from tests.fixtures.procs import wait
 from tests.fixtures.sysroots import OstreeSysroot
-
-
-def wait(what: str, pred: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Poll until pred() holds; the timeout only bounds a broken run, the assertion is pred."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def codes(d: Any) -> list:
