@@ -80,11 +80,21 @@ def measure(work: Path) -> list[Path]:
 
 def main(argv: list[str]) -> int:
     """Print the figures table of the boot directories given (or of --measure's two boots)."""
+    if not argv or argv[0] in ("-h", "--help") or (argv[0].startswith("-") and argv[0] != "--measure"):
+        print(
+            "usage: python -m tests.vm.figures BOOT_DIR...   (each a boots/NAME directory of a kept VM run)\n"
+            "       python -m tests.vm.figures --measure [WORK_DIR]   (one boot with the unit, one without)",
+            file=sys.stderr,
+        )
+        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
     if argv[:1] == ["--measure"]:
         argv = [str(p) for p in measure(Path(argv[1] if len(argv) > 1 else "/var/tmp/ow-vm-measure"))]
     rows = []
     for arg in argv:
         boot = Path(arg)
+        if not (boot / "records").is_dir():
+            print(f"{arg}: not a boot directory (no records/ in it)", file=sys.stderr)
+            return 1
         meta = json.loads((boot / "boot.json").read_text()) if (boot / "boot.json").exists() else {}
         result = rig.BootResult(boot.name, boot / "records", "", meta.get("seconds", 0.0), meta.get("firmware", ""))
         rows.append(figures(result))
