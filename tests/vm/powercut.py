@@ -38,82 +38,6 @@ STARTUP_TIMEOUT = 600.0  # the first boot to multi-user (see rig.BOOT_TIMEOUT)
 RUN_TIMEOUT = 300.0  # a restore and one write
 
 
-class SerialSocket:
-    """The guest's ttyS1 as a unix socket QEMU serves: every byte read is logged; lines can be sent."""
-
-    def __init__(self, path: Path, log: Path) -> None:
-        self.path, self.log = path, log
-        self.buf = b""
-        self.times: list[tuple[float, str]] = []  # (monotonic, line) as each line arrived
-        self.sock: socket.socket | None = None
-        self.lock = threading.Lock()
-        self.thread: threading.Thread | None = None
-
-    def connect(self, deadline: float, proc: subprocess.Popen[bytes]) -> None:
-        """Connect once QEMU made the socket."""
-        while True:
-            try:
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.connect(str(self.path))
-                self.sock = s
-                break
-            except OSError:
-                s.close()
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.05)
-        self.thread = threading.Thread(target=self._reader, daemon=True)
-        self.thread.start()
-
-    def _reader(self) -> None:
-        assert self.sock is not None
-        pending = b""
-        with open(self.log, "ab") as log:
-            while True:
-                try:
-                    data = self.sock.recv(4096)
-                except OSError:
-                    return
-                if not data:
-                    return
-                log.write(data)
-                log.flush()
-                now = time.monotonic()
-                pending += data
-                with self.lock:
-                    self.buf += data
-                    while b"\n" in pending:
-                        line, pending = pending.split(b"\n", 1)
-                        self.times.append((now, line.decode(errors="replace").strip()))
-
-    def wait_line(self, prefix: str, deadline: float, alive: subprocess.Popen[bytes]) -> tuple[float, str]:
-        """(arrival time, line) of the first line starting with PREFIX; raises when QEMU ends or time runs out."""
-        while True:
-            with self.lock:
-                for t, line in self.times:
-                    if line.startswith(prefix):
-                        return t, line
-            if alive.poll() is not None:
-                raise rig.BootFailed(f"QEMU exited ({alive.returncode}) before the guest said {prefix!r}")
-            if time.monotonic() > deadline:
-                raise rig.BootFailed(f"the guest never said {prefix!r}")
-            time.sleep(0.02)
-
-    def send(self, line: str) -> None:
-        """Write LINE and a newline to the guest's ttyS1."""
-        assert self.sock is not None
-        self.sock.sendall(line.encode() + b"\n")
-
-    def close(self) -> None:
-        """Close the connection."""
-        if self.sock is not None:
-            with contextlib.suppress(OSError):
-                self.sock.shutdown(socket.SHUT_RDWR)
-            self.sock.close()
-        if self.thread is not None:
-            self.thread.join(timeout=5)
-
-
 class Qmp:
     """A minimal QMP client: commands and their answers, events skipped."""
 
@@ -163,7 +87,7 @@ class Vm:
     """One QEMU process on a qcow2 disk, its ttyS1 socket and QMP."""
 
     proc: subprocess.Popen[bytes]
-    serial: SerialSocket
+    serial: rig.SerialSocket
     qmp: Qmp
 
     def kill(self) -> None:
@@ -209,7 +133,7 @@ def start_vm(image: rig.Image, name: str, disk: Path, work: Path, incoming: Path
     with open(work / "qemu.log", "w") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
-    serial = SerialSocket(work / "ttyS1.sock", work / "ttyS1.log")
+    serial = rig.SerialSocket(work / "ttyS1.sock", work / "ttyS1.log")
     try:
         serial.connect(deadline, proc)
         qmp = Qmp(work / "qmp.sock", deadline)

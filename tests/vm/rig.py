@@ -19,10 +19,12 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,92 @@ CONSOLE_TAIL = 60
 
 class BootFailed(AssertionError):
     """A boot that never ran the guest script to its end; the message holds the console's tail."""
+
+
+class SerialSocket:
+    """A guest serial port as a unix socket QEMU serves: every byte read is logged; lines or keys can be sent."""
+
+    def __init__(self, path: Path, log: Path) -> None:
+        self.path, self.log = path, log
+        self.buf = b""
+        self.times: list[tuple[float, str]] = []  # (monotonic, line) as each line arrived
+        self.sock: socket.socket | None = None
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def connect(self, deadline: float, proc: subprocess.Popen[bytes]) -> None:
+        """Connect once QEMU made the socket."""
+        while True:
+            try:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(str(self.path))
+                self.sock = s
+                break
+            except OSError:
+                s.close()
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        self.thread = threading.Thread(target=self._reader, daemon=True)
+        self.thread.start()
+
+    def _reader(self) -> None:
+        assert self.sock is not None
+        pending = b""
+        with open(self.log, "ab") as log:
+            while True:
+                try:
+                    data = self.sock.recv(4096)
+                except OSError:
+                    return
+                if not data:
+                    return
+                log.write(data)
+                log.flush()
+                now = time.monotonic()
+                pending += data
+                with self.lock:
+                    self.buf += data
+                    while b"\n" in pending:
+                        line, pending = pending.split(b"\n", 1)
+                        self.times.append((now, line.decode(errors="replace").strip()))
+
+    def wait_line(self, prefix: str, deadline: float, alive: subprocess.Popen[bytes]) -> tuple[float, str]:
+        """(arrival time, line) of the first line starting with PREFIX; raises when QEMU ends or time runs out."""
+        while True:
+            with self.lock:
+                for t, line in self.times:
+                    if line.startswith(prefix):
+                        return t, line
+            if alive.poll() is not None:
+                raise BootFailed(f"QEMU exited ({alive.returncode}) before the guest said {prefix!r}")
+            if time.monotonic() > deadline:
+                raise BootFailed(f"the guest never said {prefix!r}")
+            time.sleep(0.02)
+
+    def send(self, line: str) -> None:
+        """Write LINE and a newline to the guest's serial port."""
+        self.send_keys(line + "\n")
+
+    def send_keys(self, keys: str) -> None:
+        """Write KEYS as they are (an escape sequence, a carriage return) to the guest's serial port."""
+        assert self.sock is not None
+        self.sock.sendall(keys.encode())
+
+    def find(self, text: str, start: int = 0) -> int:
+        """The offset just past the first TEXT read at or after offset START; -1 while it has not come."""
+        with self.lock:
+            at = self.buf.find(text.encode(), start)
+        return -1 if at < 0 else at + len(text)
+
+    def close(self) -> None:
+        """Close the connection."""
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+            self.sock.close()
+        if self.thread is not None:
+            self.thread.join(timeout=5)
 
 
 @dataclass(frozen=True)
@@ -165,11 +253,17 @@ class Image:
         firmware: str = "bios",
         kill_at: tuple[str, float] | None = None,
         timeout: float = BOOT_TIMEOUT,
+        console_keys: Sequence[tuple[str, str]] = (),
     ) -> BootResult:
         """Boot once, the guest running SCRIPT (bash, $OUT its record dir); its records once QEMU exited.
 
         KILL_AT (MARKER, SECONDS): SIGKILL QEMU SECONDS after the guest printed
         "OWVM MARKER" on ttyS1 (a power cut); the result then holds no records.
+        CONSOLE_KEYS: (TEXT, KEYS) pairs, in order: once the console (the first serial port:
+        GRUB's menu, then the kernel's) has shown TEXT after the previous pair's, type KEYS
+        there (e.g. "\x1b[B\r", Down and Enter in GRUB's menu). The console is then a unix
+        socket QEMU serves (console.sock), still logged to console.log; a boot that ends
+        before every TEXT came raises BootFailed.
         """
         boot_dir = self.work / "boots" / name
         shutil.rmtree(boot_dir, ignore_errors=True)
@@ -179,7 +273,7 @@ class Image:
         while True:
             attempts += 1
             start = time.monotonic()
-            console, killed = self._run_qemu(name, boot_dir, firmware, kill_at, timeout)
+            console, killed = self._run_qemu(name, boot_dir, firmware, kill_at, timeout, console_keys)
             seconds = time.monotonic() - start
             serial = (boot_dir / "ttyS1.log").read_text(errors="replace")
             if killed:
@@ -209,11 +303,17 @@ class Image:
         self.boots.append(result)
         return result
 
-    def _qemu_argv(self, name: str, boot_dir: Path, firmware: str) -> list[str]:
+    def _qemu_argv(self, name: str, boot_dir: Path, firmware: str, console_socket: bool = False) -> list[str]:
         argv = ["qemu-system-x86_64", "-machine", "q35", "-m", "2048", "-smp", "2"]
         argv += ["-accel", "kvm", "-cpu", "host"] if kvm_usable() else ["-accel", "tcg", "-cpu", "max"]
         argv += ["-display", "none", "-monitor", "none", "-no-reboot"]
-        argv += ["-serial", f"file:{boot_dir / 'console.log'}", "-serial", f"file:{boot_dir / 'ttyS1.log'}"]
+        # A console socket: wait=on holds the guest until the rig is connected, so no byte is lost.
+        console = (
+            f"unix:{boot_dir / 'console.sock'},server=on,wait=on"
+            if console_socket
+            else f"file:{boot_dir / 'console.log'}"
+        )
+        argv += ["-serial", console, "-serial", f"file:{boot_dir / 'ttyS1.log'}"]
         # cache=unsafe: the guest's flushes are not waited for (speed); a clean poweroff
         # still leaves everything written, since QEMU flushes at exit.
         argv += ["-drive", f"file={self.path},format=raw,if=virtio,cache=unsafe"]
@@ -234,21 +334,41 @@ class Image:
         return argv
 
     def _run_qemu(
-        self, name: str, boot_dir: Path, firmware: str, kill_at: tuple[str, float] | None, timeout: float
+        self,
+        name: str,
+        boot_dir: Path,
+        firmware: str,
+        kill_at: tuple[str, float] | None,
+        timeout: float,
+        console_keys: Sequence[tuple[str, str]] = (),
     ) -> tuple[str, bool]:
         for f in ("console.log", "ttyS1.log"):
             (boot_dir / f).write_text("")
-        argv = self._qemu_argv(name, boot_dir, firmware)
+        argv = self._qemu_argv(name, boot_dir, firmware, console_socket=bool(console_keys))
         (boot_dir / "qemu.argv").write_text(" ".join(argv) + "\n")
+        (boot_dir / "console.sock").unlink(missing_ok=True)
         with open(boot_dir / "qemu.log", "w") as log:
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         kill_deadline: float | None = None
         killed = False
+        console: SerialSocket | None = None
+        keys = list(console_keys)
+        seen = 0  # the console offset past the last pair's TEXT
         try:
+            if keys:
+                console = SerialSocket(boot_dir / "console.sock", boot_dir / "console.log")
+                console.connect(deadline, proc)
             while proc.poll() is None:
-                time.sleep(0.5)
+                time.sleep(0.1 if keys else 0.5)
                 now = time.monotonic()
+                while console is not None and keys and (at := console.find(keys[0][0], seen)) >= 0:
+                    seen = at
+                    console.send_keys(keys.pop(0)[1])
+                    with open(boot_dir / "console-keys.log", "a") as typed:
+                        typed.write(
+                            f"{now - deadline + timeout:.1f} s after start, after {console.buf[at - 60 : at]!r}\n"
+                        )
                 if kill_at and kill_deadline is None and f"OWVM {kill_at[0]}" in _read(boot_dir / "ttyS1.log"):
                     kill_deadline = now + kill_at[1]
                 if kill_deadline is not None and now >= kill_deadline:
@@ -260,6 +380,10 @@ class Image:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
+            if console is not None:
+                console.close()
+        if keys and not killed:
+            raise BootFailed(f"boot {name!r}: the console never showed {keys[0][0]!r} (keys not typed)")
         return _read(boot_dir / "console.log"), killed
 
 
