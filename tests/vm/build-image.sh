@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
 # Build a bootable OSTree disk image carrying this checkout's daemon (docs/vm-rig.md):
-#     tests/vm/build-image.sh IMAGE GRUB_CFG [--karg ARG]... [--deployments N]
+#     tests/vm/build-image.sh IMAGE GRUB_CFG [--karg ARG]... [--deployments N] [--logind]
 # As root. An overlay of $OSTREEWATCH_VM_BASE (the cache is never written) gets `make
 # install` (the checkout under test, laid out as packaging/rpm.spec lays it out), the guest
 # side of the rig (tests/vm/guest) and the enabled units; it is committed with the cached
@@ -10,6 +10,8 @@
 #   p1 BIOS boot (1 MiB), p2 ESP (FAT, GRUB EFI), p3 /boot (ext4, label boot), p4 root (ext4, label root).
 # GRUB_CFG (the config under test) becomes /boot/grub/grub.cfg behind a serial-console
 # header; GRUB is installed for BIOS (i386-pc, core.img in p1) and UEFI (BOOTX64.EFI on p2).
+# --logind: the opt-in logind bridge (docs/logind.md) installed from the package's doc
+# directory into /etc and enabled, as an admin would; off by default.
 # Everything runs in a private mount namespace: nothing stays mounted when it exits.
 set -euo pipefail
 if [ "${OW_IN_NS:-}" != 1 ]; then
@@ -19,12 +21,14 @@ image="$1" grub_cfg="$(realpath "$2")"
 shift 2
 kargs=(--karg=root=LABEL=root --karg=rw --karg=console=ttyS0,115200)
 deployments=1
+logind=0
 while [ $# -gt 0 ]; do
     case "$1" in
         # --karg-append: ostree drops a repeated --karg key.
         --karg) kargs+=("--karg-append=$2"); shift 2 ;;
         # N deployments of the commit (serials 0..N-1): a chain can switch entries from its first boot.
         --deployments) deployments="$2"; shift 2 ;;
+        --logind) logind=1; shift ;;
         *) echo "build-image.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -64,6 +68,16 @@ fi
 mkdir -p "$work/tree/usr/etc/systemd/system/local-fs.target.wants" "$work/tree/usr/etc/systemd/system/multi-user.target.wants"
 ln -sf /usr/lib/systemd/system/ostreewatch.service "$work/tree/usr/etc/systemd/system/local-fs.target.wants/"
 ln -sf /usr/lib/systemd/system/owvm-guest.service "$work/tree/usr/etc/systemd/system/multi-user.target.wants/"
+if [ "$logind" = 1 ]; then
+    # docs/logind.md's steps, from what `make install` put in the doc directory; the commit's
+    # /etc is usr/etc (ostree merges it into the deployment's /etc).
+    contrib="$work/tree/usr/share/doc/ostreewatch/contrib/logind"
+    etc_units="$work/tree/usr/etc/systemd/system"
+    install -D -m 0644 "$contrib/ostreewatch-reboot-entry.service" "$etc_units/ostreewatch-reboot-entry.service"
+    install -D -m 0644 "$contrib/ostreewatch.conf.example" "$etc_units/systemd-logind.service.d/ostreewatch.conf"
+    # systemctl enable: its [Install] WantedBy=multi-user.target.
+    ln -sf /etc/systemd/system/ostreewatch-reboot-entry.service "$etc_units/multi-user.target.wants/"
+fi
 # The guest logs in nobody; a root password would only invite a console prompt that waits.
 echo owvm > "$work/tree/usr/etc/hostname"
 

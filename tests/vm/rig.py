@@ -134,11 +134,12 @@ class SerialSocket:
 
 @dataclass(frozen=True)
 class ImageOptions:
-    """What varies between images: the grub.cfg text (tests/fixtures/grub_configs.py) and extra kernel arguments."""
+    """What varies between images: the grub.cfg text (tests/fixtures/grub_configs.py), kernel arguments, extras."""
 
     grub_cfg: str
     kargs: tuple[str, ...] = ()
     deployments: int = 1  # deployments of the one commit in the image (2: a rollback from the first boot)
+    logind: bool = False  # contrib/logind's opt-in units installed in /etc and enabled (docs/logind.md)
 
 
 def kvm_usable() -> bool:
@@ -155,6 +156,8 @@ def build_image(options: ImageOptions, dest: Path) -> Image:
     for karg in options.kargs:
         argv += ["--karg", karg]
     argv += ["--deployments", str(options.deployments)]
+    if options.logind:
+        argv.append("--logind")
     r = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     (dest / "build.log").write_text(r.stdout + r.stderr)
     if r.returncode != 0:
