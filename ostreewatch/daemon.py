@@ -72,6 +72,9 @@ LOCK_RECHECK = 5.0
 SYSTEM_STATE_TIMEOUT = 5.0
 # A burst that never goes quiet is still published after this many debounce periods.
 MAX_DEBOUNCE_FACTOR = 10
+# The read at stop (Daemon._read_before_stop) gives up after this many seconds: systemd's
+# stop timeout is 90 s by default, and a read takes milliseconds on a host.
+STOP_READ_MAX = 5.0
 
 
 # --- small platform helpers ------------------------------------------------------------
@@ -785,6 +788,25 @@ class Daemon:
         await self._shutdown()
         return 0
 
+    async def _read_before_stop(self) -> None:
+        """One last read, so the boot records end with what the boot loader will boot next.
+
+        A shutdown step may have just changed it (the logind bridge writes next_entry right
+        before this unit stops: docs/logind.md), faster than the debounce or a read in flight;
+        without this read the next boot would be judged against a stale expectation.
+        """
+        if self.boots is None or not self._ready:
+            return
+        try:
+            await asyncio.wait_for(self.wait_scan(self.request_scan()), STOP_READ_MAX)
+        except asyncio.TimeoutError:
+            log.warning(
+                "the last read before stopping took more than %.0f s; the boot records keep the one before",
+                STOP_READ_MAX,
+            )
+        except Exception:  # noqa: BLE001 - stopping goes on whatever the read did
+            log.exception("the last read before stopping failed")
+
     def _start_watcher(self, loop: asyncio.AbstractEventLoop) -> None:
         self.watcher = Watcher(self.paths, self.on_change, loop)
         self.watcher.start()
@@ -816,6 +838,7 @@ class Daemon:
                 log.exception("stopping the watcher failed")
         if self._debounce_handle is not None:
             self._debounce_handle.cancel()
+        await self._read_before_stop()
         if self._recheck_handle is not None:
             self._recheck_handle.cancel()
         if self._scan_task is not None:

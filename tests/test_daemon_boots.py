@@ -26,8 +26,16 @@ REPO = Path(__file__).resolve().parent.parent
 class Host:
     """One sysroot and its state directory, booted again and again."""
 
-    def __init__(self, sr: OstreeSysroot, tmp: Path, bus: Any, factory: Any, prefix: tuple[str, ...] = ()) -> None:
-        self.sr, self.tmp, self.bus, self.factory, self.prefix = sr, tmp, bus, factory, prefix
+    def __init__(
+        self,
+        sr: OstreeSysroot,
+        tmp: Path,
+        bus: Any,
+        factory: Any,
+        prefix: tuple[str, ...] = (),
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        self.sr, self.tmp, self.bus, self.factory, self.prefix, self.extra = sr, tmp, bus, factory, prefix, extra
         self.state = tmp / "state"
         self.grubenv = sr.write_grub()
         self.n = 0
@@ -58,7 +66,7 @@ class Host:
             run=str(d / "run"),
             mountinfo=str(d / "mountinfo"),
             cmdline=str(d / "cmdline"),
-            extra_args=["--state-dir", str(self.state), "--boot-id-file", str(d / "boot_id")],
+            extra_args=["--state-dir", str(self.state), "--boot-id-file", str(d / "boot_id"), *self.extra],
             prefix=self.prefix,
         )
         self.d.wait_name()
@@ -115,7 +123,9 @@ def test_consecutive_boots_are_judged(
     wait("NextEntry", lambda: h.d.get_property("NextEntry") == one_shot)
     wait("the one-shot expected", lambda: h.stored_expectation().next_entry == one_shot)
     assert h.stored_expectation().expected_deployment == deps[1]
-    # Boot 3: GRUB boots it and clears it (boot_once), as 00_header does.
+    # Boot 3: GRUB boots it and clears it (boot_once), as 00_header does: after the daemon stopped
+    # (its last read at stop records what the boot loader holds then).
+    h.d.stop()
     h.editenv("unset", "next_entry")
     h.boot(1)
     assert h.last()["outcome"] == "next-entry", h.last()
@@ -194,6 +204,26 @@ def test_consecutive_boots_are_judged(
     )
     assert r.returncode == 0, r.stderr
     assert f"Last boot: default ({h.boot_id(7)[:8]}" in r.stdout
+
+
+def test_a_one_shot_set_just_before_the_stop_is_in_the_records(
+    sysroot_3: OstreeSysroot, tmp_path: Path, system_bus: Any, daemon_factory: Any
+) -> None:
+    """The logind bridge writes next_entry right before the daemon stops: the last read at stop catches it.
+
+    A 10 s debounce stands for a read in flight or a debounce that SIGTERM cuts short on a host.
+    """
+    h = Host(sysroot_3, tmp_path, system_bus, daemon_factory, extra=("--debounce-ms", "10000"))
+    h.boot(0)
+    wait("the first expectation written", lambda: h.stored_expectation() is not None)
+    one_shot = h.entry_of(1)
+    h.editenv("set", f"next_entry={one_shot}")
+    assert h.d.stop() == 0
+    assert h.stored_expectation().next_entry == one_shot
+    assert h.stored_expectation().expected_deployment == sysroot_3.admin_status()[1].id
+    h.editenv("unset", "next_entry")
+    h.boot(1)
+    assert h.last()["outcome"] == "next-entry", h.last()
 
 
 def test_corrupt_records_and_finalize_failure(
