@@ -139,14 +139,34 @@ def _same(entry_a: str, dep_a: str, entry_b: str, dep_b: str) -> bool:
     return bool(entry_a) and entry_a == entry_b
 
 
-def _fallback_evidence(prev: Expectation, facts: BootFacts) -> str | None:
-    """The boot loader's own evidence that it fell back, as a clause; None when there is none."""
-    counter = facts.grubenv.get("boot_counter")
-    if counter == "-1" and facts.grubenv.get("boot_success", "0") != "1":
+def _greenboot_evidence(prev: Expectation, facts: BootFacts) -> str | None:
+    """greenboot's counter ran out at this boot, as a clause; None when the grubenv does not say so."""
+    if facts.grubenv.get("boot_counter") == "-1" and facts.grubenv.get("boot_success", "0") != "1":
         # greenboot's 08_greenboot.cfg sets boot_counter=-1 when it boots the rollback entry.
         before = dict(prev.grubenv).get("boot_counter")
         was = f" (it was {before} before)" if before not in (None, "-1") else ""
         return f"greenboot's boot counter ran out (boot_counter=-1, boot_success=0){was}"
+    return None
+
+
+def _greenboot_foreseen(prev: Expectation, facts: BootFacts) -> str | None:
+    """A greenboot fallback the previous boot's grubenv made certain (so it was the expected entry); None else.
+
+    With boot_counter 0 (or -1) and boot_success not 1 left in the grubenv, GRUB's drop-in
+    takes its fallback branch at the next boot: the daemon's expectation already names the
+    rollback entry (the reader runs grub.cfg with that grubenv), yet the boot is a fallback.
+    """
+    env = dict(prev.grubenv)
+    if env.get("boot_counter") not in ("0", "-1") or env.get("boot_success", "0") == "1":
+        return None
+    return _greenboot_evidence(prev, facts)
+
+
+def _fallback_evidence(prev: Expectation, facts: BootFacts) -> str | None:
+    """The boot loader's own evidence that it fell back, as a clause; None when there is none."""
+    greenboot = _greenboot_evidence(prev, facts)
+    if greenboot is not None:
+        return greenboot
     tries = facts.tries.get(prev.expected_entry)
     if tries is not None and tries[0] == 0:
         return f"boot counting's tries for {prev.expected_entry} are exhausted (0 left, {tries[1]} done)"
@@ -209,6 +229,9 @@ def judge(prev: Expectation | None, facts: BootFacts, previous_boot_id: str = ""
         and not prev.staged_deployment
         and _same(exp_entry, exp_dep, facts.booted_entry, facts.booted_deployment)
     ):
+        foreseen = _greenboot_foreseen(prev, facts)
+        if foreseen is not None:
+            return out("fallback", f"GRUB fell back to {booted}, as the previous boot's grubenv foretold: {foreseen}.")
         return out("default", f"The default entry {exp_entry or exp_dep} booted, as expected.")
     expected = exp_entry or exp_dep or "nothing known"
     evidence = _fallback_evidence(prev, facts)

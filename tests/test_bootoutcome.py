@@ -83,6 +83,22 @@ CASES: list[tuple[str, Expectation | None, BootFacts, str, tuple[str, ...]]] = [
         ("greenboot", "boot_counter=-1", "it was 0 before"),
     ),
     (
+        # Seen on a real boot (tests/test_vm_fallback.py): the boot before left boot_counter=0 and
+        # boot_success=0, so the daemon's reader already expected GRUB's `set default=1` entry.
+        "greenboot fallback foreseen by the previous boot's grubenv",
+        exp(expected_entry="ostree-1", expected_deployment=B, grubenv=(("boot_counter", "0"), ("boot_success", "0"))),
+        facts(booted_entry="ostree-1", booted_deployment=B, grubenv={"boot_counter": "-1", "boot_success": "0"}),
+        "fallback",
+        ("GRUB fell back to ostree-1", "foretold", "it was 0 before"),
+    ),
+    (
+        "greenboot counter at 0 after a boot declared a success: no fallback",
+        exp(grubenv=(("boot_counter", "0"), ("boot_success", "1"))),
+        facts(grubenv={"boot_counter": "0", "boot_success": "0"}),
+        "default",
+        ("as expected",),
+    ),
+    (
         "greenboot counter -1 but the boot was declared a success",
         exp(),
         facts(booted_entry="ostree-1", booted_deployment=B, grubenv={"boot_counter": "-1", "boot_success": "1"}),
