@@ -112,6 +112,21 @@ def test_greenboot_counting_down_keeps_the_default(modern_sysroot) -> None:
     assert "boot-fallback" not in [p.code for p in snap.Problems]
 
 
+@pytest.mark.parametrize("counter, after, entry", [("0", "-1", 1), ("-1", "-1", 1), ("1", "0", 0), ("3", "2", 0)])
+def test_greenboot_upstream_countdown(modern_sysroot, counter: str, after: str, entry: int) -> None:
+    """greenboot's drop-in counting down in upstream GRUB script (tests/test_vm_fallback.py boots it).
+
+    GRUB 2.14 runs the if-chain: the counter goes down by one (printed after the config ran);
+    when it ran out the rollback entry boots, and the reader says the same.
+    """
+    sr = _built(modern_sysroot)
+    cfg = cfgs.rig_static_greenboot_upstream() + 'echo "OW-COUNTER=[${boot_counter}]"\n'
+    menu, snap, booted = run_case(sr, cfg, {"boot_counter": counter, "boot_success": "0"})
+    assert f"OW-COUNTER=[{after}]" in menu.raw
+    assert booted == _entry_ids(snap)[entry] == snap.DefaultEntry
+    assert ("boot-fallback" in [p.code for p in snap.Problems]) == (entry == 1)
+
+
 # --- a generated grub2-mkconfig grub.cfg (Silverblue and older hosts) ------------------
 
 
