@@ -48,18 +48,20 @@ GRUBENV = "/boot/grub/grubenv"
 GREENBOOT_VARS = ("boot_counter", "boot_success", "fallback", "greenboot_next_deployment_id")
 
 # A unit (in the booted /etc, carried into later deployments by ostree's /etc merge) that
-# prints "OWVM RECORDED BOOT_ID" on ttyS1 once the records file holds this boot: the
-# moment the host cuts the power in fb-b. A script file, not an ExecStart= line: systemd
-# would expand the shell's $ itself.
+# prints "OWVM RECORDED BOOT_ID" on ttyS1 once the daemon journaled this boot's outcome,
+# which it does when the save of the records file (fsync, rename, fsync of the directory)
+# has returned: the moment the host cuts the power in fb-b. (The file alone shows the new
+# record as soon as it is renamed, before the directory's fsync.) A script file, not an
+# ExecStart= line: systemd would expand the shell's $ itself.
 RECORDED_UNIT = r"""
 cat > /etc/owvm-recorded.sh <<'EOF'
 id="$(tr -d - < /proc/sys/kernel/random/boot_id)"
-for _ in $(seq 6000); do
-    if grep -qs "$id" /var/lib/ostreewatch/boots; then
+for _ in $(seq 3000); do
+    if journalctl -b -q -o cat MESSAGE_ID=5d939b4156054d0287495192d5bb7224 | grep -q .; then
         echo "OWVM RECORDED $id" > /dev/ttyS1
         exit 0
     fi
-    sleep 0.1
+    sleep 0.2
 done
 echo "OWVM NOT-RECORDED $id" > /dev/ttyS1
 EOF
