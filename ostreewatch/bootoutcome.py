@@ -232,6 +232,15 @@ def judge(prev: Expectation | None, facts: BootFacts, previous_boot_id: str = ""
         foreseen = _greenboot_foreseen(prev, facts)
         if foreseen is not None:
             return out("fallback", f"GRUB fell back to {booted}, as the previous boot's grubenv foretold: {foreseen}.")
+        if finalize_failed:
+            # ostree-finalize-staged removes the staged file before it tries, and the daemon, still
+            # watching at shutdown, wrote down an expectation without it (seen on a real boot,
+            # tests/test_vm_fallback.py). The stamp says an update was staged and did not boot.
+            return out(
+                "other-entry",
+                f"A staged deployment was not finalized at the last shutdown "
+                f"({fin_error or 'finalize-failure.stamp has no detail'}), so {booted} booted instead.",
+            )
         return out("default", f"The default entry {exp_entry or exp_dep} booted, as expected.")
     expected = exp_entry or exp_dep or "nothing known"
     evidence = _fallback_evidence(prev, facts)

@@ -278,8 +278,10 @@ def test_fallback_d_finalize_failed(fallback_chain: BootChain) -> None:
     ]
     last = props["LastBoot"]
     assert last["finalize_failed"] is True and last["finalize_error"] == ostree_says, last
+    # ostree-finalize-staged removed the staged file before it failed, and the daemon, still watching,
+    # wrote that down at shutdown: the last expectation names A, the stamp says C did not boot.
     assert last["outcome"] == "other-entry" != "staged", last
-    assert (last["expected_deployment"], last["booted_deployment"]) == (c_id, a_id), last
+    assert last["booted_deployment"] == a_id != c_id, last
     assert "not finalized" in last["reason"] and ostree_says in last["reason"], last
     problem = next(p for p in props["Problems"] if p["code"] == "finalize-failed")
     assert ostree_says in problem["message"] and problem["subject"] == "/boot/ostree/finalize-failure.stamp"
