@@ -27,7 +27,8 @@ from ostreewatch.client import Client
 from ostreewatch.service import BUS_NAME, INTERFACE, OBJECT_PATH
 from tests.fixtures import trees
 from tests.fixtures.bootwrite import GRUB_CFG_STATIC, wait_signal
-from tests.fixtures.sysroots import OstreeSysroot, StatusDeployment, parse_admin_status
+from tests.fixtures.ostree_oracles import admin_status, entry_booting
+from tests.fixtures.sysroots import OstreeSysroot, parse_admin_status
 from tests.fixtures.unshare import PRIVATE_MOUNT_NS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,29 +48,6 @@ class TreeSysroot(OstreeSysroot):
     def run(self, args: Sequence[str], check: bool = True) -> subprocess.CompletedProcess:
         base = str(self.base)
         return trees.run_in_tree(self.tree, ["ostree", *args], binds={base: base}, check=check)
-
-
-def admin_status(sr: OstreeSysroot) -> list[StatusDeployment]:
-    """`ostree admin status` of the ostree that wrote SR (2022.7 here, or the tree's)."""
-    return parse_admin_status(sr.admin("status").stdout)
-
-
-def entry_booting(sysroot: str, deployment: StatusDeployment) -> str:
-    """Oracle: the entry whose `ostree=` chain of boot links ends at the deployment's directory."""
-    target = os.path.realpath(
-        os.path.join(
-            sysroot, "ostree/deploy", deployment.osname, "deploy", f"{deployment.checksum}.{deployment.serial}"
-        )
-    )
-    entries = os.path.join(sysroot, "boot/loader/entries")
-    found = []
-    for name in sorted(os.listdir(entries)):
-        with open(os.path.join(entries, name)) as f:
-            m = re.search(r"^options .*?\bostree=(\S+)", f.read(), re.M)
-        if m and os.path.realpath(os.path.join(sysroot, m.group(1).lstrip("/"))) == target:
-            found.append(name[: -len(".conf")])
-    assert len(found) == 1, found
-    return found[0]
 
 
 def read(path: str) -> bytes:

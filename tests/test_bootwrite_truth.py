@@ -24,8 +24,8 @@ from ostreewatch import bootwrite, errors, layout, model, sample, state
 from ostreewatch.bootwrite import BootWriter
 from tests.fixtures import trees
 from tests.fixtures.bootwrite import RecordingJournal, grub_editenv, grubenv_list
+from tests.fixtures.ostree_oracles import admin_status, entry_booting
 from tests.fixtures.sysroots import OstreeSysroot
-from tests.test_bootwrite_e2e_deployment import admin_status, entry_booting
 
 ROOT = model.Caller(uid=0, pid=1, bus_name=":1.1")
 
