@@ -220,6 +220,7 @@ class ProblemCode(metaclass=_CodeTable):
     ENTRIES_DIR_MISSING = Code("entries-dir-missing", "there is no boot/loader/entries directory")
     LOADER_LINK_DANGLING = Code("loader-link-dangling", "boot/loader points to a directory that does not exist")
     STALE_LOADER_DIR = Code("stale-loader-dir", "a boot/loader.N directory that the loader link does not name")
+    STALE_BOOT_DIR = Code("stale-boot-dir", "an ostree/boot.N or boot.N.M that the boot links in use do not name")
     SYSROOT_LOCK_HELD = Code(
         "sysroot-lock-held", "ostree's sysroot lock has been held for longer than the daemon waits"
     )

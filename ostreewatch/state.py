@@ -349,7 +349,7 @@ class _Reader:
         return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     def _check_loader_dirs(self) -> None:
-        """loader-link-dangling and stale-loader-dir."""
+        """loader-link-dangling, stale-loader-dir and stale-boot-dir."""
         target = self.root.readlink("boot/loader")
         self.loader_dangling = target is not None and not self.root.is_dir("boot/loader")
         if self.loader_dangling:
@@ -369,6 +369,37 @@ class _Reader:
                     ProblemCode.STALE_LOADER_DIR,
                     f"boot/{name} is left beside boot/loader -> {target} (an interrupted deployment?)",
                     f"/boot/{name}",
+                )
+        if current in ("loader.0", "loader.1"):
+            self._check_boot_dirs(int(current[-1]))
+
+    def _check_boot_dirs(self, bootversion: int) -> None:
+        """stale-boot-dir: what ostree's cleanup_other_bootversions removes, when it is there.
+
+        ostree/boot.B (B the bootversion boot/loader names) links to boot.B.S, the
+        subbootversion in use; the other bootversion's boot.X, boot.X.0, boot.X.1 and the other
+        subbootversion's boot.B.T are what a write leaves until ostree's cleanup, which every
+        ostree command runs before it releases the sysroot lock (the daemon does not read
+        while that lock is held). A boot.B link that is not to boot.B.0 or boot.B.1: its
+        subbootversion is not guessed at, the other bootversion's names are still judged.
+        """
+        link = self.root.readlink(f"ostree/boot.{bootversion}")
+        other = 1 - bootversion
+        names = [f"boot.{other}", f"boot.{other}.0", f"boot.{other}.1"]
+        in_use = f"boot/loader -> loader.{bootversion}"
+        if link is None:
+            names.append(f"boot.{bootversion}.1")  # ostree reads a missing boot.B link as subbootversion 0
+        elif link.rstrip("/") in (f"boot.{bootversion}.0", f"boot.{bootversion}.1"):
+            sub = int(link.rstrip("/")[-1])
+            names.append(f"boot.{bootversion}.{1 - sub}")
+            in_use = f"ostree/boot.{bootversion} -> boot.{bootversion}.{sub}"
+        for name in names:
+            if self.root.exists(f"ostree/{name}"):
+                self.problem(
+                    ProblemCode.STALE_BOOT_DIR,
+                    f"ostree/{name} is left unused beside {in_use} (an interrupted write? harmless to booting; "
+                    "`ostree admin cleanup` removes it)",
+                    f"/ostree/{name}",
                 )
 
     # --- boot loader -----------------------------------------------------

@@ -30,7 +30,7 @@ from tests.test_daemon import Subscriber, typed
 
 __all__ = ["bus", "modern_sysroot", "sysroot"]  # fixtures
 
-FALSE_CODES = {"deployment-no-entry", "stale-loader-dir"}
+FALSE_CODES = {"deployment-no-entry", "stale-boot-dir", "stale-loader-dir"}
 
 # Holds ostree's lock as libglnx does (glnx_make_lock_file: open O_RDWR|O_CREAT, F_OFD_SETLK
 # write lock) until a line arrives on stdin; then releases it as glnx_release_lock_file does:
@@ -140,16 +140,21 @@ def codes(d: DaemonProcess) -> set[str]:
 
 
 def make_false_state(sysroot: str) -> list[str]:
-    """What a deploy or a finalize shows half-way: a deployment directory without an entry and a
-    loader.N beside the loader link's target; the paths made (to undo)."""
+    """What a deploy or a finalize shows half-way: a deployment directory without an entry, a
+    loader.N beside the loader link's target and the boot links of the other subbootversion
+    beside ostree/boot.N's; the paths made (to undo)."""
     boot = os.path.join(sysroot, "boot")
     current = os.readlink(os.path.join(boot, "loader"))  # loader.N
     other = "loader.0" if current.endswith("1") else "loader.1"
     stale = os.path.join(boot, other)
     shutil.copytree(os.path.join(boot, current), stale, symlinks=True)
+    links = os.path.join(sysroot, "ostree")
+    sub = os.readlink(os.path.join(links, f"boot.{current[-1]}"))  # boot.N.M
+    stale_links = os.path.join(links, sub[:-1] + ("0" if sub.endswith("1") else "1"))
+    shutil.copytree(os.path.join(links, sub), stale_links, symlinks=True)
     deploy = os.path.join(sysroot, "ostree", "deploy", OSNAME, "deploy", "ab" * 32 + ".0")
     os.mkdir(deploy)
-    return [stale, deploy]
+    return [stale, stale_links, deploy]
 
 
 def test_a_false_state_under_the_lock_is_never_published_and_the_release_publishes_once(

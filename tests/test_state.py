@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from ostreewatch import model
 from ostreewatch.errors import SysrootError
 from ostreewatch.sample import paths_for as sample_paths
 from ostreewatch.state import Paths, read_snapshot
-from tests.fixtures.sysroots import OstreeSysroot, StatusDeployment, copy_sysroot
+from tests.fixtures.sysroots import USERNS, OstreeSysroot, StatusDeployment, _env, copy_sysroot
 
 
 def codes(snap: model.Snapshot) -> list[str]:
@@ -364,6 +365,73 @@ def test_link_outside_sysroot_is_not_followed(sysroot_3: OstreeSysroot) -> None:
     assert [(p.code, p.subject) for p in snap.Problems] == [
         ("deployment-no-entry", e.deployment),
         ("ostree-arg-unresolved", e.id),
+    ]
+
+
+# libostree's reorder (the system python's gi, as the daemon's helper uses it) as a writer
+# that skips ostree's cleanup writes it (do_postclean false): the second deployment first.
+# What it leaves is what a power cut between its link swap and its cleanup leaves
+# (docs/vm-rig.md "Power cuts").
+WRITE_WITHOUT_CLEANUP = """
+import sys, gi
+gi.require_version("OSTree", "1.0")
+from gi.repository import OSTree, Gio
+s = OSTree.Sysroot.new(Gio.File.new_for_path(sys.argv[1]))
+s.load(None)
+d = s.get_deployments()
+opts = OSTree.SysrootWriteDeploymentsOpts()
+opts.do_postclean = False
+s.write_deployments_with_options([d[1], d[0]] + d[2:], opts, None)
+"""
+
+
+def ostree_boot_names(sysroot: OstreeSysroot) -> set[str]:
+    """The boot.* names in ostree/ of SYSROOT."""
+    return {n for n in os.listdir(Path(sysroot.path, "ostree")) if n.startswith("boot.")}
+
+
+def test_stale_boot_dir_is_what_ostree_cleanup_removes(sysroot_3: OstreeSysroot) -> None:
+    """A reorder by the real libostree without its cleanup leaves an unused boot link farm: stale-boot-dir, until
+    `ostree admin cleanup` removes it (and the problem with it)."""
+    assert "stale-boot-dir" not in codes(read_snapshot(sysroot_3.paths()))  # ostree's own writes clean up
+    before = ostree_boot_names(sysroot_3)
+    r = subprocess.run(
+        [*USERNS, "/usr/bin/python3", "-c", WRITE_WITHOUT_CLEANUP, sysroot_3.path],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    left = ostree_boot_names(sysroot_3)
+    snap = read_snapshot(sysroot_3.paths())
+    stale = sorted(p.subject for p in snap.Problems if p.code == "stale-boot-dir")
+    # Every boot.* name the cleanup will remove is named, and nothing the links in use need.
+    sysroot_3.admin("cleanup")
+    after = ostree_boot_names(sysroot_3)
+    assert stale and stale == sorted(f"/ostree/{n}" for n in left - after), (before, left, after, snap.Problems)
+    assert "stale-boot-dir" not in codes(read_snapshot(sysroot_3.paths()))
+    # The order libostree wrote stands: the entries lead through the links in use.
+    assert [d.id for d in snap.Deployments][:2] == [d.id for d in read_snapshot(sysroot_3.paths()).Deployments][:2]
+
+
+def test_stale_boot_dir_of_the_other_bootversion(sysroot_3: OstreeSysroot) -> None:
+    """ostree/boot.X, boot.X.0, boot.X.1 of the bootversion boot/loader does not name; a boot.B link not ostree's
+    shape is not judged."""
+    root = Path(sysroot_3.path)
+    bootversion = int(os.readlink(root / "boot/loader")[-1])
+    other = 1 - bootversion
+    (root / f"ostree/boot.{other}.1").mkdir()
+    os.symlink(f"boot.{other}.1", root / f"ostree/boot.{other}")
+    problems = [(p.code, p.subject) for p in read_snapshot(sysroot_3.paths()).Problems]
+    assert problems == [("stale-boot-dir", f"/ostree/boot.{other}"), ("stale-boot-dir", f"/ostree/boot.{other}.1")]
+    link = root / f"ostree/boot.{bootversion}"
+    target = os.readlink(link)
+    link.unlink()
+    os.symlink(f"elsewhere/{target}", link)  # not boot.B.0 or boot.B.1: the subbootversion is unknown
+    assert [p.subject for p in read_snapshot(sysroot_3.paths()).Problems if p.code == "stale-boot-dir"] == [
+        f"/ostree/boot.{other}",
+        f"/ostree/boot.{other}.1",
     ]
 
 

@@ -14,13 +14,13 @@ boots of 1-2 minutes each; tests/vm/powercut.py has the mechanics):
   (ostree 2026.x, user namespace) reads; `ostreewatch status --offline --json` lists the
   same deployments, default first, and says GRUB boots what grub-emu boots; any leftover
   (boot/loader.N beside the link, loader.tmp, a temp file, an unreferenced ostree/boot.N.M)
-  is named by a published problem;
+  is named by a published problem (an ostree/boot.* one by stale-boot-dir);
 - some killed disks (2 for SetDefaultDeployment, 1 for SetDefaultEntry, chosen by the
   seed) are booted for real: the kernel boots the deployment grub-emu said, and the
   daemon in the guest agrees with ostree and /proc/cmdline.
 OSTREEWATCH_POWERCUT_SEED=N repeats a run; the kill moments and outcomes are printed (-s).
-A cut inside libostree's reorder can leave an unused ostree/boot.N.M that no problem names:
-a known finding (docs/vm-rig.md "Power cuts"), reported as an xfail naming the kills.
+A cut inside libostree's reorder can leave an unused ostree/boot.N.M (docs/vm-rig.md "Power
+cuts"): it must be published as stale-boot-dir, as every ostree/boot.* leftover.
 """
 
 from __future__ import annotations
@@ -114,20 +114,20 @@ def power_cuts(armed: powercut.Armed, method: str, kills: int, real_boots: int) 
                 f"kill {i}: the daemon in the guest says booted {props['BootedDeployment']}, default "
                 f"{props['DefaultDeployment']}; ostree: {booted_dep}, {deps} (offline {j.ostree_ids})"
             )
-        silent, known = powercut.unpublished(j.leftovers, [p["subject"] for p in props["Problems"]])
+        silent = powercut.unpublished(j.leftovers, [p["subject"] for p in props["Problems"]])
         if silent:
             failures.append(f"kill {i}: leftovers the booted daemon does not publish: {silent}")
-        if known:
-            print(f"  kill {i} booted: still unnamed (known): {known}")
+        _, unnamed = powercut.stale_boot_dirs(j.leftovers, props["Problems"])
+        if unnamed:
+            failures.append(f"kill {i}: the booted daemon does not publish as stale-boot-dir: {unnamed}")
     changed = sum(1 for _, j in outcomes if j.grub_deployment == new_default)
     print(
         f"{method}: {kills} cuts, {changed} left the new default, {kills - changed} the old one; "
         f"{real_boots} booted; {time.monotonic() - started:.0f} s"
     )
+    stale = [f"kill {i}: {j.stale_boot}" for i, (_, j) in enumerate(outcomes) if j.stale_boot]
+    print(f"{method}: ostree/boot leftovers, each published as stale-boot-dir: {'; '.join(stale) or 'none'}")
     assert failures == [], "\n".join(failures)
-    known = [f"kill {i}: {j.known}" for i, (_, j) in enumerate(outcomes) if j.known]
-    if known:
-        pytest.xfail(f"{powercut.KNOWN_REASON}: {'; '.join(known)}")
 
 
 def test_f_power_cut_during_set_default_deployment(armed: powercut.Armed) -> None:

@@ -306,8 +306,8 @@ class Judgement:
     ostree_ids: list[str] = field(default_factory=list)  # `ostree admin status --json`, default first
     daemon: dict[str, Any] = field(default_factory=dict)  # `ostreewatch status --offline --json`
     leftovers: list[str] = field(default_factory=list)  # paths (as in the sysroot) a completed write leaves not
-    silent: list[str] = field(default_factory=list)  # leftovers no published problem names (not KNOWN_SILENT)
-    known: list[str] = field(default_factory=list)  # leftovers no problem names that KNOWN_SILENT matches
+    silent: list[str] = field(default_factory=list)  # leftovers no published problem names
+    stale_boot: list[str] = field(default_factory=list)  # ostree/boot.* leftovers (each must be stale-boot-dir)
     failures: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -317,7 +317,7 @@ class Judgement:
             f"grub boots {self.grub_deployment[-12:] or '-'}, ostree default "
             f"{self.ostree_ids[0][-12:] if self.ostree_ids else '-'}, leftovers {self.leftovers or 'none'}, "
             f"problems {problems or 'none'}"
-            + (f"; KNOWN (silent): {self.known}" if self.known else "")
+            + (f"; stale-boot-dir: {self.stale_boot}" if self.stale_boot else "")
             + (f"; FAILED: {'; '.join(self.failures)}" if self.failures else "")
         )
 
@@ -415,30 +415,34 @@ def judge(image: rig.Image, disk: Path, label: str) -> Judgement:
             f"the daemon says entry {j.daemon.get('DefaultEntry')!r} ({said}), DefaultDeployment "
             f"{j.daemon.get('DefaultDeployment')}, boots; GRUB boots {j.grub_deployment}"
         )
-    subjects = [p.get("subject", "") for p in j.daemon.get("Problems", [])]
-    j.silent, j.known = unpublished(j.leftovers, subjects)
+    problems = j.daemon.get("Problems", [])
+    j.silent = unpublished(j.leftovers, [p.get("subject", "") for p in problems])
     if j.silent:
         j.failures.append(f"leftovers no problem names: {j.silent}")
+    j.stale_boot, unnamed = stale_boot_dirs(j.leftovers, problems)
+    if unnamed:
+        j.failures.append(f"ostree/boot leftovers not published as stale-boot-dir: {unnamed}")
     return j
 
 
-# A finding of this scenario, not yet fixed (the reader publishes no problem for it): a cut
-# between libostree creating the new ostree/boot.N.M (the links of a reordered deployment
-# list whose boot configurations are unchanged) and swapping ostree/boot.N to it leaves
-# that directory unused and unnamed. Harmless to booting (ostree/boot.N still leads to the
-# old, complete links; ostree removes it at its next write or `ostree admin cleanup`).
-KNOWN_SILENT = re.compile(r"/ostree/boot\.\d+\.\d+")
-KNOWN_REASON = (
-    "KNOWN: a power cut inside libostree's reorder leaves an unused ostree/boot.N.M that no "
-    "problem names (state.py publishes stale-loader-dir for boot/loader.N only)"
-)
+# A cut between libostree creating the new ostree/boot.N.M (the links of a reordered deployment
+# list whose boot configurations are unchanged) and swapping ostree/boot.N to it leaves that
+# directory unused (harmless to booting: ostree/boot.N still leads to the old, complete links).
+# The reader publishes it as stale-boot-dir, like every boot link farm ostree's cleanup removes.
+_STALE_BOOT = re.compile(r"/ostree/boot\.\d+(?:\.\d+)?")
 
 
-def unpublished(paths: list[str], subjects: list[str]) -> tuple[list[str], list[str]]:
-    """PATHS no problem subject names (itself or a parent): (unknown ones, KNOWN_SILENT ones)."""
+def unpublished(paths: list[str], subjects: list[str]) -> list[str]:
+    """PATHS no problem subject names (itself or a parent)."""
     named = [s.rstrip("/") for s in subjects if s]
-    silent = [p for p in paths if not any(p == s or p.startswith(s + "/") for s in named)]
-    return [p for p in silent if not KNOWN_SILENT.fullmatch(p)], [p for p in silent if KNOWN_SILENT.fullmatch(p)]
+    return [p for p in paths if not any(p == s or p.startswith(s + "/") for s in named)]
+
+
+def stale_boot_dirs(paths: list[str], problems: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """The ostree/boot.N and boot.N.M among PATHS: (all of them, those no stale-boot-dir problem names)."""
+    named = {p.get("subject", "") for p in problems if p.get("code") == "stale-boot-dir"}
+    boot = [p for p in paths if _STALE_BOOT.fullmatch(p)]
+    return boot, [p for p in boot if p not in named]
 
 
 @contextlib.contextmanager
