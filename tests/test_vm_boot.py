@@ -136,21 +136,142 @@ def problem_codes_seen(result: rig.BootResult, name: str) -> list[str]:
     return codes
 
 
-def assert_agrees_with_ostree(result: rig.BootResult) -> dict[str, Any]:
-    """Booted, Default, Rollback, Staged and BootedEntry as ostree, GRUB and the kernel say; the properties."""
+def grubenv_vars(text: str) -> dict[str, str]:
+    """The variables of a grubenv block."""
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+
+
+def entry_targets(result: rig.BootResult) -> dict[str, str]:
+    """Entry id -> the deployment id its ostree= leads to, as the guest resolved it (record.d/entry-targets.sh)."""
+    out = {}
+    for line in result.text("entry-targets.txt").splitlines():
+        entry, _, target = line.partition(" ")
+        m = re.fullmatch(r"/sysroot/ostree/deploy/([^/]+)/deploy/([0-9a-f]{64}\.\d+)", target)
+        assert m, line
+        out[entry] = f"{m.group(1)}-{m.group(2)}"
+    return out
+
+
+def default_by_grub(result: rig.BootResult, reads_saved_entry: bool) -> str:
+    """The deployment GRUB boots by default (a one-shot next_entry aside).
+
+    A grub.cfg that reads saved_entry (grub2-mkconfig's 00_header) boots the entry it
+    names; unset, or on a config that never reads it (bootupd's static one), the first
+    entry, which is ostree's first deployment. A saved_entry naming no entry is not
+    followed here: no step of these chains leaves one, so it fails.
+    """
+    first = dep_id(deployments(result)[0])
+    if not reads_saved_entry:
+        return first
+    saved = grubenv_vars(result.text("grubenv.txt")).get("saved_entry", "")
+    if not saved:
+        return first
+    targets = entry_targets(result)
+    assert saved in targets, (saved, targets)
+    return targets[saved]
+
+
+def assert_agrees_with_ostree(result: rig.BootResult, reads_saved_entry: bool = False) -> dict[str, Any]:
+    """Booted, Default, Rollback, Staged and BootedEntry as ostree, GRUB and the kernel say; the properties.
+
+    READS_SAVED_ENTRY: the image's grub.cfg follows grubenv's saved_entry (the generated chain).
+    """
     props = result.props()
     deps = deployments(result)
     assert props["OstreeBooted"] is True
     assert props["BootedDeployment"] == the(deps, "booted")
-    assert props["DefaultDeployment"] == dep_id(deps[0])
+    assert props["DefaultDeployment"] == default_by_grub(result, reads_saved_entry)
     assert props["RollbackDeployment"] == the(deps, "rollback")
     assert props["StagedDeployment"] == the(deps, "staged")
     assert props["BootedEntry"] == entry_of_cmdline(result)
     return props
 
 
+SECCOMP_FIELD = re.compile(r'(\w+)=("[^"]*"|\S+)')
+# clone3 (x86_64 syscall 435): systemd's RestrictNamespaces= (the unit's and journald's) answers it
+# ENOSYS by design, so that glibc falls back to clone(2), whose flags a filter can inspect.
+CLONE3 = "435"
+# A sandbox refusal as the daemon, a helper or systemd setting up the unit words it.
+REFUSED = re.compile(r"Permission denied|Operation not permitted|Read-only file system|\bE(?:PERM|ACCES|ROFS)\b")
+# What the daemon reads (docs/ARCHITECTURE.md: the sysroot, /boot, ostree's run files) and what
+# it writes (the boot default, ostree's lock and deployments, its records and status file).
+NEEDS_READ = ("/sysroot/ostree/deploy", "/sysroot/ostree/repo", "/boot/loader", "/boot/grub", "/run/ostree-booted")
+NEEDS_WRITE = ("/boot", "/sysroot/ostree", "/var/lib/ostreewatch", "/run/ostreewatch")
+
+
+def seccomp_records(result: rig.BootResult, name: str) -> list[dict[str, str]]:
+    """The kernel's audit SECCOMP records (type 1326) of the boot, as field dicts (pid, comm, exe, syscall...)."""
+    out = []
+    for line in result.text(name).splitlines():
+        if "type=1326" in line:
+            out.append({k: v.strip('"') for k, v in SECCOMP_FIELD.findall(line.split("): ", 1)[-1])})
+    return out
+
+
+def reached(mountinfo: str, path: str) -> tuple[str, bool] | None:
+    """What PATH reaches in a mount table: ("MAJ:MIN:root-relative path", read-only); None when no mount covers it."""
+    best: tuple[int, str, bool] | None = None
+    for line in mountinfo.splitlines():
+        f = line.split()
+        if len(f) < 6:
+            continue
+        point = f[4].replace("\\040", " ")
+        covers = path == point or path.startswith(point.rstrip("/") + "/")
+        if covers and (best is None or len(point) >= best[0]):  # the longest; among equals the last (on top)
+            rest = path[len(point.rstrip("/")) :]
+            best = (len(point), f"{f[2]}:{f[3].rstrip('/')}{rest}", "ro" in f[5].split(","))
+    return None if best is None else best[1:]
+
+
+def mount_refusals(host: str, daemon: str) -> list[str]:
+    """Paths the daemon needs that its mount namespace hides, replaces or makes read-only, against PID 1's."""
+    out = []
+    for path in NEEDS_READ + NEEDS_WRITE:
+        h, d = reached(host, path), reached(daemon, path)
+        if h is None:
+            continue
+        if d is None or d[0] != h[0]:
+            out.append(f"mount: {path} is {d} in the unit, {h} on the host")
+        elif path in NEEDS_WRITE and d[1] and not h[1]:
+            out.append(f"mount: {path} is read-only in the unit, read-write on the host")
+    return out
+
+
+def sandbox_refusals(result: rig.BootResult) -> list[str]:
+    """What the unit's sandbox refused the daemon and its helpers this boot (tests/vm/guest/record.d/sandbox.sh).
+
+    Seccomp: the unit's filter answers EPERM, silently unless loaded with the log flag (the
+    image has systemd load every filter so, with audit=1); then every denial is an audit
+    record. Every record of the boot counts, whoever made it: a process of the unit may
+    be a short-lived child (pyinotify's `ldconfig -p`) that nothing else names; only
+    clone3's ENOSYS is left out, and at least one must be there: proof that the denials
+    of this boot were logged. Mounts log nothing: every path the daemon reads or writes
+    must reach the same file in its mount namespace as in PID 1's, writable where PID 1's
+    is. And no EPERM, EACCES or EROFS in the unit's journal.
+    """
+    assert "errno" in result.text("sandbox-actions-logged.txt").split(), result.text("sandbox-actions-logged.txt")
+    assert "audit=1" in result.cmdline().split()
+    found = []
+    for phase in ("", "-after"):
+        if not (result.dir / f"sandbox-unit{phase}.json").exists():
+            continue  # no "after" records: the guest script did not return
+        records = seccomp_records(result, f"sandbox-seccomp{phase}.txt")
+        assert any(r.get("syscall") == CLONE3 for r in records), f"no seccomp record logged at all{phase}: {records}"
+        found += [
+            f"seccomp: {r.get('comm')} ({r.get('exe')}, pid {r.get('pid')}) syscall {r.get('syscall')}"
+            for r in records
+            if r.get("syscall") != CLONE3
+        ]
+        found += mount_refusals(
+            result.text(f"sandbox-mountinfo-host{phase}.txt"), result.text(f"sandbox-mountinfo-daemon{phase}.txt")
+        )
+        unit = result.json_lines(f"sandbox-unit{phase}.json")
+        found += [f"journal: {m}" for m in rig.journal_messages(unit) if REFUSED.search(m)]
+    return sorted(set(found))
+
+
 def assert_healthy_boot(result: rig.BootResult) -> None:
-    """The unit active and ordered as it says, no failed unit, no error record from the daemon, no problem."""
+    """The unit active and ordered as it says, no failed unit, no error record, no sandbox refusal, no problem."""
     units = result.units()
     assert units["ostreewatch.service"]["ActiveState"] == "active", units["ostreewatch.service"]
     ready = rig.monotonic_us(units, "ostreewatch.service", "ActiveEnterTimestampMonotonic")
@@ -164,6 +285,8 @@ def assert_healthy_boot(result: rig.BootResult) -> None:
     assert errors == [], rig.journal_messages(errors)
     cycles = [m for m in rig.journal_messages(result.json_lines("journal-warnings.json")) if "ordering cycle" in m]
     assert cycles == []
+    # The hardened unit's sandbox got in the daemon's way nowhere (scenario a).
+    assert sandbox_refusals(result) == []
     assert result.props()["Problems"] == []
     assert result.text("version.txt").strip() == f"ostreewatch {rig.package_version()}"
 
@@ -290,11 +413,6 @@ def set_entry_script(method: str, deployment: str, out: str) -> str:
     )
 
 
-def grubenv_vars(text: str) -> dict[str, str]:
-    """The variables of a grubenv block."""
-    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
-
-
 @pytest.fixture(scope="module")
 def generated_chain(vm_work) -> BootChain:  # noqa: F811
     """grub2-mkconfig's config (reads saved_entry, next_entry), a composefs root, two deployments from the start."""
@@ -313,7 +431,7 @@ def test_generated_e_composefs_first_boot(generated_chain: BootChain) -> None:
     script += set_entry_script("SetDefaultEntry", "$rollback", "set-default-entry")
     r = generated_chain.boot("gen-a", script)
     assert_healthy_boot(r)
-    props = assert_agrees_with_ostree(r)
+    props = assert_agrees_with_ostree(r, reads_saved_entry=True)
     assert props["RollbackDeployment"] != ""
     assert_last_boot(props, "first-record", 1)
     root = rig.unwrap(r.json("findmnt.json"))["filesystems"][0]
@@ -339,7 +457,9 @@ def test_generated_e_set_default_entry_followed(generated_chain: BootChain) -> N
     other = a.props()["BootedDeployment"]
     r = generated_chain.boot("gen-b", set_entry_script("SetNextEntry", other, "set-next-entry"))
     assert_healthy_boot(r)
-    props = r.props()
+    props = assert_agrees_with_ostree(r, reads_saved_entry=True)
+    # saved_entry makes GRUB's default another deployment than ostree's first: the oracle follows it.
+    assert props["DefaultDeployment"] == chosen != dep_id(deployments(r)[0])
     assert props["BootedDeployment"] == chosen == the(deployments(r), "booted")
     assert props["BootedEntry"] == entry_of_cmdline(r) == a.text("set-default-entry.id").strip()
     assert assert_last_boot(props, "default", 2)["expected_entry"] == props["BootedEntry"]
@@ -358,7 +478,7 @@ def test_generated_g_ovmf_one_shot_booted(generated_chain: BootChain) -> None:
     script += call("SetNextEntry", "", "clear-next.txt")
     r = generated_chain.boot("gen-c", script, firmware="ovmf")
     assert_healthy_boot(r)
-    props = r.props()
+    props = assert_agrees_with_ostree(r, reads_saved_entry=True)
     assert props["BootedDeployment"] == one_shot
     assert props["BootedEntry"] == entry_of_cmdline(r) == b.text("set-next-entry.id").strip()
     # GRUB's 00_header cleared next_entry as it booted it (save_env), and the default is back.
@@ -385,7 +505,7 @@ def test_generated_d_default_again_after_the_one_shot(generated_chain: BootChain
     a = generated_chain.need("gen-a")
     r = generated_chain.boot("gen-d")
     assert_healthy_boot(r)
-    props = r.props()
+    props = assert_agrees_with_ostree(r, reads_saved_entry=True)
     assert props["BootedDeployment"] == a.props()["RollbackDeployment"]
     assert props["BootedEntry"] == entry_of_cmdline(r) == a.text("set-default-entry.id").strip()
     assert props["DefaultEntrySource"] == "saved_entry"

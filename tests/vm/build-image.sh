@@ -19,7 +19,8 @@ if [ "${OW_IN_NS:-}" != 1 ]; then
 fi
 image="$1" grub_cfg="$(realpath "$2")"
 shift 2
-kargs=(--karg=root=LABEL=root --karg=rw --karg=console=ttyS0,115200)
+# audit=1: the kernel logs a seccomp denial only in an audit context (tests/vm/guest/record.d/sandbox.sh).
+kargs=(--karg=root=LABEL=root --karg=rw --karg=console=ttyS0,115200 --karg=audit=1)
 deployments=1
 logind=0
 while [ $# -gt 0 ]; do
@@ -78,6 +79,11 @@ if [ "$logind" = 1 ]; then
     # systemctl enable: its [Install] WantedBy=multi-user.target.
     ln -sf /etc/systemd/system/ostreewatch-reboot-entry.service "$etc_units/multi-user.target.wants/"
 fi
+# systemd loads every seccomp filter with the log flag (its SYSTEMD_LOG_SECCOMP, read by the process that
+# loads the filter: PID 1's environment): the unit's SystemCallErrorNumber=EPERM denials, silent otherwise,
+# become audit records that tests/vm/guest/record.d/sandbox.sh reads. The unit itself is not changed.
+mkdir -p "$work/tree/usr/lib/systemd/system.conf.d"
+printf '[Manager]\nManagerEnvironment=SYSTEMD_LOG_SECCOMP=1\n' > "$work/tree/usr/lib/systemd/system.conf.d/owvm-seccomp-log.conf"
 # The guest logs in nobody; a root password would only invite a console prompt that waits.
 echo owvm > "$work/tree/usr/etc/hostname"
 
