@@ -414,6 +414,14 @@ class _Reader:
             return "grub2"
         if any(self.root.exists(p) for p in LOADER_CONFS):
             return "systemd-boot"
+        for d in GRUB_DIRS:
+            # A GRUB directory that cannot be searched (a sandbox's InaccessiblePaths=, odd modes)
+            # hides grub.cfg: "none" would be a guess, so say why the boot loader is unknown.
+            if self.root.is_dir(d):
+                try:
+                    self.root.listdir(d)
+                except ReadRefused as e:
+                    self.problem(ProblemCode.GRUB_CFG_UNSUPPORTED, f"cannot look into {e.path}: {e.detail}", e.path)
         return "none"
 
     def _repo_bootloader(self) -> str:

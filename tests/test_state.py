@@ -283,6 +283,47 @@ def test_repo_bootloader_setting(sysroot_3: OstreeSysroot) -> None:
     assert read_snapshot(sysroot_3.paths()).Bootloader == "grub2"
 
 
+def test_unsearchable_grub_dir_is_a_problem_not_none(sysroot_3: OstreeSysroot) -> None:
+    """/boot/grub that cannot be searched (a sandbox's InaccessiblePaths=): Bootloader "none" says why.
+
+    Read as root without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH, as a mode-000 directory then refuses it.
+    """
+    import json
+    import sys
+
+    grub = Path(sysroot_3.write_grub()).parent
+    assert read_snapshot(sysroot_3.paths()).Bootloader == "grub2"
+    grub.chmod(0)
+    try:
+        code = (
+            "import json, sys\n"
+            "from ostreewatch.state import Paths, read_snapshot\n"
+            "snap = read_snapshot(Paths(**json.loads(sys.argv[1])))\n"
+            "print(json.dumps([snap.Bootloader, [(p.code, p.subject) for p in snap.Problems]]))\n"
+        )
+        caps = "-dac_override,-dac_read_search"
+        r = subprocess.run(
+            [
+                "setpriv",
+                f"--inh-caps={caps}",
+                f"--bounding-set={caps}",
+                sys.executable,
+                "-c",
+                code,
+                json.dumps(vars(sysroot_3.paths())),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    finally:
+        grub.chmod(0o755)
+    bootloader, problems = json.loads(r.stdout)
+    rel = "/" + str(grub.relative_to(sysroot_3.path))
+    assert bootloader == "none" and problems == [["grub-cfg-unsupported", rel]], r.stdout
+
+
 def test_staged_deployment(sysroot_3: OstreeSysroot, tmp_path: Path) -> None:
     from tests.fixtures.oracles import glib_serialize
 
