@@ -2,6 +2,10 @@
 
 One command: `.venv/bin/python bench/startup.py` (writes its section of BENCHMARKS.md;
 `--print` only prints it; `--repo DIR` measures another checkout, e.g. `git archive main`).
+All four figures of issue 21 in one run: `.venv/bin/python bench/startup.py --all` (as root,
+about an hour here): the real boots with and without the unit first (bench/realboot.py,
+`--real-boots N` a group), then these measures, then `bench/run.py --only idle,latency,storm`
+(idle wake-ups, change latency, RSS, mount storm), whose summary rows this section quotes.
 
 Interleaved, fresh processes: `/usr/bin/python3 -I -c pass` (Popen to exit), then the daemon
 (Popen to the arrival of READY=1 at the bench's NOTIFY_SOCKET), N times. The daemon runs as the
@@ -25,10 +29,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from bench import realboot  # noqa: E402
 from bench.daemonrun import PrivateBus  # noqa: E402
 from bench.harness import NotifyListener  # noqa: E402
 
@@ -260,6 +266,38 @@ def _memory_table(mem0: list[dict[str, int]], mem1: list[dict[str, int]]) -> lis
     return out
 
 
+RUN_GROUPS = ("idle", "latency", "storm")
+
+
+def run_figures() -> None:
+    """bench/run.py --only idle,latency,storm: it writes BENCHMARKS.md (keeping this section and the other figures)."""
+    subprocess.run(
+        [sys.executable, os.path.join(REPO, "bench", "run.py"), "--only", ",".join(RUN_GROUPS)], check=True, cwd=REPO
+    )
+
+
+def run_rows(path: str) -> list[str]:
+    """The summary rows of bench/run.py's idle, latency and storm figures as BENCHMARKS.md holds them."""
+    with open(path) as f:
+        text = f.read()
+    marks = re.finditer(r"^<!-- figure (\S+) \| (.*?) -->$", text, re.M)  # bench/report.py's markers
+    return [m.group(2) for m in marks if m.group(1) in RUN_GROUPS]
+
+
+def _real_rows(boots: list[realboot.Boot] | None, run_cmd: str) -> list[str]:
+    if boots is None:
+        return [
+            "| real boots: `ostree-remount.service` active to READY=1; `local-fs.target` with and without the unit "
+            "| not measured in this run (`--real-boots N`) | within the boots' spread | - |"
+        ]
+    summary = realboot.summarize(boots)
+    met = {True: "yes", False: "**no**"}.get(summary.get("within"), "-")  # type: ignore[arg-type]
+    return [
+        "| real boots: `ostree-remount.service` active to READY=1; `local-fs.target` with and without the unit "
+        f"(`{run_cmd}`) | {realboot.summary_line(summary)} | within the boots' spread | {met} |"
+    ]
+
+
 def render(
     res: dict[str, object],
     command: str,
@@ -267,6 +305,9 @@ def render(
     import_runs: int,
     before: dict[str, object] | None = None,
     before_repo: str = "",
+    boots: list[realboot.Boot] | None = None,
+    rows: list[str] | None = None,
+    loads: list[str] | None = None,
 ) -> str:
     interp: list[float] = res["interp"]  # type: ignore[assignment]
     ready: list[float] = res["ready"]  # type: ignore[assignment]
@@ -291,10 +332,21 @@ def render(
         f"| RSS after READY=1 | at READY=1 median {statistics.median(rss0) / 1024:.1f} MB; 2 s later (bus joined, "
         f"all loaded) median {statistics.median(rss1) / 1024:.1f} MB | <= 25 MB | "
         f"{'yes' if statistics.median(rss1) <= 25 * 1024 else '**no**'} |",
-        "| real boots: `ostree-remount.service` active to READY=1; `local-fs.target` with and without the unit "
-        "| pending: the VM rig of the real-boots issue (another helper builds it) | within the boots' spread | - |",
-        "| idle wake-ups, change latency, mount storm | `.venv/bin/python bench/run.py` (the figures above) "
-        "| unchanged | see above |",
+        *_real_rows(boots, "the table below"),
+        *(
+            rows
+            if rows
+            else [
+                "| idle wake-ups, change latency, mount storm | `.venv/bin/python bench/run.py` (the figures above) "
+                "| unchanged | see above |"
+            ]
+        ),
+        *(
+            ["", f"- the rows after the real boots': `bench/run.py --only {','.join(RUN_GROUPS)}`, run by this command"]
+            if rows
+            else [""]
+        ),
+        *([f"- machine load (`uptime`): {line}" for line in loads] if loads else []),
         *_memory_table(res["mem0"], res["mem1"]),  # type: ignore[arg-type]
         "",
         f"The daemon: `{' '.join(['NOTIFY_SOCKET=...', 'DBUS_SYSTEM_BUS_ADDRESS=...', PYTHON, '-I'])} "
@@ -323,6 +375,9 @@ def render(
         "without ssl (libssl, libcrypto), dbus-next without gi (its GLib bus: PyGObject, GLib, GIO), the boot "
         "writer without secrets (hmac, hashlib: libcrypto again); daemon.py's `_import_without`."
     )
+    if boots is not None:
+        out += ["", "### Real boots with and without the unit (bench/realboot.py)", ""]
+        out.append(realboot.render(boots, realboot.summarize(boots), command).rstrip("\n"))
     if before is not None:
         out.extend(_compare(before, res, before_repo))
     out.append(END)
@@ -381,6 +436,10 @@ def write_section(path: str, section: str) -> None:
         f.write(text)
 
 
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=15, help="interleaved pairs (default 15)")
@@ -393,14 +452,59 @@ def main(argv: list[str] | None = None) -> int:
         help="also measure the checkout DIR (e.g. `git archive main`) to compare",
     )
     ap.add_argument("--print", action="store_true", help="print the section instead of writing BENCHMARKS.md")
+    ap.add_argument(
+        "--real-boots",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also boot the VM rig's image N times with the unit and N times masked (bench/realboot.py; as root)",
+    )
+    ap.add_argument(
+        "--with-run", action="store_true", help="also run bench/run.py --only idle,latency,storm and quote its rows"
+    )
+    ap.add_argument("--all", action="store_true", help="issue 21's four figures: --real-boots 5 --with-run")
     args = ap.parse_args(argv)
+    if args.all:
+        args.real_boots = args.real_boots or 5
+        args.with_run = True
+    if args.real_boots < 0:
+        ap.error("--real-boots must be 0 or more")
+    if (args.real_boots or args.with_run) and args.print:
+        ap.error("--print measures only the start; --real-boots and --with-run write BENCHMARKS.md")
+    loads = [f"{time.strftime('%H:%M UTC', time.gmtime())} at the start: {_uptime()}"]
+    boots = None
+    if args.real_boots:
+        boots = realboot.run(Path(realboot.WORK), args.real_boots, 1)
+        loads.append(f"{time.strftime('%H:%M UTC', time.gmtime())} after the real boots: {_uptime()}")
     res = measure(os.path.abspath(args.repo), args.runs, args.import_runs)
     before = measure(os.path.abspath(args.before), args.runs, args.import_runs) if args.before else None
+    rows = None
+    if args.with_run:
+        loads.append(f"{time.strftime('%H:%M UTC', time.gmtime())} before bench/run.py: {_uptime()}")
+        run_figures()
+        rows = run_rows(os.path.join(REPO, "BENCHMARKS.md"))
+        loads.append(f"{time.strftime('%H:%M UTC', time.gmtime())} at the end: {_uptime()}")
     command = ".venv/bin/python bench/startup.py" + (f" --repo {args.repo}" if args.repo != REPO else "")
     command += f" --runs {args.runs}" if args.runs != 15 else ""
     command += f" --import-runs {args.import_runs}" if args.import_runs != 5 else ""
     command += f" --before {args.before}" if args.before else ""
-    section = render(res, command, args.runs, args.import_runs, before, args.before or "")
+    if args.all:
+        command += " --all" + (f" --real-boots {args.real_boots}" if args.real_boots != 5 else "")
+    else:
+        command += (f" --real-boots {args.real_boots}" if args.real_boots else "") + (
+            " --with-run" if args.with_run else ""
+        )
+    section = render(
+        res,
+        command,
+        args.runs,
+        args.import_runs,
+        before,
+        args.before or "",
+        boots,
+        rows,
+        loads if boots or rows else None,
+    )
     if args.print:
         print(section)
     else:
