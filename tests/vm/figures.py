@@ -1,7 +1,6 @@
 """Real-boot figures from the guest's records (BENCHMARKS.md "Real boot"); figures, never assertions.
 
     .venv/bin/python -m tests.vm.figures BOOT_DIR...
-    .venv/bin/python -m tests.vm.figures --measure [WORK_DIR]
 
 BOOT_DIR: a boot's directory under an image's work dir (OSTREEWATCH_VM_KEEP=1 keeps them:
 /var/tmp/ow-vm-*/CHAIN/boots/NAME), holding `records/` as tests/vm/rig.py copied them. From
@@ -9,8 +8,8 @@ systemd's own unit timestamps (`systemctl show`, monotonic microseconds) recorde
 the unit's start to READY=1 (ExecMainStart to ActiveEnter: Type=notify), ostree-remount.service
 active to ostreewatch's READY=1, local-fs.target's activation, READY=1 as a share of it, the
 daemon's RSS after boot (VmRSS), its place in `systemd-analyze blame`, and the wall time of the boot.
---measure builds an image (static grub.cfg) and boots it twice, with the unit and then with
-it disabled (`systemctl disable` in the first boot), for local-fs.target with and without it.
+The boot's cost with and without the unit, on one image over several interleaved boots, is
+bench/realboot.py's (issue 21).
 """
 
 from __future__ import annotations
@@ -68,27 +67,15 @@ def table(rows: list[dict[str, str]]) -> str:
     return "\n".join(out)
 
 
-def measure(work: Path) -> list[Path]:
-    """Build an image and boot it with the unit, then without; the two boot directories."""
-    from tests.fixtures import grub_configs
-
-    image = rig.build_image(rig.ImageOptions(grub_configs.rig_static()), work)
-    image.boot("with-unit", "systemctl disable ostreewatch.service\n")
-    image.boot("without-unit")
-    return [work / "boots/with-unit", work / "boots/without-unit"]
-
-
 def main(argv: list[str]) -> int:
-    """Print the figures table of the boot directories given (or of --measure's two boots)."""
-    if not argv or argv[0] in ("-h", "--help") or (argv[0].startswith("-") and argv[0] != "--measure"):
+    """Print the figures table of the boot directories given."""
+    if not argv or argv[0] in ("-h", "--help") or argv[0].startswith("-"):
         print(
-            "usage: python -m tests.vm.figures BOOT_DIR...   (each a boots/NAME directory of a kept VM run)\n"
-            "       python -m tests.vm.figures --measure [WORK_DIR]   (one boot with the unit, one without)",
+            "usage: python -m tests.vm.figures BOOT_DIR...   (each a boots/NAME directory of a kept VM run;\n"
+            "       with and without the unit over several boots: python -m bench.realboot)",
             file=sys.stderr,
         )
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2
-    if argv[:1] == ["--measure"]:
-        argv = [str(p) for p in measure(Path(argv[1] if len(argv) > 1 else "/var/tmp/ow-vm-measure"))]
     rows = []
     for arg in argv:
         boot = Path(arg)
