@@ -22,6 +22,7 @@ Figures, never pass/fail; not in CI (too long).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -184,7 +185,24 @@ def run(work: Path, boots: int, warmup: int) -> list[Boot]:
             continue
         boot = read_boot(result, with_unit, is_warmup)
         boot.load = load
+        (work / "boots" / name / "load.txt").write_text(f"{load:.2f}\n")
         log(f"boot {name}: {result.seconds:.0f} s, local-fs.target at {boot.local_fs:.2f} s")
+        out.append(boot)
+    return out
+
+
+def read_kept(work: Path) -> list[Boot]:
+    """The boots kept in WORK (an earlier run's --work), in schedule order; for --records."""
+    out: list[Boot] = []
+    for name, with_unit, is_warmup in schedule(100, 10):
+        boot_dir = work / "boots" / name
+        if not (boot_dir / "records").is_dir():
+            continue
+        meta = json.loads((boot_dir / "boot.json").read_text()) if (boot_dir / "boot.json").exists() else {}
+        result = rig.BootResult(name, boot_dir / "records", "", meta.get("seconds", 0.0), meta.get("firmware", ""))
+        boot = read_boot(result, with_unit, is_warmup)
+        load = boot_dir / "load.txt"
+        boot.load = float(load.read_text()) if load.exists() else float("nan")
         out.append(boot)
     return out
 
@@ -235,7 +253,7 @@ def _s(v: float | None) -> str:
 
 def render(boots: list[Boot], summary: dict[str, object], command: str) -> str:
     """The boots' table, the groups' figures and the cost, markdown."""
-    loads = [b.load for b in boots] or [0.0]
+    loads = [b.load for b in boots if b.load == b.load] or [0.0]  # NaN: not recorded
     out = [
         f"- command: `{command}`; one image, {len(boots)} boots in this order; 1-minute load average during the "
         f"boots {min(loads):.1f}-{max(loads):.1f} ({os.cpu_count()} cores, shared with other VM boots)",
@@ -249,7 +267,8 @@ def render(boots: list[Boot], summary: dict[str, object], command: str) -> str:
             f"| {b.name}{' (warm-up, left out)' if b.warmup else ''} | {'yes' if b.with_unit else 'masked'} | "
             f"{_s(b.remount)} | {_s(b.ready)} | {_s(b.remount_to_ready)} | {_s(b.local_fs)} | "
             f"{_s(b.local_fs_in_userspace)} | {_s(b.remount_to_local_fs)} | {_s(b.userspace)} | "
-            f"{f'{b.cpu * 1000:.0f} ms' if b.cpu is not None else '-'} | {b.wall:.0f} s | {b.load:.1f} |"
+            f"{f'{b.cpu * 1000:.0f} ms' if b.cpu is not None else '-'} | {b.wall:.0f} s | "
+            f"{f'{b.load:.1f}' if b.load == b.load else '-'} |"
         )
     out.append("")
     names = {
@@ -303,6 +322,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--boots", type=int, default=5, help="measured boots per group (default 5)")
     ap.add_argument("--warmup", type=int, default=1, help="warm-up boots per group, left out (default 1)")
     ap.add_argument("--work", default=WORK, help="the image's directory (default %(default)s)")
+    ap.add_argument(
+        "--records", action="store_true", help="boot nothing: the figures of the boots kept in --work by an earlier run"
+    )
     return ap
 
 
@@ -311,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.boots < 1 or args.warmup < 0:
         ap.error("--boots must be at least 1 and --warmup at least 0")
+    if args.records:
+        boots = read_kept(Path(args.work))
+        print(render(boots, summarize(boots), f"python -m bench.realboot --records --work {args.work}"))
+        return 0
     if os.geteuid() != 0:
         ap.error("needs root (losetup, mount, QEMU)")
     boots = run(Path(args.work), args.boots, args.warmup)
