@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
+import importlib
 import json
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Protocol, cast
 
 from . import bootoutcome
 from .errors import OstreewatchError
@@ -24,6 +26,29 @@ CORRUPT_NAME = "boots.corrupt"
 MAX_BOOTS = 32
 MAX_SIZE = 1 << 20  # 32 records with their expectations take a few tens of KiB
 MAGIC = b"ostreewatch-boots 1 sha256="
+
+
+class _Digest(Protocol):
+    def hexdigest(self) -> str: ...
+
+
+def _builtin_sha256() -> Callable[[bytes], _Digest]:
+    """CPython's own SHA-256 (_sha2 from 3.12, _sha256 before), hashlib's only where neither is built.
+
+    hashlib maps OpenSSL's libcrypto (3.3 MB of resident memory) for a digest of a few KiB;
+    CPython's random module takes its built-in SHA-512 for the same reason.
+    """
+    for name in ("_sha2", "_sha256"):
+        try:
+            return cast(Callable[[bytes], _Digest], importlib.import_module(name).sha256)
+        except (ImportError, AttributeError):
+            continue
+    import hashlib
+
+    return hashlib.sha256
+
+
+_sha256 = _builtin_sha256()
 
 
 class BootStoreCorrupt(OstreewatchError):
@@ -50,7 +75,7 @@ def encode(boots: list[StoredBoot]) -> bytes:
         ]
     }
     data = json.dumps(body, sort_keys=True, ensure_ascii=False, indent=1).encode() + b"\n"
-    return MAGIC + hashlib.sha256(data).hexdigest().encode() + b"\n" + data
+    return MAGIC + _sha256(data).hexdigest().encode() + b"\n" + data
 
 
 def decode(data: bytes) -> list[StoredBoot]:
@@ -58,7 +83,7 @@ def decode(data: bytes) -> list[StoredBoot]:
     header, sep, body = data.partition(b"\n")
     if not sep or not header.startswith(MAGIC):
         raise BootStoreCorrupt("no ostreewatch-boots header")
-    if header[len(MAGIC) :].decode("ascii", "replace") != hashlib.sha256(body).hexdigest():
+    if header[len(MAGIC) :].decode("ascii", "replace") != _sha256(body).hexdigest():
         raise BootStoreCorrupt("the SHA-256 in the header does not match the content (torn or altered)")
     try:
         parsed = json.loads(body)
