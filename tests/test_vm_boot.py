@@ -291,6 +291,21 @@ def assert_healthy_boot(result: rig.BootResult) -> None:
     assert sandbox_refusals(result) == []
     assert result.props()["Problems"] == []
     assert result.text("version.txt").strip() == f"ostreewatch {rig.package_version()}"
+    assert_status_file(result)
+
+
+def assert_status_file(result: rig.BootResult) -> None:
+    """/run/ostreewatch/status.json (issue 22): mode 0644, read by uid 65534, what the daemon answers.
+
+    The guest reads it between two `ostreewatch status --json` answers (record.d/status-file.sh)
+    and tries again while a change lands in between.
+    """
+    assert result.text("status-file.mode").strip() == "644", result.text("status-file.mode")
+    assert result.rc("status-file.json") == 0, result.text("status-file.json.err")
+    cli, again = result.json("status-file-cli.json"), result.json("status-file-cli2.json")
+    assert cli == again, f"the state never held still for 10 tries: {result.text('status-file.tries')}"
+    assert result.json("status-file.json") == cli
+    assert cli["Generation"] >= 1 and cli["BootedDeployment"] == result.props()["BootedDeployment"]
 
 
 # --- the static-grub chain ---------------------------------------------------------------------------
