@@ -250,7 +250,8 @@ def sandbox_refusals(result: rig.BootResult) -> list[str]:
     is. And no EPERM, EACCES or EROFS in the unit's journal.
     """
     assert "errno" in result.text("sandbox-actions-logged.txt").split(), result.text("sandbox-actions-logged.txt")
-    assert "audit=1" in result.cmdline().split()
+    cmdline = result.cmdline().split()
+    assert "audit=1" in cmdline and "sysctl.kernel.printk_ratelimit=0" in cmdline, cmdline  # tests/vm/build-image.sh
     found = []
     for phase in ("", "-after"):
         if not (result.dir / f"sandbox-unit{phase}.json").exists():

@@ -20,7 +20,12 @@ fi
 image="$1" grub_cfg="$(realpath "$2")"
 shift 2
 # audit=1: the kernel logs a seccomp denial only in an audit context (tests/vm/guest/record.d/sandbox.sh).
-kargs=(--karg=root=LABEL=root --karg=rw --karg=console=ttyS0,115200 --karg=audit=1)
+# With no auditd, every audit record reaches the kernel log through printk_ratelimit() (10 a
+# 5 s burst: systemd's own unit records used it up and the seccomp ones were dropped, "kauditd_printk_skb:
+# N callbacks suppressed"), then a hold queue of audit_backlog_limit records: the limit off and a
+# larger queue keep every record (sysctl.* on the command line: Linux >= 5.8).
+kargs=(--karg=root=LABEL=root --karg=rw --karg=console=ttyS0,115200 --karg=audit=1
+    --karg=audit_backlog_limit=8192 --karg=sysctl.kernel.printk_ratelimit=0)
 deployments=1
 logind=0
 while [ $# -gt 0 ]; do
