@@ -191,6 +191,9 @@ SECCOMP_FIELD = re.compile(r'(\w+)=("[^"]*"|\S+)')
 # clone3 (x86_64 syscall 435): systemd's RestrictNamespaces= (the unit's and journald's) answers it
 # ENOSYS by design, so that glibc falls back to clone(2), whose flags a filter can inspect.
 CLONE3 = "435"
+# SYSTEMD_LOG_SECCOMP=1 logs every unit's filter: systemd's own services (logind answered openat2
+# with its filter's EPERM on the logind chain) are not the daemon nor a child of it.
+SYSTEMD_OWN = ("/usr/lib/systemd/", "/lib/systemd/")
 # A sandbox refusal as the daemon, a helper or systemd setting up the unit words it.
 REFUSED = re.compile(r"Permission denied|Operation not permitted|Read-only file system|\bE(?:PERM|ACCES|ROFS)\b")
 # What the daemon reads (docs/ARCHITECTURE.md: the sysroot, /boot, ostree's run files) and what
@@ -242,12 +245,13 @@ def sandbox_refusals(result: rig.BootResult) -> list[str]:
 
     Seccomp: the unit's filter answers EPERM, silently unless loaded with the log flag (the
     image has systemd load every filter so, with audit=1); then every denial is an audit
-    record. Every record of the boot counts, whoever made it: a process of the unit may
-    be a short-lived child (pyinotify's `ldconfig -p`) that nothing else names; only
-    clone3's ENOSYS is left out, and at least one must be there: proof that the denials
-    of this boot were logged. Mounts log nothing: every path the daemon reads or writes
-    must reach the same file in its mount namespace as in PID 1's, writable where PID 1's
-    is. And no EPERM, EACCES or EROFS in the unit's journal.
+    record. Every record of the boot counts but those of systemd's own services (their
+    filters are logged too): a process of the unit may be a short-lived child (pyinotify's
+    `ldconfig -p`) that nothing else names; clone3's ENOSYS is left out, and at least one
+    must be there: proof that the denials of this boot were logged. Mounts log nothing:
+    every path the daemon reads or writes must reach the same file in its mount namespace
+    as in PID 1's, writable where PID 1's is. And no EPERM, EACCES or EROFS in the unit's
+    journal.
     """
     assert "errno" in result.text("sandbox-actions-logged.txt").split(), result.text("sandbox-actions-logged.txt")
     cmdline = result.cmdline().split()
@@ -261,7 +265,7 @@ def sandbox_refusals(result: rig.BootResult) -> list[str]:
         found += [
             f"seccomp: {r.get('comm')} ({r.get('exe')}, pid {r.get('pid')}) syscall {r.get('syscall')}"
             for r in records
-            if r.get("syscall") != CLONE3
+            if r.get("syscall") != CLONE3 and not r.get("exe", "").startswith(SYSTEMD_OWN)
         ]
         daemon_mounts = result.text(f"sandbox-mountinfo-daemon{phase}.txt")
         # After the script the daemon may be stopped (a step's own business): no table, nothing to compare.
