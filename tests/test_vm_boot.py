@@ -191,9 +191,10 @@ SECCOMP_FIELD = re.compile(r'(\w+)=("[^"]*"|\S+)')
 # clone3 (x86_64 syscall 435): systemd's RestrictNamespaces= (the unit's and journald's) answers it
 # ENOSYS by design, so that glibc falls back to clone(2), whose flags a filter can inspect.
 CLONE3 = "435"
-# SYSTEMD_LOG_SECCOMP=1 logs every unit's filter: systemd's own services (logind answered openat2
-# with its filter's EPERM on the logind chain) are not the daemon nor a child of it.
-SYSTEMD_OWN = ("/usr/lib/systemd/", "/lib/systemd/")
+# SYSTEMD_LOG_SECCOMP=1 logs every unit's filter: the programs of the image's other filtered
+# services (systemd's own: logind answered openat2 with its filter's EPERM on the logind chain;
+# polkit.service, polkit-agent-helper@.service, fstrim.service) are neither the daemon nor a child of it.
+OTHER_SERVICES = ("/usr/lib/systemd/", "/lib/systemd/", "/usr/lib/polkit-1/", "/usr/sbin/fstrim")
 # A sandbox refusal as the daemon, a helper or systemd setting up the unit words it.
 REFUSED = re.compile(r"Permission denied|Operation not permitted|Read-only file system|\bE(?:PERM|ACCES|ROFS)\b")
 # What the daemon reads (docs/ARCHITECTURE.md: the sysroot, /boot, ostree's run files) and what
@@ -245,8 +246,8 @@ def sandbox_refusals(result: rig.BootResult) -> list[str]:
 
     Seccomp: the unit's filter answers EPERM, silently unless loaded with the log flag (the
     image has systemd load every filter so, with audit=1); then every denial is an audit
-    record. Every record of the boot counts but those of systemd's own services (their
-    filters are logged too): a process of the unit may be a short-lived child (pyinotify's
+    record. Every record of the boot counts but those of the other filtered services
+    (OTHER_SERVICES): a process of the unit may be a short-lived child (pyinotify's
     `ldconfig -p`) that nothing else names; clone3's ENOSYS is left out, and at least one
     must be there: proof that the denials of this boot were logged. Mounts log nothing:
     every path the daemon reads or writes must reach the same file in its mount namespace
@@ -265,7 +266,7 @@ def sandbox_refusals(result: rig.BootResult) -> list[str]:
         found += [
             f"seccomp: {r.get('comm')} ({r.get('exe')}, pid {r.get('pid')}) syscall {r.get('syscall')}"
             for r in records
-            if r.get("syscall") != CLONE3 and not r.get("exe", "").startswith(SYSTEMD_OWN)
+            if r.get("syscall") != CLONE3 and not r.get("exe", "").startswith(OTHER_SERVICES)
         ]
         daemon_mounts = result.text(f"sandbox-mountinfo-daemon{phase}.txt")
         # After the script the daemon may be stopped (a step's own business): no table, nothing to compare.
