@@ -6,9 +6,10 @@ tests/vm/build-image.sh; `Image.boot(name, script)` boots it once (TCG; KVM only
 to exit (the guest powers off after its records), then copies the guest's records
 (/var/lib/owvm/NAME in the stateroot's /var) out of the image into a BootResult. A boot
 that never reached the guest script raises BootFailed with the console's tail. The
-rare TCG kernel panic before userspace (docs/vm-rig.md) is retried: nothing was written
-to the disk yet. Between boots, `Image.mounted()` gives the physical root with /boot
-mounted in it, to change the image offline (grub-editenv, a file).
+rare TCG kernel panic before userspace (docs/vm-rig.md) is retried with the grubenv put
+back (GRUB's save_env is the only write before userspace). Between boots,
+`Image.mounted()` gives the physical root with /boot mounted in it, to change the image
+offline (grub-editenv, a file).
 """
 
 from __future__ import annotations
@@ -249,6 +250,14 @@ class Image:
             with contextlib.suppress(OSError):
                 mnt.rmdir()
 
+    def _grubenv(self, restore: bytes | None = None) -> bytes | None:
+        """The /boot partition's grub/grubenv (None when absent); with RESTORE, write it back first."""
+        with self.mounted() as root:
+            env = root / "boot" / "grub" / "grubenv"
+            if restore is not None:
+                env.write_bytes(restore)
+            return env.read_bytes() if env.exists() else None
+
     def boot(
         self,
         name: str,
@@ -272,6 +281,7 @@ class Image:
         shutil.rmtree(boot_dir, ignore_errors=True)
         boot_dir.mkdir(parents=True)
         (boot_dir / "cmd.sh").write_text(script)
+        grubenv = self._grubenv()
         attempts = 0
         while True:
             attempts += 1
@@ -286,9 +296,11 @@ class Image:
             if f"OWVM DONE {name}" in serial:
                 break
             # A TCG guest kernel now and then panics in early boot (docs/vm-rig.md); before
-            # userspace started nothing was written to the disk, so booting again is the same boot.
+            # userspace started only GRUB wrote to the disk (save_env: a greenboot counter, a
+            # consumed next_entry), so with its grubenv put back booting again is the same boot.
             if "Kernel panic" in console and "OWVM BEGIN" not in serial and attempts < 3:
                 (boot_dir / f"console.panic{attempts}.log").write_text(console)
+                self._grubenv(grubenv)
                 continue
             tail = "\n".join(console.splitlines()[-CONSOLE_TAIL:])
             raise BootFailed(f"boot {name!r} ({firmware}) did not finish its guest script; console tail:\n{tail}")
