@@ -152,6 +152,9 @@ async def system_stopping() -> bool:
     finally:
         if proc.returncode is None:
             proc.kill()
+            # Reaped even when the caller is cancelled (a stop while asking): a child left to a
+            # closed loop is a warning from asyncio in the journal at every such shutdown.
+            await asyncio.shield(proc.wait())
     return out.strip() == b"stopping"
 
 
@@ -630,10 +633,13 @@ class Daemon:
             self.manager.detach(bus)
             service.close_bus(bus)  # else the daemon keeps the old connection, and our name with it
             self.bus = None
-            # At shutdown the system bus stops before this unit (ordered before local-fs.target):
-            # an expected loss, not a warning.
+            # At shutdown the system bus may stop before this unit (neither is ordered against the
+            # other): an expected loss, not a warning.
             assert self._stopping is not None
-            shutting_down = self._stopping.is_set() or await system_stopping()
+            systemd_says = self._stopping.is_set() or await system_stopping()
+            # Asked again: a stop that came while asking ends the question too (systemd's SIGTERM
+            # reaches the whole cgroup, systemctl included, which then answers nothing).
+            shutting_down = systemd_says or self._stopping.is_set()
             self.journal.bus_lost(self.bus_spec, reason, shutting_down=shutting_down)
 
     async def _own_name(self, service: Any, bus: Any) -> None:

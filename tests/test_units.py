@@ -33,8 +33,13 @@ def test_ordered_like_ostree_remount(unit: dict[str, dict[str, list[str]]]) -> N
     after = words(u["After"])
     for name in ("-.mount", "var.mount", "systemd-remount-fs.service", "ostree-remount.service"):
         assert name in after, name
-    assert {"local-fs.target", "umount.target"} <= set(words(u["Before"]))
+    before = set(words(u["Before"]))
+    assert "umount.target" in before
     assert words(u["Conflicts"]) == ["umount.target"]
+    # Read before what changes the boot's evidence; stopped after what writes at shutdown.
+    assert {"ostree-boot-complete.service", "boot-complete.target", "ostree-finalize-staged.service"} <= before
+    # Nothing mounted waits for it: local-fs.target (and so every boot) never waits for a Python start.
+    assert not {"local-fs.target", "sysinit.target", "basic.target"} & before
     # Never after the bus: the daemon joins it when its socket appears.
     assert not {"dbus.socket", "dbus.service", "basic.target", "sysinit.target"} & set(after)
     assert "Requires" not in u and "Wants" not in u
@@ -47,8 +52,8 @@ def test_service_section(unit: dict[str, dict[str, list[str]]]) -> None:
     assert s["Restart"] == ["on-failure"]
     assert s["ExecStart"] == ["/usr/libexec/ostreewatchd"]
     assert s["ExecReload"] == ["""/bin/sh -c 'kill -HUP "$MAINPID"'"""]
-    # Alone, BusName= implies Type=dbus (ready once the name is on the bus): a
-    # deadlock for a unit that sits before local-fs.target. Activation uses SystemdService=.
+    # Alone, BusName= implies Type=dbus (ready once the name is on the bus): the units
+    # ordered after it would wait for the bus. Activation uses SystemdService=.
     assert "BusName" not in s
     assert unit["Install"]["WantedBy"] == ["local-fs.target"]
 
@@ -99,15 +104,20 @@ def test_verify_has_no_cycle_and_no_warning(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "bad",
     [
-        "After=dbus.socket",  # the obvious cycle
-        "PrivateTmp=yes",  # pulls in After=systemd-tmpfiles-setup.service
+        # Waiting for what it must be read before.
+        [("[Unit]", "After=boot-complete.target")],
+        # The ordering before local-fs.target this unit left out (issue 21), with PrivateTmp=,
+        # which pulls in After=systemd-tmpfiles-setup.service, itself after local-fs.target.
+        [("[Unit]", "Before=local-fs.target"), ("[Service]", "PrivateTmp=yes")],
+        # The same ordering with a wait for the bus (dbus.socket comes after sysinit.target).
+        [("[Unit]", "Before=local-fs.target"), ("[Unit]", "After=dbus.socket")],
     ],
 )
-def test_verify_sees_a_cycle_when_there_is_one(tmp_path: Path, bad: str) -> None:
-    """The check above can fail: these lines close a cycle through local-fs.target."""
-    key = bad.split("=")[0]
-    section = "[Unit]" if key == "After" else "[Service]"
-    text = UNIT.read_text().replace(section, f"{section}\n{bad}", 1)
+def test_verify_sees_a_cycle_when_there_is_one(tmp_path: Path, bad: list[tuple[str, str]]) -> None:
+    """The check above can fail: these lines close an ordering cycle."""
+    text = UNIT.read_text()
+    for section, line in bad:
+        text = text.replace(section, f"{section}\n{line}", 1)
     out = verify_copy(tmp_path, text)
     assert "ordering cycle" in out.lower(), out
 
