@@ -27,8 +27,8 @@ from .sysroot import Root
 
 log = logging.getLogger("ostreewatch.boottracker")
 
-# Written by ostree-finalize-staged when it fails; ostree-boot-complete.service (ordered after
-# local-fs.target, which waits for this daemon) prints and removes it.
+# Written by ostree-finalize-staged when it fails; ostree-boot-complete.service (which the unit
+# orders after this daemon's READY=1) prints and removes it.
 FINALIZE_STAMP = "boot/ostree/finalize-failure.stamp"
 STAMP_MAX = 64 * 1024
 GRUBENV_MAX = 64 * 1024
@@ -203,7 +203,7 @@ class BootTracker:
         """SNAPSHOT with the boot properties and problems added; the first call also judges this boot."""
         if not self._began:
             # With the first snapshot, before READY=1: ostree-boot-complete.service, ordered after
-            # local-fs.target (which waits for us), removes the stamp. Reading and judging cost a
+            # READY=1 by the unit, removes the stamp. Reading and judging cost a
             # small file read; the write of the new record waits for the records thread (persist).
             if not self._stamp_known:
                 self._stamp = read_finalize_stamp(self.sysroot)

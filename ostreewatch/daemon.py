@@ -15,8 +15,8 @@ import sys
 from . import __version__, _notify, errors, layout, model, runfiles, state
 
 # Only what the first snapshot needs is imported before READY=1 (the section "before READY=1"
-# below): the unit is ordered before local-fs.target, so every millisecond here is one of every
-# boot. The event loop's side (asyncio, logging, the watcher's pyinotify, the journal's
+# below): the units that wait for the first read (units/ostreewatch.service) and the CPU the
+# rest of the boot shares make every millisecond here one of every boot. The event loop's side (asyncio, logging, the watcher's pyinotify, the journal's
 # systemd.journal, threads) is imported right after READY=1 by _load_runtime(), and the D-Bus
 # side (dbus_next, the service, the boot writer) after that, in a thread (_load_bus_side).
 # tests/test_daemon_start.py pins the set of modules imported before READY=1.
@@ -1210,7 +1210,7 @@ def main(argv: list[str] | None = None) -> int:
     except (errors.OstreewatchError, OSError) as e:
         print(f"ostreewatchd: {e}", file=sys.stderr)
         return 1
-    # Before ostree-boot-complete.service (after local-fs.target, hence after our READY=1) removes it.
+    # Before ostree-boot-complete.service (ordered after our READY=1 by the unit) removes it.
     stamp = _finalize_stamp(paths)
     # status.json before READY=1: a unit ordered after ours finds it there (docs/logind.md).
     runfiles_error = _first_runfiles(args.runtime_dir, first)

@@ -121,7 +121,7 @@ def test_a_failed_finalization_is_recorded_with_ostrees_message(
     assert "not finalized" in last["reason"] and "During /etc merge" in last["reason"]
     problem = next(p for p in busctl_plain(d.get_property("Problems")) if p["code"] == "finalize-failed")
     assert ostree_says in problem["message"] and problem["subject"] == "/boot/ostree/finalize-failure.stamp"
-    # ostree-boot-complete.service removes the stamp after local-fs.target; the boot keeps its record.
+    # ostree-boot-complete.service removes the stamp after our READY=1; the boot keeps its record.
     stamp.unlink()
     d.stop()
     d = run_daemon(daemon_factory, system_bus, sr, boot2, tmp_path / "state", 2)

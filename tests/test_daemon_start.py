@@ -1,6 +1,7 @@
 """What ostreewatchd does before READY=1 (issue 21): the modules it imports are pinned, not timed.
 
-The unit is ordered before local-fs.target: every import before READY=1 is paid at every boot.
+Every import before READY=1 is paid at every boot (the units ordered after the first read wait
+for it, and the rest of the boot shares the CPU).
 The daemon is run as installed (tests/fixtures/startlaunch.py: /usr/bin/python3 -I, the
 package on a plain sys.path) on the bundled samples' files (a host's paths, not --sample),
 and the modules loaded when READY=1 is sent, less those of `/usr/bin/python3 -I -c pass`,
