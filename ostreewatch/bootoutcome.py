@@ -177,8 +177,13 @@ def _fallback_evidence(prev: Expectation, facts: BootFacts) -> str | None:
     return None
 
 
-def judge(prev: Expectation | None, facts: BootFacts, previous_boot_id: str = "") -> BootRecord:
-    """This boot's record: PREV (the previous boot's last expectation, None when unknown) against FACTS."""
+def judge(
+    prev: Expectation | None, facts: BootFacts, previous_boot_id: str = "", history_lost: str = ""
+) -> BootRecord:
+    """This boot's record: PREV (the previous boot's last expectation, None when unknown) against FACTS.
+
+    HISTORY_LOST: why the stored records were set aside (a corrupt file), named in a first record.
+    """
     finalize_failed = facts.finalize_error is not None
     fin_error = (facts.finalize_error or "").strip()
     fin_clause = f"; ostree could not finalize the staged deployment ({fin_error or 'no detail'})"
@@ -201,6 +206,12 @@ def judge(prev: Expectation | None, facts: BootFacts, previous_boot_id: str = ""
         )
 
     if prev is None:
+        if history_lost:
+            return record(
+                "first-record",
+                f"No expectation is known: the boot records were set aside ({history_lost}), "
+                "so there is no record of what it would boot.",
+            )
         why = f"the previous boot {previous_boot_id} left" if previous_boot_id else "there is"
         return record("first-record", f"No expectation was recorded: {why} no record of what it would boot.")
     exp_entry, exp_dep = prev.expected_entry, prev.expected_deployment

@@ -162,9 +162,12 @@ def with_expectation(boots: list[StoredBoot], expectation: bootoutcome.Expectati
 
 
 def begin_boot(
-    boots: list[StoredBoot], facts: bootoutcome.BootFacts
+    boots: list[StoredBoot], facts: bootoutcome.BootFacts, history_lost: str = ""
 ) -> tuple[list[StoredBoot], bootoutcome.BootRecord, bool]:
-    """(boots with this boot judged in front, its record, new): a daemon restarted in the same boot judges nothing."""
+    """(boots with this boot judged in front, its record, new): a daemon restarted in the same boot judges nothing.
+
+    HISTORY_LOST: why the stored records were set aside, for the reason of a first record.
+    """
     if boots and boots[0].record.boot_id == facts.boot_id:
         return boots, boots[0].record, False
     previous = boots[0] if boots else None
@@ -172,5 +175,6 @@ def begin_boot(
         previous.expectation if previous is not None else None,
         facts,
         previous_boot_id=previous.record.boot_id if previous is not None else "",
+        history_lost=history_lost,
     )
     return [StoredBoot(record), *boots][:MAX_BOOTS], record, True

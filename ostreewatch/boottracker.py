@@ -271,7 +271,9 @@ class BootTracker:
             loaded = bootstore.load(self.state_dir)
         except OSError as e:
             problems.append(model.Problem(FAILED, f"cannot read the boot records: {e}", self.state_dir))
+        lost = ""
         if loaded.corrupt:
+            lost = f"{loaded.corrupt}; kept as {os.path.join(self.state_dir, bootstore.CORRUPT_NAME)}"
             problems.append(
                 model.Problem(
                     model.ProblemCode.BOOT_RECORD_CORRUPT.code,
@@ -289,7 +291,7 @@ class BootTracker:
             finalize_error=self._stamp,
             timestamp=time.time_ns() // 1000,
         )
-        boots, record, self._new = bootstore.begin_boot(loaded.boots, facts)
+        boots, record, self._new = bootstore.begin_boot(loaded.boots, facts, history_lost=lost)
         self._set(boots, record, tuple(problems))
 
     # -- this module's thread --

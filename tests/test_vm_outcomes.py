@@ -155,6 +155,7 @@ def test_outc_a_corrupt_records_set_aside(outcome_chain: BootChain) -> None:
     codes = [p["code"] for p in props["Problems"]]
     assert codes == ["boot-record-corrupt"], props["Problems"]
     last = assert_judged(r, "first-record", 1)
+    assert "/var/lib/ostreewatch/boots.corrupt" in last["reason"], last["reason"]
     # A new records file holds this boot again.
     assert r.rc("boots.b64") == 0, r.text("boots.b64.err")
     stored = bootstore.decode(base64.b64decode(r.text("boots.b64")))
