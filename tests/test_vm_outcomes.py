@@ -148,7 +148,7 @@ def test_outc_a_corrupt_records_set_aside(outcome_chain: BootChain) -> None:
     assert units["ostreewatch.service"]["ActiveState"] == "active", units["ostreewatch.service"]
     assert units["ostreewatch.service"]["NRestarts"] == "0", units["ostreewatch.service"]
     assert r.text("failed.txt").strip() == "", r.text("failed.txt")
-    props = assert_agrees_with_ostree(r)
+    props = assert_agrees_with_ostree(r, reads_saved_entry=True)
     # The torn bytes, as the host wrote them, are what the guest finds under the corrupt name.
     assert r.rc("boots-corrupt.sha256") == 0, r.text("boots-corrupt.sha256.err")
     assert r.text("boots-corrupt.sha256").split()[0] == hashlib.sha256(torn).hexdigest()
@@ -176,6 +176,7 @@ def test_outc_b_other_entry_from_a_change_while_down(outcome_chain: BootChain) -
     a = outcome_chain.need("outc-a")
     r = outcome_chain.boot("outc-b")
     assert_healthy_boot(r)  # boot-record-corrupt was outc-a's only
+    assert_agrees_with_ostree(r, reads_saved_entry=True)
     # GRUB booted its default, saved_entry's entry: DefaultDeployment is the booted one now, not
     # ostree's first (DefaultDeployment is "the deployment the default entry boots").
     assert assert_state(r)["DefaultDeployment"] == the(deployments(r), "booted") != dep_id(deployments(r)[0])
@@ -206,6 +207,7 @@ def test_outc_c_other_entry_from_a_menu_choice(outcome_chain: BootChain) -> None
     # default now is saved_entry, outc-b's entry, the second line; Up highlights the first.
     r = outcome_chain.boot("outc-c", console_keys=[("GNU GRUB", ""), ("automatically", UP + ENTER)])
     assert_healthy_boot(r)
+    assert_agrees_with_ostree(r, reads_saved_entry=True)
     assert assert_state(r)["DefaultDeployment"] == the(deployments(b), "booted") != the(deployments(r), "booted")
     env = grubenv_vars(r.text("grubenv.txt"))
     assert env.get("timeout") == str(MENU_TIMEOUT)
