@@ -177,9 +177,7 @@ def _fallback_evidence(prev: Expectation, facts: BootFacts) -> str | None:
     return None
 
 
-def judge(
-    prev: Expectation | None, facts: BootFacts, previous_boot_id: str = "", history_lost: str = ""
-) -> BootRecord:
+def judge(prev: Expectation | None, facts: BootFacts, previous_boot_id: str = "", history_lost: str = "") -> BootRecord:
     """This boot's record: PREV (the previous boot's last expectation, None when unknown) against FACTS.
 
     HISTORY_LOST: why the stored records were set aside (a corrupt file), named in a first record.

@@ -16,8 +16,9 @@ from . import __version__, _notify, errors, layout, model, runfiles, state
 
 # Only what the first snapshot needs is imported before READY=1 (the section "before READY=1"
 # below): the units that wait for the first read (units/ostreewatch.service) and the CPU the
-# rest of the boot shares make every millisecond here one of every boot. The event loop's side (asyncio, logging, the watcher's pyinotify, the journal's
-# systemd.journal, threads) is imported right after READY=1 by _load_runtime(), and the D-Bus
+# rest of the boot shares make every millisecond here one of every boot. The event loop's side
+# (asyncio, logging, the watcher's pyinotify, the journal's systemd.journal, threads) is imported
+# right after READY=1 by _load_runtime(), and the D-Bus
 # side (dbus_next, the service, the boot writer) after that, in a thread (_load_bus_side).
 # tests/test_daemon_start.py pins the set of modules imported before READY=1.
 # `typing` itself is an import to avoid: mypy treats any TYPE_CHECKING name as true.
@@ -592,7 +593,14 @@ class Daemon:
         backoff = 0.5
         said_missing = False
         shutting_down = False
-        while True:
+        stopping = self._stopping
+        assert stopping is not None
+        # Not `while True`: the stop's cancellation of this task can be lost on the way (Python
+        # 3.11's asyncio.wait_for returns the result of an await that finished in the same loop
+        # iteration as the cancellation, as system_stopping()'s may when systemd's SIGTERM ends its
+        # systemctl). Without these checks the task went on to wait for the bus socket, and the
+        # daemon never exited: tests/test_daemon_shutdown.py hung one power-off in about ten.
+        while not stopping.is_set():
             waiter = None
             if path:
                 try:
@@ -610,6 +618,8 @@ class Daemon:
                         bus=self.bus_spec,
                     )
                     said_missing = True
+                if stopping.is_set():
+                    break
                 if waiter is not None:
                     await waiter.wait()
                     waiter.close()
@@ -635,11 +645,10 @@ class Daemon:
             self.bus = None
             # At shutdown the system bus may stop before this unit (neither is ordered against the
             # other): an expected loss, not a warning.
-            assert self._stopping is not None
-            systemd_says = self._stopping.is_set() or await system_stopping()
+            systemd_says = stopping.is_set() or await system_stopping()
             # Asked again: a stop that came while asking ends the question too (systemd's SIGTERM
             # reaches the whole cgroup, systemctl included, which then answers nothing).
-            shutting_down = systemd_says or self._stopping.is_set()
+            shutting_down = systemd_says or stopping.is_set()
             self.journal.bus_lost(self.bus_spec, reason, shutting_down=shutting_down)
 
     async def _own_name(self, service: Any, bus: Any) -> None:
