@@ -67,7 +67,8 @@ def _records(tmp: Path, ready_us: int, nsec: str) -> rig.BootResult:
     (tmp / "units.txt").write_text(
         f"Id=ostreewatch.service\nActiveEnterTimestampMonotonic={ready_us}\n\n"
         "Id=ostree-remount.service\nActiveEnterTimestampMonotonic=40000000\n\n"
-        "Id=local-fs.target\nActiveEnterTimestampMonotonic=41500000\n"
+        "Id=local-fs.target\nActiveEnterTimestampMonotonic=41500000\n\n"
+        "Id=boot-complete.target\nActiveEnterTimestampMonotonic=52000000\n"
     )
     (tmp / "analyze-time.txt").write_text(ANALYZE)
     (tmp / "manager.txt").write_text("UserspaceTimestampMonotonic=30780000\nFinishTimestampMonotonic=93183000\n")
@@ -85,10 +86,12 @@ def test_figures_from_records_and_the_cost(tmp_path: Path) -> None:
     assert w.remount_to_ready == pytest.approx(1.4)
     assert w.local_fs_in_userspace == pytest.approx(10.72)
     assert w.userspace == pytest.approx(62.402) and w.cpu == pytest.approx(0.731)
+    assert w.boot_complete_in_userspace == pytest.approx(21.22)
     assert boots[1].ready is None and boots[1].cpu is None
     boots.append(realboot.Boot("warm", True, True, 40, 99, 99, 30.78, 62.4, 1.0, 300.0))  # left out
     summary = realboot.summarize(boots)
     assert summary["delta"] == pytest.approx(0.0) and summary["within"] is True
     text = realboot.render(boots, summary, "python -m bench.realboot --boots 3")
     assert "warm (warm-up, left out)" in text and "+0.0 % of the masked boots' median userspace time" in text
+    assert "| boot-complete.target after userspace start (waits for READY=1) | median 21.22 s" in text
     assert "n=3" in realboot.summary_line(summary)
