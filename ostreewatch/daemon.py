@@ -599,7 +599,7 @@ class Daemon:
         # 3.11's asyncio.wait_for returns the result of an await that finished in the same loop
         # iteration as the cancellation, as system_stopping()'s may when systemd's SIGTERM ends its
         # systemctl). Without these checks the task went on to wait for the bus socket, and the
-        # daemon never exited: tests/test_daemon_shutdown.py hung one power-off in about ten.
+        # daemon never exited: tests/test_daemon_shutdown.py hung 3 of about 80 power-offs.
         while not stopping.is_set():
             waiter = None
             if path:
